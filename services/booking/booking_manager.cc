@@ -1025,8 +1025,10 @@ absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
     auto initiator = IsAdmin(p) ? v1::Booking::PLATFORM_ADMIN
                                 : staff ? v1::Booking::OWNER_STAFF : v1::Booking::BOOKER;
     const absl::Duration notice = FromProto(SlotRulesOf(instrument, b.mode()).late_cancel_notice());
+    // Never late while the instrument is out of service (MAINTENANCE or
+    // RETIRED: nobody could use the slot).
     const bool late = initiator == v1::Booking::BOOKER && b.state() == v1::Booking::CONFIRMED &&
-                      now > FromProto(b.reserved_interval().start_time()) - notice;
+                      instrument.state() == inv::ACTIVE && now > FromProto(b.reserved_interval().start_time()) - notice;
     c.booking.set_state(v1::Booking::CANCELLED);
     c.booking.set_late_cancellation(late);
     auto* cancel = c.booking.mutable_cancellation();
@@ -1557,9 +1559,11 @@ absl::StatusOr<int> BookingManager::Sweep() {
         return Precondition("NOT_DUE", "no longer due");
       }
       absl::Time due = FromProto(b.reserved_interval().start_time());  // pending: its start
+      bool out_of_service = false;
       if (confirmed) {
         LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(b.instrument()));
         due = DueTime(b, *instrument);
+        out_of_service = instrument->state() != inv::ACTIVE;
       }
       // A missed booking is due at the moment CheckIn's window closes
       // (half-open: CheckIn refuses from that moment on); a pending one at
@@ -1577,7 +1581,22 @@ absl::StatusOr<int> BookingManager::Sweep() {
       c.due = UpdateStep::Due::kRemove;
       v1::BookingEvent e = Event(sweeper, "");
       c.release_budget = true;
-      if (confirmed) {
+      if (confirmed && out_of_service) {
+        // Nobody could check in (CheckIn: INSTRUMENT_NOT_ACTIVE): an outage
+        // (inventory's MAINTENANCE is "out of service for all bookings"),
+        // cancelled without charge, not MISSED.
+        c.booking.set_state(v1::Booking::CANCELLED);
+        c.booking.set_cancelled_by_outage(true);
+        auto* cancel = c.booking.mutable_cancellation();
+        *cancel->mutable_cancel_time() = ToProto(now);
+        cancel->set_cancelled_by(ActorName(sweeper));
+        cancel->set_initiator(v1::Booking::MAINTENANCE_OUTAGE);
+        cancel->set_reason("the instrument was out of service when check-in closed");
+        auto* cancelled = e.mutable_booking_cancelled();
+        cancelled->set_previous_state(b.state());
+        cancelled->set_cancelled_by_outage(true);
+        cancelled->set_initiator(v1::Booking::MAINTENANCE_OUTAGE);
+      } else if (confirmed) {
         // A missed booking spends its reserved hours.
         c.used = FromProto(b.reserved_interval().end_time()) - FromProto(b.reserved_interval().start_time());
         c.booking.set_state(v1::Booking::MISSED);

@@ -107,6 +107,30 @@ class Audit4Test : public BookingFlowsTest {
     return out;
   }
   static absl::Duration Days(int d) { return absl::Hours(24 * d); }
+  void SetTemState(iv::InstrumentState state) {
+    iv::SetInstrumentStateRequest st;
+    st.set_name("instruments/tem");
+    st.set_state(state);
+    st.set_reason("vacuum pump service");
+    Inv(&iv::InventoryService::Stub::SetInstrumentState, st);
+  }
+  grpc::Status Cancel(const std::string& name, v1::Booking* out, const std::string& token) {
+    v1::CancelBookingRequest c;
+    c.set_name(name);
+    c.set_reason("plans changed");
+    return Call(stub_.get(), &Stub::CancelBooking, c, out, token);
+  }
+  // The BookingEvents about booking `name`, oldest first.
+  std::vector<v1::BookingEvent> EventsOf(const std::string& name) {
+    std::vector<v1::BookingEvent> out;
+    for (auto& e : Events()) {
+      const v1::Booking* b = nullptr;
+      if (e.has_booking_cancelled()) b = &e.booking_cancelled().booking();
+      if (e.has_booking_missed()) b = &e.booking_missed().booking();
+      if (b != nullptr && b->name() == name) out.push_back(std::move(e));
+    }
+    return out;
+  }
 };
 
 // ApplyMaintenanceWindow: HANDED_OVER leases "are left alone and reported as
@@ -188,6 +212,65 @@ TEST_F(Audit4Test, ManyWindowsInsideTheLeaseDoNotHideItEither) {
   const v1::QueryAvailabilityResponse free = Availability(Days(5), Days(8));
   EXPECT_EQ(free.free_intervals_size(), 0);
   EXPECT_EQ(Busy(free), std::vector<std::string>{lease.booking() + " LEASED [0, 312h)"});
+}
+
+// ================================================================ out of service
+
+// Booking.CANCELLED: a CONFIRMED booking whose check-in window closes while
+// its instrument is not ACTIVE (CheckIn refused it: INSTRUMENT_NOT_ACTIVE)
+// is cancelled by the sweep as an outage, never charged; it was MISSED (and
+// billing charged the missed fee).
+TEST_F(Audit4Test, TheSweepCancelsABookingOnAnInstrumentOutOfServiceAsAnOutage) {
+  v1::Booking b;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b).ok());
+  SetTemState(iv::MAINTENANCE);
+  clock_.Set(day_ + absl::Hours(9));
+  v1::CheckInRequest in;
+  in.set_name(b.name());
+  v1::Booking out;
+  EXPECT_EQ(GrpcErrorReason(Call(stub_.get(), &Stub::CheckIn, in, &out, ana_)), "INSTRUMENT_NOT_ACTIVE");
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(15));
+  ASSERT_EQ(*manager_->Sweep(), 1);
+  const v1::Booking swept = Get(b.name());
+  EXPECT_EQ(swept.state(), v1::Booking::CANCELLED);
+  EXPECT_TRUE(swept.cancelled_by_outage());
+  EXPECT_FALSE(swept.late_cancellation());
+  EXPECT_EQ(swept.cancellation().initiator(), v1::Booking::MAINTENANCE_OUTAGE);
+  EXPECT_EQ(swept.cancellation().cancelled_by(), "services/booking");
+  EXPECT_EQ(swept.cancellation().maintenance_window(), "");
+  EXPECT_EQ(FromProto(swept.cancellation().cancel_time()), day_ + absl::Hours(9) + absl::Minutes(15));
+  const std::vector<v1::BookingEvent> events = EventsOf(b.name());
+  ASSERT_EQ(events.size(), 1u);
+  ASSERT_TRUE(events[0].has_booking_cancelled());
+  EXPECT_TRUE(events[0].booking_cancelled().cancelled_by_outage());
+  EXPECT_EQ(events[0].booking_cancelled().previous_state(), v1::Booking::CONFIRMED);
+  EXPECT_EQ(events[0].booking_cancelled().initiator(), v1::Booking::MAINTENANCE_OUTAGE);
+  // An ACTIVE instrument's booking is still MISSED.
+  SetTemState(iv::ACTIVE);
+  v1::Booking later;
+  ASSERT_TRUE(Book(absl::Hours(12), absl::Hours(13), &later).ok());
+  clock_.Set(day_ + absl::Hours(12) + absl::Minutes(15));
+  ASSERT_EQ(*manager_->Sweep(), 1);
+  EXPECT_EQ(Get(later.name()).state(), v1::Booking::MISSED);
+}
+
+// CancelBooking: a cancellation while the instrument is not ACTIVE is never
+// late (it was, inside late_cancel_notice).
+TEST_F(Audit4Test, ACancelWhileTheInstrumentIsOutOfServiceIsNotLate) {
+  v1::Booking b, other, out;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b).ok());
+  ASSERT_TRUE(Book(absl::Hours(11), absl::Hours(12), &other).ok());
+  SetTemState(iv::MAINTENANCE);
+  clock_.Set(day_ + absl::Hours(8));
+  grpc::Status s = Cancel(b.name(), &out, ana_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_FALSE(out.late_cancellation());
+  EXPECT_EQ(out.cancellation().initiator(), v1::Booking::BOOKER);
+  // On an ACTIVE instrument the same cancel is late.
+  SetTemState(iv::ACTIVE);
+  clock_.Set(day_ + absl::Hours(8) + absl::Minutes(1));
+  ASSERT_TRUE(Cancel(other.name(), &out, ana_).ok());
+  EXPECT_TRUE(out.late_cancellation());
 }
 
 }  // namespace

@@ -1020,6 +1020,17 @@ absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
       return WrongState(b, "PENDING_APPROVAL or CONFIRMED");
     }
     const absl::Time now = clock_->Now();
+    // The sweep's bookings are MISSED (EXPIRED) from the moment CheckIn's
+    // window closes (the reserved start comes), whenever the sweep runs:
+    // from then on nothing is left to cancel.
+    if ((b.mode() == labshare::type::v1::ON_SITE || b.mode() == labshare::type::v1::JOINT_RESEARCH) &&
+        now >= DueTime(b, instrument)) {
+      const bool pending = b.state() == v1::Booking::PENDING_APPROVAL;
+      return MakeError(absl::StatusCode::kFailedPrecondition, "BOOKING_STATE",
+                       absl::StrCat(b.name(), pending ? " reached its reserved start still pending: it is EXPIRED"
+                                                      : "'s check-in window has closed: it is MISSED"),
+                       {{"state", pending ? "EXPIRED" : "MISSED"}});
+    }
     Change c;
     c.booking = b;
     auto initiator = IsAdmin(p) ? v1::Booking::PLATFORM_ADMIN
@@ -1100,6 +1111,11 @@ absl::StatusOr<v1::Booking> BookingManager::RejectBooking(const Principal& p,
                     [&](const Loaded& cur) -> absl::StatusOr<Change> {
     const v1::Booking& b = cur.booking;
     LS_RETURN_IF_ERROR(CheckDecision(p, cur, r.etag()).status());
+    // As ApproveBooking: from the reserved start the booking is EXPIRED
+    // (the sweep sets it), not REJECTED.
+    if (clock_->Now() >= FromProto(b.reserved_interval().start_time())) {
+      return Precondition("BOOKING_STARTED", "the reserved start has come; it can no longer be rejected");
+    }
     Change c;
     c.booking = b;
     c.booking.set_state(v1::Booking::REJECTED);

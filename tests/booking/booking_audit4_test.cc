@@ -273,5 +273,55 @@ TEST_F(Audit4Test, ACancelWhileTheInstrumentIsOutOfServiceIsNotLate) {
   EXPECT_TRUE(out.late_cancellation());
 }
 
+// ================================================================ past the moment
+
+// CancelBooking: a CONFIRMED booking is MISSED from the moment CheckIn's
+// window closes (start + 15 min), whenever the sweep runs: from then on it
+// is BOOKING_STATE (metadata state MISSED), not cancelled (late); a moment
+// before, it is cancelled (late).
+TEST_F(Audit4Test, CancelBookingRefusesABookingWhoseCheckInWindowClosed) {
+  v1::Booking b, other, out;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b).ok());
+  ASSERT_TRUE(Book(absl::Hours(11), absl::Hours(12), &other).ok());
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(15));
+  grpc::Status s = Cancel(b.name(), &out, ana_);
+  EXPECT_EQ(s.error_code(), StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "BOOKING_STATE") << s.error_message();
+  EXPECT_EQ(Get(b.name()).state(), v1::Booking::CONFIRMED);
+  ASSERT_EQ(*manager_->Sweep(), 1);
+  EXPECT_EQ(Get(b.name()).state(), v1::Booking::MISSED);
+  clock_.Set(day_ + absl::Hours(11) + absl::Minutes(15) - absl::Nanoseconds(1));
+  s = Cancel(other.name(), &out, ana_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_TRUE(out.late_cancellation());
+}
+
+// RejectBooking, as ApproveBooking: from the reserved start a pending
+// booking is EXPIRED (the sweep sets it), so rejecting it is
+// BOOKING_STARTED (it became REJECTED); a moment before, it is rejected.
+TEST_F(Audit4Test, RejectBookingRefusesAPendingBookingPastItsStart) {
+  v1::Booking b, other, out;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(19), &b).ok());  // above 8 h: approval
+  ASSERT_EQ(b.state(), v1::Booking::PENDING_APPROVAL);
+  ASSERT_TRUE(Book(absl::Hours(24 + 9), absl::Hours(24 + 19), &other).ok());
+  clock_.Set(day_ + absl::Hours(9));
+  v1::RejectBookingRequest r;
+  r.set_name(b.name());
+  r.set_reason("instrument booked for calibration");
+  grpc::Status s = Call(stub_.get(), &Stub::RejectBooking, r, &out, staff_);
+  EXPECT_EQ(s.error_code(), StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "BOOKING_STARTED") << s.error_message();
+  ASSERT_EQ(*manager_->Sweep(), 1);
+  EXPECT_EQ(Get(b.name()).state(), v1::Booking::EXPIRED);
+  // CancelBooking of a pending booking past its start: BOOKING_STATE.
+  clock_.Set(day_ + absl::Hours(24 + 9));
+  EXPECT_EQ(GrpcErrorReason(Cancel(other.name(), &out, ana_)), "BOOKING_STATE");
+  clock_.Set(day_ + absl::Hours(24 + 9) - absl::Nanoseconds(1));
+  r.set_name(other.name());
+  s = Call(stub_.get(), &Stub::RejectBooking, r, &out, staff_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(out.state(), v1::Booking::REJECTED);
+}
+
 }  // namespace
 }  // namespace labshare::booking

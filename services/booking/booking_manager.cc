@@ -1149,10 +1149,11 @@ absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1
       return MakeError(absl::StatusCode::kPermissionDenied, "ROLE_NOT_ALLOWED",
                        "only the owner's staff and badge readers may set check_in_time");
     }
-    if (b.state() != v1::Booking::CONFIRMED) return WrongState(b, "CONFIRMED");
+    // INVALID_ARGUMENT before FAILED_PRECONDITION (the Errors list).
     const absl::Time now = clock_->Now();
     const absl::Time t = r.has_check_in_time() ? FromProto(r.check_in_time()) : now;
     if (t > now) return InvalidField("check_in_time", "must not be in the future");
+    if (b.state() != v1::Booking::CONFIRMED) return WrongState(b, "CONFIRMED");
     const inv::SlotRules& rules = SlotRulesOf(instrument, b.mode());
     const absl::Time start = FromProto(b.reserved_interval().start_time());
     // The window [opens, closes) (CheckInCloses). It opens at the later of
@@ -1177,9 +1178,6 @@ absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1
       return Precondition("CHECK_IN_WINDOW_CLOSED",
                           absl::StrCat("the check-in window of this booking closed at ", absl::FormatTime(closes)));
     }
-    if (instrument.state() != inv::ACTIVE) {
-      return Precondition("INSTRUMENT_NOT_ACTIVE", "the instrument is not in service");
-    }
     // The qualification CreateBooking checked: ON_SITE only (inventory's
     // qualification_validity_days is an ON_SITE rule).
     if (b.mode() == labshare::type::v1::ON_SITE && rules.qualification_validity_days() > 0) {
@@ -1193,6 +1191,10 @@ absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1
       if (copy.state() != inv::VALID) {
         return Precondition("QUALIFICATION_EXPIRED", "the user's qualification is no longer valid");
       }
+    }
+    // After the qualification, as the Errors list orders them.
+    if (instrument.state() != inv::ACTIVE) {
+      return Precondition("INSTRUMENT_NOT_ACTIVE", "the instrument is not in service");
     }
     Change c;
     c.booking = b;

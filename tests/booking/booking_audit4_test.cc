@@ -323,5 +323,40 @@ TEST_F(Audit4Test, RejectBookingRefusesAPendingBookingPastItsStart) {
   EXPECT_EQ(out.state(), v1::Booking::REJECTED);
 }
 
+// ================================================================ CheckIn's order
+
+// CheckIn's Errors list: INVALID_ARGUMENT (INVALID_FIELD: a future
+// check_in_time) before FAILED_PRECONDITION (BOOKING_STATE), and the
+// qualification reasons before INSTRUMENT_NOT_ACTIVE.
+TEST_F(Audit4Test, CheckInAnswersInTheOrderOfItsErrorsList) {
+  v1::Booking b, out;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b).ok());
+  clock_.Set(day_ + absl::Hours(9));
+  v1::CheckInRequest in;
+  in.set_name(b.name());
+  in.set_request_id("in-1");
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CheckIn, in, &out, ana_).ok());
+  v1::CheckInRequest future;
+  future.set_name(b.name());
+  *future.mutable_check_in_time() = ToProto(day_ + absl::Hours(9) + absl::Minutes(1));
+  grpc::Status s = Call(stub_.get(), &Stub::CheckIn, future, &out, staff_);
+  EXPECT_EQ(s.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD") << s.error_message();
+
+  v1::Booking other;
+  clock_.Set(day_ - absl::Hours(24));
+  ASSERT_TRUE(Book(absl::Hours(12), absl::Hours(13), &other).ok());
+  iv::RevokeQualificationRequest revoke;
+  revoke.set_name("instruments/tem/qualifications/ana");
+  revoke.set_reason("safety briefing missed");
+  Inv(&iv::InventoryService::Stub::RevokeQualification, revoke);
+  SetTemState(iv::MAINTENANCE);
+  clock_.Set(day_ + absl::Hours(12));
+  in.set_name(other.name());
+  in.set_request_id("");
+  s = Call(stub_.get(), &Stub::CheckIn, in, &out, ana_);
+  EXPECT_EQ(GrpcErrorReason(s), "QUALIFICATION_REVOKED") << s.error_message();
+}
+
 }  // namespace
 }  // namespace labshare::booking

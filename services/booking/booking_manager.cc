@@ -1022,13 +1022,26 @@ absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
     if (b.state() != v1::Booking::PENDING_APPROVAL && b.state() != v1::Booking::CONFIRMED) {
       return WrongState(b, "PENDING_APPROVAL or CONFIRMED");
     }
+    // The sweep's bookings are MISSED (EXPIRED) from the moment CheckIn's
+    // window closes (the reserved start comes), whenever the sweep runs:
+    // from then on nothing is left to cancel.
+    if ((b.mode() == labshare::type::v1::ON_SITE || b.mode() == labshare::type::v1::JOINT_RESEARCH) &&
+        now >= DueTime(b, instrument)) {
+      const bool pending = b.state() == v1::Booking::PENDING_APPROVAL;
+      return MakeError(absl::StatusCode::kFailedPrecondition, "BOOKING_STATE",
+                       absl::StrCat(b.name(), pending ? " reached its reserved start still pending: it is EXPIRED"
+                                                      : "'s check-in window has closed: it is MISSED"),
+                       {{"state", pending ? "EXPIRED" : "MISSED"}});
+    }
     Change c;
     c.booking = b;
     auto initiator = IsAdmin(p) ? v1::Booking::PLATFORM_ADMIN
                                 : staff ? v1::Booking::OWNER_STAFF : v1::Booking::BOOKER;
     const absl::Duration notice = FromProto(SlotRulesOf(instrument, b.mode()).late_cancel_notice());
+    // Never late while the instrument is out of service (MAINTENANCE or
+    // RETIRED: nobody could use the slot).
     const bool late = initiator == v1::Booking::BOOKER && b.state() == v1::Booking::CONFIRMED &&
-                      now > FromProto(b.reserved_interval().start_time()) - notice;
+                      instrument.state() == inv::ACTIVE && now > FromProto(b.reserved_interval().start_time()) - notice;
     c.booking.set_state(v1::Booking::CANCELLED);
     c.booking.set_late_cancellation(late);
     auto* cancel = c.booking.mutable_cancellation();
@@ -1099,6 +1112,11 @@ absl::StatusOr<v1::Booking> BookingManager::RejectBooking(const Principal& p,
                     [&](const Loaded& cur, absl::Time now) -> absl::StatusOr<Change> {
     const v1::Booking& b = cur.booking;
     LS_RETURN_IF_ERROR(CheckDecision(p, cur, r.etag()).status());
+    // As ApproveBooking: from the reserved start the booking is EXPIRED
+    // (the sweep sets it), not REJECTED.
+    if (now >= FromProto(b.reserved_interval().start_time())) {
+      return Precondition("BOOKING_STARTED", "the reserved start has come; it can no longer be rejected");
+    }
     Change c;
     c.booking = b;
     c.booking.set_state(v1::Booking::REJECTED);
@@ -1132,9 +1150,10 @@ absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1
       return MakeError(absl::StatusCode::kPermissionDenied, "ROLE_NOT_ALLOWED",
                        "only the owner's staff and badge readers may set check_in_time");
     }
-    if (b.state() != v1::Booking::CONFIRMED) return WrongState(b, "CONFIRMED");
+    // INVALID_ARGUMENT before FAILED_PRECONDITION (the Errors list).
     const absl::Time t = r.has_check_in_time() ? FromProto(r.check_in_time()) : now;
     if (t > now) return InvalidField("check_in_time", "must not be in the future");
+    if (b.state() != v1::Booking::CONFIRMED) return WrongState(b, "CONFIRMED");
     const inv::SlotRules& rules = SlotRulesOf(instrument, b.mode());
     const absl::Time start = FromProto(b.reserved_interval().start_time());
     // The window [opens, closes) (CheckInCloses). It opens at the later of
@@ -1159,9 +1178,6 @@ absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1
       return Precondition("CHECK_IN_WINDOW_CLOSED",
                           absl::StrCat("the check-in window of this booking closed at ", absl::FormatTime(closes)));
     }
-    if (instrument.state() != inv::ACTIVE) {
-      return Precondition("INSTRUMENT_NOT_ACTIVE", "the instrument is not in service");
-    }
     // The qualification CreateBooking checked: ON_SITE only (inventory's
     // qualification_validity_days is an ON_SITE rule).
     if (b.mode() == labshare::type::v1::ON_SITE && rules.qualification_validity_days() > 0) {
@@ -1175,6 +1191,10 @@ absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1
       if (copy.state() != inv::VALID) {
         return Precondition("QUALIFICATION_EXPIRED", "the user's qualification is no longer valid");
       }
+    }
+    // After the qualification, as the Errors list orders them.
+    if (instrument.state() != inv::ACTIVE) {
+      return Precondition("INSTRUMENT_NOT_ACTIVE", "the instrument is not in service");
     }
     Change c;
     c.booking = b;
@@ -1558,9 +1578,11 @@ absl::StatusOr<int> BookingManager::Sweep() {
         return Precondition("NOT_DUE", "no longer due");
       }
       absl::Time due = FromProto(b.reserved_interval().start_time());  // pending: its start
+      bool out_of_service = false;
       if (confirmed) {
         LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(b.instrument()));
         due = DueTime(b, *instrument);
+        out_of_service = instrument->state() != inv::ACTIVE;
       }
       // A missed booking is due at the moment CheckIn's window closes
       // (half-open: CheckIn refuses from that moment on); a pending one at
@@ -1578,7 +1600,22 @@ absl::StatusOr<int> BookingManager::Sweep() {
       c.due = UpdateStep::Due::kRemove;
       v1::BookingEvent e = Event(sweeper, "", at);
       c.release_budget = true;
-      if (confirmed) {
+      if (confirmed && out_of_service) {
+        // Nobody could check in (CheckIn: INSTRUMENT_NOT_ACTIVE): an outage
+        // (inventory's MAINTENANCE is "out of service for all bookings"),
+        // cancelled without charge, not MISSED.
+        c.booking.set_state(v1::Booking::CANCELLED);
+        c.booking.set_cancelled_by_outage(true);
+        auto* cancel = c.booking.mutable_cancellation();
+        *cancel->mutable_cancel_time() = ToProto(now);
+        cancel->set_cancelled_by(ActorName(sweeper));
+        cancel->set_initiator(v1::Booking::MAINTENANCE_OUTAGE);
+        cancel->set_reason("the instrument was out of service when check-in closed");
+        auto* cancelled = e.mutable_booking_cancelled();
+        cancelled->set_previous_state(b.state());
+        cancelled->set_cancelled_by_outage(true);
+        cancelled->set_initiator(v1::Booking::MAINTENANCE_OUTAGE);
+      } else if (confirmed) {
         // A missed booking spends its reserved hours.
         c.used = FromProto(b.reserved_interval().end_time()) - FromProto(b.reserved_interval().start_time());
         c.booking.set_state(v1::Booking::MISSED);

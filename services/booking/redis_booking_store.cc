@@ -239,14 +239,27 @@ end
 local s = tonumber(ARGV[5])
 local folded, fresh = cal_fold(KEYS[4], KEYS[5], KEYS[9])
 if folded then return redis.error_reply(folded) end
--- Blocked intervals are disjoint, so only the last one starting before e
--- can reach past s (not counting the booking this one replaces); its end
--- is in its member.
-local before = redis.call('ZREVRANGEBYSCORE', KEYS[4], '(' .. ARGV[6], '-inf', 'WITHSCORES', 'LIMIT', '0', '2')
-local prev, at = before[1], before[2]
-if prev and ARGV[11] ~= '' and cal_id(prev) == ARGV[11] then prev, at = before[3], before[4] end
-if prev and cal_end(prev, at) > s then
-  return {'TAKEN', cal_id(prev)}
+-- Bookings' blocked intervals are disjoint, so of the bookings only the
+-- last one starting before e can reach past s (not counting the booking
+-- this one replaces); its end is in its member. A window's entry may lie
+-- inside a block it left alone (a lease with the lessee) or overlap another
+-- window: the walk goes back past window entries to the nearest booking's.
+local off, n = 0, 2
+while true do
+  local before = redis.call('ZREVRANGEBYSCORE', KEYS[4], '(' .. ARGV[6], '-inf', 'WITHSCORES', 'LIMIT', off, n)
+  local booking_seen = false
+  for i = 1, #before, 2 do
+    local id = cal_id(before[i])
+    if ARGV[11] == '' or id ~= ARGV[11] then
+      if cal_end(before[i], before[i + 1]) > s then return {'TAKEN', id} end
+      if string.sub(id, 1, 3) ~= 'mw:' then
+        booking_seen = true
+        break
+      end
+    end
+  end
+  if booking_seen or #before < n * 2 then break end
+  off, n = off + n, 16
 end
 local ask = false
 for i = 1, nc do
@@ -937,24 +950,37 @@ std::vector<std::string> LegacyProbe(int partition, absl::string_view instrument
 }
 bool NeedsFold(const RedisValue& probe) { return probe.str == "zset"; }
 
+// The look back: the entries starting before from_ms, the latest first,
+// up to kLookBack of them (LookBackScript the rest). Bookings' blocked intervals
+// are disjoint, so of the bookings only the last one starting before
+// from_ms can reach past it; a window's entry may lie inside a block it left
+// alone (a lease with the lessee) or overlap another window, so the look
+// back goes past window entries to the nearest booking's (CalendarHead).
+constexpr int kLookBack = 4;
 std::vector<std::vector<std::string>> CalendarHeadCommands(int partition, absl::string_view instrument_id,
                                                            int64_t from_ms, int64_t to_ms) {
   const std::string cal = keys::Calendar(partition, instrument_id);
-  return {{"ZREVRANGEBYSCORE", cal, "(" + std::to_string(from_ms), "-inf", "WITHSCORES", "LIMIT", "0", "1"},
+  return {{"ZREVRANGEBYSCORE", cal, "(" + std::to_string(from_ms), "-inf", "WITHSCORES", "LIMIT", "0",
+           std::to_string(kLookBack)},
           {"ZRANGEBYSCORE", cal, std::to_string(from_ms), "(" + std::to_string(to_ms), "WITHSCORES"},
           LegacyProbe(partition, instrument_id)};
 }
 constexpr size_t kCalendarCommands = 3;
 
-// The entries of CalendarHeadCommands' replies that end after from_ms
-// (the members' strings are taken: each entry's id is its member cut at
-// the separator, no copy).
-std::vector<CalendarEntry> CalendarHead(RedisValue* replies, int64_t from_ms) {
+// The entries of CalendarHeadCommands' replies that end after from_ms, by
+// start (the members' strings are taken: each entry's id is its member cut
+// at the separator, no copy). *complete is false when the look back met
+// only window entries and may have stopped short of a booking's: read
+// again with the whole look back.
+std::vector<CalendarEntry> CalendarHead(RedisValue* replies, int64_t from_ms, bool whole, bool* complete) {
   std::vector<CalendarEntry> entries;
   entries.reserve(replies[1].elements.size() / 2 + 1);
+  *complete = true;
   for (size_t r = 0; r + 1 < kCalendarCommands; ++r) {
     auto& e = replies[r].elements;
-    for (size_t i = 0; i + 1 < e.size(); i += 2) {
+    const size_t looked_back = entries.size();
+    bool booking_seen = false;
+    for (size_t i = 0; i + 1 < e.size() && !booking_seen; i += 2) {
       CalendarEntry entry;
       entry.start_ms = ScoreMs(e[i + 1].str);
       std::string& member = e[i].str;
@@ -966,13 +992,52 @@ std::vector<CalendarEntry> CalendarHead(RedisValue* replies, int64_t from_ms) {
         continue;
       }
       entry.end_ms = entry.start_ms + length;
+      // The look back (r == 0) stops after the nearest booking's entry.
+      if (r == 0) booking_seen = !IsWindowEntry(absl::string_view(member).substr(0, sep));
       if (entry.end_ms <= from_ms) continue;
       member.resize(sep);
       entry.booking_id = std::move(member);
       entries.push_back(std::move(entry));
     }
+    if (r == 0) {
+      std::reverse(entries.begin() + static_cast<std::ptrdiff_t>(looked_back), entries.end());
+      if (!whole && !booking_seen && e.size() >= 2 * static_cast<size_t>(kLookBack)) *complete = false;
+    }
   }
   return entries;
+}
+
+// The whole look back when CalendarHeadCommands' stopped short: the
+// entries starting before ARGV[1], the latest first, up to and with the
+// nearest booking's (ZREVRANGEBYSCORE's reply shape). KEYS: the calendar.
+const RedisScript& LookBackScript() {
+  static const RedisScript* s = new RedisScript(R"lua(
+local out, off = {}, 0
+while true do
+  local before = redis.call('ZREVRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '-inf', 'WITHSCORES', 'LIMIT', off, 64)
+  for i = 1, #before, 2 do
+    out[#out + 1] = before[i]
+    out[#out + 1] = before[i + 1]
+    if string.sub(before[i], 1, 3) ~= 'mw:' then return out end
+  end
+  if #before < 128 then return out end
+  off = off + 64
+end
+)lua", RedisScript::Access::kReadOnly);
+  return *s;
+}
+
+// CalendarHead's answer `first` (complete false) with LookBackScript's
+// reply `back` in place of its look back.
+std::vector<CalendarEntry> WithWholeLookBack(std::vector<CalendarEntry> first, RedisValue back, int64_t from_ms) {
+  RedisValue replies[kCalendarCommands];
+  replies[0] = std::move(back);
+  bool complete = true;
+  std::vector<CalendarEntry> out = CalendarHead(replies, from_ms, true, &complete);
+  for (auto& e : first) {
+    if (e.start_ms >= from_ms) out.push_back(std::move(e));
+  }
+  return out;
 }
 
 // Runs reads of one calendar with LegacyProbe last, in one round trip;
@@ -1025,7 +1090,12 @@ absl::StatusOr<std::vector<CalendarEntry>> BookingStore::CalendarRange(
     int partition, absl::string_view instrument_id, int64_t from_ms, int64_t to_ms) const {
   LS_ASSIGN_OR_RETURN(auto replies, ReadCalendar(pool_, *this, partition, instrument_id,
                                                  CalendarHeadCommands(partition, instrument_id, from_ms, to_ms)));
-  return CalendarHead(replies.data(), from_ms);
+  bool complete = true;
+  auto entries = CalendarHead(replies.data(), from_ms, false, &complete);
+  if (complete) return entries;
+  LS_ASSIGN_OR_RETURN(RedisValue back, pool_->Eval(LookBackScript(), {keys::Calendar(partition, instrument_id)},
+                                                   {std::to_string(from_ms)}));
+  return WithWholeLookBack(std::move(entries), std::move(back), from_ms);
 }
 
 void BookingStore::PartitionOfAsync(std::string id, Done<std::optional<int>> done) const {
@@ -1101,25 +1171,41 @@ void BookingStore::CalendarWithDocsAsync(int partition, std::string instrument_i
                             });
         }
         auto out = std::make_shared<CalendarWithDocs>();
-        out->entries = CalendarHead(head->data(), from_ms);
-        out->docs.resize(out->entries.size());
-        std::vector<size_t> missing = WithoutReason(out->entries);
-        if (missing.empty()) return done(std::move(*out));
-        // Ends an older version wrote: their documents tell the reason.
-        std::vector<std::vector<std::string>> reads;
-        reads.reserve(missing.size());
-        for (size_t i : missing) reads.push_back(DocBytesCommand(keys::Booking(partition, out->entries[i].booking_id)));
-        pipe->Pipeline(std::move(reads), [out, missing = std::move(missing), done = std::move(done)](
-                                             absl::StatusOr<std::vector<RedisValue>> r) mutable {
-          if (!r.ok()) return done(r.status());
-          for (size_t k = 0; k < missing.size() && k < r->size(); ++k) {
-            auto doc = DocBytesOf(std::move((*r)[k]));
-            if (!doc.ok()) return done(doc.status());
-            out->docs[missing[k]] = *std::move(doc);
-          }
-          done(std::move(*out));
-        });
+        bool complete = true;
+        out->entries = CalendarHead(head->data(), from_ms, false, &complete);
+        if (!complete) {
+          // Window entries only in the first look back: the whole one, then on.
+          return pipe->Eval(LookBackScript(), {keys::Calendar(partition, instrument_id)}, {std::to_string(from_ms)},
+                            [this, partition, from_ms, out, done = std::move(done)](
+                                absl::StatusOr<RedisValue> back) mutable {
+                              if (!back.ok()) return done(back.status());
+                              out->entries = WithWholeLookBack(std::move(out->entries), *std::move(back), from_ms);
+                              WithDocs(partition, out, std::move(done));
+                            });
+        }
+        WithDocs(partition, out, std::move(done));
       });
+}
+
+void BookingStore::WithDocs(int partition, std::shared_ptr<CalendarWithDocs> out, Done<CalendarWithDocs> done) const {
+  RedisPipeline* pipe = pipeline_;
+  out->docs.resize(out->entries.size());
+  std::vector<size_t> missing = WithoutReason(out->entries);
+  if (missing.empty()) return done(std::move(*out));
+  // Ends an older version wrote: their documents tell the reason.
+  std::vector<std::vector<std::string>> reads;
+  reads.reserve(missing.size());
+  for (size_t i : missing) reads.push_back(DocBytesCommand(keys::Booking(partition, out->entries[i].booking_id)));
+  pipe->Pipeline(std::move(reads), [out, missing = std::move(missing), done = std::move(done)](
+                                       absl::StatusOr<std::vector<RedisValue>> r) mutable {
+    if (!r.ok()) return done(r.status());
+    for (size_t k = 0; k < missing.size() && k < r->size(); ++k) {
+      auto doc = DocBytesOf(std::move((*r)[k]));
+      if (!doc.ok()) return done(doc.status());
+      out->docs[missing[k]] = *std::move(doc);
+    }
+    done(std::move(*out));
+  });
 }
 
 void BookingStore::CalendarsAsync(std::vector<CalendarRead> reads,
@@ -1147,11 +1233,37 @@ void BookingStore::CalendarsAsync(std::vector<CalendarRead> reads,
       return done(MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply"));
     }
     std::vector<size_t> unfolded;  // reads that met an older version's calendar
+    std::vector<size_t> short_back;  // reads whose first look back met window entries only
     Lists lists(reads.size());
     for (size_t i = 0; i < reads.size(); ++i) {
       RedisValue* replies = head->data() + i * kCalendarCommands;
       if (NeedsFold(replies[kCalendarCommands - 1])) unfolded.push_back(i);
-      lists[i] = CalendarHead(replies, reads[i].from_ms);
+      bool complete = true;
+      lists[i] = CalendarHead(replies, reads[i].from_ms, false, &complete);
+      if (!complete) short_back.push_back(i);
+    }
+    if (unfolded.empty() && !short_back.empty()) {
+      // The whole look back of those, then the answer.
+      auto left = std::make_shared<std::atomic<size_t>>(short_back.size());
+      auto failed = std::make_shared<std::atomic<bool>>(false);
+      auto shared_reads = std::make_shared<std::vector<CalendarRead>>(std::move(reads));
+      auto shared_lists = std::make_shared<Lists>(std::move(lists));
+      auto finish = std::make_shared<Done<Lists>>(std::move(done));
+      for (size_t i : short_back) {
+        const CalendarRead& r = (*shared_reads)[i];
+        pipe->Eval(LookBackScript(), {keys::Calendar(r.partition, r.instrument_id)}, {std::to_string(r.from_ms)},
+                   [i, left, failed, shared_reads, shared_lists, finish](absl::StatusOr<RedisValue> back) {
+                     if (!back.ok()) {
+                       if (!failed->exchange(true)) (*finish)(back.status());
+                     } else if (!failed->load()) {
+                       (*shared_lists)[i] = WithWholeLookBack(std::move((*shared_lists)[i]), *std::move(back),
+                                                              (*shared_reads)[i].from_ms);
+                     }
+                     if (left->fetch_sub(1) != 1 || failed->load()) return;
+                     (*finish)(std::move(*shared_lists));
+                   });
+      }
+      return;
     }
     if (unfolded.empty()) return done(std::move(lists));
     // Folded, then everything read again (once: a fold leaves sentinels).

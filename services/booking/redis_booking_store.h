@@ -101,7 +101,11 @@
 // A scheduled maintenance window sits on the calendar as entry "mw:<id>": it
 // always wins; the bookings it hits are then cancelled one by one.
 // Blocked intervals of bookings on one calendar never overlap: the create
-// step checks the neighbour before and writes in the same script.
+// step checks the neighbour before and writes in the same script. A
+// window's entry may overlap another window's, and lie inside the block of
+// a booking it left alone (a lease with the lessee): whatever reads the
+// entries before a moment (the create step, CalendarRange) walks back past
+// window entries to the nearest booking's, which may reach further.
 #ifndef LABSHARE_SERVICES_BOOKING_REDIS_BOOKING_STORE_H_
 #define LABSHARE_SERVICES_BOOKING_REDIS_BOOKING_STORE_H_
 
@@ -411,6 +415,12 @@ class BookingStore {
                                                         int64_t from_ms, int64_t to_ms) const;
   void CalendarWithDocsAsync(int partition, std::string instrument_id, int64_t from_ms, int64_t to_ms,
                              Done<CalendarWithDocs> done) const;
+ private:
+  // The documents CalendarWithDocsAsync's entries need (their busy reason
+  // only their document tells), then `done`.
+  void WithDocs(int partition, std::shared_ptr<CalendarWithDocs> out, Done<CalendarWithDocs> done) const;
+
+ public:
   // CalendarRange of several instruments at once (SearchAvailableInstruments):
   // every head in one pipelined batch, then every instrument's ends in one;
   // two round trips whatever the number. One entry list per read, in order.

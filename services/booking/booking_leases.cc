@@ -245,7 +245,7 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseChecked(const Principal& p
   booking.set_etag("1");
 
   const int64_t blocked_start = Ms(start - handover);
-  const int64_t blocked_end = Ms(end + ret);
+  const int64_t blocked_end = CeilMs(end + ret);
   // The calendar entry in the way: a maintenance window or another booking
   // (validate_only reads it as the step would meet it).
   const auto slot_taken = [](const std::string& conflicting) {
@@ -744,7 +744,7 @@ absl::StatusOr<v1::Lease> BookingManager::RecordReturn(const Principal& p, const
       *c.lease.mutable_blocked_interval()->mutable_end_time() = ToProto(new_end);
       *c.booking.mutable_blocked_interval()->mutable_end_time() = ToProto(new_end);
       c.calendar = UpdateStep::Calendar::kSetEnd;
-      c.new_end_ms = Ms(new_end);
+      c.new_end_ms = CeilMs(new_end);
       c.events.push_back(std::move(changed));
     }
     return c;
@@ -793,10 +793,10 @@ absl::StatusOr<v1::Lease> BookingManager::ExtendLease(const Principal& p, const 
     *c.booking.mutable_reserved_interval()->mutable_end_time() = ToProto(new_end);
     *c.booking.mutable_blocked_interval()->mutable_end_time() = ToProto(blocked_end);
     c.calendar = UpdateStep::Calendar::kSetEnd;
-    c.new_end_ms = Ms(blocked_end);
+    c.new_end_ms = CeilMs(blocked_end);
     // Growing the block must not run into the next booking or window.
     c.guard_from_ms = Ms(FromProto(cur.lease.blocked_interval().start_time()));
-    c.guard_to_ms = Ms(blocked_end);
+    c.guard_to_ms = CeilMs(blocked_end);
     v1::BookingEvent extended = Event(p, r.request_id(), now);
     *extended.mutable_lease_extended()->mutable_previous_end_time() = ToProto(old_end);
     *extended.mutable_lease_extended()->mutable_new_end_time() = ToProto(new_end);
@@ -804,7 +804,7 @@ absl::StatusOr<v1::Lease> BookingManager::ExtendLease(const Principal& p, const 
     // Lists bound a time range by the longest booking: grow it first (a
     // longer bound than needed is harmless if the step then fails).
     LS_RETURN_IF_ERROR(store_->RaiseListingSpan(
-        cur.booking.partition, Ms(blocked_end) - Ms(FromProto(cur.booking.booking.reserved_interval().start_time()))));
+        cur.booking.partition, CeilMs(blocked_end) - Ms(FromProto(cur.booking.booking.reserved_interval().start_time()))));
     return c;
   });
 }

@@ -403,7 +403,7 @@ absl::StatusOr<int64_t> MigrateListings(
           index_keys = BookingListingKeys(p, b, op);
           entry.id = IdOf(b.name());
           entry.ms = Ms(FromProto(b.reserved_interval().start_time()));
-          const int64_t span = Ms(FromProto(b.blocked_interval().end_time())) - entry.ms;
+          const int64_t span = CeilMs(FromProto(b.blocked_interval().end_time())) - entry.ms;
           spans[static_cast<size_t>(p)] = std::max(spans[static_cast<size_t>(p)], span);
         } else if (kind == "lease") {
           v1::Lease l;

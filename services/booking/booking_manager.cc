@@ -453,7 +453,7 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
   *b.mutable_update_time() = ToProto(now);
   b.set_etag("1");
   const int64_t blocked_start = Ms(start);
-  const int64_t blocked_end = Ms(FromProto(b.blocked_interval().end_time()));
+  const int64_t blocked_end = CeilMs(FromProto(b.blocked_interval().end_time()));
 
   if (r.validate_only()) {
     // The checks of the create step, read rather than written: the id, the
@@ -1718,9 +1718,11 @@ absl::StatusOr<BookingManager::AvailabilityPlan> BookingManager::PlanAvailabilit
 absl::StatusOr<v1::QueryAvailabilityResponse> BookingManager::QueryAvailability(
     const Principal& p, const v1::QueryAvailabilityRequest& r) {
   LS_ASSIGN_OR_RETURN(AvailabilityPlan plan, PlanAvailability(p, r));
-  // Taken time: bookings (blocked intervals) and scheduled maintenance.
+  // Taken time: bookings (blocked intervals) and scheduled maintenance. The
+  // calendar's whole milliseconds: the read reaches the range's end rounded
+  // up (an entry starting inside its last millisecond is in the way).
   LS_ASSIGN_OR_RETURN(auto cal, store_->ReadCalendarWithDocs(plan.partition, plan.instrument_id,
-                                                             Ms(plan.from - plan.lead), Ms(plan.to + plan.tail)));
+                                                             Ms(plan.from - plan.lead), CeilMs(plan.to + plan.tail)));
   v1::QueryAvailabilityResponse resp;
   AnswerAvailability(plan, cal.entries, cal.docs, &resp);
   return resp;
@@ -1752,7 +1754,7 @@ void BookingManager::QueryAvailabilityAsync(const Principal& p, const v1::QueryA
         if (!plan.ok()) return done(plan.status());
         auto shared = std::make_shared<AvailabilityPlan>(*std::move(plan));
         store_->CalendarWithDocsAsync(shared->partition, shared->instrument_id, Ms(shared->from - shared->lead),
-                                      Ms(shared->to + shared->tail),
+                                      CeilMs(shared->to + shared->tail),
                                       [shared, out, done](absl::StatusOr<BookingStore::CalendarWithDocs> cal) {
                                         if (!cal.ok()) return done(cal.status());
                                         AnswerAvailabilityWire(*shared, cal->entries, cal->docs, out);
@@ -2238,7 +2240,7 @@ void BookingManager::SearchPlanned(std::shared_ptr<Search> s, absl::StatusOr<Sea
   std::vector<BookingStore::CalendarRead> reads;
   reads.reserve(page->candidates.size());
   for (const auto& [k, plan] : page->candidates) {
-    reads.push_back({plan.partition, plan.instrument_id, Ms(plan.from - plan.lead), Ms(plan.to + plan.tail)});
+    reads.push_back({plan.partition, plan.instrument_id, Ms(plan.from - plan.lead), CeilMs(plan.to + plan.tail)});
   }
   store_->CalendarsAsync(std::move(reads), [this, s, page](absl::StatusOr<std::vector<std::vector<CalendarEntry>>> cals) {
     if (!cals.ok()) return s->done(cals.status());

@@ -676,7 +676,7 @@ absl::StatusOr<Order> BookingManager::ScheduleRun(const Principal& p, const v1::
   if (validate_only) {
     // The step's checks, read rather than written: the slot.
     LS_ASSIGN_OR_RETURN(auto taken, store_->CalendarRange(cur.partition, IdOf(cur.order.instrument()), Ms(start),
-                                                          Ms(blocked_end)));
+                                                          CeilMs(blocked_end)));
     if (!taken.empty()) {
       // Named as the step names it: by the last entry in the way.
       if (IsWindowEntry(taken.back().booking_id)) {
@@ -726,7 +726,7 @@ absl::StatusOr<Order> BookingManager::ScheduleRun(const Principal& p, const v1::
   step.busy_reason = BusyReasonOf(b);
   step.response = as_booking ? SerializeDeterministic(b) : SerializeDeterministic(o);
   step.blocked_start_ms = Ms(start);
-  step.blocked_end_ms = Ms(blocked_end);
+  step.blocked_end_ms = CeilMs(blocked_end);
   step.reserved_start_ms = Ms(start);
   step.extra_docs.push_back({keys::Order(cur.partition, IdOf(o.name())), o.SerializeAsString(), cur.version});
   step.listing_keys = BookingListingKeys(cur.partition, b, instrument->operator_organization());
@@ -955,7 +955,7 @@ absl::StatusOr<Order> BookingManager::DeliverReport(const Principal& p, const v1
       c.booking.mutable_session()->set_end_clamped(clamped);
       // No booking may have slipped in before the recorded end.
       c.guard_from_ms = Ms(FromProto(run.booking.blocked_interval().start_time()));
-      c.guard_to_ms = Ms(end);
+      c.guard_to_ms = CeilMs(end);
       v1::BookingEvent checked_out = Event(p, r.request_id(), now);
       checked_out.mutable_booking_checked_out();
       c.events.push_back(std::move(checked_out));

@@ -1,0 +1,98 @@
+// The read RPCs against their proto comments (audit of booking's reads):
+// whole milliseconds on the calendar (a blocked end rounded up, a read's
+// range end rounded up), the order of the checks of QueryAvailability,
+// SearchAvailableInstruments and the lists, the names of list entries.
+#include <gtest/gtest.h>
+
+#include "services/booking/booking_common.h"
+#include "tests/booking/booking_fixture.h"
+
+namespace labshare::booking {
+namespace {
+
+class ReadsAuditTest : public BookingServiceTest {
+ protected:
+  // tem without a buffer after its ON_SITE bookings: a booking's blocked
+  // end is its reserved end.
+  void NoBuffer() {
+    iv::Instrument tem = InventoryInstrument("tem");
+    std::vector<iv::ModeOffering> modes(tem.modes().begin(), tem.modes().end());
+    for (auto& m : modes) *m.mutable_slot_rules()->mutable_buffer() = ToProto(absl::ZeroDuration());
+    OfferModes("tem", modes, "no-buffer");
+  }
+  Principal Ana() const { return Principal{"ana", "lab", {Role::kLabUser}, clock_.Now() + absl::Hours(24)}; }
+  v1::QueryAvailabilityRequest Availability(absl::Duration from, absl::Duration to) const {
+    v1::QueryAvailabilityRequest q;
+    q.set_instrument("instruments/tem");
+    *q.mutable_range()->mutable_start_time() = ToProto(day_ + from);
+    *q.mutable_range()->mutable_end_time() = ToProto(day_ + to);
+    return q;
+  }
+  v1::SearchAvailableInstrumentsRequest Search(absl::Duration from, absl::Duration to) const {
+    v1::SearchAvailableInstrumentsRequest q;
+    q.set_category("electron-microscopy");
+    *q.mutable_range()->mutable_start_time() = ToProto(day_ + from);
+    *q.mutable_range()->mutable_end_time() = ToProto(day_ + to);
+    return q;
+  }
+};
+
+const absl::Duration kHalfMs = absl::Microseconds(500);
+
+// A booking ending half a millisecond into 11:00:00.000 holds that
+// millisecond: one starting at 11:00:00.000 would overlap it in true time.
+TEST_F(ReadsAuditTest, BlockedEndIsRoundedUpToTheMillisecond) {
+  NoBuffer();
+  v1::Booking first, second, third;
+  ASSERT_TRUE(Book(absl::Hours(10), absl::Hours(11) + kHalfMs, &first).ok());
+  ExpectGrpcError(Book(absl::Hours(11), absl::Hours(12), &second), grpc::StatusCode::FAILED_PRECONDITION,
+                  "SLOT_TAKEN", "a start inside the millisecond of the previous end");
+  // validate_only reads the calendar as the step meets it.
+  v1::CreateBookingRequest r;
+  r.set_validate_only(true);
+  r.mutable_booking()->set_instrument("instruments/tem");
+  r.mutable_booking()->set_mode(labshare::type::v1::ON_SITE);
+  r.mutable_booking()->set_user("users/ana");
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(11));
+  *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(12));
+  v1::Booking preview;
+  ExpectGrpcError(Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &preview, ana_),
+                  grpc::StatusCode::FAILED_PRECONDITION, "SLOT_TAKEN", "validate_only");
+  // From the next whole millisecond on, the slot is free.
+  ASSERT_TRUE(Book(absl::Hours(11) + absl::Milliseconds(1), absl::Hours(12), &third).ok());
+}
+
+// A range ending half a millisecond after a booking's start sees the
+// booking: the calendar is read up to the range's end rounded up.
+TEST_F(ReadsAuditTest, AvailabilityRangeEndIsRoundedUp) {
+  NoBuffer();
+  v1::Booking b;
+  ASSERT_TRUE(Book(absl::Hours(12), absl::Hours(13), &b).ok());
+  const auto q = Availability(absl::Hours(11), absl::Hours(12) + kHalfMs);
+  for (bool async : {false, true}) {
+    v1::QueryAvailabilityResponse resp;
+    if (async) {
+      ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::QueryAvailability, q, &resp, ana_).ok());
+    } else {
+      auto sync = manager_->QueryAvailability(Ana(), q);
+      ASSERT_TRUE(sync.ok()) << sync.status();
+      resp = *sync;
+    }
+    ASSERT_EQ(resp.free_intervals_size(), 1) << async;
+    EXPECT_EQ(FromProto(resp.free_intervals(0).start_time()), day_ + absl::Hours(11)) << async;
+    EXPECT_EQ(FromProto(resp.free_intervals(0).end_time()), day_ + absl::Hours(12)) << async;
+    ASSERT_EQ(resp.busy_intervals_size(), 1) << async;
+    EXPECT_EQ(FromProto(resp.busy_intervals(0).interval().start_time()), day_ + absl::Hours(12)) << async;
+  }
+  // Not free for the whole range: SearchAvailableInstruments lists nothing.
+  const auto s = Search(absl::Hours(11), absl::Hours(12) + kHalfMs);
+  auto sync = manager_->SearchAvailableInstruments(Ana(), s);
+  ASSERT_TRUE(sync.ok()) << sync.status();
+  EXPECT_EQ(sync->instruments_size(), 0);
+  v1::SearchAvailableInstrumentsResponse found;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::SearchAvailableInstruments, s, &found, ana_).ok());
+  EXPECT_EQ(found.instruments_size(), 0);
+}
+
+}  // namespace
+}  // namespace labshare::booking

@@ -1682,22 +1682,27 @@ absl::StatusOr<BookingManager::AvailabilityPlan> BookingManager::PlanAvailabilit
   }
   if (!labshare::type::v1::SharingMode_IsValid(r.mode())) return InvalidField("mode", "not a sharing mode");
   const SharingMode mode = r.mode() == 0 ? labshare::type::v1::ON_SITE : r.mode();
-  LS_ASSIGN_OR_RETURN(auto instrument_shared, inventory_->Instrument(r.instrument()));
-  const inv::Instrument& instrument = *instrument_shared;
-  const inv::ModeOffering* offering = FindMode(instrument, mode);
-  if (offering == nullptr) {
-    return Precondition("MODE_NOT_OFFERED", absl::StrCat(r.instrument(), " does not offer ", labshare::type::v1::SharingMode_Name(mode)));
-  }
   const bool privileged = p.HasAnyRole({Role::kFacilityStaff, Role::kConsortiumAdmin, Role::kAuditor, Role::kService});
   const std::string org_name = r.organization().empty() ? ActorOrganization(p) : r.organization();
   if (!r.organization().empty() && r.organization() != ActorOrganization(p) && !privileged) {
     return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE", "you may ask only for your own organisation");
   }
-  labshare::type::v1::PayerClass payer_class = labshare::type::v1::MEMBER;
+  // What is named must exist (NOT_FOUND: the instrument, then the
+  // organisation) before the instrument's modes are looked at.
+  LS_ASSIGN_OR_RETURN(auto instrument_shared, inventory_->Instrument(r.instrument()));
+  const inv::Instrument& instrument = *instrument_shared;
+  std::shared_ptr<const inv::Organization> org;
   if (!org_name.empty()) {
-    LS_ASSIGN_OR_RETURN(auto org, inventory_->Organization(org_name));
-    payer_class = labshare::inventory::PayerClassFor(*org, instrument);
+    LS_ASSIGN_OR_RETURN(org, inventory_->Organization(org_name));
   }
+  const inv::ModeOffering* offering = FindMode(instrument, mode);
+  if (offering == nullptr) {
+    return Precondition("MODE_NOT_OFFERED", absl::StrCat(r.instrument(), " does not offer ", labshare::type::v1::SharingMode_Name(mode)));
+  }
+  // Without an organisation (CONSORTIUM_ADMIN, AUDITOR, SERVICE asking for
+  // none): a member's notice and horizon.
+  const labshare::type::v1::PayerClass payer_class =
+      org != nullptr ? labshare::inventory::PayerClassFor(*org, instrument) : labshare::type::v1::MEMBER;
   const absl::Time now = clock_->Now();
   // Notice and horizon exactly as CreateBooking and RequestLease check them.
   plan.window = labshare::inventory::BookingWindowFor(*offering, payer_class, now);

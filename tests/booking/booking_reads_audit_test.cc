@@ -4,6 +4,8 @@
 // SearchAvailableInstruments and the lists, the names of list entries.
 #include <gtest/gtest.h>
 
+#include "common/grpc_status.h"
+#include "google/rpc/error_details.pb.h"
 #include "services/booking/booking_common.h"
 #include "tests/booking/booking_fixture.h"
 
@@ -36,6 +38,16 @@ class ReadsAuditTest : public BookingServiceTest {
     return q;
   }
 };
+
+// The field of the first violation in the answer's google.rpc.BadRequest.
+std::string ViolatedField(const grpc::Status& s) {
+  const google::rpc::Status details = ToRpcStatus(s);
+  for (const auto& detail : details.details()) {
+    google::rpc::BadRequest bad;
+    if (detail.UnpackTo(&bad) && bad.field_violations_size() > 0) return bad.field_violations(0).field();
+  }
+  return "";
+}
 
 const absl::Duration kHalfMs = absl::Microseconds(500);
 
@@ -92,6 +104,20 @@ TEST_F(ReadsAuditTest, AvailabilityRangeEndIsRoundedUp) {
   v1::SearchAvailableInstrumentsResponse found;
   ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::SearchAvailableInstruments, s, &found, ana_).ok());
   EXPECT_EQ(found.instruments_size(), 0);
+}
+
+// NOT_FOUND before FAILED_PRECONDITION: an unknown organisation is named
+// before the mode the instrument does not offer.
+TEST_F(ReadsAuditTest, AvailabilityNamesAMissingOrganisationBeforeTheMode) {
+  auto q = Availability(absl::Hours(10), absl::Hours(12));
+  q.set_mode(labshare::type::v1::LEASE);  // tem offers no LEASE
+  q.set_organization("organizations/nowhere");
+  v1::QueryAvailabilityResponse resp;
+  ExpectGrpcError(Call(stub_.get(), &v1::BookingService::Stub::QueryAvailability, q, &resp, admin_),
+                  grpc::StatusCode::NOT_FOUND, "ORGANIZATION_NOT_FOUND", "unknown organisation, mode not offered");
+  q.set_organization("organizations/lab");
+  ExpectGrpcError(Call(stub_.get(), &v1::BookingService::Stub::QueryAvailability, q, &resp, admin_),
+                  grpc::StatusCode::FAILED_PRECONDITION, "MODE_NOT_OFFERED", "known organisation");
 }
 
 }  // namespace

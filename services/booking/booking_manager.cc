@@ -1681,6 +1681,7 @@ absl::StatusOr<BookingManager::AvailabilityPlan> BookingManager::PlanAvailabilit
     return InvalidField("range", "may span at most 366 days", "RANGE_TOO_LONG");
   }
   if (!labshare::type::v1::SharingMode_IsValid(r.mode())) return InvalidField("mode", "not a sharing mode");
+  if (FromProto(r.min_duration()) < absl::ZeroDuration()) return InvalidField("min_duration", "must not be negative");
   const SharingMode mode = r.mode() == 0 ? labshare::type::v1::ON_SITE : r.mode();
   const bool privileged = p.HasAnyRole({Role::kFacilityStaff, Role::kConsortiumAdmin, Role::kAuditor, Role::kService});
   const std::string org_name = r.organization().empty() ? ActorOrganization(p) : r.organization();
@@ -2054,6 +2055,7 @@ absl::Status SearchFilters(const v1::SearchAvailableInstrumentsRequest& r) {
   if (r.category().empty()) return InvalidField("category", "required, e.g. electron-microscopy");
   if (r.category().size() > kMaxSearchFilter) return InvalidField("category", "may be at most 200 bytes");
   if (r.facility().size() > kMaxSearchFilter) return InvalidField("facility", "may be at most 200 bytes");
+  if (FromProto(r.min_duration()) < absl::ZeroDuration()) return InvalidField("min_duration", "must not be negative");
   if (!r.organization().empty()) return ParseName(r.organization(), "organizations", "organization").status();
   return absl::OkStatus();
 }

@@ -120,5 +120,24 @@ TEST_F(ReadsAuditTest, AvailabilityNamesAMissingOrganisationBeforeTheMode) {
                   grpc::StatusCode::FAILED_PRECONDITION, "MODE_NOT_OFFERED", "known organisation");
 }
 
+// A negative min_duration is no length: INVALID_FIELD min_duration, in
+// QueryAvailability and SearchAvailableInstruments alike.
+TEST_F(ReadsAuditTest, NegativeMinDurationIsRefused) {
+  auto q = Availability(absl::Hours(10), absl::Hours(12));
+  *q.mutable_min_duration() = ToProto(-absl::Hours(1));
+  v1::QueryAvailabilityResponse resp;
+  grpc::Status s = Call(stub_.get(), &v1::BookingService::Stub::QueryAvailability, q, &resp, ana_);
+  ExpectGrpcError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "QueryAvailability");
+  EXPECT_EQ(ViolatedField(s), "min_duration");
+  auto search = Search(absl::Hours(10), absl::Hours(12));
+  *search.mutable_min_duration() = ToProto(-absl::Hours(1));
+  v1::SearchAvailableInstrumentsResponse found;
+  s = Call(stub_.get(), &v1::BookingService::Stub::SearchAvailableInstruments, search, &found, ana_);
+  ExpectGrpcError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "SearchAvailableInstruments");
+  EXPECT_EQ(ViolatedField(s), "min_duration");
+  auto sync = manager_->SearchAvailableInstruments(Ana(), search);
+  EXPECT_EQ(ErrorReason(sync.status()), "INVALID_FIELD");
+}
+
 }  // namespace
 }  // namespace labshare::booking

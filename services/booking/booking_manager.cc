@@ -2055,6 +2055,7 @@ absl::Status SearchFilters(const v1::SearchAvailableInstrumentsRequest& r) {
   if (r.category().empty()) return InvalidField("category", "required, e.g. electron-microscopy");
   if (r.category().size() > kMaxSearchFilter) return InvalidField("category", "may be at most 200 bytes");
   if (r.facility().size() > kMaxSearchFilter) return InvalidField("facility", "may be at most 200 bytes");
+  if (!r.facility().empty()) LS_RETURN_IF_ERROR(ParseName(r.facility(), "facilities", "facility").status());
   if (FromProto(r.min_duration()) < absl::ZeroDuration()) return InvalidField("min_duration", "must not be negative");
   if (!r.organization().empty()) return ParseName(r.organization(), "organizations", "organization").status();
   return absl::OkStatus();

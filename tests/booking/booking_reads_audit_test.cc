@@ -139,5 +139,25 @@ TEST_F(ReadsAuditTest, NegativeMinDurationIsRefused) {
   EXPECT_EQ(ErrorReason(sync.status()), "INVALID_FIELD");
 }
 
+// facility is a resource name: INVALID_NAME facility before anything is
+// read, on both forms of SearchAvailableInstruments.
+TEST_F(ReadsAuditTest, SearchFacilityMustBeAResourceName) {
+  auto search = Search(absl::Hours(10), absl::Hours(12));
+  search.set_facility("fac");  // not "facilities/fac"
+  v1::SearchAvailableInstrumentsResponse found;
+  grpc::Status s = Call(stub_.get(), &v1::BookingService::Stub::SearchAvailableInstruments, search, &found, ana_);
+  ExpectGrpcError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_NAME", "facility without its collection");
+  EXPECT_EQ(ViolatedField(s), "facility");
+  auto sync = manager_->SearchAvailableInstruments(Ana(), search);
+  EXPECT_EQ(ErrorReason(sync.status()), "INVALID_NAME");
+  // Named as the comment orders the checks: before the range.
+  search.clear_range();
+  s = Call(stub_.get(), &v1::BookingService::Stub::SearchAvailableInstruments, search, &found, ana_);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_NAME");
+  search.set_facility("facilities/fac");
+  s = Call(stub_.get(), &v1::BookingService::Stub::SearchAvailableInstruments, search, &found, ana_);
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_INTERVAL");
+}
+
 }  // namespace
 }  // namespace labshare::booking

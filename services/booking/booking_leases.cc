@@ -355,6 +355,7 @@ absl::StatusOr<v1::Lease> BookingManager::GetLease(const Principal& p, const v1:
 
 absl::StatusOr<v1::ListLeasesResponse> BookingManager::ListLeases(const Principal& p,
                                                                   const v1::ListLeasesRequest& r) {
+  LS_RETURN_IF_ERROR(CheckPageSize(r.page_size()));
   // Scoped like ListBookings by organisation (booking_lists.h).
   const ListScope scope = ScopeOf(p);
   if (!r.lessee_organization().empty() && r.lessee_organization() != scope.org && !scope.all && !scope.staff) {
@@ -374,12 +375,12 @@ absl::StatusOr<v1::ListLeasesResponse> BookingManager::ListLeases(const Principa
   for (int s : r.states()) {
     if (s == 0 || !v1::Lease::State_IsValid(s)) return InvalidField("states", "not a lease state");
   }
+  LS_ASSIGN_OR_RETURN(bool descending, ParseOrderBy(r.order_by(), "start_time", false));
   const auto& range = r.time_range();
   if (r.has_time_range() && (!range.has_start_time() || !range.has_end_time() ||
                              FromProto(range.end_time()) <= FromProto(range.start_time()))) {
     return InvalidField("time_range", "needs start_time before end_time (half-open [start, end))", "INVALID_INTERVAL");
   }
-  LS_ASSIGN_OR_RETURN(bool descending, ParseOrderBy(r.order_by(), "start_time", false));
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   ListQuery q;
   q.descending = descending;

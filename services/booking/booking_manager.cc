@@ -680,6 +680,7 @@ void BookingManager::GetBookingAsync(const Principal& p, const v1::GetBookingReq
 absl::StatusOr<std::shared_ptr<BookingManager::BookingsListing>> BookingManager::PlanListBookings(
     const Principal& p, const v1::ListBookingsRequest& r) {
   auto plan = std::make_shared<BookingsListing>();
+  LS_RETURN_IF_ERROR(CheckPageSize(r.page_size()));
   // The caller's scope (booking_lists.h); a filter outside it fails first.
   const ListScope scope = ScopeOf(p);
   if (!r.user().empty() && r.user() != scope.self && !scope.all && !scope.billing && !scope.staff) {
@@ -705,8 +706,8 @@ absl::StatusOr<std::shared_ptr<BookingManager::BookingsListing>> BookingManager:
   for (int s : r.states()) {
     if (s == 0 || !v1::Booking::State_IsValid(s)) return InvalidField("states", "not a booking state");
   }
-  if (r.has_time_range()) LS_RETURN_IF_ERROR(ValidInterval(r.time_range(), "time_range"));
   LS_ASSIGN_OR_RETURN(bool descending, ParseOrderBy(r.order_by(), "start_time", false));
+  if (r.has_time_range()) LS_RETURN_IF_ERROR(ValidInterval(r.time_range(), "time_range"));
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
 
   ListQuery& q = plan->q;

@@ -319,6 +319,7 @@ absl::StatusOr<Order> BookingManager::GetServiceOrder(const Principal& p, const 
 
 absl::StatusOr<v1::ListServiceOrdersResponse> BookingManager::ListServiceOrders(
     const Principal& p, const v1::ListServiceOrdersRequest& r) {
+  LS_RETURN_IF_ERROR(CheckPageSize(r.page_size()));
   // Scoped as GetServiceOrder (booking_lists.h).
   const ListScope scope = ScopeOf(p);
   if (!r.client_organization().empty() && r.client_organization() != scope.org && !scope.all && !scope.staff) {
@@ -338,13 +339,13 @@ absl::StatusOr<v1::ListServiceOrdersResponse> BookingManager::ListServiceOrders(
   for (int s : r.states()) {
     if (s == 0 || !Order::State_IsValid(s)) return InvalidField("states", "not an order state");
   }
+  LS_ASSIGN_OR_RETURN(bool descending, ParseOrderBy(r.order_by(), "create_time", true));
   const auto& range = r.create_time_range();
   if (r.has_create_time_range() && (!range.has_start_time() || !range.has_end_time() ||
                                     FromProto(range.end_time()) <= FromProto(range.start_time()))) {
     return InvalidField("create_time_range", "needs start_time before end_time (half-open [start, end))",
                         "INVALID_INTERVAL");
   }
-  LS_ASSIGN_OR_RETURN(bool descending, ParseOrderBy(r.order_by(), "create_time", true));
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   ListQuery q;
   q.descending = descending;

@@ -21,6 +21,7 @@
 #include "common/page_token.h"
 #include "common/proto_util.h"
 #include "services/booking/booking_common.h"
+#include "services/booking/booking_lists.h"
 #include "services/booking/booking_manager.h"
 #include "services/inventory/inventory_rules.h"
 
@@ -356,6 +357,7 @@ absl::StatusOr<v1::ListProjectsResponse> BookingManager::ListProjects(const Prin
   // A participant filter narrows what the caller may see (scoped as
   // GetProject): a partner organisation is a useful filter for a member's
   // own projects, so it is never refused for being another organisation.
+  LS_RETURN_IF_ERROR(CheckPageSize(r.page_size()));
   if (!r.participant().empty()) {
     LS_RETURN_IF_ERROR(ParseName(r.participant(), "organizations", "participant").status());
   }

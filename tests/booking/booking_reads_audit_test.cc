@@ -159,5 +159,64 @@ TEST_F(ReadsAuditTest, SearchFacilityMustBeAResourceName) {
   EXPECT_EQ(GrpcErrorReason(s), "INVALID_INTERVAL");
 }
 
+// types.proto: numbers are checked right after the caller's role, before
+// the scope and every other check (a negative page_size among them);
+// order_by is a field like the others, checked before the time range.
+TEST_F(ReadsAuditTest, ListsCheckPageSizeAndOrderByWithTheFields) {
+  using Stub = v1::BookingService::Stub;
+  v1::ListBookingsRequest b;
+  b.set_user("users/bob");  // ana may list only her own: USER_SCOPE
+  b.set_page_size(-1);
+  v1::ListBookingsResponse bookings;
+  grpc::Status s = Call(stub_.get(), &Stub::ListBookings, b, &bookings, ana_);
+  ExpectGrpcError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "ListBookings page_size");
+  EXPECT_EQ(ViolatedField(s), "page_size");
+  auto sync = manager_->ListBookings(Ana(), b);
+  EXPECT_EQ(ErrorReason(sync.status()), "INVALID_FIELD");
+  v1::ListBookingsRequest order;
+  order.set_order_by("end_time");
+  *order.mutable_time_range()->mutable_start_time() = ToProto(day_ + absl::Hours(2));
+  *order.mutable_time_range()->mutable_end_time() = ToProto(day_ + absl::Hours(1));  // inverted
+  s = Call(stub_.get(), &Stub::ListBookings, order, &bookings, ana_);
+  ExpectGrpcError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "ListBookings order_by");
+  EXPECT_EQ(ViolatedField(s), "order_by");
+
+  v1::ListLeasesRequest l;
+  l.set_lessee_organization("organizations/owner");  // not ana's: ORGANIZATION_SCOPE
+  l.set_page_size(-1);
+  v1::ListLeasesResponse leases;
+  s = Call(stub_.get(), &Stub::ListLeases, l, &leases, ana_);
+  ExpectGrpcError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "ListLeases page_size");
+  EXPECT_EQ(ViolatedField(s), "page_size");
+  v1::ListLeasesRequest lo;
+  lo.set_order_by("end_time");
+  *lo.mutable_time_range() = order.time_range();
+  s = Call(stub_.get(), &Stub::ListLeases, lo, &leases, ana_);
+  ExpectGrpcError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "ListLeases order_by");
+  EXPECT_EQ(ViolatedField(s), "order_by");
+
+  v1::ListServiceOrdersRequest o;
+  o.set_client_organization("organizations/owner");
+  o.set_page_size(-1);
+  v1::ListServiceOrdersResponse orders;
+  s = Call(stub_.get(), &Stub::ListServiceOrders, o, &orders, ana_);
+  ExpectGrpcError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "ListServiceOrders page_size");
+  EXPECT_EQ(ViolatedField(s), "page_size");
+  v1::ListServiceOrdersRequest oo;
+  oo.set_order_by("start_time");
+  *oo.mutable_create_time_range() = order.time_range();
+  s = Call(stub_.get(), &Stub::ListServiceOrders, oo, &orders, ana_);
+  ExpectGrpcError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "ListServiceOrders order_by");
+  EXPECT_EQ(ViolatedField(s), "order_by");
+
+  v1::ListProjectsRequest pr;
+  pr.set_page_size(-1);
+  *pr.mutable_time_range() = order.time_range();
+  v1::ListProjectsResponse projects;
+  s = Call(stub_.get(), &Stub::ListProjects, pr, &projects, ana_);
+  ExpectGrpcError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "ListProjects page_size");
+  EXPECT_EQ(ViolatedField(s), "page_size");
+}
+
 }  // namespace
 }  // namespace labshare::booking

@@ -372,8 +372,9 @@ absl::StatusOr<v1::ListLeasesResponse> BookingManager::ListLeases(const Principa
   if (!r.instrument_owner().empty()) {
     LS_ASSIGN_OR_RETURN(owner_id, ParseName(r.instrument_owner(), "organizations", "instrument_owner"));
   }
-  for (int s : r.states()) {
-    if (s == 0 || !v1::Lease::State_IsValid(s)) return InvalidField("states", "not a lease state");
+  for (int i = 0; i < r.states_size(); ++i) {  // an entry is named by its index
+    const int s = r.states(i);
+    if (s == 0 || !v1::Lease::State_IsValid(s)) return InvalidField(absl::StrCat("states[", i, "]"), "not a lease state");
   }
   LS_ASSIGN_OR_RETURN(bool descending, ParseOrderBy(r.order_by(), "start_time", false));
   const auto& range = r.time_range();

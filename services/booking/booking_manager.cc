@@ -703,8 +703,9 @@ absl::StatusOr<std::shared_ptr<BookingManager::BookingsListing>> BookingManager:
   LS_ASSIGN_OR_RETURN(std::string order_id, id_of(r.service_order(), "serviceOrders", "service_order"));
   LS_ASSIGN_OR_RETURN(std::string lease_id, id_of(r.lease(), "leases", "lease"));
   if (!labshare::type::v1::SharingMode_IsValid(r.mode())) return InvalidField("mode", "not a sharing mode");
-  for (int s : r.states()) {
-    if (s == 0 || !v1::Booking::State_IsValid(s)) return InvalidField("states", "not a booking state");
+  for (int i = 0; i < r.states_size(); ++i) {  // an entry is named by its index
+    const int s = r.states(i);
+    if (s == 0 || !v1::Booking::State_IsValid(s)) return InvalidField(absl::StrCat("states[", i, "]"), "not a booking state");
   }
   LS_ASSIGN_OR_RETURN(bool descending, ParseOrderBy(r.order_by(), "start_time", false));
   if (r.has_time_range()) LS_RETURN_IF_ERROR(ValidInterval(r.time_range(), "time_range"));

@@ -336,8 +336,9 @@ absl::StatusOr<v1::ListServiceOrdersResponse> BookingManager::ListServiceOrders(
   if (!r.instrument_owner().empty()) {
     LS_ASSIGN_OR_RETURN(owner_id, ParseName(r.instrument_owner(), "organizations", "instrument_owner"));
   }
-  for (int s : r.states()) {
-    if (s == 0 || !Order::State_IsValid(s)) return InvalidField("states", "not an order state");
+  for (int i = 0; i < r.states_size(); ++i) {  // an entry is named by its index
+    const int s = r.states(i);
+    if (s == 0 || !Order::State_IsValid(s)) return InvalidField(absl::StrCat("states[", i, "]"), "not an order state");
   }
   LS_ASSIGN_OR_RETURN(bool descending, ParseOrderBy(r.order_by(), "create_time", true));
   const auto& range = r.create_time_range();

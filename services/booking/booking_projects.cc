@@ -362,9 +362,10 @@ absl::StatusOr<v1::ListProjectsResponse> BookingManager::ListProjects(const Prin
     LS_RETURN_IF_ERROR(ParseName(r.participant(), "organizations", "participant").status());
   }
   if (!r.instrument().empty()) LS_RETURN_IF_ERROR(ParseName(r.instrument(), "instruments", "instrument").status());
-  for (int s : r.states()) {
+  for (int i = 0; i < r.states_size(); ++i) {  // an entry is named by its index
+    const int s = r.states(i);
     if (s == v1::Project::STATE_UNSPECIFIED || !v1::Project::State_IsValid(s)) {
-      return InvalidField("states", "not a project state");
+      return InvalidField(absl::StrCat("states[", i, "]"), "not a project state");
     }
   }
   if (r.has_time_range()) LS_RETURN_IF_ERROR(CheckInterval(r.time_range(), "time_range"));

@@ -218,5 +218,39 @@ TEST_F(ReadsAuditTest, ListsCheckPageSizeAndOrderByWithTheFields) {
   EXPECT_EQ(ViolatedField(s), "page_size");
 }
 
+// A list's entry is named by its index (types.proto): STATE_UNSPECIFIED
+// second in `states` is "states[1]".
+TEST_F(ReadsAuditTest, UnspecifiedStateIsNamedByItsIndex) {
+  using Stub = v1::BookingService::Stub;
+  v1::ListBookingsRequest b;
+  b.add_states(v1::Booking::CONFIRMED);
+  b.add_states(v1::Booking::STATE_UNSPECIFIED);
+  v1::ListBookingsResponse bookings;
+  grpc::Status s = Call(stub_.get(), &Stub::ListBookings, b, &bookings, ana_);
+  ExpectGrpcError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "ListBookings");
+  EXPECT_EQ(ViolatedField(s), "states[1]");
+  v1::ListLeasesRequest l;
+  l.add_states(v1::Lease::REQUESTED);
+  l.add_states(v1::Lease::STATE_UNSPECIFIED);
+  v1::ListLeasesResponse leases;
+  s = Call(stub_.get(), &Stub::ListLeases, l, &leases, ana_);
+  ExpectGrpcError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "ListLeases");
+  EXPECT_EQ(ViolatedField(s), "states[1]");
+  v1::ListServiceOrdersRequest o;
+  o.add_states(v1::ServiceOrder::STATE_UNSPECIFIED);
+  v1::ListServiceOrdersResponse orders;
+  s = Call(stub_.get(), &Stub::ListServiceOrders, o, &orders, ana_);
+  ExpectGrpcError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "ListServiceOrders");
+  EXPECT_EQ(ViolatedField(s), "states[0]");
+  v1::ListProjectsRequest pr;
+  pr.add_states(v1::Project::ACTIVE);
+  pr.add_states(v1::Project::ACTIVE);
+  pr.add_states(v1::Project::STATE_UNSPECIFIED);
+  v1::ListProjectsResponse projects;
+  s = Call(stub_.get(), &Stub::ListProjects, pr, &projects, ana_);
+  ExpectGrpcError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "ListProjects");
+  EXPECT_EQ(ViolatedField(s), "states[2]");
+}
+
 }  // namespace
 }  // namespace labshare::booking

@@ -252,5 +252,29 @@ TEST_F(ReadsAuditTest, UnspecifiedStateIsNamedByItsIndex) {
   EXPECT_EQ(ViolatedField(s), "states[2]");
 }
 
+// Staff see another organisation's quotas on the instruments they run:
+// when inventory cannot say whose an instrument is, ListQuotas fails
+// (INVENTORY_UNAVAILABLE) rather than answering a page without them.
+TEST_F(ReadsAuditTest, ListQuotasForStaffFailsWhenInventoryIsOutOfReach) {
+  v1::SetQuotaRequest sq;
+  sq.mutable_quota()->set_organization("organizations/lab");
+  sq.mutable_quota()->set_instrument("instruments/tem");
+  sq.mutable_quota()->set_period(v1::Quota::MONTH);
+  sq.mutable_quota()->set_enforcement(v1::Quota::HARD_LIMIT);
+  *sq.mutable_quota()->mutable_allowance() = ToProto(absl::Hours(10));
+  v1::Quota q;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::SetQuota, sq, &q, admin_).ok());
+  const Principal sam{"sam", "owner", {Role::kFacilityStaff}, clock_.Now() + absl::Hours(24)};
+  auto seen = manager_->ListQuotas(sam, v1::ListQuotasRequest());
+  ASSERT_TRUE(seen.ok()) << seen.status();
+  EXPECT_EQ(seen->quotas_size(), 1);
+  // The fixture's inventory client caches nothing: under CacheOnly every
+  // read of it is INVENTORY_UNAVAILABLE.
+  InventoryClient::CacheOnly cached;
+  auto out = manager_->ListQuotas(sam, v1::ListQuotasRequest());
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kUnavailable) << out.status();
+  EXPECT_EQ(ErrorReason(out.status()), "INVENTORY_UNAVAILABLE");
+}
+
 }  // namespace
 }  // namespace labshare::booking

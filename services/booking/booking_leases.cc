@@ -412,7 +412,9 @@ absl::StatusOr<v1::ListLeasesResponse> BookingManager::ListLeases(const Principa
   v1::ListLeasesResponse resp;
   auto take = [&](const std::string& data) -> absl::StatusOr<bool> {
     v1::Lease lease;
-    if (!lease.ParseFromString(data)) return false;
+    if (!lease.ParseFromString(data)) {  // as ListBookings: damaged data is an error, never a shorter page
+      return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "a stored lease is unreadable");
+    }
     if (!r.instrument().empty() && lease.instrument() != r.instrument()) return false;
     if (!r.lessee_organization().empty() && lease.lessee_organization() != r.lessee_organization()) return false;
     if (!r.instrument_owner().empty() && lease.instrument_owner() != r.instrument_owner()) return false;

@@ -375,7 +375,9 @@ absl::StatusOr<v1::ListServiceOrdersResponse> BookingManager::ListServiceOrders(
   v1::ListServiceOrdersResponse resp;
   auto take = [&](const std::string& data) -> absl::StatusOr<bool> {
     Order o;
-    if (!o.ParseFromString(data)) return false;
+    if (!o.ParseFromString(data)) {  // as ListBookings: damaged data is an error, never a shorter page
+      return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "a stored service order is unreadable");
+    }
     if (!r.instrument().empty() && o.instrument() != r.instrument()) return false;
     if (!r.client_organization().empty() && o.client_organization() != r.client_organization()) return false;
     if (!r.instrument_owner().empty() && o.instrument_owner() != r.instrument_owner()) return false;

@@ -276,5 +276,38 @@ TEST_F(ReadsAuditTest, ListQuotasForStaffFailsWhenInventoryIsOutOfReach) {
   EXPECT_EQ(ErrorReason(out.status()), "INVENTORY_UNAVAILABLE");
 }
 
+// An unreadable stored lease or order is INTERNAL CORRUPT_DOCUMENT in its
+// list, as an unreadable booking is in ListBookings: never left out.
+TEST_F(ReadsAuditTest, ListsAnswerCorruptDocumentForUnreadableLeasesAndOrders) {
+  using Stub = v1::BookingService::Stub;
+  v1::RequestLeaseRequest lr;
+  lr.mutable_lease()->set_instrument("instruments/afm");
+  *lr.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24));
+  *lr.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 9));
+  v1::Lease lease;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RequestLease, lr, &lease, ana_).ok());
+  v1::CreateServiceOrderRequest orq;
+  orq.mutable_service_order()->set_instrument("instruments/tem");
+  orq.mutable_service_order()->set_service_entry_id("imaging");
+  orq.mutable_service_order()->set_sample_count(2);
+  v1::ServiceOrder order;
+  grpc::Status created = Call(stub_.get(), &Stub::CreateServiceOrder, orq, &order, ana_);
+  ASSERT_TRUE(created.ok()) << created.error_message();
+  auto damage = [&](const std::string& name, std::string (*key)(int, absl::string_view)) {
+    const std::string id = IdOf(name);
+    auto part = store_->PartitionOf(id);
+    ASSERT_TRUE(part.ok() && part->has_value());
+    ASSERT_TRUE(pool_->Command({"HSET", key(**part, id), "d", "\xff\xff not a document"}).ok());
+  };
+  damage(lease.name(), keys::Lease);
+  damage(order.name(), keys::Order);
+  v1::ListLeasesResponse leases;
+  grpc::Status s = Call(stub_.get(), &Stub::ListLeases, v1::ListLeasesRequest(), &leases, admin_);
+  ExpectGrpcError(s, grpc::StatusCode::INTERNAL, "CORRUPT_DOCUMENT", "ListLeases");
+  v1::ListServiceOrdersResponse orders;
+  s = Call(stub_.get(), &Stub::ListServiceOrders, v1::ListServiceOrdersRequest(), &orders, admin_);
+  ExpectGrpcError(s, grpc::StatusCode::INTERNAL, "CORRUPT_DOCUMENT", "ListServiceOrders");
+}
+
 }  // namespace
 }  // namespace labshare::booking

@@ -421,7 +421,9 @@ absl::StatusOr<v1::ListLeasesResponse> BookingManager::ListLeases(const Principa
     if (!r.states().empty() && std::find(r.states().begin(), r.states().end(), lease.state()) == r.states().end()) {
       return false;
     }
-    if (!(FromProto(lease.term().start_time()) < range_end && range_start < FromProto(lease.term().end_time()))) {
+    // A half-open empty term [s, s) (returned before it began) overlaps no range.
+    const absl::Time term_start = FromProto(lease.term().start_time()), term_end = FromProto(lease.term().end_time());
+    if (r.has_time_range() && !(term_start < range_end && range_start < term_end && term_start < term_end)) {
       return false;
     }
     bool visible = scope.all || (!scope.org.empty() && lease.lessee_organization() == scope.org &&

@@ -823,7 +823,8 @@ absl::StatusOr<bool> BookingManager::Wanted(BookingsListing& l, const ListedBook
   if (!r.states().empty() && std::find(r.states().begin(), r.states().end(), b.state) == r.states().end()) {
     return false;
   }
-  if (!(b.start < range_end && range_start < b.end)) return false;
+  // A half-open empty interval [s, s) overlaps no range.
+  if (r.has_time_range() && !(b.start < range_end && range_start < b.end && b.start < b.end)) return false;
   if (!r.project().empty() && b.project != r.project()) return false;
   if (!r.service_order().empty() && b.service_order != r.service_order()) return false;
   if (!r.lease().empty() && b.lease != r.lease()) return false;

@@ -309,5 +309,56 @@ TEST_F(ReadsAuditTest, ListsAnswerCorruptDocumentForUnreadableLeasesAndOrders) {
   ExpectGrpcError(s, grpc::StatusCode::INTERNAL, "CORRUPT_DOCUMENT", "ListServiceOrders");
 }
 
+// A lease returned before its term began has the empty term [s, s), and
+// its booking the empty reserved interval: a half-open empty interval
+// overlaps nothing, so a time_range around s lists neither; without a
+// time_range both are listed.
+TEST_F(ReadsAuditTest, AnEmptyTermOverlapsNoTimeRange) {
+  using Stub = v1::BookingService::Stub;
+  v1::RequestLeaseRequest lr;
+  lr.mutable_lease()->set_instrument("instruments/afm");
+  const absl::Time s0 = day_ + absl::Hours(24);
+  *lr.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(s0);
+  *lr.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 9));
+  v1::Lease lease;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RequestLease, lr, &lease, ana_).ok());
+  // The documents as an early return before the term leaves them (ReturnLease).
+  auto part = store_->PartitionOf(IdOf(lease.name()));
+  ASSERT_TRUE(part.ok() && part->has_value());
+  const std::string lease_key = keys::Lease(**part, IdOf(lease.name()));
+  const std::string booking_key = keys::Booking(**part, IdOf(lease.booking()));
+  v1::Lease stored_lease;
+  ASSERT_TRUE(stored_lease.ParseFromString(pool_->Command({"HGET", lease_key, "d"})->str));
+  *stored_lease.mutable_term()->mutable_end_time() = stored_lease.term().start_time();
+  ASSERT_TRUE(pool_->Command({"HSET", lease_key, "d", stored_lease.SerializeAsString()}).ok());
+  v1::Booking stored_booking;
+  ASSERT_TRUE(stored_booking.ParseFromString(pool_->Command({"HGET", booking_key, "d"})->str));
+  ASSERT_EQ(FromProto(stored_booking.reserved_interval().start_time()), s0);
+  *stored_booking.mutable_reserved_interval()->mutable_end_time() = stored_booking.reserved_interval().start_time();
+  ASSERT_TRUE(pool_->Command({"HSET", booking_key, "d", stored_booking.SerializeAsString()}).ok());
+
+  labshare::type::v1::Interval around;
+  *around.mutable_start_time() = ToProto(s0 - absl::Hours(1));
+  *around.mutable_end_time() = ToProto(s0 + absl::Hours(1));
+  v1::ListLeasesRequest l;
+  v1::ListLeasesResponse leases;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::ListLeases, l, &leases, admin_).ok());
+  EXPECT_EQ(leases.leases_size(), 1);
+  *l.mutable_time_range() = around;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::ListLeases, l, &leases, admin_).ok());
+  EXPECT_EQ(leases.leases_size(), 0);
+  v1::ListBookingsRequest b;
+  b.set_instrument("instruments/afm");
+  v1::ListBookingsResponse bookings;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::ListBookings, b, &bookings, admin_).ok());
+  EXPECT_EQ(bookings.bookings_size(), 1);
+  *b.mutable_time_range() = around;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::ListBookings, b, &bookings, admin_).ok());
+  EXPECT_EQ(bookings.bookings_size(), 0);
+  auto sync = manager_->ListBookings(Principal{"admin", "", {Role::kConsortiumAdmin}, clock_.Now() + absl::Hours(1)}, b);
+  ASSERT_TRUE(sync.ok()) << sync.status();
+  EXPECT_EQ(sync->bookings_size(), 0);
+}
+
 }  // namespace
 }  // namespace labshare::booking

@@ -18,8 +18,18 @@
 
 namespace labshare::booking {
 
+// The calendar holds whole milliseconds: a start goes to it floored (Ms), an
+// end rounded up (CeilMs), so a stored entry always covers the true interval
+// and two stored entries that do not overlap never overlap in true time
+// (bounds inside one millisecond may then meet as SLOT_TAKEN). Every blocked
+// end written to the calendar or compared with its starts (a guard, a read's
+// range) is CeilMs.
 inline int64_t Ms(absl::Time t) { return absl::ToUnixMillis(t); }
 inline absl::Time FromMs(int64_t ms) { return absl::FromUnixMillis(ms); }
+inline int64_t CeilMs(absl::Time t) {
+  const int64_t ms = Ms(t);
+  return FromMs(ms) < t ? ms + 1 : ms;
+}
 
 // The last segment of a resource name: "instruments/tem" -> "tem".
 inline std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }

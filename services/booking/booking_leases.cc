@@ -245,7 +245,7 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseChecked(const Principal& p
   booking.set_etag("1");
 
   const int64_t blocked_start = Ms(start - handover);
-  const int64_t blocked_end = Ms(end + ret);
+  const int64_t blocked_end = CeilMs(end + ret);
   // The calendar entry in the way: a maintenance window or another booking
   // (validate_only reads it as the step would meet it).
   const auto slot_taken = [](const std::string& conflicting) {
@@ -355,6 +355,7 @@ absl::StatusOr<v1::Lease> BookingManager::GetLease(const Principal& p, const v1:
 
 absl::StatusOr<v1::ListLeasesResponse> BookingManager::ListLeases(const Principal& p,
                                                                   const v1::ListLeasesRequest& r) {
+  LS_RETURN_IF_ERROR(CheckPageSize(r.page_size()));
   // Scoped like ListBookings by organisation (booking_lists.h).
   const ListScope scope = ScopeOf(p);
   if (!r.lessee_organization().empty() && r.lessee_organization() != scope.org && !scope.all && !scope.staff) {
@@ -371,15 +372,16 @@ absl::StatusOr<v1::ListLeasesResponse> BookingManager::ListLeases(const Principa
   if (!r.instrument_owner().empty()) {
     LS_ASSIGN_OR_RETURN(owner_id, ParseName(r.instrument_owner(), "organizations", "instrument_owner"));
   }
-  for (int s : r.states()) {
-    if (s == 0 || !v1::Lease::State_IsValid(s)) return InvalidField("states", "not a lease state");
+  for (int i = 0; i < r.states_size(); ++i) {  // an entry is named by its index
+    const int s = r.states(i);
+    if (s == 0 || !v1::Lease::State_IsValid(s)) return InvalidField(absl::StrCat("states[", i, "]"), "not a lease state");
   }
+  LS_ASSIGN_OR_RETURN(bool descending, ParseOrderBy(r.order_by(), "start_time", false));
   const auto& range = r.time_range();
   if (r.has_time_range() && (!range.has_start_time() || !range.has_end_time() ||
                              FromProto(range.end_time()) <= FromProto(range.start_time()))) {
     return InvalidField("time_range", "needs start_time before end_time (half-open [start, end))", "INVALID_INTERVAL");
   }
-  LS_ASSIGN_OR_RETURN(bool descending, ParseOrderBy(r.order_by(), "start_time", false));
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   ListQuery q;
   q.descending = descending;
@@ -410,14 +412,18 @@ absl::StatusOr<v1::ListLeasesResponse> BookingManager::ListLeases(const Principa
   v1::ListLeasesResponse resp;
   auto take = [&](const std::string& data) -> absl::StatusOr<bool> {
     v1::Lease lease;
-    if (!lease.ParseFromString(data)) return false;
+    if (!lease.ParseFromString(data)) {  // as ListBookings: damaged data is an error, never a shorter page
+      return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "a stored lease is unreadable");
+    }
     if (!r.instrument().empty() && lease.instrument() != r.instrument()) return false;
     if (!r.lessee_organization().empty() && lease.lessee_organization() != r.lessee_organization()) return false;
     if (!r.instrument_owner().empty() && lease.instrument_owner() != r.instrument_owner()) return false;
     if (!r.states().empty() && std::find(r.states().begin(), r.states().end(), lease.state()) == r.states().end()) {
       return false;
     }
-    if (!(FromProto(lease.term().start_time()) < range_end && range_start < FromProto(lease.term().end_time()))) {
+    // A half-open empty term [s, s) (returned before it began) overlaps no range.
+    const absl::Time term_start = FromProto(lease.term().start_time()), term_end = FromProto(lease.term().end_time());
+    if (r.has_time_range() && !(term_start < range_end && range_start < term_end && term_start < term_end)) {
       return false;
     }
     bool visible = scope.all || (!scope.org.empty() && lease.lessee_organization() == scope.org &&
@@ -744,7 +750,7 @@ absl::StatusOr<v1::Lease> BookingManager::RecordReturn(const Principal& p, const
       *c.lease.mutable_blocked_interval()->mutable_end_time() = ToProto(new_end);
       *c.booking.mutable_blocked_interval()->mutable_end_time() = ToProto(new_end);
       c.calendar = UpdateStep::Calendar::kSetEnd;
-      c.new_end_ms = Ms(new_end);
+      c.new_end_ms = CeilMs(new_end);
       c.events.push_back(std::move(changed));
     }
     return c;
@@ -793,10 +799,10 @@ absl::StatusOr<v1::Lease> BookingManager::ExtendLease(const Principal& p, const 
     *c.booking.mutable_reserved_interval()->mutable_end_time() = ToProto(new_end);
     *c.booking.mutable_blocked_interval()->mutable_end_time() = ToProto(blocked_end);
     c.calendar = UpdateStep::Calendar::kSetEnd;
-    c.new_end_ms = Ms(blocked_end);
+    c.new_end_ms = CeilMs(blocked_end);
     // Growing the block must not run into the next booking or window.
     c.guard_from_ms = Ms(FromProto(cur.lease.blocked_interval().start_time()));
-    c.guard_to_ms = Ms(blocked_end);
+    c.guard_to_ms = CeilMs(blocked_end);
     v1::BookingEvent extended = Event(p, r.request_id(), now);
     *extended.mutable_lease_extended()->mutable_previous_end_time() = ToProto(old_end);
     *extended.mutable_lease_extended()->mutable_new_end_time() = ToProto(new_end);
@@ -804,7 +810,7 @@ absl::StatusOr<v1::Lease> BookingManager::ExtendLease(const Principal& p, const 
     // Lists bound a time range by the longest booking: grow it first (a
     // longer bound than needed is harmless if the step then fails).
     LS_RETURN_IF_ERROR(store_->RaiseListingSpan(
-        cur.booking.partition, Ms(blocked_end) - Ms(FromProto(cur.booking.booking.reserved_interval().start_time()))));
+        cur.booking.partition, CeilMs(blocked_end) - Ms(FromProto(cur.booking.booking.reserved_interval().start_time()))));
     return c;
   });
 }

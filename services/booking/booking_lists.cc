@@ -9,6 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/error.h"
+#include "common/page_token.h"
 #include "common/proto_util.h"
 #include "services/booking/booking_common.h"
 
@@ -137,6 +138,12 @@ absl::StatusOr<bool> ParseOrderBy(const std::string& order_by, absl::string_view
   if (order_by == f || order_by == f + " asc") return false;
   if (order_by == f + " desc") return true;
   return InvalidField("order_by", absl::StrCat("use \"", f, "\", \"", f, " asc\" or \"", f, " desc\""));
+}
+
+absl::Status CheckPageSize(int32_t page_size) {
+  if (page_size >= 0) return absl::OkStatus();
+  return InvalidField("page_size", absl::StrCat("must not be negative: 0 for the default (", kDefaultPageSize,
+                                                "), at most ", kMaxPageSize, " per page"));
 }
 
 ListScope ScopeOf(const Principal& p) {
@@ -403,7 +410,7 @@ absl::StatusOr<int64_t> MigrateListings(
           index_keys = BookingListingKeys(p, b, op);
           entry.id = IdOf(b.name());
           entry.ms = Ms(FromProto(b.reserved_interval().start_time()));
-          const int64_t span = Ms(FromProto(b.blocked_interval().end_time())) - entry.ms;
+          const int64_t span = CeilMs(FromProto(b.blocked_interval().end_time())) - entry.ms;
           spans[static_cast<size_t>(p)] = std::max(spans[static_cast<size_t>(p)], span);
         } else if (kind == "lease") {
           v1::Lease l;

@@ -110,6 +110,11 @@ void RunListingAsync(const BookingStore& store, ListQuery q,
 absl::StatusOr<bool> ParseOrderBy(const std::string& order_by, absl::string_view field_name,
                                   bool default_descending);
 
+// A list's page_size: negative is INVALID_FIELD page_size (as
+// PageTokenCodec::Parse answers it), checked with the request's other
+// numbers (types.proto): before the scope and every other check.
+absl::Status CheckPageSize(int32_t page_size);
+
 // Who the caller is for lists.
 struct ListScope {
   bool all = false;       // CONSORTIUM_ADMIN, AUDITOR, SERVICE

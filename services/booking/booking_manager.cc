@@ -453,7 +453,7 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
   *b.mutable_update_time() = ToProto(now);
   b.set_etag("1");
   const int64_t blocked_start = Ms(start);
-  const int64_t blocked_end = Ms(FromProto(b.blocked_interval().end_time()));
+  const int64_t blocked_end = CeilMs(FromProto(b.blocked_interval().end_time()));
 
   if (r.validate_only()) {
     // The checks of the create step, read rather than written: the id, the
@@ -680,6 +680,7 @@ void BookingManager::GetBookingAsync(const Principal& p, const v1::GetBookingReq
 absl::StatusOr<std::shared_ptr<BookingManager::BookingsListing>> BookingManager::PlanListBookings(
     const Principal& p, const v1::ListBookingsRequest& r) {
   auto plan = std::make_shared<BookingsListing>();
+  LS_RETURN_IF_ERROR(CheckPageSize(r.page_size()));
   // The caller's scope (booking_lists.h); a filter outside it fails first.
   const ListScope scope = ScopeOf(p);
   if (!r.user().empty() && r.user() != scope.self && !scope.all && !scope.billing && !scope.staff) {
@@ -702,11 +703,12 @@ absl::StatusOr<std::shared_ptr<BookingManager::BookingsListing>> BookingManager:
   LS_ASSIGN_OR_RETURN(std::string order_id, id_of(r.service_order(), "serviceOrders", "service_order"));
   LS_ASSIGN_OR_RETURN(std::string lease_id, id_of(r.lease(), "leases", "lease"));
   if (!labshare::type::v1::SharingMode_IsValid(r.mode())) return InvalidField("mode", "not a sharing mode");
-  for (int s : r.states()) {
-    if (s == 0 || !v1::Booking::State_IsValid(s)) return InvalidField("states", "not a booking state");
+  for (int i = 0; i < r.states_size(); ++i) {  // an entry is named by its index
+    const int s = r.states(i);
+    if (s == 0 || !v1::Booking::State_IsValid(s)) return InvalidField(absl::StrCat("states[", i, "]"), "not a booking state");
   }
-  if (r.has_time_range()) LS_RETURN_IF_ERROR(ValidInterval(r.time_range(), "time_range"));
   LS_ASSIGN_OR_RETURN(bool descending, ParseOrderBy(r.order_by(), "start_time", false));
+  if (r.has_time_range()) LS_RETURN_IF_ERROR(ValidInterval(r.time_range(), "time_range"));
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
 
   ListQuery& q = plan->q;
@@ -821,7 +823,8 @@ absl::StatusOr<bool> BookingManager::Wanted(BookingsListing& l, const ListedBook
   if (!r.states().empty() && std::find(r.states().begin(), r.states().end(), b.state) == r.states().end()) {
     return false;
   }
-  if (!(b.start < range_end && range_start < b.end)) return false;
+  // A half-open empty interval [s, s) overlaps no range.
+  if (r.has_time_range() && !(b.start < range_end && range_start < b.end && b.start < b.end)) return false;
   if (!r.project().empty() && b.project != r.project()) return false;
   if (!r.service_order().empty() && b.service_order != r.service_order()) return false;
   if (!r.lease().empty() && b.lease != r.lease()) return false;
@@ -1260,7 +1263,7 @@ absl::StatusOr<v1::Booking> BookingManager::CheckOut(const Principal& p, const v
       *ic->mutable_previous_blocked_interval() = b.blocked_interval();
       c.events.push_back(std::move(changed));
       c.calendar = UpdateStep::Calendar::kSetEnd;
-      c.new_end_ms = Ms(t + buffer);
+      c.new_end_ms = CeilMs(t + buffer);
       *c.booking.mutable_blocked_interval()->mutable_end_time() = ToProto(t + buffer);
       session->set_remaining_released(true);
     }
@@ -1281,7 +1284,7 @@ BookingManager::Change BookingManager::EndSession(const Principal& p, const v1::
   session->set_checked_out_by(ActorName(p));
   // No booking may have slipped in before the recorded end.
   c.guard_from_ms = Ms(FromProto(b.blocked_interval().start_time()));
-  c.guard_to_ms = Ms(end);
+  c.guard_to_ms = CeilMs(end);
   c.due = UpdateStep::Due::kRemove;
   c.release_budget = true;
   c.used = std::max(absl::ZeroDuration(), end - FromProto(b.session().start_time()));
@@ -1360,13 +1363,13 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
   } else {
     const absl::Time ws = FromProto(window.interval().start_time());
     const absl::Time we = FromProto(window.interval().end_time());
-    LS_RETURN_IF_ERROR(store_->BlockWindow(partition, ids.first, ids.second, Ms(ws), Ms(we),
+    LS_RETURN_IF_ERROR(store_->BlockWindow(partition, ids.first, ids.second, Ms(ws), CeilMs(we),
                                            v1::BusyInterval::MAINTENANCE));
     // The window now wins every new booking; clear what it hits, again and
     // again until nothing is left (a booking may have slipped in meanwhile).
     std::set<std::string> left_alone;
     for (int round = 0; round < 10; ++round) {
-      LS_ASSIGN_OR_RETURN(auto entries, store_->CalendarRange(partition, ids.first, Ms(ws), Ms(we)));
+      LS_ASSIGN_OR_RETURN(auto entries, store_->CalendarRange(partition, ids.first, Ms(ws), CeilMs(we)));
       bool any = false;
       for (const auto& e : entries) {
         if (IsWindowEntry(e.booking_id) || left_alone.count(e.booking_id)) continue;
@@ -1718,23 +1721,29 @@ absl::StatusOr<BookingManager::AvailabilityPlan> BookingManager::PlanAvailabilit
     return InvalidField("range", "may span at most 366 days", "RANGE_TOO_LONG");
   }
   if (!labshare::type::v1::SharingMode_IsValid(r.mode())) return InvalidField("mode", "not a sharing mode");
+  if (FromProto(r.min_duration()) < absl::ZeroDuration()) return InvalidField("min_duration", "must not be negative");
   const SharingMode mode = r.mode() == 0 ? labshare::type::v1::ON_SITE : r.mode();
-  LS_ASSIGN_OR_RETURN(auto instrument_shared, inventory_->Instrument(r.instrument()));
-  const inv::Instrument& instrument = *instrument_shared;
-  const inv::ModeOffering* offering = FindMode(instrument, mode);
-  if (offering == nullptr) {
-    return Precondition("MODE_NOT_OFFERED", absl::StrCat(r.instrument(), " does not offer ", labshare::type::v1::SharingMode_Name(mode)));
-  }
   const bool privileged = p.HasAnyRole({Role::kFacilityStaff, Role::kConsortiumAdmin, Role::kAuditor, Role::kService});
   const std::string org_name = r.organization().empty() ? ActorOrganization(p) : r.organization();
   if (!r.organization().empty() && r.organization() != ActorOrganization(p) && !privileged) {
     return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE", "you may ask only for your own organisation");
   }
-  labshare::type::v1::PayerClass payer_class = labshare::type::v1::MEMBER;
+  // What is named must exist (NOT_FOUND: the instrument, then the
+  // organisation) before the instrument's modes are looked at.
+  LS_ASSIGN_OR_RETURN(auto instrument_shared, inventory_->Instrument(r.instrument()));
+  const inv::Instrument& instrument = *instrument_shared;
+  std::shared_ptr<const inv::Organization> org;
   if (!org_name.empty()) {
-    LS_ASSIGN_OR_RETURN(auto org, inventory_->Organization(org_name));
-    payer_class = labshare::inventory::PayerClassFor(*org, instrument);
+    LS_ASSIGN_OR_RETURN(org, inventory_->Organization(org_name));
   }
+  const inv::ModeOffering* offering = FindMode(instrument, mode);
+  if (offering == nullptr) {
+    return Precondition("MODE_NOT_OFFERED", absl::StrCat(r.instrument(), " does not offer ", labshare::type::v1::SharingMode_Name(mode)));
+  }
+  // Without an organisation (CONSORTIUM_ADMIN, AUDITOR, SERVICE asking for
+  // none): a member's notice and horizon.
+  const labshare::type::v1::PayerClass payer_class =
+      org != nullptr ? labshare::inventory::PayerClassFor(*org, instrument) : labshare::type::v1::MEMBER;
   const absl::Time now = clock_->Now();
   // Notice and horizon exactly as CreateBooking and RequestLease check them.
   plan.window = labshare::inventory::BookingWindowFor(*offering, payer_class, now);
@@ -1755,9 +1764,11 @@ absl::StatusOr<BookingManager::AvailabilityPlan> BookingManager::PlanAvailabilit
 absl::StatusOr<v1::QueryAvailabilityResponse> BookingManager::QueryAvailability(
     const Principal& p, const v1::QueryAvailabilityRequest& r) {
   LS_ASSIGN_OR_RETURN(AvailabilityPlan plan, PlanAvailability(p, r));
-  // Taken time: bookings (blocked intervals) and scheduled maintenance.
+  // Taken time: bookings (blocked intervals) and scheduled maintenance. The
+  // calendar's whole milliseconds: the read reaches the range's end rounded
+  // up (an entry starting inside its last millisecond is in the way).
   LS_ASSIGN_OR_RETURN(auto cal, store_->ReadCalendarWithDocs(plan.partition, plan.instrument_id,
-                                                             Ms(plan.from - plan.lead), Ms(plan.to + plan.tail)));
+                                                             Ms(plan.from - plan.lead), CeilMs(plan.to + plan.tail)));
   v1::QueryAvailabilityResponse resp;
   AnswerAvailability(plan, cal.entries, cal.docs, &resp);
   return resp;
@@ -1789,7 +1800,7 @@ void BookingManager::QueryAvailabilityAsync(const Principal& p, const v1::QueryA
         if (!plan.ok()) return done(plan.status());
         auto shared = std::make_shared<AvailabilityPlan>(*std::move(plan));
         store_->CalendarWithDocsAsync(shared->partition, shared->instrument_id, Ms(shared->from - shared->lead),
-                                      Ms(shared->to + shared->tail),
+                                      CeilMs(shared->to + shared->tail),
                                       [shared, out, done](absl::StatusOr<BookingStore::CalendarWithDocs> cal) {
                                         if (!cal.ok()) return done(cal.status());
                                         AnswerAvailabilityWire(*shared, cal->entries, cal->docs, out);
@@ -2084,6 +2095,8 @@ absl::Status SearchFilters(const v1::SearchAvailableInstrumentsRequest& r) {
   if (r.category().empty()) return InvalidField("category", "required, e.g. electron-microscopy");
   if (r.category().size() > kMaxSearchFilter) return InvalidField("category", "may be at most 200 bytes");
   if (r.facility().size() > kMaxSearchFilter) return InvalidField("facility", "may be at most 200 bytes");
+  if (!r.facility().empty()) LS_RETURN_IF_ERROR(ParseName(r.facility(), "facilities", "facility").status());
+  if (FromProto(r.min_duration()) < absl::ZeroDuration()) return InvalidField("min_duration", "must not be negative");
   if (!r.organization().empty()) return ParseName(r.organization(), "organizations", "organization").status();
   return absl::OkStatus();
 }
@@ -2275,7 +2288,7 @@ void BookingManager::SearchPlanned(std::shared_ptr<Search> s, absl::StatusOr<Sea
   std::vector<BookingStore::CalendarRead> reads;
   reads.reserve(page->candidates.size());
   for (const auto& [k, plan] : page->candidates) {
-    reads.push_back({plan.partition, plan.instrument_id, Ms(plan.from - plan.lead), Ms(plan.to + plan.tail)});
+    reads.push_back({plan.partition, plan.instrument_id, Ms(plan.from - plan.lead), CeilMs(plan.to + plan.tail)});
   }
   store_->CalendarsAsync(std::move(reads), [this, s, page](absl::StatusOr<std::vector<std::vector<CalendarEntry>>> cals) {
     if (!cals.ok()) return s->done(cals.status());

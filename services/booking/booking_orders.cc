@@ -319,6 +319,7 @@ absl::StatusOr<Order> BookingManager::GetServiceOrder(const Principal& p, const 
 
 absl::StatusOr<v1::ListServiceOrdersResponse> BookingManager::ListServiceOrders(
     const Principal& p, const v1::ListServiceOrdersRequest& r) {
+  LS_RETURN_IF_ERROR(CheckPageSize(r.page_size()));
   // Scoped as GetServiceOrder (booking_lists.h).
   const ListScope scope = ScopeOf(p);
   if (!r.client_organization().empty() && r.client_organization() != scope.org && !scope.all && !scope.staff) {
@@ -335,16 +336,17 @@ absl::StatusOr<v1::ListServiceOrdersResponse> BookingManager::ListServiceOrders(
   if (!r.instrument_owner().empty()) {
     LS_ASSIGN_OR_RETURN(owner_id, ParseName(r.instrument_owner(), "organizations", "instrument_owner"));
   }
-  for (int s : r.states()) {
-    if (s == 0 || !Order::State_IsValid(s)) return InvalidField("states", "not an order state");
+  for (int i = 0; i < r.states_size(); ++i) {  // an entry is named by its index
+    const int s = r.states(i);
+    if (s == 0 || !Order::State_IsValid(s)) return InvalidField(absl::StrCat("states[", i, "]"), "not an order state");
   }
+  LS_ASSIGN_OR_RETURN(bool descending, ParseOrderBy(r.order_by(), "create_time", true));
   const auto& range = r.create_time_range();
   if (r.has_create_time_range() && (!range.has_start_time() || !range.has_end_time() ||
                                     FromProto(range.end_time()) <= FromProto(range.start_time()))) {
     return InvalidField("create_time_range", "needs start_time before end_time (half-open [start, end))",
                         "INVALID_INTERVAL");
   }
-  LS_ASSIGN_OR_RETURN(bool descending, ParseOrderBy(r.order_by(), "create_time", true));
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   ListQuery q;
   q.descending = descending;
@@ -373,7 +375,9 @@ absl::StatusOr<v1::ListServiceOrdersResponse> BookingManager::ListServiceOrders(
   v1::ListServiceOrdersResponse resp;
   auto take = [&](const std::string& data) -> absl::StatusOr<bool> {
     Order o;
-    if (!o.ParseFromString(data)) return false;
+    if (!o.ParseFromString(data)) {  // as ListBookings: damaged data is an error, never a shorter page
+      return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "a stored service order is unreadable");
+    }
     if (!r.instrument().empty() && o.instrument() != r.instrument()) return false;
     if (!r.client_organization().empty() && o.client_organization() != r.client_organization()) return false;
     if (!r.instrument_owner().empty() && o.instrument_owner() != r.instrument_owner()) return false;
@@ -676,7 +680,7 @@ absl::StatusOr<Order> BookingManager::ScheduleRun(const Principal& p, const v1::
   if (validate_only) {
     // The step's checks, read rather than written: the slot.
     LS_ASSIGN_OR_RETURN(auto taken, store_->CalendarRange(cur.partition, IdOf(cur.order.instrument()), Ms(start),
-                                                          Ms(blocked_end)));
+                                                          CeilMs(blocked_end)));
     if (!taken.empty()) {
       // Named as the step names it: by the last entry in the way.
       if (IsWindowEntry(taken.back().booking_id)) {
@@ -726,7 +730,7 @@ absl::StatusOr<Order> BookingManager::ScheduleRun(const Principal& p, const v1::
   step.busy_reason = BusyReasonOf(b);
   step.response = as_booking ? SerializeDeterministic(b) : SerializeDeterministic(o);
   step.blocked_start_ms = Ms(start);
-  step.blocked_end_ms = Ms(blocked_end);
+  step.blocked_end_ms = CeilMs(blocked_end);
   step.reserved_start_ms = Ms(start);
   step.extra_docs.push_back({keys::Order(cur.partition, IdOf(o.name())), o.SerializeAsString(), cur.version});
   step.listing_keys = BookingListingKeys(cur.partition, b, instrument->operator_organization());
@@ -955,7 +959,7 @@ absl::StatusOr<Order> BookingManager::DeliverReport(const Principal& p, const v1
       c.booking.mutable_session()->set_end_clamped(clamped);
       // No booking may have slipped in before the recorded end.
       c.guard_from_ms = Ms(FromProto(run.booking.blocked_interval().start_time()));
-      c.guard_to_ms = Ms(end);
+      c.guard_to_ms = CeilMs(end);
       v1::BookingEvent checked_out = Event(p, r.request_id(), now);
       checked_out.mutable_booking_checked_out();
       c.events.push_back(std::move(checked_out));

@@ -21,6 +21,7 @@
 #include "common/page_token.h"
 #include "common/proto_util.h"
 #include "services/booking/booking_common.h"
+#include "services/booking/booking_lists.h"
 #include "services/booking/booking_manager.h"
 #include "services/inventory/inventory_rules.h"
 
@@ -356,13 +357,15 @@ absl::StatusOr<v1::ListProjectsResponse> BookingManager::ListProjects(const Prin
   // A participant filter narrows what the caller may see (scoped as
   // GetProject): a partner organisation is a useful filter for a member's
   // own projects, so it is never refused for being another organisation.
+  LS_RETURN_IF_ERROR(CheckPageSize(r.page_size()));
   if (!r.participant().empty()) {
     LS_RETURN_IF_ERROR(ParseName(r.participant(), "organizations", "participant").status());
   }
   if (!r.instrument().empty()) LS_RETURN_IF_ERROR(ParseName(r.instrument(), "instruments", "instrument").status());
-  for (int s : r.states()) {
+  for (int i = 0; i < r.states_size(); ++i) {  // an entry is named by its index
+    const int s = r.states(i);
     if (s == v1::Project::STATE_UNSPECIFIED || !v1::Project::State_IsValid(s)) {
-      return InvalidField("states", "not a project state");
+      return InvalidField(absl::StrCat("states[", i, "]"), "not a project state");
     }
   }
   if (r.has_time_range()) LS_RETURN_IF_ERROR(CheckInterval(r.time_range(), "time_range"));

@@ -526,7 +526,10 @@ absl::StatusOr<v1::ListQuotasResponse> BookingManager::ListQuotas(const Principa
     stored.ParseFromString(doc->data);
     bool visible = all || "organizations/" + ids[0] == own;
     if (!visible && staff) {
+      // An instrument gone from inventory is nobody's; inventory out of
+      // reach is an error, never a page that leaves quotas out.
       auto instrument = inventory_->Instrument("instruments/" + ids[1]);
+      if (!instrument.ok() && !absl::IsNotFound(instrument.status())) return instrument.status();
       visible = instrument.ok() && IsStaffOf(p, **instrument);
     }
     if (!visible) continue;

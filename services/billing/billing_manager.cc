@@ -1136,7 +1136,9 @@ absl::StatusOr<v1::AccountBalance> BillingManager::ReadBalance(const AccountRef&
                                                                std::optional<absl::Time> through) const {
   const absl::Time now = clock_->Now();
   const absl::Time as_of = through ? *through : r.has_as_of_time() ? FromProto(r.as_of_time()) : now;
-  if (as_of > now) return InvalidField("as_of_time", "must not be in the future");
+  // A later page's time (`through`) is the first page's clock, perhaps
+  // another replica's: never "in the future" for a field the caller left unset.
+  if (!through && as_of > now) return InvalidField("as_of_time", "must not be in the future");
   const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
   LS_ASSIGN_OR_RETURN(auto lines, store_->List(keys::Account(r.name())));
   // "Entries created strictly before this time count" (as_of_time; at or

@@ -815,6 +815,21 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
                            ", which stands with what it paid; record the money going back as a payment from "
                            "the payee to the payer (RecordPayment), or post an ADJUST");
     }
+    // The deposit accounts move with the lease's deposit only (the hold at
+    // handover, its release or application at the close, both in full): an
+    // ADJUST moving them would leave the Deposit as it is and the close
+    // would release, or apply, what the ledger no longer holds.
+    if (r.mode() == v1::PostCorrectionRequest::ADJUST) {
+      for (const auto& e : r.entries()) {
+        // The entries were checked above (CheckBalanced: each account valid).
+        auto account = ParseAccountName(e.account());
+        if (account.ok() && (account->kind == v1::DEPOSIT_HELD || account->kind == v1::DEPOSIT_LODGED)) {
+          return MakeError(absl::StatusCode::kFailedPrecondition, "NOT_CORRECTABLE",
+                           e.account() + " moves only with a lease's deposit (held at handover, released or "
+                                         "applied at the close); an ADJUST may not touch it");
+        }
+      }
+    }
     // A deposit hold's mirror would leave its Deposit HELD, to be released
     // (or applied) in full when the lease is closed: the hold is undone by
     // that settlement, never by a reversal.
@@ -826,7 +841,7 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
         if (held.fee_kind() == v1::DEPOSIT) {
           return MakeError(absl::StatusCode::kFailedPrecondition, "NOT_CORRECTABLE",
                            r.posting() + " holds the deposit of " + held.lease() +
-                               ", which the lease's close releases or applies to damage; post an ADJUST instead");
+                               ", which the lease's close releases or applies to damage");
         }
       }
     }

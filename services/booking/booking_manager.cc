@@ -1031,10 +1031,15 @@ absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
     if ((b.mode() == labshare::type::v1::ON_SITE || b.mode() == labshare::type::v1::JOINT_RESEARCH) &&
         now >= DueTime(b, instrument)) {
       const bool pending = b.state() == v1::Booking::PENDING_APPROVAL;
+      // A confirmed one on an instrument out of service is cancelled by the
+      // sweep as an outage instead (Booking.CANCELLED), not MISSED.
+      const bool outage = !pending && instrument.state() != inv::ACTIVE;
       return MakeError(absl::StatusCode::kFailedPrecondition, "BOOKING_STATE",
-                       absl::StrCat(b.name(), pending ? " reached its reserved start still pending: it is EXPIRED"
-                                                      : "'s check-in window has closed: it is MISSED"),
-                       {{"state", pending ? "EXPIRED" : "MISSED"}});
+                       absl::StrCat(b.name(), pending   ? " reached its reserved start still pending: it is EXPIRED"
+                                              : outage ? "'s check-in window has closed while the instrument is out "
+                                                         "of service: it is cancelled as an outage, without charge"
+                                                       : "'s check-in window has closed: it is MISSED"),
+                       {{"state", pending ? "EXPIRED" : outage ? "CANCELLED" : "MISSED"}});
     }
     Change c;
     c.booking = b;
@@ -1610,7 +1615,7 @@ absl::StatusOr<int> BookingManager::Sweep() {
         c.booking.set_state(v1::Booking::CANCELLED);
         c.booking.set_cancelled_by_outage(true);
         auto* cancel = c.booking.mutable_cancellation();
-        *cancel->mutable_cancel_time() = ToProto(now);
+        *cancel->mutable_cancel_time() = ToProto(at);
         cancel->set_cancelled_by(ActorName(sweeper));
         cancel->set_initiator(v1::Booking::MAINTENANCE_OUTAGE);
         cancel->set_reason("the instrument was out of service when check-in closed");

@@ -301,8 +301,8 @@ class UsageFigures {
   // the start of the last day; nullptr when the row has no instrument set.
   // `latest_name`, if given: the instrument's display name as last seen
   // (InstrumentAssessment.instrument_display_name).
-  // An assessment's figures are the instrument's own over the range
-  // (InstrumentAssessment.figures): `own` names the instruments whose
+  // An assessment's figures for AUDITOR and CONSORTIUM_ADMIN are the
+  // instrument's own over the range (InstrumentAssessment.figures): `own` names the instruments whose
   // version at the start of the range's last day matches f's owner, facility
   // and category (the scope decides which are listed) and nothing else, so
   // their earlier stretches under other attributes count too. False when
@@ -354,7 +354,8 @@ class UsageFigures {
   absl::StatusOr<std::vector<v1::InstrumentAssessment>> Assess(absl::CivilDay from, absl::CivilDay to,
                                                                const v1::UsageFilter& f,
                                                                const v1::Thresholds& t,
-                                                               const v1::ThresholdOverride& o) const;
+                                                               const v1::ThresholdOverride& o,
+                                                               bool whole_instrument) const;
   // The annual report's scope (authorization) and then its year and names.
   absl::Status CheckReport(const Principal& p, int year, const v1::ReportScope& scope) const;
   absl::Status BuildReport(const Principal& p, int year, const v1::ReportScope& scope, bool summaries,

@@ -551,11 +551,19 @@ const iv::Instrument* UsageFigures::EndVersion(const std::map<std::string, Instr
 absl::StatusOr<std::vector<v1::InstrumentAssessment>> UsageFigures::Assess(absl::CivilDay from, absl::CivilDay to,
                                                                            const v1::UsageFilter& f,
                                                                            const v1::Thresholds& t,
-                                                                           const v1::ThresholdOverride& o) const {
+                                                                           const v1::ThresholdOverride& o,
+                                                                           bool whole_instrument) const {
   LS_ASSIGN_OR_RETURN(auto instruments, Instruments(f, /*history=*/true));
+  // An overseer's figures are the instrument's own, every stretch of the
+  // range; a scoped caller's only its organisation's stretches (the
+  // Authorization: figures about its own organisation, never the previous
+  // owner's income or users).
   v1::UsageFilter own;
-  if (!OwnFiguresFilter(instruments, f, to, &own)) return std::vector<v1::InstrumentAssessment>();
-  LS_ASSIGN_OR_RETURN(auto rows, Compute(from, to, v1::PERIOD_GRANULARITY_RANGE, {v1::DIMENSION_INSTRUMENT}, own, true));
+  if (whole_instrument && !OwnFiguresFilter(instruments, f, to, &own)) {
+    return std::vector<v1::InstrumentAssessment>();
+  }
+  LS_ASSIGN_OR_RETURN(auto rows, Compute(from, to, v1::PERIOD_GRANULARITY_RANGE, {v1::DIMENSION_INSTRUMENT},
+                                         whole_instrument ? own : f, true));
   LS_ASSIGN_OR_RETURN(Names names, LoadNames());
   std::vector<v1::InstrumentAssessment> out;
   for (const auto& row : rows) {
@@ -628,7 +636,7 @@ absl::Status UsageFigures::ListAssessed(const Principal& p, const Req& r, bool i
   *f.mutable_facilities() = r.filter().facilities();
   *f.mutable_categories() = r.filter().categories();
   LS_ASSIGN_OR_RETURN(v1::Thresholds t, LoadThresholds());
-  LS_ASSIGN_OR_RETURN(auto all, Assess(from, to, f, t, r.threshold_override()));
+  LS_ASSIGN_OR_RETURN(auto all, Assess(from, to, f, t, r.threshold_override(), Overseer(p)));
   // Idle: effective seconds ascending; under-shared: sharing rate ascending,
   // compared exactly (not by its rounded basis points: cross-multiplied in
   // 128 bits); then instrument name. A page position is the last hit's
@@ -807,9 +815,10 @@ absl::Status UsageFigures::BuildReport(const Principal& p, int year, const v1::R
   }
   LS_ASSIGN_OR_RETURN(auto rows, ComputeMany(from, to, v1::PERIOD_GRANULARITY_RANGE, groupings, f, true));
   LS_ASSIGN_OR_RETURN(auto instruments, Instruments(f, /*history=*/true));
-  // The instrument rows: each instrument's own figures over the year, also
-  // of the stretches before it came into the scope (InstrumentAssessment).
-  if (f.owner_organizations_size() > 0 || f.facilities_size() > 0) {
+  // The instrument rows: for an overseer each instrument's own figures over
+  // the year, also of the stretches before it came into the scope
+  // (InstrumentAssessment); a scoped caller's its organisation's only.
+  if (Overseer(p) && (f.owner_organizations_size() > 0 || f.facilities_size() > 0)) {
     v1::UsageFilter own;
     if (OwnFiguresFilter(instruments, f, to, &own)) {
       LS_ASSIGN_OR_RETURN(rows[0], Compute(from, to, v1::PERIOD_GRANULARITY_RANGE, {v1::DIMENSION_INSTRUMENT}, own, true));

@@ -166,7 +166,7 @@ TEST_F(BillingAudit4Test, ATransfersPaymentPostingIsNotReversed) {
 // "... and so is REVERSE of the CHARGE posting of a DEPOSIT charge (the
 // deposit hold, undone only by its release or application when the lease
 // is closed)": the charge stays POSTED, the deposit HELD, the lessee's
-// DEPOSIT_LODGED as the hold left it; an ADJUST of it is still taken.
+// DEPOSIT_LODGED as the hold left it; an ADJUST touching the deposit accounts is refused too (billing_audit_test).
 TEST_F(BillingAudit4Test, ADepositHoldIsNotReversed) {
   const bk::Lease lease = ApprovedLease(19);
   bk::RecordHandoverRequest h;
@@ -634,6 +634,13 @@ TEST_F(BillingAudit4Test, ListBalancesPagesAfterTheLastRowAtTheFirstPagesTime) {
   EXPECT_EQ(rows, (std::vector<std::string>{std::string(kLab) + "/accounts/payable " + kOwner + " 1000",
                                             std::string(kLab) + "/accounts/payable " + kThird + " 500"}));
   EXPECT_TRUE(second->next_page_token().empty());
+  // A replica whose clock is behind the first page's (here: the clock set
+  // back) answers the same page: the token's time is no as_of_time of the
+  // caller's, never "in the future".
+  clock_.Set(at - absl::Milliseconds(5));
+  auto behind = billing_->ListBalances(root_, lb);
+  ASSERT_TRUE(behind.ok()) << behind.status();
+  EXPECT_EQ(behind->balances_size(), 2);
 }
 
 // ListSubsidyPools "ordered by priority then name": a page starts after

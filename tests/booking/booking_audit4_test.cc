@@ -230,6 +230,11 @@ TEST_F(Audit4Test, TheSweepCancelsABookingOnAnInstrumentOutOfServiceAsAnOutage) 
   v1::Booking out;
   EXPECT_EQ(GrpcErrorReason(Call(stub_.get(), &Stub::CheckIn, in, &out, ana_)), "INSTRUMENT_NOT_ACTIVE");
   clock_.Set(day_ + absl::Hours(9) + absl::Minutes(15));
+  // Past the window's close a cancel is refused, naming what the sweep makes
+  // of it: an outage cancellation (metadata state CANCELLED), not MISSED.
+  grpc::Status refused = Cancel(b.name(), &out, ana_);
+  EXPECT_EQ(GrpcErrorReason(refused), "BOOKING_STATE");
+  EXPECT_NE(refused.error_message().find("cancelled as an outage"), std::string::npos) << refused.error_message();
   ASSERT_EQ(*manager_->Sweep(), 1);
   const v1::Booking swept = Get(b.name());
   EXPECT_EQ(swept.state(), v1::Booking::CANCELLED);

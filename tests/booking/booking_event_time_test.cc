@@ -456,6 +456,26 @@ TEST_F(EventTimeTest, EveryEventCarriesTheTimeItsChangeStamped) {
   ASSERT_TRUE(Call(stub_.get(), &Stub::CloseLease, close, &lease, staff_).ok());
   ExpectStamped("CloseLease", lease.settlement().close_time());
 
+  // ---- tem out of service when i's check-in closes: the sweep cancels it
+  // as an outage, stamped with its own step's instant.
+  const v1::Booking i = MakeBooking(absl::Hours(24 * 6), absl::Hours(24 * 6 + 1));
+  Published("CreateBooking i");
+  iv::SetInstrumentStateRequest st;
+  st.set_name("instruments/tem");
+  st.set_state(iv::MAINTENANCE);
+  st.set_reason("vacuum pump service");
+  iv::Instrument tem;
+  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::SetInstrumentState, st, &tem, admin_).ok());
+  clock_.Set(day_ + absl::Hours(24 * 6 + 1));
+  swept = manager_->Sweep();
+  ASSERT_TRUE(swept.ok()) << swept.status();
+  EXPECT_GE(*swept, 1);
+  Published("Sweep (outage)", false);
+  gb.set_name(i.name());
+  ASSERT_TRUE(Call(stub_.get(), &Stub::GetBooking, gb, &out, admin_).ok());
+  ASSERT_TRUE(out.cancelled_by_outage());
+  EXPECT_EQ(FromProto(out.cancellation().cancel_time()), FromProto(out.update_time()));
+
   // Every kind of event the steps above publish was looked at.
   for (const char* kind :
        {"booking_created", "booking_confirmed", "booking_approved", "booking_rejected", "booking_cancelled",

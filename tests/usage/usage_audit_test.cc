@@ -268,8 +268,10 @@ TEST_F(UsageAuditTest, MinimumAssessedDaysCountsCalendarDaysAcrossADaylightSavin
 
 // 7. i1 owned by organizations/old until 16 March 2026, then transferred to
 // organizations/own; organizations/lab used it 1 h on 5 March. Its March
-// assessment is its own figures, the same for own's staff (scoped) as for
-// an auditor: the hour before the transfer counts.
+// assessment for an auditor filtering on own is its own figures: the hour
+// before the transfer counts. own's staff (scoped) see own's stretch only:
+// the hour was old's (its user, its income), not theirs (Authorization);
+// the instrument's capacity in the range is counted for both.
 TEST_F(UsageAuditTest, AnAssessmentCountsTheInstrumentsStretchesBeforeATransfer) {
   Version("i1", iv::ACTIVE, At(2026, 1, 1), "organizations/old");
   Version("i1", iv::ACTIVE, At(2026, 3, 16), "organizations/own");
@@ -290,6 +292,7 @@ TEST_F(UsageAuditTest, AnAssessmentCountsTheInstrumentsStretchesBeforeATransfer)
   const Principal staff{"sam", "own", {Role::kFacilityStaff}, absl::InfiniteFuture()};
   for (const Principal& p : {staff, auditor_}) {
     SCOPED_TRACE(p.user_id);
+    const bool overseer = p.user_id != staff.user_id;
     v1::ListIdleInstrumentsRequest r;
     *r.mutable_range() = Range(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1));
     r.mutable_filter()->add_owner_organizations("organizations/own");
@@ -297,8 +300,8 @@ TEST_F(UsageAuditTest, AnAssessmentCountsTheInstrumentsStretchesBeforeATransfer)
     ASSERT_TRUE(idle.ok()) << idle.status();
     ASSERT_EQ(idle->instruments_size(), 1);
     EXPECT_EQ(idle->instruments(0).owner_organization(), "organizations/own");
-    EXPECT_EQ(idle->instruments(0).figures().effective_seconds(), 3600);
-    EXPECT_EQ(idle->instruments(0).figures().external_seconds(), 3600);
+    EXPECT_EQ(idle->instruments(0).figures().effective_seconds(), overseer ? 3600 : 0);
+    EXPECT_EQ(idle->instruments(0).figures().external_seconds(), overseer ? 3600 : 0);
     EXPECT_EQ(idle->instruments(0).figures().calendar_seconds(), 31 * kDay);
     v1::GetAnnualReportRequest report;
     report.set_year(2026);
@@ -306,7 +309,7 @@ TEST_F(UsageAuditTest, AnAssessmentCountsTheInstrumentsStretchesBeforeATransfer)
     auto annual = figures_->GetAnnualReport(p, report);
     ASSERT_TRUE(annual.ok()) << annual.status();
     ASSERT_EQ(annual->instruments_size(), 1);
-    EXPECT_EQ(annual->instruments(0).figures().effective_seconds(), 3600);
+    EXPECT_EQ(annual->instruments(0).figures().effective_seconds(), overseer ? 3600 : 0);
   }
 }
 

@@ -53,53 +53,10 @@ void ExpectError(const absl::Status& s, absl::StatusCode code, const std::string
 
 class BillingAudit3Test : public testing::BillingLedgerTest {
  protected:
-  v1::Invoice GetInvoice(const std::string& name) {
-    v1::GetInvoiceRequest g;
-    g.set_name(name);
-    auto inv = billing_->GetInvoice(root_, g);
-    EXPECT_TRUE(inv.ok()) << inv.status();
-    return inv.ok() ? *inv : v1::Invoice();
-  }
-
-  v1::Posting GetPosting(const std::string& name) {
-    v1::GetPostingRequest g;
-    g.set_name(name);
-    auto posting = billing_->GetPosting(root_, g);
-    EXPECT_TRUE(posting.ok()) << posting.status();
-    return posting.ok() ? *posting : v1::Posting();
-  }
-
-  // PostCorrection REVERSE of `posting` by the consortium admin.
-  absl::StatusOr<v1::PostCorrectionResponse> Reverse(const std::string& posting, const std::string& why) {
-    v1::PostCorrectionRequest rev;
-    rev.set_posting(posting);
-    rev.set_mode(v1::PostCorrectionRequest::REVERSE);
-    rev.set_reason(why);
-    return billing_->PostCorrection(root_, rev);
-  }
-
-  v1::Settlement GetSettlement(const std::string& name) {
-    v1::GetSettlementRequest g;
-    g.set_name(name);
-    auto s = billing_->GetSettlement(root_, g);
-    EXPECT_TRUE(s.ok()) << s.status();
-    return s.ok() ? *s : v1::Settlement();
-  }
-
   absl::StatusOr<v1::Settlement> ComputeJanuary() {
     v1::ComputeSettlementRequest cs;
     cs.set_period("2027-01");
     return billing_->ComputeSettlement(root_, cs);
-  }
-
-  // The balance of `org`'s account `kind` in its sub-ledger of `counterparty`.
-  int64_t SubLedger(const std::string& org, const std::string& kind, const std::string& counterparty) {
-    v1::GetAccountBalanceRequest r;
-    r.set_name(org + "/accounts/" + kind);
-    r.set_counterparty(counterparty);
-    auto got = billing_->GetAccountBalance(root_, r);
-    EXPECT_TRUE(got.ok()) << got.status();
-    return got.ok() ? got->balance().amount_minor() : -1;
   }
 
   // ana's session on tem, 09:00-10:00 of day_, used and billed: its charge.

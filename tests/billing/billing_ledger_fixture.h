@@ -4,9 +4,10 @@
 // "voucher" that pays 10 % of every charge, topped up with 10,000.00 CNY.
 // Invoices can be made from ADJUST corrections of that top-up (Owe), which
 // put exactly the amounts wanted on the payers' PAYABLE accounts without any
-// booking; bookings are used and billed with Use (or Bill). Shared by
-// billing_contract_test, billing_audit2_test, billing_audit3_test and
-// usage_figures_test.
+// booking; bookings are used and billed with Use (or Bill). Reads, REVERSE
+// and sub-ledger balances by the consortium admin are here too. Shared by
+// billing_contract_test, billing_audit2_test, billing_audit3_test,
+// billing_audit4_test and usage_figures_test.
 #pragma once
 
 #include <memory>
@@ -247,6 +248,48 @@ class BillingLedgerTest : public booking::BookingServiceTest {
     g.set_user("users/olga");
     Inv(&inventory::v1::InventoryService::Stub::GrantQualification, g);
     return Token("olga", "owner", {Role::kLabUser});
+  }
+
+  // Reads by the consortium admin (an empty message on failure, recorded).
+  v1::Invoice GetInvoice(const std::string& name) {
+    v1::GetInvoiceRequest g;
+    g.set_name(name);
+    auto got = billing_->GetInvoice(root_, g);
+    EXPECT_TRUE(got.ok()) << got.status();
+    return got.ok() ? *got : v1::Invoice();
+  }
+  v1::Posting GetPosting(const std::string& name) {
+    v1::GetPostingRequest g;
+    g.set_name(name);
+    auto got = billing_->GetPosting(root_, g);
+    EXPECT_TRUE(got.ok()) << got.status();
+    return got.ok() ? *got : v1::Posting();
+  }
+  v1::Settlement GetSettlement(const std::string& name) {
+    v1::GetSettlementRequest g;
+    g.set_name(name);
+    auto got = billing_->GetSettlement(root_, g);
+    EXPECT_TRUE(got.ok()) << got.status();
+    return got.ok() ? *got : v1::Settlement();
+  }
+
+  // The balance of `org`'s account `kind` in its sub-ledger of `counterparty`.
+  int64_t SubLedger(const std::string& org, const std::string& kind, const std::string& counterparty) {
+    v1::GetAccountBalanceRequest r;
+    r.set_name(org + "/accounts/" + kind);
+    r.set_counterparty(counterparty);
+    auto got = billing_->GetAccountBalance(root_, r);
+    EXPECT_TRUE(got.ok()) << got.status();
+    return got.ok() ? got->balance().amount_minor() : -1;
+  }
+
+  // PostCorrection REVERSE of `posting` by the consortium admin.
+  absl::StatusOr<v1::PostCorrectionResponse> Reverse(const std::string& posting, const std::string& why) {
+    v1::PostCorrectionRequest rev;
+    rev.set_posting(posting);
+    rev.set_mode(v1::PostCorrectionRequest::REVERSE);
+    rev.set_reason(why);
+    return billing_->PostCorrection(root_, rev);
   }
 
   static Principal Member(const std::string& org) {

@@ -55,6 +55,25 @@ class UsageAuditTest : public UsageServiceFixture {
     Fold("inventory", test_events::InstrumentChanged(id, f));
   }
 
+  // lab's u1 used i1 (ON_SITE, reserved [reserved_from, reserved_to)) from
+  // session_from to session_to: its BookingCheckedOut, folded.
+  void FoldSession(absl::Time reserved_from, absl::Time reserved_to, absl::Time session_from, absl::Time session_to) {
+    bk::Booking b;
+    b.set_name("bookings/b1");
+    b.set_instrument("instruments/i1");
+    b.set_mode(labshare::type::v1::ON_SITE);
+    b.set_payer_organization("organizations/lab");
+    b.set_user("users/u1");
+    b.set_state(bk::Booking::COMPLETED);
+    *b.mutable_reserved_interval()->mutable_start_time() = ToProto(reserved_from);
+    *b.mutable_reserved_interval()->mutable_end_time() = ToProto(reserved_to);
+    *b.mutable_session()->mutable_start_time() = ToProto(session_from);
+    *b.mutable_session()->mutable_end_time() = ToProto(session_to);
+    bk::BookingEvent e;
+    *e.mutable_booking_checked_out()->mutable_booking() = b;
+    Fold("booking", e);
+  }
+
   v1::QueryUsageResponse Query(absl::CivilDay from, absl::CivilDay to, v1::PeriodGranularity g,
                                const v1::UsageFilter& filter = {}) {
     v1::QueryUsageRequest q;
@@ -165,20 +184,7 @@ TEST_F(UsageAuditTest, ACallerWithoutAnOrganisationIsOutOfScope) {
 // use, so nobody is served in January or in 2026.
 TEST_F(UsageAuditTest, ADayWithoutAWholeSecondOfUseServesNobody) {
   Version("i1", iv::ACTIVE, At(2025, 1, 1));
-  bk::Booking b;
-  b.set_name("bookings/b1");
-  b.set_instrument("instruments/i1");
-  b.set_mode(labshare::type::v1::ON_SITE);
-  b.set_payer_organization("organizations/lab");
-  b.set_user("users/u1");
-  b.set_state(bk::Booking::COMPLETED);
-  *b.mutable_reserved_interval()->mutable_start_time() = ToProto(At(2025, 12, 31, 22));
-  *b.mutable_reserved_interval()->mutable_end_time() = ToProto(At(2026, 1, 1, 1));
-  *b.mutable_session()->mutable_start_time() = ToProto(At(2025, 12, 31, 22));
-  *b.mutable_session()->mutable_end_time() = ToProto(At(2026, 1, 1) + absl::Milliseconds(500));
-  bk::BookingEvent e;
-  *e.mutable_booking_checked_out()->mutable_booking() = b;
-  Fold("booking", e);
+  FoldSession(At(2025, 12, 31, 22), At(2026, 1, 1, 1), At(2025, 12, 31, 22), At(2026, 1, 1) + absl::Milliseconds(500));
   const v1::UsageFigures december = Month(2025, 12), january = Month(2026, 1);
   EXPECT_EQ(december.effective_seconds(), 7200);
   EXPECT_EQ(december.users_served(), 1);
@@ -275,20 +281,7 @@ TEST_F(UsageAuditTest, MinimumAssessedDaysCountsCalendarDaysAcrossADaylightSavin
 TEST_F(UsageAuditTest, AnAssessmentCountsTheInstrumentsStretchesBeforeATransfer) {
   Version("i1", iv::ACTIVE, At(2026, 1, 1), "organizations/old");
   Version("i1", iv::ACTIVE, At(2026, 3, 16), "organizations/own");
-  bk::Booking b;
-  b.set_name("bookings/b1");
-  b.set_instrument("instruments/i1");
-  b.set_mode(labshare::type::v1::ON_SITE);
-  b.set_payer_organization("organizations/lab");
-  b.set_user("users/u1");
-  b.set_state(bk::Booking::COMPLETED);
-  *b.mutable_reserved_interval()->mutable_start_time() = ToProto(At(2026, 3, 5, 9));
-  *b.mutable_reserved_interval()->mutable_end_time() = ToProto(At(2026, 3, 5, 10));
-  *b.mutable_session()->mutable_start_time() = b.reserved_interval().start_time();
-  *b.mutable_session()->mutable_end_time() = b.reserved_interval().end_time();
-  bk::BookingEvent e;
-  *e.mutable_booking_checked_out()->mutable_booking() = b;
-  Fold("booking", e);
+  FoldSession(At(2026, 3, 5, 9), At(2026, 3, 5, 10), At(2026, 3, 5, 9), At(2026, 3, 5, 10));
   const Principal staff{"sam", "own", {Role::kFacilityStaff}, absl::InfiniteFuture()};
   for (const Principal& p : {staff, auditor_}) {
     SCOPED_TRACE(p.user_id);

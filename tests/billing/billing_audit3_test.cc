@@ -53,12 +53,6 @@ void ExpectError(const absl::Status& s, absl::StatusCode code, const std::string
 
 class BillingAudit3Test : public testing::BillingLedgerTest {
  protected:
-  absl::StatusOr<v1::Settlement> ComputeJanuary() {
-    v1::ComputeSettlementRequest cs;
-    cs.set_period("2027-01");
-    return billing_->ComputeSettlement(root_, cs);
-  }
-
   // ana's session on tem, 09:00-10:00 of day_, used and billed: its charge.
   v1::Charge UsedSession() {
     bk::Booking b;

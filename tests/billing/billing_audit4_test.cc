@@ -50,6 +50,15 @@ void ExpectError(const absl::Status& s, absl::StatusCode code, const std::string
 
 class BillingAudit4Test : public testing::BillingLedgerTest {
  protected:
+  // lab owes owner 100.00 and owner lab 30.00, both invoiced: January's
+  // settlement has one transfer, lab to owner.
+  void OweEachOther() {
+    Owe(kLab, kOwner, 10000);
+    Owe(kOwner, kLab, 3000);
+    Issue(kLab);
+    Issue(kOwner);
+  }
+
   int CorrectionsPosted() {
     v1::ListPostingsRequest lp;
     lp.set_kind(v1::CORRECTION);
@@ -91,13 +100,8 @@ TEST_F(BillingAudit4Test, APaymentPostingIsNotReversed) {
 
 // ... nor one paying a settlement's transfer (the settlement stays CLEARED).
 TEST_F(BillingAudit4Test, ATransfersPaymentPostingIsNotReversed) {
-  Owe(kLab, kOwner, 10000);
-  Owe(kOwner, kLab, 3000);
-  Issue(kLab);
-  Issue(kOwner);
-  v1::ComputeSettlementRequest cs;
-  cs.set_period("2027-01");
-  auto settlement = billing_->ComputeSettlement(root_, cs);
+  OweEachOther();
+  auto settlement = ComputeJanuary();
   ASSERT_TRUE(settlement.ok()) << settlement.status();
   ASSERT_EQ(settlement->transfers_size(), 1);
   v1::RecordPaymentRequest pay;
@@ -284,11 +288,7 @@ TEST_F(BillingAudit4Test, RecordPaymentOnAnInvoiceChecksTheRequestBeforeTheInvoi
     return pay;
   };
   // Held by a settlement: a payee not on the invoice is PAYEE_NOT_ON_INVOICE.
-  auto settlement = billing_->ComputeSettlement(root_, [] {
-    v1::ComputeSettlementRequest cs;
-    cs.set_period("2027-01");
-    return cs;
-  }());
+  auto settlement = ComputeJanuary();
   ASSERT_TRUE(settlement.ok()) << settlement.status();
   ExpectError(billing_->RecordPayment(root_, payment(kLab, kThird, "CNY", 100)).status(),
               absl::StatusCode::kFailedPrecondition, "PAYEE_NOT_ON_INVOICE");
@@ -320,15 +320,10 @@ TEST_F(BillingAudit4Test, RecordPaymentOnAnInvoiceChecksTheRequestBeforeTheInvoi
 // CURRENCY_MISMATCH, then FAILED_PRECONDITION (SETTLEMENT_SUPERSEDED,
 // TRANSFER_MISMATCH), then ALREADY_EXISTS (TRANSFER_ALREADY_PAID).
 TEST_F(BillingAudit4Test, RecordPaymentOnATransferFollowsTheErrorsList) {
-  Owe(kLab, kOwner, 10000);
-  Owe(kOwner, kLab, 3000);
-  Issue(kLab);
-  Issue(kOwner);
-  v1::ComputeSettlementRequest cs;
-  cs.set_period("2027-01");
-  auto first = billing_->ComputeSettlement(root_, cs);
+  OweEachOther();
+  auto first = ComputeJanuary();
   ASSERT_TRUE(first.ok()) << first.status();
-  auto second = billing_->ComputeSettlement(root_, cs);
+  auto second = ComputeJanuary();
   ASSERT_TRUE(second.ok()) << second.status();
   ASSERT_EQ(second->supersedes(), first->name());
   ASSERT_EQ(second->transfers_size(), 1);

@@ -283,6 +283,13 @@ class BillingLedgerTest : public booking::BookingServiceTest {
     return got.ok() ? got->balance().amount_minor() : -1;
   }
 
+  // ComputeSettlement of January 2027 by the consortium admin.
+  absl::StatusOr<v1::Settlement> ComputeJanuary() {
+    v1::ComputeSettlementRequest cs;
+    cs.set_period("2027-01");
+    return billing_->ComputeSettlement(root_, cs);
+  }
+
   // PostCorrection REVERSE of `posting` by the consortium admin.
   absl::StatusOr<v1::PostCorrectionResponse> Reverse(const std::string& posting, const std::string& why) {
     v1::PostCorrectionRequest rev;

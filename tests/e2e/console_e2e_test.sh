@@ -16,4 +16,12 @@ cd "$console"
 export LABSHARE_BUILD_DIR="$build" PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 unset LABSHARE_CONSOLE_URL LABSHARE_E2E_DATA LABSHARE_E2E_AUTH
 rm -rf test-results
-exec npx --no-install playwright test --config e2e/playwright.config.ts
+rc=0
+npx --no-install playwright test --config e2e/playwright.config.ts || rc=$?
+# A sign-in that had to be tried again (e2e/fixtures.ts signInAs): shown
+# whether or not the run passed.
+if [ -f test-results/sign-in-retries.log ]; then
+  echo "--- sign-ins tried again (test-results/sign-in-retries.log):"
+  cat test-results/sign-in-retries.log
+fi
+exit "$rc"

@@ -60,7 +60,14 @@ export async function api<T = Record<string, unknown>>(who: Person, method: stri
 // provider's login page (and its consent page the first time), back to the
 // console. LABSHARE_E2E_AUTH=bearer (for working on screens before sign-in
 // exists) sends a minted token with every request instead.
-export async function signInAs(page: Page, who: Person, hash = '#/'): Promise<void> {
+//
+// `strict` (shell.spec.ts, whose subject is sign-in): one attempt. Other
+// tests, whose subject is the screen behind it, sign in again once when the
+// first attempt does not end signed in; what the page and the platform's
+// logs said about the failed attempt goes to stderr (and to
+// test-results/sign-in-retries.log), so a sign-in that fails now and then
+// is seen, not hidden, and shell.spec.ts still fails on it.
+export async function signInAs(page: Page, who: Person, hash = '#/', opts: { strict?: boolean } = {}): Promise<void> {
   const url = consoleUrl();
   if (process.env.LABSHARE_E2E_AUTH === 'bearer') {
     await page.context().setExtraHTTPHeaders({ authorization: `Bearer ${tokenFor(who)}` });
@@ -68,16 +75,48 @@ export async function signInAs(page: Page, who: Person, hash = '#/'): Promise<vo
     await expect(page.getByTestId('who')).toBeVisible();
     return;
   }
-  await page.goto(`${url}/${hash}`);
-  await page.getByTestId('sign-in').first().click();
-  await page.getByLabel('Email or username').fill(`${who}@example.org`);
-  await page.getByLabel('Password').fill(`demo-${who}`);
-  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
-  const allow = page.getByRole('button', { name: 'Allow', exact: true });
-  const back = page.waitForURL((u) => u.origin === new URL(url).origin, { waitUntil: 'domcontentloaded' });
-  await Promise.race([back, allow.waitFor({ state: 'visible' }).then(() => allow.click())]);
-  await back;
-  await expect(page.getByTestId('who')).toBeVisible();
+  const attempts = opts.strict ? 1 : 2;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await page.goto(`${url}/${hash}`);
+      if (attempt > 1) {
+        // The first attempt may have ended signed in after all.
+        await expect(page.getByTestId('who').or(page.getByTestId('sign-in').first())).toBeVisible();
+        if (await page.getByTestId('who').isVisible()) return;
+      }
+      await page.getByTestId('sign-in').first().click();
+      await page.getByLabel('Email or username').fill(`${who}@example.org`);
+      await page.getByLabel('Password').fill(`demo-${who}`);
+      await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+      const allow = page.getByRole('button', { name: 'Allow', exact: true });
+      const back = page.waitForURL((u) => u.origin === new URL(url).origin, { waitUntil: 'domcontentloaded', timeout: 30_000 });
+      await Promise.race([back, allow.waitFor({ state: 'visible', timeout: 30_000 }).then(() => allow.click(), () => undefined)]);
+      await back;
+      await expect(page.getByTestId('who')).toBeVisible();
+      return;
+    } catch (err) {
+      // Why not: what the page says (a sign-in refusal's sentence) and what
+      // the gateway, the provider and the identity service logged about it.
+      const text = (await page.locator('body').innerText().catch(() => '')).slice(0, 600);
+      const why = `${who} is not signed in after attempt ${attempt} at ${page.url()}\npage: ${text}\n${signInLogs()}`;
+      if (attempt >= attempts) throw new Error(why, { cause: err });
+      process.stderr.write(`SIGN-IN RETRIED: ${why}\n`);
+      fs.mkdirSync(path.join(SHOTS, '..'), { recursive: true });
+      fs.appendFileSync(path.join(SHOTS, '..', 'sign-in-retries.log'), `${new Date().toISOString()} ${why}\n\n`);
+    }
+  }
+}
+
+// The platform's log lines about sign-in (the last few of each log).
+function signInLogs(): string {
+  const data = process.env.LABSHARE_E2E_DATA;
+  if (!data) return '';
+  const pick = /sign|callback|exchange|token|refus|error|warn|oidc|interaction/i;
+  return ['console.log', 'oidc.log', 'inventory.log'].map((f) => {
+    let lines: string[] = [];
+    try { lines = fs.readFileSync(path.join(data, f), 'utf8').split('\n').filter((l) => pick.test(l)); } catch { /* none */ }
+    return `--- ${f} (last lines about sign-in)\n${lines.slice(-12).map((l) => l.slice(0, 400)).join('\n')}`;
+  }).join('\n');
 }
 
 // A full-page screenshot of the view, kept with the test results

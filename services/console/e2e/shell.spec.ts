@@ -12,7 +12,7 @@ test('a visitor sees the sign-in page in English and in Chinese', async ({ page 
 });
 
 test('a lab user signs in and sees who they are', async ({ page }) => {
-  await signInAs(page, 'li-wei');
+  await signInAs(page, 'li-wei', '#/', { strict: true });
   await expect(page.getByTestId('who')).toContainText('Li Wei');
   await shot(page, 'home-lab-user');
 });
@@ -20,7 +20,7 @@ test('a lab user signs in and sees who they are', async ({ page }) => {
 test('signing out ends the session at the provider too: Sign in asks for the password again', async ({ page }) => {
   test.skip(process.env.LABSHARE_E2E_AUTH === 'bearer', 'needs the real sign-in');
   const origin = new URL(consoleUrl()).origin;
-  await signInAs(page, 'li-wei');
+  await signInAs(page, 'li-wei', '#/', { strict: true });
   await page.getByRole('button', { name: 'Sign out', exact: true }).click();
   // The provider's sign-out page (RP-initiated logout), then back to the console.
   const yes = page.getByRole('button', { name: 'Yes, sign me out' });
@@ -40,7 +40,7 @@ test('signing out ends the session at the provider too: Sign in asks for the pas
 });
 
 test('after a route change focus is on the new page; a screen that fails to load offers a reload', async ({ page }) => {
-  await signInAs(page, 'li-wei');
+  await signInAs(page, 'li-wei', '#/', { strict: true });
   await page.getByRole('navigation').getByRole('link', { name: 'My bookings' }).click();
   await expect(page).toHaveURL(/#\/lab\/bookings/);
   await expect(page.locator('main')).toBeFocused();

@@ -144,6 +144,50 @@ describe('gateway with stub services', () => {
     assert.equal(end.error.details[0]!.type, 'google.rpc.ErrorInfo');
   });
 
+  it("answers a service's INTERNAL, UNKNOWN or DATA_LOSS with its code and reason, a fixed sentence and the trace id; logs the original", async () => {
+    // Their words describe the service's insides (storage keys, addresses,
+    // code): never shown. INVALID_ARGUMENT, NOT_FOUND etc. keep theirs (above).
+    const cases = [
+      ['bookings/internal', 500, 'internal', 'STORAGE_ERROR', 'booking.labshare', /WRONGTYPE/],
+      ['bookings/dataloss', 500, 'data_loss', 'CORRUPT_DOCUMENT', 'booking.labshare', /does not parse/],
+      ['bookings/unknown', 500, 'unknown', 'INTERNAL_ERROR', 'console.labshare', /TypeError/],
+    ] as const;
+    for (const [name, status, code, reason, domain, words] of cases) {
+      logs.length = 0;
+      const trace = `t-${name.slice(9)}`;
+      const a = await rpc(t.url, GET_BOOKING, { name }, { authorization: 'Bearer tok', 'x-trace-id': trace });
+      assert.equal(a.status, status, name);
+      assert.equal(a.headers['x-trace-id'], trace, name);
+      assert.deepEqual(gatewayError(a), {
+        code, message: `internal error; the operator finds the details in the log under trace id ${trace}`, reason, domain,
+      }, name);
+      assert.deepEqual(errorInfo(a)!.metadata, { trace_id: trace }, name);
+      assert.doesNotMatch(a.text, /WRONGTYPE|instr:|10\.0\.0\.5|does not parse|TypeError|srv|redis_booking_store|internal detail/, name);
+      const logged = logs.find((l) => l.msg === 'upstream internal error');
+      assert.ok(logged, name);
+      assert.equal(logged.trace_id, trace, name);
+      assert.match(String(logged.error), words, name);
+    }
+    // The same for a server stream's end and for an invoice document.
+    logs.length = 0;
+    const s = await request('POST', `${t.url}/${EXPORT_USAGE}`, {
+      headers: { 'content-type': 'application/connect+json', 'connect-protocol-version': '1', authorization: 'Bearer tok', 'x-trace-id': 't-stream' },
+      body: envelope(JSON.stringify({ resumeToken: 'corrupt' })),
+    });
+    const end = JSON.parse(unenvelope(s.raw).at(-1)!) as { error: { code: string; message: string; details: { type: string; debug: unknown }[] } };
+    assert.equal(end.error.code, 'internal');
+    assert.equal(end.error.message, 'internal error; the operator finds the details in the log under trace id t-stream');
+    assert.deepEqual(end.error.details.map((d) => d.debug), [{ reason: 'AUDIT_CORRUPTED', domain: 'usage.labshare', metadata: { trace_id: 't-stream' } }]);
+    assert.doesNotMatch(s.raw.toString(), /audit entry 41|usage}:audit/);
+    assert.ok(logs.some((l) => l.msg === 'upstream internal error' && l.trace_id === 't-stream' && /audit entry 41/.test(String(l.error))));
+    const d = await request('GET', `${t.url}/documents/invoices/ls-cny-2027-000666.pdf`, { headers: { authorization: 'Bearer tok', 'x-trace-id': 't-doc' } });
+    assert.equal(d.status, 500);
+    assert.deepEqual(gatewayError(d), {
+      code: 'internal', message: 'internal error; the operator finds the details in the log under trace id t-doc', reason: 'DOCUMENT_RENDER_FAILED', domain: 'billing.labshare',
+    });
+    assert.doesNotMatch(d.text, /renderer crashed|fonts/);
+  });
+
   it('downloads an invoice document (GET /documents/invoices/{id}.pdf|csv) with the session token, as an attachment', async () => {
     const s = newSession(t);
     const pdf = await request('GET', `${t.url}/documents/invoices/ls-cny-2027-000001.pdf`, { headers: { cookie: `${SESSION}=${s.id}` } });

@@ -152,6 +152,21 @@ export class Stub {
           // What an Envoy in front of a service says when the service is gone.
           throw new ConnectError('upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: delayed connect error: 111 remote 10.1.2.3:50052', Code.Unavailable);
         }
+        // A defect or damaged data: words that quote storage and code.
+        if (req.name === 'bookings/internal') {
+          throw new ConnectError('WRONGTYPE Operation against a key holding the wrong kind of value: {instr:sem-1}:cal at 10.0.0.5:6379', Code.Internal, undefined, [
+            { desc: ErrorInfoSchema, value: { reason: 'STORAGE_ERROR', domain: 'booking.labshare', metadata: { key: '{instr:sem-1}:cal' } } },
+            { desc: DebugInfoSchema, value: { stackEntries: ['redis_booking_store.cc:88'], detail: 'internal detail' } },
+          ]);
+        }
+        if (req.name === 'bookings/dataloss') {
+          throw new ConnectError('booking b7 does not parse at {instr:sem-1}:doc:b7', Code.DataLoss, undefined, [
+            { desc: ErrorInfoSchema, value: { reason: 'CORRUPT_DOCUMENT', domain: 'booking.labshare' } },
+          ]);
+        }
+        if (req.name === 'bookings/unknown') {
+          throw new ConnectError('TypeError: undefined is not a function at /srv/booking/handler.js:12', Code.Unknown);
+        }
         if (req.name === 'bookings/bare') {
           throw new ConnectError('grpc: received message larger than max (5000 vs. 4096) at 10.1.2.3', Code.ResourceExhausted);
         }
@@ -170,6 +185,11 @@ export class Stub {
     router.service(BillingService, {
       getInvoiceDocument: (req, ctx) => {
         this.record('GetInvoiceDocument', ctx, req);
+        if (req.name === 'invoices/ls-cny-2027-000666') {
+          throw new ConnectError('renderer crashed: /usr/share/fonts/missing.ttf', Code.Internal, undefined, [
+            { desc: ErrorInfoSchema, value: { reason: 'DOCUMENT_RENDER_FAILED', domain: 'billing.labshare' } },
+          ]);
+        }
         if (req.name !== 'invoices/ls-cny-2027-000001') {
           throw new ConnectError(`${req.name} does not exist`, Code.NotFound, undefined, [
             { desc: ErrorInfoSchema, value: { reason: 'INVOICE_NOT_FOUND', domain: 'billing.labshare' } },
@@ -193,6 +213,11 @@ export class Stub {
       exportUsage: async function* (this: void, req, ctx) {
         record('ExportUsage', ctx, req);
         yield {};
+        if (req.resumeToken === 'corrupt') {
+          throw new ConnectError('audit entry 41 missing at {usage}:audit:41', Code.Internal, undefined, [
+            { desc: ErrorInfoSchema, value: { reason: 'AUDIT_CORRUPTED', domain: 'usage.labshare' } },
+          ]);
+        }
         throw new ConnectError('export interrupted', Code.Aborted, undefined, [
           { desc: ErrorInfoSchema, value: { reason: 'EXPORT_ABORTED', domain: 'usage.labshare' } },
         ]);

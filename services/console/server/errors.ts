@@ -62,10 +62,10 @@ export const REASONS = {
   CSRF_TOKEN_INVALID: 'a cookie call without the session CSRF token, or from another origin',
   RATE_LIMITED: 'the per-address, per-session or per-token rate limit',
   SESSION_EXPIRED: 'the console session ended',
-  SERVICE_UNAVAILABLE: 'a service cannot be reached, or answered UNAVAILABLE without an ErrorInfo',
+  SERVICE_UNAVAILABLE: 'a service cannot be reached, its connection was lost during the call, or it answered UNAVAILABLE without an ErrorInfo',
   UPSTREAM_DEADLINE: 'a service did not answer within the deadline',
   UPSTREAM_ERROR: 'a status made on the way to a service (gRPC, a proxy), without an ErrorInfo',
-  REQUEST_CANCELED: 'the call was canceled',
+  REQUEST_CANCELED: 'the caller canceled the call (or a status made on the way said CANCELLED)',
   INTERNAL_ERROR: 'a defect in the gateway, or an INTERNAL, UNKNOWN or DATA_LOSS status made on the way without an ErrorInfo',
   INVALID_JSON: 'the body is not JSON, not an object, or not the request message',
   INVALID_REQUEST: 'a request Connect cannot read (binary, headers, compression)',
@@ -162,10 +162,17 @@ function hiddenInternal(err: ConnectError, what: string, trace: string | undefin
   ] as never));
 }
 
+// The call an upstream error ended: its trace id (trace.ts), named in the
+// answer of an INTERNAL, UNKNOWN or DATA_LOSS status and in the log, and
+// the caller's signal, aborted when the caller went away or canceled.
+export interface UpstreamCall {
+  trace?: string | undefined;
+  signal?: AbortSignal | undefined;
+}
+
 // An error from calling a service, made safe to answer to the caller.
-// `trace`: the call's trace id (trace.ts), named in the answer of an
-// INTERNAL, UNKNOWN or DATA_LOSS status and in its log line.
-export function fromUpstream(err: unknown, what: string, trace?: string): ConnectError {
+export function fromUpstream(err: unknown, what: string, call: UpstreamCall = {}): ConnectError {
+  const trace = call.trace || undefined;
   if (err instanceof ConnectError) {
     if (isServiceStatus(err)) {
       if (isInternalCode(err.code)) return hiddenInternal(err, what, trace);
@@ -181,12 +188,16 @@ export function fromUpstream(err: unknown, what: string, trace?: string): Connec
       case Code.DeadlineExceeded:
         return consoleError(Code.DeadlineExceeded, 'UPSTREAM_DEADLINE', MESSAGES.deadline);
       case Code.Canceled:
-        return consoleError(Code.Canceled, 'REQUEST_CANCELED', MESSAGES.canceled);
+        // Canceled by the caller; otherwise the service or the connection
+        // ended the call (a connection lost mid-call resets its streams with
+        // CANCEL): the service is unavailable, as for any broken connection.
+        if (call.signal?.aborted) return consoleError(Code.Canceled, 'REQUEST_CANCELED', MESSAGES.canceled);
+        break;
       default:
         break;
     }
   }
-  logLine({ level: 'error', msg: 'upstream call failed', call: what, error: describe(err) });
+  logLine({ level: 'error', msg: 'upstream call failed', call: what, trace_id: trace ?? null, error: describe(err) });
   return unavailable();
 }
 

@@ -70,7 +70,7 @@ function forwarder(desc: DescService, transport: Transport, tokenOf: TokenOf, op
           try {
             return await call(req, callOptions(ctx, await tokenOf(ctx), opt.timeoutMs));
           } catch (err) {
-            throw fromUpstream(err, what, ctx.values.get(upstreamTraceId) || undefined);
+            throw fromUpstream(err, what, { trace: ctx.values.get(upstreamTraceId), signal: ctx.signal });
           }
         };
         break;
@@ -79,7 +79,7 @@ function forwarder(desc: DescService, transport: Transport, tokenOf: TokenOf, op
           try {
             yield* call(req, callOptions(ctx, await tokenOf(ctx), opt.timeoutMs * 10)) as AsyncIterable<unknown>;
           } catch (err) {
-            throw fromUpstream(err, what, ctx.values.get(upstreamTraceId) || undefined);
+            throw fromUpstream(err, what, { trace: ctx.values.get(upstreamTraceId), signal: ctx.signal });
           }
         };
         break;

@@ -17,8 +17,12 @@
 # passwords are demo-<username>). LabShare takes the roles from inventory.
 # Needs: LABSHARE_BIN (the binaries), LABSHARE_CONFIG (the client's
 # settings: addresses, tls_ca), LABSHARE_TLS_CA and LABSHARE_ISSUER
-# (run-local sets them all).
+# (run-local sets them all); python3, node and curl on PATH (a development
+# machine: deploy/install-deps.sh; the service image has none of them).
 set -euo pipefail
+for tool in python3 node curl; do
+  command -v "$tool" >/dev/null || { echo "demo-scenario.sh needs $tool (deploy/install-deps.sh installs it)" >&2; exit 1; }
+done
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${LABSHARE_BIN:?set LABSHARE_BIN to the directory of the binaries}"
 clock="${LABSHARE_CLOCK_FILE:?the demo needs LABSHARE_CLOCK_FILE (demo time)}"

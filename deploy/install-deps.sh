@@ -27,13 +27,15 @@ packages=(
   libhiredis-dev redis-server redis-tools libjemalloc-dev
   libabsl-dev libgtest-dev libgmock-dev
   golang-github-gogo-googleapis-dev libssl-dev prometheus-cpp-dev
-  python3-grpcio python3-protobuf python3-cryptography tzdata
+  python3 python3-grpcio python3-protobuf python3-cryptography tzdata
   libjwt-dev libjansson-dev libcurl4-openssl-dev openssl curl
   docker-compose systemd iproute2
   python3-aiosmtpd
   libcairo2-dev libpango1.0-dev fonts-noto-cjk poppler-utils
 )
-# (python3-aiosmtpd: the development SMTP sink of deploy/run-local.sh and the
+# (python3: deploy/demo-scenario.sh and the tests; the service image has
+# none, and deploy/demo-extras.sh, which could run there, needs only bash and
+# date. python3-aiosmtpd: the development SMTP sink of deploy/run-local.sh and the
 # mail tests. libcairo2-dev, libpango1.0-dev, fonts-noto-cjk: labshare-billing renders
 # invoice PDFs with cairo + pango in Noto Sans CJK; poppler-utils: the tests
 # read them back with pdftotext.)

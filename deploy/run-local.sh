@@ -153,7 +153,7 @@ export LABSHARE_CONFIG="$data/labshare.conf"
 export LABSHARE_TOKEN="$("$bin/labshare-token" --signing_key_file="$secrets/token-signing.pem" \
   --user=admin --org=zju --roles=consortium_admin --ttl=10m)"
 "$bin/labshare-demo-seed" --inventory="127.0.0.1:$base" --tls_ca="$pki/ca.crt" "${clock[@]}"
-LABSHARE_BIN="$bin" LABSHARE_DATA_DIR="$data" "$root/deploy/demo-extras.sh"
+LABSHARE_BIN="$bin" "$root/deploy/demo-extras.sh"
 unset LABSHARE_TOKEN
 
 if [ -n "$then_cmd" ]; then

@@ -30,7 +30,10 @@
 #   the base; the base's images by version tag, the demo's :latest; the demo
 #   seed (compose service, Kubernetes Job) after inventory; the Kubernetes
 #   Redis's maxmemory from its memory limit; install-deps.sh stopping on a
-#   Node.js older than 20.19.
+#   Node.js older than 20.19;
+# - deploy/demo-extras.sh running with bash and date alone (as in the
+#   service image: no python3, jq or node), and python3 installed by name by
+#   install-deps.sh for the deploy scripts that call it.
 # usage: tests/deploy/validate_deploy.sh BUILD_DIR   (for labshare-token and the binaries the units start)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -541,6 +544,48 @@ for v in v18.20.4 v20.18.1; do
 done
 grep -q "node:nodejs" "$root/deploy/install-deps.sh" && { echo "install-deps.sh installs Debian's nodejs (18 on bookworm)"; exit 1; }
 echo "install-deps.sh: stops on Node 18 and 20.18 with how to get 20.19+, never installs Debian's nodejs: ok"
+
+echo "== demo scripts"
+# deploy/demo-extras.sh runs wherever the client does, the service image
+# (bookworm-slim: bash, coreutils) included: here with bash and date alone on
+# PATH (no python3, jq or node) and a stand-in client that answers
+# GetInstrument like `labshare --json` (a nested create_time first) and keeps
+# the CreateProject request, which the real client then parses.
+demo="$work/demo-extras"
+mkdir -p "$demo/path" "$demo/bin"
+for tool in bash date; do ln -s "$(command -v "$tool")" "$demo/path/$tool"; done
+cat > "$demo/bin/labshare" <<SH
+#!$(command -v bash)
+case "\$*" in
+  "inventory GetInstrument instruments/sem-1 --json")
+    printf '%s\n' '{' ' "name": "instruments/sem-1",' ' "modes": [' '  {' '   "create_time": "2020-01-01T00:00:00Z"' '  }' ' ],' \
+      ' "create_time": "2027-01-10T01:02:03.250Z",' ' "etag": "e1"' '}' ;;
+  "booking CreateProject --request="*) printf '%s' "\${3#--request=}" > "$demo/request.json" ;;
+  "billing CreateSubsidyPool "*|"billing TopUpSubsidyPool "*) ;;
+  *) echo "stand-in labshare: unexpected call: \$*" >&2; exit 2 ;;
+esac
+SH
+chmod +x "$demo/bin/labshare"
+env -i PATH="$demo/path" LABSHARE_BIN="$demo/bin" LABSHARE_TOKEN=t "$demo/path/bash" "$root/deploy/demo-extras.sh" \
+  > "$demo/out" 2>&1 || { cat "$demo/out"; echo "demo-extras.sh fails with bash and date alone on PATH"; exit 1; }
+grep -q '"period": {"start_time": "2027-01-10T01:02:03.250Z", "end_time": "2027-04-12T01:02:03.250Z"}' "$demo/request.json" \
+  || { cat "$demo/request.json"; echo "demo-extras.sh: the project is not the 92 days from the SEM's create_time"; exit 1; }
+# The real client reads the request: only the call fails (UNAVAILABLE, exit
+# 24: nobody listens on port 1), never the JSON (usage error, exit 2).
+rc=0
+env -i PATH=/usr/bin:/bin LABSHARE_CONFIG=/dev/null LABSHARE_TOKEN=t "$build/bin/labshare" --booking=127.0.0.1:1 --timeout=5s \
+  booking CreateProject --request="$(cat "$demo/request.json")" > "$demo/client.out" 2>&1 || rc=$?
+[ "$rc" = 24 ] || { cat "$demo/client.out"; echo "labshare does not take demo-extras.sh's CreateProject request (exit $rc)"; exit 1; }
+# The scripts that do call python3 run on a development machine, where
+# deploy/install-deps.sh installs it by name.
+for f in "$root"/deploy/*.sh; do
+  if grep -v '^ *#' "$f" | grep -qw python3; then
+    case "$(basename "$f")" in demo-extras.sh) echo "demo-extras.sh calls python3"; exit 1 ;; esac
+    grep -qE '^ +python3 ' "$root/deploy/install-deps.sh" \
+      || { echo "$(basename "$f") calls python3, which deploy/install-deps.sh does not install by name"; exit 1; }
+  fi
+done
+echo "demo-extras.sh: bash and date alone (no python3, jq or node), project period from the SEM's create_time, request read by the client: ok"
 
 echo "== systemd"
 mkdir -p "$work/units" "$work/bin"

@@ -318,7 +318,7 @@ export class Auth {
       // The reason inventory answered, or the one an RPC would carry
       // (fromUpstream: a status made on the way has its code's reason,
       // SERVICE_UNAVAILABLE for UNAVAILABLE; unreachable: SERVICE_UNAVAILABLE).
-      const safe = fromUpstream(err, 'labshare.identity.v1.IdentityService/ExchangeToken'); // logs what is not the service's
+      const safe = fromUpstream(err, 'labshare.identity.v1.IdentityService/ExchangeToken', { trace }); // logs what is not the service's
       const code = safe.findDetails(ErrorInfoSchema)[0]?.reason || 'SERVICE_UNAVAILABLE';
       if (err instanceof ConnectError && isServiceStatus(err) && hasErrorInfo(err)) {
         logLine({ level: 'info', msg: 'sign-in refused by the identity service', signin_error: code, message: err.rawMessage });

@@ -7,6 +7,12 @@
 //   itself or a proxy on the way ("upstream connect error ... remote
 //   10.1.2.3:50052"): its code passes, with the fixed sentence of the code;
 //   its message goes to stderr only.
+// - Except INTERNAL, UNKNOWN and DATA_LOSS: a defect or damaged data, whose
+//   words may quote storage, keys or a stack. Their code and ErrorInfo
+//   reason and domain pass (INTERNAL_ERROR of console.labshare when there
+//   is none), with a fixed sentence naming the call's trace id (also in the
+//   ErrorInfo metadata "trace_id"); the message, metadata and other details
+//   go to stderr only, under that trace id, for the operator.
 // - The gateway's own refusals carry an ErrorInfo in the domain
 //   "console.labshare" (CSRF_TOKEN_INVALID, RATE_LIMITED, SESSION_EXPIRED, ...).
 // - Anything else (a service that cannot be reached, a broken connection, a
@@ -56,11 +62,11 @@ export const REASONS = {
   CSRF_TOKEN_INVALID: 'a cookie call without the session CSRF token, or from another origin',
   RATE_LIMITED: 'the per-address, per-session or per-token rate limit',
   SESSION_EXPIRED: 'the console session ended',
-  SERVICE_UNAVAILABLE: 'a service cannot be reached, or answered UNAVAILABLE without an ErrorInfo',
+  SERVICE_UNAVAILABLE: 'a service cannot be reached, its connection was lost during the call, or it answered UNAVAILABLE without an ErrorInfo',
   UPSTREAM_DEADLINE: 'a service did not answer within the deadline',
   UPSTREAM_ERROR: 'a status made on the way to a service (gRPC, a proxy), without an ErrorInfo',
-  REQUEST_CANCELED: 'the call was canceled',
-  INTERNAL_ERROR: 'a defect in the gateway',
+  REQUEST_CANCELED: 'the caller canceled the call (or a status made on the way said CANCELLED)',
+  INTERNAL_ERROR: 'a defect in the gateway, or an INTERNAL, UNKNOWN or DATA_LOSS status made on the way without an ErrorInfo',
   INVALID_JSON: 'the body is not JSON, not an object, or not the request message',
   INVALID_REQUEST: 'a request Connect cannot read (binary, headers, compression)',
   BODY_TOO_LARGE: 'the body is over --body_limit',
@@ -127,10 +133,49 @@ export function isServiceStatus(err: ConnectError): boolean {
   return err.metadata.has('grpc-status');
 }
 
+// The codes whose message describes the server's insides, not the request.
+export function isInternalCode(code: Code): boolean {
+  return code === Code.Internal || code === Code.Unknown || code === Code.DataLoss;
+}
+
+// The sentence answered for an INTERNAL, UNKNOWN or DATA_LOSS status of a
+// service: the trace id is what the operator finds the original under.
+export function internalMessage(trace: string | undefined): string {
+  return trace ? `${MESSAGES.internal}; the operator finds the details in the log under trace id ${trace}` : MESSAGES.internal;
+}
+
+// A service's INTERNAL, UNKNOWN or DATA_LOSS status: the code and the
+// ErrorInfo's reason and domain (the gateway's INTERNAL_ERROR without one)
+// with the fixed sentence and the trace id; the rest is logged only.
+function hiddenInternal(err: ConnectError, what: string, trace: string | undefined): ConnectError {
+  const info = err.findDetails(ErrorInfoSchema)[0];
+  logLine({
+    level: 'error', msg: 'upstream internal error', call: what, code: Code[err.code],
+    reason: info?.reason ?? null, domain: info?.domain ?? null, metadata: info?.metadata ?? {},
+    trace_id: trace ?? null, error: describe(err),
+  });
+  const metadata: Record<string, string> = trace ? { trace_id: trace } : {};
+  const reason = info?.reason || 'INTERNAL_ERROR';
+  const domain = info?.reason ? info.domain : DOMAIN;
+  return markSafe(new ConnectError(internalMessage(trace), err.code, undefined, [
+    { desc: ErrorInfoSchema, value: { reason, domain, metadata } },
+  ] as never));
+}
+
+// The call an upstream error ended: its trace id (trace.ts), named in the
+// answer of an INTERNAL, UNKNOWN or DATA_LOSS status and in the log, and
+// the caller's signal, aborted when the caller went away or canceled.
+export interface UpstreamCall {
+  trace?: string | undefined;
+  signal?: AbortSignal | undefined;
+}
+
 // An error from calling a service, made safe to answer to the caller.
-export function fromUpstream(err: unknown, what: string): ConnectError {
+export function fromUpstream(err: unknown, what: string, call: UpstreamCall = {}): ConnectError {
+  const trace = call.trace || undefined;
   if (err instanceof ConnectError) {
     if (isServiceStatus(err)) {
+      if (isInternalCode(err.code)) return hiddenInternal(err, what, trace);
       if (hasErrorInfo(err)) {
         // The service's answer, details included; its transport headers stay here.
         return markSafe(new ConnectError(err.rawMessage, err.code, undefined, readableDetails(err.details) as never));
@@ -143,12 +188,16 @@ export function fromUpstream(err: unknown, what: string): ConnectError {
       case Code.DeadlineExceeded:
         return consoleError(Code.DeadlineExceeded, 'UPSTREAM_DEADLINE', MESSAGES.deadline);
       case Code.Canceled:
-        return consoleError(Code.Canceled, 'REQUEST_CANCELED', MESSAGES.canceled);
+        // Canceled by the caller; otherwise the service or the connection
+        // ended the call (a connection lost mid-call resets its streams with
+        // CANCEL): the service is unavailable, as for any broken connection.
+        if (call.signal?.aborted) return consoleError(Code.Canceled, 'REQUEST_CANCELED', MESSAGES.canceled);
+        break;
       default:
         break;
     }
   }
-  logLine({ level: 'error', msg: 'upstream call failed', call: what, error: describe(err) });
+  logLine({ level: 'error', msg: 'upstream call failed', call: what, trace_id: trace ?? null, error: describe(err) });
   return unavailable();
 }
 

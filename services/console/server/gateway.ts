@@ -361,7 +361,7 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
           timeoutMs: cfg.upstreamTimeoutMs,
         });
       } catch (err) {
-        throw fromUpstream(err, method);
+        throw fromUpstream(err, method, { trace });
       }
       // The file name is the invoice number ([A-Z0-9-]); anything else is dropped.
       const filename = doc.filename.replace(/[^A-Za-z0-9._-]/g, '') || `${m[1]}.${m[2]}`;

@@ -1,8 +1,9 @@
 // Forwards every RPC of the public services to the service itself, with
 // the caller's LabShare token and the call's trace id. Connect does all protocol work (Connect JSON,
 // gRPC-Web and gRPC in, gRPC out); nothing here translates a message by hand.
-// A service's error passes through with its details (errors.ts/fromUpstream);
-// a failure to reach it becomes UNAVAILABLE with a fixed message.
+// A service's error passes through with its details (errors.ts/fromUpstream),
+// but an INTERNAL, UNKNOWN or DATA_LOSS one with a fixed message and the trace
+// id; a failure to reach it becomes UNAVAILABLE with a fixed message.
 import type { ConnectRouter, HandlerContext } from '@connectrpc/connect';
 import { Code, ConnectError, createClient, createContextKey } from '@connectrpc/connect';
 import type { Transport } from '@connectrpc/connect';
@@ -69,7 +70,7 @@ function forwarder(desc: DescService, transport: Transport, tokenOf: TokenOf, op
           try {
             return await call(req, callOptions(ctx, await tokenOf(ctx), opt.timeoutMs));
           } catch (err) {
-            throw fromUpstream(err, what);
+            throw fromUpstream(err, what, { trace: ctx.values.get(upstreamTraceId), signal: ctx.signal });
           }
         };
         break;
@@ -78,7 +79,7 @@ function forwarder(desc: DescService, transport: Transport, tokenOf: TokenOf, op
           try {
             yield* call(req, callOptions(ctx, await tokenOf(ctx), opt.timeoutMs * 10)) as AsyncIterable<unknown>;
           } catch (err) {
-            throw fromUpstream(err, what);
+            throw fromUpstream(err, what, { trace: ctx.values.get(upstreamTraceId), signal: ctx.signal });
           }
         };
         break;

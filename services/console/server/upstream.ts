@@ -6,7 +6,12 @@
 //
 // Each transport keeps one HTTP/2 session (Http2SessionManager) to its
 // service and multiplexes every call on it; the session is opened on the
-// first call, pinged while idle and closed by close() at shutdown.
+// first call, pinged while calls are open (a dead peer is found within
+// pingInterval + pingTimeout) and closed by close() at shutdown. A session
+// that is lost or was sent a GOAWAY is replaced on the next call; the calls
+// a lost session had under way fail at once (node resets their streams
+// with CANCEL: errors.ts fromUpstream answers UNAVAILABLE unless the caller
+// canceled).
 import fs from 'node:fs';
 import type { Transport } from '@connectrpc/connect';
 import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';

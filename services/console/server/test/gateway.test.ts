@@ -4,6 +4,8 @@
 // health. Sessions here are created directly in the store; signin.test.ts
 // creates them through the real provider.
 import assert from 'node:assert/strict';
+import http from 'node:http';
+import http2 from 'node:http2';
 import net from 'node:net';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -144,6 +146,50 @@ describe('gateway with stub services', () => {
     assert.equal(end.error.details[0]!.type, 'google.rpc.ErrorInfo');
   });
 
+  it("answers a service's INTERNAL, UNKNOWN or DATA_LOSS with its code and reason, a fixed sentence and the trace id; logs the original", async () => {
+    // Their words describe the service's insides (storage keys, addresses,
+    // code): never shown. INVALID_ARGUMENT, NOT_FOUND etc. keep theirs (above).
+    const cases = [
+      ['bookings/internal', 500, 'internal', 'STORAGE_ERROR', 'booking.labshare', /WRONGTYPE/],
+      ['bookings/dataloss', 500, 'data_loss', 'CORRUPT_DOCUMENT', 'booking.labshare', /does not parse/],
+      ['bookings/unknown', 500, 'unknown', 'INTERNAL_ERROR', 'console.labshare', /TypeError/],
+    ] as const;
+    for (const [name, status, code, reason, domain, words] of cases) {
+      logs.length = 0;
+      const trace = `t-${name.slice(9)}`;
+      const a = await rpc(t.url, GET_BOOKING, { name }, { authorization: 'Bearer tok', 'x-trace-id': trace });
+      assert.equal(a.status, status, name);
+      assert.equal(a.headers['x-trace-id'], trace, name);
+      assert.deepEqual(gatewayError(a), {
+        code, message: `internal error; the operator finds the details in the log under trace id ${trace}`, reason, domain,
+      }, name);
+      assert.deepEqual(errorInfo(a)!.metadata, { trace_id: trace }, name);
+      assert.doesNotMatch(a.text, /WRONGTYPE|instr:|10\.0\.0\.5|does not parse|TypeError|srv|redis_booking_store|internal detail/, name);
+      const logged = logs.find((l) => l.msg === 'upstream internal error');
+      assert.ok(logged, name);
+      assert.equal(logged.trace_id, trace, name);
+      assert.match(String(logged.error), words, name);
+    }
+    // The same for a server stream's end and for an invoice document.
+    logs.length = 0;
+    const s = await request('POST', `${t.url}/${EXPORT_USAGE}`, {
+      headers: { 'content-type': 'application/connect+json', 'connect-protocol-version': '1', authorization: 'Bearer tok', 'x-trace-id': 't-stream' },
+      body: envelope(JSON.stringify({ resumeToken: 'corrupt' })),
+    });
+    const end = JSON.parse(unenvelope(s.raw).at(-1)!) as { error: { code: string; message: string; details: { type: string; debug: unknown }[] } };
+    assert.equal(end.error.code, 'internal');
+    assert.equal(end.error.message, 'internal error; the operator finds the details in the log under trace id t-stream');
+    assert.deepEqual(end.error.details.map((d) => d.debug), [{ reason: 'AUDIT_CORRUPTED', domain: 'usage.labshare', metadata: { trace_id: 't-stream' } }]);
+    assert.doesNotMatch(s.raw.toString(), /audit entry 41|usage}:audit/);
+    assert.ok(logs.some((l) => l.msg === 'upstream internal error' && l.trace_id === 't-stream' && /audit entry 41/.test(String(l.error))));
+    const d = await request('GET', `${t.url}/documents/invoices/ls-cny-2027-000666.pdf`, { headers: { authorization: 'Bearer tok', 'x-trace-id': 't-doc' } });
+    assert.equal(d.status, 500);
+    assert.deepEqual(gatewayError(d), {
+      code: 'internal', message: 'internal error; the operator finds the details in the log under trace id t-doc', reason: 'DOCUMENT_RENDER_FAILED', domain: 'billing.labshare',
+    });
+    assert.doesNotMatch(d.text, /renderer crashed|fonts/);
+  });
+
   it('downloads an invoice document (GET /documents/invoices/{id}.pdf|csv) with the session token, as an attachment', async () => {
     const s = newSession(t);
     const pdf = await request('GET', `${t.url}/documents/invoices/ls-cny-2027-000001.pdf`, { headers: { cookie: `${SESSION}=${s.id}` } });
@@ -244,6 +290,84 @@ describe('gateway with stub services', () => {
       assert.equal(a.status, 504);
       assert.deepEqual(gatewayError(a), { code: 'deadline_exceeded', message: MESSAGES.deadline, reason: 'UPSTREAM_DEADLINE', domain: 'console.labshare' });
     } finally {
+      await t2.stop();
+    }
+  });
+
+  it('answers calls in flight UNAVAILABLE when the connection to a service is lost, and connects again for the next call', async () => {
+    const t2 = await startGateway((port) => testConfig({ upstream: stub.address, port }));
+    const held = () => new Promise<void>((resolve) => { stub.slowStarted = resolve; });
+    try {
+      assert.equal((await rpc(t2.url, GET_BOOKING, { name: 'bookings/b1' }, { authorization: 'Bearer tok' })).status, 200);
+      // The service's end of the connection goes away (a crash, a reset) with
+      // a unary call and a server stream under way: answered at once, not
+      // hung, and not "canceled" (nobody canceled them).
+      const drops = [
+        () => { for (const s of stub.sessions) s.destroy(); },  // the HTTP/2 session ends
+        () => { for (const c of stub.sockets) c.destroy(); },   // the TCP connection breaks
+      ];
+      for (const drop of drops) {
+        logs.length = 0;
+        stub.slowGate = new Promise<void>(() => {});
+        let started = held();
+        const unary = rpc(t2.url, GET_BOOKING, { name: 'bookings/slow' }, { authorization: 'Bearer tok', 'x-trace-id': 't-lost' });
+        await started;
+        started = held();
+        const stream = request('POST', `${t2.url}/${EXPORT_USAGE}`, {
+          headers: { 'content-type': 'application/connect+json', 'connect-protocol-version': '1', authorization: 'Bearer tok' },
+          body: envelope(JSON.stringify({ resumeToken: 'slow' })),
+        });
+        await started;
+        drop();
+        const a = await unary;
+        assert.equal(a.status, 503);
+        assert.deepEqual(gatewayError(a), { code: 'unavailable', message: MESSAGES.unavailable, reason: 'SERVICE_UNAVAILABLE', domain: 'console.labshare' });
+        const end = JSON.parse(unenvelope((await stream).raw).at(-1)!) as { error: { code: string; details: { debug: unknown }[] } };
+        assert.equal(end.error.code, 'unavailable');
+        assert.deepEqual(end.error.details.map((d) => d.debug), [{ reason: 'SERVICE_UNAVAILABLE', domain: 'console.labshare' }]);
+        assert.ok(logs.some((l) => l.msg === 'upstream call failed' && l.trace_id === 't-lost'), 'the lost connection is logged');
+        stub.slowGate = undefined;
+        // The next call opens a new connection.
+        const opened = stub.sessionsOpened;
+        const b = await rpc(t2.url, GET_BOOKING, { name: 'bookings/b2' }, { authorization: 'Bearer tok' });
+        assert.equal(b.status, 200);
+        assert.equal(stub.sessionsOpened, opened + 1);
+      }
+      // A caller who goes away mid-call did cancel: logged as canceled.
+      logs.length = 0;
+      stub.slowGate = new Promise<void>(() => {});
+      const gone = held();
+      const req = http.request(`${t2.url}/${GET_BOOKING}`, {
+        method: 'POST', headers: { 'content-type': 'application/json', 'connect-protocol-version': '1', authorization: 'Bearer tok', 'x-trace-id': 't-gone' },
+      });
+      req.on('error', () => {});
+      req.end('{"name":"bookings/slow"}');
+      await gone;
+      req.destroy();
+      await waitFor(() => logs.some((l) => l.msg === 'rpc' && l.trace_id === 't-gone'));
+      assert.equal(logs.find((l) => l.msg === 'rpc' && l.trace_id === 't-gone')!.code, 'canceled');
+      stub.slowGate = undefined;
+      // A GOAWAY (the service stopping gracefully): the call under way is
+      // answered on the old connection, the next one goes on a new one.
+      let release!: () => void;
+      stub.slowGate = new Promise<void>((resolve) => { release = resolve; });
+      const started = held();
+      const unary = rpc(t2.url, GET_BOOKING, { name: 'bookings/slow' }, { authorization: 'Bearer tok' });
+      await started;
+      const opened = stub.sessionsOpened;
+      // A PING after the GOAWAY: its answer means the gateway read the GOAWAY.
+      await Promise.all([...stub.sessions].map((s) => {
+        s.goaway(http2.constants.NGHTTP2_NO_ERROR);
+        return new Promise<void>((resolve) => s.ping(() => resolve()));
+      }));
+      const b = await rpc(t2.url, GET_BOOKING, { name: 'bookings/b3' }, { authorization: 'Bearer tok' });
+      assert.equal(b.status, 200);
+      assert.equal(stub.sessionsOpened, opened + 1);
+      release();
+      assert.equal((await unary).status, 200);
+    } finally {
+      stub.slowGate = undefined;
+      stub.slowStarted = undefined;
       await t2.stop();
     }
   });

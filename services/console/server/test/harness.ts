@@ -7,7 +7,7 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
-import type net from 'node:net';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -96,6 +96,13 @@ export class Stub {
 
   routes(router: ConnectRouter): void {
     const record = (method: string, ctx: HandlerContext, request: unknown) => this.record(method, ctx, request);
+    // "bookings/slow", ExportUsage with resume_token "slow": held until
+    // slowGate resolves or the call ends (canceled, its connection lost).
+    const held = async (ctx: HandlerContext) => {
+      this.slowStarted?.();
+      const ended = new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve()));
+      await (this.slowGate ? Promise.race([this.slowGate, ended]) : ended);
+    };
     const usersByRefresh = new Map<string, { id: string; org: string; roles: Role[]; name: string }>();
     router.service(IdentityService, {
       exchangeToken: (req, ctx) => {
@@ -152,13 +159,25 @@ export class Stub {
           // What an Envoy in front of a service says when the service is gone.
           throw new ConnectError('upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: delayed connect error: 111 remote 10.1.2.3:50052', Code.Unavailable);
         }
+        // A defect or damaged data: words that quote storage and code.
+        if (req.name === 'bookings/internal') {
+          throw new ConnectError('WRONGTYPE Operation against a key holding the wrong kind of value: {instr:sem-1}:cal at 10.0.0.5:6379', Code.Internal, undefined, [
+            { desc: ErrorInfoSchema, value: { reason: 'STORAGE_ERROR', domain: 'booking.labshare', metadata: { key: '{instr:sem-1}:cal' } } },
+            { desc: DebugInfoSchema, value: { stackEntries: ['redis_booking_store.cc:88'], detail: 'internal detail' } },
+          ]);
+        }
+        if (req.name === 'bookings/dataloss') {
+          throw new ConnectError('booking b7 does not parse at {instr:sem-1}:doc:b7', Code.DataLoss, undefined, [
+            { desc: ErrorInfoSchema, value: { reason: 'CORRUPT_DOCUMENT', domain: 'booking.labshare' } },
+          ]);
+        }
+        if (req.name === 'bookings/unknown') {
+          throw new ConnectError('TypeError: undefined is not a function at /srv/booking/handler.js:12', Code.Unknown);
+        }
         if (req.name === 'bookings/bare') {
           throw new ConnectError('grpc: received message larger than max (5000 vs. 4096) at 10.1.2.3', Code.ResourceExhausted);
         }
-        if (req.name === 'bookings/slow') {
-          this.slowStarted?.();
-          await (this.slowGate ?? new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve())));
-        }
+        if (req.name === 'bookings/slow') await held(ctx);
         const who = ctx.requestHeader.get('authorization') ?? '';
         if (this.refusedTokens.has(who) || this.refusedTokens.has('*')) {
           throw new ConnectError('the bearer token expired at 2027-03-01T00:15:00Z; sign in again with `labshare login`', Code.Unauthenticated,
@@ -170,6 +189,11 @@ export class Stub {
     router.service(BillingService, {
       getInvoiceDocument: (req, ctx) => {
         this.record('GetInvoiceDocument', ctx, req);
+        if (req.name === 'invoices/ls-cny-2027-000666') {
+          throw new ConnectError('renderer crashed: /usr/share/fonts/missing.ttf', Code.Internal, undefined, [
+            { desc: ErrorInfoSchema, value: { reason: 'DOCUMENT_RENDER_FAILED', domain: 'billing.labshare' } },
+          ]);
+        }
         if (req.name !== 'invoices/ls-cny-2027-000001') {
           throw new ConnectError(`${req.name} does not exist`, Code.NotFound, undefined, [
             { desc: ErrorInfoSchema, value: { reason: 'INVOICE_NOT_FOUND', domain: 'billing.labshare' } },
@@ -193,6 +217,12 @@ export class Stub {
       exportUsage: async function* (this: void, req, ctx) {
         record('ExportUsage', ctx, req);
         yield {};
+        if (req.resumeToken === 'slow') await held(ctx);
+        if (req.resumeToken === 'corrupt') {
+          throw new ConnectError('audit entry 41 missing at {usage}:audit:41', Code.Internal, undefined, [
+            { desc: ErrorInfoSchema, value: { reason: 'AUDIT_CORRUPTED', domain: 'usage.labshare' } },
+          ]);
+        }
         throw new ConnectError('export interrupted', Code.Aborted, undefined, [
           { desc: ErrorInfoSchema, value: { reason: 'EXPORT_ABORTED', domain: 'usage.labshare' } },
         ]);
@@ -253,8 +283,22 @@ export class Stub {
     });
   }
 
+  // The HTTP/2 connections the stub accepted and still has.
+  sessions = new Set<http2.ServerHttp2Session>();
+  sockets = new Set<net.Socket>();
+  sessionsOpened = 0;
+
   async start(): Promise<this> {
     this.server = http2.createServer(connectNodeAdapter({ routes: (r) => this.routes(r) }));
+    this.server.on('session', (s) => {
+      ++this.sessionsOpened;
+      this.sessions.add(s);
+      s.on('close', () => this.sessions.delete(s));
+    });
+    this.server.on('connection', (c: net.Socket) => {
+      this.sockets.add(c);
+      c.on('close', () => this.sockets.delete(c));
+    });
     await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
     this.address = `127.0.0.1:${(this.server.address() as net.AddressInfo).port}`;
     return this;

@@ -1274,28 +1274,48 @@ absl::StatusOr<int64_t> UsageFigures::DayCap(const labshare::booking::v1::Bookin
   // also on a day longer than 24 h (daylight saving).
   if (b.mode() != labshare::type::v1::LEASE) return kNoDayCap;
   if (!IsResourceName(b.instrument(), "instruments")) return 24 * 3600;
-  LS_ASSIGN_OR_RETURN(auto v, pool_->Pipeline({{"HGET", "{usage}:instr", IdOf(b.instrument())},
+  const std::string id = IdOf(b.instrument());
+  LS_ASSIGN_OR_RETURN(auto v, pool_->Pipeline({{"HGET", "{usage}:instr", id},
                                                {"HGET", "{usage}:thresholds", "d"},
-                                               {"HGET", kOpenSessions, b.name()}}));
+                                               {"HGET", kOpenSessions, b.name()},
+                                               {"HGETALL", kVersionsPrefix + id}}));
   // The cap recorded when the lease was handed over ("in force at handover").
   int64_t recorded = 0;
   if (!at_handover && !v[2].is_nil() &&
       absl::SimpleAtoi(absl::string_view(v[2].str).substr(0, v[2].str.find('|')), &recorded) && recorded > 0) {
     return recorded;
   }
-  // Thresholds.default_lease_counted_hours_per_day in force now, unless the
-  // instrument counts its own hours.
+  // Thresholds.default_lease_counted_hours_per_day as usage holds it when it
+  // folds the handover (or a return folded first; thresholds keep no
+  // history), unless the instrument counts its own hours.
   int64_t cap = default_lease_hours_ * 3600;
   v1::Thresholds t;
   if (!v[1].is_nil() && t.ParseFromString(v[1].str) && t.default_lease_counted_hours_per_day() > 0) {
     cap = int64_t{t.default_lease_counted_hours_per_day()} * 3600;
   }
-  iv::Instrument in;
-  if (!v[0].is_nil() && in.ParseFromString(v[0].str)) {
-    for (const auto& m : in.modes()) {
-      if (m.mode() == labshare::type::v1::LEASE && m.lease_rules().counted_hours_per_day() > 0) {
-        cap = m.lease_rules().counted_hours_per_day() * 3600;
-      }
+  // The instrument's version in force at the start of the handover's day
+  // (versions resolve to the day, as for every use), not the latest record:
+  // the booking stream may be folded behind inventory's, so a version that
+  // takes effect after the handover may already be here. The latest record
+  // only for an instrument folded before versions were kept.
+  Instr x;
+  if (!v[0].is_nil()) x.instrument.ParseFromString(v[0].str);
+  auto versions = std::make_shared<Instr::Versions>();
+  for (size_t j = 0; j + 1 < v[3].elements.size(); j += 2) {
+    int64_t ms = 0;
+    iv::Instrument version;
+    if (absl::SimpleAtoi(v[3].elements[j].str, &ms) && version.ParseFromString(v[3].elements[j + 1].str)) {
+      versions->emplace_back(absl::FromUnixMillis(ms), std::move(version));
+    }
+  }
+  std::sort(versions->begin(), versions->end(), [](const auto& a, const auto& c) { return a.first < c.first; });
+  x.history = std::move(versions);
+  const absl::Time handover =
+      b.session().has_start_time() ? FromProto(b.session().start_time()) : FromProto(b.reserved_interval().start_time());
+  const iv::Instrument& in = *x.VersionAt(absl::FromCivil(absl::ToCivilDay(handover, zone_), zone_));
+  for (const auto& m : in.modes()) {
+    if (m.mode() == labshare::type::v1::LEASE && m.lease_rules().counted_hours_per_day() > 0) {
+      cap = m.lease_rules().counted_hours_per_day() * 3600;
     }
   }
   return cap;

@@ -2186,7 +2186,7 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
     const labshare::inventory::v1::Instrument* ins = nullptr;
     int64_t calendar = 0, maintenance = 0, available = 0;
     bool value_known = false;
-    bool last = false;    // the last stretch (open sessions count in it)
+    absl::Time from, to;  // the stretch's days: open sessions count the part inside
     bool in_set = false;  // the last stretch and in service: in the row's instrument set (capacity, value, count)
     bool whole = true;    // the only stretch, with the attributes the aggregates were built for
     size_t nparts = 0;    // counter hashes read (then one SUNION)
@@ -2273,7 +2273,8 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
         Loaded l;
         l.id = &id;
         l.ins = &version;
-        l.last = last;
+        l.from = day_starts[sfrom - bfrom];
+        l.to = day_starts[sto - bfrom];
         l.in_set = last && in_service;
         l.whole = stretches.size() == 1 && last_attributes == agg::Attributes(ins);
         l.value_known = end_version.has_original_value() && end_version.original_value().currency_code() == currency_;
@@ -2476,15 +2477,19 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
         l.cells[{mode, std::string(fp[1])}].users.emplace_back(std::string(user), sc);
       }
       // Open sessions: a use record up to the computation time ("Use
-      // record"), split by day like a closed one (LEASE days capped).
-      auto open = open_here && l.last ? open_sessions.find(*l.id) : open_sessions.end();
+      // record"), split by day like a closed one (LEASE days capped), each
+      // day in the stretch holding it, with that stretch's attributes and
+      // owner (a closed session's days are counted in their day hashes,
+      // which every stretch reads for its own days); the completed booking
+      // in the stretch of the day of its reserved start.
+      auto open = open_here ? open_sessions.find(*l.id) : open_sessions.end();
       if (open == open_sessions.end()) continue;
       for (const OpenSession& o : open->second) {
         if (!user_ok(o.mode, o.org)) continue;
-        const bool done = bstart <= o.reserved_start && o.reserved_start < bend;
+        const bool done = l.from <= o.reserved_start && o.reserved_start < l.to;
         int64_t eff = 0;
         std::vector<absl::CivilDay> used_days;
-        for (const auto& [day, seconds] : SplitByDay(std::max(o.start, bstart), std::min(o.end, bend), zone_)) {
+        for (const auto& [day, seconds] : SplitByDay(std::max(o.start, l.from), std::min(o.end, l.to), zone_)) {
           eff += std::min(seconds, o.cap);
           if (std::min(seconds, o.cap) > 0) used_days.push_back(day);
         }

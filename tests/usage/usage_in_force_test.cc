@@ -3,8 +3,9 @@
 // instruments"): a lease's counted hours per day are the instrument
 // version's in force at the start of the handover's day, whenever its
 // events are folded (the booking stream may run behind inventory's, a
-// return may fold before its handover) (Asia/Shanghai; instruments
-// registered 2026-01-01).
+// return may fold before its handover); an open session counts in each
+// stretch of the instrument's attributes it spans, compared with the owner
+// of that stretch (Asia/Shanghai; instruments registered 2026-01-01).
 #include <gtest/gtest.h>
 
 #include <string>
@@ -217,6 +218,102 @@ TEST_F(UsageInForceTest, AThresholdsChangeLeavesLeasesAlreadyOut) {
     SCOPED_TRACE(aggregates ? "aggregates" : "counters");
     EXPECT_EQ(Totals(absl::CivilDay(2026, 5, 1), absl::CivilDay(2026, 6, 1)).effective_seconds(), 2 * 8 * kHour);
     EXPECT_EQ(Totals(absl::CivilDay(2026, 6, 1), absl::CivilDay(2026, 7, 1)).effective_seconds(), 2 * 6 * kHour);
+  }
+}
+
+// "external_seconds compares the user organisation with the owner of then",
+// "use ... of a day count with the version in force at the start of that
+// day", also for a session still open: the SEM passes from own to lab at 16
+// March 2026 00:00 while lab's session (reserved 15 Mar 20:00 - 16 Mar
+// 04:00, checked in at 20:00) is open; at 16 Mar 02:00 its 4 h of 15 March
+// are external use of own's instrument, its 2 h of 16 March lab's own use.
+TEST_F(UsageInForceTest, AnOpenSessionCountsInEachOwnersStretch) {
+  Version("sem", "organizations/own", 0, At(2026, 1, 1));
+  Version("sem", "organizations/lab", 0, At(2026, 3, 16));
+  const bk::Booking b =
+      Booking("b1", "sem", labshare::type::v1::ON_SITE, "organizations/lab", At(2026, 3, 15, 20), At(2026, 3, 16, 4));
+  CheckedIn(b, At(2026, 3, 15, 20));
+  clock_.Set(At(2026, 3, 16, 2));
+  const absl::CivilDay mar(2026, 3, 1), apr(2026, 4, 1);
+  for (bool aggregates : {true, false}) {
+    figures_->set_use_aggregates(aggregates);
+    SCOPED_TRACE(aggregates ? "aggregates" : "counters");
+    const v1::UsageFigures all = Totals(mar, apr);
+    EXPECT_EQ(all.effective_seconds(), 6 * kHour);
+    EXPECT_EQ(all.external_seconds(), 4 * kHour);
+    EXPECT_EQ(all.completed_bookings(), 1);
+    EXPECT_EQ(all.users_served(), 1);
+    EXPECT_EQ(all.external_users_served(), 1);
+    // The earlier owner's figures hold its stretch of the open session and
+    // the completed booking (reserved start 15 March, in its stretch).
+    const v1::UsageFigures own = Totals(mar, apr, Owner("organizations/own"));
+    EXPECT_EQ(own.effective_seconds(), 4 * kHour);
+    EXPECT_EQ(own.external_seconds(), 4 * kHour);
+    EXPECT_EQ(own.completed_bookings(), 1);
+    EXPECT_EQ(own.users_served(), 1);
+    EXPECT_EQ(own.external_organizations_served(), 1);
+    const v1::UsageFigures lab = Totals(mar, apr, Owner("organizations/lab"));
+    EXPECT_EQ(lab.effective_seconds(), 2 * kHour);
+    EXPECT_EQ(lab.external_seconds(), 0);
+    EXPECT_EQ(lab.completed_bookings(), 0);
+    EXPECT_EQ(lab.users_served(), 1);
+    EXPECT_EQ(lab.external_users_served(), 0);
+    // By owner organisation: one row each.
+    const v1::QueryUsageResponse by_owner = Query(mar, apr, {v1::DIMENSION_OWNER_ORGANIZATION});
+    ASSERT_EQ(by_owner.rows_size(), 2);
+    EXPECT_EQ(by_owner.rows(0).key().owner_organization(), "organizations/lab");
+    EXPECT_EQ(by_owner.rows(0).figures().effective_seconds(), 2 * kHour);
+    EXPECT_EQ(by_owner.rows(0).figures().external_seconds(), 0);
+    EXPECT_EQ(by_owner.rows(1).key().owner_organization(), "organizations/own");
+    EXPECT_EQ(by_owner.rows(1).figures().effective_seconds(), 4 * kHour);
+    EXPECT_EQ(by_owner.rows(1).figures().external_seconds(), 4 * kHour);
+    EXPECT_EQ(by_owner.rows(1).figures().completed_bookings(), 1);
+  }
+  // Checked out at 03:00: the closed session counts the same way (5 h).
+  CheckedOut(b, At(2026, 3, 15, 20), At(2026, 3, 16, 3));
+  clock_.Set(At(2026, 3, 20));
+  for (bool aggregates : {true, false}) {
+    figures_->set_use_aggregates(aggregates);
+    SCOPED_TRACE(aggregates ? "aggregates, closed" : "counters, closed");
+    const v1::UsageFigures own = Totals(mar, apr, Owner("organizations/own"));
+    EXPECT_EQ(own.effective_seconds(), 4 * kHour);
+    EXPECT_EQ(own.external_seconds(), 4 * kHour);
+    EXPECT_EQ(own.completed_bookings(), 1);
+    const v1::UsageFigures lab = Totals(mar, apr, Owner("organizations/lab"));
+    EXPECT_EQ(lab.effective_seconds(), 3 * kHour);
+    EXPECT_EQ(lab.external_seconds(), 0);
+  }
+}
+
+// An open lease across an owner change: each stretch its days (capped by
+// the hours in force at handover) and its owner; a period of the earlier
+// owner alone (March) holds its part, the later one's (April) the rest.
+TEST_F(UsageInForceTest, AnOpenLeaseAcrossAnOwnerChangeCountsForEachOwner) {
+  Version("lathe", "organizations/own", 8, At(2026, 1, 1));
+  Version("lathe", "organizations/lab", 8, At(2026, 4, 1));
+  const bk::Booking l =
+      Booking("l1", "lathe", labshare::type::v1::LEASE, "organizations/lab", At(2026, 3, 30), At(2026, 6, 1));
+  CheckedIn(l, At(2026, 3, 30));
+  clock_.Set(At(2026, 4, 3, 4));  // 30, 31 Mar, 1, 2 Apr whole, 3 Apr 4 h
+  for (bool aggregates : {true, false}) {
+    figures_->set_use_aggregates(aggregates);
+    SCOPED_TRACE(aggregates ? "aggregates" : "counters");
+    const v1::UsageFigures range = Totals(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 5, 1));
+    EXPECT_EQ(range.effective_seconds(), (4 * 8 + 4) * kHour);
+    EXPECT_EQ(range.external_seconds(), 2 * 8 * kHour);
+    const v1::UsageFigures march = Totals(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1));
+    EXPECT_EQ(march.effective_seconds(), 2 * 8 * kHour);
+    EXPECT_EQ(march.external_seconds(), 2 * 8 * kHour);
+    EXPECT_EQ(march.completed_bookings(), 1);
+    const v1::UsageFigures own =
+        Totals(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 5, 1), Owner("organizations/own"));
+    EXPECT_EQ(own.effective_seconds(), 2 * 8 * kHour);
+    EXPECT_EQ(own.completed_bookings(), 1);
+    const v1::UsageFigures lab =
+        Totals(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 5, 1), Owner("organizations/lab"));
+    EXPECT_EQ(lab.effective_seconds(), (2 * 8 + 4) * kHour);
+    EXPECT_EQ(lab.external_seconds(), 0);
+    EXPECT_EQ(lab.completed_bookings(), 0);
   }
 }
 

@@ -1274,28 +1274,48 @@ absl::StatusOr<int64_t> UsageFigures::DayCap(const labshare::booking::v1::Bookin
   // also on a day longer than 24 h (daylight saving).
   if (b.mode() != labshare::type::v1::LEASE) return kNoDayCap;
   if (!IsResourceName(b.instrument(), "instruments")) return 24 * 3600;
-  LS_ASSIGN_OR_RETURN(auto v, pool_->Pipeline({{"HGET", "{usage}:instr", IdOf(b.instrument())},
+  const std::string id = IdOf(b.instrument());
+  LS_ASSIGN_OR_RETURN(auto v, pool_->Pipeline({{"HGET", "{usage}:instr", id},
                                                {"HGET", "{usage}:thresholds", "d"},
-                                               {"HGET", kOpenSessions, b.name()}}));
+                                               {"HGET", kOpenSessions, b.name()},
+                                               {"HGETALL", kVersionsPrefix + id}}));
   // The cap recorded when the lease was handed over ("in force at handover").
   int64_t recorded = 0;
   if (!at_handover && !v[2].is_nil() &&
       absl::SimpleAtoi(absl::string_view(v[2].str).substr(0, v[2].str.find('|')), &recorded) && recorded > 0) {
     return recorded;
   }
-  // Thresholds.default_lease_counted_hours_per_day in force now, unless the
-  // instrument counts its own hours.
+  // Thresholds.default_lease_counted_hours_per_day as usage holds it when it
+  // folds the handover (or a return folded first; thresholds keep no
+  // history), unless the instrument counts its own hours.
   int64_t cap = default_lease_hours_ * 3600;
   v1::Thresholds t;
   if (!v[1].is_nil() && t.ParseFromString(v[1].str) && t.default_lease_counted_hours_per_day() > 0) {
     cap = int64_t{t.default_lease_counted_hours_per_day()} * 3600;
   }
-  iv::Instrument in;
-  if (!v[0].is_nil() && in.ParseFromString(v[0].str)) {
-    for (const auto& m : in.modes()) {
-      if (m.mode() == labshare::type::v1::LEASE && m.lease_rules().counted_hours_per_day() > 0) {
-        cap = m.lease_rules().counted_hours_per_day() * 3600;
-      }
+  // The instrument's version in force at the start of the handover's day
+  // (versions resolve to the day, as for every use), not the latest record:
+  // the booking stream may be folded behind inventory's, so a version that
+  // takes effect after the handover may already be here. The latest record
+  // only for an instrument folded before versions were kept.
+  Instr x;
+  if (!v[0].is_nil()) x.instrument.ParseFromString(v[0].str);
+  auto versions = std::make_shared<Instr::Versions>();
+  for (size_t j = 0; j + 1 < v[3].elements.size(); j += 2) {
+    int64_t ms = 0;
+    iv::Instrument version;
+    if (absl::SimpleAtoi(v[3].elements[j].str, &ms) && version.ParseFromString(v[3].elements[j + 1].str)) {
+      versions->emplace_back(absl::FromUnixMillis(ms), std::move(version));
+    }
+  }
+  std::sort(versions->begin(), versions->end(), [](const auto& a, const auto& c) { return a.first < c.first; });
+  x.history = std::move(versions);
+  const absl::Time handover =
+      b.session().has_start_time() ? FromProto(b.session().start_time()) : FromProto(b.reserved_interval().start_time());
+  const iv::Instrument& in = *x.VersionAt(absl::FromCivil(absl::ToCivilDay(handover, zone_), zone_));
+  for (const auto& m : in.modes()) {
+    if (m.mode() == labshare::type::v1::LEASE && m.lease_rules().counted_hours_per_day() > 0) {
+      cap = m.lease_rules().counted_hours_per_day() * 3600;
     }
   }
   return cap;
@@ -2166,7 +2186,7 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
     const labshare::inventory::v1::Instrument* ins = nullptr;
     int64_t calendar = 0, maintenance = 0, available = 0;
     bool value_known = false;
-    bool last = false;    // the last stretch (open sessions count in it)
+    absl::Time from, to;  // the stretch's days: open sessions count the part inside
     bool in_set = false;  // the last stretch and in service: in the row's instrument set (capacity, value, count)
     bool whole = true;    // the only stretch, with the attributes the aggregates were built for
     size_t nparts = 0;    // counter hashes read (then one SUNION)
@@ -2253,7 +2273,8 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
         Loaded l;
         l.id = &id;
         l.ins = &version;
-        l.last = last;
+        l.from = day_starts[sfrom - bfrom];
+        l.to = day_starts[sto - bfrom];
         l.in_set = last && in_service;
         l.whole = stretches.size() == 1 && last_attributes == agg::Attributes(ins);
         l.value_known = end_version.has_original_value() && end_version.original_value().currency_code() == currency_;
@@ -2456,15 +2477,19 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
         l.cells[{mode, std::string(fp[1])}].users.emplace_back(std::string(user), sc);
       }
       // Open sessions: a use record up to the computation time ("Use
-      // record"), split by day like a closed one (LEASE days capped).
-      auto open = open_here && l.last ? open_sessions.find(*l.id) : open_sessions.end();
+      // record"), split by day like a closed one (LEASE days capped), each
+      // day in the stretch holding it, with that stretch's attributes and
+      // owner (a closed session's days are counted in their day hashes,
+      // which every stretch reads for its own days); the completed booking
+      // in the stretch of the day of its reserved start.
+      auto open = open_here ? open_sessions.find(*l.id) : open_sessions.end();
       if (open == open_sessions.end()) continue;
       for (const OpenSession& o : open->second) {
         if (!user_ok(o.mode, o.org)) continue;
-        const bool done = bstart <= o.reserved_start && o.reserved_start < bend;
+        const bool done = l.from <= o.reserved_start && o.reserved_start < l.to;
         int64_t eff = 0;
         std::vector<absl::CivilDay> used_days;
-        for (const auto& [day, seconds] : SplitByDay(std::max(o.start, bstart), std::min(o.end, bend), zone_)) {
+        for (const auto& [day, seconds] : SplitByDay(std::max(o.start, l.from), std::min(o.end, l.to), zone_)) {
           eff += std::min(seconds, o.cap);
           if (std::min(seconds, o.cap) > 0) used_days.push_back(day);
         }

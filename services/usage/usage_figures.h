@@ -270,8 +270,10 @@ class UsageFigures {
   // was folded, false when nothing was written (FoldSteps folds them).
   absl::StatusOr<bool> FoldFast(const std::vector<PreparedFold>& prepared, size_t from, size_t to);
   // Seconds a day of the booking's session counts at most: LEASE the
-  // counted hours per day in force at handover (at_handover: now; else the
-  // cap its open session recorded, or as now); other modes count actual
+  // counted hours per day in force at handover: the instrument's version in
+  // force at the start of the handover's day ({usage}:ih), else the
+  // thresholds' default as held now (at_handover; else the cap its open
+  // session recorded, or as at handover); other modes count actual
   // time, uncapped (kNoDayCap: a 25-hour day of a daylight-saving change
   // counts 25 hours).
   static constexpr int64_t kNoDayCap = std::numeric_limits<int64_t>::max();

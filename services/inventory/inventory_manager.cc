@@ -219,6 +219,7 @@ absl::StatusOr<Resp> InventoryManager::Commit(
       m.event_type = v1::InventoryEvent::descriptor()->full_name();
       m.event_payload = plan.event.SerializeAsString();
     }
+    if (before_commit_for_testing_) before_commit_for_testing_(method);
     LS_ASSIGN_OR_RETURN(CommitOutcome outcome, store_->docs().Commit(m));
     switch (outcome.kind) {
       case CommitOutcome::Kind::kApplied: return std::move(plan.response);
@@ -909,6 +910,8 @@ absl::StatusOr<v1::Rate> InventoryManager::CreateRate(const Principal& p,
     plan.now = now;
     plan.mutation.writes.push_back({keys::Rate(instr_id, rate_id), rate.SerializeAsString(), 0});
     plan.mutation.index_ops.push_back({keys::Rates(instr_id), RateSortKey(rate, rate_id)});
+    // Its currency, modes and catalogue are still the ones checked.
+    plan.mutation.guards.push_back({keys::Instrument(instr_id), in.version});
     auto* ev = plan.event.mutable_rate_created();
     ev->set_instrument(r.parent());
     *ev->mutable_rate() = rate;
@@ -1021,6 +1024,10 @@ absl::StatusOr<v1::Qualification> InventoryManager::GrantQualification(
     plan.mutation.writes.push_back({key, q.SerializeAsString(), existing ? existing->version : 0});
     plan.mutation.index_ops.push_back({keys::InstrumentQualifications(instr_id), user_id});
     plan.mutation.index_ops.push_back({keys::UserQualifications(user_id), instr_id});
+    // The instrument (scope, mode, state, validity) and the user (disabled)
+    // are still as checked.
+    plan.mutation.guards.push_back({keys::Instrument(instr_id), in.version});
+    plan.mutation.guards.push_back({keys::User(user_id), user.version});
     ComputeQualificationState(q, QualificationValidityDays(in.value), now);
     auto* ev = plan.event.mutable_qualification_changed();
     ev->set_kind(existing ? v1::UPDATED : v1::CREATED);
@@ -1046,6 +1053,7 @@ absl::StatusOr<v1::Qualification> InventoryManager::RevokeQualification(
     Plan<v1::Qualification> plan;
     plan.now = clock_->Now();
     plan.mutation.writes.push_back({key, q.SerializeAsString(), current.version});
+    plan.mutation.guards.push_back({keys::Instrument(ids.first), in.version});  // scope, validity
     ComputeQualificationState(q, QualificationValidityDays(in.value), plan.now);
     auto* ev = plan.event.mutable_qualification_changed();
     ev->set_kind(v1::STATE_CHANGED);
@@ -1128,6 +1136,8 @@ absl::StatusOr<v1::Qualification> InventoryManager::RecordQualificationUse(
       ComputeQualificationState(q, validity, clock_->Now());
       Plan<v1::Qualification> unchanged;
       unchanged.write_nothing = true;
+      unchanged.mutation.guards.push_back({key, current.version});
+      unchanged.mutation.guards.push_back({keys::Instrument(ids.first), in.version});
       unchanged.response = std::move(q);
       return unchanged;
     }
@@ -1135,6 +1145,7 @@ absl::StatusOr<v1::Qualification> InventoryManager::RecordQualificationUse(
     Plan<v1::Qualification> plan;
     plan.now = clock_->Now();
     plan.mutation.writes.push_back({key, q.SerializeAsString(), current.version});
+    plan.mutation.guards.push_back({keys::Instrument(ids.first), in.version});  // the validity applied
     ComputeQualificationState(q, validity, plan.now);
     auto* ev = plan.event.mutable_qualification_changed();
     ev->set_kind(v1::UPDATED);
@@ -1168,6 +1179,7 @@ absl::StatusOr<v1::MaintenanceWindow> InventoryManager::CreateMaintenanceWindow(
     plan.now = now;
     plan.mutation.writes.push_back({keys::Window(instr_id, id), w.SerializeAsString(), 0});
     plan.mutation.index_ops.push_back({keys::Windows(instr_id), WindowSortKey(w, id)});
+    plan.mutation.guards.push_back({keys::Instrument(instr_id), in.version});  // scope, not retired
     auto* ev = plan.event.mutable_maintenance_window_changed();
     ev->set_kind(v1::CREATED);
     ev->set_instrument(r.parent());
@@ -1227,6 +1239,7 @@ absl::StatusOr<v1::MaintenanceWindow> InventoryManager::CancelMaintenanceWindow(
     w.set_state(v1::CANCELLED);
     Plan<v1::MaintenanceWindow> plan;
     plan.mutation.writes.push_back({key, w.SerializeAsString(), current.version});
+    plan.mutation.guards.push_back({keys::Instrument(ids.first), in.version});  // the scope
     auto* ev = plan.event.mutable_maintenance_window_changed();
     ev->set_kind(v1::STATE_CHANGED);
     ev->set_instrument("instruments/" + ids.first);

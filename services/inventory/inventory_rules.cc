@@ -159,6 +159,11 @@ bool MembershipTransitionAllowed(MembershipState from, MembershipState to) {
 }
 
 absl::Status ValidateOrganization(const v1::Organization& org) {
+  LS_RETURN_IF_ERROR(ValidateOrganizationFields(org));
+  return ValidateInvoicingDetails(org.invoicing_details());
+}
+
+absl::Status ValidateOrganizationFields(const v1::Organization& org) {
   std::vector<FieldViolation> bad;
   // Characters, not bytes: Chinese names are three bytes a character.
   const size_t chars = static_cast<size_t>(std::count_if(
@@ -178,7 +183,7 @@ absl::Status ValidateOrganization(const v1::Organization& org) {
     bad.push_back({"organization.size_class", "only enterprises have a size class"});
   }
   if (!bad.empty()) return InvalidFields(std::move(bad));
-  return ValidateInvoicingDetails(org.invoicing_details());
+  return absl::OkStatus();
 }
 
 namespace {
@@ -461,6 +466,20 @@ const v1::AccessPolicy& EffectivePolicy(const v1::Instrument& instrument,
 // ------------------------------------------------------------ rates
 
 absl::Status ValidateRate(const v1::Rate& rate, const v1::Instrument& instrument) {
+  LS_RETURN_IF_ERROR(ValidateRateFields(rate));
+  return ValidateRateCurrency(rate, instrument);
+}
+
+absl::Status ValidateRateCurrency(const v1::Rate& rate, const v1::Instrument& instrument) {
+  if (rate.price().currency_code() != instrument.original_value().currency_code()) {
+    return InvalidField("rate.price.currency_code",
+                        absl::StrCat("must be the instrument's currency ",
+                                     instrument.original_value().currency_code()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateRateFields(const v1::Rate& rate) {
   using labshare::type::v1::PayerClass_IsValid;
   if (rate.mode() == labshare::type::v1::SHARING_MODE_UNSPECIFIED ||
       !labshare::type::v1::SharingMode_IsValid(rate.mode())) {
@@ -474,11 +493,6 @@ absl::Status ValidateRate(const v1::Rate& rate, const v1::Instrument& instrument
     return InvalidField("rate.tier", "only MEMBER lines name a tier");
   }
   LS_RETURN_IF_ERROR(ValidateMoney(rate.price(), "rate.price", true));
-  if (rate.price().currency_code() != instrument.original_value().currency_code()) {
-    return InvalidField("rate.price.currency_code",
-                        absl::StrCat("must be the instrument's currency ",
-                                     instrument.original_value().currency_code()));
-  }
   if (!rate.has_effective_time()) return InvalidField("rate.effective_time", "required");
   if (rate.has_tax_rate_bps() && (rate.tax_rate_bps() < 0 || rate.tax_rate_bps() > 10000)) {
     return InvalidField("rate.tax_rate_bps", "between 0 and 10000 basis points (600 = 6 %), or unset");

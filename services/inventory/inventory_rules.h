@@ -35,7 +35,10 @@ absl::StatusOr<std::pair<std::string, std::string>> ParseChildName(absl::string_
 
 // ------------------------------------------------------------ organisations
 bool MembershipTransitionAllowed(v1::MembershipState from, v1::MembershipState to);
+// ValidateOrganizationFields, then ValidateInvoicingDetails.
 absl::Status ValidateOrganization(const v1::Organization& org);
+// display_name, type and size_class (every violation among them at once).
+absl::Status ValidateOrganizationFields(const v1::Organization& org);
 // The fapiao fields (inventory.proto InvoicingDetails); an empty message is
 // valid. INVALID_ARGUMENT: INVALID_TAXPAYER_ID for the taxpayer id,
 // INVALID_FIELD for the others.
@@ -72,7 +75,13 @@ const v1::AccessPolicy& EffectivePolicy(const v1::Instrument& instrument,
                                         const v1::Facility& facility);
 
 // ------------------------------------------------------------ rates
+// ValidateRateFields, then ValidateRateCurrency.
 absl::Status ValidateRate(const v1::Rate& rate, const v1::Instrument& instrument);
+// What needs no instrument: mode, payer class, tier, price, effective_time,
+// tax rate, unit and service entry fitting the mode.
+absl::Status ValidateRateFields(const v1::Rate& rate);
+// The price in the instrument's currency.
+absl::Status ValidateRateCurrency(const v1::Rate& rate, const v1::Instrument& instrument);
 // Index member ordering rates by key (mode, payer class, tier, entry), then
 // effective time, then id. Fields are separated by kRateKeySeparator, a byte
 // below every character a tier or entry id holds, so a key sorts before its

@@ -174,5 +174,113 @@ TEST_F(InventoryAudit4Test, WindowRacingRetirementDoesNotBothSucceed) {
   EXPECT_EQ(windows.maintenance_windows_size(), 0);
 }
 
+// ------------------------------------------------------------ 2. CreateRate's order
+
+// CreateRate: "INVALID_ARGUMENT (INVALID_FIELD: negative price, ...);
+// NOT_FOUND (INSTRUMENT_NOT_FOUND, SERVICE_ENTRY_NOT_FOUND);
+// FAILED_PRECONDITION (MODE_NOT_OFFERED)". A negative price on a missing
+// instrument was INSTRUMENT_NOT_FOUND; an unknown catalogue entry on an
+// instrument without the mode MODE_NOT_OFFERED.
+TEST_F(InventoryAudit4Test, CreateRateChecksFieldsThenNotFoundThenMode) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  MakeFacility("fac", "owner");
+  MakeInstrument("tem", "owner", "fac");  // ON_SITE only, no catalogue
+  v1::Rate out;
+  grpc::Status s = Call(&Stub::CreateRate, RateRequest("nothing", tv1::MEMBER, "", -1, clock_.Now()), &out, admin_);
+  ExpectError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "negative price, missing instrument");
+  EXPECT_EQ(Violations(s), std::vector<std::string>{"rate.price.amount_minor"});
+
+  v1::CreateRateRequest entry = RateRequest("tem", tv1::MEMBER, "", 1000, clock_.Now());
+  entry.mutable_rate()->set_mode(tv1::TECHNICAL_SERVICE);
+  entry.mutable_rate()->set_unit(v1::RATE_PER_SAMPLE);
+  entry.mutable_rate()->set_service_entry_id("no-such-entry");
+  ExpectError(Call(&Stub::CreateRate, entry, &out, admin_), grpc::StatusCode::NOT_FOUND, "SERVICE_ENTRY_NOT_FOUND",
+              "unknown entry, mode not offered");
+  // A line of a mode not offered that names no entry: MODE_NOT_OFFERED.
+  entry.mutable_rate()->set_unit(v1::PER_HOUR);
+  entry.mutable_rate()->clear_service_entry_id();
+  ExpectError(Call(&Stub::CreateRate, entry, &out, admin_), grpc::StatusCode::FAILED_PRECONDITION, "MODE_NOT_OFFERED",
+              "no entry, mode not offered");
+}
+
+// ------------------------------------------------------------ 3. GrantQualification's order
+
+// GrantQualification: "FAILED_PRECONDITION (MODE_NOT_OFFERED: no ON_SITE
+// mode; INSTRUMENT_RETIRED; USER_DISABLED)". A retired instrument without
+// ON_SITE was INSTRUMENT_RETIRED.
+TEST_F(InventoryAudit4Test, GrantOnARetiredInstrumentWithoutOnSiteIsModeNotOffered) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  MakeFacility("fac", "owner");
+  v1::CreateInstrumentRequest create;
+  create.set_instrument_id("jr");
+  *create.mutable_instrument() = InstrumentSpec("owner", "fac");
+  create.mutable_instrument()->mutable_modes(0)->set_mode(tv1::JOINT_RESEARCH);
+  create.mutable_instrument()->mutable_modes(0)->mutable_slot_rules()->set_qualification_validity_days(0);
+  v1::Instrument in;
+  ASSERT_TRUE(Call(&Stub::CreateInstrument, create, &in, admin_).ok());
+  Retire("instruments/jr");
+  MakeUser("ana", "owner");
+  v1::GrantQualificationRequest grant;
+  grant.set_instrument("instruments/jr");
+  grant.set_user("users/ana");
+  v1::Qualification q;
+  ExpectError(Call(&Stub::GrantQualification, grant, &q, admin_), grpc::StatusCode::FAILED_PRECONDITION,
+              "MODE_NOT_OFFERED");
+}
+
+// ------------------------------------------------------------ 4. CreateInstrument's order
+
+// CreateInstrument: "NOT_FOUND (FACILITY_NOT_FOUND,
+// ORGANIZATION_NOT_FOUND)". Both missing was ORGANIZATION_NOT_FOUND.
+TEST_F(InventoryAudit4Test, CreateInstrumentLooksUpTheFacilityFirst) {
+  v1::CreateInstrumentRequest create;
+  create.set_instrument_id("tem");
+  *create.mutable_instrument() = InstrumentSpec("nobody", "nowhere");
+  v1::Instrument in;
+  ExpectError(Call(&Stub::CreateInstrument, create, &in, admin_), grpc::StatusCode::NOT_FOUND, "FACILITY_NOT_FOUND");
+}
+
+// ------------------------------------------------------------ 5. CreateOrganization's order
+
+// CreateOrganization: "INVALID_FIELD: display_name empty, type
+// unspecified, size_class on a non-enterprise, bad id, MEMBER without
+// tier, ..., SUSPENDED/EXITED as initial state, an invoicing_details field
+// too long or with control characters". The id was checked first, and the
+// invoicing details before the membership.
+TEST_F(InventoryAudit4Test, CreateOrganizationChecksFieldsInTheListedOrder) {
+  const long long outbox = OutboxLength();
+  auto violations = [&](const v1::CreateOrganizationRequest& req) {
+    v1::Organization out;
+    grpc::Status s = Call(&Stub::CreateOrganization, req, &out, admin_);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
+    return Violations(s);
+  };
+  v1::CreateOrganizationRequest req;
+  req.set_organization_id("Bad_Id");
+  req.mutable_organization()->set_type(v1::UNIVERSITY);
+  req.mutable_organization()->set_membership_state(v1::MEMBER);  // without a tier
+  // display_name empty, then the id.
+  EXPECT_EQ(violations(req), std::vector<std::string>{"organization.display_name"});
+  req.mutable_organization()->set_display_name("Nano");
+  // The id, then MEMBER without tier.
+  EXPECT_EQ(violations(req), std::vector<std::string>{"organization_id"});
+  req.set_organization_id("nano");
+  EXPECT_EQ(violations(req), std::vector<std::string>{"organization.tier"});
+  // The membership before the invoicing details.
+  req.mutable_organization()->set_membership_state(v1::SUSPENDED);
+  auto* d = req.mutable_organization()->mutable_invoicing_details();
+  d->set_taxpayer_id("91350100M000100Y43");
+  d->set_legal_name("示例有限公司");
+  d->set_registered_address("福州市鼓楼区");
+  d->set_bank_name("中国工商银行");
+  d->set_bank_account("1202 0215 0910");
+  d->set_phone(std::string(41, '1'));  // too long
+  EXPECT_EQ(violations(req), std::vector<std::string>{"organization.membership_state"});
+  req.mutable_organization()->set_membership_state(v1::APPLICANT);
+  EXPECT_EQ(violations(req), std::vector<std::string>{"organization.invoicing_details.phone"});
+  EXPECT_EQ(OutboxLength(), outbox);
+}
+
 }  // namespace
 }  // namespace labshare::inventory

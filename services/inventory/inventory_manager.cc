@@ -423,8 +423,16 @@ absl::StatusOr<v1::Organization> InventoryManager::UpdateOrganization(
     LS_RETURN_IF_ERROR(CheckEtag(r.organization().etag(), current.version));
     v1::Organization org = current.value;
     ApplyMask(r.organization(), mask, &org);
+    // An empty invoicing_details clears it: no empty message is stored, and
+    // one stored so (by an earlier clear) reads as none.
+    auto clear_empty = [](v1::Organization& o) {
+      if (o.has_invoicing_details() && o.invoicing_details().ByteSizeLong() == 0) o.clear_invoicing_details();
+    };
+    clear_empty(org);
     LS_RETURN_IF_ERROR(ValidateOrganization(org));
-    if (Unchanged(org, current)) return AnswerStored(keys::Org(id), std::move(current));
+    Loaded<v1::Organization> as_read = current;
+    clear_empty(as_read.value);
+    if (Unchanged(org, as_read)) return AnswerStored(keys::Org(id), std::move(current));
     const absl::Time now = clock_->Now();
     *org.mutable_update_time() = ToProto(now);
     org.set_etag(std::to_string(current.version + 1));
@@ -690,7 +698,11 @@ absl::StatusOr<v1::Facility> InventoryManager::UpdateFacility(const Principal& p
     LS_ASSIGN_OR_RETURN(std::string op, ParseName(f.operator_organization(), "organizations", "facility.operator_organization"));
     LS_RETURN_IF_ERROR(ValidateFacility(f, f.time_zone() != current.value.time_zone()));
     LS_RETURN_IF_ERROR(store_->Load<v1::Organization>(keys::Org(op), "ORGANIZATION_NOT_FOUND", f.operator_organization()).status());
-    if (Unchanged(f, current)) return AnswerStored(keys::Facility(id), std::move(current));
+    // A record from before time_zone (stored as "") means the default zone:
+    // filling it in alone is no change.
+    Loaded<v1::Facility> as_read = current;
+    if (as_read.value.time_zone().empty()) as_read.value.set_time_zone(kDefaultFacilityTimeZone);
+    if (Unchanged(f, as_read)) return AnswerStored(keys::Facility(id), std::move(current));
     const absl::Time now = clock_->Now();
     *f.mutable_update_time() = ToProto(now);
     f.set_etag(std::to_string(current.version + 1));
@@ -1140,9 +1152,15 @@ absl::StatusOr<v1::Qualification> InventoryManager::RecordQualificationUse(
     v1::Qualification at_use = q;
     ComputeQualificationState(at_use, validity, FromProto(r.use_time()));
     const bool lapsed = at_use.state() != v1::VALID;
-    if (lapsed || (q.has_last_use_time() && FromProto(r.use_time()) <= FromProto(q.last_use_time()))) {
-      // An older use, or one after the lapse or the revocation, changes
-      // nothing: answer with the current state.
+    // A use before the current grant was made under an earlier one (a late
+    // report after a re-grant): the grant already restarted the validity.
+    const bool before_grant = q.has_grant_time() && FromProto(r.use_time()) < FromProto(q.grant_time());
+    if (lapsed || before_grant ||
+        (q.has_last_use_time() && FromProto(r.use_time()) <= FromProto(q.last_use_time()))) {
+      // An older use, one before the grant, or one after the lapse or the
+      // revocation changes nothing: answer with the current state. A use
+      // after now is taken as given (booking reports check-outs, which
+      // are never ahead of its clock).
       ComputeQualificationState(q, validity, clock_->Now());
       Plan<v1::Qualification> unchanged;
       unchanged.write_nothing = true;

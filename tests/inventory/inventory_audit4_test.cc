@@ -282,5 +282,82 @@ TEST_F(InventoryAudit4Test, CreateOrganizationChecksFieldsInTheListedOrder) {
   EXPECT_EQ(OutboxLength(), outbox);
 }
 
+// ------------------------------------------------------------ 6. nothing changed, nothing written
+
+// UpdateOrganization: "invoicing_details (the whole message; an empty one
+// clears it)"; "An update that changes nothing ... writes nothing". An
+// empty invoicing_details on an organisation without any was a change
+// (an empty message set): a new etag and an event.
+TEST_F(InventoryAudit4Test, ClearingAbsentInvoicingDetailsWritesNothing) {
+  const v1::Organization org = MakeOrg("a", v1::MEMBER, "CORE");
+  const long long outbox = OutboxLength();
+  v1::UpdateOrganizationRequest req;
+  req.mutable_organization()->set_name("organizations/a");
+  req.mutable_organization()->mutable_invoicing_details();
+  req.mutable_update_mask()->add_paths("invoicing_details");
+  v1::Organization out;
+  ASSERT_TRUE(Call(&Stub::UpdateOrganization, req, &out, admin_).ok());
+  EXPECT_EQ(out.etag(), org.etag());
+  EXPECT_FALSE(out.has_invoicing_details());
+  EXPECT_EQ(OutboxLength(), outbox);
+}
+
+// Facility.time_zone: "records from before this field read as empty and
+// mean the same" (the default zone). An update of such a record that
+// changes nothing else filled the default in and wrote it.
+TEST_F(InventoryAudit4Test, UpdateOfAFacilityStoredWithoutTimeZoneThatChangesNothingWritesNothing) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  const v1::Facility f = MakeFacility("fac", "owner");
+  // As stored before time_zone existed.
+  auto stored = pool_->Command({"HGET", keys::Facility("fac"), "d"});
+  ASSERT_TRUE(stored.ok());
+  v1::Facility old;
+  ASSERT_TRUE(old.ParseFromString(stored->str));
+  old.clear_time_zone();
+  ASSERT_TRUE(pool_->Command({"HSET", keys::Facility("fac"), "d", old.SerializeAsString()}).ok());
+  const long long outbox = OutboxLength();
+  v1::UpdateFacilityRequest req;
+  req.mutable_facility()->set_name("facilities/fac");
+  req.mutable_facility()->set_display_name(f.display_name());
+  req.mutable_update_mask()->add_paths("display_name");
+  v1::Facility out;
+  ASSERT_TRUE(Call(&Stub::UpdateFacility, req, &out, admin_).ok());
+  EXPECT_EQ(out.etag(), f.etag());
+  EXPECT_EQ(OutboxLength(), outbox);
+  // Naming the default zone changes nothing either.
+  req.mutable_facility()->set_time_zone(kDefaultFacilityTimeZone);
+  req.mutable_update_mask()->add_paths("time_zone");
+  ASSERT_TRUE(Call(&Stub::UpdateFacility, req, &out, admin_).ok());
+  EXPECT_EQ(out.etag(), f.etag());
+  EXPECT_EQ(OutboxLength(), outbox);
+}
+
+// ------------------------------------------------------------ 7. a use before the grant
+
+// RecordQualificationUse: a use from before the current grant (made under
+// an earlier one, reported after a re-grant) changes nothing: no write, no
+// event. It was stored as last_use_time, with an event.
+TEST_F(InventoryAudit4Test, UseBeforeTheCurrentGrantChangesNothing) {
+  v1::Qualification first;
+  GrantAnaOnTem(&first);
+  clock_.Advance(absl::Minutes(30));
+  v1::GrantQualificationRequest grant;
+  grant.set_instrument("instruments/tem");
+  grant.set_user("users/ana");
+  v1::Qualification again;
+  ASSERT_TRUE(Call(&Stub::GrantQualification, grant, &again, admin_).ok());
+  const long long outbox = OutboxLength();
+  auto booking = v1::InventoryService::NewStub(testing::TlsChannel(server_->address(), "booking"));
+  v1::RecordQualificationUseRequest use;
+  use.set_name(again.name());
+  *use.mutable_use_time() = ToProto(FromProto(again.grant_time()) - absl::Minutes(10));
+  grpc::ClientContext ctx;
+  v1::Qualification out;
+  ASSERT_TRUE(booking->RecordQualificationUse(&ctx, use, &out).ok());
+  EXPECT_FALSE(out.has_last_use_time());
+  EXPECT_EQ(FromProto(out.expire_time()), FromProto(again.expire_time()));
+  EXPECT_EQ(OutboxLength(), outbox);
+}
+
 }  // namespace
 }  // namespace labshare::inventory

@@ -147,6 +147,39 @@ absl::Status Parse(google::protobuf::Message& out, const std::string& bytes) {
   return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "a stored record is unreadable");
 }
 
+// Every member of a sorted-set index, in batches of kIndexBatch, in order.
+absl::Status ForEachIndexBatch(const DocStore& docs, const std::string& index,
+                               const std::function<absl::Status(const std::vector<std::string>&)>& fn) {
+  std::string after;
+  while (true) {
+    LS_ASSIGN_OR_RETURN(auto members, docs.IndexRange(index, after, kIndexBatch));
+    if (members.empty()) break;
+    after = members.back();
+    LS_RETURN_IF_ERROR(fn(members));
+    if (static_cast<int>(members.size()) < kIndexBatch) break;
+  }
+  return absl::OkStatus();
+}
+
+// The members of an index in order, however many, up to the first one
+// `before_end` refuses (when given: an index sorted by time read up to a
+// time).
+absl::StatusOr<std::vector<std::string>> IndexMembers(
+    const DocStore& docs, const std::string& index,
+    const std::function<bool(const std::string&)>& before_end = nullptr) {
+  std::vector<std::string> out;
+  std::string after;
+  while (true) {
+    LS_ASSIGN_OR_RETURN(auto members, docs.IndexRange(index, after, kIndexBatch));
+    for (auto& m : members) {
+      if (before_end && !before_end(m)) return out;
+      out.push_back(std::move(m));
+    }
+    if (static_cast<int>(members.size()) < kIndexBatch) return out;
+    after = out.back();
+  }
+}
+
 }  // namespace
 
 // ================================================================ plumbing
@@ -976,7 +1009,7 @@ absl::StatusOr<v1::LookupRateResponse> InventoryManager::LookupRate(
   }
   LS_ASSIGN_OR_RETURN(auto in, store_->Load<v1::Instrument>(keys::Instrument(instr_id), "INSTRUMENT_NOT_FOUND", r.instrument()));
   LS_ASSIGN_OR_RETURN(auto payer, store_->Load<v1::Organization>(keys::Org(payer_id), "ORGANIZATION_NOT_FOUND", r.payer_organization()));
-  LS_ASSIGN_OR_RETURN(auto members, store_->docs().IndexRange(keys::Rates(instr_id), "", 10000));
+  LS_ASSIGN_OR_RETURN(auto members, IndexMembers(store_->docs(), keys::Rates(instr_id)));
   std::vector<std::string> rate_keys;
   for (const auto& m : members) rate_keys.push_back(keys::Rate(instr_id, RateIdOf(m)));
   LS_ASSIGN_OR_RETURN(auto loaded, store_->LoadMany<v1::Rate>(rate_keys));
@@ -1326,17 +1359,20 @@ absl::StatusOr<v1::CheckAccessResponse> InventoryManager::CheckAccess(
   if (docs[1]) LS_RETURN_IF_ERROR(Parse(facility, docs[1]->data));
   if (docs[2]) LS_RETURN_IF_ERROR(Parse(qualification, docs[2]->data));
 
-  LS_ASSIGN_OR_RETURN(auto rate_members, store_->docs().IndexRange(keys::Rates(instr_id), "", 10000));
-  LS_ASSIGN_OR_RETURN(auto window_members, store_->docs().IndexRange(keys::Windows(instr_id), "", 10000));
+  // Every line and every window starting before the interval ends, however
+  // many the history holds.
+  LS_ASSIGN_OR_RETURN(auto rate_members, IndexMembers(store_->docs(), keys::Rates(instr_id)));
+  const absl::Time end = FromProto(r.interval().end_time());
+  LS_ASSIGN_OR_RETURN(
+      auto window_members,
+      IndexMembers(store_->docs(), keys::Windows(instr_id), [end](const std::string& m) {
+        // Members sort by start: later ones cannot overlap the interval.
+        // Their whole seconds suffice (either format: see WindowSortKey).
+        return absl::FromUnixSeconds(std::stoll(m.substr(0, m.find_first_of(".|")))) < end;
+      }));
   std::vector<std::string> rate_keys, window_keys;
   for (const auto& m : rate_members) rate_keys.push_back(keys::Rate(instr_id, RateIdOf(m)));
-  const absl::Time end = FromProto(r.interval().end_time());
-  for (const auto& m : window_members) {
-    // Members sort by start: later ones cannot overlap the interval. Their
-    // whole seconds suffice (either format: see WindowSortKey).
-    if (absl::FromUnixSeconds(std::stoll(m.substr(0, m.find_first_of(".|")))) >= end) break;
-    window_keys.push_back(keys::Window(instr_id, m.substr(m.rfind('|') + 1)));
-  }
+  for (const auto& m : window_members) window_keys.push_back(keys::Window(instr_id, m.substr(m.rfind('|') + 1)));
   LS_ASSIGN_OR_RETURN(auto rates, store_->LoadMany<v1::Rate>(rate_keys));
   LS_ASSIGN_OR_RETURN(auto windows, store_->LoadMany<v1::MaintenanceWindow>(window_keys));
 
@@ -1354,42 +1390,54 @@ absl::StatusOr<v1::CheckAccessResponse> InventoryManager::CheckAccess(
 // ================================================================ migration
 
 namespace {
-
-// Every member of a sorted-set index, in batches of kIndexBatch, in order.
-absl::Status ForEachIndexBatch(const DocStore& docs, const std::string& index,
-                               const std::function<absl::Status(const std::vector<std::string>&)>& fn) {
-  std::string after;
-  while (true) {
-    LS_ASSIGN_OR_RETURN(auto members, docs.IndexRange(index, after, kIndexBatch));
-    if (members.empty()) break;
-    after = members.back();
-    LS_RETURN_IF_ERROR(fn(members));
-    if (static_cast<int>(members.size()) < kIndexBatch) break;
-  }
-  return absl::OkStatus();
+// Replaces an index member with another in one step, only if the old one
+// was still there (a second migration running at the same time moves it
+// once).
+const RedisScript& MoveIndexMember() {
+  static const RedisScript* const kMove = new RedisScript(R"lua(
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('ZADD', KEYS[1], 0, ARGV[2])
+  return 1
+end
+return 0
+)lua");
+  return *kMove;
 }
-
 }  // namespace
 
 absl::StatusOr<int> InventoryManager::MigrateRateIndexes() {
-  // Members of the first format ('|'-separated) become RateSortKey's, one
-  // index per step; an index already migrated is left as it is.
-  static const RedisScript kMigrate(R"lua(
-local moved = 0
-for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if string.find(m, '|', 1, true) then
-    redis.call('ZREM', KEYS[1], m)
-    redis.call('ZADD', KEYS[1], 0, (string.gsub(m, '|', '\1')))
-    moved = moved + 1
-  end
-end
-return moved
-)lua");
+  // Members of an earlier format ('|'-separated; whole seconds) become
+  // RateSortKey's, computed from the line they name; members already of
+  // that format are left as they are, and so are members whose line is
+  // gone.
   int moved = 0;
-  LS_RETURN_IF_ERROR(ForEachIndexBatch(store_->docs(), keys::Instruments(), [&](const std::vector<std::string>& ids) {
-    for (const auto& id : ids) {
-      LS_ASSIGN_OR_RETURN(RedisValue reply, store_->docs().pool()->Eval(kMigrate, {keys::Rates(id)}, {}));
+  auto migrate = [&](const std::string& instr_id, const std::vector<std::string>& members) -> absl::Status {
+    std::vector<std::string> old_members, doc_keys;
+    for (const auto& m : members) {
+      if (IsRateSortKey(m)) continue;
+      old_members.push_back(m);
+      doc_keys.push_back(keys::Rate(instr_id, RateIdOf(m)));
+    }
+    if (doc_keys.empty()) return absl::OkStatus();
+    LS_ASSIGN_OR_RETURN(auto docs, store_->docs().GetMany(doc_keys));
+    for (size_t i = 0; i < old_members.size(); ++i) {
+      if (!docs[i]) continue;
+      v1::Rate rate;
+      LS_RETURN_IF_ERROR(Parse(rate, docs[i]->data));
+      const std::string& m = old_members[i];
+      LS_ASSIGN_OR_RETURN(RedisValue reply, store_->docs().pool()->Eval(MoveIndexMember(), {keys::Rates(instr_id)},
+                                                                        {m, RateSortKey(rate, RateIdOf(m))}));
       moved += static_cast<int>(reply.integer);
+    }
+    return absl::OkStatus();
+  };
+  LS_RETURN_IF_ERROR(ForEachIndexBatch(store_->docs(), keys::Instruments(), [&](const std::vector<std::string>& ids) {
+    for (const auto& instr_id : ids) {
+      // A member moved while paging and met again is of the new format.
+      LS_RETURN_IF_ERROR(ForEachIndexBatch(store_->docs(), keys::Rates(instr_id),
+                                           [&](const std::vector<std::string>& members) {
+                                             return migrate(instr_id, members);
+                                           }));
     }
     return absl::OkStatus();
   }));
@@ -1397,16 +1445,7 @@ return moved
 }
 
 absl::StatusOr<int> InventoryManager::MigrateWindowIndexes() {
-  // One member at a time: the old member goes and the new one comes in one
-  // step, only if the old one was still there (a second migration running
-  // at the same time moves it once).
-  static const RedisScript kMove(R"lua(
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
-  redis.call('ZADD', KEYS[1], 0, ARGV[2])
-  return 1
-end
-return 0
-)lua");
+  // One member at a time (MoveIndexMember).
   int moved = 0;
   auto migrate = [&](const std::string& instr_id, const std::vector<std::string>& members) -> absl::Status {
     const std::string index = keys::Windows(instr_id);
@@ -1425,7 +1464,7 @@ return 0
       LS_RETURN_IF_ERROR(Parse(w, docs[i]->data));
       const std::string& m = old_members[i];
       LS_ASSIGN_OR_RETURN(RedisValue reply,
-                          store_->docs().pool()->Eval(kMove, {index}, {m, WindowSortKey(w, m.substr(m.rfind('|') + 1))}));
+                          store_->docs().pool()->Eval(MoveIndexMember(), {index}, {m, WindowSortKey(w, m.substr(m.rfind('|') + 1))}));
       moved += static_cast<int>(reply.integer);
     }
     return absl::OkStatus();

@@ -524,19 +524,39 @@ absl::Status ValidateRateFields(const v1::Rate& rate) {
 }
 
 namespace {
-std::string RateKey(const v1::Rate& rate, absl::string_view rate_id, char sep) {
+std::string RateKeyPrefix(const v1::Rate& rate, char sep) {
   const absl::string_view s(&sep, 1);
   return absl::StrCat(absl::StrFormat("%02d", static_cast<int>(rate.mode())), s,
-                      static_cast<int>(rate.payer_class()), s, rate.tier(), s, rate.service_entry_id(), s,
-                      Pad(rate.effective_time().seconds()), s, rate_id);
+                      static_cast<int>(rate.payer_class()), s, rate.tier(), s, rate.service_entry_id(), s);
+}
+
+// Seconds that sort as bytes in numeric order, 20 characters: %020d when
+// not negative (as the first formats wrote them); before 1970 '-' (below
+// every digit) and 10^18 + seconds in 19 digits, so that -2 sorts before
+// -1 (a valid Timestamp's seconds are above -10^12).
+std::string SortableSeconds(int64_t seconds) {
+  if (seconds >= 0) return Pad(seconds);
+  return absl::StrFormat("-%019d", int64_t{1'000'000'000'000'000'000} + seconds);
 }
 }  // namespace
 
 std::string RateSortKey(const v1::Rate& rate, absl::string_view rate_id) {
-  return RateKey(rate, rate_id, kRateKeySeparator);
+  const char sep = kRateKeySeparator;
+  return absl::StrCat(RateKeyPrefix(rate, sep), SortableSeconds(rate.effective_time().seconds()), ".",
+                      absl::StrFormat("%09d", rate.effective_time().nanos()), absl::string_view(&sep, 1), rate_id);
 }
 
-std::string RateIdSeed(const v1::Rate& rate) { return RateKey(rate, "", '|'); }
+bool IsRateSortKey(absl::string_view member) {
+  const size_t id_sep = member.rfind(kRateKeySeparator);
+  if (id_sep == absl::string_view::npos || member.find('|') != absl::string_view::npos) return false;
+  const size_t time_sep = member.rfind(kRateKeySeparator, id_sep == 0 ? 0 : id_sep - 1);
+  if (time_sep == absl::string_view::npos || time_sep >= id_sep) return false;
+  return member.substr(time_sep + 1, id_sep - time_sep - 1).find('.') != absl::string_view::npos;
+}
+
+std::string RateIdSeed(const v1::Rate& rate) {
+  return absl::StrCat(RateKeyPrefix(rate, '|'), Pad(rate.effective_time().seconds()), "|");
+}
 
 PayerClass PayerClassFor(const v1::Organization& payer, const v1::Instrument& instrument) {
   if (payer.name() == instrument.owner_organization()) return labshare::type::v1::OWNER;

@@ -83,11 +83,17 @@ absl::Status ValidateRateFields(const v1::Rate& rate);
 // The price in the instrument's currency.
 absl::Status ValidateRateCurrency(const v1::Rate& rate, const v1::Instrument& instrument);
 // Index member ordering rates by key (mode, payer class, tier, entry), then
-// effective time, then id. Fields are separated by kRateKeySeparator, a byte
-// below every character a tier or entry id holds, so a key sorts before its
-// extensions ("" before "CORE" before "CORE2"; "xrd" before "xrd-fast").
+// effective time to the nanosecond (before 1970 too), then id. Fields are
+// separated by kRateKeySeparator, a byte below every character a tier or
+// entry id holds, so a key sorts before its extensions ("" before "CORE"
+// before "CORE2"; "xrd" before "xrd-fast"). The time is "<seconds, 20
+// characters>.<nanos, 9 digits>". Members of the earlier formats ('|'
+// between the fields; whole seconds only) are rewritten by
+// InventoryManager::MigrateRateIndexes.
 inline constexpr char kRateKeySeparator = '\x01';
 std::string RateSortKey(const v1::Rate& rate, absl::string_view rate_id);
+// Whether an index member is of RateSortKey's format (not an earlier one).
+bool IsRateSortKey(absl::string_view member);
 // What a rate's id is derived from: the key and time as the first index
 // format wrote them ('|'-separated), so ids and RATE_EXISTS stay as they were.
 std::string RateIdSeed(const v1::Rate& rate);

@@ -359,5 +359,92 @@ TEST_F(InventoryAudit4Test, UseBeforeTheCurrentGrantChangesNothing) {
   EXPECT_EQ(OutboxLength(), outbox);
 }
 
+// ------------------------------------------------------------ 8. every line, every window
+
+// LookupRate and CheckAccess read the first 10,000 members of the rate
+// index (and of the window index) only: a line or window after them was
+// not seen. Index members whose documents are absent are skipped, so
+// 10,001 of them before the real ones stand for a long history.
+TEST_F(InventoryAudit4Test, LookupRateAndCheckAccessReadEveryLineAndWindow) {
+  v1::Qualification q;
+  GrantAnaOnTem(&q);
+  const v1::Rate line = MakeRate("tem", tv1::OWNER, "", 100, clock_.Now() - absl::Hours(1));
+  v1::CreateMaintenanceWindowRequest mw;
+  mw.set_parent("instruments/tem");
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_start_time() = ToProto(clock_.Now() + absl::Hours(3));
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(clock_.Now() + absl::Hours(5));
+  v1::MaintenanceWindow window;
+  ASSERT_TRUE(Call(&Stub::CreateMaintenanceWindow, mw, &window, admin_).ok());
+  std::vector<std::string> rates = {"ZADD", keys::Rates("tem")};
+  std::vector<std::string> windows = {"ZADD", keys::Windows("tem")};
+  for (int i = 0; i < 10'001; ++i) {
+    rates.push_back("0");
+    rates.push_back(absl::StrCat("00", std::string(1, kRateKeySeparator), "gone-", i));  // mode 00: first
+    windows.push_back("0");
+    windows.push_back(absl::StrFormat("%020d.%09d|gone-%d", 0, 0, i));  // 1970: first
+  }
+  ASSERT_EQ(Redis(rates), 10'001);
+  ASSERT_EQ(Redis(windows), 10'001);
+
+  v1::LookupRateRequest lookup;
+  lookup.set_instrument("instruments/tem");
+  lookup.set_mode(tv1::ON_SITE);
+  lookup.set_payer_organization("organizations/owner");
+  v1::LookupRateResponse found;
+  grpc::Status s = Call(&Stub::LookupRate, lookup, &found, admin_);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(found.rate().name(), line.name());
+
+  v1::CheckAccessResponse access;
+  ASSERT_TRUE(Call(&Stub::CheckAccess,
+                   Access("users/ana", "instruments/tem", clock_.Now() + absl::Hours(4), clock_.Now() + absl::Hours(6)),
+                   &access, admin_)
+                  .ok());
+  EXPECT_EQ(access.rate().name(), line.name());
+  ASSERT_EQ(access.denials_size(), 1);
+  EXPECT_EQ(access.denials(0).code(), v1::DURING_MAINTENANCE);
+}
+
+// ------------------------------------------------------------ 9. rate lines by time
+
+// ListRates: "ordered by key then effective_time". Lines of one key in
+// force from within one second came by their ids (whole seconds in the
+// index), lines from before 1970 latest first ("-0...02" after
+// "-0...01"). Now by effective_time to the nanosecond; index members of
+// the whole-second format are rewritten by MigrateRateIndexes, once.
+TEST_F(InventoryAudit4Test, ListRatesOrdersLinesByEffectiveTimeToTheNanosecond) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  MakeFacility("fac", "owner");
+  MakeInstrument("tem", "owner", "fac");
+  const absl::Time second = clock_.Now() + absl::Hours(1);
+  std::vector<absl::Time> times = {absl::FromUnixSeconds(-2), absl::FromUnixSeconds(-1),
+                                   absl::FromUnixSeconds(-1) + absl::Milliseconds(500)};
+  for (int i = 0; i < 6; ++i) times.push_back(second + absl::Milliseconds(100 * i));
+  std::vector<v1::Rate> lines(times.size());
+  for (size_t i = times.size(); i-- > 0;) {  // the latest first
+    lines[i] = MakeRate("tem", tv1::MEMBER, "", 1000 + static_cast<int64_t>(i), times[i]);
+  }
+  std::vector<std::string> by_time;
+  for (const auto& r : lines) by_time.push_back(r.name());
+  EXPECT_EQ(RateNames("instruments/tem"), by_time);
+
+  // The whole-second format: "<mode>\1<class>\1<tier>\1<entry>\1<seconds, %020d>\1<id>".
+  ASSERT_EQ(Redis({"DEL", keys::Rates("tem")}), 1);
+  const std::string sep(1, kRateKeySeparator);
+  for (const auto& r : lines) {
+    const std::string id = r.name().substr(r.name().rfind('/') + 1);
+    ASSERT_EQ(Redis({"ZADD", keys::Rates("tem"), "0",
+                     absl::StrCat(absl::StrFormat("%02d", static_cast<int>(r.mode())), sep,
+                                  static_cast<int>(r.payer_class()), sep, r.tier(), sep, r.service_entry_id(), sep,
+                                  absl::StrFormat("%020d", r.effective_time().seconds()), sep, id)}),
+              1);
+  }
+  auto moved = manager_->MigrateRateIndexes();
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(*moved, static_cast<int>(lines.size()));
+  EXPECT_EQ(*manager_->MigrateRateIndexes(), 0);
+  EXPECT_EQ(RateNames("instruments/tem"), by_time);
+}
+
 }  // namespace
 }  // namespace labshare::inventory

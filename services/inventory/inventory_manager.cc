@@ -1425,8 +1425,10 @@ absl::StatusOr<int> InventoryManager::MigrateRateIndexes() {
       v1::Rate rate;
       LS_RETURN_IF_ERROR(Parse(rate, docs[i]->data));
       const std::string& m = old_members[i];
-      LS_ASSIGN_OR_RETURN(RedisValue reply, store_->docs().pool()->Eval(MoveIndexMember(), {keys::Rates(instr_id)},
-                                                                        {m, RateSortKey(rate, RateIdOf(m))}));
+      const std::string key = RateSortKey(rate, RateIdOf(m));
+      if (key == m) continue;  // a tier with '|' in it: already right
+      LS_ASSIGN_OR_RETURN(RedisValue reply,
+                          store_->docs().pool()->Eval(MoveIndexMember(), {keys::Rates(instr_id)}, {m, key}));
       moved += static_cast<int>(reply.integer);
     }
     return absl::OkStatus();

@@ -362,11 +362,23 @@ absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEv
     LS_ASSIGN_OR_RETURN(BillingPolicy policy, PolicyFromSlotRules(*rules));
     // A fee of 0 bps: nothing to charge, no rate to look up.
     if (FeeBpsFor(ChargeForBooking(*booking), policy) == 0) return out;
-    LS_ASSIGN_OR_RETURN(v1::AppliedRate rate,
-                        RateFor(booking->instrument(), booking->mode(), booking->payer_organization(),
-                                FromProto(booking->reserved_interval().start_time()), booking->payer_class(),
-                                booking->payer_tier(), "", batch));
-    LS_ASSIGN_OR_RETURN(auto charge, PriceBooking(*booking, rate, policy));
+    absl::StatusOr<v1::AppliedRate> rate =
+        RateFor(booking->instrument(), booking->mode(), booking->payer_organization(),
+                FromProto(booking->reserved_interval().start_time()), booking->payer_class(), booking->payer_tier(),
+                "", batch);
+    // The owner's own use with no OWNER line in force is free (inventory's
+    // CheckAccess admits it with no rate: internal use is free): nothing
+    // to charge, its fees neither, as for a fee of 0 bps. Old events
+    // without a recorded class: the payer owning the instrument.
+    const bool owner_pays = booking->payer_class() == labshare::type::v1::OWNER ||
+                            (booking->payer_class() == labshare::type::v1::PAYER_CLASS_UNSPECIFIED &&
+                             booking->payer_organization() == booking->instrument_owner());
+    if (!rate.ok() && owner_pays && rate.status().code() == absl::StatusCode::kNotFound &&
+        ErrorReason(rate.status()) == "NO_RATE") {
+      return out;
+    }
+    LS_RETURN_IF_ERROR(rate.status());
+    LS_ASSIGN_OR_RETURN(auto charge, PriceBooking(*booking, *rate, policy));
     if (charge) {
       charge->set_instrument_category(instrument.category());
       out.charges.push_back(*std::move(charge));

@@ -147,6 +147,39 @@ absl::Status Parse(google::protobuf::Message& out, const std::string& bytes) {
   return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "a stored record is unreadable");
 }
 
+// Every member of a sorted-set index, in batches of kIndexBatch, in order.
+absl::Status ForEachIndexBatch(const DocStore& docs, const std::string& index,
+                               const std::function<absl::Status(const std::vector<std::string>&)>& fn) {
+  std::string after;
+  while (true) {
+    LS_ASSIGN_OR_RETURN(auto members, docs.IndexRange(index, after, kIndexBatch));
+    if (members.empty()) break;
+    after = members.back();
+    LS_RETURN_IF_ERROR(fn(members));
+    if (static_cast<int>(members.size()) < kIndexBatch) break;
+  }
+  return absl::OkStatus();
+}
+
+// The members of an index in order, however many, up to the first one
+// `before_end` refuses (when given: an index sorted by time read up to a
+// time).
+absl::StatusOr<std::vector<std::string>> IndexMembers(
+    const DocStore& docs, const std::string& index,
+    const std::function<bool(const std::string&)>& before_end = nullptr) {
+  std::vector<std::string> out;
+  std::string after;
+  while (true) {
+    LS_ASSIGN_OR_RETURN(auto members, docs.IndexRange(index, after, kIndexBatch));
+    for (auto& m : members) {
+      if (before_end && !before_end(m)) return out;
+      out.push_back(std::move(m));
+    }
+    if (static_cast<int>(members.size()) < kIndexBatch) return out;
+    after = out.back();
+  }
+}
+
 }  // namespace
 
 // ================================================================ plumbing
@@ -219,6 +252,7 @@ absl::StatusOr<Resp> InventoryManager::Commit(
       m.event_type = v1::InventoryEvent::descriptor()->full_name();
       m.event_payload = plan.event.SerializeAsString();
     }
+    if (before_commit_for_testing_) before_commit_for_testing_(method);
     LS_ASSIGN_OR_RETURN(CommitOutcome outcome, store_->docs().Commit(m));
     switch (outcome.kind) {
       case CommitOutcome::Kind::kApplied: return std::move(plan.response);
@@ -323,16 +357,20 @@ absl::StatusOr<v1::Organization> InventoryManager::CreateOrganization(
     const Principal& p, const v1::CreateOrganizationRequest& r) {
   return Commit<v1::Organization>(p, "CreateOrganization", r, r.request_id(),
                                   [&]() -> absl::StatusOr<Plan<v1::Organization>> {
-    LS_ASSIGN_OR_RETURN(std::string id, ChooseId(r.organization_id(), "organization_id", "org"));
+    // The Errors list's order: the organisation's own fields (display_name,
+    // type, size_class), the id, the initial membership, then the
+    // invoicing details.
     v1::Organization org = r.organization();
     if (org.membership_state() == v1::MEMBERSHIP_STATE_UNSPECIFIED) {
       org.set_membership_state(v1::APPLICANT);
     }
-    LS_RETURN_IF_ERROR(ValidateOrganization(org));
+    LS_RETURN_IF_ERROR(ValidateOrganizationFields(org));
+    LS_ASSIGN_OR_RETURN(std::string id, ChooseId(r.organization_id(), "organization_id", "org"));
     LS_RETURN_IF_ERROR(ValidateInitialMembership(org));
     if (org.membership_state() != v1::MEMBER && !org.tier().empty()) {
       return InvalidField("organization.tier", "only members have a tier");
     }
+    LS_RETURN_IF_ERROR(ValidateInvoicingDetails(org.invoicing_details()));
     const absl::Time now = clock_->Now();
     org.set_name("organizations/" + id);
     Stamp(org.mutable_create_time(), org.mutable_update_time(), now, true);
@@ -418,8 +456,16 @@ absl::StatusOr<v1::Organization> InventoryManager::UpdateOrganization(
     LS_RETURN_IF_ERROR(CheckEtag(r.organization().etag(), current.version));
     v1::Organization org = current.value;
     ApplyMask(r.organization(), mask, &org);
+    // An empty invoicing_details clears it: no empty message is stored, and
+    // one stored so (by an earlier clear) reads as none.
+    auto clear_empty = [](v1::Organization& o) {
+      if (o.has_invoicing_details() && o.invoicing_details().ByteSizeLong() == 0) o.clear_invoicing_details();
+    };
+    clear_empty(org);
     LS_RETURN_IF_ERROR(ValidateOrganization(org));
-    if (Unchanged(org, current)) return AnswerStored(keys::Org(id), std::move(current));
+    Loaded<v1::Organization> as_read = current;
+    clear_empty(as_read.value);
+    if (Unchanged(org, as_read)) return AnswerStored(keys::Org(id), std::move(current));
     const absl::Time now = clock_->Now();
     *org.mutable_update_time() = ToProto(now);
     org.set_etag(std::to_string(current.version + 1));
@@ -685,7 +731,11 @@ absl::StatusOr<v1::Facility> InventoryManager::UpdateFacility(const Principal& p
     LS_ASSIGN_OR_RETURN(std::string op, ParseName(f.operator_organization(), "organizations", "facility.operator_organization"));
     LS_RETURN_IF_ERROR(ValidateFacility(f, f.time_zone() != current.value.time_zone()));
     LS_RETURN_IF_ERROR(store_->Load<v1::Organization>(keys::Org(op), "ORGANIZATION_NOT_FOUND", f.operator_organization()).status());
-    if (Unchanged(f, current)) return AnswerStored(keys::Facility(id), std::move(current));
+    // A record from before time_zone (stored as "") means the default zone:
+    // filling it in alone is no change.
+    Loaded<v1::Facility> as_read = current;
+    if (as_read.value.time_zone().empty()) as_read.value.set_time_zone(kDefaultFacilityTimeZone);
+    if (Unchanged(f, as_read)) return AnswerStored(keys::Facility(id), std::move(current));
     const absl::Time now = clock_->Now();
     *f.mutable_update_time() = ToProto(now);
     f.set_etag(std::to_string(current.version + 1));
@@ -722,8 +772,9 @@ absl::StatusOr<v1::Instrument> InventoryManager::CreateInstrument(
     LS_ASSIGN_OR_RETURN(std::string id, ChooseId(r.instrument_id(), "instrument_id", "instr"));
     LS_ASSIGN_OR_RETURN(std::string fac, ParseName(in.facility(), "facilities", "instrument.facility"));
     LS_RETURN_IF_ERROR(ValidateInstrument(in));
-    LS_RETURN_IF_ERROR(store_->Load<v1::Organization>(keys::Org(owner), "ORGANIZATION_NOT_FOUND", in.owner_organization()).status());
+    // The Errors list's order: FACILITY_NOT_FOUND, then ORGANIZATION_NOT_FOUND.
     LS_ASSIGN_OR_RETURN(auto facility, store_->Load<v1::Facility>(keys::Facility(fac), "FACILITY_NOT_FOUND", in.facility()));
+    LS_RETURN_IF_ERROR(store_->Load<v1::Organization>(keys::Org(owner), "ORGANIZATION_NOT_FOUND", in.owner_organization()).status());
     // An organisation registers instruments only in a facility it owns or
     // runs (the guard below keeps the operator read here until the commit).
     const v1::Facility& site = facility.value;
@@ -876,20 +927,18 @@ absl::StatusOr<v1::Rate> InventoryManager::CreateRate(const Principal& p,
   return Commit<v1::Rate>(p, "CreateRate", r, r.request_id(),
                           [&]() -> absl::StatusOr<Plan<v1::Rate>> {
     LS_ASSIGN_OR_RETURN(std::string instr_id, ParseName(r.parent(), "instruments", "parent"));
-    LS_ASSIGN_OR_RETURN(auto in, store_->Load<v1::Instrument>(keys::Instrument(instr_id), "INSTRUMENT_NOT_FOUND", r.parent()));
     const absl::Time now = clock_->Now();
     v1::Rate rate = r.rate();
     if (!rate.has_effective_time()) *rate.mutable_effective_time() = ToProto(now);
     // A line may take effect in the past (a rate history, a correction):
     // billing stores the price of every charge it posts, so charges already
     // posted keep theirs; uses priced later read the line in force then.
-    LS_RETURN_IF_ERROR(ValidateRate(rate, in.value));
-    if (FindMode(in.value, rate.mode()) == nullptr) {
-      return MakeError(absl::StatusCode::kFailedPrecondition, "MODE_NOT_OFFERED",
-                       absl::StrCat(r.parent(), " does not offer ",
-                                    labshare::type::v1::SharingMode_Name(rate.mode()),
-                                    "; add the mode to the instrument first"));
-    }
+    // The Errors list's order: the line's own fields, then what needs the
+    // instrument (its currency; INSTRUMENT_NOT_FOUND,
+    // SERVICE_ENTRY_NOT_FOUND before MODE_NOT_OFFERED).
+    LS_RETURN_IF_ERROR(ValidateRateFields(rate));
+    LS_ASSIGN_OR_RETURN(auto in, store_->Load<v1::Instrument>(keys::Instrument(instr_id), "INSTRUMENT_NOT_FOUND", r.parent()));
+    LS_RETURN_IF_ERROR(ValidateRateCurrency(rate, in.value));
     if (!rate.service_entry_id().empty()) {
       bool found = false;
       for (const auto& e : in.value.service_catalogue()) found |= e.entry_id() == rate.service_entry_id();
@@ -897,6 +946,12 @@ absl::StatusOr<v1::Rate> InventoryManager::CreateRate(const Principal& p,
         return MakeError(absl::StatusCode::kNotFound, "SERVICE_ENTRY_NOT_FOUND",
                          absl::StrCat(r.parent(), " has no catalogue entry '", rate.service_entry_id(), "'"));
       }
+    }
+    if (FindMode(in.value, rate.mode()) == nullptr) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "MODE_NOT_OFFERED",
+                       absl::StrCat(r.parent(), " does not offer ",
+                                    labshare::type::v1::SharingMode_Name(rate.mode()),
+                                    "; add the mode to the instrument first"));
     }
     // The id is derived from the line's key and time, so two lines for the
     // same key and effective time collide (RATE_EXISTS) atomically.
@@ -909,6 +964,8 @@ absl::StatusOr<v1::Rate> InventoryManager::CreateRate(const Principal& p,
     plan.now = now;
     plan.mutation.writes.push_back({keys::Rate(instr_id, rate_id), rate.SerializeAsString(), 0});
     plan.mutation.index_ops.push_back({keys::Rates(instr_id), RateSortKey(rate, rate_id)});
+    // Its currency, modes and catalogue are still the ones checked.
+    plan.mutation.guards.push_back({keys::Instrument(instr_id), in.version});
     auto* ev = plan.event.mutable_rate_created();
     ev->set_instrument(r.parent());
     *ev->mutable_rate() = rate;
@@ -952,7 +1009,7 @@ absl::StatusOr<v1::LookupRateResponse> InventoryManager::LookupRate(
   }
   LS_ASSIGN_OR_RETURN(auto in, store_->Load<v1::Instrument>(keys::Instrument(instr_id), "INSTRUMENT_NOT_FOUND", r.instrument()));
   LS_ASSIGN_OR_RETURN(auto payer, store_->Load<v1::Organization>(keys::Org(payer_id), "ORGANIZATION_NOT_FOUND", r.payer_organization()));
-  LS_ASSIGN_OR_RETURN(auto members, store_->docs().IndexRange(keys::Rates(instr_id), "", 10000));
+  LS_ASSIGN_OR_RETURN(auto members, IndexMembers(store_->docs(), keys::Rates(instr_id)));
   std::vector<std::string> rate_keys;
   for (const auto& m : members) rate_keys.push_back(keys::Rate(instr_id, RateIdOf(m)));
   LS_ASSIGN_OR_RETURN(auto loaded, store_->LoadMany<v1::Rate>(rate_keys));
@@ -993,12 +1050,13 @@ absl::StatusOr<v1::Qualification> InventoryManager::GrantQualification(
     LS_RETURN_IF_ERROR(RequireStaffOf(p, in.value));
     LS_ASSIGN_OR_RETURN(std::string user_id, ParseName(r.user(), "users", "user"));
     LS_ASSIGN_OR_RETURN(auto user, store_->Load<v1::User>(keys::User(user_id), "USER_NOT_FOUND", r.user()));
-    if (in.value.state() == v1::RETIRED) {
-      return MakeError(absl::StatusCode::kFailedPrecondition, "INSTRUMENT_RETIRED", r.instrument() + " is retired");
-    }
+    // The Errors list's order: MODE_NOT_OFFERED, INSTRUMENT_RETIRED, USER_DISABLED.
     if (FindMode(in.value, labshare::type::v1::ON_SITE) == nullptr) {
       return MakeError(absl::StatusCode::kFailedPrecondition, "MODE_NOT_OFFERED",
                        r.instrument() + " offers no on-site use, so it needs no qualification");
+    }
+    if (in.value.state() == v1::RETIRED) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "INSTRUMENT_RETIRED", r.instrument() + " is retired");
     }
     if (user.value.disabled()) {
       return MakeError(absl::StatusCode::kFailedPrecondition, "USER_DISABLED", r.user() + " is disabled");
@@ -1021,6 +1079,10 @@ absl::StatusOr<v1::Qualification> InventoryManager::GrantQualification(
     plan.mutation.writes.push_back({key, q.SerializeAsString(), existing ? existing->version : 0});
     plan.mutation.index_ops.push_back({keys::InstrumentQualifications(instr_id), user_id});
     plan.mutation.index_ops.push_back({keys::UserQualifications(user_id), instr_id});
+    // The instrument (scope, mode, state, validity) and the user (disabled)
+    // are still as checked.
+    plan.mutation.guards.push_back({keys::Instrument(instr_id), in.version});
+    plan.mutation.guards.push_back({keys::User(user_id), user.version});
     ComputeQualificationState(q, QualificationValidityDays(in.value), now);
     auto* ev = plan.event.mutable_qualification_changed();
     ev->set_kind(existing ? v1::UPDATED : v1::CREATED);
@@ -1046,6 +1108,7 @@ absl::StatusOr<v1::Qualification> InventoryManager::RevokeQualification(
     Plan<v1::Qualification> plan;
     plan.now = clock_->Now();
     plan.mutation.writes.push_back({key, q.SerializeAsString(), current.version});
+    plan.mutation.guards.push_back({keys::Instrument(ids.first), in.version});  // scope, validity
     ComputeQualificationState(q, QualificationValidityDays(in.value), plan.now);
     auto* ev = plan.event.mutable_qualification_changed();
     ev->set_kind(v1::STATE_CHANGED);
@@ -1122,12 +1185,20 @@ absl::StatusOr<v1::Qualification> InventoryManager::RecordQualificationUse(
     v1::Qualification at_use = q;
     ComputeQualificationState(at_use, validity, FromProto(r.use_time()));
     const bool lapsed = at_use.state() != v1::VALID;
-    if (lapsed || (q.has_last_use_time() && FromProto(r.use_time()) <= FromProto(q.last_use_time()))) {
-      // An older use, or one after the lapse or the revocation, changes
-      // nothing: answer with the current state.
+    // A use before the current grant was made under an earlier one (a late
+    // report after a re-grant): the grant already restarted the validity.
+    const bool before_grant = q.has_grant_time() && FromProto(r.use_time()) < FromProto(q.grant_time());
+    if (lapsed || before_grant ||
+        (q.has_last_use_time() && FromProto(r.use_time()) <= FromProto(q.last_use_time()))) {
+      // An older use, one before the grant, or one after the lapse or the
+      // revocation changes nothing: answer with the current state. A use
+      // after now is taken as given (booking reports check-outs, which
+      // are never ahead of its clock).
       ComputeQualificationState(q, validity, clock_->Now());
       Plan<v1::Qualification> unchanged;
       unchanged.write_nothing = true;
+      unchanged.mutation.guards.push_back({key, current.version});
+      unchanged.mutation.guards.push_back({keys::Instrument(ids.first), in.version});
       unchanged.response = std::move(q);
       return unchanged;
     }
@@ -1135,6 +1206,7 @@ absl::StatusOr<v1::Qualification> InventoryManager::RecordQualificationUse(
     Plan<v1::Qualification> plan;
     plan.now = clock_->Now();
     plan.mutation.writes.push_back({key, q.SerializeAsString(), current.version});
+    plan.mutation.guards.push_back({keys::Instrument(ids.first), in.version});  // the validity applied
     ComputeQualificationState(q, validity, plan.now);
     auto* ev = plan.event.mutable_qualification_changed();
     ev->set_kind(v1::UPDATED);
@@ -1168,6 +1240,7 @@ absl::StatusOr<v1::MaintenanceWindow> InventoryManager::CreateMaintenanceWindow(
     plan.now = now;
     plan.mutation.writes.push_back({keys::Window(instr_id, id), w.SerializeAsString(), 0});
     plan.mutation.index_ops.push_back({keys::Windows(instr_id), WindowSortKey(w, id)});
+    plan.mutation.guards.push_back({keys::Instrument(instr_id), in.version});  // scope, not retired
     auto* ev = plan.event.mutable_maintenance_window_changed();
     ev->set_kind(v1::CREATED);
     ev->set_instrument(r.parent());
@@ -1227,6 +1300,7 @@ absl::StatusOr<v1::MaintenanceWindow> InventoryManager::CancelMaintenanceWindow(
     w.set_state(v1::CANCELLED);
     Plan<v1::MaintenanceWindow> plan;
     plan.mutation.writes.push_back({key, w.SerializeAsString(), current.version});
+    plan.mutation.guards.push_back({keys::Instrument(ids.first), in.version});  // the scope
     auto* ev = plan.event.mutable_maintenance_window_changed();
     ev->set_kind(v1::STATE_CHANGED);
     ev->set_instrument("instruments/" + ids.first);
@@ -1285,17 +1359,20 @@ absl::StatusOr<v1::CheckAccessResponse> InventoryManager::CheckAccess(
   if (docs[1]) LS_RETURN_IF_ERROR(Parse(facility, docs[1]->data));
   if (docs[2]) LS_RETURN_IF_ERROR(Parse(qualification, docs[2]->data));
 
-  LS_ASSIGN_OR_RETURN(auto rate_members, store_->docs().IndexRange(keys::Rates(instr_id), "", 10000));
-  LS_ASSIGN_OR_RETURN(auto window_members, store_->docs().IndexRange(keys::Windows(instr_id), "", 10000));
+  // Every line and every window starting before the interval ends, however
+  // many the history holds.
+  LS_ASSIGN_OR_RETURN(auto rate_members, IndexMembers(store_->docs(), keys::Rates(instr_id)));
+  const absl::Time end = FromProto(r.interval().end_time());
+  LS_ASSIGN_OR_RETURN(
+      auto window_members,
+      IndexMembers(store_->docs(), keys::Windows(instr_id), [end](const std::string& m) {
+        // Members sort by start: later ones cannot overlap the interval.
+        // Their whole seconds suffice (either format: see WindowSortKey).
+        return absl::FromUnixSeconds(std::stoll(m.substr(0, m.find_first_of(".|")))) < end;
+      }));
   std::vector<std::string> rate_keys, window_keys;
   for (const auto& m : rate_members) rate_keys.push_back(keys::Rate(instr_id, RateIdOf(m)));
-  const absl::Time end = FromProto(r.interval().end_time());
-  for (const auto& m : window_members) {
-    // Members sort by start: later ones cannot overlap the interval. Their
-    // whole seconds suffice (either format: see WindowSortKey).
-    if (absl::FromUnixSeconds(std::stoll(m.substr(0, m.find_first_of(".|")))) >= end) break;
-    window_keys.push_back(keys::Window(instr_id, m.substr(m.rfind('|') + 1)));
-  }
+  for (const auto& m : window_members) window_keys.push_back(keys::Window(instr_id, m.substr(m.rfind('|') + 1)));
   LS_ASSIGN_OR_RETURN(auto rates, store_->LoadMany<v1::Rate>(rate_keys));
   LS_ASSIGN_OR_RETURN(auto windows, store_->LoadMany<v1::MaintenanceWindow>(window_keys));
 
@@ -1313,42 +1390,56 @@ absl::StatusOr<v1::CheckAccessResponse> InventoryManager::CheckAccess(
 // ================================================================ migration
 
 namespace {
-
-// Every member of a sorted-set index, in batches of kIndexBatch, in order.
-absl::Status ForEachIndexBatch(const DocStore& docs, const std::string& index,
-                               const std::function<absl::Status(const std::vector<std::string>&)>& fn) {
-  std::string after;
-  while (true) {
-    LS_ASSIGN_OR_RETURN(auto members, docs.IndexRange(index, after, kIndexBatch));
-    if (members.empty()) break;
-    after = members.back();
-    LS_RETURN_IF_ERROR(fn(members));
-    if (static_cast<int>(members.size()) < kIndexBatch) break;
-  }
-  return absl::OkStatus();
+// Replaces an index member with another in one step, only if the old one
+// was still there (a second migration running at the same time moves it
+// once).
+const RedisScript& MoveIndexMember() {
+  static const RedisScript* const kMove = new RedisScript(R"lua(
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('ZADD', KEYS[1], 0, ARGV[2])
+  return 1
+end
+return 0
+)lua");
+  return *kMove;
 }
-
 }  // namespace
 
 absl::StatusOr<int> InventoryManager::MigrateRateIndexes() {
-  // Members of the first format ('|'-separated) become RateSortKey's, one
-  // index per step; an index already migrated is left as it is.
-  static const RedisScript kMigrate(R"lua(
-local moved = 0
-for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if string.find(m, '|', 1, true) then
-    redis.call('ZREM', KEYS[1], m)
-    redis.call('ZADD', KEYS[1], 0, (string.gsub(m, '|', '\1')))
-    moved = moved + 1
-  end
-end
-return moved
-)lua");
+  // Members of an earlier format ('|'-separated; whole seconds) become
+  // RateSortKey's, computed from the line they name; members already of
+  // that format are left as they are, and so are members whose line is
+  // gone.
   int moved = 0;
-  LS_RETURN_IF_ERROR(ForEachIndexBatch(store_->docs(), keys::Instruments(), [&](const std::vector<std::string>& ids) {
-    for (const auto& id : ids) {
-      LS_ASSIGN_OR_RETURN(RedisValue reply, store_->docs().pool()->Eval(kMigrate, {keys::Rates(id)}, {}));
+  auto migrate = [&](const std::string& instr_id, const std::vector<std::string>& members) -> absl::Status {
+    std::vector<std::string> old_members, doc_keys;
+    for (const auto& m : members) {
+      if (IsRateSortKey(m)) continue;
+      old_members.push_back(m);
+      doc_keys.push_back(keys::Rate(instr_id, RateIdOf(m)));
+    }
+    if (doc_keys.empty()) return absl::OkStatus();
+    LS_ASSIGN_OR_RETURN(auto docs, store_->docs().GetMany(doc_keys));
+    for (size_t i = 0; i < old_members.size(); ++i) {
+      if (!docs[i]) continue;
+      v1::Rate rate;
+      LS_RETURN_IF_ERROR(Parse(rate, docs[i]->data));
+      const std::string& m = old_members[i];
+      const std::string key = RateSortKey(rate, RateIdOf(m));
+      if (key == m) continue;  // a tier with '|' in it: already right
+      LS_ASSIGN_OR_RETURN(RedisValue reply,
+                          store_->docs().pool()->Eval(MoveIndexMember(), {keys::Rates(instr_id)}, {m, key}));
       moved += static_cast<int>(reply.integer);
+    }
+    return absl::OkStatus();
+  };
+  LS_RETURN_IF_ERROR(ForEachIndexBatch(store_->docs(), keys::Instruments(), [&](const std::vector<std::string>& ids) {
+    for (const auto& instr_id : ids) {
+      // A member moved while paging and met again is of the new format.
+      LS_RETURN_IF_ERROR(ForEachIndexBatch(store_->docs(), keys::Rates(instr_id),
+                                           [&](const std::vector<std::string>& members) {
+                                             return migrate(instr_id, members);
+                                           }));
     }
     return absl::OkStatus();
   }));
@@ -1356,16 +1447,7 @@ return moved
 }
 
 absl::StatusOr<int> InventoryManager::MigrateWindowIndexes() {
-  // One member at a time: the old member goes and the new one comes in one
-  // step, only if the old one was still there (a second migration running
-  // at the same time moves it once).
-  static const RedisScript kMove(R"lua(
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
-  redis.call('ZADD', KEYS[1], 0, ARGV[2])
-  return 1
-end
-return 0
-)lua");
+  // One member at a time (MoveIndexMember).
   int moved = 0;
   auto migrate = [&](const std::string& instr_id, const std::vector<std::string>& members) -> absl::Status {
     const std::string index = keys::Windows(instr_id);
@@ -1384,7 +1466,7 @@ return 0
       LS_RETURN_IF_ERROR(Parse(w, docs[i]->data));
       const std::string& m = old_members[i];
       LS_ASSIGN_OR_RETURN(RedisValue reply,
-                          store_->docs().pool()->Eval(kMove, {index}, {m, WindowSortKey(w, m.substr(m.rfind('|') + 1))}));
+                          store_->docs().pool()->Eval(MoveIndexMember(), {index}, {m, WindowSortKey(w, m.substr(m.rfind('|') + 1))}));
       moved += static_cast<int>(reply.integer);
     }
     return absl::OkStatus();

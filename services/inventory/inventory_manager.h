@@ -3,8 +3,10 @@
 //
 // Every mutation: replay check by request_id, then read, check scope,
 // validate, and commit documents + indexes + event + idempotency record in
-// one atomic step (compare-and-set on every document read). A rejected
-// request writes nothing. Thread-safe.
+// one atomic step (compare-and-set on every document read: a document
+// written carries its expected version, one read for a decision a guard;
+// only documents read for their existence alone, which nothing deletes,
+// go unguarded). A rejected request writes nothing. Thread-safe.
 #ifndef LABSHARE_SERVICES_INVENTORY_INVENTORY_MANAGER_H_
 #define LABSHARE_SERVICES_INVENTORY_INVENTORY_MANAGER_H_
 
@@ -91,6 +93,14 @@ class InventoryManager {
   // order); returns how many moved. Idempotent.
   absl::StatusOr<int> MigrateWindowIndexes();
 
+  // Tests only: runs `hook` (with the method's name) in every mutation
+  // between its reads and its atomic step, so that a test can change what
+  // was read in between. Set it before the calls it is for; not
+  // synchronised with calls in flight.
+  void SetBeforeCommitHookForTesting(std::function<void(absl::string_view method)> hook) {
+    before_commit_for_testing_ = std::move(hook);
+  }
+
  private:
   // What a mutation will write, decided from the state it read.
   template <typename Resp>
@@ -150,6 +160,7 @@ class InventoryManager {
   InventoryStore* store_;
   const Clock* clock_;
   PageTokenCodec page_tokens_;
+  std::function<void(absl::string_view method)> before_commit_for_testing_;
 };
 
 }  // namespace labshare::inventory

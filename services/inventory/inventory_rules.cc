@@ -159,6 +159,11 @@ bool MembershipTransitionAllowed(MembershipState from, MembershipState to) {
 }
 
 absl::Status ValidateOrganization(const v1::Organization& org) {
+  LS_RETURN_IF_ERROR(ValidateOrganizationFields(org));
+  return ValidateInvoicingDetails(org.invoicing_details());
+}
+
+absl::Status ValidateOrganizationFields(const v1::Organization& org) {
   std::vector<FieldViolation> bad;
   // Characters, not bytes: Chinese names are three bytes a character.
   const size_t chars = static_cast<size_t>(std::count_if(
@@ -178,7 +183,7 @@ absl::Status ValidateOrganization(const v1::Organization& org) {
     bad.push_back({"organization.size_class", "only enterprises have a size class"});
   }
   if (!bad.empty()) return InvalidFields(std::move(bad));
-  return ValidateInvoicingDetails(org.invoicing_details());
+  return absl::OkStatus();
 }
 
 namespace {
@@ -461,6 +466,20 @@ const v1::AccessPolicy& EffectivePolicy(const v1::Instrument& instrument,
 // ------------------------------------------------------------ rates
 
 absl::Status ValidateRate(const v1::Rate& rate, const v1::Instrument& instrument) {
+  LS_RETURN_IF_ERROR(ValidateRateFields(rate));
+  return ValidateRateCurrency(rate, instrument);
+}
+
+absl::Status ValidateRateCurrency(const v1::Rate& rate, const v1::Instrument& instrument) {
+  if (rate.price().currency_code() != instrument.original_value().currency_code()) {
+    return InvalidField("rate.price.currency_code",
+                        absl::StrCat("must be the instrument's currency ",
+                                     instrument.original_value().currency_code()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateRateFields(const v1::Rate& rate) {
   using labshare::type::v1::PayerClass_IsValid;
   if (rate.mode() == labshare::type::v1::SHARING_MODE_UNSPECIFIED ||
       !labshare::type::v1::SharingMode_IsValid(rate.mode())) {
@@ -474,11 +493,6 @@ absl::Status ValidateRate(const v1::Rate& rate, const v1::Instrument& instrument
     return InvalidField("rate.tier", "only MEMBER lines name a tier");
   }
   LS_RETURN_IF_ERROR(ValidateMoney(rate.price(), "rate.price", true));
-  if (rate.price().currency_code() != instrument.original_value().currency_code()) {
-    return InvalidField("rate.price.currency_code",
-                        absl::StrCat("must be the instrument's currency ",
-                                     instrument.original_value().currency_code()));
-  }
   if (!rate.has_effective_time()) return InvalidField("rate.effective_time", "required");
   if (rate.has_tax_rate_bps() && (rate.tax_rate_bps() < 0 || rate.tax_rate_bps() > 10000)) {
     return InvalidField("rate.tax_rate_bps", "between 0 and 10000 basis points (600 = 6 %), or unset");
@@ -510,19 +524,39 @@ absl::Status ValidateRate(const v1::Rate& rate, const v1::Instrument& instrument
 }
 
 namespace {
-std::string RateKey(const v1::Rate& rate, absl::string_view rate_id, char sep) {
+std::string RateKeyPrefix(const v1::Rate& rate, char sep) {
   const absl::string_view s(&sep, 1);
   return absl::StrCat(absl::StrFormat("%02d", static_cast<int>(rate.mode())), s,
-                      static_cast<int>(rate.payer_class()), s, rate.tier(), s, rate.service_entry_id(), s,
-                      Pad(rate.effective_time().seconds()), s, rate_id);
+                      static_cast<int>(rate.payer_class()), s, rate.tier(), s, rate.service_entry_id(), s);
+}
+
+// Seconds that sort as bytes in numeric order, 20 characters: %020d when
+// not negative (as the first formats wrote them); before 1970 '-' (below
+// every digit) and 10^18 + seconds in 19 digits, so that -2 sorts before
+// -1 (a valid Timestamp's seconds are above -10^12).
+std::string SortableSeconds(int64_t seconds) {
+  if (seconds >= 0) return Pad(seconds);
+  return absl::StrFormat("-%019d", int64_t{1'000'000'000'000'000'000} + seconds);
 }
 }  // namespace
 
 std::string RateSortKey(const v1::Rate& rate, absl::string_view rate_id) {
-  return RateKey(rate, rate_id, kRateKeySeparator);
+  const char sep = kRateKeySeparator;
+  return absl::StrCat(RateKeyPrefix(rate, sep), SortableSeconds(rate.effective_time().seconds()), ".",
+                      absl::StrFormat("%09d", rate.effective_time().nanos()), absl::string_view(&sep, 1), rate_id);
 }
 
-std::string RateIdSeed(const v1::Rate& rate) { return RateKey(rate, "", '|'); }
+bool IsRateSortKey(absl::string_view member) {
+  const size_t id_sep = member.rfind(kRateKeySeparator);
+  if (id_sep == absl::string_view::npos || member.find('|') != absl::string_view::npos) return false;
+  const size_t time_sep = member.rfind(kRateKeySeparator, id_sep == 0 ? 0 : id_sep - 1);
+  if (time_sep == absl::string_view::npos || time_sep >= id_sep) return false;
+  return member.substr(time_sep + 1, id_sep - time_sep - 1).find('.') != absl::string_view::npos;
+}
+
+std::string RateIdSeed(const v1::Rate& rate) {
+  return absl::StrCat(RateKeyPrefix(rate, '|'), Pad(rate.effective_time().seconds()), "|");
+}
 
 PayerClass PayerClassFor(const v1::Organization& payer, const v1::Instrument& instrument) {
   if (payer.name() == instrument.owner_organization()) return labshare::type::v1::OWNER;

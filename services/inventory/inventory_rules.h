@@ -35,7 +35,10 @@ absl::StatusOr<std::pair<std::string, std::string>> ParseChildName(absl::string_
 
 // ------------------------------------------------------------ organisations
 bool MembershipTransitionAllowed(v1::MembershipState from, v1::MembershipState to);
+// ValidateOrganizationFields, then ValidateInvoicingDetails.
 absl::Status ValidateOrganization(const v1::Organization& org);
+// display_name, type and size_class (every violation among them at once).
+absl::Status ValidateOrganizationFields(const v1::Organization& org);
 // The fapiao fields (inventory.proto InvoicingDetails); an empty message is
 // valid. INVALID_ARGUMENT: INVALID_TAXPAYER_ID for the taxpayer id,
 // INVALID_FIELD for the others.
@@ -72,13 +75,25 @@ const v1::AccessPolicy& EffectivePolicy(const v1::Instrument& instrument,
                                         const v1::Facility& facility);
 
 // ------------------------------------------------------------ rates
+// ValidateRateFields, then ValidateRateCurrency.
 absl::Status ValidateRate(const v1::Rate& rate, const v1::Instrument& instrument);
+// What needs no instrument: mode, payer class, tier, price, effective_time,
+// tax rate, unit and service entry fitting the mode.
+absl::Status ValidateRateFields(const v1::Rate& rate);
+// The price in the instrument's currency.
+absl::Status ValidateRateCurrency(const v1::Rate& rate, const v1::Instrument& instrument);
 // Index member ordering rates by key (mode, payer class, tier, entry), then
-// effective time, then id. Fields are separated by kRateKeySeparator, a byte
-// below every character a tier or entry id holds, so a key sorts before its
-// extensions ("" before "CORE" before "CORE2"; "xrd" before "xrd-fast").
+// effective time to the nanosecond (before 1970 too), then id. Fields are
+// separated by kRateKeySeparator, a byte below every character a tier or
+// entry id holds, so a key sorts before its extensions ("" before "CORE"
+// before "CORE2"; "xrd" before "xrd-fast"). The time is "<seconds, 20
+// characters>.<nanos, 9 digits>". Members of the earlier formats ('|'
+// between the fields; whole seconds only) are rewritten by
+// InventoryManager::MigrateRateIndexes.
 inline constexpr char kRateKeySeparator = '\x01';
 std::string RateSortKey(const v1::Rate& rate, absl::string_view rate_id);
+// Whether an index member is of RateSortKey's format (not an earlier one).
+bool IsRateSortKey(absl::string_view member);
 // What a rate's id is derived from: the key and time as the first index
 // format wrote them ('|'-separated), so ids and RATE_EXISTS stay as they were.
 std::string RateIdSeed(const v1::Rate& rate);

@@ -1649,17 +1649,26 @@ absl::StatusOr<int> BookingManager::Sweep() {
     return result.status();
   };
 
+  // One booking the sweep could not settle (an unreadable document, a
+  // failed step or read) is logged and skipped; the round goes on with the
+  // others, and it is looked at again in the next round.
+  const auto skipped = [](const std::string& id, const absl::Status& error) {
+    LogWarning("sweep skipped a booking", {{"booking", "bookings/" + id}, {"error", error.ToString()}});
+  };
   for (int partition = 0; partition < kPartitions; ++partition) {
-    // The due set: bookings made by older versions, and running sessions
-    // met below. All of it that is due is read, page by page; what stays
-    // (not due yet) is skipped by the offset.
+    // The due set: bookings made by older versions, running sessions met
+    // below, and bookings a round skipped. All of it that is due is read,
+    // page by page; what stays (not due yet, skipped) is passed by the
+    // offset.
     for (int offset = 0;;) {
       LS_ASSIGN_OR_RETURN(auto due, store_->Due(partition, now_ms, offset, kSweepBatch));
       for (const std::string& id : due) {
         Found found;
-        LS_RETURN_IF_ERROR(settle(id, found));
-        if (found.gone) {
-          LS_RETURN_IF_ERROR(store_->ForgetDue(partition, id));
+        absl::Status settled = settle(id, found);
+        if (settled.ok() && found.gone) settled = store_->ForgetDue(partition, id);
+        if (!settled.ok()) {
+          skipped(id, settled);
+          ++offset;
         } else if (found.later) {
           ++offset;
         }
@@ -1692,9 +1701,17 @@ absl::StatusOr<int> BookingManager::Sweep() {
           continue;  // settled: nothing for the sweep
         }
         Found found;
-        LS_RETURN_IF_ERROR(settle(range.entries[i].booking_id, found));
-        if (found.later && found.look_ms > 0) {
-          LS_RETURN_IF_ERROR(store_->RememberDue(partition, range.entries[i].booking_id, found.look_ms));
+        const std::string& id = range.entries[i].booking_id;
+        if (absl::Status settled = settle(id, found); !settled.ok()) {
+          // Looked at again through the due set, so that the cursor moves
+          // on past it (or, when even that fails, the cursor stays).
+          skipped(id, settled);
+          if (!store_->RememberDue(partition, id, now_ms).ok()) cursor = std::min(cursor, range.entries[i].start_ms);
+        } else if (found.later && found.look_ms > 0) {
+          if (absl::Status remembered = store_->RememberDue(partition, id, found.look_ms); !remembered.ok()) {
+            skipped(id, remembered);
+            cursor = std::min(cursor, range.entries[i].start_ms);
+          }
         } else if (found.later) {
           cursor = std::min(cursor, range.entries[i].start_ms);
         }

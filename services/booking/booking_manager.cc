@@ -1383,8 +1383,13 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
         LS_ASSIGN_OR_RETURN(auto hit, Load("bookings/" + e.booking_id));
         if (hit.booking.mode() == labshare::type::v1::TECHNICAL_SERVICE && !hit.booking.service_order().empty() &&
             hit.booking.state() == v1::Booking::CONFIRMED) {
-          // A scheduled run goes back to SAMPLES_RECEIVED with its booking cancelled.
-          LS_RETURN_IF_ERROR(UnscheduleForOutage(p, hit.booking.service_order(), window, event_rid).status());
+          // A scheduled run goes back to SAMPLES_RECEIVED with its booking
+          // cancelled. One that moved meanwhile (checked in, started) is
+          // looked at again in the next round, as it is then.
+          auto unscheduled =
+              UnscheduleForOutage(p, hit.booking.service_order(), hit.booking.name(), window, event_rid);
+          if (!unscheduled.ok() && ErrorReason(unscheduled.status()) == "BOOKING_STATE") continue;
+          LS_RETURN_IF_ERROR(unscheduled.status());
           resp.add_unscheduled_orders(hit.booking.service_order());
           resp.add_cancelled_bookings("bookings/" + e.booking_id);
           continue;
@@ -1400,7 +1405,11 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
             continue;
           }
           if (lease.state() == v1::Lease::REQUESTED || lease.state() == v1::Lease::APPROVED) {
-            LS_RETURN_IF_ERROR(CancelLeaseForOutage(p, lease.name(), window, event_rid).status());
+            // One that moved meanwhile (handed over, cancelled) is looked at
+            // again in the next round, as it is then.
+            auto cancelled = CancelLeaseForOutage(p, lease.name(), window, event_rid);
+            if (!cancelled.ok() && ErrorReason(cancelled.status()) == "LEASE_STATE") continue;
+            LS_RETURN_IF_ERROR(cancelled.status());
             resp.add_cancelled_leases(lease.name());
             resp.add_cancelled_bookings(lease.booking());  // cancelled with it, as a run's booking is
             continue;

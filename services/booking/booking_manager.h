@@ -575,7 +575,11 @@ class BookingManager {
   absl::StatusOr<v1::ServiceOrder> ScheduleRun(const Principal& p, const v1::ScheduleServiceRequest& r,
                                                absl::string_view method, const google::protobuf::Message& request,
                                                bool validate_only, v1::Booking* booking_answer);
+  // The run `run_name` of `order` unscheduled by an outage; BOOKING_STATE
+  // when it is no longer the order's CONFIRMED run (checked in, started,
+  // replaced meanwhile).
   absl::StatusOr<v1::ServiceOrder> UnscheduleForOutage(const Principal& p, const std::string& order,
+                                                       const std::string& run_name,
                                                        const inv::MaintenanceWindow& window,
                                                        const std::string& event_request_id);
   // The run of a SCHEDULED order cancelled, the order back in

@@ -1,5 +1,8 @@
 // The sweep and the outage paths against booking.proto (review of 2026-12-06):
-// one booking the sweep cannot settle no longer stops the round.
+// one booking the sweep cannot settle no longer stops the round;
+// ApplyMaintenanceWindow takes a run or a lease that moved meanwhile as it is
+// then (a run checked in is checked out, a lease handed over is left alone)
+// instead of failing or cancelling a running session.
 #include <atomic>
 #include <functional>
 #include <memory>
@@ -176,6 +179,88 @@ TEST_F(SweepOutageTest, AnUnreadableBookingDoesNotStopTheRound) {
   swept = manager_->Sweep();
   ASSERT_TRUE(swept.ok()) << swept.status();
   EXPECT_EQ(*swept, 0);
+}
+
+// ================================================================ what moved meanwhile
+
+// ApplyMaintenanceWindow: a lease handed over between the window's read and
+// its cancel step is left alone and reported as a conflict (the whole call
+// used to fail with LEASE_STATE).
+TEST_F(SweepOutageTest, ALeaseHandedOverMeanwhileIsReportedNotFailed) {
+  v1::Lease lease;
+  ASSERT_TRUE(Request(1, 10, &lease).ok());
+  ASSERT_TRUE(Approve(lease.name(), &lease).ok());
+  clock_.Set(day_ + Days(1));
+  const iv::MaintenanceWindow window = Window("afm", day_ + Days(3), day_ + Days(3) + absl::Hours(1));
+  racing_clock_.Arm([&] {
+    v1::RecordHandoverRequest h;
+    h.set_name(lease.name());
+    h.set_condition_notes("complete");
+    auto handed = manager_->RecordHandover(staff_p_, h);
+    EXPECT_TRUE(handed.ok()) << handed.status();
+  });
+  auto applied = racing_->ApplyMaintenanceWindow(admin_p_, ApplyRequest(window));
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_EQ(applied->cancelled_leases_size(), 0);
+  EXPECT_EQ(applied->cancelled_bookings_size(), 0);
+  ASSERT_EQ(applied->conflicting_leases_size(), 1);
+  EXPECT_EQ(applied->conflicting_leases(0), lease.name());
+  EXPECT_EQ(GetLease(lease.name()).state(), v1::Lease::HANDED_OVER);
+}
+
+// ApplyMaintenanceWindow: a scheduled run checked in between the window's
+// read and its unschedule step is a CHECKED_IN session like any other:
+// checked out at the window start (interrupted_by_outage), its order left
+// as it is (it used to be cancelled as a run not started, the order back in
+// SAMPLES_RECEIVED).
+TEST_F(SweepOutageTest, ARunCheckedInMeanwhileIsCheckedOutNotCancelled) {
+  const v1::ServiceOrder order = Scheduled();
+  clock_.Set(day_ + absl::Hours(9));
+  const iv::MaintenanceWindow window = Window("tem", day_ + absl::Hours(9) + absl::Minutes(30),
+                                              day_ + absl::Hours(10) + absl::Minutes(30));
+  racing_clock_.Arm([&] {
+    v1::CheckInRequest in;
+    in.set_name(order.booking());
+    auto checked_in = manager_->CheckIn(staff_p_, in);
+    EXPECT_TRUE(checked_in.ok()) << checked_in.status();
+  });
+  auto applied = racing_->ApplyMaintenanceWindow(admin_p_, ApplyRequest(window));
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_EQ(applied->unscheduled_orders_size(), 0);
+  EXPECT_EQ(applied->cancelled_bookings_size(), 0);
+  ASSERT_EQ(applied->interrupted_bookings_size(), 1);
+  EXPECT_EQ(applied->interrupted_bookings(0), order.booking());
+  const v1::Booking run = Get(order.booking());
+  EXPECT_EQ(run.state(), v1::Booking::COMPLETED);
+  EXPECT_TRUE(run.interrupted_by_outage());
+  EXPECT_FALSE(run.cancelled_by_outage());
+  EXPECT_EQ(FromProto(run.session().end_time()), day_ + absl::Hours(9) + absl::Minutes(30));
+  const v1::ServiceOrder after = GetOrder(order.name());
+  EXPECT_EQ(after.state(), v1::ServiceOrder::SCHEDULED);
+  EXPECT_EQ(after.booking(), order.booking());
+}
+
+// The same with the run started (StartService: the order IN_PROGRESS): the
+// call used to fail with ORDER_STATE; the order stays IN_PROGRESS.
+TEST_F(SweepOutageTest, ARunStartedMeanwhileIsCheckedOutAndTheCallSucceeds) {
+  const v1::ServiceOrder order = Scheduled();
+  clock_.Set(day_ + absl::Hours(9));
+  const iv::MaintenanceWindow window = Window("tem", day_ + absl::Hours(9) + absl::Minutes(30),
+                                              day_ + absl::Hours(10) + absl::Minutes(30));
+  racing_clock_.Arm([&] {
+    v1::StartServiceRequest st;
+    st.set_name(order.name());
+    auto started = manager_->StartService(staff_p_, st);
+    EXPECT_TRUE(started.ok()) << started.status();
+  });
+  auto applied = racing_->ApplyMaintenanceWindow(admin_p_, ApplyRequest(window));
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_EQ(applied->unscheduled_orders_size(), 0);
+  ASSERT_EQ(applied->interrupted_bookings_size(), 1);
+  const v1::Booking run = Get(order.booking());
+  EXPECT_EQ(run.state(), v1::Booking::COMPLETED);
+  EXPECT_TRUE(run.interrupted_by_outage());
+  EXPECT_EQ(GetOrder(order.name()).state(), v1::ServiceOrder::IN_PROGRESS);
 }
 
 }  // namespace

@@ -1416,11 +1416,13 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
           }
         }
         bool interrupted = false;
+        bool cut = false;
         const std::string name = "bookings/" + e.booking_id;
         auto result = Transition(p, "ApplyMaintenanceWindow", r, name, "",
                                  [&](const Loaded& cur, absl::Time now) -> absl::StatusOr<Change> {
           const v1::Booking& b = cur.booking;
           interrupted = false;
+          cut = false;
           if (b.state() == v1::Booking::CHECKED_IN) {
             // Checked out at the window start, as CheckOut would, in this
             // step; the time before the window stays on the calendar. (A
@@ -1463,20 +1465,37 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
             cancelled->set_initiator(v1::Booking::MAINTENANCE_OUTAGE);
             cancelled->set_maintenance_window(window.name());
           } else {
-            return MakeError(absl::StatusCode::kFailedPrecondition, "FINISHED", "already finished");
+            // A finished booking (a session checked out earlier, a lease
+            // returned) keeps its state. Its block before the window stays;
+            // what runs on past the window start is cut there, as for a
+            // session the window checks out (a block starting at or after
+            // the window start goes: it becomes empty), with its event.
+            const absl::Time from = FromProto(b.blocked_interval().start_time());
+            const absl::Time to = FromProto(b.blocked_interval().end_time());
+            if (to <= ws) return MakeError(absl::StatusCode::kFailedPrecondition, "FINISHED", "nothing to cut");
+            cut = true;
+            c.release_budget = false;
+            c.due = UpdateStep::Due::kKeep;
+            const absl::Time end = std::max(from, ws);
+            if (end > from) {
+              c.calendar = UpdateStep::Calendar::kSetEnd;
+              c.new_end_ms = Ms(end);
+            }
+            *c.booking.mutable_blocked_interval()->mutable_end_time() = ToProto(end);
+            auto* changed = ev.mutable_booking_interval_changed();
+            changed->set_cause(v1::BookingIntervalChanged::MAINTENANCE_CUT);
+            *changed->mutable_previous_reserved_interval() = b.reserved_interval();
+            *changed->mutable_previous_blocked_interval() = b.blocked_interval();
           }
           c.events.push_back(std::move(ev));
           return c;
         });
         if (!result.ok() && ErrorReason(result.status()) == "FINISHED") {
-          // A finished booking keeps its record. Its block before the window
-          // stays (a session checked out earlier whose block runs on past
-          // the window start is cut there, as a session the window checks
-          // out); an entry starting at or after the window start goes.
-          LS_RETURN_IF_ERROR(CutFinishedEntry(partition, ids.first, e, Ms(ws)));
+          left_alone.insert(e.booking_id);  // its block ends at the window start already
           continue;
         }
         LS_RETURN_IF_ERROR(result.status());
+        if (cut) continue;
         if (result->state() == v1::Booking::CANCELLED) resp.add_cancelled_bookings(name);
         if (interrupted) {
           resp.add_interrupted_bookings(name);
@@ -1507,31 +1526,6 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
   if (outcome.kind == CommitOutcome::Kind::kRequestReused) return RequestIdReused();
   return resp;
   });
-}
-
-absl::Status BookingManager::CutFinishedEntry(int partition, const std::string& instrument_id,
-                                              const CalendarEntry& e, int64_t window_start_ms) {
-  if (e.start_ms >= window_start_ms) {
-    return store_->RemoveCalendarEntry(partition, instrument_id, e.booking_id, e.start_ms);
-  }
-  LS_ASSIGN_OR_RETURN(Loaded hit, Load("bookings/" + e.booking_id));
-  // The entry's end moves to the window start in one step checked against
-  // the booking's version; its record stays as it is (not rewritten).
-  UpdateStep step;
-  step.partition = partition;
-  step.instrument_id = instrument_id;
-  step.booking_id = e.booking_id;
-  step.expected_version = hit.version;
-  step.calendar = UpdateStep::Calendar::kSetEnd;
-  step.blocked_start_ms = e.start_ms;
-  step.new_end_ms = window_start_ms;
-  step.busy_reason = BusyReasonOf(hit.booking);
-  LS_ASSIGN_OR_RETURN(StepOutcome outcome, store_->Update(step));
-  // A booking that moved meanwhile is looked at again in the next round.
-  if (outcome.kind == StepOutcome::Kind::kApplied || outcome.kind == StepOutcome::Kind::kConflict) {
-    return absl::OkStatus();
-  }
-  return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage outcome");
 }
 
 // ================================================================ sweep

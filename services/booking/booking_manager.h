@@ -399,11 +399,6 @@ class BookingManager {
     absl::Duration used = absl::ZeroDuration();
     std::vector<v1::BookingEvent> events;
   };
-  // ApplyMaintenanceWindow on a finished booking's calendar entry `e`: cut
-  // at the window start when it starts before it (the record stays as it
-  // is), taken off otherwise.
-  absl::Status CutFinishedEntry(int partition, const std::string& instrument_id, const CalendarEntry& e,
-                                int64_t window_start_ms);
   // When the sweep must look at a booking in `state` (0: never): a CONFIRMED
   // one when its check-in window closes, a PENDING_APPROVAL one at its start.
   absl::Time DueTime(const v1::Booking& b, const inv::Instrument& instrument) const;

@@ -2,7 +2,8 @@
 // one booking the sweep cannot settle no longer stops the round;
 // ApplyMaintenanceWindow takes a run or a lease that moved meanwhile as it is
 // then (a run checked in is checked out, a lease handed over is left alone)
-// instead of failing or cancelling a running session.
+// instead of failing or cancelling a running session; a finished booking's
+// block cut by a window is rewritten with its event.
 #include <atomic>
 #include <functional>
 #include <memory>
@@ -261,6 +262,47 @@ TEST_F(SweepOutageTest, ARunStartedMeanwhileIsCheckedOutAndTheCallSucceeds) {
   EXPECT_EQ(run.state(), v1::Booking::COMPLETED);
   EXPECT_TRUE(run.interrupted_by_outage());
   EXPECT_EQ(GetOrder(order.name()).state(), v1::ServiceOrder::IN_PROGRESS);
+}
+
+// ================================================================ a finished booking's block cut by a window
+
+// A session checked out early keeps its block to the reserved end plus its
+// buffer (12:30); a window from 11:00 cuts that block at its start: the
+// booking's blocked_interval says so and BookingIntervalChanged
+// (MAINTENANCE_CUT) announces it, in the step that cuts the calendar (the
+// calendar used to be cut alone: no record, no event).
+TEST_F(SweepOutageTest, AFinishedBookingsBlockCutByAWindowIsRecordedWithItsEvent) {
+  v1::Booking b;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(12), &b).ok());
+  clock_.Set(day_ + absl::Hours(9));
+  ASSERT_TRUE(CheckIn(b.name(), ana_).ok());
+  clock_.Set(day_ + absl::Hours(10));
+  ASSERT_TRUE(CheckOut(b.name(), ana_).ok());
+  const v1::Booking before = Get(b.name());
+  ASSERT_EQ(before.state(), v1::Booking::COMPLETED);
+  ASSERT_EQ(FromProto(before.blocked_interval().end_time()), day_ + absl::Hours(12) + absl::Minutes(30));
+  const iv::MaintenanceWindow window = Window("tem", day_ + absl::Hours(11), day_ + absl::Hours(11) + absl::Minutes(30));
+  auto applied = manager_->ApplyMaintenanceWindow(admin_p_, ApplyRequest(window));
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_EQ(applied->cancelled_bookings_size(), 0);
+  EXPECT_EQ(applied->interrupted_bookings_size(), 0);
+  const v1::Booking after = Get(b.name());
+  EXPECT_EQ(after.state(), v1::Booking::COMPLETED);
+  EXPECT_EQ(FromProto(after.blocked_interval().start_time()), day_ + absl::Hours(9));
+  EXPECT_EQ(FromProto(after.blocked_interval().end_time()), day_ + absl::Hours(11));
+  EXPECT_NE(after.etag(), before.etag());
+  const auto events = EventsOf(b.name());
+  ASSERT_FALSE(events.empty());
+  ASSERT_TRUE(events.back().has_booking_interval_changed());
+  const auto& changed = events.back().booking_interval_changed();
+  EXPECT_EQ(changed.cause(), v1::BookingIntervalChanged::MAINTENANCE_CUT);
+  EXPECT_EQ(FromProto(changed.previous_blocked_interval().end_time()), day_ + absl::Hours(12) + absl::Minutes(30));
+  EXPECT_EQ(FromProto(changed.booking().blocked_interval().end_time()), day_ + absl::Hours(11));
+  EXPECT_EQ(changed.booking().state(), v1::Booking::COMPLETED);
+  // Applied again: nothing more to cut, no further event.
+  const size_t n = events.size();
+  ASSERT_TRUE(manager_->ApplyMaintenanceWindow(admin_p_, ApplyRequest(window)).ok());
+  EXPECT_EQ(EventsOf(b.name()).size(), n);
 }
 
 }  // namespace

@@ -1557,10 +1557,56 @@ absl::StatusOr<int> BookingManager::Sweep() {
   // or EXPIRED (PENDING_APPROVAL at or past its start), or checks a forgotten
   // session out (CHECKED_IN past its auto-checkout time), deciding on the
   // stored state in the step itself.
+  // A lease still REQUESTED when its block begins (ApproveLease answers
+  // LEASE_STARTED from then on): the lease CANCELLED, its booking EXPIRED,
+  // in one step with LeaseCancelled and BookingExpired.
+  auto expire_lease = [&](const std::string& name, Found& found) -> absl::Status {
+    v1::GetLeaseRequest key;
+    key.set_name(name);
+    auto result = LeaseTransition(sweeper, "Sweep", key, name, "",
+                                  [&](const LoadedLease& cur, absl::Time at) -> absl::StatusOr<LeaseChange> {
+      found = Found();
+      if (cur.lease.state() != v1::Lease::REQUESTED || cur.booking.booking.state() != v1::Booking::PENDING_APPROVAL) {
+        found.gone = true;
+        return Precondition("NOT_DUE", "no longer due");
+      }
+      if (FromProto(cur.lease.blocked_interval().start_time()) > now) {
+        found.later = true;
+        return Precondition("NOT_DUE", "not due yet");
+      }
+      LeaseChange c;
+      c.lease = cur.lease;
+      c.booking = cur.booking.booking;
+      c.lease.set_state(v1::Lease::CANCELLED);
+      c.lease.set_end_reason("not approved before its term (handover buffer included) began");
+      c.booking.set_state(v1::Booking::EXPIRED);
+      c.calendar = UpdateStep::Calendar::kRemove;
+      c.due = UpdateStep::Due::kRemove;
+      v1::BookingEvent cancelled = Event(sweeper, "", at);
+      cancelled.mutable_lease_cancelled()->set_previous_state(v1::Lease::REQUESTED);
+      cancelled.mutable_lease_cancelled()->set_reason(c.lease.end_reason());
+      v1::BookingEvent expired = Event(sweeper, "", at);
+      expired.mutable_booking_expired();
+      c.events = {std::move(cancelled), std::move(expired)};
+      return c;
+    });
+    if (result.ok()) {
+      ++changed;
+      return absl::OkStatus();
+    }
+    if (absl::IsNotFound(result.status())) found.gone = true;
+    if (found.gone || found.later) return absl::OkStatus();
+    if (absl::IsAborted(result.status())) {  // moved meanwhile: next round
+      found.later = true;
+      return absl::OkStatus();
+    }
+    return result.status();
+  };
   auto settle = [&](const std::string& id, Found& found) -> absl::Status {
     v1::GetBookingRequest key;
     key.set_name("bookings/" + id);
     std::optional<inv::Instrument> ended_on;
+    std::string lease;  // a LEASE booking pending approval: its lease may expire
     // Due or not is decided at the sweep's `now`; the change is stamped
     // at its own attempt's reading (`at`), as its events are.
     auto result = Transition(sweeper, "Sweep", key, key.name(), "",
@@ -1568,6 +1614,17 @@ absl::StatusOr<int> BookingManager::Sweep() {
       const v1::Booking& b = cur.booking;
       found = Found();
       ended_on.reset();
+      lease.clear();
+      if (b.mode() == labshare::type::v1::LEASE) {
+        // Changed with its lease, in the lease's step (below); otherwise it
+        // follows its lease.
+        if (b.state() == v1::Booking::PENDING_APPROVAL && !b.lease().empty()) {
+          lease = b.lease();
+        } else {
+          found.gone = true;
+        }
+        return Precondition("NOT_DUE", "a lease's booking");
+      }
       const bool slot_mode = b.mode() == labshare::type::v1::ON_SITE || b.mode() == labshare::type::v1::JOINT_RESEARCH;
       if (b.state() == v1::Booking::CHECKED_IN && slot_mode) {
         LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(b.instrument()));
@@ -1643,6 +1700,7 @@ absl::StatusOr<int> BookingManager::Sweep() {
       if (ended_on) RecordSessionUse(*result, *ended_on);
       return absl::OkStatus();
     }
+    if (!lease.empty()) return expire_lease(lease, found);
     if (absl::IsNotFound(result.status())) found.gone = true;
     if (found.gone || found.later) return absl::OkStatus();
     if (absl::IsAborted(result.status())) {  // moved meanwhile: next round
@@ -1697,10 +1755,13 @@ absl::StatusOr<int> BookingManager::Sweep() {
       for (size_t i = 0; i < range.entries.size() && i < docs.size(); ++i) {
         if (!docs[i]) continue;
         auto b = ParseBooking(docs[i]->data);
-        if (!b.ok() ||
-            (b->state() != v1::Booking::CONFIRMED && b->state() != v1::Booking::PENDING_APPROVAL &&
-             b->state() != v1::Booking::CHECKED_IN) ||
-            (b->mode() != labshare::type::v1::ON_SITE && b->mode() != labshare::type::v1::JOINT_RESEARCH)) {
+        const bool lease_request =
+            b.ok() && b->mode() == labshare::type::v1::LEASE && b->state() == v1::Booking::PENDING_APPROVAL;
+        if (!lease_request &&
+            (!b.ok() ||
+             (b->state() != v1::Booking::CONFIRMED && b->state() != v1::Booking::PENDING_APPROVAL &&
+              b->state() != v1::Booking::CHECKED_IN) ||
+             (b->mode() != labshare::type::v1::ON_SITE && b->mode() != labshare::type::v1::JOINT_RESEARCH))) {
           continue;  // settled: nothing for the sweep
         }
         Found found;

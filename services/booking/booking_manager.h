@@ -522,6 +522,7 @@ class BookingManager {
     int64_t new_end_ms = 0;
     int64_t guard_from_ms = 0;  // a violated guard is SLOT_TAKEN
     int64_t guard_to_ms = 0;
+    UpdateStep::Due due = UpdateStep::Due::kKeep;
     std::vector<v1::BookingEvent> events;
   };
   struct LoadedLease {

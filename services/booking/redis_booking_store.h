@@ -42,12 +42,16 @@
 //                            the sweep has nothing left to do on it. The sweep
 //                            reads each instrument's listing index from there
 //                            to now: a CONFIRMED booking past start + grace is
-//                            MISSED, a PENDING_APPROVAL one at its start EXPIRED.
+//                            MISSED, a PENDING_APPROVAL one at its start EXPIRED
+//                            (a lease request at the latest there).
 //   {bk:P}:due               ZSET  booking id -> when the sweep must look at it
-//                            (ms): bookings written by older versions, and the
+//                            (ms): bookings written by older versions, the
 //                            checked-in sessions the sweep met on its cursor
 //                            scan (from the earliest moment it may close them:
-//                            a session lasts past its cursor's look-back).
+//                            a session lasts past its cursor's look-back),
+//                            lease requests (from their blocked start, before
+//                            the cursor reaches their term start) and
+//                            bookings a sweep round had to skip (now).
 //   {bk:ids}:<id>            partition of a client-chosen booking id
 //   {bk:P}:lease:<id>        Lease document; its booking has the same id
 //   {bk:P}:order:<id>        ServiceOrder document (older versions also kept the
@@ -249,7 +253,8 @@ struct CreateStep {
   int64_t blocked_end_ms = 0;
   int64_t reserved_start_ms = 0;
   // The sweep looks at it (an ON_SITE or JOINT_RESEARCH booking: MISSED
-  // without check-in, EXPIRED if still pending at its start).
+  // without check-in, EXPIRED if still pending at its start; a lease
+  // request: expired if still REQUESTED at its blocked start).
   bool swept = false;
   std::vector<ExtraDoc> extra_docs;
   // Each counter's allowance must hold ms more (allowance - used -

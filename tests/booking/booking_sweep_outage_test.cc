@@ -2,8 +2,9 @@
 // one booking the sweep cannot settle no longer stops the round;
 // ApplyMaintenanceWindow takes a run or a lease that moved meanwhile as it is
 // then (a run checked in is checked out, a lease handed over is left alone)
-// instead of failing or cancelling a running session; a finished booking's
-// block cut by a window is rewritten with its event.
+// instead of failing or cancelling a running session; a lease request still
+// REQUESTED when its block begins expires; a finished booking's block cut by a
+// window is rewritten with its event.
 #include <atomic>
 #include <functional>
 #include <memory>
@@ -262,6 +263,72 @@ TEST_F(SweepOutageTest, ARunStartedMeanwhileIsCheckedOutAndTheCallSucceeds) {
   EXPECT_EQ(run.state(), v1::Booking::COMPLETED);
   EXPECT_TRUE(run.interrupted_by_outage());
   EXPECT_EQ(GetOrder(order.name()).state(), v1::ServiceOrder::IN_PROGRESS);
+}
+
+// ================================================================ lease requests past their start
+
+// A lease still REQUESTED when its block begins (the moment ApproveLease
+// answers LEASE_STARTED) is expired by the sweep: the lease CANCELLED, its
+// booking EXPIRED, in one step with LeaseCancelled and BookingExpired; its
+// slot is free again (it used to hold it until someone rejected it).
+TEST_F(SweepOutageTest, ALeaseRequestStillPendingAtItsBlockStartExpires) {
+  v1::Lease lease;
+  ASSERT_TRUE(Request(1, 10, &lease).ok());
+  const absl::Time blocked_start = FromProto(lease.blocked_interval().start_time());
+  ASSERT_EQ(blocked_start, day_);
+  clock_.Set(blocked_start - absl::Milliseconds(1));
+  ASSERT_EQ(*manager_->Sweep(), 0);
+  EXPECT_EQ(GetLease(lease.name()).state(), v1::Lease::REQUESTED);
+  clock_.Set(blocked_start);
+  ASSERT_EQ(*manager_->Sweep(), 1);
+  const v1::Lease expired = GetLease(lease.name());
+  EXPECT_EQ(expired.state(), v1::Lease::CANCELLED);
+  EXPECT_FALSE(expired.cancelled_by_outage());
+  EXPECT_EQ(expired.end_reason(), "not approved before its term (handover buffer included) began");
+  const v1::Booking booking = Get(lease.booking());
+  EXPECT_EQ(booking.state(), v1::Booking::EXPIRED);
+  const auto events = EventsOf(lease.name());
+  ASSERT_EQ(events.size(), 2u);  // requested, cancelled
+  ASSERT_TRUE(events[1].has_lease_cancelled());
+  EXPECT_EQ(events[1].lease_cancelled().previous_state(), v1::Lease::REQUESTED);
+  EXPECT_EQ(events[1].header().actor(), "services/booking");
+  const auto booking_events = EventsOf(lease.booking());
+  ASSERT_EQ(booking_events.size(), 2u);  // created, expired
+  ASSERT_TRUE(booking_events[1].has_booking_expired());
+  EXPECT_EQ(booking_events[1].booking_expired().booking().state(), v1::Booking::EXPIRED);
+  EXPECT_EQ(FromProto(booking_events[1].header().event_time()), FromProto(events[1].header().event_time()));
+  // Nothing left to do; the slot is free for another request.
+  EXPECT_EQ(*manager_->Sweep(), 0);
+  v1::Lease again;
+  grpc::Status s = Request(2, 10, &again);
+  EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+}
+
+// Without its due entry (a write that failed after the request's step), the
+// sweep still meets the request on the instrument's cursor at its term
+// start.
+TEST_F(SweepOutageTest, ALeaseRequestWithoutItsDueEntryExpiresAtItsTermStart) {
+  v1::Lease lease;
+  ASSERT_TRUE(Request(1, 10, &lease).ok());
+  const int p = keys::Partition("afm");
+  ASSERT_TRUE(store_->ForgetDue(p, lease.booking().substr(std::string("bookings/").size())).ok());
+  clock_.Set(day_ + absl::Hours(12));
+  ASSERT_EQ(*manager_->Sweep(), 0);
+  clock_.Set(FromProto(lease.term().start_time()));
+  ASSERT_EQ(*manager_->Sweep(), 1);
+  EXPECT_EQ(GetLease(lease.name()).state(), v1::Lease::CANCELLED);
+  EXPECT_EQ(Get(lease.booking()).state(), v1::Booking::EXPIRED);
+}
+
+// An approved lease is not the sweep's: it stays APPROVED past its start.
+TEST_F(SweepOutageTest, AnApprovedLeaseIsLeftAlone) {
+  v1::Lease lease;
+  ASSERT_TRUE(Request(1, 10, &lease).ok());
+  ASSERT_TRUE(Approve(lease.name(), &lease).ok());
+  clock_.Set(day_ + Days(2));
+  ASSERT_EQ(*manager_->Sweep(), 0);
+  EXPECT_EQ(GetLease(lease.name()).state(), v1::Lease::APPROVED);
+  EXPECT_EQ(Get(lease.booking()).state(), v1::Booking::CONFIRMED);
 }
 
 // ================================================================ a finished booking's block cut by a window

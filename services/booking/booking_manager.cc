@@ -1031,9 +1031,13 @@ absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
     if ((b.mode() == labshare::type::v1::ON_SITE || b.mode() == labshare::type::v1::JOINT_RESEARCH) &&
         now >= DueTime(b, instrument)) {
       const bool pending = b.state() == v1::Booking::PENDING_APPROVAL;
-      // A confirmed one on an instrument out of service is cancelled by the
-      // sweep as an outage instead (Booking.CANCELLED), not MISSED.
-      const bool outage = !pending && instrument.state() != inv::ACTIVE;
+      // A confirmed one on an instrument out of service as check-in closed
+      // is cancelled by the sweep as an outage instead (Booking.CANCELLED),
+      // not MISSED.
+      bool outage = false;
+      if (!pending) {
+        LS_ASSIGN_OR_RETURN(outage, OutOfServiceAtClose(instrument, DueTime(b, instrument)));
+      }
       return MakeError(absl::StatusCode::kFailedPrecondition, "BOOKING_STATE",
                        absl::StrCat(b.name(), pending   ? " reached its reserved start still pending: it is EXPIRED"
                                               : outage ? "'s check-in window has closed while the instrument is out "
@@ -1538,6 +1542,46 @@ absl::Time BookingManager::DueTime(const v1::Booking& b, const inv::Instrument& 
   return CheckInCloses(b, FromProto(SlotRulesOf(instrument, b.mode()).no_show_grace()));
 }
 
+absl::StatusOr<std::optional<inv::InstrumentState>> BookingManager::StateAt(const inv::Instrument& instrument,
+                                                                             absl::Time at) const {
+  const absl::Time updated = FromProto(instrument.update_time());
+  if (!instrument.has_update_time() || updated <= at) return std::optional<inv::InstrumentState>(instrument.state());
+  LS_ASSIGN_OR_RETURN(std::string id, ParseName(instrument.name(), "instruments", "instrument"));
+  LS_ASSIGN_OR_RETURN(auto changes, store_->InstrumentChanges(id, at));
+  bool latest_read = false;
+  std::optional<inv::InstrumentState> before;
+  for (const auto& c : changes) {
+    if (c.time >= updated) latest_read = true;
+    if (!before && c.time > at && c.kind == labshare::inventory::v1::STATE_CHANGED) {
+      before = static_cast<inv::InstrumentState>(c.state_before);
+    }
+  }
+  if (!latest_read) return std::optional<inv::InstrumentState>();
+  return before ? before : std::optional<inv::InstrumentState>(instrument.state());
+}
+
+absl::StatusOr<bool> BookingManager::OutOfServiceAtClose(const inv::Instrument& instrument, absl::Time closes,
+                                                         bool* unknown) const {
+  LS_ASSIGN_OR_RETURN(auto state, StateAt(instrument, closes));
+  if (unknown != nullptr) *unknown = !state.has_value();
+  return !state || *state != inv::ACTIVE;
+}
+
+absl::Status BookingManager::RecordInstrumentChange(const labshare::inventory::v1::InstrumentChanged& changed) {
+  const inv::Instrument& instrument = changed.instrument();
+  auto id = ParseName(instrument.name(), "instruments", "instrument");
+  if (!id.ok() || !instrument.has_update_time()) return absl::OkStatus();  // nothing to place in time
+  BookingStore::InstrumentChange c;
+  c.time = FromProto(instrument.update_time());
+  c.kind = changed.kind();
+  c.state_after = instrument.state();
+  // Only a state change says what the state was before; any other change
+  // left it as it is after.
+  c.state_before = changed.kind() == labshare::inventory::v1::STATE_CHANGED ? changed.previous_state()
+                                                                             : instrument.state();
+  return store_->RecordInstrumentChange(*id, c);
+}
+
 absl::StatusOr<int> BookingManager::Sweep() {
   Principal sweeper;
   sweeper.user_id = "booking";
@@ -1646,11 +1690,10 @@ absl::StatusOr<int> BookingManager::Sweep() {
         return Precondition("NOT_DUE", "no longer due");
       }
       absl::Time due = FromProto(b.reserved_interval().start_time());  // pending: its start
-      bool out_of_service = false;
+      std::shared_ptr<const inv::Instrument> instrument;
       if (confirmed) {
-        LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(b.instrument()));
+        LS_ASSIGN_OR_RETURN(instrument, inventory_->Instrument(b.instrument()));
         due = DueTime(b, *instrument);
-        out_of_service = instrument->state() != inv::ACTIVE;
       }
       // A missed booking is due at the moment CheckIn's window closes
       // (half-open: CheckIn refuses from that moment on); a pending one at
@@ -1662,6 +1705,14 @@ absl::StatusOr<int> BookingManager::Sweep() {
         found.later = true;
         return Precondition("NOT_DUE", "not due yet");
       }
+      // Judged on the instrument's state as check-in closed (`due`), not
+      // on its state now: a sweep running late after a change decides as
+      // one on time would.
+      bool out_of_service = false;
+      bool unknown = false;
+      if (confirmed) {
+        LS_ASSIGN_OR_RETURN(out_of_service, OutOfServiceAtClose(*instrument, due, &unknown));
+      }
       Change c;
       c.booking = b;
       c.calendar = UpdateStep::Calendar::kRemove;
@@ -1671,14 +1722,17 @@ absl::StatusOr<int> BookingManager::Sweep() {
       if (confirmed && out_of_service) {
         // Nobody could check in (CheckIn: INSTRUMENT_NOT_ACTIVE): an outage
         // (inventory's MAINTENANCE is "out of service for all bookings"),
-        // cancelled without charge, not MISSED.
+        // cancelled without charge, not MISSED. So is a booking whose
+        // instrument booking cannot tell was in service then: never
+        // charged on a guess.
         c.booking.set_state(v1::Booking::CANCELLED);
         c.booking.set_cancelled_by_outage(true);
         auto* cancel = c.booking.mutable_cancellation();
         *cancel->mutable_cancel_time() = ToProto(at);
         cancel->set_cancelled_by(ActorName(sweeper));
         cancel->set_initiator(v1::Booking::MAINTENANCE_OUTAGE);
-        cancel->set_reason("the instrument was out of service when check-in closed");
+        cancel->set_reason(unknown ? "the instrument changed after check-in closed and its state then is not known"
+                                   : "the instrument was out of service when check-in closed");
         auto* cancelled = e.mutable_booking_cancelled();
         cancelled->set_previous_state(b.state());
         cancelled->set_cancelled_by_outage(true);

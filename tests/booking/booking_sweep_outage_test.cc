@@ -1,10 +1,11 @@
 // The sweep and the outage paths against booking.proto (review of 2026-12-06):
-// one booking the sweep cannot settle no longer stops the round;
-// ApplyMaintenanceWindow takes a run or a lease that moved meanwhile as it is
-// then (a run checked in is checked out, a lease handed over is left alone)
-// instead of failing or cancelling a running session; a lease request still
-// REQUESTED when its block begins expires; a finished booking's block cut by a
-// window is rewritten with its event.
+// a confirmed booking is judged on its instrument's state as check-in closed,
+// not as the sweep finds it later; one booking the sweep cannot settle no
+// longer stops the round; ApplyMaintenanceWindow takes a run or a lease that
+// moved meanwhile as it is then (a run checked in is checked out, a lease
+// handed over is left alone) instead of failing or cancelling a running
+// session; a lease request still REQUESTED when its block begins expires; a
+// finished booking's block cut by a window is rewritten with its event.
 #include <atomic>
 #include <functional>
 #include <memory>
@@ -156,6 +157,92 @@ class SweepOutageTest : public BookingFlowsTest {
   std::unique_ptr<EventConsumer> consumer_;
   Principal admin_p_, staff_p_;
 };
+
+// ================================================================ the instrument's state as check-in closes
+
+// Booking.CANCELLED: out of service as check-in closed (9:15), back in
+// service before the sweep runs (9:30): still an outage, never charged (the
+// sweep used to take the state it found and mark it MISSED).
+TEST_F(SweepOutageTest, OutOfServiceAsCheckInClosedIsAnOutageEvenWhenBackBeforeTheSweep) {
+  v1::Booking b;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b).ok());
+  clock_.Set(day_ + absl::Hours(8));
+  SetState("tem", iv::MAINTENANCE);
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(30));
+  SetState("tem", iv::ACTIVE);
+  Deliver();
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(45));
+  // CancelBooking names what the sweep makes of it.
+  v1::CancelBookingRequest c;
+  c.set_name(b.name());
+  v1::Booking out;
+  grpc::Status refused = Call(stub_.get(), &Stub::CancelBooking, c, &out, ana_);
+  EXPECT_EQ(GrpcErrorReason(refused), "BOOKING_STATE");
+  EXPECT_NE(refused.error_message().find("cancelled as an outage"), std::string::npos) << refused.error_message();
+  ASSERT_EQ(*manager_->Sweep(), 1);
+  const v1::Booking swept = Get(b.name());
+  EXPECT_EQ(swept.state(), v1::Booking::CANCELLED);
+  EXPECT_TRUE(swept.cancelled_by_outage());
+  EXPECT_EQ(swept.cancellation().initiator(), v1::Booking::MAINTENANCE_OUTAGE);
+  EXPECT_EQ(swept.cancellation().reason(), "the instrument was out of service when check-in closed");
+  const auto events = EventsOf(b.name());
+  ASSERT_FALSE(events.empty());
+  EXPECT_TRUE(events.back().has_booking_cancelled());
+  EXPECT_TRUE(events.back().booking_cancelled().cancelled_by_outage());
+}
+
+// Booking.MISSED: in service as check-in closed, out of service only after
+// (9:30): MISSED, as a sweep on time would have found it (it used to be
+// cancelled as an outage, without the missed fee).
+TEST_F(SweepOutageTest, InServiceAsCheckInClosedIsMissedEvenWhenOutOfServiceAtTheSweep) {
+  v1::Booking b;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b).ok());
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(30));
+  SetState("tem", iv::MAINTENANCE);
+  Deliver();
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(45));
+  v1::CancelBookingRequest c;
+  c.set_name(b.name());
+  v1::Booking out;
+  grpc::Status refused = Call(stub_.get(), &Stub::CancelBooking, c, &out, ana_);
+  EXPECT_EQ(GrpcErrorReason(refused), "BOOKING_STATE");
+  EXPECT_NE(refused.error_message().find("it is MISSED"), std::string::npos) << refused.error_message();
+  ASSERT_EQ(*manager_->Sweep(), 1);
+  EXPECT_EQ(Get(b.name()).state(), v1::Booking::MISSED);
+  const auto events = EventsOf(b.name());
+  ASSERT_FALSE(events.empty());
+  EXPECT_TRUE(events.back().has_booking_missed());
+}
+
+// Another change after check-in closed (a new display name) that booking
+// has read: the state is known to have stayed ACTIVE: MISSED.
+TEST_F(SweepOutageTest, AnotherChangeAfterTheCloseKeepsTheStateItHad) {
+  v1::Booking b;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b).ok());
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(30));
+  RenameTem();
+  Deliver();
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(45));
+  ASSERT_EQ(*manager_->Sweep(), 1);
+  EXPECT_EQ(Get(b.name()).state(), v1::Booking::MISSED);
+}
+
+// A change after the close that booking has not read yet: its state then
+// is not known, and a booking is never charged on a guess: cancelled as an
+// outage, saying why (it used to be MISSED on the state found).
+TEST_F(SweepOutageTest, AChangeAfterTheCloseNotReadYetIsNeverCharged) {
+  v1::Booking b;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b).ok());
+  Deliver();
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(30));
+  RenameTem();  // not delivered
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(45));
+  ASSERT_EQ(*manager_->Sweep(), 1);
+  const v1::Booking swept = Get(b.name());
+  EXPECT_EQ(swept.state(), v1::Booking::CANCELLED);
+  EXPECT_TRUE(swept.cancelled_by_outage());
+  EXPECT_EQ(swept.cancellation().reason(), "the instrument changed after check-in closed and its state then is not known");
+}
 
 // ================================================================ one booking does not stop the round
 

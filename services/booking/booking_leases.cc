@@ -10,6 +10,7 @@
 #include "common/auth.h"
 #include "common/error.h"
 #include "common/events.h"
+#include "common/log.h"
 #include "common/page_token.h"
 #include "common/proto_util.h"
 #include "services/booking/booking_common.h"
@@ -298,6 +299,11 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseChecked(const Principal& p
   step.reserved_start_ms = Ms(start);
   step.extra_docs.push_back({keys::Lease(partition, id), lease.SerializeAsString(), 0});
   step.denied = !denial.ok();
+  // The sweep expires the request if it is still REQUESTED when its block
+  // begins (ApproveLease: LEASE_STARTED): it looks at it from then on
+  // through the due set, or at the latest from the term start (its listing
+  // start) through the instrument's cursor.
+  step.swept = true;
   step.listing_keys = BookingListingKeys(partition, booking, instrument.operator_organization());
   for (auto& k : LeaseListingKeys(partition, lease, instrument.operator_organization())) {
     step.listing_keys.push_back(std::move(k));
@@ -316,6 +322,10 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseChecked(const Principal& p
   LS_RETURN_IF_ERROR(outcome.status());
   switch (outcome->kind) {
     case StepOutcome::Kind::kApplied:
+      if (absl::Status due = store_->RememberDue(partition, id, blocked_start); !due.ok()) {
+        // Best effort: the sweep still meets it on its cursor at the term start.
+        LogWarning("lease request not put on the due set", {{"lease", lease.name()}, {"error", due.ToString()}});
+      }
       if (as_booking) *booking_answer = std::move(booking);
       return lease;
     case StepOutcome::Kind::kReplayed: return replayed(outcome->response);
@@ -492,6 +502,7 @@ absl::StatusOr<v1::Lease> BookingManager::LeaseTransition(
         step.new_end_ms = c.new_end_ms;
         step.guard_from_ms = c.guard_from_ms;
         step.guard_to_ms = c.guard_to_ms;
+        step.due = c.due;
         for (auto& e : c.events) {
           AttachSnapshot(e, request_id, c.booking, &c.lease);
           step.events.push_back(e.SerializeAsString());

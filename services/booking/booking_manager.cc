@@ -1031,9 +1031,13 @@ absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
     if ((b.mode() == labshare::type::v1::ON_SITE || b.mode() == labshare::type::v1::JOINT_RESEARCH) &&
         now >= DueTime(b, instrument)) {
       const bool pending = b.state() == v1::Booking::PENDING_APPROVAL;
-      // A confirmed one on an instrument out of service is cancelled by the
-      // sweep as an outage instead (Booking.CANCELLED), not MISSED.
-      const bool outage = !pending && instrument.state() != inv::ACTIVE;
+      // A confirmed one on an instrument out of service as check-in closed
+      // is cancelled by the sweep as an outage instead (Booking.CANCELLED),
+      // not MISSED.
+      bool outage = false;
+      if (!pending) {
+        LS_ASSIGN_OR_RETURN(outage, OutOfServiceAtClose(instrument, DueTime(b, instrument)));
+      }
       return MakeError(absl::StatusCode::kFailedPrecondition, "BOOKING_STATE",
                        absl::StrCat(b.name(), pending   ? " reached its reserved start still pending: it is EXPIRED"
                                               : outage ? "'s check-in window has closed while the instrument is out "
@@ -1383,8 +1387,13 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
         LS_ASSIGN_OR_RETURN(auto hit, Load("bookings/" + e.booking_id));
         if (hit.booking.mode() == labshare::type::v1::TECHNICAL_SERVICE && !hit.booking.service_order().empty() &&
             hit.booking.state() == v1::Booking::CONFIRMED) {
-          // A scheduled run goes back to SAMPLES_RECEIVED with its booking cancelled.
-          LS_RETURN_IF_ERROR(UnscheduleForOutage(p, hit.booking.service_order(), window, event_rid).status());
+          // A scheduled run goes back to SAMPLES_RECEIVED with its booking
+          // cancelled. One that moved meanwhile (checked in, started) is
+          // looked at again in the next round, as it is then.
+          auto unscheduled =
+              UnscheduleForOutage(p, hit.booking.service_order(), hit.booking.name(), window, event_rid);
+          if (!unscheduled.ok() && ErrorReason(unscheduled.status()) == "BOOKING_STATE") continue;
+          LS_RETURN_IF_ERROR(unscheduled.status());
           resp.add_unscheduled_orders(hit.booking.service_order());
           resp.add_cancelled_bookings("bookings/" + e.booking_id);
           continue;
@@ -1400,18 +1409,24 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
             continue;
           }
           if (lease.state() == v1::Lease::REQUESTED || lease.state() == v1::Lease::APPROVED) {
-            LS_RETURN_IF_ERROR(CancelLeaseForOutage(p, lease.name(), window, event_rid).status());
+            // One that moved meanwhile (handed over, cancelled) is looked at
+            // again in the next round, as it is then.
+            auto cancelled = CancelLeaseForOutage(p, lease.name(), window, event_rid);
+            if (!cancelled.ok() && ErrorReason(cancelled.status()) == "LEASE_STATE") continue;
+            LS_RETURN_IF_ERROR(cancelled.status());
             resp.add_cancelled_leases(lease.name());
             resp.add_cancelled_bookings(lease.booking());  // cancelled with it, as a run's booking is
             continue;
           }
         }
         bool interrupted = false;
+        bool cut = false;
         const std::string name = "bookings/" + e.booking_id;
         auto result = Transition(p, "ApplyMaintenanceWindow", r, name, "",
                                  [&](const Loaded& cur, absl::Time now) -> absl::StatusOr<Change> {
           const v1::Booking& b = cur.booking;
           interrupted = false;
+          cut = false;
           if (b.state() == v1::Booking::CHECKED_IN) {
             // Checked out at the window start, as CheckOut would, in this
             // step; the time before the window stays on the calendar. (A
@@ -1454,20 +1469,37 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
             cancelled->set_initiator(v1::Booking::MAINTENANCE_OUTAGE);
             cancelled->set_maintenance_window(window.name());
           } else {
-            return MakeError(absl::StatusCode::kFailedPrecondition, "FINISHED", "already finished");
+            // A finished booking (a session checked out earlier, a lease
+            // returned) keeps its state. Its block before the window stays;
+            // what runs on past the window start is cut there, as for a
+            // session the window checks out (a block starting at or after
+            // the window start goes: it becomes empty), with its event.
+            const absl::Time from = FromProto(b.blocked_interval().start_time());
+            const absl::Time to = FromProto(b.blocked_interval().end_time());
+            if (to <= ws) return MakeError(absl::StatusCode::kFailedPrecondition, "FINISHED", "nothing to cut");
+            cut = true;
+            c.release_budget = false;
+            c.due = UpdateStep::Due::kKeep;
+            const absl::Time end = std::max(from, ws);
+            if (end > from) {
+              c.calendar = UpdateStep::Calendar::kSetEnd;
+              c.new_end_ms = Ms(end);
+            }
+            *c.booking.mutable_blocked_interval()->mutable_end_time() = ToProto(end);
+            auto* changed = ev.mutable_booking_interval_changed();
+            changed->set_cause(v1::BookingIntervalChanged::MAINTENANCE_CUT);
+            *changed->mutable_previous_reserved_interval() = b.reserved_interval();
+            *changed->mutable_previous_blocked_interval() = b.blocked_interval();
           }
           c.events.push_back(std::move(ev));
           return c;
         });
         if (!result.ok() && ErrorReason(result.status()) == "FINISHED") {
-          // A finished booking keeps its record. Its block before the window
-          // stays (a session checked out earlier whose block runs on past
-          // the window start is cut there, as a session the window checks
-          // out); an entry starting at or after the window start goes.
-          LS_RETURN_IF_ERROR(CutFinishedEntry(partition, ids.first, e, Ms(ws)));
+          left_alone.insert(e.booking_id);  // its block ends at the window start already
           continue;
         }
         LS_RETURN_IF_ERROR(result.status());
+        if (cut) continue;
         if (result->state() == v1::Booking::CANCELLED) resp.add_cancelled_bookings(name);
         if (interrupted) {
           resp.add_interrupted_bookings(name);
@@ -1500,31 +1532,6 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
   });
 }
 
-absl::Status BookingManager::CutFinishedEntry(int partition, const std::string& instrument_id,
-                                              const CalendarEntry& e, int64_t window_start_ms) {
-  if (e.start_ms >= window_start_ms) {
-    return store_->RemoveCalendarEntry(partition, instrument_id, e.booking_id, e.start_ms);
-  }
-  LS_ASSIGN_OR_RETURN(Loaded hit, Load("bookings/" + e.booking_id));
-  // The entry's end moves to the window start in one step checked against
-  // the booking's version; its record stays as it is (not rewritten).
-  UpdateStep step;
-  step.partition = partition;
-  step.instrument_id = instrument_id;
-  step.booking_id = e.booking_id;
-  step.expected_version = hit.version;
-  step.calendar = UpdateStep::Calendar::kSetEnd;
-  step.blocked_start_ms = e.start_ms;
-  step.new_end_ms = window_start_ms;
-  step.busy_reason = BusyReasonOf(hit.booking);
-  LS_ASSIGN_OR_RETURN(StepOutcome outcome, store_->Update(step));
-  // A booking that moved meanwhile is looked at again in the next round.
-  if (outcome.kind == StepOutcome::Kind::kApplied || outcome.kind == StepOutcome::Kind::kConflict) {
-    return absl::OkStatus();
-  }
-  return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage outcome");
-}
-
 // ================================================================ sweep
 
 absl::Time BookingManager::DueTime(const v1::Booking& b, const inv::Instrument& instrument) const {
@@ -1533,6 +1540,46 @@ absl::Time BookingManager::DueTime(const v1::Booking& b, const inv::Instrument& 
   // When CheckIn's window [opens, closes) closes: the earlier of start +
   // grace and the reserved end (without a grace period, the reserved end).
   return CheckInCloses(b, FromProto(SlotRulesOf(instrument, b.mode()).no_show_grace()));
+}
+
+absl::StatusOr<std::optional<inv::InstrumentState>> BookingManager::StateAt(const inv::Instrument& instrument,
+                                                                             absl::Time at) const {
+  const absl::Time updated = FromProto(instrument.update_time());
+  if (!instrument.has_update_time() || updated <= at) return std::optional<inv::InstrumentState>(instrument.state());
+  LS_ASSIGN_OR_RETURN(std::string id, ParseName(instrument.name(), "instruments", "instrument"));
+  LS_ASSIGN_OR_RETURN(auto changes, store_->InstrumentChanges(id, at));
+  bool latest_read = false;
+  std::optional<inv::InstrumentState> before;
+  for (const auto& c : changes) {
+    if (c.time >= updated) latest_read = true;
+    if (!before && c.time > at && c.kind == labshare::inventory::v1::STATE_CHANGED) {
+      before = static_cast<inv::InstrumentState>(c.state_before);
+    }
+  }
+  if (!latest_read) return std::optional<inv::InstrumentState>();
+  return before ? before : std::optional<inv::InstrumentState>(instrument.state());
+}
+
+absl::StatusOr<bool> BookingManager::OutOfServiceAtClose(const inv::Instrument& instrument, absl::Time closes,
+                                                         bool* unknown) const {
+  LS_ASSIGN_OR_RETURN(auto state, StateAt(instrument, closes));
+  if (unknown != nullptr) *unknown = !state.has_value();
+  return !state || *state != inv::ACTIVE;
+}
+
+absl::Status BookingManager::RecordInstrumentChange(const labshare::inventory::v1::InstrumentChanged& changed) {
+  const inv::Instrument& instrument = changed.instrument();
+  auto id = ParseName(instrument.name(), "instruments", "instrument");
+  if (!id.ok() || !instrument.has_update_time()) return absl::OkStatus();  // nothing to place in time
+  BookingStore::InstrumentChange c;
+  c.time = FromProto(instrument.update_time());
+  c.kind = changed.kind();
+  c.state_after = instrument.state();
+  // Only a state change says what the state was before; any other change
+  // left it as it is after.
+  c.state_before = changed.kind() == labshare::inventory::v1::STATE_CHANGED ? changed.previous_state()
+                                                                             : instrument.state();
+  return store_->RecordInstrumentChange(*id, c);
 }
 
 absl::StatusOr<int> BookingManager::Sweep() {
@@ -1554,10 +1601,56 @@ absl::StatusOr<int> BookingManager::Sweep() {
   // or EXPIRED (PENDING_APPROVAL at or past its start), or checks a forgotten
   // session out (CHECKED_IN past its auto-checkout time), deciding on the
   // stored state in the step itself.
+  // A lease still REQUESTED when its block begins (ApproveLease answers
+  // LEASE_STARTED from then on): the lease CANCELLED, its booking EXPIRED,
+  // in one step with LeaseCancelled and BookingExpired.
+  auto expire_lease = [&](const std::string& name, Found& found) -> absl::Status {
+    v1::GetLeaseRequest key;
+    key.set_name(name);
+    auto result = LeaseTransition(sweeper, "Sweep", key, name, "",
+                                  [&](const LoadedLease& cur, absl::Time at) -> absl::StatusOr<LeaseChange> {
+      found = Found();
+      if (cur.lease.state() != v1::Lease::REQUESTED || cur.booking.booking.state() != v1::Booking::PENDING_APPROVAL) {
+        found.gone = true;
+        return Precondition("NOT_DUE", "no longer due");
+      }
+      if (FromProto(cur.lease.blocked_interval().start_time()) > now) {
+        found.later = true;
+        return Precondition("NOT_DUE", "not due yet");
+      }
+      LeaseChange c;
+      c.lease = cur.lease;
+      c.booking = cur.booking.booking;
+      c.lease.set_state(v1::Lease::CANCELLED);
+      c.lease.set_end_reason("not approved before its term (handover buffer included) began");
+      c.booking.set_state(v1::Booking::EXPIRED);
+      c.calendar = UpdateStep::Calendar::kRemove;
+      c.due = UpdateStep::Due::kRemove;
+      v1::BookingEvent cancelled = Event(sweeper, "", at);
+      cancelled.mutable_lease_cancelled()->set_previous_state(v1::Lease::REQUESTED);
+      cancelled.mutable_lease_cancelled()->set_reason(c.lease.end_reason());
+      v1::BookingEvent expired = Event(sweeper, "", at);
+      expired.mutable_booking_expired();
+      c.events = {std::move(cancelled), std::move(expired)};
+      return c;
+    });
+    if (result.ok()) {
+      ++changed;
+      return absl::OkStatus();
+    }
+    if (absl::IsNotFound(result.status())) found.gone = true;
+    if (found.gone || found.later) return absl::OkStatus();
+    if (absl::IsAborted(result.status())) {  // moved meanwhile: next round
+      found.later = true;
+      return absl::OkStatus();
+    }
+    return result.status();
+  };
   auto settle = [&](const std::string& id, Found& found) -> absl::Status {
     v1::GetBookingRequest key;
     key.set_name("bookings/" + id);
     std::optional<inv::Instrument> ended_on;
+    std::string lease;  // a LEASE booking pending approval: its lease may expire
     // Due or not is decided at the sweep's `now`; the change is stamped
     // at its own attempt's reading (`at`), as its events are.
     auto result = Transition(sweeper, "Sweep", key, key.name(), "",
@@ -1565,6 +1658,17 @@ absl::StatusOr<int> BookingManager::Sweep() {
       const v1::Booking& b = cur.booking;
       found = Found();
       ended_on.reset();
+      lease.clear();
+      if (b.mode() == labshare::type::v1::LEASE) {
+        // Changed with its lease, in the lease's step (below); otherwise it
+        // follows its lease.
+        if (b.state() == v1::Booking::PENDING_APPROVAL && !b.lease().empty()) {
+          lease = b.lease();
+        } else {
+          found.gone = true;
+        }
+        return Precondition("NOT_DUE", "a lease's booking");
+      }
       const bool slot_mode = b.mode() == labshare::type::v1::ON_SITE || b.mode() == labshare::type::v1::JOINT_RESEARCH;
       if (b.state() == v1::Booking::CHECKED_IN && slot_mode) {
         LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(b.instrument()));
@@ -1586,11 +1690,10 @@ absl::StatusOr<int> BookingManager::Sweep() {
         return Precondition("NOT_DUE", "no longer due");
       }
       absl::Time due = FromProto(b.reserved_interval().start_time());  // pending: its start
-      bool out_of_service = false;
+      std::shared_ptr<const inv::Instrument> instrument;
       if (confirmed) {
-        LS_ASSIGN_OR_RETURN(auto instrument, inventory_->Instrument(b.instrument()));
+        LS_ASSIGN_OR_RETURN(instrument, inventory_->Instrument(b.instrument()));
         due = DueTime(b, *instrument);
-        out_of_service = instrument->state() != inv::ACTIVE;
       }
       // A missed booking is due at the moment CheckIn's window closes
       // (half-open: CheckIn refuses from that moment on); a pending one at
@@ -1602,6 +1705,14 @@ absl::StatusOr<int> BookingManager::Sweep() {
         found.later = true;
         return Precondition("NOT_DUE", "not due yet");
       }
+      // Judged on the instrument's state as check-in closed (`due`), not
+      // on its state now: a sweep running late after a change decides as
+      // one on time would.
+      bool out_of_service = false;
+      bool unknown = false;
+      if (confirmed) {
+        LS_ASSIGN_OR_RETURN(out_of_service, OutOfServiceAtClose(*instrument, due, &unknown));
+      }
       Change c;
       c.booking = b;
       c.calendar = UpdateStep::Calendar::kRemove;
@@ -1611,14 +1722,17 @@ absl::StatusOr<int> BookingManager::Sweep() {
       if (confirmed && out_of_service) {
         // Nobody could check in (CheckIn: INSTRUMENT_NOT_ACTIVE): an outage
         // (inventory's MAINTENANCE is "out of service for all bookings"),
-        // cancelled without charge, not MISSED.
+        // cancelled without charge, not MISSED. So is a booking whose
+        // instrument booking cannot tell was in service then: never
+        // charged on a guess.
         c.booking.set_state(v1::Booking::CANCELLED);
         c.booking.set_cancelled_by_outage(true);
         auto* cancel = c.booking.mutable_cancellation();
         *cancel->mutable_cancel_time() = ToProto(at);
         cancel->set_cancelled_by(ActorName(sweeper));
         cancel->set_initiator(v1::Booking::MAINTENANCE_OUTAGE);
-        cancel->set_reason("the instrument was out of service when check-in closed");
+        cancel->set_reason(unknown ? "the instrument changed after check-in closed and its state then is not known"
+                                   : "the instrument was out of service when check-in closed");
         auto* cancelled = e.mutable_booking_cancelled();
         cancelled->set_previous_state(b.state());
         cancelled->set_cancelled_by_outage(true);
@@ -1640,6 +1754,7 @@ absl::StatusOr<int> BookingManager::Sweep() {
       if (ended_on) RecordSessionUse(*result, *ended_on);
       return absl::OkStatus();
     }
+    if (!lease.empty()) return expire_lease(lease, found);
     if (absl::IsNotFound(result.status())) found.gone = true;
     if (found.gone || found.later) return absl::OkStatus();
     if (absl::IsAborted(result.status())) {  // moved meanwhile: next round
@@ -1649,17 +1764,26 @@ absl::StatusOr<int> BookingManager::Sweep() {
     return result.status();
   };
 
+  // One booking the sweep could not settle (an unreadable document, a
+  // failed step or read) is logged and skipped; the round goes on with the
+  // others, and it is looked at again in the next round.
+  const auto skipped = [](const std::string& id, const absl::Status& error) {
+    LogWarning("sweep skipped a booking", {{"booking", "bookings/" + id}, {"error", error.ToString()}});
+  };
   for (int partition = 0; partition < kPartitions; ++partition) {
-    // The due set: bookings made by older versions, and running sessions
-    // met below. All of it that is due is read, page by page; what stays
-    // (not due yet) is skipped by the offset.
+    // The due set: bookings made by older versions, running sessions met
+    // below, and bookings a round skipped. All of it that is due is read,
+    // page by page; what stays (not due yet, skipped) is passed by the
+    // offset.
     for (int offset = 0;;) {
       LS_ASSIGN_OR_RETURN(auto due, store_->Due(partition, now_ms, offset, kSweepBatch));
       for (const std::string& id : due) {
         Found found;
-        LS_RETURN_IF_ERROR(settle(id, found));
-        if (found.gone) {
-          LS_RETURN_IF_ERROR(store_->ForgetDue(partition, id));
+        absl::Status settled = settle(id, found);
+        if (settled.ok() && found.gone) settled = store_->ForgetDue(partition, id);
+        if (!settled.ok()) {
+          skipped(id, settled);
+          ++offset;
         } else if (found.later) {
           ++offset;
         }
@@ -1685,16 +1809,27 @@ absl::StatusOr<int> BookingManager::Sweep() {
       for (size_t i = 0; i < range.entries.size() && i < docs.size(); ++i) {
         if (!docs[i]) continue;
         auto b = ParseBooking(docs[i]->data);
-        if (!b.ok() ||
-            (b->state() != v1::Booking::CONFIRMED && b->state() != v1::Booking::PENDING_APPROVAL &&
-             b->state() != v1::Booking::CHECKED_IN) ||
-            (b->mode() != labshare::type::v1::ON_SITE && b->mode() != labshare::type::v1::JOINT_RESEARCH)) {
+        const bool lease_request =
+            b.ok() && b->mode() == labshare::type::v1::LEASE && b->state() == v1::Booking::PENDING_APPROVAL;
+        if (!lease_request &&
+            (!b.ok() ||
+             (b->state() != v1::Booking::CONFIRMED && b->state() != v1::Booking::PENDING_APPROVAL &&
+              b->state() != v1::Booking::CHECKED_IN) ||
+             (b->mode() != labshare::type::v1::ON_SITE && b->mode() != labshare::type::v1::JOINT_RESEARCH))) {
           continue;  // settled: nothing for the sweep
         }
         Found found;
-        LS_RETURN_IF_ERROR(settle(range.entries[i].booking_id, found));
-        if (found.later && found.look_ms > 0) {
-          LS_RETURN_IF_ERROR(store_->RememberDue(partition, range.entries[i].booking_id, found.look_ms));
+        const std::string& id = range.entries[i].booking_id;
+        if (absl::Status settled = settle(id, found); !settled.ok()) {
+          // Looked at again through the due set, so that the cursor moves
+          // on past it (or, when even that fails, the cursor stays).
+          skipped(id, settled);
+          if (!store_->RememberDue(partition, id, now_ms).ok()) cursor = std::min(cursor, range.entries[i].start_ms);
+        } else if (found.later && found.look_ms > 0) {
+          if (absl::Status remembered = store_->RememberDue(partition, id, found.look_ms); !remembered.ok()) {
+            skipped(id, remembered);
+            cursor = std::min(cursor, range.entries[i].start_ms);
+          }
         } else if (found.later) {
           cursor = std::min(cursor, range.entries[i].start_ms);
         }

@@ -166,7 +166,13 @@ class BookingManager {
   // when ApproveBooking refuses them) EXPIRED, and checks
   // out CHECKED_IN ON_SITE and JOINT_RESEARCH sessions nobody checked out at
   // their auto-checkout time (AutoCheckOutTime) once it has passed, as of the
-  // clock's now (actor "services/booking"). Returns how many changed. The
+  // clock's now (actor "services/booking"). A CONFIRMED booking whose
+  // instrument was not known to be ACTIVE as check-in closed (StateAt) is
+  // cancelled as an outage instead of MISSED. Lease requests still
+  // REQUESTED at their blocked start expire (the lease CANCELLED, its
+  // booking EXPIRED). A booking it cannot settle (an unreadable document,
+  // a failed read or step) is logged and skipped, looked at again in the
+  // next round; the others are settled. Returns how many changed. The
   // service runs it periodically; safe to run on every replica at once (each
   // change is one versioned step with its events).
   absl::StatusOr<int> Sweep();
@@ -181,6 +187,10 @@ class BookingManager {
   // (RefileOperator, booking_lists.h). Idempotent; OK only once complete.
   absl::Status FollowInstrumentOperator(const labshare::inventory::v1::Instrument& instrument,
                                         const RefileOptions& options = {});
+  // An InstrumentChanged from inventory: recorded (its time, kind and the
+  // state before and after), so that the sweep knows the instrument's state
+  // at an earlier moment (StateAt). Idempotent.
+  absl::Status RecordInstrumentChange(const labshare::inventory::v1::InstrumentChanged& changed);
   // Start-up, after MigrateListings: re-files the instruments whose
   // listing entries an older version left under a former operator
   // (RefileStaleOperators, booking_lists.h; the operator from the
@@ -399,11 +409,18 @@ class BookingManager {
     absl::Duration used = absl::ZeroDuration();
     std::vector<v1::BookingEvent> events;
   };
-  // ApplyMaintenanceWindow on a finished booking's calendar entry `e`: cut
-  // at the window start when it starts before it (the record stays as it
-  // is), taken off otherwise.
-  absl::Status CutFinishedEntry(int partition, const std::string& instrument_id, const CalendarEntry& e,
-                                int64_t window_start_ms);
+  // The instrument's state at `at`, as far as booking knows it: its state
+  // now when inventory has not changed it since (update_time at or before
+  // `at`); else, once booking has read inventory's InstrumentChanged about
+  // its latest change (RecordInstrumentChange), the state before the first
+  // state change after `at` (or now's, if none); nullopt while unknown.
+  absl::StatusOr<std::optional<inv::InstrumentState>> StateAt(const inv::Instrument& instrument, absl::Time at) const;
+  // A CONFIRMED booking whose check-in window closed at `closes` is
+  // cancelled as an outage rather than MISSED: unless its instrument is
+  // known to have been ACTIVE then (StateAt). Sets *unknown when booking
+  // cannot tell.
+  absl::StatusOr<bool> OutOfServiceAtClose(const inv::Instrument& instrument, absl::Time closes,
+                                           bool* unknown = nullptr) const;
   // When the sweep must look at a booking in `state` (0: never): a CONFIRMED
   // one when its check-in window closes, a PENDING_APPROVAL one at its start.
   absl::Time DueTime(const v1::Booking& b, const inv::Instrument& instrument) const;
@@ -527,6 +544,7 @@ class BookingManager {
     int64_t new_end_ms = 0;
     int64_t guard_from_ms = 0;  // a violated guard is SLOT_TAKEN
     int64_t guard_to_ms = 0;
+    UpdateStep::Due due = UpdateStep::Due::kKeep;
     std::vector<v1::BookingEvent> events;
   };
   struct LoadedLease {
@@ -575,7 +593,11 @@ class BookingManager {
   absl::StatusOr<v1::ServiceOrder> ScheduleRun(const Principal& p, const v1::ScheduleServiceRequest& r,
                                                absl::string_view method, const google::protobuf::Message& request,
                                                bool validate_only, v1::Booking* booking_answer);
+  // The run `run_name` of `order` unscheduled by an outage; BOOKING_STATE
+  // when it is no longer the order's CONFIRMED run (checked in, started,
+  // replaced meanwhile).
   absl::StatusOr<v1::ServiceOrder> UnscheduleForOutage(const Principal& p, const std::string& order,
+                                                       const std::string& run_name,
                                                        const inv::MaintenanceWindow& window,
                                                        const std::string& event_request_id);
   // The run of a SCHEDULED order cancelled, the order back in

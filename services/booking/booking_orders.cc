@@ -768,11 +768,12 @@ absl::StatusOr<Order> BookingManager::ScheduleRun(const Principal& p, const v1::
 }
 
 absl::StatusOr<Order> BookingManager::UnscheduleForOutage(const Principal& p, const std::string& name,
+                                                          const std::string& run_name,
                                                           const inv::MaintenanceWindow& window,
                                                           const std::string& event_request_id) {
   v1::GetServiceOrderRequest key;
   key.set_name(name);
-  return UnscheduleRun(p, "ApplyMaintenanceWindow", key, name, "", "", "", &window, event_request_id);
+  return UnscheduleRun(p, "ApplyMaintenanceWindow", key, name, "", run_name, "", &window, event_request_id);
 }
 
 absl::StatusOr<Order> BookingManager::UnscheduleRun(const Principal& p, absl::string_view method,
@@ -784,11 +785,12 @@ absl::StatusOr<Order> BookingManager::UnscheduleRun(const Principal& p, absl::st
   const bool outage = window != nullptr;
   const std::string& stamped = event_request_id.empty() ? request_id : event_request_id;
   return OrderTransition(p, method, request, name, request_id, [&](const LoadedOrder& cur, absl::Time now) -> absl::StatusOr<OrderChange> {
-    if (outage && cur.order.state() != Order::SCHEDULED) return OrderState(cur.order, "SCHEDULED");
-    LS_ASSIGN_OR_RETURN(Loaded run, Load(outage ? cur.order.booking() : run_name));
-    if (!outage && (cur.order.state() != Order::SCHEDULED || cur.order.booking() != run_name ||
-                    run.booking.state() != v1::Booking::CONFIRMED)) {
-      // CancelBooking's answer: the run is no longer a CONFIRMED run of its order.
+    LS_ASSIGN_OR_RETURN(Loaded run, Load(run_name));
+    if (cur.order.state() != Order::SCHEDULED || cur.order.booking() != run_name ||
+        run.booking.state() != v1::Booking::CONFIRMED) {
+      // CancelBooking's answer: the run is no longer a CONFIRMED run of its
+      // order. An outage leaves such a run to ApplyMaintenanceWindow's
+      // handling of what it is now (a session checked in is checked out).
       const std::string state = v1::Booking::State_Name(run.booking.state());
       return MakeError(absl::StatusCode::kFailedPrecondition, "BOOKING_STATE",
                        absl::StrCat(run_name, " is ", state, " (", cur.order.name(), " ",

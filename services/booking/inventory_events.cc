@@ -13,6 +13,11 @@ EventConsumer::Handler InventoryEventHandler(BookingManager* manager, RefileOpti
       return absl::OkStatus();  // not ours to understand: acknowledge and move on
     }
     if (event.has_instrument_changed()) {
+      // First what changed when (the sweep judges a booking on its
+      // instrument's state as check-in closed), then the listings.
+      if (absl::Status recorded = manager->RecordInstrumentChange(event.instrument_changed()); !recorded.ok()) {
+        return recorded;
+      }
       return manager->FollowInstrumentOperator(event.instrument_changed().instrument(), refile);
     }
     if (!event.has_maintenance_window_changed()) return absl::OkStatus();

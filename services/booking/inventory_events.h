@@ -1,7 +1,9 @@
 // Booking's reaction to inventory events: a maintenance window declared or
 // cancelled is applied to the calendar (BookingManager::ApplyMaintenanceWindow,
-// once per event through the consumer group), an instrument's operator
-// change re-files its listings (BookingManager::FollowInstrumentOperator),
+// once per event through the consumer group), an instrument's change is
+// recorded (BookingManager::RecordInstrumentChange: the sweep's view of its
+// past states) and its operator change re-files its listings
+// (BookingManager::FollowInstrumentOperator),
 // and every replica drops from
 // its inventory cache what an event changed (InventoryCacheWatcher).
 #ifndef LABSHARE_SERVICES_BOOKING_INVENTORY_EVENTS_H_

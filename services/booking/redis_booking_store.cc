@@ -42,6 +42,7 @@ std::string Outbox(int p) { return absl::StrCat(Tag(p), ":outbox"); }
 std::string Due(int p) { return absl::StrCat(Tag(p), ":due"); }
 std::string SweepInstruments(int p) { return absl::StrCat(Tag(p), ":sweep:instruments"); }
 std::string SweepCursors(int p) { return absl::StrCat(Tag(p), ":sweep:cursor"); }
+std::string InstrumentChanges(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":ichanges:", i); }
 std::string IdLookup(absl::string_view id) { return absl::StrCat("{bk:ids}:", id); }
 std::string RequestClaim(absl::string_view method, absl::string_view request_id) {
   // Booking ids match [a-z0-9-]: a ':' keeps claims apart from them.
@@ -1364,6 +1365,44 @@ absl::StatusOr<std::vector<BookingStore::SweepRange>> BookingStore::SweepRanges(
 absl::Status BookingStore::SetSweepCursor(int partition, absl::string_view instrument_id, int64_t ms) const {
   return pool_->Command({"HSET", keys::SweepCursors(partition), std::string(instrument_id), std::to_string(ms)})
       .status();
+}
+
+absl::Status BookingStore::RecordInstrumentChange(absl::string_view instrument_id,
+                                                  const InstrumentChange& change) const {
+  const int64_t ns = absl::ToUnixNanos(change.time);
+  return pool_
+      ->Command({"ZADD", keys::InstrumentChanges(keys::Partition(instrument_id), instrument_id),
+                 std::to_string(absl::ToUnixMillis(change.time)),
+                 absl::StrCat(ns, "|", change.kind, "|", change.state_before, "|", change.state_after)})
+      .status();
+}
+
+absl::StatusOr<std::vector<BookingStore::InstrumentChange>> BookingStore::InstrumentChanges(
+    absl::string_view instrument_id, absl::Time from) const {
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"ZRANGEBYSCORE",
+                                                    keys::InstrumentChanges(keys::Partition(instrument_id),
+                                                                            instrument_id),
+                                                    std::to_string(absl::ToUnixMillis(from) - 1), "+inf"}));
+  if (v.type != RedisValue::Type::kArray) {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
+  }
+  std::vector<InstrumentChange> out;
+  for (const auto& m : v.elements) {
+    std::vector<absl::string_view> parts = absl::StrSplit(m.str, '|');
+    int64_t ns = 0;
+    InstrumentChange c;
+    if (parts.size() != 4 || !absl::SimpleAtoi(parts[0], &ns) || !absl::SimpleAtoi(parts[1], &c.kind) ||
+        !absl::SimpleAtoi(parts[2], &c.state_before) || !absl::SimpleAtoi(parts[3], &c.state_after)) {
+      return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "an instrument change is unreadable");
+    }
+    c.time = absl::FromUnixNanos(ns);
+    out.push_back(c);
+  }
+  // Members of one millisecond sort by their text: by time, as the score
+  // does not tell them apart.
+  std::stable_sort(out.begin(), out.end(),
+                   [](const InstrumentChange& a, const InstrumentChange& b) { return a.time < b.time; });
+  return out;
 }
 
 absl::StatusOr<std::vector<std::string>> BookingStore::IndexRange(int partition,

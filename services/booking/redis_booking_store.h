@@ -42,12 +42,21 @@
 //                            the sweep has nothing left to do on it. The sweep
 //                            reads each instrument's listing index from there
 //                            to now: a CONFIRMED booking past start + grace is
-//                            MISSED, a PENDING_APPROVAL one at its start EXPIRED.
+//                            MISSED, a PENDING_APPROVAL one at its start EXPIRED
+//                            (a lease request at the latest there).
 //   {bk:P}:due               ZSET  booking id -> when the sweep must look at it
-//                            (ms): bookings written by older versions, and the
+//                            (ms): bookings written by older versions, the
 //                            checked-in sessions the sweep met on its cursor
 //                            scan (from the earliest moment it may close them:
-//                            a session lasts past its cursor's look-back).
+//                            a session lasts past its cursor's look-back),
+//                            lease requests (from their blocked start, before
+//                            the cursor reaches their term start) and
+//                            bookings a sweep round had to skip (now).
+//   {bk:P}:ichanges:<instr>  ZSET  inventory's changes of the instrument as
+//                            booking consumed them (InstrumentChanged):
+//                            member "<update_time, unix ns>|<kind>|<state
+//                            before>|<state after>", score its ms. The sweep
+//                            reads the instrument's state as check-in closed.
 //   {bk:ids}:<id>            partition of a client-chosen booking id
 //   {bk:P}:lease:<id>        Lease document; its booking has the same id
 //   {bk:P}:order:<id>        ServiceOrder document (older versions also kept the
@@ -114,6 +123,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "common/doc_store.h"
 #include "common/redis.h"
 #include "common/redis_pipeline.h"
@@ -139,6 +149,9 @@ std::string Outbox(int p);
 std::string Due(int p);
 std::string SweepInstruments(int p);
 std::string SweepCursors(int p);
+// Inventory's changes of one instrument as booking read them
+// (BookingStore::RecordInstrumentChange).
+std::string InstrumentChanges(int p, absl::string_view instrument_id);
 std::string IdLookup(absl::string_view booking_id);
 // A mutation's claim of its request_id, in the one slot of IdLookup: the
 // per-partition records ({bk:P}:idem:..., or the document a derived id
@@ -249,7 +262,8 @@ struct CreateStep {
   int64_t blocked_end_ms = 0;
   int64_t reserved_start_ms = 0;
   // The sweep looks at it (an ON_SITE or JOINT_RESEARCH booking: MISSED
-  // without check-in, EXPIRED if still pending at its start).
+  // without check-in, EXPIRED if still pending at its start; a lease
+  // request: expired if still REQUESTED at its blocked start).
   bool swept = false;
   std::vector<ExtraDoc> extra_docs;
   // Each counter's allowance must hold ms more (allowance - used -
@@ -457,6 +471,20 @@ class BookingStore {
   };
   absl::StatusOr<std::vector<SweepRange>> SweepRanges(int partition, int64_t now_ms, int limit) const;
   absl::Status SetSweepCursor(int partition, absl::string_view instrument_id, int64_t ms) const;
+  // One change of an instrument in inventory (an InstrumentChanged event):
+  // when (its update_time), of which kind (inventory ChangeKind), its state
+  // before (STATE_CHANGED) and after. Idempotent.
+  struct InstrumentChange {
+    absl::Time time;
+    int kind = 0;
+    int state_before = 0;
+    int state_after = 0;
+  };
+  absl::Status RecordInstrumentChange(absl::string_view instrument_id, const InstrumentChange& change) const;
+  // The recorded changes of the instrument at or after `from` (to the
+  // millisecond: a few just before may come too), oldest first.
+  absl::StatusOr<std::vector<InstrumentChange>> InstrumentChanges(absl::string_view instrument_id,
+                                                                  absl::Time from) const;
   // Puts a maintenance window on the calendar (or takes it off), with its
   // busy reason beside the end.
   absl::Status BlockWindow(int partition, absl::string_view instrument_id,

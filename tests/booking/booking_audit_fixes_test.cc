@@ -135,9 +135,11 @@ TEST_F(AuditFixesTest, OutageStartedBeforeALateCheckInChecksItOut) {
 // "A checked-out session is COMPLETED ... (the session's time before the
 // window stays blocked)": a session checked out at 10:30 keeps its block
 // (to 12:30, the reserved end + the buffer); a window from 11:00 cuts the
-// entry at 11:00 rather than taking it off (it took the whole entry off),
-// and leaves the record as it is. An entry starting at or after the window
-// start goes.
+// entry at 11:00 rather than taking it off (it took the whole entry off).
+// An entry starting at or after the window start goes. The record keeps
+// its state and session; its blocked_interval follows the calendar (review
+// of 2026-12-06: the calendar was cut alone, without record or event; see
+// booking_sweep_outage_test for the event).
 TEST_F(AuditFixesTest, WindowOverACompletedSessionKeepsTheBlockBeforeIt) {
   v1::Booking b, out;
   ASSERT_TRUE(Book(absl::Hours(10), absl::Hours(12), &b).ok());
@@ -163,13 +165,21 @@ TEST_F(AuditFixesTest, WindowOverACompletedSessionKeepsTheBlockBeforeIt) {
   ASSERT_TRUE(entry.has_value()) << "the block before the window stays";
   EXPECT_EQ(entry->start_ms, start_ms);
   EXPECT_EQ(entry->end_ms, absl::ToUnixMillis(day_ + absl::Hours(11)));
-  EXPECT_EQ(Get(b.name()).SerializeAsString(), before.SerializeAsString());
+  const v1::Booking cut = Get(b.name());
+  EXPECT_EQ(cut.state(), v1::Booking::COMPLETED);
+  EXPECT_EQ(cut.session().SerializeAsString(), before.session().SerializeAsString());
+  EXPECT_EQ(cut.blocked_interval().start_time().SerializeAsString(),
+            before.blocked_interval().start_time().SerializeAsString());
+  EXPECT_EQ(FromProto(cut.blocked_interval().end_time()), day_ + absl::Hours(11));
 
   // A window from the block's start (or earlier) takes the entry off.
   s = Apply(Window(absl::FromUnixMillis(start_ms) - day_, absl::Hours(11)).name(), "early-window-1", &result);
   ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
   EXPECT_FALSE(EntryOf(b.name()).has_value());
-  EXPECT_EQ(Get(b.name()).SerializeAsString(), before.SerializeAsString());
+  const v1::Booking gone = Get(b.name());
+  EXPECT_EQ(gone.state(), v1::Booking::COMPLETED);
+  EXPECT_EQ(gone.session().SerializeAsString(), before.session().SerializeAsString());
+  EXPECT_EQ(FromProto(gone.blocked_interval().end_time()), FromProto(gone.blocked_interval().start_time()));
 }
 
 // EventHeader.request_id: "The request_id of the mutation that caused it,

@@ -381,7 +381,7 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
       LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
       if (seen) return Parse<v1::Payment>(*seen);
     }
-    const absl::Time now = clock_->Now();
+    const absl::Time now = StampNow();
     const std::string id = absl::StrFormat("pay-%d-%s", Ms(now), NewEventId().substr(0, 8));
     pay.set_name("payments/" + id);
     pay.set_recorded_by(ActorName(p));
@@ -568,6 +568,7 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
     step.version_checks.push_back({key, 0});
     step.puts.push_back({key, pay.SerializeAsString(), 1});
     step.index_adds.push_back({keys::Index("payment"), keys::IndexMember(Ms(now), id)});
+    step.stamp = now;
     step.response = SerializeDeterministic(pay);
     *recorded.mutable_payment_recorded()->mutable_payment() = pay;
     *recorded.mutable_payment_recorded()->mutable_posting() = posting;
@@ -598,7 +599,7 @@ absl::StatusOr<v1::Invoice> BillingManager::MarkInvoicePaid(const Principal& p, 
     }
     // One payment per payee with an open amount (direction by sign) and the
     // invoice PAID, all in one step: either everything is recorded or nothing.
-    const absl::Time now = clock_->Now();
+    const absl::Time now = StampNow();
     LedgerStep step;
     step.idempotency_key = idem;
     step.fingerprint = fingerprint;
@@ -638,6 +639,7 @@ absl::StatusOr<v1::Invoice> BillingManager::MarkInvoicePaid(const Principal& p, 
       step.version_checks.push_back({pkey, 0});
       step.puts.push_back({pkey, pay.SerializeAsString(), 1});
       step.index_adds.push_back({keys::Index("payment"), keys::IndexMember(Ms(now), id)});
+      step.stamp = now;
       *pb.mutable_amount_paid() = MakeMoney(inv.currency_code(), pb.amount_paid().amount_minor() + open);
       pb.mutable_amount_outstanding()->set_amount_minor(0);
       inv.add_payments(pay.name());
@@ -864,7 +866,7 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
                          r.posting() + " reverses a charge in full, which is final; post an ADJUST instead");
       }
     }
-    const absl::Time now = clock_->Now();
+    const absl::Time now = StampNow();
     LedgerStep step;
     step.idempotency_key = idem;
     step.fingerprint = fingerprint;

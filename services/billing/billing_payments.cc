@@ -817,6 +817,17 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
                            ", which stands with what it paid; record the money going back as a payment from "
                            "the payee to the payer (RecordPayment), or post an ADJUST");
     }
+    // A deposit's release or application is its settlement at the lease's
+    // close: its mirror would hold the deposit again on the ledger while the
+    // Deposit stays RELEASED or APPLIED, and no close comes to settle it
+    // again.
+    if (r.mode() == v1::PostCorrectionRequest::REVERSE &&
+        (original.kind() == v1::DEPOSIT_RELEASE || original.kind() == v1::DEPOSIT_APPLICATION)) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "NOT_CORRECTABLE",
+                       r.posting() + " settles " + original.deposit() +
+                           " at its lease's close, which is final; post an ADJUST on the accounts it owes or is "
+                           "owed by instead");
+    }
     // The deposit accounts move with the lease's deposit only (the hold at
     // handover, its release or application at the close, both in full): an
     // ADJUST moving them would leave the Deposit as it is and the close

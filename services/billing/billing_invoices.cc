@@ -241,7 +241,7 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::TopUpSubsidyPool(const Principal
                                        std::max<int64_t>(0, kMaxAmountMinor - pool.topped_up_total().amount_minor()),
                                        " more can be added"));
     }
-    const absl::Time now = clock_->Now();
+    const absl::Time now = StampNow();
     if (pool.has_validity() && pool.validity().has_end_time() && now >= FromProto(pool.validity().end_time())) {
       return MakeError(absl::StatusCode::kFailedPrecondition, "POOL_ENDED", r.name() + " has ended");
     }
@@ -859,7 +859,7 @@ absl::StatusOr<v1::Settlement> BillingManager::ComputeSettlement(const Principal
   for (int attempt = 0; attempt < 5; ++attempt) {
     LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
     if (seen) return Parse<v1::Settlement>(*seen);
-    const absl::Time now = clock_->Now();
+    const absl::Time now = StampNow();
     // The COMPUTED settlements of this period and currency: superseded by
     // this one, unless one of them already has paid transfers.
     std::vector<std::pair<v1::Settlement, int64_t>> previous;
@@ -964,6 +964,7 @@ absl::StatusOr<v1::Settlement> BillingManager::ComputeSettlement(const Principal
     step.version_checks.push_back({key, 0});
     step.puts.push_back({key, s.SerializeAsString(), 1});
     step.index_adds.push_back({keys::Index("settlement"), absl::StrCat(r.period(), "|", keys::IndexMember(Ms(now), id))});
+    step.stamp = now;
     for (auto& [old, v] : previous) {
       old.set_state(v1::Settlement::SUPERSEDED);
       old.set_superseded_by(s.name());

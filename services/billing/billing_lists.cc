@@ -98,16 +98,28 @@ absl::StatusOr<v1::ListInvoicesResponse> BillingManager::ListInvoices(const Prin
 absl::StatusOr<v1::ListPostingsResponse> BillingManager::ListPostings(const Principal& p,
                                                                      const v1::ListPostingsRequest& r) {
   LS_ASSIGN_OR_RETURN(std::string org, Narrow(p, r.organization(), "postings"));
+  // The filters naming someone, scope first (types.proto). A member names
+  // only its own accounts: another's, or a name of nobody, is
+  // ORGANIZATION_SCOPE, checked before the form. Its subsidy_pool filter
+  // names a pool; one naming another organisation instead is
+  // ORGANIZATION_SCOPE too (a filter naming another organisation), never
+  // an answer telling which of its postings touch that organisation.
+  if (!SeesAll(p) && !r.account().empty() && !IsOwnAccountName(p, r.account())) return OrgScope("postings");
+  if (!SeesAll(p) && absl::StartsWith(r.subsidy_pool(), "organizations/") && r.subsidy_pool() != org &&
+      !absl::StartsWith(r.subsidy_pool(), org + "/")) {
+    return OrgScope("postings");
+  }
+  // Then the forms, in the Errors list's order: an inverted interval, then
+  // a malformed account (INVALID_FIELD, the contract's "account name
+  // malformed", not INVALID_NAME).
+  LS_RETURN_IF_ERROR(CheckIntervalFilter(r.has_interval(), r.interval()));
   if (!r.account().empty()) {
-    // A member names only its own accounts: another's, or a name of nobody,
-    // is ORGANIZATION_SCOPE, checked before the form (types.proto).
-    if (!SeesAll(p) && !IsOwnAccountName(p, r.account())) return OrgScope("postings");
-    // A malformed account is a bad filter value: INVALID_FIELD (the contract's
-    // "account name malformed"), not INVALID_NAME.
     auto account = ParseAccountName(r.account());
     if (!account.ok()) return InvalidField("account", std::string(account.status().message()));
   }
-  LS_RETURN_IF_ERROR(CheckIntervalFilter(r.has_interval(), r.interval()));
+  // "Postings with an entry on an account of this pool": a filter naming no
+  // pool matches none.
+  const bool pool_named = IsSubsidyPoolName(r.subsidy_pool());
   v1::ListPostingsResponse resp;
   auto keep = [&](const v1::Posting& posting) {
     bool org_hit = org.empty(), pool_hit = r.subsidy_pool().empty(), account_hit = r.account().empty(),
@@ -115,7 +127,7 @@ absl::StatusOr<v1::ListPostingsResponse> BillingManager::ListPostings(const Prin
     for (const auto& e : posting.entries()) {
       const bool own_entry = absl::StartsWith(e.account(), org + "/");
       org_hit |= own_entry;
-      pool_hit |= absl::StartsWith(e.account(), r.subsidy_pool() + "/");
+      pool_hit |= pool_named && absl::StartsWith(e.account(), r.subsidy_pool() + "/");
       account_hit |= e.account() == r.account();
       // On the entries the caller is shown: a member's own (below), never
       // another pair's netting of the same posting.

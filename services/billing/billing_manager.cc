@@ -547,8 +547,15 @@ absl::StatusOr<std::vector<v1::SubsidyPool>> BillingManager::LoadPools(std::vect
   return out;
 }
 
+absl::Time BillingManager::StampNow() const {
+  const absl::Time now = clock_->Now();
+  const absl::Time floor = store_->ClockFloor();
+  return now >= floor ? now : floor + absl::Nanoseconds(1);
+}
+
 void BillingManager::AddPosting(LedgerStep& step, const v1::Posting& posting, absl::Time now) {
   const std::string id = IdOf(posting.name());
+  step.stamp = now;
   step.puts.push_back({keys::Doc("posting", id), posting.SerializeAsString(), 1});
   step.version_checks.push_back({keys::Doc("posting", id), 0});
   step.index_adds.push_back({keys::Index("posting"), keys::IndexMember(Ms(now), id)});
@@ -744,6 +751,7 @@ absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, co
   step.version_checks.push_back({keys::Doc("charge", id), 0});
   step.puts.push_back({keys::Doc("charge", id), charge.SerializeAsString(), 1});
   step.index_adds.push_back({keys::Index("charge"), keys::IndexMember(Ms(now), id)});
+  step.stamp = now;
   // ChargePosted first, carrying the charge as stored (links included).
   v1::BillingEvent ev = ServiceEvent(now, request_id, trace_id);
   auto* posted = ev.mutable_charge_posted();
@@ -771,7 +779,7 @@ absl::StatusOr<std::optional<LedgerStep>> BillingManager::BookingStep(const Stre
       priced.lease_done.empty()) {
     return std::optional<LedgerStep>();
   }
-  const absl::Time now = clock_->Now();
+  const absl::Time now = StampNow();
   LedgerStep step;
   step.applied_event_id = event_id;
   step.applied_stream_id = event.stream_id;
@@ -805,6 +813,7 @@ absl::StatusOr<std::optional<LedgerStep>> BillingManager::BookingStep(const Stre
     // Listed once, by create time: settling does not index it again.
     if (priced.deposit_version == 0) {
       step.index_adds.push_back({keys::Index("deposit"), keys::IndexMember(Ms(now), IdOf(d.name()))});
+      step.stamp = now;
     }
     // DepositChanged, after the ChargePosted of its charge (billing_events.proto).
     v1::BillingEvent ev = ServiceEvent(now, request_id, trace_id);
@@ -993,7 +1002,8 @@ absl::StatusOr<int> BillingManager::ChargeEndedLeasePeriods() {
         LedgerStep step;
         step.applied_event_id = marker;
         v1::Charge charge = c;
-        LS_RETURN_IF_ERROR(PostCharge(step, charge, marker, now, "", ""));
+        // Posted now (the period ended before `now`), stamped anew on each attempt.
+        LS_RETURN_IF_ERROR(PostCharge(step, charge, marker, StampNow(), "", ""));
         LS_ASSIGN_OR_RETURN(StepResult result, store_->Apply(step));
         if (result.kind == StepResult::Kind::kApplied) ++posted;
         if (result.kind != StepResult::Kind::kStale) break;

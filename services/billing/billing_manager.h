@@ -137,6 +137,11 @@ class BillingManager {
   absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> AllBalances() const;
 
  private:
+  // The time of a dated step (LedgerStep::stamp) built now: the clock, or
+  // just after the ledger's latest stamp when the clock is behind it (a
+  // replica's clock behind another's, a step that lost a race): postings
+  // are never back-dated, also across replicas.
+  absl::Time StampNow() const;
   struct Priced {
     std::vector<v1::Charge> charges;
     // Postings that are not charges (deposit release and application).

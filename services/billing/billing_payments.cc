@@ -381,7 +381,7 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
       LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
       if (seen) return Parse<v1::Payment>(*seen);
     }
-    const absl::Time now = clock_->Now();
+    const absl::Time now = StampNow();
     const std::string id = absl::StrFormat("pay-%d-%s", Ms(now), NewEventId().substr(0, 8));
     pay.set_name("payments/" + id);
     pay.set_recorded_by(ActorName(p));
@@ -568,6 +568,7 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
     step.version_checks.push_back({key, 0});
     step.puts.push_back({key, pay.SerializeAsString(), 1});
     step.index_adds.push_back({keys::Index("payment"), keys::IndexMember(Ms(now), id)});
+    step.stamp = now;
     step.response = SerializeDeterministic(pay);
     *recorded.mutable_payment_recorded()->mutable_payment() = pay;
     *recorded.mutable_payment_recorded()->mutable_posting() = posting;
@@ -598,7 +599,7 @@ absl::StatusOr<v1::Invoice> BillingManager::MarkInvoicePaid(const Principal& p, 
     }
     // One payment per payee with an open amount (direction by sign) and the
     // invoice PAID, all in one step: either everything is recorded or nothing.
-    const absl::Time now = clock_->Now();
+    const absl::Time now = StampNow();
     LedgerStep step;
     step.idempotency_key = idem;
     step.fingerprint = fingerprint;
@@ -638,6 +639,7 @@ absl::StatusOr<v1::Invoice> BillingManager::MarkInvoicePaid(const Principal& p, 
       step.version_checks.push_back({pkey, 0});
       step.puts.push_back({pkey, pay.SerializeAsString(), 1});
       step.index_adds.push_back({keys::Index("payment"), keys::IndexMember(Ms(now), id)});
+      step.stamp = now;
       *pb.mutable_amount_paid() = MakeMoney(inv.currency_code(), pb.amount_paid().amount_minor() + open);
       pb.mutable_amount_outstanding()->set_amount_minor(0);
       inv.add_payments(pay.name());
@@ -815,6 +817,17 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
                            ", which stands with what it paid; record the money going back as a payment from "
                            "the payee to the payer (RecordPayment), or post an ADJUST");
     }
+    // A deposit's release or application is its settlement at the lease's
+    // close: its mirror would hold the deposit again on the ledger while the
+    // Deposit stays RELEASED or APPLIED, and no close comes to settle it
+    // again.
+    if (r.mode() == v1::PostCorrectionRequest::REVERSE &&
+        (original.kind() == v1::DEPOSIT_RELEASE || original.kind() == v1::DEPOSIT_APPLICATION)) {
+      return MakeError(absl::StatusCode::kFailedPrecondition, "NOT_CORRECTABLE",
+                       r.posting() + " settles " + original.deposit() +
+                           " at its lease's close, which is final; post an ADJUST on the accounts it owes or is "
+                           "owed by instead");
+    }
     // The deposit accounts move with the lease's deposit only (the hold at
     // handover, its release or application at the close, both in full): an
     // ADJUST moving them would leave the Deposit as it is and the close
@@ -864,7 +877,7 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
                          r.posting() + " reverses a charge in full, which is final; post an ADJUST instead");
       }
     }
-    const absl::Time now = clock_->Now();
+    const absl::Time now = StampNow();
     LedgerStep step;
     step.idempotency_key = idem;
     step.fingerprint = fingerprint;
@@ -1238,7 +1251,7 @@ absl::StatusOr<v1::OrganizationStatement> BillingManager::GetOrganizationStateme
   // NOT_FOUND (ORGANIZATION_NOT_FOUND) for one inventory does not know.
   LS_RETURN_IF_ERROR(inventory_->GetOrganization(r.organization()).status());
   const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
-  const int64_t from = Ms(FromProto(r.interval().start_time())), to = Ms(FromProto(r.interval().end_time()));
+  const absl::Time from = FromProto(r.interval().start_time()), to = FromProto(r.interval().end_time());
   std::vector<v1::AccountKind> kinds;
   for (int k : r.account_kinds()) {  // each kind once, in the order first asked for
     const auto kind = static_cast<v1::AccountKind>(k);
@@ -1254,30 +1267,49 @@ absl::StatusOr<v1::OrganizationStatement> BillingManager::GetOrganizationStateme
     AccountLine line;
     std::string account;
     v1::AccountKind kind;
+    absl::Time time;                  // the posting's create_time
+    std::optional<v1::Posting> posting;  // none for an archived year's carried-forward line
   };
   std::vector<Row> rows;
   int64_t opening = 0;
+  // The interval is half-open, to the nanosecond: a line carries its
+  // posting's create_time in whole milliseconds (rounded down), so a line
+  // of the millisecond of `from` or of `to` is placed by its posting's
+  // create_time (a carried-forward line, which has no posting, by its
+  // millisecond).
+  const int64_t from_ms = Ms(from), to_ms = Ms(to);
   for (auto k : kinds) {
     const std::string account = AccountName(r.organization(), k);
     LS_ASSIGN_OR_RETURN(auto raw, store_->List(keys::Account(account)));
     for (auto& l : ParseLines(raw)) {
-      if (l.currency != currency || l.ms >= to) continue;
+      if (l.currency != currency || l.ms > to_ms) continue;
       // Balances on the statement are on the debit side (owed to minus owed by).
-      if (l.ms < from) {
+      if (l.ms < from_ms) {
         opening += l.amount;
-      } else {
-        rows.push_back({l, account, k});
+        continue;
       }
+      Row row{l, account, k, absl::FromUnixMillis(l.ms), std::nullopt};
+      LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("posting", l.posting)));
+      if (doc) {
+        LS_ASSIGN_OR_RETURN(row.posting, Parse<v1::Posting>(doc->data));
+        row.time = FromProto(row.posting->create_time());
+      }
+      if (row.time >= to) continue;
+      if (row.time < from) {
+        opening += l.amount;
+        continue;
+      }
+      rows.push_back(std::move(row));
     }
   }
-  std::stable_sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return a.line.ms < b.line.ms; });
+  std::stable_sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return a.time < b.time; });
   int64_t running = opening, debits = 0, credits = 0;
   *out.mutable_opening_balance() = MakeMoney(currency, opening);
   for (const auto& row : rows) {
     running += row.line.amount;
     auto* s = out.add_lines();
     s->set_posting("postings/" + row.line.posting);
-    *s->mutable_posting_time() = ToProto(absl::FromUnixMillis(row.line.ms));
+    *s->mutable_posting_time() = ToProto(row.time);
     s->set_account(row.account);
     s->set_counterparty(row.line.counterparty);
     if (row.line.amount > 0) {
@@ -1288,13 +1320,11 @@ absl::StatusOr<v1::OrganizationStatement> BillingManager::GetOrganizationStateme
       credits -= row.line.amount;
     }
     *s->mutable_running_balance() = MakeMoney(currency, running);
-    LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("posting", row.line.posting)));
-    if (doc) {
-      LS_ASSIGN_OR_RETURN(v1::Posting posting, Parse<v1::Posting>(doc->data));
-      s->set_kind(posting.kind());
-      s->set_description(posting.description());
-      s->set_charge(posting.charge());
-      s->set_payment(posting.payment());
+    if (row.posting) {
+      s->set_kind(row.posting->kind());
+      s->set_description(row.posting->description());
+      s->set_charge(row.posting->charge());
+      s->set_payment(row.posting->payment());
     }
   }
   *out.mutable_total_debits() = MakeMoney(currency, debits);
@@ -1322,7 +1352,8 @@ absl::StatusOr<v1::OwnerIncomeReport> BillingManager::GetOwnerIncomeReport(const
   LS_RETURN_IF_ERROR(inventory_->GetOrganization(r.owner_organization()).status());
   const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
   const std::string& owner = r.owner_organization();
-  const int64_t from = Ms(FromProto(r.interval().start_time())), to = Ms(FromProto(r.interval().end_time()));
+  const absl::Time from = FromProto(r.interval().start_time()), to = FromProto(r.interval().end_time());
+  const int64_t from_ms = Ms(from), to_ms = Ms(to);
 
   // The owner's ledger lines posted in the interval, in the report's
   // currency, that make its figures: credits to INCOME, IN_KIND_CONTRIBUTION,
@@ -1339,7 +1370,9 @@ absl::StatusOr<v1::OwnerIncomeReport> BillingManager::GetOwnerIncomeReport(const
   for (const auto& [kind, figure] : accounts) {
     LS_ASSIGN_OR_RETURN(auto raw, store_->List(keys::Account(AccountName(owner, kind))));
     for (auto& l : ParseLines(raw)) {
-      if (l.currency != currency || l.ms < from || l.ms >= to) continue;
+      // The lines of the milliseconds of `from` and `to` too: their
+      // postings' create_time decides (below), to the nanosecond.
+      if (l.currency != currency || l.ms < from_ms || l.ms > to_ms) continue;
       if (figure == IncomeFigure::kSubsidised && !IsSubsidyPoolName(l.counterparty)) continue;
       const int64_t amount = figure == IncomeFigure::kSubsidised ? l.amount : -l.amount;
       posting_names.insert("postings/" + l.posting);
@@ -1373,6 +1406,9 @@ absl::StatusOr<v1::OwnerIncomeReport> BillingManager::GetOwnerIncomeReport(const
   for (const IncomeLine& line : lines) {
     const v1::Posting* posting = find(postings, line.posting);
     if (posting == nullptr) continue;
+    // Posted in the half-open interval, to the nanosecond.
+    const absl::Time posted = FromProto(posting->create_time());
+    if (posted < from || posted >= to) continue;
     const v1::Posting* of = posting->kind() == v1::CORRECTION ? find(corrected, posting->corrects()) : nullptr;
     if (line.figure == IncomeFigure::kSubsidised &&
         (posting->kind() == v1::CORRECTION ? of == nullptr || of->kind() != v1::SUBSIDY

@@ -30,8 +30,23 @@ std::string Idempotency(absl::string_view method, absl::string_view request_id) 
 }
 std::string Outbox() { return "{billing}:outbox"; }
 std::string IndexMember(int64_t ms, absl::string_view id) { return absl::StrFormat("%015d|%s", ms, id); }
+std::string Clock() { return "{billing}:clock"; }
 
 }  // namespace keys
+
+namespace {
+constexpr uint64_t kSignBit = uint64_t{1} << 63;
+}  // namespace
+
+std::string ClockStamp(absl::Time t) {
+  return absl::StrFormat("%020u", static_cast<uint64_t>(absl::ToUnixNanos(t)) ^ kSignBit);
+}
+
+std::optional<absl::Time> ParseClockStamp(absl::string_view stamp) {
+  uint64_t v = 0;
+  if (stamp.size() != 20 || !absl::SimpleAtoi(stamp, &v)) return std::nullopt;
+  return absl::FromUnixNanos(static_cast<int64_t>(v ^ kSignBit));
+}
 
 namespace {
 
@@ -51,7 +66,8 @@ constexpr int64_t kIdempotencyTtlSeconds = 30 * 24 * 3600;
 // Op codes: 1 'fld' field a == b; 2 'sum' the fields a ('\n'-separated,
 // absent 0) sum to at most b; 3 'ver' version == a; 4 'put' data a at
 // version b; 5 'inc' field a += b; 6 'hset' field a = b; 7 'zrem' / 8 'zadd'
-// member a; 9 'push' value a.
+// member a; 9 'push' value a; 10 'clock' the stamp a (ClockStamp) is at or
+// after field "t" (absent: any), which it then becomes.
 // (Each argument Redis turns into a Lua string costs about 0.2 us: keys
 // named once and codes packed in the program make a charge's step about 55
 // arguments instead of about 190.)
@@ -64,7 +80,8 @@ constexpr int64_t kIdempotencyTtlSeconds = 30 * 24 * 3600;
 // and answer TYPE, as "12.5" does) and stays within
 // +-limit after all of the step's increments (limit < 2^53, so Lua's doubles
 // are exact and HINCRBY cannot overflow). Replies, per step: OK, APPLIED,
-// REPLAY, REUSED, STALE <key>, LIMIT <key> <field>, TYPE <key>. The call
+// REPLAY, REUSED, STALE <key>, CLOCK <latest stamp>, LIMIT <key> <field>,
+// TYPE <key>. The call
 // stops after the first step that answers neither OK nor APPLIED.
 const char kStepsScript[] = R"lua(
 local byte, match, gmatch, call = string.byte, string.match, string.gmatch, redis.call
@@ -80,8 +97,8 @@ local function kind_ok(k, want)
   end
   return t == 'none' or t == want
 end
-local want = {nil, nil, nil, 'hash', 'hash', 'hash', 'zset', 'zset', 'list'}
-local arity = {2, 2, 1, 2, 2, 2, 1, 1, 1}
+local want = {nil, nil, nil, 'hash', 'hash', 'hash', 'zset', 'zset', 'list', 'hash'}
+local arity = {2, 2, 1, 2, 2, 2, 1, 1, 1, 1}
 local ttl, limit = ARGV[2], tonumber(ARGV[3])
 -- An integer as HINCRBY takes it: no sign but '-', no leading zero, no "-0".
 local function int_ok(x)
@@ -167,6 +184,14 @@ local function step(prog, ai)
     elseif code == 3 then
       if not kind_ok(k, 'hash') then return {'TYPE', k} end
       if tonumber(call('HGET', k, 'v') or '0') ~= tonumber(a) then return {'STALE', k} end
+    elseif code == 10 then
+      -- Stamps are 20 digits: their text order is their time order.
+      if not kind_ok(k, 'hash') then return {'TYPE', k} end
+      local latest = call('HGET', k, 't')
+      if latest then
+        if #latest ~= 20 or match(latest, '^%d+$') == nil then return {'TYPE', k} end
+        if latest > a then return {'CLOCK', latest} end
+      end
     else
       if not kind_ok(k, want[code]) then return {'TYPE', k} end
       if code == 5 then
@@ -209,6 +234,9 @@ local function step(prog, ai)
     elseif code == 9 then
       call('RPUSH', k, a)
       types[k] = 'list'
+    elseif code == 10 then
+      call('HSET', k, 't', a)
+      types[k] = 'hash'
     end
   end
   for i = v, v + events - 1 do
@@ -281,6 +309,7 @@ class StepsCall {
       args_.push_back(std::to_string(c.max));
     }
     for (const auto& c : s.version_checks) op(c.key, 3, std::to_string(c.version));
+    if (s.stamp) op(keys::Clock(), 10, ClockStamp(*s.stamp));
     for (const auto& p : s.puts) {
       op(p.key, 4, p.data);
       args_.push_back(std::to_string(p.version));
@@ -334,7 +363,15 @@ class StepsCall {
 
 namespace {
 
-absl::StatusOr<StepResult> StepReply(const LedgerStep& s, const RedisValue& v) {
+// Raises `floor` (unix nanoseconds) to `t` if it is below.
+void RaiseFloor(std::atomic<int64_t>& floor, absl::Time t) {
+  const int64_t nanos = absl::ToUnixNanos(t);
+  int64_t was = floor.load();
+  while (was < nanos && !floor.compare_exchange_weak(was, nanos)) {
+  }
+}
+
+absl::StatusOr<StepResult> StepReply(const LedgerStep& s, const RedisValue& v, std::atomic<int64_t>& floor) {
   if (v.type != RedisValue::Type::kArray || v.elements.empty()) {
     return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
   }
@@ -342,6 +379,7 @@ absl::StatusOr<StepResult> StepReply(const LedgerStep& s, const RedisValue& v) {
   const std::string& tag = v.elements[0].str;
   if (tag == "OK") {
     out.kind = StepResult::Kind::kApplied;
+    if (s.stamp) RaiseFloor(floor, *s.stamp);
   } else if (tag == "APPLIED") {
     out.kind = StepResult::Kind::kAlreadyApplied;
   } else if (tag == "REPLAY") {
@@ -350,6 +388,13 @@ absl::StatusOr<StepResult> StepReply(const LedgerStep& s, const RedisValue& v) {
   } else if (tag == "REUSED") {
     out.kind = StepResult::Kind::kRequestReused;
   } else if (tag == "STALE") {
+    out.kind = StepResult::Kind::kStale;
+  } else if (tag == "CLOCK" && v.elements.size() > 1) {
+    // A step committed before this one was stamped later: nothing was
+    // written; stamped again at or after that one (ClockFloor), it retries.
+    std::optional<absl::Time> latest = ParseClockStamp(v.elements[1].str);
+    if (!latest) return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
+    RaiseFloor(floor, *latest);
     out.kind = StepResult::Kind::kStale;
   } else if (tag == "LIMIT" && v.elements.size() > 2) {
     // Nothing was written. Inputs are range-checked before a step is built,
@@ -373,7 +418,8 @@ namespace {
 
 // The steps in one Lua call; one answer per step that ran.
 absl::StatusOr<std::vector<absl::StatusOr<StepResult>>> RunSteps(RedisPool* pool,
-                                                                 absl::Span<const LedgerStep> steps) {
+                                                                 absl::Span<const LedgerStep> steps,
+                                                                 std::atomic<int64_t>& floor) {
   StepsCall call(steps.size());
   for (const LedgerStep& step : steps) call.Add(step);
   if (!call.fits()) {
@@ -386,21 +432,23 @@ absl::StatusOr<std::vector<absl::StatusOr<StepResult>>> RunSteps(RedisPool* pool
   }
   std::vector<absl::StatusOr<StepResult>> out;
   out.reserve(v.elements.size());
-  for (size_t i = 0; i < v.elements.size(); ++i) out.push_back(StepReply(steps[i], v.elements[i]));
+  for (size_t i = 0; i < v.elements.size(); ++i) out.push_back(StepReply(steps[i], v.elements[i], floor));
   return out;
 }
 
 }  // namespace
 
 absl::StatusOr<StepResult> BillingStore::Apply(const LedgerStep& s) const {
-  LS_ASSIGN_OR_RETURN(auto results, RunSteps(pool_, absl::MakeConstSpan(&s, 1)));
+  LS_ASSIGN_OR_RETURN(auto results, RunSteps(pool_, absl::MakeConstSpan(&s, 1), clock_floor_nanos_));
   return std::move(results[0]);
 }
 
 absl::StatusOr<std::vector<absl::StatusOr<StepResult>>> BillingStore::ApplyMany(
     const std::vector<LedgerStep>& steps) const {
-  return RunSteps(pool_, steps);
+  return RunSteps(pool_, steps, clock_floor_nanos_);
 }
+
+absl::Time BillingStore::ClockFloor() const { return absl::FromUnixNanos(clock_floor_nanos_.load()); }
 
 absl::StatusOr<std::vector<int64_t>> BillingStore::Counters(const std::string& key,
                                                             const std::vector<std::string>& fields) const {

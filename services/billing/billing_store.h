@@ -24,17 +24,23 @@
 //   {billing}:cap:<pool>           HASH "<org>|<cap period start ms>" -> granted
 //   {billing}:poolchg              HASH pool id -> postings other than top-ups that
 //                                  changed its balance (part of its etag)
+//   {billing}:clock                HASH "t" -> the latest stamp of a dated step
+//                                  (ClockStamp: 20 digits, ordered as the times)
 //   {billing}:seq                  HASH invoice series -> last number
 //   {billing}:idem:<method>:<id>   idempotency record
 //   {billing}:outbox               STREAM of BillingEvent
 #ifndef LABSHARE_SERVICES_BILLING_BILLING_STORE_H_
 #define LABSHARE_SERVICES_BILLING_BILLING_STORE_H_
 
+#include <atomic>
+#include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "common/doc_store.h"
 #include "common/redis.h"
 
@@ -63,7 +69,16 @@ std::string Voided();
 std::string Idempotency(absl::string_view method, absl::string_view request_id);
 std::string Outbox();
 std::string IndexMember(int64_t ms, absl::string_view id);
+// Hash, field "t": the stamp of the latest dated step (LedgerStep::stamp).
+std::string Clock();
 }  // namespace keys
+
+// A step's time as {billing}:clock holds it: 20 decimal digits whose text
+// order is the order of the times (the nanoseconds since the epoch, sign
+// bit flipped), so the step's Lua compares them as strings, exactly.
+std::string ClockStamp(absl::Time t);
+// The time of a ClockStamp; nullopt when `stamp` is not one.
+std::optional<absl::Time> ParseClockStamp(absl::string_view stamp);
 
 // The largest magnitude any ledger counter (balance, cap usage) may reach:
 // 2^53 - 1, so that the step's Lua arithmetic is exact. A step that would
@@ -134,6 +149,17 @@ struct LedgerStep {
 
   // The request field blamed when a counter would leave +-kMaxCounter.
   std::string limit_field = "amount";
+
+  // The step's time, for a step that writes what is dated and listed in
+  // time order (postings, charges, payments, deposits, settlements: their
+  // create_time, their index members, the account lines). Commit order is
+  // time order across the ledger: the step is refused (kStale, nothing
+  // written) when a step committed before it was stamped later, and once
+  // written its stamp is the ledger's latest ({billing}:clock). So a reader
+  // that has seen an entry of time T never later finds one dated before T
+  // (a replica whose clock is behind, or a step built before another's
+  // commit, takes a new stamp, BillingManager::StampNow, and retries).
+  std::optional<absl::Time> stamp;
 };
 
 struct StepResult {
@@ -162,10 +188,16 @@ class BillingStore {
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> HashAll(const std::string& key) const;
   absl::StatusOr<std::vector<std::string>> List(const std::string& key) const;
   absl::StatusOr<bool> EventApplied(const std::string& event_id) const;
+  // The latest stamp of a dated step this process wrote or was refused by
+  // ({billing}:clock as last seen; InfinitePast before any): a new step is
+  // stamped at or after it.
+  absl::Time ClockFloor() const;
 
  private:
   RedisPool* pool_;
   DocStore docs_;
+  // ClockFloor in unix nanoseconds; only rises.
+  mutable std::atomic<int64_t> clock_floor_nanos_{std::numeric_limits<int64_t>::min()};
 };
 
 }  // namespace labshare::billing

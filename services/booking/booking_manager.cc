@@ -1545,14 +1545,14 @@ absl::Time BookingManager::DueTime(const v1::Booking& b, const inv::Instrument& 
 absl::StatusOr<std::optional<inv::InstrumentState>> BookingManager::StateAt(const inv::Instrument& instrument,
                                                                              absl::Time at) const {
   const absl::Time updated = FromProto(instrument.update_time());
-  if (!instrument.has_update_time() || updated <= at) return std::optional<inv::InstrumentState>(instrument.state());
+  if (!instrument.has_update_time() || updated < at) return std::optional<inv::InstrumentState>(instrument.state());
   LS_ASSIGN_OR_RETURN(std::string id, ParseName(instrument.name(), "instruments", "instrument"));
   LS_ASSIGN_OR_RETURN(auto changes, store_->InstrumentChanges(id, at));
   bool latest_read = false;
   std::optional<inv::InstrumentState> before;
   for (const auto& c : changes) {
     if (c.time >= updated) latest_read = true;
-    if (!before && c.time > at && c.kind == labshare::inventory::v1::STATE_CHANGED) {
+    if (!before && c.time >= at && c.kind == labshare::inventory::v1::STATE_CHANGED) {
       before = static_cast<inv::InstrumentState>(c.state_before);
     }
   }
@@ -1785,7 +1785,9 @@ absl::StatusOr<int> BookingManager::Sweep() {
           skipped(id, settled);
           ++offset;
         } else if (found.later) {
-          ++offset;
+          // Not due until look_ms: moved there (out of this read's range),
+          // so that it is not read again every round until then.
+          if (found.look_ms <= now_ms || !store_->RememberDue(partition, id, found.look_ms).ok()) ++offset;
         }
       }
       if (static_cast<int>(due.size()) < kSweepBatch) break;

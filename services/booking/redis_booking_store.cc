@@ -1370,10 +1370,18 @@ absl::Status BookingStore::SetSweepCursor(int partition, absl::string_view instr
 absl::Status BookingStore::RecordInstrumentChange(absl::string_view instrument_id,
                                                   const InstrumentChange& change) const {
   const int64_t ns = absl::ToUnixNanos(change.time);
+  const std::string key = keys::InstrumentChanges(keys::Partition(instrument_id), instrument_id);
+  LS_RETURN_IF_ERROR(pool_
+                         ->Command({"ZADD", key, std::to_string(absl::ToUnixMillis(change.time)),
+                                    absl::StrCat(ns, "|", change.kind, "|", change.state_before, "|",
+                                                 change.state_after)})
+                         .status());
+  // Kept for kInstrumentChangeRetention before the latest: a sweep later
+  // than that after a check-in closed finds the state then unknown (the
+  // booking is cancelled, never charged on a guess).
   return pool_
-      ->Command({"ZADD", keys::InstrumentChanges(keys::Partition(instrument_id), instrument_id),
-                 std::to_string(absl::ToUnixMillis(change.time)),
-                 absl::StrCat(ns, "|", change.kind, "|", change.state_before, "|", change.state_after)})
+      ->Command({"ZREMRANGEBYSCORE", key, "-inf",
+                 std::to_string(absl::ToUnixMillis(change.time - kInstrumentChangeRetention))})
       .status();
 }
 

@@ -57,6 +57,7 @@
 //                            member "<update_time, unix ns>|<kind>|<state
 //                            before>|<state after>", score its ms. The sweep
 //                            reads the instrument's state as check-in closed.
+//                            Members 30 days older than the latest go.
 //   {bk:ids}:<id>            partition of a client-chosen booking id
 //   {bk:P}:lease:<id>        Lease document; its booking has the same id
 //   {bk:P}:order:<id>        ServiceOrder document (older versions also kept the
@@ -480,6 +481,8 @@ class BookingStore {
     int state_before = 0;
     int state_after = 0;
   };
+  // Changes older than the recorded one by more than this are dropped.
+  static constexpr absl::Duration kInstrumentChangeRetention = absl::Hours(24 * 30);
   absl::Status RecordInstrumentChange(absl::string_view instrument_id, const InstrumentChange& change) const;
   // The recorded changes of the instrument at or after `from` (to the
   // millisecond: a few just before may come too), oldest first.

@@ -191,6 +191,24 @@ TEST_F(SweepOutageTest, OutOfServiceAsCheckInClosedIsAnOutageEvenWhenBackBeforeT
   EXPECT_TRUE(events.back().booking_cancelled().cancelled_by_outage());
 }
 
+// Booking.CANCELLED: the state as check-in closes is the state of the
+// window's last instant. Out of service until 9:15:00 exactly, CheckIn's
+// window [9:00, 9:15) closing then: an outage, not MISSED (a change at the
+// close itself was taken as in force during the window).
+TEST_F(SweepOutageTest, BackInServiceExactlyAsCheckInClosesIsAnOutage) {
+  v1::Booking b;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b).ok());
+  clock_.Set(day_ + absl::Hours(8));
+  SetState("tem", iv::MAINTENANCE);
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(15));
+  SetState("tem", iv::ACTIVE);
+  Deliver();
+  ASSERT_EQ(*manager_->Sweep(), 1);
+  const v1::Booking swept = Get(b.name());
+  EXPECT_EQ(swept.state(), v1::Booking::CANCELLED);
+  EXPECT_TRUE(swept.cancelled_by_outage());
+}
+
 // Booking.MISSED: in service as check-in closed, out of service only after
 // (9:30): MISSED, as a sweep on time would have found it (it used to be
 // cancelled as an outage, without the missed fee).

@@ -583,7 +583,8 @@ absl::StatusOr<v1::Booking> BookingManager::FinishCreate(PreparedCreate& prepare
     case StepOutcome::Kind::kNeedsApproval:
       return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
                        "the quotas changed while booking; retry with the same request_id");
-    case StepOutcome::Kind::kConflict: break;
+    case StepOutcome::Kind::kConflict:
+    case StepOutcome::Kind::kWindowWithdrawn: break;
   }
   return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage outcome");
 }
@@ -1373,7 +1374,8 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
     const absl::Time ws = FromProto(window.interval().start_time());
     const absl::Time we = FromProto(window.interval().end_time());
     LS_RETURN_IF_ERROR(store_->BlockWindow(partition, ids.first, ids.second, Ms(ws), CeilMs(we),
-                                           v1::BusyInterval::MAINTENANCE));
+                                           v1::BusyInterval::MAINTENANCE)
+                           .status());
     // The window now wins every new booking; clear what it hits, again and
     // again until nothing is left (a booking may have slipped in meanwhile).
     std::set<std::string> left_alone;

@@ -503,6 +503,7 @@ absl::StatusOr<v1::Lease> BookingManager::LeaseTransition(
         step.guard_from_ms = c.guard_from_ms;
         step.guard_to_ms = c.guard_to_ms;
         step.due = c.due;
+        step.guard_overlap = c.guard_overlap;
         for (auto& e : c.events) {
           AttachSnapshot(e, request_id, c.booking, &c.lease);
           step.events.push_back(e.SerializeAsString());
@@ -811,9 +812,13 @@ absl::StatusOr<v1::Lease> BookingManager::ExtendLease(const Principal& p, const 
     *c.booking.mutable_blocked_interval()->mutable_end_time() = ToProto(blocked_end);
     c.calendar = UpdateStep::Calendar::kSetEnd;
     c.new_end_ms = CeilMs(blocked_end);
-    // Growing the block must not run into the next booking or window.
-    c.guard_from_ms = Ms(FromProto(cur.lease.blocked_interval().start_time()));
+    // The block grows by [old blocked end, new blocked end): that must not
+    // run into the next booking or a window. What lies inside the old block
+    // is not in the way (a window applied while the lease was handed over
+    // left it alone there).
+    c.guard_from_ms = CeilMs(FromProto(cur.lease.blocked_interval().end_time()));
     c.guard_to_ms = CeilMs(blocked_end);
+    c.guard_overlap = true;
     v1::BookingEvent extended = Event(p, r.request_id(), now);
     *extended.mutable_lease_extended()->mutable_previous_end_time() = ToProto(old_end);
     *extended.mutable_lease_extended()->mutable_new_end_time() = ToProto(new_end);

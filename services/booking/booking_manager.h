@@ -545,6 +545,7 @@ class BookingManager {
     int64_t guard_from_ms = 0;  // a violated guard is SLOT_TAKEN
     int64_t guard_to_ms = 0;
     UpdateStep::Due due = UpdateStep::Due::kKeep;
+    bool guard_overlap = false;  // UpdateStep::guard_overlap
     std::vector<v1::BookingEvent> events;
   };
   struct LoadedLease {

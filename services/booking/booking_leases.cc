@@ -504,11 +504,13 @@ absl::StatusOr<v1::Lease> BookingManager::LeaseTransition(
         step.guard_to_ms = c.guard_to_ms;
         step.due = c.due;
         step.guard_overlap = c.guard_overlap;
+        step.window_guard = c.window_guard;
         for (auto& e : c.events) {
           AttachSnapshot(e, request_id, c.booking, &c.lease);
           step.events.push_back(e.SerializeAsString());
         }
         LS_ASSIGN_OR_RETURN(StepOutcome outcome, store_->Update(step));
+        if (outcome.kind == StepOutcome::Kind::kWindowWithdrawn) return WindowWithdrawn();
         if (outcome.kind == StepOutcome::Kind::kSlotTaken) {
           if (IsWindowEntry(outcome.conflicting)) {
             return Precondition("MAINTENANCE_CONFLICT", "the new term overlaps a maintenance window");
@@ -655,6 +657,7 @@ absl::StatusOr<v1::Lease> BookingManager::CancelLeaseForOutage(const Principal& 
     cancel->set_reason(window.reason());
     cancel->set_maintenance_window(window.name());
     c.calendar = UpdateStep::Calendar::kRemove;
+    c.window_guard = IdOf(window.name());
     v1::BookingEvent cancelled = Event(p, event_request_id, now);
     auto* lc = cancelled.mutable_lease_cancelled();
     lc->set_previous_state(previous);

@@ -1,6 +1,11 @@
 // Maintenance windows and the steps around them, against booking.proto:
 // ExtendLease of a handed-over lease with a window inside its term looks
-// at the extension only.
+// at the extension only; ApplyMaintenanceWindow re-checks, in each step,
+// what it read before (the booking, lease or order it changes, and that
+// the window is still scheduled), so a cancel of the window or of a hit
+// booking, lease or run made meanwhile wins. The interleavings are made
+// through BookingManager::InterleaveApplyForTest: the application runs on
+// the test's thread, the other change over gRPC from inside the hook.
 #include <string>
 #include <vector>
 
@@ -31,6 +36,35 @@ class WindowStepsTest : public BookingFlowsTest {
     apply.set_maintenance_window(window);
     return Call(stub_.get(), &Stub::ApplyMaintenanceWindow, apply, out, admin_);
   }
+  // The application on the test's thread (the hook's gRPC calls are then
+  // served while it waits).
+  absl::StatusOr<v1::ApplyMaintenanceWindowResponse> ApplyHere(const std::string& window) {
+    v1::ApplyMaintenanceWindowRequest apply;
+    apply.set_maintenance_window(window);
+    Principal admin{"admin", "", {Role::kConsortiumAdmin}, clock_.Now() + kDay};
+    return manager_->ApplyMaintenanceWindow(admin, apply);
+  }
+  // Cancels `window` in inventory and applies that (as the consumer of its
+  // MaintenanceWindowChanged event would).
+  void CancelWindow(const iv::MaintenanceWindow& window) {
+    iv::CancelMaintenanceWindowRequest cancel;
+    cancel.set_name(window.name());
+    cancel.set_reason("engineer rescheduled");
+    Inv(&iv::InventoryService::Stub::CancelMaintenanceWindow, cancel);
+    v1::ApplyMaintenanceWindowResponse out;
+    grpc::Status s = Apply(window.name(), &out);
+    EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+    EXPECT_TRUE(out.window_cancelled());
+  }
+  // Runs `then` once, when the application reaches `name` (the window's
+  // name: before it is blocked; a booking's: before its step).
+  void Interleave(const std::string& name, std::function<void()> then) {
+    manager_->InterleaveApplyForTest([this, name, then = std::move(then), done = false](const std::string& at) mutable {
+      if (done || at != name) return;
+      done = true;
+      then();
+    });
+  }
   // The ids on `instrument`'s calendar over [day + from, day + to).
   std::vector<std::string> Calendar(const std::string& instrument, absl::Duration from, absl::Duration to) {
     auto entries = store_->CalendarRange(keys::Partition(instrument), instrument, Ms(day_ + from), Ms(day_ + to));
@@ -60,6 +94,14 @@ class WindowStepsTest : public BookingFlowsTest {
     x.set_name(lease.name());
     *x.mutable_new_end_time() = ToProto(day_ + new_end);
     return Call(stub_.get(), &Stub::ExtendLease, x, out, staff_);
+  }
+  // The BookingCancelled events about booking `name`.
+  std::vector<v1::BookingEvent> CancelledEvents(const std::string& name) {
+    std::vector<v1::BookingEvent> out;
+    for (auto& e : Events()) {
+      if (e.has_booking_cancelled() && e.booking_cancelled().booking().name() == name) out.push_back(std::move(e));
+    }
+    return out;
   }
   static int64_t Ms(absl::Time t) { return absl::ToUnixMillis(t); }
   static std::string IdOf(const std::string& name) { return name.substr(name.rfind('/') + 1); }
@@ -106,6 +148,133 @@ TEST_F(WindowStepsTest, ExtendingIntoAWindowIsAMaintenanceConflict) {
   s = Extend(out, 10 * kDay + absl::Hours(1), &out);
   EXPECT_EQ(GrpcErrorReason(s), "MAINTENANCE_CONFLICT") << s.error_message();
   EXPECT_EQ(FromProto(BookingOf(lease).blocked_interval().end_time()), day_ + 12 * kDay);
+}
+
+// ================================================================ ApplyMaintenanceWindow
+
+// The window is cancelled (and that applied) after the application read it
+// SCHEDULED, before it put it on the calendar: it is not put on (it stayed
+// there for good, a cancelled window blocking the calendar), and the
+// booking it would have hit stays CONFIRMED.
+TEST_F(WindowStepsTest, AWindowCancelledBeforeItIsBlockedIsNotBlocked) {
+  v1::Booking b;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b).ok());
+  const iv::MaintenanceWindow window = Window("tem", absl::Hours(8), absl::Hours(12));
+  Interleave(window.name(), [&] { CancelWindow(window); });
+  auto applied = ApplyHere(window.name());
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_TRUE(applied->window_cancelled());
+  EXPECT_EQ(applied->cancelled_bookings_size(), 0);
+  EXPECT_EQ(Get(b.name()).state(), v1::Booking::CONFIRMED);
+  EXPECT_EQ(Calendar("tem", absl::Hours(0), absl::Hours(24)), std::vector<std::string>{IdOf(b.name())});
+  EXPECT_TRUE(CancelledEvents(b.name()).empty());
+}
+
+// The window is cancelled (and that applied) while the application goes
+// through the bookings it hits: no booking is cancelled for it after that
+// (each step checks the window is not withdrawn).
+TEST_F(WindowStepsTest, AWindowCancelledMidwayCancelsNoMoreBookings) {
+  v1::Booking b1, b2;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b1).ok());
+  ASSERT_TRUE(Book(absl::Hours(10) + absl::Minutes(30), absl::Hours(11), &b2).ok());
+  const iv::MaintenanceWindow window = Window("tem", absl::Hours(8), absl::Hours(12));
+  Interleave(b1.name(), [&] { CancelWindow(window); });
+  auto applied = ApplyHere(window.name());
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_TRUE(applied->window_cancelled());
+  EXPECT_EQ(applied->cancelled_bookings_size(), 0);
+  EXPECT_EQ(Get(b1.name()).state(), v1::Booking::CONFIRMED);
+  EXPECT_EQ(Get(b2.name()).state(), v1::Booking::CONFIRMED);
+  EXPECT_EQ(Calendar("tem", absl::Hours(0), absl::Hours(24)),
+            (std::vector<std::string>{IdOf(b1.name()), IdOf(b2.name())}));
+  // Applying it again (a recovery run) finds it cancelled.
+  v1::ApplyMaintenanceWindowResponse again;
+  ASSERT_TRUE(Apply(window.name(), &again).ok());
+  EXPECT_TRUE(again.window_cancelled());
+  EXPECT_EQ(Get(b2.name()).state(), v1::Booking::CONFIRMED);
+}
+
+// The booking is cancelled by its user between the application's read and
+// its step: the step sees CANCELLED and leaves it (one cancellation, the
+// user's, not by outage; not listed as cancelled by the window).
+TEST_F(WindowStepsTest, ABookingCancelledMeanwhileIsNotCancelledAgain) {
+  v1::Booking b;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b).ok());
+  const iv::MaintenanceWindow window = Window("tem", absl::Hours(8), absl::Hours(12));
+  Interleave(b.name(), [&] {
+    v1::CancelBookingRequest c;
+    c.set_name(b.name());
+    c.set_reason("plans changed");
+    v1::Booking out;
+    grpc::Status s = Call(stub_.get(), &Stub::CancelBooking, c, &out, ana_);
+    EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  });
+  auto applied = ApplyHere(window.name());
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_EQ(applied->cancelled_bookings_size(), 0);
+  const v1::Booking now = Get(b.name());
+  EXPECT_EQ(now.state(), v1::Booking::CANCELLED);
+  EXPECT_FALSE(now.cancelled_by_outage());
+  EXPECT_NE(now.cancellation().initiator(), v1::Booking::MAINTENANCE_OUTAGE);
+  ASSERT_EQ(CancelledEvents(b.name()).size(), 1u);
+  EXPECT_FALSE(CancelledEvents(b.name())[0].booking_cancelled().cancelled_by_outage());
+}
+
+// A requested lease cancelled by the lessee between the application's read
+// and its step: the application goes on (LEASE_STATE is not in its
+// contract) and the lease stays the lessee's cancel.
+TEST_F(WindowStepsTest, ALeaseCancelledMeanwhileDoesNotFailTheApplication) {
+  v1::Lease lease;
+  ASSERT_TRUE(Request(1, 8, &lease).ok());
+  const iv::MaintenanceWindow window = Window("afm", 3 * kDay, 4 * kDay);
+  Interleave(lease.booking(), [&] {
+    v1::CancelLeaseRequest c;
+    c.set_name(lease.name());
+    c.set_reason("project postponed");
+    v1::Lease out;
+    grpc::Status s = Call(stub_.get(), &Stub::CancelLease, c, &out, ana_);
+    EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  });
+  auto applied = ApplyHere(window.name());
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_EQ(applied->cancelled_leases_size(), 0);
+  EXPECT_EQ(applied->cancelled_bookings_size(), 0);
+  v1::GetLeaseRequest g;
+  g.set_name(lease.name());
+  v1::Lease now;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::GetLease, g, &now, admin_).ok());
+  EXPECT_EQ(now.state(), v1::Lease::CANCELLED);
+  EXPECT_FALSE(now.cancelled_by_outage());
+  EXPECT_EQ(CancelledEvents(lease.booking()).size(), 1u);
+}
+
+// A scheduled run cancelled by owner staff between the application's read
+// and its step: the application goes on and does not unschedule the order
+// a second time.
+TEST_F(WindowStepsTest, ARunCancelledMeanwhileDoesNotFailTheApplication) {
+  const v1::ServiceOrder order = Scheduled();
+  const iv::MaintenanceWindow window = Window("tem", absl::Hours(8), absl::Hours(12));
+  Interleave(order.booking(), [&] {
+    v1::CancelBookingRequest c;
+    c.set_name(order.booking());
+    c.set_reason("operator ill");
+    v1::Booking out;
+    grpc::Status s = Call(stub_.get(), &Stub::CancelBooking, c, &out, staff_);
+    EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  });
+  auto applied = ApplyHere(window.name());
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_EQ(applied->unscheduled_orders_size(), 0);
+  EXPECT_EQ(applied->cancelled_bookings_size(), 0);
+  const v1::Booking run = Get(order.booking());
+  EXPECT_EQ(run.state(), v1::Booking::CANCELLED);
+  EXPECT_FALSE(run.cancelled_by_outage());
+  EXPECT_EQ(CancelledEvents(order.booking()).size(), 1u);
+  v1::GetServiceOrderRequest g;
+  g.set_name(order.name());
+  v1::ServiceOrder now;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::GetServiceOrder, g, &now, admin_).ok());
+  EXPECT_EQ(now.state(), v1::ServiceOrder::SAMPLES_RECEIVED);
 }
 
 }  // namespace

@@ -33,6 +33,7 @@ std::string Calendar(int p, absl::string_view i) { return absl::StrCat(Tag(p), "
 std::string LegacyCalendar(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":cal:", i); }
 std::string LegacyCalendarEnds(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":calend:", i); }
 std::string CalendarSpan(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":clspan:", i); }
+std::string CalendarWindows(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":clwin:", i); }
 std::string WithdrawnWindows(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":mwoff:", i); }
 std::string Booking(int p, absl::string_view id) { return absl::StrCat(Tag(p), ":booking:", id); }
 std::string ByInstrument(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":bystart:", i); }
@@ -169,47 +170,86 @@ local function cal_raise(s, sb, sw, fresh, blen, wlen)
     redis.call('HSET', s, 'b', string.format('%d', b), 'w', string.format('%d', w))
   end
 end
--- The entries of calendar n other than `except` that start before `below`
--- and end after `at` (a number), the latest start first, as member, score
--- pairs; with `first`, only the first one's id (nil: none). Bookings'
--- blocked intervals are disjoint: once one (not `except`) is passed, no
--- booking before it reaches past `at`. A window's entry may lie around or
--- inside a block it left alone (a lease with the lessee) or overlap
--- another window: windows before that booking are still looked at. The
--- spans (sb, sw: cal_spans') bound the walk: no entry starting at or before
--- at - max(sb, sw) reaches past `at`, no window at or before at - sw.
--- Unknown spans (nil): no bound, and the walk stops at that booking.
-local function cal_walk(n, sb, sw, below, at, except, first)
-  local low, wlow = '-inf', nil
-  if sb then
-    low = '(' .. string.format('%d', at - math.max(sb, sw))
-    wlow = at - sw
+-- Whether member a ranks before member b as Redis orders members of one
+-- score: as bytes (Lua's < on strings follows the locale).
+local function cal_less(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
   end
-  local out, off, size, passed = {}, 0, 2, false
-  while true do
+  return #a < #b
+end
+-- The windows by end (keys::CalendarWindows we): window member m of
+-- calendar n (at score start) goes on (add) or off there too. Kept only
+-- beside known spans (cal_spans): unknown spans, unknown index.
+local function cal_win(we, known, m, start, add)
+  if not known or string.sub(m, 1, 3) ~= 'mw:' then return end
+  if add then
+    redis.call('ZADD', we, string.format('%d', cal_end(m, start)), m)
+  else
+    redis.call('ZREM', we, m)
+  end
+end
+-- The entries of calendar n other than `except` that start before `below`
+-- and end after `at` (a number), the latest start first (by member within
+-- one start, as ZREVRANGEBYSCORE answers), as member, start pairs; with
+-- `first`, only the first one's id (nil: none). Bookings' blocked
+-- intervals are disjoint: of the bookings only the nearest one (not
+-- `except`) starting before `below` can reach past `at`; the walk back to
+-- it stops at at - sb (no booking starting there or before reaches past
+-- at). A window's entry may lie inside or around a booking's block (a
+-- lease with the lessee that a window left alone) or overlap another
+-- window: every window that reaches past `at` and starts before `below`
+-- ends in (at, below + sw), read from the windows by end (we). Unknown
+-- spans (sb nil: a calendar an earlier version wrote): the walk goes back
+-- without a bound to the nearest booking, windows included, as it did.
+local function cal_walk(n, we, sb, sw, below, at, except, first)
+  local found = {}
+  local low = '-inf'
+  if sb then low = '(' .. string.format('%d', at - sb) end
+  local off, size, stop = 0, 2, false
+  while not stop do
     local page = redis.call('ZREVRANGEBYSCORE', n, '(' .. below, low, 'WITHSCORES', 'LIMIT', off, size)
     for i = 1, #page, 2 do
       local id = cal_id(page[i])
       if id ~= except then
-        if passed and (not wlow or tonumber(page[i + 1]) <= wlow) then
-          if first then return nil end
-          return out
-        end
         local window = string.sub(id, 1, 3) == 'mw:'
-        if (window or not passed) and cal_end(page[i], page[i + 1]) > at then
-          if first then return id end
-          out[#out + 1] = page[i]
-          out[#out + 1] = page[i + 1]
+        if not (window and sb) and cal_end(page[i], page[i + 1]) > at then
+          found[#found + 1] = {page[i], tonumber(page[i + 1])}
         end
-        if not window then passed = true end
+        if not window then
+          stop = true
+          break
+        end
       end
     end
-    if #page < size * 2 then
-      if first then return nil end
-      return out
-    end
+    if #page < size * 2 then break end
     off, size = off + size, 64
   end
+  if sb and sw > 0 then
+    local top = tonumber(below)
+    local wins = redis.call('ZRANGEBYSCORE', we, '(' .. string.format('%d', at),
+                            '(' .. string.format('%d', top + sw), 'WITHSCORES')
+    for i = 1, #wins, 2 do
+      local start = tonumber(wins[i + 1]) - cal_end(wins[i], 0)
+      if start < top then found[#found + 1] = {wins[i], start} end
+    end
+  end
+  table.sort(found, function(a, b)
+    if a[2] ~= b[2] then return a[2] > b[2] end
+    return cal_less(b[1], a[1])
+  end)
+  if first then
+    if found[1] then return cal_id(found[1][1]) end
+    return nil
+  end
+  local out = {}
+  for _, f in ipairs(found) do
+    out[#out + 1] = f[1]
+    out[#out + 1] = string.format('%d', f[2])
+  end
+  return out
 end
 -- What an older version's step meets instead of its calendar (c, e): a
 -- string, so it fails (WRONGTYPE) before it writes anything. The shortest
@@ -219,16 +259,17 @@ local function cal_plant(n, c, e)
   redis.call('SET', e, 'moved')
 end
 -- An older version's calendar (c: id -> start, e: id -> end value) moves
--- into n once (its spans s raised by what it held), and both become
--- sentinels (cal_plant). Returns an error, or whether the instrument has no
--- calendar of either form yet: then the caller plants the sentinels once
--- it writes (so an older replica cannot start one beside n).
-local function cal_fold(n, c, e, s)
+-- into n once (its spans s raised and its windows put on we), and both
+-- become sentinels (cal_plant). Returns an error, or whether the
+-- instrument has no calendar of either form yet: then the caller plants
+-- the sentinels once it writes (so an older replica cannot start one
+-- beside n).
+local function cal_fold(n, c, e, s, we)
   local te = redis.call('TYPE', e)['ok']
   if te == 'string' then return nil, false end
   local tc = redis.call('TYPE', c)['ok']
   if (te ~= 'none' and te ~= 'hash') or (tc ~= 'none' and tc ~= 'zset') or not ls_type_is(n, 'zset') or
-     not ls_type_is(s, 'hash') then
+     not ls_type_is(s, 'hash') or not ls_type_is(we, 'zset') then
     return 'WRONGTYPE calendar keys'
   end
   if te == 'none' and tc == 'none' then return nil, true end
@@ -248,7 +289,9 @@ local function cal_fold(n, c, e, s)
       if digits then
         local len = tonumber(digits) - tonumber(m[i + 1])
         if string.sub(m[i], 1, 3) == 'mw:' then wlen = math.max(wlen, len) else blen = math.max(blen, len) end
-        redis.call('ZADD', n, m[i + 1], m[i] .. '!' .. string.format('%d', len) .. string.sub(v, #digits + 1, #digits + 1))
+        local member = m[i] .. '!' .. string.format('%d', len) .. string.sub(v, #digits + 1, #digits + 1)
+        redis.call('ZADD', n, m[i + 1], member)
+        cal_win(we, sb ~= nil, member, m[i + 1], true)
       end
     end
   end
@@ -261,7 +304,8 @@ end
 // KEYS: 1 idem (the doc itself: the record is in the document), 2 outbox,
 //       3 doc, 4 calendar, 5 older calendar, 6 bystart, 7 the partition's swept
 //       instruments, 8 guard document (or placeholder), 9 older calendar ends,
-//       10 the calendar's spans, 11.. counters, then extra documents
+//       10 the calendar's spans, 11 its windows by end, 12.. counters, then
+//       extra documents
 // ARGV: 1 fingerprint, 2 doc, 3 ttl, 4 denied, 5 start, 6 end, 7 id,
 //       8 reserved start ms (listing index score), 9 instrument id if the
 //       sweep must look at the booking ('' no), 10 guard version ('' none),
@@ -294,7 +338,7 @@ else
 end
 if ARGV[4] == '1' then return {'DENIED'} end
 local n_extra, nc = tonumber(ARGV[13]), tonumber(ARGV[15])
-local xk, xa = 10 + nc, 17 + nc * 5
+local xk, xa = 11 + nc, 17 + nc * 5
 if not in_doc and redis.call('EXISTS', KEYS[3]) == 1 then return {'EXISTS'} end
 if ARGV[10] ~= '' and tonumber(redis.call('HGET', KEYS[8], 'v') or '0') ~= tonumber(ARGV[10]) then
   return {'STALE'}
@@ -309,19 +353,19 @@ for i = 1, n_extra do
   end
 end
 local s, s_end = tonumber(ARGV[5]), tonumber(ARGV[6])
-local folded, fresh = cal_fold(KEYS[4], KEYS[5], KEYS[9], KEYS[10])
+local folded, fresh = cal_fold(KEYS[4], KEYS[5], KEYS[9], KEYS[10], KEYS[11])
 if folded then return redis.error_reply(folded) end
 -- The entries starting before e that reach past s (not counting the
 -- booking this one replaces): bounded by the calendar's spans (cal_walk).
 local sb, sw, sfresh = cal_spans(KEYS[4], KEYS[10])
-local taken = cal_walk(KEYS[4], sb, sw, ARGV[6], s, ARGV[11], true)
+local taken = cal_walk(KEYS[4], KEYS[11], sb, sw, ARGV[6], s, ARGV[11], true)
 if taken then return {'TAKEN', taken} end
 local ask = false
 for i = 1, nc do
   local a = 17 + (i - 1) * 5
   local f, mode = ARGV[a + 1], ARGV[a + 4]
   if mode ~= 'allow' then
-    local c = redis.call('HMGET', KEYS[10 + i], f .. ':budget', f .. ':committed', f .. ':used')
+    local c = redis.call('HMGET', KEYS[11 + i], f .. ':budget', f .. ':committed', f .. ':used')
     local limit = ARGV[a + 2]
     if limit == 'hash' then limit = c[1] end
     if not limit or tonumber(ARGV[a + 3]) > tonumber(limit) - tonumber(c[2] or '0') - tonumber(c[3] or '0') then
@@ -361,8 +405,8 @@ if KEYS[ls] then
 end
 for i = 1, nc do
   local a = 17 + (i - 1) * 5
-  if not ls_add(redis.call('HGET', KEYS[10 + i], ARGV[a + 1] .. ':committed'), ARGV[a + 3]) then
-    return redis.error_reply('ERR counter overflow in ' .. KEYS[10 + i])
+  if not ls_add(redis.call('HGET', KEYS[11 + i], ARGV[a + 1] .. ':committed'), ARGV[a + 3]) then
+    return redis.error_reply('ERR counter overflow in ' .. KEYS[11 + i])
   end
 end
 if ARGV[11] ~= '' then
@@ -371,7 +415,7 @@ if ARGV[11] ~= '' then
 end
 for i = 1, nc do
   local a = 17 + (i - 1) * 5
-  redis.call('HINCRBY', KEYS[10 + i], ARGV[a + 1] .. ':committed', ARGV[a + 3])
+  redis.call('HINCRBY', KEYS[11 + i], ARGV[a + 1] .. ':committed', ARGV[a + 3])
 end
 -- Arguments go to Redis as the strings they came in: a Lua number would be
 -- printed with %.17g on each call (measurably slower on this hot path).
@@ -408,7 +452,7 @@ return {'OK'}
 
 // KEYS: 1 idem, 2 outbox, 3 doc, 4 calendar, 5 older calendar, 6 due, 7 older
 //       calendar ends, 8 the calendar's spans, 9 the withdrawn windows,
-//       10.. counters, then extra documents
+//       10 the calendar's windows by end, 11.. counters, then extra documents
 // ARGV: 1 fingerprint, 2 doc ('' the doc stays as it is: checked against
 //       the expected version, not rewritten; then 12 is set), 3 ttl,
 //       4 expected version, 5 calendar op, 6 id, 7 new end, 8 guard from, 9 guard to, 10 due op ('remove': off
@@ -430,7 +474,7 @@ const RedisScript& UpdateScript() {
 local seen = replay(KEYS[1], ARGV[1])
 if seen then return seen end
 local n_extra, nc = tonumber(ARGV[13]), tonumber(ARGV[15])
-local xk, xa = 9 + nc, 18 + nc * 3
+local xk, xa = 10 + nc, 18 + nc * 3
 local cur = redis.call('HMGET', KEYS[3], 'v', 'f', 'r', 'd')
 if tonumber(cur[1] or '0') ~= tonumber(ARGV[4]) then
   return {'CONFLICT'}
@@ -443,11 +487,11 @@ for i = 1, n_extra do
 end
 -- The maintenance window the change is made for was cancelled meanwhile.
 if ARGV[18] ~= '' and redis.call('SISMEMBER', KEYS[9], ARGV[18]) == 1 then return {'WITHDRAWN'} end
-local folded, fresh = cal_fold(KEYS[4], KEYS[5], KEYS[7], KEYS[8])
+local folded, fresh = cal_fold(KEYS[4], KEYS[5], KEYS[7], KEYS[8], KEYS[10])
 if folded then return redis.error_reply(folded) end
 local sb, sw, sfresh = cal_spans(KEYS[4], KEYS[8])
 if ARGV[9] ~= '0' and ARGV[17] == 'overlap' then
-  local id = cal_walk(KEYS[4], sb, sw, ARGV[9], tonumber(ARGV[8]), ARGV[6], true)
+  local id = cal_walk(KEYS[4], KEYS[10], sb, sw, ARGV[9], tonumber(ARGV[8]), ARGV[6], true)
   if id then return {'TAKEN', id} end
 elseif ARGV[9] ~= '0' then
   local inside = redis.call('ZRANGEBYSCORE', KEYS[4], '(' .. ARGV[8], '(' .. ARGV[9], 'LIMIT', 0, 2)
@@ -464,9 +508,9 @@ if not (ls_type_is(KEYS[4], 'zset') and ls_type_is(KEYS[8], 'hash') and
 end
 for i = 1, nc do
   local a = 18 + (i - 1) * 3
-  local c = redis.call('HMGET', KEYS[9 + i], ARGV[a + 1] .. ':committed', ARGV[a + 1] .. ':used')
+  local c = redis.call('HMGET', KEYS[10 + i], ARGV[a + 1] .. ':committed', ARGV[a + 1] .. ':used')
   if not ls_add(c[1], ARGV[a + 2]) or not ls_add(c[2], ARGV[a + 3]) then
-    return redis.error_reply('ERR counter overflow in ' .. KEYS[9 + i])
+    return redis.error_reply('ERR counter overflow in ' .. KEYS[10 + i])
   end
 end
 if ARGV[2] ~= '' then put(KEYS[3], cur, tonumber(ARGV[4]) + 1, ARGV[2]) end
@@ -497,8 +541,8 @@ if ARGV[10] == 'remove' then
 end
 for i = 1, nc do
   local a = 18 + (i - 1) * 3
-  redis.call('HINCRBY', KEYS[9 + i], ARGV[a + 1] .. ':committed', ARGV[a + 2])
-  redis.call('HINCRBY', KEYS[9 + i], ARGV[a + 1] .. ':used', ARGV[a + 3])
+  redis.call('HINCRBY', KEYS[10 + i], ARGV[a + 1] .. ':committed', ARGV[a + 2])
+  redis.call('HINCRBY', KEYS[10 + i], ARGV[a + 1] .. ':used', ARGV[a + 3])
 end
 publish(KEYS[2], xa + n_extra * 2 + 1, tonumber(ARGV[14]))
 remember(KEYS[1], ARGV[1], ARGV[12] ~= '' and ARGV[12] or ARGV[2], ARGV[3])
@@ -651,10 +695,12 @@ absl::StatusOr<int64_t> ForEachOlderKey(
   return sum;
 }
 
-// A calendar step's keys: the calendar, the older version's two, its spans.
+// A calendar step's keys: the calendar, the older version's two, its spans,
+// its windows by end.
 std::vector<std::string> CalendarKeys(int partition, absl::string_view instrument_id) {
   return {keys::Calendar(partition, instrument_id), keys::LegacyCalendar(partition, instrument_id),
-          keys::LegacyCalendarEnds(partition, instrument_id), keys::CalendarSpan(partition, instrument_id)};
+          keys::LegacyCalendarEnds(partition, instrument_id), keys::CalendarSpan(partition, instrument_id),
+          keys::CalendarWindows(partition, instrument_id)};
 }
 }  // namespace
 
@@ -663,7 +709,8 @@ bool IsWindowEntry(absl::string_view entry) { return entry.substr(0, 3) == "mw:"
 
 namespace {
 // One calendar entry put on (a member given) or taken off (none), after the
-// fold. KEYS: CalendarKeys, then the withdrawn windows. ARGV: entry id,
+// fold (a window's also on or off the windows by end). KEYS: CalendarKeys,
+// then the withdrawn windows. ARGV: entry id,
 // where it starts ('' unknown), the member ('' take it off), its length
 // (ms), 'block' (a window's: nothing written when the window, ARGV 6, is
 // withdrawn) | 'unblock' (a window's: taken off and withdrawn) | ''. An
@@ -673,22 +720,27 @@ absl::StatusOr<bool> PutCalendarEntry(RedisPool* pool, int partition, absl::stri
                                       std::string entry, std::string start, std::string member, int64_t length,
                                       const char* mode, std::string window_id = "") {
   static const RedisScript* script = new RedisScript(std::string(kLuaGuards) + kCalendarLua + R"lua(
-if ARGV[5] == 'block' and redis.call('SISMEMBER', KEYS[5], ARGV[6]) == 1 then return 0 end
-local folded, fresh = cal_fold(KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+if ARGV[5] == 'block' and redis.call('SISMEMBER', KEYS[6], ARGV[6]) == 1 then return 0 end
+local folded, fresh = cal_fold(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 if folded then return redis.error_reply(folded) end
-if not (ls_type_is(KEYS[1], 'zset') and ls_type_is(KEYS[4], 'hash') and ls_type_is(KEYS[5], 'set')) then
+if not (ls_type_is(KEYS[1], 'zset') and ls_type_is(KEYS[4], 'hash') and ls_type_is(KEYS[5], 'zset') and
+        ls_type_is(KEYS[6], 'set')) then
   return redis.error_reply('WRONGTYPE calendar keys')
 end
 local sb, sw, sfresh = cal_spans(KEYS[1], KEYS[4])
-local m = cal_find(KEYS[1], ARGV[1], ARGV[2], true)
-if m then redis.call('ZREM', KEYS[1], m) end
+local m, at = cal_find(KEYS[1], ARGV[1], ARGV[2], true)
+if m then
+  redis.call('ZREM', KEYS[1], m)
+  cal_win(KEYS[5], sb ~= nil, m, at, false)
+end
 if ARGV[3] ~= '' then
   redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+  cal_win(KEYS[5], sb ~= nil, ARGV[3], ARGV[2], true)
   local len = tonumber(ARGV[4])
   if string.sub(ARGV[1], 1, 3) == 'mw:' then cal_raise(KEYS[4], sb, sw, sfresh, 0, len)
   else cal_raise(KEYS[4], sb, sw, sfresh, len, 0) end
 end
-if ARGV[5] == 'unblock' then redis.call('SADD', KEYS[5], ARGV[6]) end
+if ARGV[5] == 'unblock' then redis.call('SADD', KEYS[6], ARGV[6]) end
 if fresh then cal_plant(KEYS[1], KEYS[2], KEYS[3]) end
 return 1
 )lua");
@@ -738,7 +790,7 @@ if redis.call('TYPE', KEYS[2])['ok'] == 'zset' then
     return redis.error_reply('WRONGTYPE calendar keys: ' .. KEYS[2] .. ' beside the sentinel ' .. KEYS[3])
   end
 end
-local folded = cal_fold(KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+local folded = cal_fold(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 if folded then return redis.error_reply(folded) end
 return n
 )lua");
@@ -759,25 +811,37 @@ absl::StatusOr<int64_t> BookingStore::MigrateCalendars() const {
 }
 
 absl::StatusOr<int64_t> BookingStore::MigrateCalendarSpans() const {
-  // KEYS: the calendar, its spans. Once per calendar an earlier version
-  // wrote: every entry's length, in one step (steps of this version raise
-  // the spans only once they exist).
+  // KEYS: the calendar, its spans, its windows by end. Once per calendar
+  // an earlier version wrote: every entry's length and every window, in one
+  // step (steps of this version keep both only once the spans exist).
   static const RedisScript* script = new RedisScript(std::string(kLuaGuards) + kCalendarLua + R"lua(
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-if not ls_type_is(KEYS[1], 'zset') then return redis.error_reply('WRONGTYPE calendar keys') end
+if not (ls_type_is(KEYS[1], 'zset') and ls_type_is(KEYS[3], 'zset')) then
+  return redis.error_reply('WRONGTYPE calendar keys')
+end
+redis.call('DEL', KEYS[3])  -- built anew: nothing kept it beside unknown spans
 local b, w = 0, 0
-for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #all, 2 do
+  local m = all[i]
   local len = cal_end(m, 0)
-  if string.sub(m, 1, 3) == 'mw:' then w = math.max(w, len) else b = math.max(b, len) end
+  if string.sub(m, 1, 3) == 'mw:' then
+    w = math.max(w, len)
+    cal_win(KEYS[3], true, m, all[i + 1], true)
+  else
+    b = math.max(b, len)
+  end
 end
 redis.call('HSET', KEYS[2], 'b', string.format('%d', b), 'w', string.format('%d', w))
 return 1
 )lua");
   return ForEachOlderKey(pool_, "{booking}:migrated:calspan", "{bk:*}:cl:*", "zset", keys::Calendar,
                          [this](int p, const std::string& instrument, const std::string&) -> absl::StatusOr<int64_t> {
-                           LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(*script, {keys::Calendar(p, instrument),
-                                                                                   keys::CalendarSpan(p, instrument)},
-                                                                         {}));
+                           LS_ASSIGN_OR_RETURN(RedisValue v,
+                                               pool_->Eval(*script, {keys::Calendar(p, instrument),
+                                                                     keys::CalendarSpan(p, instrument),
+                                                                     keys::CalendarWindows(p, instrument)},
+                                                           {}));
                            return v.integer;
                          });
 }
@@ -943,7 +1007,8 @@ void CreateArgs(const CreateStep& s, std::vector<std::string>& keys, std::vector
           swept,
           s.guard_key.empty() ? swept : s.guard_key,
           keys::LegacyCalendarEnds(s.partition, s.instrument_id),
-          keys::CalendarSpan(s.partition, s.instrument_id)};
+          keys::CalendarSpan(s.partition, s.instrument_id),
+          keys::CalendarWindows(s.partition, s.instrument_id)};
   args = {s.idempotency_key.empty() && !in_doc ? "" : s.fingerprint,
           s.booking,
           std::to_string(kIdempotencyTtlSeconds),
@@ -1009,7 +1074,8 @@ absl::StatusOr<StepOutcome> BookingStore::Update(const UpdateStep& s) const {
                                    due,
                                    keys::LegacyCalendarEnds(s.partition, s.instrument_id),
                                    keys::CalendarSpan(s.partition, s.instrument_id),
-                                   keys::WithdrawnWindows(s.partition, s.instrument_id)};
+                                   keys::WithdrawnWindows(s.partition, s.instrument_id),
+                                   keys::CalendarWindows(s.partition, s.instrument_id)};
   const char* op = s.calendar == UpdateStep::Calendar::kRemove   ? "remove"
                    : s.calendar == UpdateStep::Calendar::kSetEnd ? "end"
                                                                  : "keep";
@@ -1075,14 +1141,14 @@ std::vector<std::string> LegacyProbe(int partition, absl::string_view instrument
 bool NeedsFold(const RedisValue& probe) { return probe.str == "zset"; }
 
 // The look back: the entries starting before from_ms, the latest first,
-// up to kLookBack of them (LookBackScript the rest). Bookings' blocked
-// intervals are disjoint, so of the bookings only the last one starting
-// before from_ms can reach past it; a window's entry may lie inside or
-// around a block it left alone (a lease with the lessee) or overlap another
-// window, so the look back also reads the windows before that booking, as
-// far back as the longest window reaches (the calendar's spans, read in
-// the same round trip; CalendarHead).
+// up to kLookBack of them, for the nearest booking's (bookings' blocked
+// intervals are disjoint: only that one can reach past from_ms), and the
+// windows ending after from_ms, the earliest end first, up to
+// kWindowProbe of them (a window may lie inside or around a booking's
+// block, or overlap another window); the calendar's spans tell whether
+// that was all (CalendarHead), else LookBackScript reads the rest.
 constexpr int kLookBack = 4;
+constexpr int kWindowProbe = 8;
 std::vector<std::vector<std::string>> CalendarHeadCommands(int partition, absl::string_view instrument_id,
                                                            int64_t from_ms, int64_t to_ms) {
   const std::string cal = keys::Calendar(partition, instrument_id);
@@ -1090,11 +1156,15 @@ std::vector<std::vector<std::string>> CalendarHeadCommands(int partition, absl::
            std::to_string(kLookBack)},
           {"ZRANGEBYSCORE", cal, std::to_string(from_ms), "(" + std::to_string(to_ms), "WITHSCORES"},
           {"HMGET", keys::CalendarSpan(partition, instrument_id), "b", "w"},
+          {"ZRANGEBYSCORE", keys::CalendarWindows(partition, instrument_id), "(" + std::to_string(from_ms), "+inf",
+           "WITHSCORES", "LIMIT", "0", std::to_string(kWindowProbe)},
           LegacyProbe(partition, instrument_id)};
 }
-// Replies: the look back, the range, the spans, the probe (always last).
-constexpr size_t kCalendarCommands = 4;
+// Replies: the look back, the range, the spans, the windows by end, the
+// probe (always last).
+constexpr size_t kCalendarCommands = 5;
 constexpr size_t kSpansReply = 2;
+constexpr size_t kWindowsReply = 3;
 
 // The calendar's spans (keys::CalendarSpan) from an HMGET b w reply:
 // false when unknown (absent: a calendar an earlier version wrote).
@@ -1104,50 +1174,83 @@ bool SpansOf(const RedisValue& v, int64_t* booking_ms, int64_t* window_ms) {
          absl::SimpleAtoi(v.elements[1].str, window_ms);
 }
 
+// The entry a member names, its id moved out of the member (no copy), at
+// score `start_ms`; false when the member is not of CalendarMember's form.
+bool TakeEntry(std::string& member, int64_t start_ms, CalendarEntry* entry) {
+  const size_t sep = member.find(kCalendarSeparator);
+  int64_t length = 0;
+  // ParseCalendarMember's reading.
+  if (sep == std::string::npos ||
+      !ParseCalendarEnd(absl::string_view(member).substr(sep + 1), &length, &entry->busy_reason)) {
+    return false;
+  }
+  entry->start_ms = start_ms;
+  entry->end_ms = start_ms + length;
+  member.resize(sep);
+  entry->booking_id = std::move(member);
+  return true;
+}
+
 // The entries of CalendarHeadCommands' replies that end after from_ms, by
-// start (the members' strings are taken: each entry's id is its member cut
-// at the separator, no copy). *complete is false when the look back may
-// have stopped short of an entry that reaches past from_ms: read again
-// with the whole look back (LookBackScript). `whole`: replies[0] is that.
+// start (then id). *complete is false when the look back may have stopped
+// short of an entry that reaches past from_ms: read again with the whole
+// look back (LookBackScript). `whole`: replies[0] is that, every entry
+// before from_ms that reaches past it.
 std::vector<CalendarEntry> CalendarHead(RedisValue* replies, int64_t from_ms, bool whole, bool* complete) {
   std::vector<CalendarEntry> entries;
   entries.reserve(replies[1].elements.size() / 2 + 1);
   *complete = true;
-  for (size_t r = 0; r < 2; ++r) {
-    auto& e = replies[r].elements;
-    const size_t looked_back = entries.size();
-    bool booking_seen = false;
-    int64_t oldest_ms = 0;
-    for (size_t i = 0; i + 1 < e.size(); i += 2) {
+  int64_t booking_span = 0, window_span = 0;
+  // Unknown spans: the look back up to the nearest booking, windows
+  // included, as an earlier version read it.
+  const bool known = !whole && SpansOf(replies[kSpansReply], &booking_span, &window_span);
+  auto& back = replies[0].elements;
+  bool booking_seen = false;
+  int64_t oldest_ms = 0;
+  for (size_t i = 0; i + 1 < back.size(); i += 2) {
+    const int64_t start_ms = ScoreMs(back[i + 1].str);
+    oldest_ms = start_ms;
+    const bool window = IsWindowEntry(back[i].str);
+    // Only the nearest booking can reach past from_ms; with known spans the
+    // windows come from the windows by end.
+    if ((!window && booking_seen && !whole) || (window && known)) continue;
+    booking_seen |= !window;
+    CalendarEntry entry;
+    if (TakeEntry(back[i].str, start_ms, &entry) && entry.end_ms > from_ms) entries.push_back(std::move(entry));
+  }
+  if (known) {
+    auto& wins = replies[kWindowsReply].elements;
+    int64_t last_end_ms = 0;
+    for (size_t i = 0; i + 1 < wins.size(); i += 2) {
+      const int64_t end_ms = ScoreMs(wins[i + 1].str);
+      last_end_ms = end_ms;
       CalendarEntry entry;
-      entry.start_ms = ScoreMs(e[i + 1].str);
-      oldest_ms = entry.start_ms;
-      std::string& member = e[i].str;
-      const size_t sep = member.find(kCalendarSeparator);
-      int64_t length = 0;
-      // ParseCalendarMember's reading, the id moved out of the member.
-      if (sep == std::string::npos ||
-          !ParseCalendarEnd(absl::string_view(member).substr(sep + 1), &length, &entry.busy_reason)) {
-        continue;
+      // Windows starting in the range are the range's.
+      if (TakeEntry(wins[i].str, 0, &entry) && end_ms - entry.end_ms < from_ms) {
+        entry.start_ms = end_ms - entry.end_ms;
+        entry.end_ms = end_ms;
+        entries.push_back(std::move(entry));
       }
-      entry.end_ms = entry.start_ms + length;
-      if (r == 0 && !IsWindowEntry(absl::string_view(member).substr(0, sep))) booking_seen = true;
-      if (entry.end_ms <= from_ms) continue;
-      member.resize(sep);
-      entry.booking_id = std::move(member);
-      entries.push_back(std::move(entry));
     }
-    if (r == 0) {
-      std::reverse(entries.begin() + static_cast<std::ptrdiff_t>(looked_back), entries.end());
-      if (whole || e.size() < 2 * static_cast<size_t>(kLookBack)) continue;  // all of it was read
-      // Whatever the look back did not reach starts at or before oldest_ms.
-      int64_t booking_span = 0, window_span = 0;
-      if (!SpansOf(replies[kSpansReply], &booking_span, &window_span)) {
-        *complete = booking_seen;  // unknown spans: up to the nearest booking, as before
-      } else {
-        *complete = oldest_ms <= from_ms - std::max(booking_span, window_span) ||
-                    (booking_seen && oldest_ms <= from_ms - window_span);
-      }
+    // A window not read ends after last_end_ms, so starts after
+    // last_end_ms - window_span; a booking not read starts at or before
+    // oldest_ms.
+    const bool bookings_read = booking_seen || back.size() < 2 * static_cast<size_t>(kLookBack) ||
+                               oldest_ms <= from_ms - booking_span;
+    const bool windows_read =
+        wins.size() < 2 * static_cast<size_t>(kWindowProbe) || last_end_ms - window_span >= from_ms;
+    *complete = bookings_read && windows_read;
+  } else if (!whole) {
+    *complete = booking_seen || back.size() < 2 * static_cast<size_t>(kLookBack);
+  }
+  std::sort(entries.begin(), entries.end(), [](const CalendarEntry& a, const CalendarEntry& b) {
+    return a.start_ms != b.start_ms ? a.start_ms < b.start_ms : a.booking_id < b.booking_id;
+  });
+  auto& range = replies[1].elements;
+  for (size_t i = 0; i + 1 < range.size(); i += 2) {
+    CalendarEntry entry;
+    if (TakeEntry(range[i].str, ScoreMs(range[i + 1].str), &entry) && entry.end_ms > from_ms) {
+      entries.push_back(std::move(entry));
     }
   }
   return entries;
@@ -1156,16 +1259,17 @@ std::vector<CalendarEntry> CalendarHead(RedisValue* replies, int64_t from_ms, bo
 // The whole look back when CalendarHeadCommands' stopped short: the
 // entries starting before ARGV[1] that end after it, the latest first
 // (ZREVRANGEBYSCORE's reply shape), as far back as the calendar's spans
-// say one may (cal_walk). KEYS: the calendar, its spans.
+// say one may (cal_walk). KEYS: the calendar, its spans, its windows by end.
 const RedisScript& LookBackScript() {
   static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + kCalendarLua + R"lua(
 local sb, sw = cal_spans(KEYS[1], KEYS[2])
-return cal_walk(KEYS[1], sb, sw, ARGV[1], tonumber(ARGV[1]), nil, false)
+return cal_walk(KEYS[1], KEYS[3], sb, sw, ARGV[1], tonumber(ARGV[1]), nil, false)
 )lua", RedisScript::Access::kReadOnly);
   return *s;
 }
 std::vector<std::string> LookBackKeys(int partition, absl::string_view instrument_id) {
-  return {keys::Calendar(partition, instrument_id), keys::CalendarSpan(partition, instrument_id)};
+  return {keys::Calendar(partition, instrument_id), keys::CalendarSpan(partition, instrument_id),
+          keys::CalendarWindows(partition, instrument_id)};
 }
 
 // CalendarHead's answer `first` (complete false) with LookBackScript's

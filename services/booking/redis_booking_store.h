@@ -22,10 +22,14 @@
 //                            booking and of a maintenance window ever put on
 //                            the calendar (ms), never lowered; written by the
 //                            step that puts the entry on. A walk back from a
-//                            moment stops where no entry can reach it. Absent
-//                            beside a calendar an earlier version wrote
-//                            (MigrateCalendarSpans fills it in; until then
-//                            readers walk back as that version did).
+//                            moment stops where no booking can reach it.
+//                            Absent beside a calendar an earlier version
+//                            wrote (MigrateCalendarSpans fills it and the
+//                            windows by end in; until then readers walk back
+//                            as that version did).
+//   {bk:P}:clwin:<instr>     ZSET  the calendar's window members at score end
+//                            (ms), beside known spans: the windows that reach
+//                            past a moment, whatever lies before it.
 //   {bk:P}:mwoff:<instr>     SET   maintenance windows seen CANCELLED (final
 //                            in inventory): never blocked again, and a step
 //                            made for one (UpdateStep::window_guard) writes
@@ -127,9 +131,9 @@
 // the block of a booking it left alone (a lease with the lessee): whatever
 // reads the entries before a moment (the create step, an extension's
 // guard, CalendarRange) walks back past window entries to the nearest
-// booking's, which may reach further, and on over windows as far as the
-// longest window reaches; never further back than the longest entry
-// reaches ({bk:P}:clspan:<instr>).
+// booking's (never further back than the longest booking block reaches:
+// {bk:P}:clspan:<instr>), and takes the windows that reach past the moment
+// from the windows by end ({bk:P}:clwin:<instr>).
 #ifndef LABSHARE_SERVICES_BOOKING_REDIS_BOOKING_STORE_H_
 #define LABSHARE_SERVICES_BOOKING_REDIS_BOOKING_STORE_H_
 
@@ -160,6 +164,10 @@ std::string LegacyCalendarEnds(int p, absl::string_view instrument_id);
 // w: of a maintenance window, ever put on it (ms)}, never lowered. Readers
 // walk back from a moment no further than the longest entry reaches.
 std::string CalendarSpan(int p, absl::string_view instrument_id);
+// The calendar's maintenance windows by end: ZSET of their calendar
+// members at score end (ms), kept beside known spans. A walk back finds
+// every window that reaches past a moment here, whatever lies between.
+std::string CalendarWindows(int p, absl::string_view instrument_id);
 // The instrument's maintenance windows seen CANCELLED (SET of window ids):
 // never put on the calendar again, and no step of an ApplyMaintenanceWindow
 // of one of them changes a booking once it is here.

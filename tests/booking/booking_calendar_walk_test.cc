@@ -185,6 +185,31 @@ TEST_F(CalendarWalkTest, YearsOfWindowsBeforeAReadAreNotWalked) {
   EXPECT_EQ(TryBook("c", last, last + 1), "mw:d" + std::to_string(windows - 1));
 }
 
+// A year-long window long ago (the longest entry by far), then many
+// bookings: a walk back stops at the nearest booking and reads the windows
+// by end, not every booking made since that window.
+TEST_F(CalendarWalkTest, AYearLongWindowLongAgoDoesNotLengthenEveryWalk) {
+  Book("leased", kT0 + 300 * kDay, kT0 + 301 * kDay);  // left alone by the window
+  Window("year", kT0, kT0 + 365 * kDay);
+  const int64_t after = kT0 + 366 * kDay;
+  for (int k = 0; k < 300; ++k) Book("b" + std::to_string(k), after + k * kHour, after + k * kHour + kHour / 2);
+  const int64_t at = after + 300 * kHour;
+  ResetStats();
+  EXPECT_EQ(TryBook("next", at, at + kHour), "");
+  EXPECT_LE(WalkCalls(), 1);
+  ResetStats();
+  BookingStore pooled(pool_.get());
+  auto r = pooled.CalendarRange(p_, kInstrument, at + 2 * kHour, at + 3 * kHour);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->empty());
+  EXPECT_LE(WalkCalls(), 1);
+  // The year-long window still covers its last millisecond, past the
+  // booking it left alone.
+  const int64_t last = kT0 + 365 * kDay - 1;
+  EXPECT_EQ(Range(last, last + 1), std::vector<std::string>{"mw:year"});
+  EXPECT_EQ(TryBook("inside", last, last + 1), "mw:year");
+}
+
 // A block grown at its end (UpdateStep kSetEnd: an extended lease) raises
 // the bound: the grown block is found at its new last millisecond past
 // windows inside it.
@@ -216,7 +241,10 @@ TEST_F(CalendarWalkTest, ABlockGrownAtItsEndIsFoundAtItsNewEnd) {
 TEST_F(CalendarWalkTest, ACalendarWithoutSpansIsWalkedWithoutABoundUntilMigrated) {
   Book("lease", kT0, kT0 + 20 * kDay);
   for (int k = 0; k < 8; ++k) Window("w" + std::to_string(k), kT0 + kDay + k * kHour, kT0 + kDay + k * kHour + 1);
-  ASSERT_EQ(pool_->Command({"DEL", keys::CalendarSpan(p_, kInstrument)})->integer, 1);
+  // As an earlier version left it: no spans, no windows by end.
+  ASSERT_EQ(pool_->Command({"DEL", keys::CalendarSpan(p_, kInstrument), keys::CalendarWindows(p_, kInstrument)})
+                ->integer,
+            2);
   const int64_t last = kT0 + 20 * kDay - 1;
   EXPECT_EQ(Range(last, last + kHour), std::vector<std::string>{"lease"});
   EXPECT_EQ(TryBook("b", last, last + kHour), "lease");
@@ -231,6 +259,7 @@ TEST_F(CalendarWalkTest, ACalendarWithoutSpansIsWalkedWithoutABoundUntilMigrated
   ASSERT_EQ(spans->elements.size(), 2u);
   EXPECT_EQ(spans->elements[0].str, std::to_string(20 * kDay));
   EXPECT_EQ(spans->elements[1].str, std::to_string(kHour));
+  EXPECT_EQ(pool_->Command({"ZCARD", keys::CalendarWindows(p_, kInstrument)})->integer, 9);
   EXPECT_EQ(Range(last, last + kHour), std::vector<std::string>{"lease"});
   EXPECT_EQ(TryBook("c", last, last + kHour), "lease");
   EXPECT_EQ(store_->MigrateCalendarSpans().value_or(-1), 0);  // the marker
@@ -294,8 +323,13 @@ TEST_F(CalendarWalkTest, AnOverlapGuardLooksAtTheExtensionOnly) {
 // and a step made for it (UpdateStep::window_guard) writes nothing.
 TEST_F(CalendarWalkTest, AWithdrawnWindowIsNotBlockedAgainAndGuardsItsSteps) {
   Book("b", kT0, kT0 + kHour);
-  Window("w", kT0, kT0 + 2 * kHour);
+  Window("w", kT0 + kHour, kT0 + 3 * kHour);
+  Window("w", kT0, kT0 + 2 * kHour);  // applied again, moved: one entry, here and by end
+  auto ends = pool_->Command({"ZRANGE", keys::CalendarWindows(p_, kInstrument), "0", "-1", "WITHSCORES"});
+  ASSERT_EQ(ends->elements.size(), 2u);
+  EXPECT_EQ(ends->elements[1].str, std::to_string(kT0 + 2 * kHour));
   ASSERT_TRUE(store_->UnblockWindow(p_, kInstrument, "w", kT0).ok());
+  EXPECT_EQ(pool_->Command({"ZCARD", keys::CalendarWindows(p_, kInstrument)})->integer, 0);
   auto blocked = store_->BlockWindow(p_, kInstrument, "w", kT0, kT0 + 2 * kHour, 5);
   ASSERT_TRUE(blocked.ok()) << blocked.status();
   EXPECT_FALSE(*blocked);

@@ -38,6 +38,14 @@ inline absl::Status Precondition(absl::string_view reason, std::string message) 
   return MakeError(absl::StatusCode::kFailedPrecondition, reason, message);
 }
 
+// ApplyMaintenanceWindow's own signal, never a client's answer: a step made
+// for its window (UpdateStep::window_guard) found the window withdrawn
+// (cancelled, and that applied, meanwhile).
+inline absl::Status WindowWithdrawn() {
+  return Precondition("WITHDRAWN", "the maintenance window was cancelled meanwhile");
+}
+inline bool IsWindowWithdrawn(const absl::Status& s) { return ErrorReason(s) == "WITHDRAWN"; }
+
 // FACILITY_STAFF of the instrument's owner or operator organisation.
 inline bool IsOwnerStaff(const Principal& p, const labshare::inventory::v1::Instrument& in) {
   const std::string org = ActorOrganization(p);

@@ -503,11 +503,14 @@ absl::StatusOr<v1::Lease> BookingManager::LeaseTransition(
         step.guard_from_ms = c.guard_from_ms;
         step.guard_to_ms = c.guard_to_ms;
         step.due = c.due;
+        step.guard_overlap = c.guard_overlap;
+        step.window_guard = c.window_guard;
         for (auto& e : c.events) {
           AttachSnapshot(e, request_id, c.booking, &c.lease);
           step.events.push_back(e.SerializeAsString());
         }
         LS_ASSIGN_OR_RETURN(StepOutcome outcome, store_->Update(step));
+        if (outcome.kind == StepOutcome::Kind::kWindowWithdrawn) return WindowWithdrawn();
         if (outcome.kind == StepOutcome::Kind::kSlotTaken) {
           if (IsWindowEntry(outcome.conflicting)) {
             return Precondition("MAINTENANCE_CONFLICT", "the new term overlaps a maintenance window");
@@ -654,6 +657,7 @@ absl::StatusOr<v1::Lease> BookingManager::CancelLeaseForOutage(const Principal& 
     cancel->set_reason(window.reason());
     cancel->set_maintenance_window(window.name());
     c.calendar = UpdateStep::Calendar::kRemove;
+    c.window_guard = IdOf(window.name());
     v1::BookingEvent cancelled = Event(p, event_request_id, now);
     auto* lc = cancelled.mutable_lease_cancelled();
     lc->set_previous_state(previous);
@@ -811,9 +815,13 @@ absl::StatusOr<v1::Lease> BookingManager::ExtendLease(const Principal& p, const 
     *c.booking.mutable_blocked_interval()->mutable_end_time() = ToProto(blocked_end);
     c.calendar = UpdateStep::Calendar::kSetEnd;
     c.new_end_ms = CeilMs(blocked_end);
-    // Growing the block must not run into the next booking or window.
-    c.guard_from_ms = Ms(FromProto(cur.lease.blocked_interval().start_time()));
+    // The block grows by [old blocked end, new blocked end): that must not
+    // run into the next booking or a window. What lies inside the old block
+    // is not in the way (a window applied while the lease was handed over
+    // left it alone there).
+    c.guard_from_ms = CeilMs(FromProto(cur.lease.blocked_interval().end_time()));
     c.guard_to_ms = CeilMs(blocked_end);
+    c.guard_overlap = true;
     v1::BookingEvent extended = Event(p, r.request_id(), now);
     *extended.mutable_lease_extended()->mutable_previous_end_time() = ToProto(old_end);
     *extended.mutable_lease_extended()->mutable_new_end_time() = ToProto(new_end);

@@ -583,7 +583,8 @@ absl::StatusOr<v1::Booking> BookingManager::FinishCreate(PreparedCreate& prepare
     case StepOutcome::Kind::kNeedsApproval:
       return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
                        "the quotas changed while booking; retry with the same request_id");
-    case StepOutcome::Kind::kConflict: break;
+    case StepOutcome::Kind::kConflict:
+    case StepOutcome::Kind::kWindowWithdrawn: break;
   }
   return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage outcome");
 }
@@ -982,6 +983,7 @@ absl::StatusOr<v1::Booking> BookingManager::Transition(
         step.new_end_ms = c.new_end_ms;
         step.guard_from_ms = c.guard_from_ms;
         step.guard_to_ms = c.guard_to_ms;
+        step.window_guard = c.window_guard;
         step.due = c.due;
         const v1::Booking& before = cur.booking;
         if (c.release_budget) {
@@ -1001,6 +1003,7 @@ absl::StatusOr<v1::Booking> BookingManager::Transition(
           step.events.push_back(e.SerializeAsString());
         }
         LS_ASSIGN_OR_RETURN(StepOutcome outcome, store_->Update(step));
+        if (outcome.kind == StepOutcome::Kind::kWindowWithdrawn) return WindowWithdrawn();
         return Settle(outcome, std::move(c.booking));
       }); });
 }
@@ -1366,18 +1369,29 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
   resp.set_instrument(instrument_name);
   *resp.mutable_interval() = window.interval();
   if (window.state() != inv::SCHEDULED) {
-    LS_RETURN_IF_ERROR(store_->RemoveCalendarEntry(partition, ids.first, WindowEntry(ids.second),
-                                                   Ms(FromProto(window.interval().start_time()))));
+    // Off the calendar and withdrawn in one step: an application of the
+    // window still under way (it read the window SCHEDULED) puts it back on
+    // no more, and changes no more bookings for it.
+    LS_RETURN_IF_ERROR(store_->UnblockWindow(partition, ids.first, ids.second,
+                                             Ms(FromProto(window.interval().start_time()))));
     resp.set_window_cancelled(true);
   } else {
     const absl::Time ws = FromProto(window.interval().start_time());
     const absl::Time we = FromProto(window.interval().end_time());
-    LS_RETURN_IF_ERROR(store_->BlockWindow(partition, ids.first, ids.second, Ms(ws), CeilMs(we),
-                                           v1::BusyInterval::MAINTENANCE));
+    if (apply_interleave_) apply_interleave_(window.name());
+    LS_ASSIGN_OR_RETURN(const bool blocked, store_->BlockWindow(partition, ids.first, ids.second, Ms(ws), CeilMs(we),
+                                                                v1::BusyInterval::MAINTENANCE));
+    // Not blocked: the window was cancelled (and that applied) since it was
+    // read; the calendar is in line with that already.
+    if (!blocked) resp.set_window_cancelled(true);
     // The window now wins every new booking; clear what it hits, again and
     // again until nothing is left (a booking may have slipped in meanwhile).
+    // Each step re-checks what it changes (the booking's, lease's or
+    // order's version, and that the window is not withdrawn): one changed
+    // meanwhile is looked at again in the next round; once the window is
+    // withdrawn, nothing more is changed for it.
     std::set<std::string> left_alone;
-    for (int round = 0; round < 10; ++round) {
+    for (int round = 0; blocked && !resp.window_cancelled() && round < 10; ++round) {
       LS_ASSIGN_OR_RETURN(auto entries, store_->CalendarRange(partition, ids.first, Ms(ws), CeilMs(we)));
       bool any = false;
       for (const auto& e : entries) {
@@ -1385,13 +1399,18 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
         any = true;
         LS_ASSIGN_OR_RETURN(auto lease_doc, store_->docs().Get(keys::Lease(partition, e.booking_id)));
         LS_ASSIGN_OR_RETURN(auto hit, Load("bookings/" + e.booking_id));
+        if (apply_interleave_) apply_interleave_("bookings/" + e.booking_id);
         if (hit.booking.mode() == labshare::type::v1::TECHNICAL_SERVICE && !hit.booking.service_order().empty() &&
             hit.booking.state() == v1::Booking::CONFIRMED) {
           // A scheduled run goes back to SAMPLES_RECEIVED with its booking
-          // cancelled. One that moved meanwhile (checked in, started) is
-          // looked at again in the next round, as it is then.
+          // cancelled. One that moved meanwhile (checked in, started,
+          // cancelled) is looked at again in the next round, as it is then.
           auto unscheduled =
               UnscheduleForOutage(p, hit.booking.service_order(), hit.booking.name(), window, event_rid);
+          if (IsWindowWithdrawn(unscheduled.status())) {
+            resp.set_window_cancelled(true);
+            break;
+          }
           if (!unscheduled.ok() && ErrorReason(unscheduled.status()) == "BOOKING_STATE") continue;
           LS_RETURN_IF_ERROR(unscheduled.status());
           resp.add_unscheduled_orders(hit.booking.service_order());
@@ -1412,6 +1431,10 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
             // One that moved meanwhile (handed over, cancelled) is looked at
             // again in the next round, as it is then.
             auto cancelled = CancelLeaseForOutage(p, lease.name(), window, event_rid);
+            if (IsWindowWithdrawn(cancelled.status())) {
+              resp.set_window_cancelled(true);
+              break;
+            }
             if (!cancelled.ok() && ErrorReason(cancelled.status()) == "LEASE_STATE") continue;
             LS_RETURN_IF_ERROR(cancelled.status());
             resp.add_cancelled_leases(lease.name());
@@ -1434,6 +1457,7 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
             interrupted = true;
             Change c = EndSession(p, b, std::max(FromProto(b.session().start_time()), ws), event_rid, now);
             c.booking.set_interrupted_by_outage(true);
+            c.window_guard = ids.second;
             // The guard stops at the window start: the window's own entry,
             // on the calendar since BlockWindow, wins; no booking may have
             // slipped in before it.
@@ -1452,6 +1476,7 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
           c.booking = b;
           c.calendar = UpdateStep::Calendar::kRemove;
           c.due = UpdateStep::Due::kRemove;
+          c.window_guard = ids.second;
           v1::BookingEvent ev = Event(p, event_rid, now);
           if (b.state() == v1::Booking::CONFIRMED || b.state() == v1::Booking::PENDING_APPROVAL) {
             c.release_budget = true;
@@ -1497,6 +1522,10 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
         if (!result.ok() && ErrorReason(result.status()) == "FINISHED") {
           left_alone.insert(e.booking_id);  // its block ends at the window start already
           continue;
+        }
+        if (IsWindowWithdrawn(result.status())) {
+          resp.set_window_cancelled(true);
+          break;
         }
         LS_RETURN_IF_ERROR(result.status());
         if (cut) continue;

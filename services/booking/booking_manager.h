@@ -197,6 +197,13 @@ class BookingManager {
   // inventory cache). Once, then a marker; returns how many it re-filed.
   absl::StatusOr<int64_t> RefileStaleOperators(const RefileOptions& options = {});
 
+  // Tests only: ApplyMaintenanceWindow calls `f` with the window's name
+  // right before it puts a SCHEDULED window on the calendar, and with each
+  // hit booking's name right before the step that changes it, so that a
+  // test can make another change between its reads and its steps. Set it
+  // before any call runs.
+  void InterleaveApplyForTest(std::function<void(const std::string&)> f) { apply_interleave_ = std::move(f); }
+
  private:
   // The operator a create step's listing keys name, as read from inventory
   // (CreateStep::operator_org, operator_etag).
@@ -408,6 +415,10 @@ class BookingManager {
     bool release_budget = false;
     absl::Duration used = absl::ZeroDuration();
     std::vector<v1::BookingEvent> events;
+    // The id of the maintenance window the change is made for (UpdateStep::
+    // window_guard): withdrawn meanwhile, the transition answers
+    // WindowWithdrawn() and writes nothing.
+    std::string window_guard;
   };
   // The instrument's state at `at`, as far as booking knows it: its state
   // now when inventory has not changed it since (update_time at or before
@@ -545,7 +556,9 @@ class BookingManager {
     int64_t guard_from_ms = 0;  // a violated guard is SLOT_TAKEN
     int64_t guard_to_ms = 0;
     UpdateStep::Due due = UpdateStep::Due::kKeep;
+    bool guard_overlap = false;  // UpdateStep::guard_overlap
     std::vector<v1::BookingEvent> events;
+    std::string window_guard;  // as Change's
   };
   struct LoadedLease {
     v1::Lease lease;
@@ -581,6 +594,7 @@ class BookingManager {
     // As UpdateStep's: no other booking may start in (from, to); 0,0: none.
     int64_t guard_from_ms = 0;
     int64_t guard_to_ms = 0;
+    std::string window_guard;  // as Change's (with_booking only)
   };
   absl::StatusOr<LoadedOrder> LoadOrder(const std::string& name, absl::string_view field = "name");
   // CreateServiceOrder once authorized and its request_id claimed.
@@ -660,6 +674,7 @@ class BookingManager {
   PageTokenCodec page_tokens_;
   absl::Mutex quota_mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<const QuotaGroup>> quota_cache_ ABSL_GUARDED_BY(quota_mu_);
+  std::function<void(const std::string&)> apply_interleave_;  // InterleaveApplyForTest
   // The async reads' synchronous steps (inventory cache misses, a lease's or
   // order's document): never on a pipeline or gRPC callback thread. Last, so
   // it stops (running what it accepted) before the rest goes.

@@ -130,9 +130,11 @@ absl::StatusOr<Order> BookingManager::OrderTransition(
     step.blocked_start_ms = Ms(FromProto(c.booking.blocked_interval().start_time()));
     step.guard_from_ms = c.guard_from_ms;
     step.guard_to_ms = c.guard_to_ms;
+    step.window_guard = c.window_guard;
     if (c.calendar == UpdateStep::Calendar::kRemove) step.due = UpdateStep::Due::kRemove;
     for (const auto& e : c.events) step.events.push_back(e.SerializeAsString());
     LS_ASSIGN_OR_RETURN(StepOutcome outcome, store_->Update(step));
+    if (outcome.kind == StepOutcome::Kind::kWindowWithdrawn) return WindowWithdrawn();
     return Settle(outcome, std::move(c.order));
   }); });
 }
@@ -808,6 +810,7 @@ absl::StatusOr<Order> BookingManager::UnscheduleRun(const Principal& p, absl::st
     c.booking = run.booking;
     c.booking_version = run.version;
     c.calendar = UpdateStep::Calendar::kRemove;
+    if (outage) c.window_guard = IdOf(window->name());
     c.booking.set_state(v1::Booking::CANCELLED);
     c.booking.set_cancelled_by_outage(outage);
     const auto initiator = outage                              ? v1::Booking::MAINTENANCE_OUTAGE

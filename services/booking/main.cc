@@ -84,6 +84,12 @@ int main(int argc, char** argv) {
         auto folded = store.MigrateCalendars();
         if (!folded.ok()) labshare::LogWarning("calendar migration failed", {{"error", folded.status().ToString()}});
         if (folded.ok() && *folded > 0) labshare::LogInfo("calendars migrated", {{"entries", std::to_string(*folded)}});
+        // Then the spans that bound a calendar's look back (after the fold).
+        auto spans = folded.ok() ? store.MigrateCalendarSpans() : folded.status();
+        if (folded.ok() && !spans.ok()) {
+          labshare::LogWarning("calendar span migration failed", {{"error", spans.status().ToString()}});
+        }
+        if (spans.ok() && *spans > 0) labshare::LogInfo("calendar spans filled in", {{"calendars", std::to_string(*spans)}});
         auto listed = manager.MigrateListings();  // cross-instrument listing indexes
         if (!listed.ok()) labshare::LogWarning("listing migration failed", {{"error", listed.status().ToString()}});
         // Entries an older version left under a former operator (booking_lists.h).
@@ -94,7 +100,7 @@ int main(int argc, char** argv) {
         if (refiled.ok() && *refiled > 0) {
           labshare::LogInfo("listings re-filed to current operators", {{"instruments", std::to_string(*refiled)}});
         }
-        migrated = moved.ok() && folded.ok() && listed.ok() && refiled.ok();
+        migrated = moved.ok() && folded.ok() && spans.ok() && listed.ok() && refiled.ok();
         if (!moved.ok()) labshare::LogWarning("index migration failed", {{"error", moved.status().ToString()}});
         if (moved.ok() && *moved > 0) labshare::LogInfo("listing indexes migrated", {{"bookings", std::to_string(*moved)}});
       }

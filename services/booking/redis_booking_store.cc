@@ -32,6 +32,9 @@ std::string Tag(int p) { return absl::StrCat("{bk:", p, "}"); }
 std::string Calendar(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":cl:", i); }
 std::string LegacyCalendar(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":cal:", i); }
 std::string LegacyCalendarEnds(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":calend:", i); }
+std::string CalendarSpan(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":clspan:", i); }
+std::string CalendarWindows(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":clwin:", i); }
+std::string WithdrawnWindows(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":mwoff:", i); }
 std::string Booking(int p, absl::string_view id) { return absl::StrCat(Tag(p), ":booking:", id); }
 std::string ByInstrument(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":bystart:", i); }
 std::string LegacyByInstrument(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":byinstr:", i); }
@@ -145,6 +148,109 @@ local function cal_find(key, id, start, anywhere)
   until cursor == '0'
   return nil
 end
+-- The calendar's spans (keys::CalendarSpan s, HASH b, w): the longest
+-- blocked interval of a booking (b) and of a window (w) ever put on
+-- calendar n, never lowered (an upper bound), so that no entry starting at
+-- or before t - max(b, w) reaches past t. 0, 0 and fresh for a calendar
+-- with no entries (a writer then creates the hash); nil when unknown (a
+-- calendar an earlier version wrote, until MigrateCalendarSpans).
+local function cal_spans(n, s)
+  local v = redis.call('HMGET', s, 'b', 'w')
+  if v[1] and v[2] then return tonumber(v[1]), tonumber(v[2]), false end
+  if redis.call('EXISTS', n) == 0 then return 0, 0, true end
+  return nil, nil, false
+end
+-- Raises the spans read before the write (sb, sw, fresh: cal_spans') by a
+-- booking entry of blen ms and a window entry of wlen ms (0: none).
+-- Unknown spans stay unknown.
+local function cal_raise(s, sb, sw, fresh, blen, wlen)
+  if not sb then return end
+  local b, w = math.max(sb, blen), math.max(sw, wlen)
+  if fresh or b ~= sb or w ~= sw then
+    redis.call('HSET', s, 'b', string.format('%d', b), 'w', string.format('%d', w))
+  end
+end
+-- Whether member a ranks before member b as Redis orders members of one
+-- score: as bytes (Lua's < on strings follows the locale).
+local function cal_less(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+-- The windows by end (keys::CalendarWindows we): window member m of
+-- calendar n (at score start) goes on (add) or off there too. Kept only
+-- beside known spans (cal_spans): unknown spans, unknown index.
+local function cal_win(we, known, m, start, add)
+  if not known or string.sub(m, 1, 3) ~= 'mw:' then return end
+  if add then
+    redis.call('ZADD', we, string.format('%d', cal_end(m, start)), m)
+  else
+    redis.call('ZREM', we, m)
+  end
+end
+-- The entries of calendar n other than `except` that start before `below`
+-- and end after `at` (a number), the latest start first (by member within
+-- one start, as ZREVRANGEBYSCORE answers), as member, start pairs; with
+-- `first`, only the first one's id (nil: none). Bookings' blocked
+-- intervals are disjoint: of the bookings only the nearest one (not
+-- `except`) starting before `below` can reach past `at`; the walk back to
+-- it stops at at - sb (no booking starting there or before reaches past
+-- at). A window's entry may lie inside or around a booking's block (a
+-- lease with the lessee that a window left alone) or overlap another
+-- window: every window that reaches past `at` and starts before `below`
+-- ends in (at, below + sw), read from the windows by end (we). Unknown
+-- spans (sb nil: a calendar an earlier version wrote): the walk goes back
+-- without a bound to the nearest booking, windows included, as it did.
+local function cal_walk(n, we, sb, sw, below, at, except, first)
+  local found = {}
+  local low = '-inf'
+  if sb then low = '(' .. string.format('%d', at - sb) end
+  local off, size, stop = 0, 2, false
+  while not stop do
+    local page = redis.call('ZREVRANGEBYSCORE', n, '(' .. below, low, 'WITHSCORES', 'LIMIT', off, size)
+    for i = 1, #page, 2 do
+      local id = cal_id(page[i])
+      if id ~= except then
+        local window = string.sub(id, 1, 3) == 'mw:'
+        if not (window and sb) and cal_end(page[i], page[i + 1]) > at then
+          found[#found + 1] = {page[i], tonumber(page[i + 1])}
+        end
+        if not window then
+          stop = true
+          break
+        end
+      end
+    end
+    if #page < size * 2 then break end
+    off, size = off + size, 64
+  end
+  if sb and sw > 0 then
+    local top = tonumber(below)
+    local wins = redis.call('ZRANGEBYSCORE', we, '(' .. string.format('%d', at),
+                            '(' .. string.format('%d', top + sw), 'WITHSCORES')
+    for i = 1, #wins, 2 do
+      local start = tonumber(wins[i + 1]) - cal_end(wins[i], 0)
+      if start < top then found[#found + 1] = {wins[i], start} end
+    end
+  end
+  table.sort(found, function(a, b)
+    if a[2] ~= b[2] then return a[2] > b[2] end
+    return cal_less(b[1], a[1])
+  end)
+  if first then
+    if found[1] then return cal_id(found[1][1]) end
+    return nil
+  end
+  local out = {}
+  for _, f in ipairs(found) do
+    out[#out + 1] = f[1]
+    out[#out + 1] = string.format('%d', f[2])
+  end
+  return out
+end
 -- What an older version's step meets instead of its calendar (c, e): a
 -- string, so it fails (WRONGTYPE) before it writes anything. The shortest
 -- value that says why (88 B of MEMORY USAGE a key; the calendar is n).
@@ -153,15 +259,17 @@ local function cal_plant(n, c, e)
   redis.call('SET', e, 'moved')
 end
 -- An older version's calendar (c: id -> start, e: id -> end value) moves
--- into n once, and both become sentinels (cal_plant). Returns an error, or
--- whether the instrument has no calendar of either form yet: then the
--- caller plants the sentinels once it writes (so an older replica cannot
--- start one beside n).
-local function cal_fold(n, c, e)
+-- into n once (its spans s raised and its windows put on we), and both
+-- become sentinels (cal_plant). Returns an error, or whether the
+-- instrument has no calendar of either form yet: then the caller plants
+-- the sentinels once it writes (so an older replica cannot start one
+-- beside n).
+local function cal_fold(n, c, e, s, we)
   local te = redis.call('TYPE', e)['ok']
   if te == 'string' then return nil, false end
   local tc = redis.call('TYPE', c)['ok']
-  if (te ~= 'none' and te ~= 'hash') or (tc ~= 'none' and tc ~= 'zset') or not ls_type_is(n, 'zset') then
+  if (te ~= 'none' and te ~= 'hash') or (tc ~= 'none' and tc ~= 'zset') or not ls_type_is(n, 'zset') or
+     not ls_type_is(s, 'hash') or not ls_type_is(we, 'zset') then
     return 'WRONGTYPE calendar keys'
   end
   if te == 'none' and tc == 'none' then return nil, true end
@@ -170,6 +278,8 @@ local function cal_fold(n, c, e)
     local h = redis.call('HGETALL', e)
     for i = 1, #h, 2 do ends[h[i]] = h[i + 1] end
   end
+  local sb, sw, fresh = cal_spans(n, s)
+  local blen, wlen = 0, 0
   if tc == 'zset' then
     local m = redis.call('ZRANGE', c, 0, -1, 'WITHSCORES')
     for i = 1, #m, 2 do
@@ -177,11 +287,15 @@ local function cal_fold(n, c, e)
       local v = ends[m[i]]
       local digits = v and string.match(v, '^%-?%d+')
       if digits then
-        local delta = string.format('%d', tonumber(digits) - tonumber(m[i + 1]))
-        redis.call('ZADD', n, m[i + 1], m[i] .. '!' .. delta .. string.sub(v, #digits + 1, #digits + 1))
+        local len = tonumber(digits) - tonumber(m[i + 1])
+        if string.sub(m[i], 1, 3) == 'mw:' then wlen = math.max(wlen, len) else blen = math.max(blen, len) end
+        local member = m[i] .. '!' .. string.format('%d', len) .. string.sub(v, #digits + 1, #digits + 1)
+        redis.call('ZADD', n, m[i + 1], member)
+        cal_win(we, sb ~= nil, member, m[i + 1], true)
       end
     end
   end
+  cal_raise(s, sb, sw, fresh, blen, wlen)
   cal_plant(n, c, e)
   return nil, false
 end
@@ -190,7 +304,8 @@ end
 // KEYS: 1 idem (the doc itself: the record is in the document), 2 outbox,
 //       3 doc, 4 calendar, 5 older calendar, 6 bystart, 7 the partition's swept
 //       instruments, 8 guard document (or placeholder), 9 older calendar ends,
-//       10.. counters, then extra documents
+//       10 the calendar's spans, 11 its windows by end, 12.. counters, then
+//       extra documents
 // ARGV: 1 fingerprint, 2 doc, 3 ttl, 4 denied, 5 start, 6 end, 7 id,
 //       8 reserved start ms (listing index score), 9 instrument id if the
 //       sweep must look at the booking ('' no), 10 guard version ('' none),
@@ -223,7 +338,7 @@ else
 end
 if ARGV[4] == '1' then return {'DENIED'} end
 local n_extra, nc = tonumber(ARGV[13]), tonumber(ARGV[15])
-local xk, xa = 9 + nc, 17 + nc * 5
+local xk, xa = 11 + nc, 17 + nc * 5
 if not in_doc and redis.call('EXISTS', KEYS[3]) == 1 then return {'EXISTS'} end
 if ARGV[10] ~= '' and tonumber(redis.call('HGET', KEYS[8], 'v') or '0') ~= tonumber(ARGV[10]) then
   return {'STALE'}
@@ -237,37 +352,20 @@ for i = 1, n_extra do
     return {'CONFLICT'}
   end
 end
-local s = tonumber(ARGV[5])
-local folded, fresh = cal_fold(KEYS[4], KEYS[5], KEYS[9])
+local s, s_end = tonumber(ARGV[5]), tonumber(ARGV[6])
+local folded, fresh = cal_fold(KEYS[4], KEYS[5], KEYS[9], KEYS[10], KEYS[11])
 if folded then return redis.error_reply(folded) end
--- Bookings' blocked intervals are disjoint, so of the bookings only the
--- last one starting before e can reach past s (not counting the booking
--- this one replaces); its end is in its member. A window's entry may lie
--- inside a block it left alone (a lease with the lessee) or overlap another
--- window: the walk goes back past window entries to the nearest booking's.
-local off, n = 0, 2
-while true do
-  local before = redis.call('ZREVRANGEBYSCORE', KEYS[4], '(' .. ARGV[6], '-inf', 'WITHSCORES', 'LIMIT', off, n)
-  local booking_seen = false
-  for i = 1, #before, 2 do
-    local id = cal_id(before[i])
-    if ARGV[11] == '' or id ~= ARGV[11] then
-      if cal_end(before[i], before[i + 1]) > s then return {'TAKEN', id} end
-      if string.sub(id, 1, 3) ~= 'mw:' then
-        booking_seen = true
-        break
-      end
-    end
-  end
-  if booking_seen or #before < n * 2 then break end
-  off, n = off + n, 16
-end
+-- The entries starting before e that reach past s (not counting the
+-- booking this one replaces): bounded by the calendar's spans (cal_walk).
+local sb, sw, sfresh = cal_spans(KEYS[4], KEYS[10])
+local taken = cal_walk(KEYS[4], KEYS[11], sb, sw, ARGV[6], s, ARGV[11], true)
+if taken then return {'TAKEN', taken} end
 local ask = false
 for i = 1, nc do
   local a = 17 + (i - 1) * 5
   local f, mode = ARGV[a + 1], ARGV[a + 4]
   if mode ~= 'allow' then
-    local c = redis.call('HMGET', KEYS[9 + i], f .. ':budget', f .. ':committed', f .. ':used')
+    local c = redis.call('HMGET', KEYS[11 + i], f .. ':budget', f .. ':committed', f .. ':used')
     local limit = ARGV[a + 2]
     if limit == 'hash' then limit = c[1] end
     if not limit or tonumber(ARGV[a + 3]) > tonumber(limit) - tonumber(c[2] or '0') - tonumber(c[3] or '0') then
@@ -279,7 +377,7 @@ end
 if ask then return {'ASK'} end
 -- Nothing below may fail (Redis does not roll back): keys of the types they
 -- are written as, counters that stay exact int64s.
-if not (ls_type_is(KEYS[4], 'zset') and ls_type_is(KEYS[6], 'zset') and
+if not (ls_type_is(KEYS[4], 'zset') and ls_type_is(KEYS[6], 'zset') and ls_type_is(KEYS[10], 'hash') and
         (ARGV[9] == '' or ls_type_is(KEYS[7], 'set')) and
         (ARGV[14] == '0' or ls_type_is(KEYS[2], 'stream'))) then
   return redis.error_reply('WRONGTYPE a key of the booking step')
@@ -307,8 +405,8 @@ if KEYS[ls] then
 end
 for i = 1, nc do
   local a = 17 + (i - 1) * 5
-  if not ls_add(redis.call('HGET', KEYS[9 + i], ARGV[a + 1] .. ':committed'), ARGV[a + 3]) then
-    return redis.error_reply('ERR counter overflow in ' .. KEYS[9 + i])
+  if not ls_add(redis.call('HGET', KEYS[11 + i], ARGV[a + 1] .. ':committed'), ARGV[a + 3]) then
+    return redis.error_reply('ERR counter overflow in ' .. KEYS[11 + i])
   end
 end
 if ARGV[11] ~= '' then
@@ -317,7 +415,7 @@ if ARGV[11] ~= '' then
 end
 for i = 1, nc do
   local a = 17 + (i - 1) * 5
-  redis.call('HINCRBY', KEYS[9 + i], ARGV[a + 1] .. ':committed', ARGV[a + 3])
+  redis.call('HINCRBY', KEYS[11 + i], ARGV[a + 1] .. ':committed', ARGV[a + 3])
 end
 -- Arguments go to Redis as the strings they came in: a Lua number would be
 -- printed with %.17g on each call (measurably slower on this hot path).
@@ -333,6 +431,7 @@ for i = 1, n_extra do
   put(KEYS[xk + i], extra[i], expected + 1, ARGV[xa + (i - 1) * 2 + 2])
 end
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[16])
+cal_raise(KEYS[10], sb, sw, sfresh, s_end - s, 0)
 if fresh then cal_plant(KEYS[4], KEYS[5], KEYS[9]) end
 redis.call('ZADD', KEYS[6], ARGV[8], ARGV[7])
 -- Usually already a member: then nothing is written (or logged to the AOF).
@@ -352,7 +451,8 @@ return {'OK'}
 }
 
 // KEYS: 1 idem, 2 outbox, 3 doc, 4 calendar, 5 older calendar, 6 due, 7 older
-//       calendar ends, 8.. counters, then extra documents
+//       calendar ends, 8 the calendar's spans, 9 the withdrawn windows,
+//       10 the calendar's windows by end, 11.. counters, then extra documents
 // ARGV: 1 fingerprint, 2 doc ('' the doc stays as it is: checked against
 //       the expected version, not rewritten; then 12 is set), 3 ttl,
 //       4 expected version, 5 calendar op, 6 id, 7 new end, 8 guard from, 9 guard to, 10 due op ('remove': off
@@ -363,6 +463,10 @@ return {'OK'}
 //       16 where the entry starts ('' unknown: looked for through the
 //       calendar; known, 'remove' and 'end' still look there when it is
 //       not at that start, 'keep' leaves it),
+//       17 the guard's kind ('' no other entry starts in (from, to);
+//       'overlap': no other entry overlaps [from, to)), 18 a window id
+//       ('' none): WITHDRAWN, nothing written, when it is among the
+//       withdrawn windows,
 //       then per counter (field, committed delta, used delta), then per
 //       extra document (expected version, data), then the events.
 const RedisScript& UpdateScript() {
@@ -370,7 +474,7 @@ const RedisScript& UpdateScript() {
 local seen = replay(KEYS[1], ARGV[1])
 if seen then return seen end
 local n_extra, nc = tonumber(ARGV[13]), tonumber(ARGV[15])
-local xk, xa = 7 + nc, 16 + nc * 3
+local xk, xa = 10 + nc, 18 + nc * 3
 local cur = redis.call('HMGET', KEYS[3], 'v', 'f', 'r', 'd')
 if tonumber(cur[1] or '0') ~= tonumber(ARGV[4]) then
   return {'CONFLICT'}
@@ -381,9 +485,15 @@ for i = 1, n_extra do
   extra[i] = redis.call('HMGET', KEYS[xk + i], 'v', 'f', 'r', 'd')
   if tonumber(extra[i][1] or '0') ~= expected then return {'CONFLICT'} end
 end
-local folded, fresh = cal_fold(KEYS[4], KEYS[5], KEYS[7])
+-- The maintenance window the change is made for was cancelled meanwhile.
+if ARGV[18] ~= '' and redis.call('SISMEMBER', KEYS[9], ARGV[18]) == 1 then return {'WITHDRAWN'} end
+local folded, fresh = cal_fold(KEYS[4], KEYS[5], KEYS[7], KEYS[8], KEYS[10])
 if folded then return redis.error_reply(folded) end
-if ARGV[9] ~= '0' then
+local sb, sw, sfresh = cal_spans(KEYS[4], KEYS[8])
+if ARGV[9] ~= '0' and ARGV[17] == 'overlap' then
+  local id = cal_walk(KEYS[4], KEYS[10], sb, sw, ARGV[9], tonumber(ARGV[8]), ARGV[6], true)
+  if id then return {'TAKEN', id} end
+elseif ARGV[9] ~= '0' then
   local inside = redis.call('ZRANGEBYSCORE', KEYS[4], '(' .. ARGV[8], '(' .. ARGV[9], 'LIMIT', 0, 2)
   for _, other in ipairs(inside) do
     local id = cal_id(other)
@@ -391,16 +501,16 @@ if ARGV[9] ~= '0' then
   end
 end
 -- Nothing below may fail (Redis does not roll back).
-if not (ls_type_is(KEYS[4], 'zset') and
+if not (ls_type_is(KEYS[4], 'zset') and ls_type_is(KEYS[8], 'hash') and
         (ARGV[10] ~= 'remove' or ls_type_is(KEYS[6], 'zset')) and
         (ARGV[14] == '0' or ls_type_is(KEYS[2], 'stream'))) then
   return redis.error_reply('WRONGTYPE a key of the booking step')
 end
 for i = 1, nc do
-  local a = 16 + (i - 1) * 3
-  local c = redis.call('HMGET', KEYS[7 + i], ARGV[a + 1] .. ':committed', ARGV[a + 1] .. ':used')
+  local a = 18 + (i - 1) * 3
+  local c = redis.call('HMGET', KEYS[10 + i], ARGV[a + 1] .. ':committed', ARGV[a + 1] .. ':used')
   if not ls_add(c[1], ARGV[a + 2]) or not ls_add(c[2], ARGV[a + 3]) then
-    return redis.error_reply('ERR counter overflow in ' .. KEYS[7 + i])
+    return redis.error_reply('ERR counter overflow in ' .. KEYS[10 + i])
   end
 end
 if ARGV[2] ~= '' then put(KEYS[3], cur, tonumber(ARGV[4]) + 1, ARGV[2]) end
@@ -422,6 +532,7 @@ elseif m then
   if now and now ~= m then
     redis.call('ZREM', KEYS[4], m)
     redis.call('ZADD', KEYS[4], at, now)
+    cal_raise(KEYS[8], sb, sw, sfresh, tonumber(delta), 0)
   end
 end
 if fresh then cal_plant(KEYS[4], KEYS[5], KEYS[7]) end
@@ -429,9 +540,9 @@ if ARGV[10] == 'remove' then
   redis.call('ZREM', KEYS[6], ARGV[6])
 end
 for i = 1, nc do
-  local a = 16 + (i - 1) * 3
-  redis.call('HINCRBY', KEYS[7 + i], ARGV[a + 1] .. ':committed', ARGV[a + 2])
-  redis.call('HINCRBY', KEYS[7 + i], ARGV[a + 1] .. ':used', ARGV[a + 3])
+  local a = 18 + (i - 1) * 3
+  redis.call('HINCRBY', KEYS[10 + i], ARGV[a + 1] .. ':committed', ARGV[a + 2])
+  redis.call('HINCRBY', KEYS[10 + i], ARGV[a + 1] .. ':used', ARGV[a + 3])
 end
 publish(KEYS[2], xa + n_extra * 2 + 1, tonumber(ARGV[14]))
 remember(KEYS[1], ARGV[1], ARGV[12] ~= '' and ARGV[12] or ARGV[2], ARGV[3])
@@ -471,6 +582,8 @@ absl::StatusOr<StepOutcome> Outcome(const RedisValue& v) {
     out.kind = StepOutcome::Kind::kGuardMoved;
   } else if (tag == "OPERATOR") {
     out.kind = StepOutcome::Kind::kOperatorMoved;
+  } else if (tag == "WITHDRAWN") {
+    out.kind = StepOutcome::Kind::kWindowWithdrawn;
   } else {
     out.kind = StepOutcome::Kind::kConflict;
   }
@@ -582,10 +695,12 @@ absl::StatusOr<int64_t> ForEachOlderKey(
   return sum;
 }
 
-// A calendar step's keys: the calendar, then the older version's two.
+// A calendar step's keys: the calendar, the older version's two, its spans,
+// its windows by end.
 std::vector<std::string> CalendarKeys(int partition, absl::string_view instrument_id) {
   return {keys::Calendar(partition, instrument_id), keys::LegacyCalendar(partition, instrument_id),
-          keys::LegacyCalendarEnds(partition, instrument_id)};
+          keys::LegacyCalendarEnds(partition, instrument_id), keys::CalendarSpan(partition, instrument_id),
+          keys::CalendarWindows(partition, instrument_id)};
 }
 }  // namespace
 
@@ -594,40 +709,71 @@ bool IsWindowEntry(absl::string_view entry) { return entry.substr(0, 3) == "mw:"
 
 namespace {
 // One calendar entry put on (a member given) or taken off (none), after the
-// fold. KEYS: CalendarKeys. ARGV: entry id, where it starts ('' unknown),
-// the member ('' take it off). An entry placed again may have moved: its
-// member goes wherever it is.
-absl::Status PutCalendarEntry(RedisPool* pool, int partition, absl::string_view instrument_id,
-                              std::string entry, std::string start, std::string member) {
+// fold (a window's also on or off the windows by end). KEYS: CalendarKeys,
+// then the withdrawn windows. ARGV: entry id,
+// where it starts ('' unknown), the member ('' take it off), its length
+// (ms), 'block' (a window's: nothing written when the window, ARGV 6, is
+// withdrawn) | 'unblock' (a window's: taken off and withdrawn) | ''. An
+// entry placed again may have moved: its member goes wherever it is.
+// Returns 0 when a withdrawn window was not blocked, else 1.
+absl::StatusOr<bool> PutCalendarEntry(RedisPool* pool, int partition, absl::string_view instrument_id,
+                                      std::string entry, std::string start, std::string member, int64_t length,
+                                      const char* mode, std::string window_id = "") {
   static const RedisScript* script = new RedisScript(std::string(kLuaGuards) + kCalendarLua + R"lua(
-local folded, fresh = cal_fold(KEYS[1], KEYS[2], KEYS[3])
+if ARGV[5] == 'block' and redis.call('SISMEMBER', KEYS[6], ARGV[6]) == 1 then return 0 end
+local folded, fresh = cal_fold(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 if folded then return redis.error_reply(folded) end
-if not ls_type_is(KEYS[1], 'zset') then return redis.error_reply('WRONGTYPE calendar keys') end
-local m = cal_find(KEYS[1], ARGV[1], ARGV[2], true)
-if m then redis.call('ZREM', KEYS[1], m) end
-if ARGV[3] ~= '' then redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3]) end
+if not (ls_type_is(KEYS[1], 'zset') and ls_type_is(KEYS[4], 'hash') and ls_type_is(KEYS[5], 'zset') and
+        ls_type_is(KEYS[6], 'set')) then
+  return redis.error_reply('WRONGTYPE calendar keys')
+end
+local sb, sw, sfresh = cal_spans(KEYS[1], KEYS[4])
+local m, at = cal_find(KEYS[1], ARGV[1], ARGV[2], true)
+if m then
+  redis.call('ZREM', KEYS[1], m)
+  cal_win(KEYS[5], sb ~= nil, m, at, false)
+end
+if ARGV[3] ~= '' then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+  cal_win(KEYS[5], sb ~= nil, ARGV[3], ARGV[2], true)
+  local len = tonumber(ARGV[4])
+  if string.sub(ARGV[1], 1, 3) == 'mw:' then cal_raise(KEYS[4], sb, sw, sfresh, 0, len)
+  else cal_raise(KEYS[4], sb, sw, sfresh, len, 0) end
+end
+if ARGV[5] == 'unblock' then redis.call('SADD', KEYS[6], ARGV[6]) end
 if fresh then cal_plant(KEYS[1], KEYS[2], KEYS[3]) end
 return 1
 )lua");
-  return pool->Eval(*script, CalendarKeys(partition, instrument_id),
-                    {std::move(entry), std::move(start), std::move(member)})
-      .status();
+  std::vector<std::string> keys = CalendarKeys(partition, instrument_id);
+  keys.push_back(keys::WithdrawnWindows(partition, instrument_id));
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool->Eval(*script, keys,
+                                               {std::move(entry), std::move(start), std::move(member),
+                                                std::to_string(length), mode, std::move(window_id)}));
+  return v.integer == 1;
 }
 }  // namespace
 
-absl::Status BookingStore::BlockWindow(int partition, absl::string_view instrument_id,
-                                       absl::string_view window_id, int64_t start_ms,
-                                       int64_t end_ms, int busy_reason) const {
+absl::StatusOr<bool> BookingStore::BlockWindow(int partition, absl::string_view instrument_id,
+                                               absl::string_view window_id, int64_t start_ms,
+                                               int64_t end_ms, int busy_reason) const {
   std::string entry = WindowEntry(window_id);
   std::string member = CalendarMember(entry, start_ms, end_ms, busy_reason);
   return PutCalendarEntry(pool_, partition, instrument_id, std::move(entry), std::to_string(start_ms),
-                          std::move(member));
+                          std::move(member), end_ms - start_ms, "block", std::string(window_id));
+}
+
+absl::Status BookingStore::UnblockWindow(int partition, absl::string_view instrument_id,
+                                         absl::string_view window_id, int64_t start_ms) const {
+  return PutCalendarEntry(pool_, partition, instrument_id, WindowEntry(window_id),
+                          start_ms > 0 ? std::to_string(start_ms) : "", "", 0, "unblock", std::string(window_id))
+      .status();
 }
 
 absl::Status BookingStore::RemoveCalendarEntry(int partition, absl::string_view instrument_id,
                                                absl::string_view entry, int64_t start_ms) const {
   return PutCalendarEntry(pool_, partition, instrument_id, std::string(entry),
-                          start_ms > 0 ? std::to_string(start_ms) : "", "");
+                          start_ms > 0 ? std::to_string(start_ms) : "", "", 0, "")
+      .status();
 }
 
 namespace {
@@ -644,7 +790,7 @@ if redis.call('TYPE', KEYS[2])['ok'] == 'zset' then
     return redis.error_reply('WRONGTYPE calendar keys: ' .. KEYS[2] .. ' beside the sentinel ' .. KEYS[3])
   end
 end
-local folded = cal_fold(KEYS[1], KEYS[2], KEYS[3])
+local folded = cal_fold(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 if folded then return redis.error_reply(folded) end
 return n
 )lua");
@@ -661,6 +807,42 @@ absl::StatusOr<int64_t> BookingStore::MigrateCalendars() const {
   return ForEachOlderKey(pool_, "{booking}:migrated:calendar", "{bk:*}:cal:*", "zset", keys::LegacyCalendar,
                          [this](int p, const std::string& instrument, const std::string&) {
                            return FoldCalendar(p, instrument);
+                         });
+}
+
+absl::StatusOr<int64_t> BookingStore::MigrateCalendarSpans() const {
+  // KEYS: the calendar, its spans, its windows by end. Once per calendar
+  // an earlier version wrote: every entry's length and every window, in one
+  // step (steps of this version keep both only once the spans exist).
+  static const RedisScript* script = new RedisScript(std::string(kLuaGuards) + kCalendarLua + R"lua(
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if not (ls_type_is(KEYS[1], 'zset') and ls_type_is(KEYS[3], 'zset')) then
+  return redis.error_reply('WRONGTYPE calendar keys')
+end
+redis.call('DEL', KEYS[3])  -- built anew: nothing kept it beside unknown spans
+local b, w = 0, 0
+local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #all, 2 do
+  local m = all[i]
+  local len = cal_end(m, 0)
+  if string.sub(m, 1, 3) == 'mw:' then
+    w = math.max(w, len)
+    cal_win(KEYS[3], true, m, all[i + 1], true)
+  else
+    b = math.max(b, len)
+  end
+end
+redis.call('HSET', KEYS[2], 'b', string.format('%d', b), 'w', string.format('%d', w))
+return 1
+)lua");
+  return ForEachOlderKey(pool_, "{booking}:migrated:calspan", "{bk:*}:cl:*", "zset", keys::Calendar,
+                         [this](int p, const std::string& instrument, const std::string&) -> absl::StatusOr<int64_t> {
+                           LS_ASSIGN_OR_RETURN(RedisValue v,
+                                               pool_->Eval(*script, {keys::Calendar(p, instrument),
+                                                                     keys::CalendarSpan(p, instrument),
+                                                                     keys::CalendarWindows(p, instrument)},
+                                                           {}));
+                           return v.integer;
                          });
 }
 
@@ -824,7 +1006,9 @@ void CreateArgs(const CreateStep& s, std::vector<std::string>& keys, std::vector
           keys::ByInstrument(s.partition, s.instrument_id),
           swept,
           s.guard_key.empty() ? swept : s.guard_key,
-          keys::LegacyCalendarEnds(s.partition, s.instrument_id)};
+          keys::LegacyCalendarEnds(s.partition, s.instrument_id),
+          keys::CalendarSpan(s.partition, s.instrument_id),
+          keys::CalendarWindows(s.partition, s.instrument_id)};
   args = {s.idempotency_key.empty() && !in_doc ? "" : s.fingerprint,
           s.booking,
           std::to_string(kIdempotencyTtlSeconds),
@@ -888,7 +1072,10 @@ absl::StatusOr<StepOutcome> BookingStore::Update(const UpdateStep& s) const {
                                    keys::Calendar(s.partition, s.instrument_id),
                                    keys::LegacyCalendar(s.partition, s.instrument_id),
                                    due,
-                                   keys::LegacyCalendarEnds(s.partition, s.instrument_id)};
+                                   keys::LegacyCalendarEnds(s.partition, s.instrument_id),
+                                   keys::CalendarSpan(s.partition, s.instrument_id),
+                                   keys::WithdrawnWindows(s.partition, s.instrument_id),
+                                   keys::CalendarWindows(s.partition, s.instrument_id)};
   const char* op = s.calendar == UpdateStep::Calendar::kRemove   ? "remove"
                    : s.calendar == UpdateStep::Calendar::kSetEnd ? "end"
                                                                  : "keep";
@@ -907,7 +1094,9 @@ absl::StatusOr<StepOutcome> BookingStore::Update(const UpdateStep& s) const {
                                    std::to_string(s.extra_docs.size()),
                                    std::to_string(s.events.size()),
                                    std::to_string(s.counters.size()),
-                                   s.blocked_start_ms > 0 ? std::to_string(s.blocked_start_ms) : ""};
+                                   s.blocked_start_ms > 0 ? std::to_string(s.blocked_start_ms) : "",
+                                   s.guard_overlap ? "overlap" : "",
+                                   s.window_guard};
   for (const auto& c : s.counters) {
     keys.push_back(c.key);
     args.push_back(c.field);
@@ -952,80 +1141,135 @@ std::vector<std::string> LegacyProbe(int partition, absl::string_view instrument
 bool NeedsFold(const RedisValue& probe) { return probe.str == "zset"; }
 
 // The look back: the entries starting before from_ms, the latest first,
-// up to kLookBack of them (LookBackScript the rest). Bookings' blocked intervals
-// are disjoint, so of the bookings only the last one starting before
-// from_ms can reach past it; a window's entry may lie inside a block it left
-// alone (a lease with the lessee) or overlap another window, so the look
-// back goes past window entries to the nearest booking's (CalendarHead).
+// up to kLookBack of them, for the nearest booking's (bookings' blocked
+// intervals are disjoint: only that one can reach past from_ms), and the
+// windows ending after from_ms, the earliest end first, up to
+// kWindowProbe of them (a window may lie inside or around a booking's
+// block, or overlap another window); the calendar's spans tell whether
+// that was all (CalendarHead), else LookBackScript reads the rest.
 constexpr int kLookBack = 4;
+constexpr int kWindowProbe = 8;
 std::vector<std::vector<std::string>> CalendarHeadCommands(int partition, absl::string_view instrument_id,
                                                            int64_t from_ms, int64_t to_ms) {
   const std::string cal = keys::Calendar(partition, instrument_id);
   return {{"ZREVRANGEBYSCORE", cal, "(" + std::to_string(from_ms), "-inf", "WITHSCORES", "LIMIT", "0",
            std::to_string(kLookBack)},
           {"ZRANGEBYSCORE", cal, std::to_string(from_ms), "(" + std::to_string(to_ms), "WITHSCORES"},
+          {"HMGET", keys::CalendarSpan(partition, instrument_id), "b", "w"},
+          {"ZRANGEBYSCORE", keys::CalendarWindows(partition, instrument_id), "(" + std::to_string(from_ms), "+inf",
+           "WITHSCORES", "LIMIT", "0", std::to_string(kWindowProbe)},
           LegacyProbe(partition, instrument_id)};
 }
-constexpr size_t kCalendarCommands = 3;
+// Replies: the look back, the range, the spans, the windows by end, the
+// probe (always last).
+constexpr size_t kCalendarCommands = 5;
+constexpr size_t kSpansReply = 2;
+constexpr size_t kWindowsReply = 3;
+
+// The calendar's spans (keys::CalendarSpan) from an HMGET b w reply:
+// false when unknown (absent: a calendar an earlier version wrote).
+bool SpansOf(const RedisValue& v, int64_t* booking_ms, int64_t* window_ms) {
+  return v.type == RedisValue::Type::kArray && v.elements.size() == 2 && !v.elements[0].is_nil() &&
+         !v.elements[1].is_nil() && absl::SimpleAtoi(v.elements[0].str, booking_ms) &&
+         absl::SimpleAtoi(v.elements[1].str, window_ms);
+}
+
+// The entry a member names, its id moved out of the member (no copy), at
+// score `start_ms`; false when the member is not of CalendarMember's form.
+bool TakeEntry(std::string& member, int64_t start_ms, CalendarEntry* entry) {
+  const size_t sep = member.find(kCalendarSeparator);
+  int64_t length = 0;
+  // ParseCalendarMember's reading.
+  if (sep == std::string::npos ||
+      !ParseCalendarEnd(absl::string_view(member).substr(sep + 1), &length, &entry->busy_reason)) {
+    return false;
+  }
+  entry->start_ms = start_ms;
+  entry->end_ms = start_ms + length;
+  member.resize(sep);
+  entry->booking_id = std::move(member);
+  return true;
+}
 
 // The entries of CalendarHeadCommands' replies that end after from_ms, by
-// start (the members' strings are taken: each entry's id is its member cut
-// at the separator, no copy). *complete is false when the look back met
-// only window entries and may have stopped short of a booking's: read
-// again with the whole look back.
+// start (then id). *complete is false when the look back may have stopped
+// short of an entry that reaches past from_ms: read again with the whole
+// look back (LookBackScript). `whole`: replies[0] is that, every entry
+// before from_ms that reaches past it.
 std::vector<CalendarEntry> CalendarHead(RedisValue* replies, int64_t from_ms, bool whole, bool* complete) {
   std::vector<CalendarEntry> entries;
   entries.reserve(replies[1].elements.size() / 2 + 1);
   *complete = true;
-  for (size_t r = 0; r + 1 < kCalendarCommands; ++r) {
-    auto& e = replies[r].elements;
-    const size_t looked_back = entries.size();
-    bool booking_seen = false;
-    for (size_t i = 0; i + 1 < e.size() && !booking_seen; i += 2) {
+  int64_t booking_span = 0, window_span = 0;
+  // Unknown spans: the look back up to the nearest booking, windows
+  // included, as an earlier version read it.
+  const bool known = !whole && SpansOf(replies[kSpansReply], &booking_span, &window_span);
+  auto& back = replies[0].elements;
+  bool booking_seen = false;
+  int64_t oldest_ms = 0;
+  for (size_t i = 0; i + 1 < back.size(); i += 2) {
+    const int64_t start_ms = ScoreMs(back[i + 1].str);
+    oldest_ms = start_ms;
+    const bool window = IsWindowEntry(back[i].str);
+    // Only the nearest booking can reach past from_ms; with known spans the
+    // windows come from the windows by end.
+    if ((!window && booking_seen && !whole) || (window && known)) continue;
+    booking_seen |= !window;
+    CalendarEntry entry;
+    if (TakeEntry(back[i].str, start_ms, &entry) && entry.end_ms > from_ms) entries.push_back(std::move(entry));
+  }
+  if (known) {
+    auto& wins = replies[kWindowsReply].elements;
+    int64_t last_end_ms = 0;
+    for (size_t i = 0; i + 1 < wins.size(); i += 2) {
+      const int64_t end_ms = ScoreMs(wins[i + 1].str);
+      last_end_ms = end_ms;
       CalendarEntry entry;
-      entry.start_ms = ScoreMs(e[i + 1].str);
-      std::string& member = e[i].str;
-      const size_t sep = member.find(kCalendarSeparator);
-      int64_t length = 0;
-      // ParseCalendarMember's reading, the id moved out of the member.
-      if (sep == std::string::npos ||
-          !ParseCalendarEnd(absl::string_view(member).substr(sep + 1), &length, &entry.busy_reason)) {
-        continue;
+      // Windows starting in the range are the range's.
+      if (TakeEntry(wins[i].str, 0, &entry) && end_ms - entry.end_ms < from_ms) {
+        entry.start_ms = end_ms - entry.end_ms;
+        entry.end_ms = end_ms;
+        entries.push_back(std::move(entry));
       }
-      entry.end_ms = entry.start_ms + length;
-      // The look back (r == 0) stops after the nearest booking's entry.
-      if (r == 0) booking_seen = !IsWindowEntry(absl::string_view(member).substr(0, sep));
-      if (entry.end_ms <= from_ms) continue;
-      member.resize(sep);
-      entry.booking_id = std::move(member);
-      entries.push_back(std::move(entry));
     }
-    if (r == 0) {
-      std::reverse(entries.begin() + static_cast<std::ptrdiff_t>(looked_back), entries.end());
-      if (!whole && !booking_seen && e.size() >= 2 * static_cast<size_t>(kLookBack)) *complete = false;
+    // A window not read ends after last_end_ms, so starts after
+    // last_end_ms - window_span; a booking not read starts at or before
+    // oldest_ms.
+    const bool bookings_read = booking_seen || back.size() < 2 * static_cast<size_t>(kLookBack) ||
+                               oldest_ms <= from_ms - booking_span;
+    const bool windows_read =
+        wins.size() < 2 * static_cast<size_t>(kWindowProbe) || last_end_ms - window_span >= from_ms;
+    *complete = bookings_read && windows_read;
+  } else if (!whole) {
+    *complete = booking_seen || back.size() < 2 * static_cast<size_t>(kLookBack);
+  }
+  std::sort(entries.begin(), entries.end(), [](const CalendarEntry& a, const CalendarEntry& b) {
+    return a.start_ms != b.start_ms ? a.start_ms < b.start_ms : a.booking_id < b.booking_id;
+  });
+  auto& range = replies[1].elements;
+  for (size_t i = 0; i + 1 < range.size(); i += 2) {
+    CalendarEntry entry;
+    if (TakeEntry(range[i].str, ScoreMs(range[i + 1].str), &entry) && entry.end_ms > from_ms) {
+      entries.push_back(std::move(entry));
     }
   }
   return entries;
 }
 
 // The whole look back when CalendarHeadCommands' stopped short: the
-// entries starting before ARGV[1], the latest first, up to and with the
-// nearest booking's (ZREVRANGEBYSCORE's reply shape). KEYS: the calendar.
+// entries starting before ARGV[1] that end after it, the latest first
+// (ZREVRANGEBYSCORE's reply shape), as far back as the calendar's spans
+// say one may (cal_walk). KEYS: the calendar, its spans, its windows by end.
 const RedisScript& LookBackScript() {
-  static const RedisScript* s = new RedisScript(R"lua(
-local out, off = {}, 0
-while true do
-  local before = redis.call('ZREVRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '-inf', 'WITHSCORES', 'LIMIT', off, 64)
-  for i = 1, #before, 2 do
-    out[#out + 1] = before[i]
-    out[#out + 1] = before[i + 1]
-    if string.sub(before[i], 1, 3) ~= 'mw:' then return out end
-  end
-  if #before < 128 then return out end
-  off = off + 64
-end
+  static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + kCalendarLua + R"lua(
+local sb, sw = cal_spans(KEYS[1], KEYS[2])
+return cal_walk(KEYS[1], KEYS[3], sb, sw, ARGV[1], tonumber(ARGV[1]), nil, false)
 )lua", RedisScript::Access::kReadOnly);
   return *s;
+}
+std::vector<std::string> LookBackKeys(int partition, absl::string_view instrument_id) {
+  return {keys::Calendar(partition, instrument_id), keys::CalendarSpan(partition, instrument_id),
+          keys::CalendarWindows(partition, instrument_id)};
 }
 
 // CalendarHead's answer `first` (complete false) with LookBackScript's
@@ -1094,7 +1338,7 @@ absl::StatusOr<std::vector<CalendarEntry>> BookingStore::CalendarRange(
   bool complete = true;
   auto entries = CalendarHead(replies.data(), from_ms, false, &complete);
   if (complete) return entries;
-  LS_ASSIGN_OR_RETURN(RedisValue back, pool_->Eval(LookBackScript(), {keys::Calendar(partition, instrument_id)},
+  LS_ASSIGN_OR_RETURN(RedisValue back, pool_->Eval(LookBackScript(), LookBackKeys(partition, instrument_id),
                                                    {std::to_string(from_ms)}));
   return WithWholeLookBack(std::move(entries), std::move(back), from_ms);
 }
@@ -1176,7 +1420,7 @@ void BookingStore::CalendarWithDocsAsync(int partition, std::string instrument_i
         out->entries = CalendarHead(head->data(), from_ms, false, &complete);
         if (!complete) {
           // Window entries only in the first look back: the whole one, then on.
-          return pipe->Eval(LookBackScript(), {keys::Calendar(partition, instrument_id)}, {std::to_string(from_ms)},
+          return pipe->Eval(LookBackScript(), LookBackKeys(partition, instrument_id), {std::to_string(from_ms)},
                             [this, partition, from_ms, out, done = std::move(done)](
                                 absl::StatusOr<RedisValue> back) mutable {
                               if (!back.ok()) return done(back.status());
@@ -1252,7 +1496,7 @@ void BookingStore::CalendarsAsync(std::vector<CalendarRead> reads,
       auto finish = std::make_shared<Done<Lists>>(std::move(done));
       for (size_t i : short_back) {
         const CalendarRead& r = (*shared_reads)[i];
-        pipe->Eval(LookBackScript(), {keys::Calendar(r.partition, r.instrument_id)}, {std::to_string(r.from_ms)},
+        pipe->Eval(LookBackScript(), LookBackKeys(r.partition, r.instrument_id), {std::to_string(r.from_ms)},
                    [i, left, failed, shared_reads, shared_lists, finish](absl::StatusOr<RedisValue> back) {
                      if (!back.ok()) {
                        if (!failed->exchange(true)) (*finish)(back.status());

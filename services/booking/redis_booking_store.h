@@ -18,6 +18,22 @@
 //                            A calendar read is one round trip; the create
 //                            step reads the entry before the new one and
 //                            finds its end in the member.
+//   {bk:P}:clspan:<instr>    HASH  {b, w}: the longest blocked interval of a
+//                            booking and of a maintenance window ever put on
+//                            the calendar (ms), never lowered; written by the
+//                            step that puts the entry on. A walk back from a
+//                            moment stops where no booking can reach it.
+//                            Absent beside a calendar an earlier version
+//                            wrote (MigrateCalendarSpans fills it and the
+//                            windows by end in; until then readers walk back
+//                            as that version did).
+//   {bk:P}:clwin:<instr>     ZSET  the calendar's window members at score end
+//                            (ms), beside known spans: the windows that reach
+//                            past a moment, whatever lies before it.
+//   {bk:P}:mwoff:<instr>     SET   maintenance windows seen CANCELLED (final
+//                            in inventory): never blocked again, and a step
+//                            made for one (UpdateStep::window_guard) writes
+//                            nothing once it is here.
 //   {bk:P}:cal:<instr>, {bk:P}:calend:<instr>   the calendar of older
 //                            versions (ZSET id -> start, HASH id -> end and
 //                            reason). Every step that writes a calendar folds
@@ -112,10 +128,13 @@
 // always wins; the bookings it hits are then cancelled one by one.
 // Blocked intervals of bookings on one calendar never overlap: the create
 // step checks the neighbour before and writes in the same script. A
-// window's entry may overlap another window's, and lie inside the block of
-// a booking it left alone (a lease with the lessee): whatever reads the
-// entries before a moment (the create step, CalendarRange) walks back past
-// window entries to the nearest booking's, which may reach further.
+// window's entry may overlap another window's, and lie inside (or around)
+// the block of a booking it left alone (a lease with the lessee): whatever
+// reads the entries before a moment (the create step, an extension's
+// guard, CalendarRange) walks back past window entries to the nearest
+// booking's (never further back than the longest booking block reaches:
+// {bk:P}:clspan:<instr>), and takes the windows that reach past the moment
+// from the windows by end ({bk:P}:clwin:<instr>).
 #ifndef LABSHARE_SERVICES_BOOKING_REDIS_BOOKING_STORE_H_
 #define LABSHARE_SERVICES_BOOKING_REDIS_BOOKING_STORE_H_
 
@@ -142,6 +161,18 @@ std::string Calendar(int p, absl::string_view instrument_id);
 // (CalendarEndValue); string sentinels once folded.
 std::string LegacyCalendar(int p, absl::string_view instrument_id);
 std::string LegacyCalendarEnds(int p, absl::string_view instrument_id);
+// The calendar's spans: HASH {b: the longest blocked interval of a booking,
+// w: of a maintenance window, ever put on it (ms)}, never lowered. Readers
+// walk back from a moment no further than the longest entry reaches.
+std::string CalendarSpan(int p, absl::string_view instrument_id);
+// The calendar's maintenance windows by end: ZSET of their calendar
+// members at score end (ms), kept beside known spans. A walk back finds
+// every window that reaches past a moment here, whatever lies between.
+std::string CalendarWindows(int p, absl::string_view instrument_id);
+// The instrument's maintenance windows seen CANCELLED (SET of window ids):
+// never put on the calendar again, and no step of an ApplyMaintenanceWindow
+// of one of them changes a booking once it is here.
+std::string WithdrawnWindows(int p, absl::string_view instrument_id);
 std::string Booking(int p, absl::string_view booking_id);
 std::string ByInstrument(int p, absl::string_view instrument_id);
 std::string LegacyByInstrument(int p, absl::string_view instrument_id);
@@ -328,9 +359,18 @@ struct UpdateStep {
   // QueryAvailability reads the document), never a stale reason.
   int busy_reason = 0;
   // No other booking may start in (guard_from_ms, guard_to_ms); 0,0: none.
+  // With guard_overlap: no other entry may overlap [guard_from_ms,
+  // guard_to_ms), one that starts before guard_from_ms included (a booking's
+  // block grown at its end: what lies inside the old block, such as a
+  // window that left a handed-over lease alone, is not in the way).
   // A violated guard is kSlotTaken (with the entry in the way).
   int64_t guard_from_ms = 0;
   int64_t guard_to_ms = 0;
+  bool guard_overlap = false;
+  // The id of the maintenance window the change is made for ('' none): when
+  // it is among the instrument's withdrawn windows (keys::WithdrawnWindows),
+  // kWindowWithdrawn and nothing is written.
+  std::string window_guard;
   // kRemove: off the older due set (bookings made before the sweep read
   // the listing index; see Due()).
   enum class Due { kKeep, kRemove };
@@ -383,7 +423,7 @@ struct RefileOp {
 
 struct StepOutcome {
   enum class Kind { kApplied, kReplayed, kRequestReused, kSlotTaken, kExists, kDenied, kConflict,
-                    kOverBudget, kOverQuota, kNeedsApproval, kGuardMoved, kOperatorMoved };
+                    kOverBudget, kOverQuota, kNeedsApproval, kGuardMoved, kOperatorMoved, kWindowWithdrawn };
   Kind kind = Kind::kApplied;
   std::string response;     // kReplayed
   std::string conflicting;  // kSlotTaken: the booking id in the way
@@ -488,11 +528,17 @@ class BookingStore {
   // millisecond: a few just before may come too), oldest first.
   absl::StatusOr<std::vector<InstrumentChange>> InstrumentChanges(absl::string_view instrument_id,
                                                                   absl::Time from) const;
-  // Puts a maintenance window on the calendar (or takes it off), with its
-  // busy reason beside the end.
-  absl::Status BlockWindow(int partition, absl::string_view instrument_id,
-                           absl::string_view window_id, int64_t start_ms, int64_t end_ms,
-                           int busy_reason) const;
+  // Puts a maintenance window on the calendar, with its busy reason beside
+  // the end: true; false (nothing written) when the window is withdrawn
+  // (keys::WithdrawnWindows: UnblockWindow saw it cancelled).
+  absl::StatusOr<bool> BlockWindow(int partition, absl::string_view instrument_id,
+                                   absl::string_view window_id, int64_t start_ms, int64_t end_ms,
+                                   int busy_reason) const;
+  // Takes a cancelled maintenance window off the calendar and withdraws it,
+  // in one step: it is never blocked again, and no step whose
+  // UpdateStep::window_guard names it writes anything.
+  absl::Status UnblockWindow(int partition, absl::string_view instrument_id, absl::string_view window_id,
+                             int64_t start_ms) const;
   // Takes any entry (a window's, or a finished booking's) off the calendar.
   // start_ms: where it is expected to start (0: unknown; either way an
   // entry elsewhere is found through the calendar).
@@ -507,6 +553,11 @@ class BookingStore {
   // the scan (steps and reads still fold what they meet: an older replica
   // may still write during a rolling upgrade). Returns the entries moved.
   absl::StatusOr<int64_t> MigrateCalendars() const;
+  // The spans (keys::CalendarSpan) of every calendar that has none yet
+  // (written by an earlier version: until then its readers walk back
+  // without a bound, up to the nearest booking), then the marker
+  // {booking}:migrated:calspan. Returns the calendars given spans.
+  absl::StatusOr<int64_t> MigrateCalendarSpans() const;
   absl::Status Publish(int partition, const std::string& event) const;
   // Sets a project's budget on an instrument (committed and used untouched).
   // With a project version (> 0): only if the budget was not set from that

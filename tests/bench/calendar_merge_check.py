@@ -89,7 +89,7 @@ def create_keys(t, instr, bid, new):
     keys = [doc, t + ':outbox', doc, t + (':cl:' if new else ':cal:') + instr,
             t + (':cal:' if new else ':calend:') + instr, t + ':bystart:' + instr,
             t + ':sweep:instruments', t + ':sweep:instruments']
-    return keys + ([t + ':calend:' + instr] if new else [])
+    return keys + ([t + ':calend:' + instr, t + ':clspan:' + instr] if new else [])
 
 
 def create_args(bid, instr, s, e, new):
@@ -161,7 +161,7 @@ def create_cost(sc, n, rounds):
                 s = 1764806400000 + rng.randrange(3000) * 86400000 + rng.randrange(96) * 900000
                 reqs.append(('b%d-%d' % (rnd, i), 'i%d' % k, '{bk:%d}' % (k % 16), s, s + rng.randrange(1, 13) * 300000))
             for name, r, is_new, sha in (sides if rnd % 2 == 0 else sides[::-1]):
-                body = ''.join(resp(['EVALSHA', sha, 9 if is_new else 8] + create_keys(t, instr, bid, is_new) +
+                body = ''.join(resp(['EVALSHA', sha, 10 if is_new else 8] + create_keys(t, instr, bid, is_new) +
                                     create_args(bid, instr, s, e, is_new)) for bid, instr, t, s, e in reqs)
                 c0, u0 = evalsha_stat(r)
                 piped = r.cli(stdin=body).splitlines()

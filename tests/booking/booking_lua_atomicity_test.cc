@@ -188,6 +188,29 @@ TEST_F(BookingLuaAtomicityTest, CreateOnAFreshInstrumentThatFailsPlantsNothing) 
   ExpectFailsUnchanged([&] { return CreateStatus(Step("b1", 3'000, 4'000)); });
 }
 
+// The calendar's spans (keys::CalendarSpan), which the step reads to bound
+// its look back and raises with the new entry.
+TEST_F(BookingLuaAtomicityTest, CreateWithTheCalendarSpansOfTheWrongType) {
+  Spoil(keys::CalendarSpan(p_, kInstrument));
+  ExpectFailsUnchanged([&] { return CreateStatus(Step("b1", 3'000, 4'000)); });
+}
+
+// An older version's calendar to fold, beside spans of the wrong type:
+// nothing folded, nothing written.
+TEST_F(BookingLuaAtomicityTest, CreateFoldingAnOlderCalendarBesideSpansOfTheWrongType) {
+  const std::string other = "i2";
+  const int p = keys::Partition(other);
+  Redis({"ZADD", keys::LegacyCalendar(p, other), "1000", "old"});
+  Redis({"HSET", keys::LegacyCalendarEnds(p, other), "old", "2000"});
+  Redis({"SET", keys::CalendarSpan(p, other), "long"});
+  CreateStep s = Step("b1", 3'000, 4'000);
+  s.partition = p;
+  s.instrument_id = other;
+  s.idempotency_key = keys::Idempotency(p, "CreateBooking", "req-b1");
+  s.counters.clear();
+  ExpectFailsUnchanged([&] { return CreateStatus(s); });
+}
+
 TEST_F(BookingLuaAtomicityTest, CreateWithTheSweepSetOfTheWrongType) {
   Spoil(keys::SweepInstruments(p_));
   ExpectFailsUnchanged([&] { return CreateStatus(Step("b1", 3'000, 4'000)); });
@@ -232,6 +255,18 @@ TEST_F(BookingLuaAtomicityTest, UpdateWithAnOlderCalendarOfTheWrongType) {
   ExpectFailsUnchanged([&] { return UpdateStatus(Update("b0", 1)); });
 }
 
+TEST_F(BookingLuaAtomicityTest, UpdateWithTheCalendarSpansOfTheWrongType) {
+  Spoil(keys::CalendarSpan(p_, kInstrument));
+  ExpectFailsUnchanged([&] { return UpdateStatus(Update("b0", 1)); });
+}
+
+TEST_F(BookingLuaAtomicityTest, UpdateForAWindowWithTheWithdrawnWindowsOfTheWrongType) {
+  Spoil(keys::WithdrawnWindows(p_, kInstrument));
+  UpdateStep u = Update("b0", 1);
+  u.window_guard = "w1";
+  ExpectFailsUnchanged([&] { return UpdateStatus(u); });
+}
+
 TEST_F(BookingLuaAtomicityTest, UpdateWithTheDueSetOfTheWrongType) {
   Spoil(keys::Due(p_));
   ExpectFailsUnchanged([&] { return UpdateStatus(Update("b0", 1)); });
@@ -265,7 +300,7 @@ TEST_F(BookingLuaAtomicityTest, UpdateWithAConflictOnTheSecondExtraDocument) {
 
 TEST_F(BookingLuaAtomicityTest, BlockWindowWithTheCalendarOfTheWrongType) {
   Spoil(keys::Calendar(p_, kInstrument));
-  ExpectFailsUnchanged([&] { return store_->BlockWindow(p_, kInstrument, "w1", 5'000, 6'000, 5); });
+  ExpectFailsUnchanged([&] { return store_->BlockWindow(p_, kInstrument, "w1", 5'000, 6'000, 5).status(); });
 }
 
 TEST_F(BookingLuaAtomicityTest, RemoveCalendarEntryWithTheCalendarOfTheWrongType) {
@@ -273,11 +308,22 @@ TEST_F(BookingLuaAtomicityTest, RemoveCalendarEntryWithTheCalendarOfTheWrongType
   ExpectFailsUnchanged([&] { return store_->RemoveCalendarEntry(p_, kInstrument, "b0"); });
 }
 
+TEST_F(BookingLuaAtomicityTest, BlockWindowWithTheCalendarSpansOfTheWrongType) {
+  Spoil(keys::CalendarSpan(p_, kInstrument));
+  ExpectFailsUnchanged([&] { return store_->BlockWindow(p_, kInstrument, "w1", 5'000, 6'000, 5).status(); });
+}
+
+TEST_F(BookingLuaAtomicityTest, UnblockWindowWithTheWithdrawnWindowsOfTheWrongType) {
+  ASSERT_TRUE(store_->BlockWindow(p_, kInstrument, "w1", 5'000, 6'000, 5).ok());
+  Spoil(keys::WithdrawnWindows(p_, kInstrument));
+  ExpectFailsUnchanged([&] { return store_->UnblockWindow(p_, kInstrument, "w1", 5'000); });
+}
+
 TEST_F(BookingLuaAtomicityTest, BlockWindowWithAnOlderCalendarOfTheWrongType) {
   Redis({"DEL", keys::LegacyCalendar(p_, kInstrument)});
   Redis({"HSET", keys::LegacyCalendar(p_, kInstrument), "b0", "1"});
   Redis({"DEL", keys::LegacyCalendarEnds(p_, kInstrument)});
-  ExpectFailsUnchanged([&] { return store_->BlockWindow(p_, kInstrument, "w1", 5'000, 6'000, 5); });
+  ExpectFailsUnchanged([&] { return store_->BlockWindow(p_, kInstrument, "w1", 5'000, 6'000, 5).status(); });
 }
 
 }  // namespace

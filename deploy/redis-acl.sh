@@ -122,6 +122,10 @@ cmds[booking]+=" zmscore"
 # HGETALL folds an older version's calendar into one sorted set
 # (redis_booking_store.h keys::Calendar).
 cmds[booking]+=" zscan"
+# SISMEMBER: a window whose cancellation was applied is never blocked again
+# ({bk:P}:mwoff); ZREMRANGEBYSCORE: inventory's changes of an instrument
+# kept 30 days ({bk:P}:ichanges, BookingStore::RecordInstrumentChange).
+cmds[booking]+=" sismember zremrangebyscore"
 # Inventory's outbox: the maintenance-window consumer (group) and the cache
 # watcher (XREAD, XREVRANGE).
 selector[booking]="(~{inventory}:outbox resetchannels -@all $consumer xread xrevrange)"

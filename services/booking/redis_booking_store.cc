@@ -1622,11 +1622,12 @@ absl::Status BookingStore::RecordInstrumentChange(absl::string_view instrument_i
                          .status());
   // Kept for kInstrumentChangeRetention before the latest: a sweep later
   // than that after a check-in closed finds the state then unknown (the
-  // booking is cancelled, never charged on a guess).
-  return pool_
-      ->Command({"ZREMRANGEBYSCORE", key, "-inf",
-                 std::to_string(absl::ToUnixMillis(change.time - kInstrumentChangeRetention))})
-      .status();
+  // booking is cancelled, never charged on a guess). Housekeeping only: a
+  // trim that fails (a Redis user without ZREMRANGEBYSCORE) leaves the
+  // change recorded, and the next change trims again.
+  (void)pool_->Command({"ZREMRANGEBYSCORE", key, "-inf",
+                        std::to_string(absl::ToUnixMillis(change.time - kInstrumentChangeRetention))});
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<BookingStore::InstrumentChange>> BookingStore::InstrumentChanges(

@@ -1633,6 +1633,17 @@ absl::StatusOr<int> BookingManager::Sweep() {
   // A lease still REQUESTED when its block begins (ApproveLease answers
   // LEASE_STARTED from then on): the lease CANCELLED, its booking EXPIRED,
   // in one step with LeaseCancelled and BookingExpired.
+  // A step that changed nothing: gone (not found), not due yet, or moved
+  // meanwhile (next round) are no failure; anything else is.
+  auto unsettled = [](const absl::Status& status, Found& found) -> absl::Status {
+    if (absl::IsNotFound(status)) found.gone = true;
+    if (found.gone || found.later) return absl::OkStatus();
+    if (absl::IsAborted(status)) {  // moved meanwhile: next round
+      found.later = true;
+      return absl::OkStatus();
+    }
+    return status;
+  };
   auto expire_lease = [&](const std::string& name, Found& found) -> absl::Status {
     v1::GetLeaseRequest key;
     key.set_name(name);
@@ -1667,13 +1678,7 @@ absl::StatusOr<int> BookingManager::Sweep() {
       ++changed;
       return absl::OkStatus();
     }
-    if (absl::IsNotFound(result.status())) found.gone = true;
-    if (found.gone || found.later) return absl::OkStatus();
-    if (absl::IsAborted(result.status())) {  // moved meanwhile: next round
-      found.later = true;
-      return absl::OkStatus();
-    }
-    return result.status();
+    return unsettled(result.status(), found);
   };
   auto settle = [&](const std::string& id, Found& found) -> absl::Status {
     v1::GetBookingRequest key;
@@ -1784,13 +1789,7 @@ absl::StatusOr<int> BookingManager::Sweep() {
       return absl::OkStatus();
     }
     if (!lease.empty()) return expire_lease(lease, found);
-    if (absl::IsNotFound(result.status())) found.gone = true;
-    if (found.gone || found.later) return absl::OkStatus();
-    if (absl::IsAborted(result.status())) {  // moved meanwhile: next round
-      found.later = true;
-      return absl::OkStatus();
-    }
-    return result.status();
+    return unsettled(result.status(), found);
   };
 
   // One booking the sweep could not settle (an unreadable document, a

@@ -10,6 +10,11 @@
 //   ls_add(a, b)           a + b as a decimal string, exact over int64, or nil
 //                          when a or b is not an integer Redis' HINCRBY takes
 //                          or the sum leaves int64 (a nil/false counts as 0)
+//
+// kLuaBytesLess (prepend it too where needed):
+//   ls_bytes_less(a, b)    whether string a ranks before b as Redis orders
+//                          sorted-set members of one score: as bytes (Lua's
+//                          < on strings follows the locale)
 #ifndef LABSHARE_COMMON_LUA_GUARDS_H_
 #define LABSHARE_COMMON_LUA_GUARDS_H_
 
@@ -54,6 +59,17 @@ local function ls_add(a, b)
   local mh, ml = -h - 1, 1e9 - l
   if mh == 0 then return string.format('-%d', ml) end
   return string.format('-%d%09d', mh, ml)
+end
+)lua";
+
+inline constexpr char kLuaBytesLess[] = R"lua(
+local function ls_bytes_less(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
 end
 )lua";
 

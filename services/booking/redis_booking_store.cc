@@ -118,7 +118,7 @@ end
 
 // The calendar (keys::Calendar): members "<entry id>!<end - start><reason>"
 // at score start (CalendarMember). Entry ids never hold '!'. Needs
-// kLuaGuards.
+// kLuaGuards and kLuaBytesLess before it.
 constexpr char kCalendarLua[] = R"lua(
 local function cal_id(m)
   local i = string.find(m, '!', 1, true)
@@ -169,16 +169,6 @@ local function cal_raise(s, sb, sw, fresh, blen, wlen)
   if fresh or b ~= sb or w ~= sw then
     redis.call('HSET', s, 'b', string.format('%d', b), 'w', string.format('%d', w))
   end
-end
--- Whether member a ranks before member b as Redis orders members of one
--- score: as bytes (Lua's < on strings follows the locale).
-local function cal_less(a, b)
-  local n = math.min(#a, #b)
-  for i = 1, n do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x < y end
-  end
-  return #a < #b
 end
 -- The windows by end (keys::CalendarWindows we): window member m of
 -- calendar n (at score start) goes on (add) or off there too. Kept only
@@ -238,7 +228,7 @@ local function cal_walk(n, we, sb, sw, below, at, except, first)
   end
   table.sort(found, function(a, b)
     if a[2] ~= b[2] then return a[2] > b[2] end
-    return cal_less(b[1], a[1])
+    return ls_bytes_less(b[1], a[1])
   end)
   if first then
     if found[1] then return cal_id(found[1][1]) end
@@ -322,7 +312,7 @@ end
 // ARGV of their own).
 // Every check comes before the first write.
 const RedisScript& CreateScript() {
-  static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + kReplayLua + kCalendarLua + R"lua(
+  static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + kLuaBytesLess + kReplayLua + kCalendarLua + R"lua(
 local in_doc = KEYS[1] == KEYS[3]
 if in_doc then
   -- The id was derived from the request id: the document is the record.
@@ -470,7 +460,7 @@ return {'OK'}
 //       then per counter (field, committed delta, used delta), then per
 //       extra document (expected version, data), then the events.
 const RedisScript& UpdateScript() {
-  static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + kReplayLua + kCalendarLua + R"lua(
+  static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + kLuaBytesLess + kReplayLua + kCalendarLua + R"lua(
 local seen = replay(KEYS[1], ARGV[1])
 if seen then return seen end
 local n_extra, nc = tonumber(ARGV[13]), tonumber(ARGV[15])
@@ -719,7 +709,7 @@ namespace {
 absl::StatusOr<bool> PutCalendarEntry(RedisPool* pool, int partition, absl::string_view instrument_id,
                                       std::string entry, std::string start, std::string member, int64_t length,
                                       const char* mode, std::string window_id = "") {
-  static const RedisScript* script = new RedisScript(std::string(kLuaGuards) + kCalendarLua + R"lua(
+  static const RedisScript* script = new RedisScript(std::string(kLuaGuards) + kLuaBytesLess + kCalendarLua + R"lua(
 if ARGV[5] == 'block' and redis.call('SISMEMBER', KEYS[6], ARGV[6]) == 1 then return 0 end
 local folded, fresh = cal_fold(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 if folded then return redis.error_reply(folded) end
@@ -779,7 +769,7 @@ absl::Status BookingStore::RemoveCalendarEntry(int partition, absl::string_view 
 namespace {
 // KEYS as BlockWindow's; returns the entries the older calendar held.
 const RedisScript& FoldScript() {
-  static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + kCalendarLua + R"lua(
+  static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + kLuaBytesLess + kCalendarLua + R"lua(
 local n = 0
 if redis.call('TYPE', KEYS[2])['ok'] == 'zset' then
   n = redis.call('ZCARD', KEYS[2])
@@ -814,7 +804,7 @@ absl::StatusOr<int64_t> BookingStore::MigrateCalendarSpans() const {
   // KEYS: the calendar, its spans, its windows by end. Once per calendar
   // an earlier version wrote: every entry's length and every window, in one
   // step (steps of this version keep both only once the spans exist).
-  static const RedisScript* script = new RedisScript(std::string(kLuaGuards) + kCalendarLua + R"lua(
+  static const RedisScript* script = new RedisScript(std::string(kLuaGuards) + kLuaBytesLess + kCalendarLua + R"lua(
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 if not (ls_type_is(KEYS[1], 'zset') and ls_type_is(KEYS[3], 'zset')) then
   return redis.error_reply('WRONGTYPE calendar keys')
@@ -1261,7 +1251,7 @@ std::vector<CalendarEntry> CalendarHead(RedisValue* replies, int64_t from_ms, bo
 // (ZREVRANGEBYSCORE's reply shape), as far back as the calendar's spans
 // say one may (cal_walk). KEYS: the calendar, its spans, its windows by end.
 const RedisScript& LookBackScript() {
-  static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + kCalendarLua + R"lua(
+  static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + kLuaBytesLess + kCalendarLua + R"lua(
 local sb, sw = cal_spans(KEYS[1], KEYS[2])
 return cal_walk(KEYS[1], KEYS[3], sb, sw, ARGV[1], tonumber(ARGV[1]), nil, false)
 )lua", RedisScript::Access::kReadOnly);
@@ -1728,17 +1718,9 @@ namespace {
 // none), 5 cursor id, 6 limit. Members compare as bytes, as Redis orders
 // them (Lua's < on strings follows the locale).
 const RedisScript& ListingScript() {
-  static const RedisScript* s = new RedisScript(R"lua(
+  static const RedisScript* s = new RedisScript(std::string(kLuaBytesLess) + R"lua(
 local key, limit = KEYS[1], tonumber(ARGV[6])
 local function below(score) return redis.call('ZCOUNT', key, '-inf', '(' .. score) end
-local function less(a, b)
-  local n = math.min(#a, #b)
-  for i = 1, n do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x < y end
-  end
-  return #a < #b
-end
 -- First rank whose (score, member) comes after the cursor (strict) or not
 -- before it; ties of one score are ranked by member, so bisect them.
 local function position(score, id, strict)
@@ -1747,7 +1729,7 @@ local function position(score, id, strict)
   while a < b do
     local mid = math.floor((a + b) / 2)
     local m = redis.call('ZRANGE', key, mid, mid)[1]
-    if less(m, id) or (strict and m == id) then a = mid + 1 else b = mid end
+    if ls_bytes_less(m, id) or (strict and m == id) then a = mid + 1 else b = mid end
   end
   return a
 end

@@ -1174,16 +1174,22 @@ absl::StatusOr<v1::Qualification> InventoryManager::RecordQualificationUse(
                                    [&]() -> absl::StatusOr<Plan<v1::Qualification>> {
     LS_ASSIGN_OR_RETURN(auto ids, ParseChildName(r.name(), "instruments", "qualifications", "name"));
     if (!r.has_use_time()) return InvalidField("use_time", "required");
+    if (r.has_use_start_time() && FromProto(r.use_start_time()) > FromProto(r.use_time())) {
+      return InvalidField("use_start_time", "must not be after use_time (the use begins before it ends)");
+    }
     LS_ASSIGN_OR_RETURN(auto in, store_->Load<v1::Instrument>(keys::Instrument(ids.first), "INSTRUMENT_NOT_FOUND", "instruments/" + ids.first));
     const std::string key = keys::Qualification(ids.first, ids.second);
     LS_ASSIGN_OR_RETURN(auto current, store_->Load<v1::Qualification>(key, "QUALIFICATION_NOT_FOUND", r.name()));
     v1::Qualification q = current.value;
     const int validity = QualificationValidityDays(in.value);
-    // Lapsed by the time of this use (its state at use_time, before it):
-    // only a new grant renews a lapsed qualification, a later use does not.
-    // A revoked one is not valid at any use_time: only a grant restores it.
+    // Lapsed by the time this use began (its state at use_start_time when
+    // given, else at use_time): only a new grant renews a lapsed
+    // qualification, a later use does not. A session that began while it
+    // was valid renews it although it lapsed during the session. A revoked
+    // one is not valid at any time: only a grant restores it.
     v1::Qualification at_use = q;
-    ComputeQualificationState(at_use, validity, FromProto(r.use_time()));
+    ComputeQualificationState(at_use, validity,
+                              FromProto(r.has_use_start_time() ? r.use_start_time() : r.use_time()));
     const bool lapsed = at_use.state() != v1::VALID;
     // A use before the current grant was made under an earlier one (a late
     // report after a re-grant): the grant already restarted the validity.

@@ -359,6 +359,59 @@ TEST_F(InventoryAudit4Test, UseBeforeTheCurrentGrantChangesNothing) {
   EXPECT_EQ(OutboxLength(), outbox);
 }
 
+// ------------------------------------------------------------ 7b. a session across the lapse
+
+// RecordQualificationUse with use_start_time: a session that began while
+// the qualification was valid renews it from its end, although it lapsed
+// during the session (booking reports the check-in and the check-out).
+// Judged at use_time alone, the same use changed nothing and the
+// qualification stayed EXPIRED.
+TEST_F(InventoryAudit4Test, ASessionThatBeganBeforeTheLapseRenewsTheQualification) {
+  v1::Qualification q;
+  GrantAnaOnTem(&q);  // 30 days of validity
+  const absl::Time expire = FromProto(q.expire_time());
+  clock_.Advance(absl::Hours(24 * 30) + absl::Hours(2));  // past the lapse
+  auto booking = v1::InventoryService::NewStub(testing::TlsChannel(server_->address(), "booking"));
+  v1::RecordQualificationUseRequest use;
+  use.set_name(q.name());
+  use.set_request_id("checkout-b1");
+  *use.mutable_use_start_time() = ToProto(expire - absl::Minutes(30));
+  *use.mutable_use_time() = ToProto(expire + absl::Minutes(30));
+  // Begins after it ends: refused, naming the field.
+  {
+    v1::RecordQualificationUseRequest bad = use;
+    bad.set_request_id("checkout-bad");
+    *bad.mutable_use_start_time() = ToProto(expire + absl::Minutes(31));
+    grpc::ClientContext ctx;
+    v1::Qualification out;
+    grpc::Status s = booking->RecordQualificationUse(&ctx, bad, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
+    EXPECT_EQ(Violations(s), std::vector<std::string>{"use_start_time"});
+  }
+  // Without the start, the use at its end (after the lapse) changes nothing.
+  {
+    v1::RecordQualificationUseRequest end_only = use;
+    end_only.set_request_id("checkout-end-only");
+    end_only.clear_use_start_time();
+    const long long outbox = OutboxLength();
+    grpc::ClientContext ctx;
+    v1::Qualification out;
+    ASSERT_TRUE(booking->RecordQualificationUse(&ctx, end_only, &out).ok());
+    EXPECT_EQ(out.state(), v1::EXPIRED);
+    EXPECT_FALSE(out.has_last_use_time());
+    EXPECT_EQ(OutboxLength(), outbox);
+  }
+  const long long outbox = OutboxLength();
+  grpc::ClientContext ctx;
+  v1::Qualification out;
+  ASSERT_TRUE(booking->RecordQualificationUse(&ctx, use, &out).ok());
+  EXPECT_EQ(out.state(), v1::VALID);
+  EXPECT_EQ(FromProto(out.last_use_time()), expire + absl::Minutes(30));
+  EXPECT_EQ(FromProto(out.expire_time()), expire + absl::Minutes(30) + absl::Hours(24 * 30));
+  EXPECT_EQ(OutboxLength(), outbox + 1);
+}
+
 // ------------------------------------------------------------ 8. every line, every window
 
 // LookupRate and CheckAccess read the first 10,000 members of the rate

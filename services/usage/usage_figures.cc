@@ -2721,30 +2721,6 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
   return all_rows;
 }
 
-// The figures of a row with nothing in it (no use, no booking, no money, no
-// instrument in the set): what Compute would show for a row of zeros, so
-// that names usage has never seen give "zero figures" rather than an unset
-// message. Money in the reporting currency; a 0/0 ratio as MakeRatio makes
-// it (undefined); the instrument-set figures only in the owner view.
-static v1::UsageFigures ZeroFigures(const std::string& currency, bool owner_view) {
-  v1::UsageFigures fig;
-  auto money = [&](labshare::type::v1::Money* m) {
-    m->set_currency_code(currency);
-    m->set_amount_minor(0);
-  };
-  if (owner_view) {
-    *fig.mutable_utilization() = MakeRatio(0, 0);
-    *fig.mutable_revenue_rate() = MakeRatio(0, 0);
-    money(fig.mutable_original_value());
-  }
-  *fig.mutable_sharing_rate() = MakeRatio(0, 0);
-  money(fig.mutable_service_income());
-  money(fig.mutable_penalty_income());
-  money(fig.mutable_subsidized_income());
-  money(fig.mutable_in_kind_contribution());
-  return fig;
-}
-
 absl::StatusOr<v1::GetUsageFiguresResponse> UsageFigures::GetUsageFigures(const Principal& p,
                                                                           const v1::GetUsageFiguresRequest& r) {
   LS_RETURN_IF_ERROR(Scope(p, r.filter()));  // authorization before validation

@@ -1094,12 +1094,34 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
     }
     // A cancelled service order: after confirmation by the client side a
     // cancellation (late when booking says so) of that booking; before it,
-    // by the owner side, a declined request (in the period of the request).
+    // by the owner's side, a declined request (in the period of the request).
+    // The sides are told by the canceller's organisation (the event carries
+    // no role): the client side is the client organisation; the owner's side
+    // is owner staff (booking.proto: FACILITY_STAFF of the instrument's owner
+    // or operator organisation), any other organisation than the client's
+    // that is the order's instrument_owner or the owner or operator of the
+    // instrument's version in force at the start of the cancellation's day.
+    // Nobody else rejects a request: not a CONSORTIUM_ADMIN of the platform
+    // operator (another organisation), not an event without an actor
+    // organisation. An internal order (the client is the owner or operator)
+    // cancelled by its own organisation is its client's withdrawal, never a
+    // rejected request: rejected_requests is a barrier to sharing with
+    // others.
     if (e.has_service_order_cancelled()) {
       const auto& c = e.service_order_cancelled();
       const bk::ServiceOrder& o = c.service_order();
-      const bool client_side = !e.header().actor_organization().empty() &&
-                               e.header().actor_organization() == o.client_organization();
+      const std::string& actor_org = e.header().actor_organization();
+      const bool client_side = !actor_org.empty() && actor_org == o.client_organization();
+      auto owner_side = [&]() -> absl::StatusOr<bool> {
+        if (actor_org.empty() || client_side) return false;
+        if (actor_org == o.instrument_owner()) return true;
+        if (!IsResourceName(o.instrument(), "instruments")) return false;
+        reads.push_back(Dependency("{usage}:instr", IdOf(o.instrument())));
+        const absl::Time at = o.has_cancel_time() ? FromProto(o.cancel_time()) : FromProto(e.header().event_time());
+        LS_ASSIGN_OR_RETURN(const std::optional<iv::Instrument> in,
+                            InstrumentOn(o.instrument(), absl::FromCivil(absl::ToCivilDay(at, zone_), zone_)));
+        return in.has_value() && (actor_org == in->owner_organization() || actor_org == in->operator_organization());
+      };
       const auto prev = c.previous_state();
       const bool confirmed_order = prev == bk::ServiceOrder::QUOTE_ACCEPTED ||
                                    prev == bk::ServiceOrder::SAMPLES_RECEIVED ||
@@ -1126,7 +1148,8 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
           count(o.instrument(), accepted, "canc", ts, o.client_organization(), 1);
           if (c.late_cancellation()) count(o.instrument(), accepted, "late", ts, o.client_organization(), 1);
         } else if (!client_side && accepted == absl::InfiniteFuture()) {
-          count(o.instrument(), FromProto(o.create_time()), "rej", ts, o.client_organization(), 1);
+          LS_ASSIGN_OR_RETURN(const bool declined, owner_side());
+          if (declined) count(o.instrument(), FromProto(o.create_time()), "rej", ts, o.client_organization(), 1);
         }
       }
     }
@@ -1267,6 +1290,26 @@ absl::StatusOr<absl::Time> UsageFigures::OrderConfirmedTime(const std::string& o
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"HGET", kOrdersConfirmed, order}));
   int64_t ms = 0;
   return !v.is_nil() && absl::SimpleAtoi(v.str, &ms) ? absl::FromUnixMillis(ms) : otherwise;
+}
+
+absl::StatusOr<std::optional<labshare::inventory::v1::Instrument>> UsageFigures::InstrumentOn(
+    const std::string& instrument, absl::Time t) const {
+  const std::string id = IdOf(instrument);
+  LS_ASSIGN_OR_RETURN(auto v, pool_->Pipeline({{"HGET", "{usage}:instr", id}, {"HGETALL", kVersionsPrefix + id}}));
+  Instr x;
+  if (!v[0].is_nil() && !x.instrument.ParseFromString(v[0].str)) x.instrument.Clear();
+  auto versions = std::make_shared<Instr::Versions>();
+  for (size_t j = 0; j + 1 < v[1].elements.size(); j += 2) {
+    int64_t ms = 0;
+    iv::Instrument version;
+    if (absl::SimpleAtoi(v[1].elements[j].str, &ms) && version.ParseFromString(v[1].elements[j + 1].str)) {
+      versions->emplace_back(absl::FromUnixMillis(ms), std::move(version));
+    }
+  }
+  if (v[0].is_nil() && versions->empty()) return std::nullopt;
+  std::sort(versions->begin(), versions->end(), [](const auto& a, const auto& c) { return a.first < c.first; });
+  x.history = std::move(versions);
+  return *x.VersionAt(t);
 }
 
 absl::StatusOr<int64_t> UsageFigures::DayCap(const labshare::booking::v1::Booking& b, bool at_handover) const {
@@ -2676,30 +2719,6 @@ absl::StatusOr<std::vector<std::vector<v1::UsageRow>>> UsageFigures::ComputeMany
     }
   }
   return all_rows;
-}
-
-// The figures of a row with nothing in it (no use, no booking, no money, no
-// instrument in the set): what Compute would show for a row of zeros, so
-// that names usage has never seen give "zero figures" rather than an unset
-// message. Money in the reporting currency; a 0/0 ratio as MakeRatio makes
-// it (undefined); the instrument-set figures only in the owner view.
-static v1::UsageFigures ZeroFigures(const std::string& currency, bool owner_view) {
-  v1::UsageFigures fig;
-  auto money = [&](labshare::type::v1::Money* m) {
-    m->set_currency_code(currency);
-    m->set_amount_minor(0);
-  };
-  if (owner_view) {
-    *fig.mutable_utilization() = MakeRatio(0, 0);
-    *fig.mutable_revenue_rate() = MakeRatio(0, 0);
-    money(fig.mutable_original_value());
-  }
-  *fig.mutable_sharing_rate() = MakeRatio(0, 0);
-  money(fig.mutable_service_income());
-  money(fig.mutable_penalty_income());
-  money(fig.mutable_subsidized_income());
-  money(fig.mutable_in_kind_contribution());
-  return fig;
 }
 
 absl::StatusOr<v1::GetUsageFiguresResponse> UsageFigures::GetUsageFigures(const Principal& p,

@@ -73,6 +73,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -278,6 +279,11 @@ class UsageFigures {
   // counts 25 hours).
   static constexpr int64_t kNoDayCap = std::numeric_limits<int64_t>::max();
   absl::StatusOr<int64_t> DayCap(const labshare::booking::v1::Booking& b, bool at_handover) const;
+  // The version of `instrument` in force at t (Instr::VersionAt over its
+  // versions, {usage}:ih, else the latest record); nullopt when usage holds
+  // neither (its InstrumentChanged not folded yet).
+  absl::StatusOr<std::optional<labshare::inventory::v1::Instrument>> InstrumentOn(const std::string& instrument,
+                                                                                 absl::Time t) const;
   // When a booking counts (bookings, completed_bookings): its reserved
   // start; a TECHNICAL_SERVICE run, when its service order was confirmed.
   absl::StatusOr<absl::Time> BookingPeriodTime(const labshare::booking::v1::Booking& b) const;

@@ -38,6 +38,31 @@ inline labshare::usage::v1::Ratio MakeRatio(int64_t num, int64_t den) {
   return r;
 }
 
+// The figures of a row with nothing in it (no use, no booking, no money, no
+// instrument in the set): what Compute would show for a row of zeros, so
+// that names usage has never seen, and an annual report of a year or scope
+// with nothing in it, give "zero figures" rather than an unset message.
+// Money in the reporting currency; a 0/0 ratio as MakeRatio makes it
+// (undefined); the instrument-set figures only in the owner view.
+inline labshare::usage::v1::UsageFigures ZeroFigures(const std::string& currency, bool owner_view) {
+  labshare::usage::v1::UsageFigures fig;
+  auto money = [&](labshare::type::v1::Money* m) {
+    m->set_currency_code(currency);
+    m->set_amount_minor(0);
+  };
+  if (owner_view) {
+    *fig.mutable_utilization() = MakeRatio(0, 0);
+    *fig.mutable_revenue_rate() = MakeRatio(0, 0);
+    money(fig.mutable_original_value());
+  }
+  *fig.mutable_sharing_rate() = MakeRatio(0, 0);
+  money(fig.mutable_service_income());
+  money(fig.mutable_penalty_income());
+  money(fig.mutable_subsidized_income());
+  money(fig.mutable_in_kind_contribution());
+  return fig;
+}
+
 // 0 to 3 distinct, specified dimensions.
 template <typename Repeated>
 absl::StatusOr<std::vector<labshare::usage::v1::Dimension>> ParseDims(const Repeated& group_by) {

@@ -847,7 +847,11 @@ absl::Status UsageFigures::BuildReport(const Principal& p, int year, const v1::R
     return std::tie(a.owner_organization(), a.instrument()) < std::tie(b.owner_organization(), b.instrument());
   });
   if (summaries) {
-    if (!rows[1].empty()) *out->mutable_platform_figures() = rows[1][0].figures();
+    // Zero figures (money 0 in the reporting currency) for a year or scope
+    // with nothing in it, as GetUsageFigures answers: in the answer, the
+    // CSV's PLATFORM line and ReportGenerated alike.
+    *out->mutable_platform_figures() =
+        rows[1].empty() ? ZeroFigures(currency_, /*owner_view=*/true) : rows[1][0].figures();
     std::map<std::string, v1::AssessmentCounts> by_org, by_facility, by_category;
     for (const auto& a : assessed) {
       Count(out->mutable_platform_counts(), a);

@@ -401,6 +401,64 @@ TEST_F(UsageFiguresContractTest, AnOwnerCancellingAfterAReQuoteRejectsNothing) {
   EXPECT_EQ(m.cancelled_bookings(), 0);
 }
 
+// rejected_requests counts "requests the owner rejected (... service order
+// declined: cancelled by the owner's side before its quote was accepted)".
+// The owner's side is owner staff (booking.proto: the instrument's owner or
+// operator organisation). Orders of organizations/lab, QUOTED, cancelled in
+// March: by a CONSORTIUM_ADMIN (the platform operator's organisation) and
+// with no actor organisation, no rejection; by the owner's staff (the
+// order's instrument_owner, or the owner of usage's record when the order
+// does not carry it) and by the operator's staff, one each; an internal
+// order withdrawn by the owner's own organisation, none. Per instrument (i1
+// fast fold, i2 step by step).
+TEST_F(UsageFiguresContractTest, OnlyTheOwnersSideRejectsAServiceOrder) {
+  const auto quoted = bk::ServiceOrder::QUOTED;
+  const std::string lab = "organizations/lab", own = "organizations/own", ops = "organizations/ops",
+                    platform = "organizations/platform";
+  for (const bool fast : {true, false}) {
+    const std::string id = fast ? "i1" : "i2";
+    figures_->set_fast_fold_for_testing(fast);
+    test_events::InstrumentFacts f;
+    f.state = iv::ACTIVE;
+    f.create_time = At(2026, 1, 1);
+    f.update_time = At(2026, 1, 1);
+    iv::InventoryEvent registered = test_events::InstrumentChanged(id, f);
+    registered.mutable_instrument_changed()->mutable_instrument()->set_operator_organization(ops);
+    Fold("inventory", registered);
+    auto order = [&](const std::string& name, const std::string& client, int day) {
+      bk::ServiceOrder o = test_events::ServiceOrder(name + "-" + id, id, client, At(2026, 3, day));
+      o.set_instrument_owner(own);
+      return o;
+    };
+    Fold("booking", test_events::OrderCancelled(order("admin", lab, 2), quoted, platform));
+    Fold("booking", test_events::OrderCancelled(order("nobody", lab, 3), quoted, ""));
+    Fold("booking", test_events::OrderCancelled(order("internal", own, 4), quoted, own));
+    Fold("booking", test_events::OrderCancelled(order("staff", lab, 5), quoted, own));
+    bk::ServiceOrder unnamed = order("unnamed", lab, 6);
+    unnamed.clear_instrument_owner();
+    Fold("booking", test_events::OrderCancelled(unnamed, bk::ServiceOrder::REQUESTED, own));
+    Fold("booking", test_events::OrderCancelled(order("operator", lab, 7), quoted, ops));
+  }
+  for (const bool aggregates : {true, false}) {
+    figures_->set_use_aggregates(aggregates);
+    for (const std::string id : {"i1", "i2"}) {
+      SCOPED_TRACE(absl::StrCat(id, aggregates ? " aggregates" : " counters"));
+      const v1::UsageFigures m = March(OnlyInstrument(id));
+      EXPECT_EQ(m.rejected_requests(), 3);
+      EXPECT_EQ(m.bookings(), 0);
+      EXPECT_EQ(m.cancelled_bookings(), 0);
+    }
+    EXPECT_EQ(March().rejected_requests(), 6);
+    // Each in its client's row: the internal order's row has none.
+    const v1::QueryUsageResponse by_org = Query(absl::CivilDay(2026, 3, 1), absl::CivilDay(2026, 4, 1),
+                                                v1::PERIOD_GRANULARITY_RANGE, {v1::DIMENSION_USER_ORGANIZATION});
+    for (const auto& row : by_org.rows()) {
+      EXPECT_EQ(row.figures().rejected_requests(), row.key().user_organization() == lab ? 6 : 0)
+          << row.key().user_organization();
+    }
+  }
+}
+
 // cancelled_bookings counts "a service order cancelled by its client after
 // accepting the quote", in the period its booking counts in (the first
 // acceptance). Per instrument (i1 fast fold, i2 step by step): o1 accepted

@@ -22,6 +22,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <map>
 #include <optional>
 
 #include <gtest/gtest.h>
@@ -1016,6 +1017,92 @@ TEST_F(UsageReportsTest, AnnualReportCsvGuardsFormulaNames) {
 }
 
 // ================================================================ usage export
+
+// A year (or a scope) with nothing in it: the platform figures are zero
+// figures, money 0 in the reporting currency, as GetUsageFigures answers
+// for the same emptiness; in the answer, ReportGenerated and the CSV's
+// PLATFORM line alike.
+TEST_F(UsageReportsTest, AnAnnualReportOfAnEmptyYearHasZeroPlatformFigures) {
+  auto zero_money = [](const labshare::type::v1::Money& m) {
+    EXPECT_EQ(m.currency_code(), "CNY");
+    EXPECT_EQ(m.amount_minor(), 0);
+  };
+  auto zero = [&](const v1::UsageFigures& fig) {
+    for (const auto* m : {&fig.service_income(), &fig.penalty_income(), &fig.subsidized_income(),
+                          &fig.in_kind_contribution(), &fig.original_value()}) {
+      zero_money(*m);
+    }
+    EXPECT_TRUE(fig.has_sharing_rate());
+    EXPECT_FALSE(fig.sharing_rate().defined());
+    EXPECT_TRUE(fig.has_utilization());
+    EXPECT_TRUE(fig.has_revenue_rate());
+    EXPECT_EQ(fig.effective_seconds(), 0);
+    EXPECT_EQ(fig.instrument_count(), 0);
+  };
+  v1::GetAnnualReportRequest r;
+  r.set_year(2025);
+  auto rep = figures_->GetAnnualReport(auditor_, r);
+  ASSERT_TRUE(rep.ok()) << rep.status();
+  ASSERT_TRUE(rep->has_platform_figures());
+  zero(rep->platform_figures());
+  // The same as GetUsageFigures over the year.
+  v1::GetUsageFiguresRequest g;
+  *g.mutable_range() = Range(absl::CivilDay(2025, 1, 1), absl::CivilDay(2026, 1, 1));
+  auto figures = figures_->GetUsageFigures(auditor_, g);
+  ASSERT_TRUE(figures.ok()) << figures.status();
+  EXPECT_EQ(rep->platform_figures().SerializeAsString(), figures->figures().SerializeAsString());
+  auto outbox = pool_->Command({"XRANGE", "{usage}:outbox", "-", "+"});
+  ASSERT_EQ(outbox->elements.size(), 1u);
+  v1::UsageEvent ev;
+  ASSERT_TRUE(ev.ParseFromString(outbox->elements[0].elements[1].elements[3].str));
+  ASSERT_TRUE(ev.report_generated().has_platform_figures());
+  zero(ev.report_generated().platform_figures());
+
+  // A scope with nothing in it in a year with use.
+  Year();
+  r.set_year(2026);
+  r.mutable_scope()->add_facilities("facilities/none");
+  rep = figures_->GetAnnualReport(auditor_, r);
+  ASSERT_TRUE(rep.ok()) << rep.status();
+  ASSERT_TRUE(rep->has_platform_figures());
+  zero(rep->platform_figures());
+
+  // The CSV of the empty year: the header and the PLATFORM line, its money
+  // cells 0, its ratio cells empty (undefined), no other currency.
+  v1::ExportAnnualReportCsvRequest c;
+  c.set_year(2025);
+  std::string file;
+  ASSERT_TRUE(figures_
+                  ->ExportAnnualReportCsv(auditor_, c,
+                                          [&](const v1::CsvChunk& chunk) {
+                                            file += chunk.data();
+                                            return absl::OkStatus();
+                                          })
+                  .ok());
+  std::vector<std::string> lines = absl::StrSplit(file, "\r\n");
+  ASSERT_EQ(lines.size(), 3u) << file;  // header, PLATFORM, "" after the last CRLF
+  std::vector<std::string> header = absl::StrSplit(lines[0], ',');
+  std::vector<std::string> platform = absl::StrSplit(lines[1], ',');
+  ASSERT_EQ(header.size(), platform.size()) << lines[1];
+  std::map<std::string, std::string> cell;
+  for (size_t i = 0; i < header.size(); ++i) cell[header[i]] = platform[i];
+  EXPECT_EQ(cell["row_type"], "PLATFORM");
+  for (const char* money : {"service_income_minor", "penalty_income_minor", "subsidized_income_minor",
+                            "in_kind_contribution_minor", "original_value_minor"}) {
+    EXPECT_EQ(cell[money], "0") << money;
+  }
+  EXPECT_EQ(cell["other_currency_income"], "");
+  for (const char* ratio : {"sharing_rate_bp", "utilization_bp", "revenue_rate_bp"}) {
+    EXPECT_EQ(cell[ratio], "") << ratio;
+  }
+  EXPECT_EQ(cell["effective_seconds"], "0");
+  EXPECT_EQ(cell["effective_hours"], "0.00");
+  EXPECT_EQ(cell["instruments"], "0");
+  EXPECT_EQ(cell["currency_code"], "CNY");
+  EXPECT_EQ(lines[1],
+            "PLATFORM,,,,,,0,0.00,0,0.00,0,0.00,0,0.00,0,0.00,,,,,,,,,,0,0,0,0,,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,"
+            "0,0,0,0,,,,CNY");
+}
 
 TEST_F(UsageReportsTest, ExportUsageRowsCsvAndResume) {
   Year();

@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/events.h"
+#include "services/booking/booking_common.h"
 #include "tests/booking/booking_flows.h"
 
 namespace labshare::booking {
@@ -420,6 +421,72 @@ TEST_F(SweepOutageTest, ALeaseRequestWithoutItsDueEntryExpiresAtItsTermStart) {
   clock_.Set(day_ + absl::Hours(12));
   ASSERT_EQ(*manager_->Sweep(), 0);
   clock_.Set(FromProto(lease.term().start_time()));
+  ASSERT_EQ(*manager_->Sweep(), 1);
+  EXPECT_EQ(GetLease(lease.name()).state(), v1::Lease::CANCELLED);
+  EXPECT_EQ(Get(lease.booking()).state(), v1::Booking::EXPIRED);
+}
+
+// A request an older version stored (before the expiry: no due entry) whose
+// term start that version's sweep cursor had passed is never met by the
+// sweep again; the start-up migration puts it on the due set at its block
+// start, and the next sweep expires it as any other (it used to stay
+// REQUESTED for ever, holding its slot).
+TEST_F(SweepOutageTest, AnOlderRequestBehindTheCursorExpiresAfterTheStartUpMigration) {
+  v1::Lease old_request, approved;
+  ASSERT_TRUE(Request(1, 10, &old_request).ok());
+  grpc::Status second = Request(13, 20, &approved);
+  ASSERT_TRUE(second.ok()) << GrpcErrorReason(second) << ": " << second.error_message();
+  ASSERT_TRUE(Approve(approved.name(), &approved).ok());
+  const int p = keys::Partition("afm");
+  const std::string id = IdOf(old_request.booking());
+  // As the older version left it: no due entry, the cursor past its term.
+  ASSERT_TRUE(store_->ForgetDue(p, id).ok());
+  ASSERT_TRUE(store_->ForgetDue(p, IdOf(approved.booking())).ok());
+  const absl::Time term_start = FromProto(old_request.term().start_time());
+  ASSERT_TRUE(store_->SetSweepCursor(p, "afm", Ms(term_start) + 1).ok());
+  clock_.Set(term_start + Days(2));
+  ASSERT_EQ(*manager_->Sweep(), 0);
+  ASSERT_EQ(GetLease(old_request.name()).state(), v1::Lease::REQUESTED);
+  // Start-up: the request (not the approved lease) goes on the due set at
+  // its block start; a second start finds the marker.
+  auto migrated = manager_->MigrateLeaseRequestsDue();
+  ASSERT_TRUE(migrated.ok()) << migrated.status();
+  EXPECT_EQ(*migrated, 1);
+  auto score = pool_->Command({"ZSCORE", keys::Due(p), id});
+  ASSERT_TRUE(score.ok());
+  EXPECT_EQ(score->str, std::to_string(Ms(FromProto(old_request.blocked_interval().start_time()))));
+  EXPECT_TRUE(pool_->Command({"ZSCORE", keys::Due(p), IdOf(approved.booking())})->is_nil());
+  EXPECT_EQ(manager_->MigrateLeaseRequestsDue().value_or(-1), 0);
+  ASSERT_EQ(*manager_->Sweep(), 1);
+  const v1::Lease expired = GetLease(old_request.name());
+  EXPECT_EQ(expired.state(), v1::Lease::CANCELLED);
+  EXPECT_EQ(expired.end_reason(), "not approved before its term (handover buffer included) began");
+  EXPECT_EQ(Get(old_request.booking()).state(), v1::Booking::EXPIRED);
+  const auto events = EventsOf(old_request.name());
+  ASSERT_EQ(events.size(), 2u);  // requested, cancelled
+  EXPECT_TRUE(events[1].has_lease_cancelled());
+  const auto booking_events = EventsOf(old_request.booking());
+  ASSERT_EQ(booking_events.size(), 2u);  // created, expired
+  EXPECT_TRUE(booking_events[1].has_booking_expired());
+  EXPECT_EQ(GetLease(approved.name()).state(), v1::Lease::APPROVED);
+  EXPECT_TRUE(pool_->Command({"ZSCORE", keys::Due(p), id})->is_nil());  // settled: off the due set
+}
+
+// The migration run before the request's block begins: expired at its block
+// start (the moment ApproveLease answers LEASE_STARTED), not at its term
+// start, nor before.
+TEST_F(SweepOutageTest, AnOlderRequestMigratedEarlyExpiresAtItsBlockStart) {
+  v1::Lease lease;
+  ASSERT_TRUE(Request(1, 10, &lease).ok());
+  const int p = keys::Partition("afm");
+  ASSERT_TRUE(store_->ForgetDue(p, IdOf(lease.booking())).ok());
+  ASSERT_EQ(manager_->MigrateLeaseRequestsDue().value_or(-1), 1);
+  const absl::Time blocked_start = FromProto(lease.blocked_interval().start_time());
+  ASSERT_LT(blocked_start, FromProto(lease.term().start_time()));
+  clock_.Set(blocked_start - absl::Milliseconds(1));
+  ASSERT_EQ(*manager_->Sweep(), 0);
+  EXPECT_EQ(GetLease(lease.name()).state(), v1::Lease::REQUESTED);
+  clock_.Set(blocked_start);
   ASSERT_EQ(*manager_->Sweep(), 1);
   EXPECT_EQ(GetLease(lease.name()).state(), v1::Lease::CANCELLED);
   EXPECT_EQ(Get(lease.booking()).state(), v1::Booking::EXPIRED);

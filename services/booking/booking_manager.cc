@@ -1411,11 +1411,21 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
             resp.set_window_cancelled(true);
             break;
           }
-          if (!unscheduled.ok() && ErrorReason(unscheduled.status()) == "BOOKING_STATE") continue;
-          LS_RETURN_IF_ERROR(unscheduled.status());
-          resp.add_unscheduled_orders(hit.booking.service_order());
-          resp.add_cancelled_bookings("bookings/" + e.booking_id);
-          continue;
+          if (unscheduled.ok()) {
+            resp.add_unscheduled_orders(hit.booking.service_order());
+            resp.add_cancelled_bookings("bookings/" + e.booking_id);
+            continue;
+          }
+          if (ErrorReason(unscheduled.status()) != "BOOKING_STATE") return unscheduled.status();
+          // Still CONFIRMED, it is no run its order has scheduled (the order
+          // is not SCHEDULED, or scheduled on another run): nothing of the
+          // order to unschedule (CancelBooking of the run finds the same),
+          // and it would stay CONFIRMED under the window round after round.
+          // It is cancelled below like any CONFIRMED booking, its order left
+          // as it is. (An order never comes back to a run it left: only
+          // ScheduleRun points an order at a run, a new one.)
+          LS_ASSIGN_OR_RETURN(auto run_now, Load(hit.booking.name()));
+          if (run_now.booking.state() != v1::Booking::CONFIRMED) continue;  // moved: next round, as it is then
         }
         if (lease_doc) {
           // A lease before handover is cancelled with its booking; one with

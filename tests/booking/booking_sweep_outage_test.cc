@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/events.h"
 #include "services/booking/booking_common.h"
@@ -369,6 +370,91 @@ TEST_F(SweepOutageTest, ARunStartedMeanwhileIsCheckedOutAndTheCallSucceeds) {
   EXPECT_EQ(run.state(), v1::Booking::COMPLETED);
   EXPECT_TRUE(run.interrupted_by_outage());
   EXPECT_EQ(GetOrder(order.name()).state(), v1::ServiceOrder::IN_PROGRESS);
+}
+
+// ================================================================ a run its order no longer schedules
+
+// A CONFIRMED run under the window that is not its order's SCHEDULED run
+// cannot be unscheduled (BOOKING_STATE); it used to stay CONFIRMED under the
+// applied window after every round, reported nowhere. It is cancelled
+// without charge like any CONFIRMED booking (its event, the window's
+// reason), reported in cancelled_bookings, and its order is left as it is.
+class OrphanRunTest : public SweepOutageTest {
+ protected:
+  // Rewrites the stored order as `edit` says (as an older version left it).
+  void RewriteOrder(const std::string& name, const std::function<void(v1::ServiceOrder&)>& edit) {
+    const std::string key = keys::Order(keys::Partition("tem"), IdOf(name));
+    auto stored = pool_->Command({"HMGET", key, "d", "v"});
+    ASSERT_TRUE(stored.ok());
+    ASSERT_EQ(stored->elements.size(), 2u);
+    v1::ServiceOrder o;
+    ASSERT_TRUE(o.ParseFromString(stored->elements[0].str));
+    edit(o);
+    int64_t v = 0;
+    ASSERT_TRUE(absl::SimpleAtoi(stored->elements[1].str, &v));
+    o.set_etag(std::to_string(v + 1));
+    ASSERT_FALSE(pool_->Command({"HSET", key, "d", o.SerializeAsString(), "v", std::to_string(v + 1)})->is_error());
+  }
+  void ExpectCancelledByTheWindow(const std::string& run_name, const iv::MaintenanceWindow& window,
+                                  const v1::ApplyMaintenanceWindowResponse& applied) {
+    EXPECT_EQ(applied.unscheduled_orders_size(), 0);
+    ASSERT_EQ(applied.cancelled_bookings_size(), 1);
+    EXPECT_EQ(applied.cancelled_bookings(0), run_name);
+    const v1::Booking run = Get(run_name);
+    EXPECT_EQ(run.state(), v1::Booking::CANCELLED);
+    EXPECT_TRUE(run.cancelled_by_outage());
+    EXPECT_FALSE(run.late_cancellation());
+    EXPECT_EQ(run.cancellation().initiator(), v1::Booking::MAINTENANCE_OUTAGE);
+    EXPECT_EQ(run.cancellation().reason(), "alignment");
+    EXPECT_EQ(run.cancellation().maintenance_window(), window.name());
+    const auto events = EventsOf(run_name);
+    ASSERT_FALSE(events.empty());
+    ASSERT_TRUE(events.back().has_booking_cancelled());
+    EXPECT_EQ(events.back().booking_cancelled().previous_state(), v1::Booking::CONFIRMED);
+    EXPECT_TRUE(events.back().booking_cancelled().cancelled_by_outage());
+    EXPECT_EQ(events.back().booking_cancelled().initiator(), v1::Booking::MAINTENANCE_OUTAGE);
+    EXPECT_EQ(events.back().booking_cancelled().maintenance_window(), window.name());
+    // Applied again: nothing more to do, no further event.
+    const size_t n = events.size();
+    auto again = manager_->ApplyMaintenanceWindow(admin_p_, ApplyRequest(window));
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(again->cancelled_bookings_size(), 0);
+    EXPECT_EQ(EventsOf(run_name).size(), n);
+  }
+};
+
+TEST_F(OrphanRunTest, ARunWhoseOrderIsNotScheduledIsCancelledAndTheOrderLeftAlone) {
+  const v1::ServiceOrder order = Scheduled();
+  RewriteOrder(order.name(), [](v1::ServiceOrder& o) {
+    o.set_state(v1::ServiceOrder::SAMPLES_RECEIVED);
+    o.clear_booking();
+    o.clear_scheduled_interval();
+    o.clear_operator_user();
+  });
+  const v1::ServiceOrder before = GetOrder(order.name());
+  const iv::MaintenanceWindow window = Window("tem", day_ + absl::Hours(9) + absl::Minutes(30),
+                                              day_ + absl::Hours(10) + absl::Minutes(30));
+  auto applied = manager_->ApplyMaintenanceWindow(admin_p_, ApplyRequest(window));
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  ExpectCancelledByTheWindow(order.booking(), window, *applied);
+  const v1::ServiceOrder after = GetOrder(order.name());
+  EXPECT_EQ(after.state(), v1::ServiceOrder::SAMPLES_RECEIVED);
+  EXPECT_EQ(after.etag(), before.etag());
+}
+
+TEST_F(OrphanRunTest, ARunWhoseOrderPointsAtAnotherRunIsCancelledAndTheOrderLeftAlone) {
+  const v1::ServiceOrder order = Scheduled();
+  RewriteOrder(order.name(), [](v1::ServiceOrder& o) { o.set_booking("bookings/another-run"); });
+  const v1::ServiceOrder before = GetOrder(order.name());
+  const iv::MaintenanceWindow window = Window("tem", day_ + absl::Hours(9) + absl::Minutes(30),
+                                              day_ + absl::Hours(10) + absl::Minutes(30));
+  auto applied = manager_->ApplyMaintenanceWindow(admin_p_, ApplyRequest(window));
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  ExpectCancelledByTheWindow(order.booking(), window, *applied);
+  const v1::ServiceOrder after = GetOrder(order.name());
+  EXPECT_EQ(after.state(), v1::ServiceOrder::SCHEDULED);
+  EXPECT_EQ(after.booking(), "bookings/another-run");
+  EXPECT_EQ(after.etag(), before.etag());
 }
 
 // ================================================================ lease requests past their start

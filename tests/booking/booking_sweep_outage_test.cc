@@ -630,5 +630,83 @@ TEST_F(SweepOutageTest, AFinishedBookingsBlockCutByAWindowIsRecordedWithItsEvent
   EXPECT_EQ(EventsOf(b.name()).size(), n);
 }
 
+// A returned lease's block cut by a window: the lease's own
+// blocked_interval is rewritten in the step that rewrites its booking's
+// (it used to keep the old end: GetLease and ListLeases said the lease
+// still blocked the instrument past the window start, the booking did not).
+// ListLeases filters on the term, as ListBookings on the reserved interval
+// (a cut changes neither): both list the two for the same ranges.
+TEST_F(SweepOutageTest, AReturnedLeasesBlockCutByAWindowIsRewrittenOnTheLeaseToo) {
+  v1::Lease lease;
+  ASSERT_TRUE(Request(1, 10, &lease).ok());
+  ASSERT_TRUE(Approve(lease.name(), &lease).ok());
+  clock_.Set(day_ + Days(1));
+  v1::RecordHandoverRequest h;
+  h.set_name(lease.name());
+  h.set_condition_notes("complete");
+  ASSERT_TRUE(manager_->RecordHandover(staff_p_, h).ok());
+  // With the lessee: left alone.
+  const iv::MaintenanceWindow window = Window("afm", day_ + Days(3), day_ + Days(4));
+  auto first = manager_->ApplyMaintenanceWindow(admin_p_, ApplyRequest(window));
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_EQ(first->conflicting_leases_size(), 1);
+  // Back early (day 5): term [day 1, day 5), block [day 0, day 7).
+  clock_.Set(day_ + Days(5));
+  v1::RecordReturnRequest ret;
+  ret.set_name(lease.name());
+  ret.set_condition_notes("as handed over");
+  auto returned = manager_->RecordReturn(staff_p_, ret);
+  ASSERT_TRUE(returned.ok()) << returned.status();
+  ASSERT_EQ(FromProto(returned->blocked_interval().end_time()), day_ + Days(7));
+  const v1::Lease before = GetLease(lease.name());
+  // Applied again: the block is cut at the window start, on both.
+  auto applied = manager_->ApplyMaintenanceWindow(admin_p_, ApplyRequest(window));
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_EQ(applied->cancelled_bookings_size(), 0);
+  EXPECT_EQ(applied->conflicting_leases_size(), 0);
+  const v1::Lease after = GetLease(lease.name());
+  const v1::Booking booking = Get(lease.booking());
+  EXPECT_EQ(after.state(), v1::Lease::RETURNED);
+  EXPECT_EQ(booking.state(), v1::Booking::COMPLETED);
+  EXPECT_EQ(FromProto(booking.blocked_interval().end_time()), day_ + Days(3));
+  EXPECT_EQ(FromProto(after.blocked_interval().start_time()), day_);
+  EXPECT_EQ(FromProto(after.blocked_interval().end_time()), day_ + Days(3));
+  EXPECT_NE(after.etag(), before.etag());
+  EXPECT_EQ(FromProto(after.term().end_time()), day_ + Days(5));  // the term stays
+  const auto events = EventsOf(lease.booking());
+  ASSERT_FALSE(events.empty());
+  ASSERT_TRUE(events.back().has_booking_interval_changed());
+  EXPECT_EQ(events.back().booking_interval_changed().cause(), v1::BookingIntervalChanged::MAINTENANCE_CUT);
+  EXPECT_EQ(FromProto(events.back().booking_interval_changed().previous_blocked_interval().end_time()),
+            day_ + Days(7));
+  EXPECT_EQ(FromProto(events.back().booking_interval_changed().booking().blocked_interval().end_time()),
+            day_ + Days(3));
+  // ListLeases and ListBookings, one range each way.
+  auto lists = [&](absl::Time from, absl::Time to) {
+    v1::ListLeasesRequest ll;
+    *ll.mutable_time_range()->mutable_start_time() = ToProto(from);
+    *ll.mutable_time_range()->mutable_end_time() = ToProto(to);
+    v1::ListLeasesResponse leases;
+    EXPECT_TRUE(Call(stub_.get(), &Stub::ListLeases, ll, &leases, admin_).ok());
+    v1::ListBookingsRequest lb;
+    lb.set_instrument("instruments/afm");
+    *lb.mutable_time_range() = ll.time_range();
+    v1::ListBookingsResponse bookings;
+    EXPECT_TRUE(Call(stub_.get(), &Stub::ListBookings, lb, &bookings, admin_).ok());
+    EXPECT_EQ(leases.leases_size(), bookings.bookings_size());
+    return leases;
+  };
+  const v1::ListLeasesResponse in_term = lists(day_ + Days(3), day_ + Days(4));
+  ASSERT_EQ(in_term.leases_size(), 1);
+  EXPECT_EQ(FromProto(in_term.leases(0).blocked_interval().end_time()), day_ + Days(3));
+  EXPECT_EQ(in_term.leases(0).etag(), after.etag());
+  EXPECT_EQ(lists(day_ + Days(5), day_ + Days(7)).leases_size(), 0);
+  // Once more: nothing left to cut, no further event.
+  const size_t n = events.size();
+  ASSERT_TRUE(manager_->ApplyMaintenanceWindow(admin_p_, ApplyRequest(window)).ok());
+  EXPECT_EQ(EventsOf(lease.booking()).size(), n);
+  EXPECT_EQ(GetLease(lease.name()).etag(), after.etag());
+}
+
 }  // namespace
 }  // namespace labshare::booking

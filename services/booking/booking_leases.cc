@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/auth.h"
@@ -337,6 +338,54 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseChecked(const Principal& p
     default: break;
   }
   return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage outcome");
+}
+
+// ================================================================ start-up
+
+absl::StatusOr<int64_t> BookingManager::MigrateLeaseRequestsDue() {
+  const std::string done = "{booking}:migrated:leasedue";
+  LS_ASSIGN_OR_RETURN(RedisValue marker, store_->docs().pool()->Command({"EXISTS", done}));
+  if (marker.integer == 1) return 0;
+  int64_t added = 0;
+  std::string cursor = "0";
+  do {
+    LS_ASSIGN_OR_RETURN(auto step, store_->ScanKeys(cursor, "{bk:*}:lease:*"));
+    cursor = step.first;
+    std::vector<std::string> doc_keys;
+    std::vector<int> parts;
+    for (const auto& key : step.second) {
+      // "{bk:<p>}:lease:<id>", exactly keys::Lease's shape.
+      const size_t close = key.find('}');
+      int p = -1;
+      if (key.rfind("{bk:", 0) != 0 || close == std::string::npos || !absl::SimpleAtoi(key.substr(4, close - 4), &p) ||
+          p < 0 || p >= kPartitions) {
+        continue;
+      }
+      const std::string prefix = keys::Lease(p, "");
+      if (key.size() <= prefix.size() || key.compare(0, prefix.size(), prefix) != 0) continue;
+      doc_keys.push_back(key);
+      parts.push_back(p);
+    }
+    if (doc_keys.empty()) continue;
+    LS_ASSIGN_OR_RETURN(auto docs, store_->docs().GetMany(doc_keys));
+    std::vector<BookingStore::DueEntry> due;
+    for (size_t i = 0; i < docs.size() && i < doc_keys.size(); ++i) {
+      if (!docs[i]) continue;
+      v1::Lease lease;
+      if (!lease.ParseFromString(docs[i]->data) || lease.state() != v1::Lease::REQUESTED) continue;
+      // Its booking has the lease's id; the sweep reaches the lease through it.
+      const std::string id = IdOf(lease.booking().empty() ? lease.name() : lease.booking());
+      if (id.empty()) continue;
+      // When ApproveLease starts answering LEASE_STARTED (the sweep's test).
+      const absl::Time at = lease.has_blocked_interval() ? FromProto(lease.blocked_interval().start_time())
+                                                         : FromProto(lease.term().start_time());
+      due.push_back({parts[i], id, Ms(at)});
+    }
+    LS_ASSIGN_OR_RETURN(int64_t n, store_->AddDueIfAbsent(due));
+    added += n;
+  } while (cursor != "0");
+  LS_RETURN_IF_ERROR(store_->docs().pool()->Command({"SET", done, "1"}).status());
+  return added;
 }
 
 // ================================================================ reads

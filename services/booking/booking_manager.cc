@@ -1411,11 +1411,21 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
             resp.set_window_cancelled(true);
             break;
           }
-          if (!unscheduled.ok() && ErrorReason(unscheduled.status()) == "BOOKING_STATE") continue;
-          LS_RETURN_IF_ERROR(unscheduled.status());
-          resp.add_unscheduled_orders(hit.booking.service_order());
-          resp.add_cancelled_bookings("bookings/" + e.booking_id);
-          continue;
+          if (unscheduled.ok()) {
+            resp.add_unscheduled_orders(hit.booking.service_order());
+            resp.add_cancelled_bookings("bookings/" + e.booking_id);
+            continue;
+          }
+          if (ErrorReason(unscheduled.status()) != "BOOKING_STATE") return unscheduled.status();
+          // Still CONFIRMED, it is no run its order has scheduled (the order
+          // is not SCHEDULED, or scheduled on another run): nothing of the
+          // order to unschedule (CancelBooking of the run finds the same),
+          // and it would stay CONFIRMED under the window round after round.
+          // It is cancelled below like any CONFIRMED booking, its order left
+          // as it is. (An order never comes back to a run it left: only
+          // ScheduleRun points an order at a run, a new one.)
+          LS_ASSIGN_OR_RETURN(auto run_now, Load(hit.booking.name()));
+          if (run_now.booking.state() != v1::Booking::CONFIRMED) continue;  // moved: next round, as it is then
         }
         if (lease_doc) {
           // A lease before handover is cancelled with its booking; one with
@@ -1439,6 +1449,51 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
             LS_RETURN_IF_ERROR(cancelled.status());
             resp.add_cancelled_leases(lease.name());
             resp.add_cancelled_bookings(lease.booking());  // cancelled with it, as a run's booking is
+            continue;
+          }
+          if (lease.state() == v1::Lease::RETURNED || lease.state() == v1::Lease::CLOSED) {
+            // Back with the owner: its booking's block is cut as any
+            // finished booking's (below), and the lease's own
+            // blocked_interval with it, in the same step, so that GetLease
+            // and ListLeases say what the booking says.
+            auto cut = LeaseTransition(p, "ApplyMaintenanceWindow", r, lease.name(), "",
+                                       [&](const LoadedLease& cur, absl::Time now) -> absl::StatusOr<LeaseChange> {
+              if (cur.lease.state() != v1::Lease::RETURNED && cur.lease.state() != v1::Lease::CLOSED) {
+                return MakeError(absl::StatusCode::kFailedPrecondition, "LEASE_STATE", "no longer returned");
+              }
+              const v1::Booking& b = cur.booking.booking;
+              const absl::Time from = FromProto(b.blocked_interval().start_time());
+              const absl::Time to = FromProto(b.blocked_interval().end_time());
+              if (to <= ws) return MakeError(absl::StatusCode::kFailedPrecondition, "FINISHED", "nothing to cut");
+              LeaseChange c;
+              c.lease = cur.lease;
+              c.booking = b;
+              c.window_guard = ids.second;
+              // A block starting at or after the window start becomes empty
+              // and leaves the calendar.
+              const absl::Time end = std::max(from, ws);
+              c.calendar = end > from ? UpdateStep::Calendar::kSetEnd : UpdateStep::Calendar::kRemove;
+              if (end > from) c.new_end_ms = Ms(end);
+              *c.booking.mutable_blocked_interval()->mutable_end_time() = ToProto(end);
+              *c.lease.mutable_blocked_interval()->mutable_end_time() = ToProto(end);
+              v1::BookingEvent ev = Event(p, event_rid, now);
+              auto* changed = ev.mutable_booking_interval_changed();
+              changed->set_cause(v1::BookingIntervalChanged::MAINTENANCE_CUT);
+              *changed->mutable_previous_reserved_interval() = b.reserved_interval();
+              *changed->mutable_previous_blocked_interval() = b.blocked_interval();
+              c.events.push_back(std::move(ev));
+              return c;
+            });
+            if (!cut.ok() && ErrorReason(cut.status()) == "FINISHED") {
+              left_alone.insert(e.booking_id);  // its block ends at the window start already
+              continue;
+            }
+            if (IsWindowWithdrawn(cut.status())) {
+              resp.set_window_cancelled(true);
+              break;
+            }
+            if (!cut.ok() && ErrorReason(cut.status()) == "LEASE_STATE") continue;  // next round, as it is then
+            LS_RETURN_IF_ERROR(cut.status());
             continue;
           }
         }

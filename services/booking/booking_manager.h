@@ -182,6 +182,18 @@ class BookingManager {
   // idempotent, then a marker. Returns how many documents it indexed.
   absl::StatusOr<int64_t> MigrateListings();
 
+  // Start-up: puts every lease still REQUESTED on its partition's due set
+  // at its blocked start (the moment the sweep expires it), for requests an
+  // older version stored without that entry (it predates the expiry): one
+  // whose term start the instrument's sweep cursor had passed would never
+  // be looked at again. SCAN of the lease documents, then ZADD NX (an entry
+  // already there keeps its moment); an entry for a lease that moved on
+  // meanwhile is dropped by the sweep. Idempotent, safe beside other
+  // replicas; after one complete pass only checks the marker
+  // {booking}:migrated:leasedue (so replicas of an older version must be
+  // gone by then). Returns how many entries it added.
+  absl::StatusOr<int64_t> MigrateLeaseRequestsDue();
+
   // An InstrumentChanged from inventory: the instrument's bookings, leases
   // and orders are re-filed under its operator as of the event
   // (RefileOperator, booking_lists.h). Idempotent; OK only once complete.

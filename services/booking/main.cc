@@ -100,7 +100,11 @@ int main(int argc, char** argv) {
         if (refiled.ok() && *refiled > 0) {
           labshare::LogInfo("listings re-filed to current operators", {{"instruments", std::to_string(*refiled)}});
         }
-        migrated = moved.ok() && folded.ok() && spans.ok() && listed.ok() && refiled.ok();
+        // Lease requests an older version stored without their due entry.
+        auto due = manager.MigrateLeaseRequestsDue();
+        if (!due.ok()) labshare::LogWarning("lease request migration failed", {{"error", due.status().ToString()}});
+        if (due.ok() && *due > 0) labshare::LogInfo("lease requests put on the due set", {{"leases", std::to_string(*due)}});
+        migrated = moved.ok() && folded.ok() && spans.ok() && listed.ok() && refiled.ok() && due.ok();
         if (!moved.ok()) labshare::LogWarning("index migration failed", {{"error", moved.status().ToString()}});
         if (moved.ok() && *moved > 0) labshare::LogInfo("listing indexes migrated", {{"bookings", std::to_string(*moved)}});
       }

@@ -1557,6 +1557,21 @@ absl::Status BookingStore::ForgetDue(int partition, absl::string_view booking_id
   return pool_->Command({"ZREM", keys::Due(partition), std::string(booking_id)}).status();
 }
 
+absl::StatusOr<int64_t> BookingStore::AddDueIfAbsent(const std::vector<DueEntry>& entries) const {
+  std::vector<std::vector<std::string>> commands;
+  for (const auto& e : entries) {
+    commands.push_back({"ZADD", keys::Due(e.partition), "NX", std::to_string(e.due_ms), e.booking_id});
+  }
+  if (commands.empty()) return 0;
+  LS_ASSIGN_OR_RETURN(auto replies, pool_->Pipeline(commands));
+  int64_t added = 0;
+  for (const auto& r : replies) {
+    if (r.is_error()) return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "due set write failed");
+    added += r.integer;
+  }
+  return added;
+}
+
 absl::StatusOr<std::vector<BookingStore::SweepRange>> BookingStore::SweepRanges(int partition, int64_t now_ms,
                                                                                 int limit) const {
   LS_ASSIGN_OR_RETURN(auto head, pool_->Pipeline({{"SMEMBERS", keys::SweepInstruments(partition)},

@@ -68,6 +68,10 @@
 //                            lease requests (from their blocked start, before
 //                            the cursor reaches their term start) and
 //                            bookings a sweep round had to skip (now).
+//                            Lease requests an older version stored
+//                            without their entry are added at start-up
+//                            (BookingManager::MigrateLeaseRequestsDue, then
+//                            the marker {booking}:migrated:leasedue).
 //   {bk:P}:ichanges:<instr>  ZSET  inventory's changes of the instrument as
 //                            booking consumed them (InstrumentChanged):
 //                            member "<update_time, unix ns>|<kind>|<state
@@ -492,6 +496,15 @@ class BookingStore {
   absl::StatusOr<std::vector<std::string>> Due(int partition, int64_t now_ms, int offset, int limit) const;
   absl::Status RememberDue(int partition, absl::string_view booking_id, int64_t due_ms) const;
   absl::Status ForgetDue(int partition, absl::string_view booking_id) const;
+  // Puts each (partition, booking id, due ms) on its due set unless it is
+  // there already (ZADD NX: an entry a step or a sweep round wrote keeps
+  // its moment), in one round trip. Returns how many it added.
+  struct DueEntry {
+    int partition = 0;
+    std::string booking_id;
+    int64_t due_ms = 0;
+  };
+  absl::StatusOr<int64_t> AddDueIfAbsent(const std::vector<DueEntry>& entries) const;
   // The start (ms) of the first calendar entry other than `except` (a
   // booking or a maintenance window) starting strictly after `after_ms`;
   // nullopt when none does.

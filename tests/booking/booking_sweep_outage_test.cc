@@ -13,8 +13,10 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/events.h"
+#include "services/booking/booking_common.h"
 #include "tests/booking/booking_flows.h"
 
 namespace labshare::booking {
@@ -370,6 +372,91 @@ TEST_F(SweepOutageTest, ARunStartedMeanwhileIsCheckedOutAndTheCallSucceeds) {
   EXPECT_EQ(GetOrder(order.name()).state(), v1::ServiceOrder::IN_PROGRESS);
 }
 
+// ================================================================ a run its order no longer schedules
+
+// A CONFIRMED run under the window that is not its order's SCHEDULED run
+// cannot be unscheduled (BOOKING_STATE); it used to stay CONFIRMED under the
+// applied window after every round, reported nowhere. It is cancelled
+// without charge like any CONFIRMED booking (its event, the window's
+// reason), reported in cancelled_bookings, and its order is left as it is.
+class OrphanRunTest : public SweepOutageTest {
+ protected:
+  // Rewrites the stored order as `edit` says (as an older version left it).
+  void RewriteOrder(const std::string& name, const std::function<void(v1::ServiceOrder&)>& edit) {
+    const std::string key = keys::Order(keys::Partition("tem"), IdOf(name));
+    auto stored = pool_->Command({"HMGET", key, "d", "v"});
+    ASSERT_TRUE(stored.ok());
+    ASSERT_EQ(stored->elements.size(), 2u);
+    v1::ServiceOrder o;
+    ASSERT_TRUE(o.ParseFromString(stored->elements[0].str));
+    edit(o);
+    int64_t v = 0;
+    ASSERT_TRUE(absl::SimpleAtoi(stored->elements[1].str, &v));
+    o.set_etag(std::to_string(v + 1));
+    ASSERT_FALSE(pool_->Command({"HSET", key, "d", o.SerializeAsString(), "v", std::to_string(v + 1)})->is_error());
+  }
+  void ExpectCancelledByTheWindow(const std::string& run_name, const iv::MaintenanceWindow& window,
+                                  const v1::ApplyMaintenanceWindowResponse& applied) {
+    EXPECT_EQ(applied.unscheduled_orders_size(), 0);
+    ASSERT_EQ(applied.cancelled_bookings_size(), 1);
+    EXPECT_EQ(applied.cancelled_bookings(0), run_name);
+    const v1::Booking run = Get(run_name);
+    EXPECT_EQ(run.state(), v1::Booking::CANCELLED);
+    EXPECT_TRUE(run.cancelled_by_outage());
+    EXPECT_FALSE(run.late_cancellation());
+    EXPECT_EQ(run.cancellation().initiator(), v1::Booking::MAINTENANCE_OUTAGE);
+    EXPECT_EQ(run.cancellation().reason(), "alignment");
+    EXPECT_EQ(run.cancellation().maintenance_window(), window.name());
+    const auto events = EventsOf(run_name);
+    ASSERT_FALSE(events.empty());
+    ASSERT_TRUE(events.back().has_booking_cancelled());
+    EXPECT_EQ(events.back().booking_cancelled().previous_state(), v1::Booking::CONFIRMED);
+    EXPECT_TRUE(events.back().booking_cancelled().cancelled_by_outage());
+    EXPECT_EQ(events.back().booking_cancelled().initiator(), v1::Booking::MAINTENANCE_OUTAGE);
+    EXPECT_EQ(events.back().booking_cancelled().maintenance_window(), window.name());
+    // Applied again: nothing more to do, no further event.
+    const size_t n = events.size();
+    auto again = manager_->ApplyMaintenanceWindow(admin_p_, ApplyRequest(window));
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(again->cancelled_bookings_size(), 0);
+    EXPECT_EQ(EventsOf(run_name).size(), n);
+  }
+};
+
+TEST_F(OrphanRunTest, ARunWhoseOrderIsNotScheduledIsCancelledAndTheOrderLeftAlone) {
+  const v1::ServiceOrder order = Scheduled();
+  RewriteOrder(order.name(), [](v1::ServiceOrder& o) {
+    o.set_state(v1::ServiceOrder::SAMPLES_RECEIVED);
+    o.clear_booking();
+    o.clear_scheduled_interval();
+    o.clear_operator_user();
+  });
+  const v1::ServiceOrder before = GetOrder(order.name());
+  const iv::MaintenanceWindow window = Window("tem", day_ + absl::Hours(9) + absl::Minutes(30),
+                                              day_ + absl::Hours(10) + absl::Minutes(30));
+  auto applied = manager_->ApplyMaintenanceWindow(admin_p_, ApplyRequest(window));
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  ExpectCancelledByTheWindow(order.booking(), window, *applied);
+  const v1::ServiceOrder after = GetOrder(order.name());
+  EXPECT_EQ(after.state(), v1::ServiceOrder::SAMPLES_RECEIVED);
+  EXPECT_EQ(after.etag(), before.etag());
+}
+
+TEST_F(OrphanRunTest, ARunWhoseOrderPointsAtAnotherRunIsCancelledAndTheOrderLeftAlone) {
+  const v1::ServiceOrder order = Scheduled();
+  RewriteOrder(order.name(), [](v1::ServiceOrder& o) { o.set_booking("bookings/another-run"); });
+  const v1::ServiceOrder before = GetOrder(order.name());
+  const iv::MaintenanceWindow window = Window("tem", day_ + absl::Hours(9) + absl::Minutes(30),
+                                              day_ + absl::Hours(10) + absl::Minutes(30));
+  auto applied = manager_->ApplyMaintenanceWindow(admin_p_, ApplyRequest(window));
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  ExpectCancelledByTheWindow(order.booking(), window, *applied);
+  const v1::ServiceOrder after = GetOrder(order.name());
+  EXPECT_EQ(after.state(), v1::ServiceOrder::SCHEDULED);
+  EXPECT_EQ(after.booking(), "bookings/another-run");
+  EXPECT_EQ(after.etag(), before.etag());
+}
+
 // ================================================================ lease requests past their start
 
 // A lease still REQUESTED when its block begins (the moment ApproveLease
@@ -425,6 +512,72 @@ TEST_F(SweepOutageTest, ALeaseRequestWithoutItsDueEntryExpiresAtItsTermStart) {
   EXPECT_EQ(Get(lease.booking()).state(), v1::Booking::EXPIRED);
 }
 
+// A request an older version stored (before the expiry: no due entry) whose
+// term start that version's sweep cursor had passed is never met by the
+// sweep again; the start-up migration puts it on the due set at its block
+// start, and the next sweep expires it as any other (it used to stay
+// REQUESTED for ever, holding its slot).
+TEST_F(SweepOutageTest, AnOlderRequestBehindTheCursorExpiresAfterTheStartUpMigration) {
+  v1::Lease old_request, approved;
+  ASSERT_TRUE(Request(1, 10, &old_request).ok());
+  grpc::Status second = Request(13, 20, &approved);
+  ASSERT_TRUE(second.ok()) << GrpcErrorReason(second) << ": " << second.error_message();
+  ASSERT_TRUE(Approve(approved.name(), &approved).ok());
+  const int p = keys::Partition("afm");
+  const std::string id = IdOf(old_request.booking());
+  // As the older version left it: no due entry, the cursor past its term.
+  ASSERT_TRUE(store_->ForgetDue(p, id).ok());
+  ASSERT_TRUE(store_->ForgetDue(p, IdOf(approved.booking())).ok());
+  const absl::Time term_start = FromProto(old_request.term().start_time());
+  ASSERT_TRUE(store_->SetSweepCursor(p, "afm", Ms(term_start) + 1).ok());
+  clock_.Set(term_start + Days(2));
+  ASSERT_EQ(*manager_->Sweep(), 0);
+  ASSERT_EQ(GetLease(old_request.name()).state(), v1::Lease::REQUESTED);
+  // Start-up: the request (not the approved lease) goes on the due set at
+  // its block start; a second start finds the marker.
+  auto migrated = manager_->MigrateLeaseRequestsDue();
+  ASSERT_TRUE(migrated.ok()) << migrated.status();
+  EXPECT_EQ(*migrated, 1);
+  auto score = pool_->Command({"ZSCORE", keys::Due(p), id});
+  ASSERT_TRUE(score.ok());
+  EXPECT_EQ(score->str, std::to_string(Ms(FromProto(old_request.blocked_interval().start_time()))));
+  EXPECT_TRUE(pool_->Command({"ZSCORE", keys::Due(p), IdOf(approved.booking())})->is_nil());
+  EXPECT_EQ(manager_->MigrateLeaseRequestsDue().value_or(-1), 0);
+  ASSERT_EQ(*manager_->Sweep(), 1);
+  const v1::Lease expired = GetLease(old_request.name());
+  EXPECT_EQ(expired.state(), v1::Lease::CANCELLED);
+  EXPECT_EQ(expired.end_reason(), "not approved before its term (handover buffer included) began");
+  EXPECT_EQ(Get(old_request.booking()).state(), v1::Booking::EXPIRED);
+  const auto events = EventsOf(old_request.name());
+  ASSERT_EQ(events.size(), 2u);  // requested, cancelled
+  EXPECT_TRUE(events[1].has_lease_cancelled());
+  const auto booking_events = EventsOf(old_request.booking());
+  ASSERT_EQ(booking_events.size(), 2u);  // created, expired
+  EXPECT_TRUE(booking_events[1].has_booking_expired());
+  EXPECT_EQ(GetLease(approved.name()).state(), v1::Lease::APPROVED);
+  EXPECT_TRUE(pool_->Command({"ZSCORE", keys::Due(p), id})->is_nil());  // settled: off the due set
+}
+
+// The migration run before the request's block begins: expired at its block
+// start (the moment ApproveLease answers LEASE_STARTED), not at its term
+// start, nor before.
+TEST_F(SweepOutageTest, AnOlderRequestMigratedEarlyExpiresAtItsBlockStart) {
+  v1::Lease lease;
+  ASSERT_TRUE(Request(1, 10, &lease).ok());
+  const int p = keys::Partition("afm");
+  ASSERT_TRUE(store_->ForgetDue(p, IdOf(lease.booking())).ok());
+  ASSERT_EQ(manager_->MigrateLeaseRequestsDue().value_or(-1), 1);
+  const absl::Time blocked_start = FromProto(lease.blocked_interval().start_time());
+  ASSERT_LT(blocked_start, FromProto(lease.term().start_time()));
+  clock_.Set(blocked_start - absl::Milliseconds(1));
+  ASSERT_EQ(*manager_->Sweep(), 0);
+  EXPECT_EQ(GetLease(lease.name()).state(), v1::Lease::REQUESTED);
+  clock_.Set(blocked_start);
+  ASSERT_EQ(*manager_->Sweep(), 1);
+  EXPECT_EQ(GetLease(lease.name()).state(), v1::Lease::CANCELLED);
+  EXPECT_EQ(Get(lease.booking()).state(), v1::Booking::EXPIRED);
+}
+
 // An approved lease is not the sweep's: it stays APPROVED past its start.
 TEST_F(SweepOutageTest, AnApprovedLeaseIsLeftAlone) {
   v1::Lease lease;
@@ -475,6 +628,84 @@ TEST_F(SweepOutageTest, AFinishedBookingsBlockCutByAWindowIsRecordedWithItsEvent
   const size_t n = events.size();
   ASSERT_TRUE(manager_->ApplyMaintenanceWindow(admin_p_, ApplyRequest(window)).ok());
   EXPECT_EQ(EventsOf(b.name()).size(), n);
+}
+
+// A returned lease's block cut by a window: the lease's own
+// blocked_interval is rewritten in the step that rewrites its booking's
+// (it used to keep the old end: GetLease and ListLeases said the lease
+// still blocked the instrument past the window start, the booking did not).
+// ListLeases filters on the term, as ListBookings on the reserved interval
+// (a cut changes neither): both list the two for the same ranges.
+TEST_F(SweepOutageTest, AReturnedLeasesBlockCutByAWindowIsRewrittenOnTheLeaseToo) {
+  v1::Lease lease;
+  ASSERT_TRUE(Request(1, 10, &lease).ok());
+  ASSERT_TRUE(Approve(lease.name(), &lease).ok());
+  clock_.Set(day_ + Days(1));
+  v1::RecordHandoverRequest h;
+  h.set_name(lease.name());
+  h.set_condition_notes("complete");
+  ASSERT_TRUE(manager_->RecordHandover(staff_p_, h).ok());
+  // With the lessee: left alone.
+  const iv::MaintenanceWindow window = Window("afm", day_ + Days(3), day_ + Days(4));
+  auto first = manager_->ApplyMaintenanceWindow(admin_p_, ApplyRequest(window));
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_EQ(first->conflicting_leases_size(), 1);
+  // Back early (day 5): term [day 1, day 5), block [day 0, day 7).
+  clock_.Set(day_ + Days(5));
+  v1::RecordReturnRequest ret;
+  ret.set_name(lease.name());
+  ret.set_condition_notes("as handed over");
+  auto returned = manager_->RecordReturn(staff_p_, ret);
+  ASSERT_TRUE(returned.ok()) << returned.status();
+  ASSERT_EQ(FromProto(returned->blocked_interval().end_time()), day_ + Days(7));
+  const v1::Lease before = GetLease(lease.name());
+  // Applied again: the block is cut at the window start, on both.
+  auto applied = manager_->ApplyMaintenanceWindow(admin_p_, ApplyRequest(window));
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_EQ(applied->cancelled_bookings_size(), 0);
+  EXPECT_EQ(applied->conflicting_leases_size(), 0);
+  const v1::Lease after = GetLease(lease.name());
+  const v1::Booking booking = Get(lease.booking());
+  EXPECT_EQ(after.state(), v1::Lease::RETURNED);
+  EXPECT_EQ(booking.state(), v1::Booking::COMPLETED);
+  EXPECT_EQ(FromProto(booking.blocked_interval().end_time()), day_ + Days(3));
+  EXPECT_EQ(FromProto(after.blocked_interval().start_time()), day_);
+  EXPECT_EQ(FromProto(after.blocked_interval().end_time()), day_ + Days(3));
+  EXPECT_NE(after.etag(), before.etag());
+  EXPECT_EQ(FromProto(after.term().end_time()), day_ + Days(5));  // the term stays
+  const auto events = EventsOf(lease.booking());
+  ASSERT_FALSE(events.empty());
+  ASSERT_TRUE(events.back().has_booking_interval_changed());
+  EXPECT_EQ(events.back().booking_interval_changed().cause(), v1::BookingIntervalChanged::MAINTENANCE_CUT);
+  EXPECT_EQ(FromProto(events.back().booking_interval_changed().previous_blocked_interval().end_time()),
+            day_ + Days(7));
+  EXPECT_EQ(FromProto(events.back().booking_interval_changed().booking().blocked_interval().end_time()),
+            day_ + Days(3));
+  // ListLeases and ListBookings, one range each way.
+  auto lists = [&](absl::Time from, absl::Time to) {
+    v1::ListLeasesRequest ll;
+    *ll.mutable_time_range()->mutable_start_time() = ToProto(from);
+    *ll.mutable_time_range()->mutable_end_time() = ToProto(to);
+    v1::ListLeasesResponse leases;
+    EXPECT_TRUE(Call(stub_.get(), &Stub::ListLeases, ll, &leases, admin_).ok());
+    v1::ListBookingsRequest lb;
+    lb.set_instrument("instruments/afm");
+    *lb.mutable_time_range() = ll.time_range();
+    v1::ListBookingsResponse bookings;
+    EXPECT_TRUE(Call(stub_.get(), &Stub::ListBookings, lb, &bookings, admin_).ok());
+    EXPECT_EQ(leases.leases_size(), bookings.bookings_size());
+    return leases;
+  };
+  const v1::ListLeasesResponse in_term = lists(day_ + Days(3), day_ + Days(4));
+  ASSERT_EQ(in_term.leases_size(), 1);
+  EXPECT_EQ(FromProto(in_term.leases(0).blocked_interval().end_time()), day_ + Days(3));
+  EXPECT_EQ(in_term.leases(0).etag(), after.etag());
+  EXPECT_EQ(lists(day_ + Days(5), day_ + Days(7)).leases_size(), 0);
+  // Once more: nothing left to cut, no further event.
+  const size_t n = events.size();
+  ASSERT_TRUE(manager_->ApplyMaintenanceWindow(admin_p_, ApplyRequest(window)).ok());
+  EXPECT_EQ(EventsOf(lease.booking()).size(), n);
+  EXPECT_EQ(GetLease(lease.name()).etag(), after.etag());
 }
 
 }  // namespace

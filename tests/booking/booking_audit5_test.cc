@@ -99,7 +99,7 @@ TEST_F(Audit5Test, InstrumentInMaintenanceStateHasNoFreeInterval) {
   EXPECT_EQ(Busy(out), (std::vector<std::string>{" MAINTENANCE [8h, 20h)",
                                                  absl::StrCat(b.name(), " BOOKED [10h, 12h30m)")}));
 
-  // A LAB_USER's view (no names) and the search agree.
+  // A LAB_USER's view: the same, without names.
   v1::QueryAvailabilityResponse mine;
   ASSERT_TRUE(Call(stub_.get(), &Stub::QueryAvailability, q, &mine, ana_).ok());
   EXPECT_TRUE(mine.free_intervals().empty());

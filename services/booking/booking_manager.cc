@@ -456,13 +456,14 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
   const int64_t blocked_end = CeilMs(FromProto(b.blocked_interval().end_time()));
 
   if (r.validate_only()) {
-    // The checks of the create step, read rather than written: the id, the
-    // slot, the project's budget, the quotas.
-    if (!denial.ok()) return denial;
+    // The checks of the create step, read rather than written, in the real
+    // request's order: the id (reserved before the step), the access
+    // denial, the slot, the project's budget, the quotas.
     if (!r.booking_id().empty()) {
       LS_ASSIGN_OR_RETURN(auto taken_id, store_->PartitionOf(booking_id));
       if (taken_id) return BookingExists(b.name());
     }
+    if (!denial.ok()) return denial;
     LS_ASSIGN_OR_RETURN(auto taken, store_->CalendarRange(partition, instrument_id, blocked_start, blocked_end));
     // Named as the step names it: by the last entry in the way (FinishCreate).
     if (!taken.empty() && IsWindowEntry(taken.back().booking_id)) {
@@ -1938,6 +1939,9 @@ absl::StatusOr<BookingManager::AvailabilityPlan> BookingManager::PlanAvailabilit
   if (!r.organization().empty()) {
     LS_RETURN_IF_ERROR(ParseName(r.organization(), "organizations", "organization").status());
   }
+  // In the order the contract lists them (as SearchAvailableInstruments):
+  // min_duration, the range, its length.
+  if (FromProto(r.min_duration()) < absl::ZeroDuration()) return InvalidField("min_duration", "must not be negative");
   LS_RETURN_IF_ERROR(ValidInterval(r.range(), "range"));
   plan.instrument = r.instrument();
   plan.from = FromProto(r.range().start_time());
@@ -1946,7 +1950,6 @@ absl::StatusOr<BookingManager::AvailabilityPlan> BookingManager::PlanAvailabilit
     return InvalidField("range", "may span at most 366 days", "RANGE_TOO_LONG");
   }
   if (!labshare::type::v1::SharingMode_IsValid(r.mode())) return InvalidField("mode", "not a sharing mode");
-  if (FromProto(r.min_duration()) < absl::ZeroDuration()) return InvalidField("min_duration", "must not be negative");
   const SharingMode mode = r.mode() == 0 ? labshare::type::v1::ON_SITE : r.mode();
   const bool privileged = p.HasAnyRole({Role::kFacilityStaff, Role::kConsortiumAdmin, Role::kAuditor, Role::kService});
   const std::string org_name = r.organization().empty() ? ActorOrganization(p) : r.organization();
@@ -1957,6 +1960,7 @@ absl::StatusOr<BookingManager::AvailabilityPlan> BookingManager::PlanAvailabilit
   // organisation) before the instrument's modes are looked at.
   LS_ASSIGN_OR_RETURN(auto instrument_shared, inventory_->Instrument(r.instrument()));
   const inv::Instrument& instrument = *instrument_shared;
+  plan.state = instrument.state();
   std::shared_ptr<const inv::Organization> org;
   if (!org_name.empty()) {
     LS_ASSIGN_OR_RETURN(org, inventory_->Organization(org_name));
@@ -2042,7 +2046,8 @@ struct BookingManager::AvailabilityAnswer {
     absl::Time start, end;
     int reason = 0;
     const CalendarEntry* entry = nullptr;           // a calendar entry, or
-    const inv::MaintenanceWindow* window = nullptr;  // a scheduled window off the calendar
+    const inv::MaintenanceWindow* window = nullptr;  // a scheduled window off the calendar,
+                                                     // or neither: the MAINTENANCE state
   };
   std::vector<Busy> busy;  // empty unless with_busy
   std::vector<std::pair<absl::Time, absl::Time>> free;
@@ -2073,7 +2078,12 @@ void BookingManager::ComputeAvailability(const AvailabilityPlan& plan, const std
     out.back().end = be;
     return out.back();
   };
-  if (with_busy) out.reserve(entries.size());
+  if (with_busy) out.reserve(entries.size() + 1);
+  // An instrument in MAINTENANCE state is out of service until set back to
+  // ACTIVE, an outage without a window: busy over the whole range, naming
+  // nothing (first, so that it stays first among intervals starting with
+  // the range).
+  if (with_busy && plan.state == inv::MAINTENANCE) add_busy(from, to).reason = v1::BusyInterval::MAINTENANCE;
   for (size_t i = 0; i < entries.size(); ++i) {
     const absl::Time bs = FromMs(entries[i].start_ms), be = FromMs(entries[i].end_ms);
     busy.emplace_back(bs, be);
@@ -2108,10 +2118,13 @@ void BookingManager::ComputeAvailability(const AvailabilityPlan& plan, const std
   }
   if (!std::is_sorted(busy.begin(), busy.end())) std::sort(busy.begin(), busy.end());
   if (!in_order) {
-    std::sort(out.begin(), out.end(), [](const AvailabilityAnswer::Busy& a, const AvailabilityAnswer::Busy& b) {
+    std::stable_sort(out.begin(), out.end(), [](const AvailabilityAnswer::Busy& a, const AvailabilityAnswer::Busy& b) {
       return a.start < b.start;
     });
   }
+  // Only an ACTIVE instrument may be booked (CreateBooking's
+  // INSTRUMENT_NOT_ACTIVE): in MAINTENANCE or RETIRED state nothing is free.
+  if (plan.state != inv::ACTIVE) return;
   // Free: in each gap [gap start, next taken start), where a reservation's
   // whole blocked interval fits: lead after the gap opens, tail before it
   // closes; clipped to the booking window and the range.
@@ -2162,7 +2175,11 @@ void BookingManager::AnswerAvailability(const AvailabilityPlan& plan, const std:
       *bi->mutable_interval()->mutable_end_time() = ToProto(b.end);
     }
     bi->set_reason(static_cast<v1::BusyInterval::Reason>(b.reason));
-    if (plan.names) bi->set_resource(b.window != nullptr ? b.window->name() : BusyResource(plan.instrument, *b.entry));
+    if (plan.names && b.window != nullptr) {
+      bi->set_resource(b.window->name());
+    } else if (plan.names && b.entry != nullptr) {
+      bi->set_resource(BusyResource(plan.instrument, *b.entry));
+    }
   }
   for (const auto& [s, e] : a.free) {
     auto* f = resp.add_free_intervals();
@@ -2273,7 +2290,7 @@ void BookingManager::AnswerAvailabilityWire(const AvailabilityPlan& plan, const 
       p = wire::Varint(p, static_cast<uint64_t>(static_cast<int64_t>(b.reason)));
     }
     const size_t head = p - buf;
-    if (!plan.names) {
+    if (!plan.names || (b.window == nullptr && b.entry == nullptr)) {  // the state's outage names nothing
       f->append(buf, head);
       continue;
     }
@@ -2345,6 +2362,7 @@ absl::Status SearchRangeFits(const v1::SearchAvailableInstrumentsRequest& r) {
 
 absl::StatusOr<v1::SearchAvailableInstrumentsResponse> BookingManager::SearchAvailableInstruments(
     const Principal& p, const v1::SearchAvailableInstrumentsRequest& r) {
+  LS_RETURN_IF_ERROR(CheckPageSize(r.page_size()));  // before the scope and every other check
   // Authorization before validation: another organisation's view.
   if (!r.organization().empty()) {
     LS_RETURN_IF_ERROR(CheckScope("SearchAvailableInstruments", p, {"", {r.organization()}, {}}));
@@ -2412,6 +2430,7 @@ void BookingManager::SearchAvailableInstrumentsAsync(
     const Principal& p, const v1::SearchAvailableInstrumentsRequest& r,
     std::function<void(absl::StatusOr<v1::SearchAvailableInstrumentsResponse>)> done) {
   // The checks of the synchronous form, in its order; none asks inventory.
+  if (absl::Status size = CheckPageSize(r.page_size()); !size.ok()) return done(size);
   if (!r.organization().empty()) {
     absl::Status scope = CheckScope("SearchAvailableInstruments", p, {"", {r.organization()}, {}});
     if (!scope.ok()) return done(scope);

@@ -308,6 +308,8 @@ class BookingManager {
     labshare::inventory::BookingWindow window;
     bool names = false;  // busy intervals carry their resource
     InventoryClient::Shared<inv::ListMaintenanceWindowsResponse> windows;
+    // Not ACTIVE: no free interval (MAINTENANCE: busy over the range).
+    inv::InstrumentState state = inv::ACTIVE;
   };
   absl::StatusOr<AvailabilityPlan> PlanAvailability(const Principal& p, const v1::QueryAvailabilityRequest& r);
   // with_busy false: the free intervals only (busy_intervals left empty).

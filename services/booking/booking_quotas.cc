@@ -19,6 +19,7 @@
 #include "common/proto_util.h"
 #include "common/time_zone.h"
 #include "services/booking/booking_common.h"
+#include "services/booking/booking_lists.h"
 #include "services/booking/booking_manager.h"
 #include "services/inventory/inventory_rules.h"
 
@@ -465,6 +466,7 @@ absl::StatusOr<v1::ListQuotasResponse> BookingManager::ListQuotas(const Principa
   // may name any organisation: each row is then shown only if the staff may
   // see it (below). An instrument that does not exist has no quotas: an
   // empty page, as for every caller (ListQuotas lists no NOT_FOUND).
+  LS_RETURN_IF_ERROR(CheckPageSize(r.page_size()));  // before the scope and every other check
   const bool staff = p.HasRole(Role::kFacilityStaff);
   bool no_such_instrument = false;
   if (!r.organization().empty()) {

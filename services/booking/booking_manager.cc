@@ -1576,17 +1576,28 @@ absl::StatusOr<std::optional<inv::InstrumentState>> BookingManager::StateAt(cons
   const absl::Time updated = FromProto(instrument.update_time());
   if (!instrument.has_update_time() || updated < at) return std::optional<inv::InstrumentState>(instrument.state());
   LS_ASSIGN_OR_RETURN(std::string id, ParseName(instrument.name(), "instruments", "instrument"));
-  LS_ASSIGN_OR_RETURN(auto changes, store_->InstrumentChanges(id, at));
-  bool latest_read = false;
-  std::optional<inv::InstrumentState> before;
+  LS_ASSIGN_OR_RETURN(auto changes, store_->InstrumentChanges(id));
+  // The first change at or after `at` says the state before it, the state
+  // at `at`; it is known to be the first only next to the change before it
+  // (the version in force at `at`, before `at`). A change missing between
+  // them (not recorded yet: its event pending on a replica that failed to
+  // record it, while a later one was recorded) leaves the state unknown.
+  const BookingStore::InstrumentChange* in_force = nullptr;  // the latest before `at`
+  const BookingStore::InstrumentChange* next = nullptr;      // the first at or after `at`
   for (const auto& c : changes) {
-    if (c.time >= updated) latest_read = true;
-    if (!before && c.time >= at && c.kind == labshare::inventory::v1::STATE_CHANGED) {
-      before = static_cast<inv::InstrumentState>(c.state_before);
+    if (c.version <= 0) continue;  // recorded without its version: cannot tell what is missing
+    if (c.time < at) {
+      if (in_force == nullptr || c.version > in_force->version) in_force = &c;
+    } else if (next == nullptr || c.version < next->version) {
+      next = &c;
     }
   }
-  if (!latest_read) return std::optional<inv::InstrumentState>();
-  return before ? before : std::optional<inv::InstrumentState>(instrument.state());
+  if (next == nullptr) return std::optional<inv::InstrumentState>();
+  // Version 1: the instrument's creation, nothing before it.
+  if (next->version != 1 && (in_force == nullptr || in_force->version + 1 != next->version)) {
+    return std::optional<inv::InstrumentState>();
+  }
+  return std::optional<inv::InstrumentState>(static_cast<inv::InstrumentState>(next->state_before));
 }
 
 absl::StatusOr<bool> BookingManager::OutOfServiceAtClose(const inv::Instrument& instrument, absl::Time closes,
@@ -1608,6 +1619,9 @@ absl::Status BookingManager::RecordInstrumentChange(const labshare::inventory::v
   // left it as it is after.
   c.state_before = changed.kind() == labshare::inventory::v1::STATE_CHANGED ? changed.previous_state()
                                                                              : instrument.state();
+  // The instrument's version after the change (inventory's etag, moved by
+  // one per change); unreadable: recorded without it (StateAt cannot use it).
+  if (!absl::SimpleAtoi(instrument.etag(), &c.version) || c.version < 0) c.version = 0;
   return store_->RecordInstrumentChange(*id, c);
 }
 

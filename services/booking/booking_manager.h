@@ -187,8 +187,9 @@ class BookingManager {
   // (RefileOperator, booking_lists.h). Idempotent; OK only once complete.
   absl::Status FollowInstrumentOperator(const labshare::inventory::v1::Instrument& instrument,
                                         const RefileOptions& options = {});
-  // An InstrumentChanged from inventory: recorded (its time, kind and the
-  // state before and after), so that the sweep knows the instrument's state
+  // An InstrumentChanged from inventory: recorded (its time, kind, the
+  // state before and after and the instrument's version, its etag), so
+  // that the sweep knows the instrument's state
   // at an earlier moment (StateAt). Idempotent.
   absl::Status RecordInstrumentChange(const labshare::inventory::v1::InstrumentChanged& changed);
   // Start-up, after MigrateListings: re-files the instruments whose
@@ -421,10 +422,12 @@ class BookingManager {
     std::string window_guard;
   };
   // The instrument's state at `at`, as far as booking knows it: its state
-  // now when inventory has not changed it since (update_time at or before
-  // `at`); else, once booking has read inventory's InstrumentChanged about
-  // its latest change (RecordInstrumentChange), the state before the first
-  // state change after `at` (or now's, if none); nullopt while unknown.
+  // now when inventory has not changed it since (update_time before `at`);
+  // else the state before the first change at or after `at`, once booking
+  // has recorded it and the change before it, of the version just below
+  // (RecordInstrumentChange: versions are inventory's etags, one per
+  // change; the first change, the creation, has none before it); nullopt
+  // while unknown (one of them not recorded yet, or no longer kept).
   absl::StatusOr<std::optional<inv::InstrumentState>> StateAt(const inv::Instrument& instrument, absl::Time at) const;
   // A CONFIRMED booking whose check-in window closed at `closes` is
   // cancelled as an outage rather than MISSED: unless its instrument is

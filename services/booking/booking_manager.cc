@@ -1306,19 +1306,63 @@ BookingManager::Change BookingManager::EndSession(const Principal& p, const v1::
   return c;
 }
 
-void BookingManager::RecordSessionUse(const v1::Booking& ended, const inv::Instrument& instrument) {
+absl::Status BookingManager::SessionUse(const v1::Booking& ended, const inv::Instrument& instrument) {
   // The ON_SITE qualification (the only mode that needs one), renewed by the
   // user's own use on site.
   if (ended.state() != v1::Booking::COMPLETED || ended.mode() != labshare::type::v1::ON_SITE ||
       SlotRulesOf(instrument, ended.mode()).qualification_validity_days() <= 0) {
-    return;
+    return absl::OkStatus();
   }
-  // The use renews the qualification; inventory ignores older uses, so a
-  // retry is harmless. A failure here does not undo the check-out.
-  absl::Status s = inventory_->RecordQualificationUse(ended.instrument(), ended.user(),
-                                                      FromProto(ended.session().end_time()),
-                                                      "checkout-" + IdOf(ended.name()));
-  if (!s.ok()) LogWarning("qualification use not recorded", {{"booking", ended.name()}, {"error", s.ToString()}});
+  // One request_id per check-out (a booking is checked out once): the
+  // call at check-out and every redelivery (DeliverSessionUse) are one
+  // request to inventory, which also ignores a use not later than the last.
+  return inventory_->RecordQualificationUse(ended.instrument(), ended.user(), FromProto(ended.session().end_time()),
+                                            "checkout-" + IdOf(ended.name()));
+}
+
+void BookingManager::RecordSessionUse(const v1::Booking& ended, const inv::Instrument& instrument) {
+  // A failure here does not undo the check-out: its BookingCheckedOut event
+  // delivers the use again (DeliverSessionUse) until inventory takes it.
+  absl::Status s = SessionUse(ended, instrument);
+  if (!s.ok()) {
+    LogWarning("qualification use not recorded yet; delivered again from the check-out's event",
+               {{"booking", ended.name()}, {"error", s.ToString()}});
+  }
+}
+
+absl::Status BookingManager::DeliverSessionUse(const v1::BookingEvent& event) {
+  if (!event.has_booking_checked_out()) return absl::OkStatus();
+  const v1::Booking& ended = event.booking_checked_out().booking();
+  if (ended.state() != v1::Booking::COMPLETED || ended.mode() != labshare::type::v1::ON_SITE) {
+    return absl::OkStatus();
+  }
+  absl::Status s;
+  auto instrument = inventory_->Instrument(ended.instrument());
+  if (!instrument.ok()) {
+    s = instrument.status();
+  } else {
+    s = SessionUse(ended, **instrument);
+  }
+  if (s.ok()) return s;
+  switch (s.code()) {
+    // Inventory unreachable, overloaded, or the call's outcome unknown:
+    // again later (the same request_id).
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kResourceExhausted:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kCancelled:
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kUnknown:
+    case absl::StatusCode::kUnauthenticated:
+      return s;
+    default:
+      // Refused for good (the instrument gone, the call not allowed):
+      // retrying changes nothing.
+      LogWarning("qualification use refused by inventory; not delivered again",
+                 {{"booking", ended.name()}, {"error", s.ToString()}});
+      return absl::OkStatus();
+  }
 }
 
 absl::StatusOr<absl::Time> BookingManager::AutoCheckOutTime(const Loaded& cur, const inv::Instrument& instrument) {

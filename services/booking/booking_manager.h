@@ -192,6 +192,17 @@ class BookingManager {
   // that the sweep knows the instrument's state
   // at an earlier moment (StateAt). Idempotent.
   absl::Status RecordInstrumentChange(const labshare::inventory::v1::InstrumentChanged& changed);
+  // A booking event from booking's own outbox (session_uses.h): a
+  // BookingCheckedOut of a COMPLETED ON_SITE booking (CheckOut, the
+  // sweep's auto check-out, an outage ending a session) has its use
+  // recorded in inventory (SessionUse), the same request as the one made
+  // right after the check-out, so the use survives an inventory outage
+  // then. OK once delivered, when there is nothing to deliver, or when
+  // inventory refuses it for good (logged); the error, for a retry, when
+  // inventory could not be reached or answered a transient failure
+  // (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED,
+  // CANCELLED, INTERNAL, UNKNOWN, UNAUTHENTICATED).
+  absl::Status DeliverSessionUse(const v1::BookingEvent& event);
   // Start-up, after MigrateListings: re-files the instruments whose
   // listing entries an older version left under a former operator
   // (RefileStaleOperators, booking_lists.h; the operator from the
@@ -450,8 +461,13 @@ class BookingManager {
   Change EndSession(const Principal& p, const v1::Booking& b, absl::Time end,
                     const std::string& request_id, absl::Time now) const;
   // After a session ended: its use renews the user's qualification when the
-  // mode needs one. Best effort (inventory ignores older uses; a failure is
-  // logged and does not undo the check-out).
+  // mode needs one (ON_SITE with qualification_validity_days), through
+  // inventory's RecordQualificationUse at the session's end, request_id
+  // "checkout-<booking id>". SessionUse answers the call's status;
+  // RecordSessionUse, right after the step that ended the session, logs a
+  // failure (the check-out stands; DeliverSessionUse delivers the use again
+  // from the step's BookingCheckedOut).
+  absl::Status SessionUse(const v1::Booking& ended, const inv::Instrument& instrument);
   void RecordSessionUse(const v1::Booking& ended, const inv::Instrument& instrument);
   absl::StatusOr<v1::Booking> Transition(
       const Principal& p, absl::string_view method, const google::protobuf::Message& request,

@@ -111,11 +111,13 @@ std::string RenderOutboxMetrics(RedisPool* pool, const std::vector<std::string>&
 // The consumer groups of the platform's outboxes. Each consumer's own
 // constant is checked against these at compile time in its main.cc
 // (billing::kBookingEventsGroup, usage::kEventsGroup,
-// booking::kInventoryEventsGroup, notify::kMailGroup / kWebhooksGroup /
+// booking::kInventoryEventsGroup, booking::kSessionUsesGroup,
+// notify::kMailGroup / kWebhooksGroup /
 // kFeedsGroup).
 inline constexpr char kOutboxGroupUsage[] = "usage";        // every outbox
 inline constexpr char kOutboxGroupBilling[] = "billing";    // {bk:P}:outbox
 inline constexpr char kOutboxGroupBooking[] = "booking";    // {inventory}:outbox
+inline constexpr char kOutboxGroupBookingUses[] = "booking-uses";  // {bk:P}:outbox (session uses)
 inline constexpr char kOutboxGroupNotifyMail[] = "notify-mail";          // every outbox
 inline constexpr char kOutboxGroupNotifyWebhooks[] = "notify-webhooks";  // every outbox
 inline constexpr char kOutboxGroupNotifyFeeds[] = "notify-feeds";        // every outbox

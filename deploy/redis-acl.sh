@@ -126,6 +126,10 @@ cmds[booking]+=" zscan"
 # ({bk:P}:mwoff); ZREMRANGEBYSCORE: inventory's changes of an instrument
 # kept 30 days ({bk:P}:ichanges, BookingStore::RecordInstrumentChange).
 cmds[booking]+=" sismember zremrangebyscore"
+# Its own partitions' outboxes {bk:P}:outbox, consumer group "booking-uses":
+# each check-out's qualification use delivered to inventory until it takes
+# it (services/booking/session_uses.h).
+cmds[booking]+=" $consumer"
 # Inventory's outbox: the maintenance-window consumer (group) and the cache
 # watcher (XREAD, XREVRANGE).
 selector[booking]="(~{inventory}:outbox resetchannels -@all $consumer xread xrevrange)"

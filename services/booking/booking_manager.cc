@@ -1307,19 +1307,63 @@ BookingManager::Change BookingManager::EndSession(const Principal& p, const v1::
   return c;
 }
 
-void BookingManager::RecordSessionUse(const v1::Booking& ended, const inv::Instrument& instrument) {
+absl::Status BookingManager::SessionUse(const v1::Booking& ended, const inv::Instrument& instrument) {
   // The ON_SITE qualification (the only mode that needs one), renewed by the
   // user's own use on site.
   if (ended.state() != v1::Booking::COMPLETED || ended.mode() != labshare::type::v1::ON_SITE ||
       SlotRulesOf(instrument, ended.mode()).qualification_validity_days() <= 0) {
-    return;
+    return absl::OkStatus();
   }
-  // The use renews the qualification; inventory ignores older uses, so a
-  // retry is harmless. A failure here does not undo the check-out.
-  absl::Status s = inventory_->RecordQualificationUse(ended.instrument(), ended.user(),
-                                                      FromProto(ended.session().end_time()),
-                                                      "checkout-" + IdOf(ended.name()));
-  if (!s.ok()) LogWarning("qualification use not recorded", {{"booking", ended.name()}, {"error", s.ToString()}});
+  // One request_id per check-out (a booking is checked out once): the
+  // call at check-out and every redelivery (DeliverSessionUse) are one
+  // request to inventory, which also ignores a use not later than the last.
+  return inventory_->RecordQualificationUse(ended.instrument(), ended.user(), FromProto(ended.session().end_time()),
+                                            "checkout-" + IdOf(ended.name()));
+}
+
+void BookingManager::RecordSessionUse(const v1::Booking& ended, const inv::Instrument& instrument) {
+  // A failure here does not undo the check-out: its BookingCheckedOut event
+  // delivers the use again (DeliverSessionUse) until inventory takes it.
+  absl::Status s = SessionUse(ended, instrument);
+  if (!s.ok()) {
+    LogWarning("qualification use not recorded yet; delivered again from the check-out's event",
+               {{"booking", ended.name()}, {"error", s.ToString()}});
+  }
+}
+
+absl::Status BookingManager::DeliverSessionUse(const v1::BookingEvent& event) {
+  if (!event.has_booking_checked_out()) return absl::OkStatus();
+  const v1::Booking& ended = event.booking_checked_out().booking();
+  if (ended.state() != v1::Booking::COMPLETED || ended.mode() != labshare::type::v1::ON_SITE) {
+    return absl::OkStatus();
+  }
+  absl::Status s;
+  auto instrument = inventory_->Instrument(ended.instrument());
+  if (!instrument.ok()) {
+    s = instrument.status();
+  } else {
+    s = SessionUse(ended, **instrument);
+  }
+  if (s.ok()) return s;
+  switch (s.code()) {
+    // Inventory unreachable, overloaded, or the call's outcome unknown:
+    // again later (the same request_id).
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kResourceExhausted:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kCancelled:
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kUnknown:
+    case absl::StatusCode::kUnauthenticated:
+      return s;
+    default:
+      // Refused for good (the instrument gone, the call not allowed):
+      // retrying changes nothing.
+      LogWarning("qualification use refused by inventory; not delivered again",
+                 {{"booking", ended.name()}, {"error", s.ToString()}});
+      return absl::OkStatus();
+  }
 }
 
 absl::StatusOr<absl::Time> BookingManager::AutoCheckOutTime(const Loaded& cur, const inv::Instrument& instrument) {
@@ -1632,17 +1676,28 @@ absl::StatusOr<std::optional<inv::InstrumentState>> BookingManager::StateAt(cons
   const absl::Time updated = FromProto(instrument.update_time());
   if (!instrument.has_update_time() || updated < at) return std::optional<inv::InstrumentState>(instrument.state());
   LS_ASSIGN_OR_RETURN(std::string id, ParseName(instrument.name(), "instruments", "instrument"));
-  LS_ASSIGN_OR_RETURN(auto changes, store_->InstrumentChanges(id, at));
-  bool latest_read = false;
-  std::optional<inv::InstrumentState> before;
+  LS_ASSIGN_OR_RETURN(auto changes, store_->InstrumentChanges(id));
+  // The first change at or after `at` says the state before it, the state
+  // at `at`; it is known to be the first only next to the change before it
+  // (the version in force at `at`, before `at`). A change missing between
+  // them (not recorded yet: its event pending on a replica that failed to
+  // record it, while a later one was recorded) leaves the state unknown.
+  const BookingStore::InstrumentChange* in_force = nullptr;  // the latest before `at`
+  const BookingStore::InstrumentChange* next = nullptr;      // the first at or after `at`
   for (const auto& c : changes) {
-    if (c.time >= updated) latest_read = true;
-    if (!before && c.time >= at && c.kind == labshare::inventory::v1::STATE_CHANGED) {
-      before = static_cast<inv::InstrumentState>(c.state_before);
+    if (c.version <= 0) continue;  // recorded without its version: cannot tell what is missing
+    if (c.time < at) {
+      if (in_force == nullptr || c.version > in_force->version) in_force = &c;
+    } else if (next == nullptr || c.version < next->version) {
+      next = &c;
     }
   }
-  if (!latest_read) return std::optional<inv::InstrumentState>();
-  return before ? before : std::optional<inv::InstrumentState>(instrument.state());
+  if (next == nullptr) return std::optional<inv::InstrumentState>();
+  // Version 1: the instrument's creation, nothing before it.
+  if (next->version != 1 && (in_force == nullptr || in_force->version + 1 != next->version)) {
+    return std::optional<inv::InstrumentState>();
+  }
+  return std::optional<inv::InstrumentState>(static_cast<inv::InstrumentState>(next->state_before));
 }
 
 absl::StatusOr<bool> BookingManager::OutOfServiceAtClose(const inv::Instrument& instrument, absl::Time closes,
@@ -1664,6 +1719,9 @@ absl::Status BookingManager::RecordInstrumentChange(const labshare::inventory::v
   // left it as it is after.
   c.state_before = changed.kind() == labshare::inventory::v1::STATE_CHANGED ? changed.previous_state()
                                                                              : instrument.state();
+  // The instrument's version after the change (inventory's etag, moved by
+  // one per change); unreadable: recorded without it (StateAt cannot use it).
+  if (!absl::SimpleAtoi(instrument.etag(), &c.version) || c.version < 0) c.version = 0;
   return store_->RecordInstrumentChange(*id, c);
 }
 

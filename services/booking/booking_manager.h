@@ -199,10 +199,22 @@ class BookingManager {
   // (RefileOperator, booking_lists.h). Idempotent; OK only once complete.
   absl::Status FollowInstrumentOperator(const labshare::inventory::v1::Instrument& instrument,
                                         const RefileOptions& options = {});
-  // An InstrumentChanged from inventory: recorded (its time, kind and the
-  // state before and after), so that the sweep knows the instrument's state
+  // An InstrumentChanged from inventory: recorded (its time, kind, the
+  // state before and after and the instrument's version, its etag), so
+  // that the sweep knows the instrument's state
   // at an earlier moment (StateAt). Idempotent.
   absl::Status RecordInstrumentChange(const labshare::inventory::v1::InstrumentChanged& changed);
+  // A booking event from booking's own outbox (session_uses.h): a
+  // BookingCheckedOut of a COMPLETED ON_SITE booking (CheckOut, the
+  // sweep's auto check-out, an outage ending a session) has its use
+  // recorded in inventory (SessionUse), the same request as the one made
+  // right after the check-out, so the use survives an inventory outage
+  // then. OK once delivered, when there is nothing to deliver, or when
+  // inventory refuses it for good (logged); the error, for a retry, when
+  // inventory could not be reached or answered a transient failure
+  // (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED,
+  // CANCELLED, INTERNAL, UNKNOWN, UNAUTHENTICATED).
+  absl::Status DeliverSessionUse(const v1::BookingEvent& event);
   // Start-up, after MigrateListings: re-files the instruments whose
   // listing entries an older version left under a former operator
   // (RefileStaleOperators, booking_lists.h; the operator from the
@@ -435,10 +447,12 @@ class BookingManager {
     std::string window_guard;
   };
   // The instrument's state at `at`, as far as booking knows it: its state
-  // now when inventory has not changed it since (update_time at or before
-  // `at`); else, once booking has read inventory's InstrumentChanged about
-  // its latest change (RecordInstrumentChange), the state before the first
-  // state change after `at` (or now's, if none); nullopt while unknown.
+  // now when inventory has not changed it since (update_time before `at`);
+  // else the state before the first change at or after `at`, once booking
+  // has recorded it and the change before it, of the version just below
+  // (RecordInstrumentChange: versions are inventory's etags, one per
+  // change; the first change, the creation, has none before it); nullopt
+  // while unknown (one of them not recorded yet, or no longer kept).
   absl::StatusOr<std::optional<inv::InstrumentState>> StateAt(const inv::Instrument& instrument, absl::Time at) const;
   // A CONFIRMED booking whose check-in window closed at `closes` is
   // cancelled as an outage rather than MISSED: unless its instrument is
@@ -461,8 +475,13 @@ class BookingManager {
   Change EndSession(const Principal& p, const v1::Booking& b, absl::Time end,
                     const std::string& request_id, absl::Time now) const;
   // After a session ended: its use renews the user's qualification when the
-  // mode needs one. Best effort (inventory ignores older uses; a failure is
-  // logged and does not undo the check-out).
+  // mode needs one (ON_SITE with qualification_validity_days), through
+  // inventory's RecordQualificationUse at the session's end, request_id
+  // "checkout-<booking id>". SessionUse answers the call's status;
+  // RecordSessionUse, right after the step that ended the session, logs a
+  // failure (the check-out stands; DeliverSessionUse delivers the use again
+  // from the step's BookingCheckedOut).
+  absl::Status SessionUse(const v1::Booking& ended, const inv::Instrument& instrument);
   void RecordSessionUse(const v1::Booking& ended, const inv::Instrument& instrument);
   absl::StatusOr<v1::Booking> Transition(
       const Principal& p, absl::string_view method, const google::protobuf::Message& request,

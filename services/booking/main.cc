@@ -2,8 +2,10 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <memory>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/synchronization/notification.h"
@@ -16,6 +18,7 @@
 #include "services/booking/booking_manager.h"
 #include "services/booking/booking_service.h"
 #include "services/booking/inventory_events.h"
+#include "services/booking/session_uses.h"
 #include <unistd.h>
 
 ABSL_FLAG(std::string, inventory, "127.0.0.1:50051", "HOST:PORT of labshare-inventory.");
@@ -129,6 +132,26 @@ int main(int argc, char** argv) {
   labshare::EventConsumer events(&redis, options);
   loop.Add(&events, labshare::booking::InventoryEventHandler(&manager));
   std::thread consumer([&] { loop.Run(); });
+  // Session uses (qualification renewals) from the check-outs' events on
+  // the partitions' outboxes, delivered to inventory until it takes them
+  // (session_uses.h); a loop of its own, so that inventory being down
+  // holds up no inventory event.
+  labshare::ConsumerLoopOptions uses_options;
+  uses_options.name = "session uses";
+  uses_options.idle = absl::Seconds(1);  // not urgent: the use counts from the check-out's time
+  labshare::ConsumerLoop uses_loop(uses_options);
+  static_assert(std::string_view(labshare::booking::kSessionUsesGroup) == labshare::kOutboxGroupBookingUses);
+  std::vector<std::unique_ptr<labshare::EventConsumer>> use_consumers;
+  for (int p = 0; p < labshare::booking::kPartitions; ++p) {
+    labshare::ConsumerOptions o;
+    o.stream = labshare::booking::keys::Outbox(p);
+    o.group = labshare::booking::kSessionUsesGroup;
+    o.consumer = options.consumer;
+    o.block = absl::ZeroDuration();  // 16 streams on one thread: none waits
+    use_consumers.push_back(std::make_unique<labshare::EventConsumer>(&redis, o));
+    uses_loop.Add(o.stream, labshare::booking::SessionUsePoll(use_consumers.back().get(), &manager));
+  }
+  std::thread uses([&] { uses_loop.Run(); });
   // This replica's inventory cache follows inventory's changes.
   std::thread watcher([&] {
     labshare::booking::InventoryCacheWatcher watch(&redis, &inventory);
@@ -147,6 +170,7 @@ int main(int argc, char** argv) {
   for (int p = 0; p < labshare::booking::kPartitions; ++p) {
     outboxes.push_back({labshare::booking::keys::Outbox(p), labshare::OutboxEveryStreamGroups()});
     outboxes.back().required_groups.push_back(labshare::kOutboxGroupBilling);
+    outboxes.back().required_groups.push_back(labshare::kOutboxGroupBookingUses);  // no use trimmed undelivered
   }
   labshare::OutboxMaintenance outbox(&redis, outboxes);
   // Ready only while inventory is too: without it no call can be served.
@@ -154,13 +178,16 @@ int main(int argc, char** argv) {
       "booking", &redis, &authorizer, {&service},
       [&] {
         loop.Stop();
+        uses_loop.Stop();
         stop.Notify();
       },
       {{"inventory", *inventory_channel_or}});
   loop.Stop();
+  uses_loop.Stop();
   if (!stop.HasBeenNotified()) stop.Notify();  // RunService returns without a signal when it fails to start
   sweeper.join();
   consumer.join();
+  uses.join();
   watcher.join();
   return rc;
 }

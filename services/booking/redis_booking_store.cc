@@ -1623,24 +1623,32 @@ absl::Status BookingStore::RecordInstrumentChange(absl::string_view instrument_i
   LS_RETURN_IF_ERROR(pool_
                          ->Command({"ZADD", key, std::to_string(absl::ToUnixMillis(change.time)),
                                     absl::StrCat(ns, "|", change.kind, "|", change.state_before, "|",
-                                                 change.state_after)})
+                                                 change.state_after, "|", change.version)})
                          .status());
-  // Kept for kInstrumentChangeRetention before the latest: a sweep later
-  // than that after a check-in closed finds the state then unknown (the
-  // booking is cancelled, never charged on a guess). Housekeeping only: a
-  // trim that fails (a Redis user without ZREMRANGEBYSCORE) leaves the
-  // change recorded, and the next change trims again.
-  (void)pool_->Command({"ZREMRANGEBYSCORE", key, "-inf",
-                        std::to_string(absl::ToUnixMillis(change.time - kInstrumentChangeRetention))});
+  // Kept for kInstrumentChangeRetention before the latest, and the latest
+  // change older than that (the one in force then: the state at a later
+  // moment is known only with the change before it). A sweep later than
+  // that after a check-in closed finds the state then unknown (the booking
+  // is cancelled, never charged on a guess). Housekeeping only: a trim
+  // that fails (a Redis user without ZREMRANGEBYSCORE) leaves the change
+  // recorded, and the next change trims again. Not atomic with another
+  // replica's ZADD: a change recorded meanwhile below the kept one may go
+  // (the kept one is newer), one above it stays.
+  const int64_t cutoff_ms = absl::ToUnixMillis(change.time - kInstrumentChangeRetention);
+  absl::StatusOr<RedisValue> older = pool_->Command({"ZREVRANGEBYSCORE", key, absl::StrCat("(", cutoff_ms), "-inf",
+                                                     "WITHSCORES", "LIMIT", "0", "1"});
+  if (older.ok() && older->type == RedisValue::Type::kArray && older->elements.size() == 2) {
+    (void)pool_->Command({"ZREMRANGEBYSCORE", key, "-inf", "(" + older->elements[1].str});
+  }
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<BookingStore::InstrumentChange>> BookingStore::InstrumentChanges(
-    absl::string_view instrument_id, absl::Time from) const {
+    absl::string_view instrument_id) const {
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"ZRANGEBYSCORE",
                                                     keys::InstrumentChanges(keys::Partition(instrument_id),
                                                                             instrument_id),
-                                                    std::to_string(absl::ToUnixMillis(from) - 1), "+inf"}));
+                                                    "-inf", "+inf"}));
   if (v.type != RedisValue::Type::kArray) {
     return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
   }
@@ -1649,8 +1657,9 @@ absl::StatusOr<std::vector<BookingStore::InstrumentChange>> BookingStore::Instru
     std::vector<absl::string_view> parts = absl::StrSplit(m.str, '|');
     int64_t ns = 0;
     InstrumentChange c;
-    if (parts.size() != 4 || !absl::SimpleAtoi(parts[0], &ns) || !absl::SimpleAtoi(parts[1], &c.kind) ||
-        !absl::SimpleAtoi(parts[2], &c.state_before) || !absl::SimpleAtoi(parts[3], &c.state_after)) {
+    if ((parts.size() != 4 && parts.size() != 5) || !absl::SimpleAtoi(parts[0], &ns) ||
+        !absl::SimpleAtoi(parts[1], &c.kind) || !absl::SimpleAtoi(parts[2], &c.state_before) ||
+        !absl::SimpleAtoi(parts[3], &c.state_after) || (parts.size() == 5 && !absl::SimpleAtoi(parts[4], &c.version))) {
       return MakeError(absl::StatusCode::kInternal, "CORRUPT_DOCUMENT", "an instrument change is unreadable");
     }
     c.time = absl::FromUnixNanos(ns);

@@ -75,9 +75,15 @@
 //   {bk:P}:ichanges:<instr>  ZSET  inventory's changes of the instrument as
 //                            booking consumed them (InstrumentChanged):
 //                            member "<update_time, unix ns>|<kind>|<state
-//                            before>|<state after>", score its ms. The sweep
-//                            reads the instrument's state as check-in closed.
-//                            Members 30 days older than the latest go.
+//                            before>|<state after>|<version (etag) after>"
+//                            (older versions wrote the first four only),
+//                            score its ms. The sweep reads the instrument's
+//                            state as check-in closed: known only from two
+//                            recorded changes of consecutive versions
+//                            around that moment (the consumer may record a
+//                            later change before an earlier one). Members
+//                            30 days older than the latest go, but for the
+//                            latest of those (in force 30 days back).
 //   {bk:ids}:<id>            partition of a client-chosen booking id
 //   {bk:P}:lease:<id>        Lease document; its booking has the same id
 //   {bk:P}:order:<id>        ServiceOrder document (older versions also kept the
@@ -527,20 +533,23 @@ class BookingStore {
   absl::Status SetSweepCursor(int partition, absl::string_view instrument_id, int64_t ms) const;
   // One change of an instrument in inventory (an InstrumentChanged event):
   // when (its update_time), of which kind (inventory ChangeKind), its state
-  // before (STATE_CHANGED) and after. Idempotent.
+  // before (STATE_CHANGED) and after, and the instrument's version after it
+  // (its etag: inventory moves it by one with every change and publishes
+  // one InstrumentChanged per version; 0 when not known, e.g. a change
+  // recorded by an older version of booking). Idempotent.
   struct InstrumentChange {
     absl::Time time;
     int kind = 0;
     int state_before = 0;
     int state_after = 0;
+    int64_t version = 0;
   };
-  // Changes older than the recorded one by more than this are dropped.
+  // Changes older than the recorded one by more than this are dropped, but
+  // for the latest of them (the one in force at that moment).
   static constexpr absl::Duration kInstrumentChangeRetention = absl::Hours(24 * 30);
   absl::Status RecordInstrumentChange(absl::string_view instrument_id, const InstrumentChange& change) const;
-  // The recorded changes of the instrument at or after `from` (to the
-  // millisecond: a few just before may come too), oldest first.
-  absl::StatusOr<std::vector<InstrumentChange>> InstrumentChanges(absl::string_view instrument_id,
-                                                                  absl::Time from) const;
+  // Every recorded change of the instrument, oldest first.
+  absl::StatusOr<std::vector<InstrumentChange>> InstrumentChanges(absl::string_view instrument_id) const;
   // Puts a maintenance window on the calendar, with its busy reason beside
   // the end: true; false (nothing written) when the window is withdrawn
   // (keys::WithdrawnWindows: UnblockWindow saw it cancelled).

@@ -1,8 +1,14 @@
 // Sessions and availability (issue 12): the sweep checks forgotten sessions
 // out, an outage ends a running session at its start, LEASE availability,
 // and one booking horizon shared by CreateBooking and QueryAvailability.
+#include <atomic>
 #include <thread>
 
+#include "common/error.h"
+#include "common/events.h"
+#include "common/grpc_status.h"
+#include "labshare/inventory/v1/inventory_events.pb.h"
+#include "services/booking/session_uses.h"
 #include "tests/booking/booking_fixture.h"
 
 namespace labshare::booking {
@@ -159,6 +165,171 @@ TEST_F(SessionsTest, ReplicasSweepingAtOnceCheckTheSessionOutOnce) {
   EXPECT_EQ(Sweep(), 0);
   EXPECT_EQ(CheckedOut(a.name()).size(), 1u);
   EXPECT_EQ(FromProto(Get(a.name()).session().end_time()), day_ + absl::Hours(12));
+}
+
+// ---------------------------------------------------------------- session uses
+
+// Inventory as booking reaches it: RecordQualificationUse answers
+// UNAVAILABLE while `down` (inventory restarting); every other call, and
+// RecordQualificationUse otherwise, goes to the real service.
+class FlakyInventory final : public iv::InventoryService::Service {
+ public:
+  explicit FlakyInventory(labshare::inventory::InventoryService* real) : real_(real) {}
+#define LABSHARE_INVENTORY_RPC(Method, Req, Resp)                                              \
+  grpc::Status Method(grpc::ServerContext* ctx, const iv::Req* req, iv::Resp* resp) override { \
+    if (down.load() && absl::string_view(#Method) == "RecordQualificationUse") {               \
+      ++refused;                                                                               \
+      return ToGrpcStatus(MakeError(absl::StatusCode::kUnavailable, "STORAGE_UNAVAILABLE",     \
+                                    "inventory is restarting"),                                \
+                          "inventory.labshare");                                               \
+    }                                                                                          \
+    return real_->Method(ctx, req, resp);                                                      \
+  }
+#include "services/inventory/inventory_methods.inc"
+#undef LABSHARE_INVENTORY_RPC
+  std::atomic<bool> down{false};
+  std::atomic<int> refused{0};
+
+ private:
+  labshare::inventory::InventoryService* real_;
+};
+
+class SessionUseTest : public SessionsTest {
+ protected:
+  void SetUp() override {
+    SessionsTest::SetUp();
+    if (HasFatalFailure()) return;
+    flaky_ = std::make_unique<FlakyInventory>(inv_service_.get());
+    flaky_server_ = Start("inventory", inv_auth_.get(), flaky_.get());
+    // Booking calls inventory through it.
+    server_.reset();
+    service_.reset();
+    manager_.reset();
+    inv_client_ = std::make_unique<InventoryClient>(ServiceChannel(*flaky_server_, "booking"), &clock_,
+                                                    absl::ZeroDuration());
+    manager_ = std::make_unique<BookingManager>(store_.get(), inv_client_.get(), &clock_, testing::TestPageTokens());
+    service_ = std::make_unique<BookingService>(manager_.get(), auth_.get());
+    server_ = Start("booking", auth_.get(), service_.get());
+    stub_ = v1::BookingService::NewStub(Channel(*server_));
+    // Booking's own consumer of tem's partition outbox, as the binary runs it.
+    ConsumerOptions o;
+    o.stream = keys::Outbox(keys::Partition("tem"));
+    o.group = kSessionUsesGroup;
+    o.consumer = "test";
+    o.block = absl::ZeroDuration();
+    uses_ = std::make_unique<EventConsumer>(pool_.get(), o);
+    poll_ = SessionUsePoll(uses_.get(), manager_.get());
+  }
+  void TearDown() override {
+    server_.reset();
+    service_.reset();
+    manager_.reset();
+    inv_client_.reset();
+    flaky_server_.reset();
+  }
+  grpc::Status CheckOutAt(const v1::Booking& b, absl::Time at) {
+    clock_.Set(at);
+    v1::CheckOutRequest o;
+    o.set_name(b.name());
+    v1::Booking out;
+    return Call(stub_.get(), &v1::BookingService::Stub::CheckOut, o, &out, ana_);
+  }
+  // The uses inventory recorded of ana's qualification on tem: its
+  // QualificationChanged UPDATED events (a grant is CREATED).
+  int UsesRecorded() {
+    int n = 0;
+    auto v = pool_->Command({"XRANGE", "{inventory}:outbox", "-", "+"});
+    for (const auto& entry : v->elements) {
+      const auto& fields = entry.elements[1].elements;
+      for (size_t i = 0; i + 1 < fields.size(); i += 2) {
+        iv::InventoryEvent e;
+        if (fields[i].str != "payload" || !e.ParseFromString(fields[i + 1].str)) continue;
+        if (e.has_qualification_changed() && e.qualification_changed().kind() == iv::UPDATED &&
+            e.qualification_changed().qualification().name() == "instruments/tem/qualifications/ana") {
+          ++n;
+        }
+      }
+    }
+    return n;
+  }
+
+  std::unique_ptr<FlakyInventory> flaky_;
+  std::unique_ptr<Server> flaky_server_;
+  std::unique_ptr<EventConsumer> uses_;
+  ConsumerLoop::Poll poll_;
+};
+
+// CheckOut (booking.proto: "Records the use of the user's qualification in
+// inventory"): inventory unavailable at check-out, the check-out stands and
+// the use is delivered from its BookingCheckedOut once inventory is back,
+// at the check-out's time, once (it used to be logged and lost).
+TEST_F(SessionUseTest, ACheckOutWhileInventoryIsDownRenewsTheQualificationOnceItIsBack) {
+  v1::Booking b;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b).ok());
+  CheckInAt(b, day_ + absl::Hours(9));
+  flaky_->down = true;
+  const absl::Time out_at = day_ + absl::Hours(9) + absl::Minutes(40);
+  grpc::Status s = CheckOutAt(b, out_at);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(Get(b.name()).state(), v1::Booking::COMPLETED);
+  EXPECT_EQ(flaky_->refused.load(), 1);
+  EXPECT_EQ(LastUse(), absl::InfinitePast());
+  // Still down: the delivery fails (the loop backs off), the use waits.
+  auto polled = poll_();
+  EXPECT_FALSE(polled.ok());
+  EXPECT_EQ(flaky_->refused.load(), 2);
+  EXPECT_EQ(LastUse(), absl::InfinitePast());
+  // Back, later: the use at the check-out's time, not at the delivery's.
+  flaky_->down = false;
+  clock_.Set(day_ + absl::Hours(11));
+  polled = poll_();
+  ASSERT_TRUE(polled.ok()) << polled.status();
+  EXPECT_EQ(LastUse(), out_at);
+  EXPECT_EQ(UsesRecorded(), 1);
+  // Nothing left to deliver; a redelivery of the event changes nothing.
+  polled = poll_();
+  ASSERT_TRUE(polled.ok()) << polled.status();
+  EXPECT_EQ(*polled, 0);
+  auto events = CheckedOut(b.name());
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_TRUE(manager_->DeliverSessionUse(events[0]).ok());
+  EXPECT_EQ(LastUse(), out_at);
+  EXPECT_EQ(UsesRecorded(), 1);
+}
+
+// Inventory up: CheckOut records the use right away; the delivery from the
+// event is the same request (request_id "checkout-<booking id>"): no second
+// use.
+TEST_F(SessionUseTest, ACheckOutWithInventoryUpRecordsTheUseOnce) {
+  v1::Booking b;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b).ok());
+  CheckInAt(b, day_ + absl::Hours(9));
+  const absl::Time out_at = day_ + absl::Hours(9) + absl::Minutes(40);
+  ASSERT_TRUE(CheckOutAt(b, out_at).ok());
+  EXPECT_EQ(LastUse(), out_at);
+  auto polled = poll_();
+  ASSERT_TRUE(polled.ok()) << polled.status();
+  EXPECT_EQ(LastUse(), out_at);
+  EXPECT_EQ(UsesRecorded(), 1);
+  EXPECT_EQ(flaky_->refused.load(), 0);
+}
+
+// The sweep's auto check-out while inventory is down: the same delivery.
+TEST_F(SessionUseTest, AnAutoCheckOutWhileInventoryIsDownRenewsTheQualificationOnceItIsBack) {
+  v1::Booking a, next;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &a).ok());
+  ASSERT_TRUE(Book(absl::Hours(12), absl::Hours(13), &next).ok());
+  CheckInAt(a, day_ + absl::Hours(9));
+  flaky_->down = true;
+  clock_.Set(day_ + absl::Hours(12) + absl::Seconds(1));
+  EXPECT_EQ(Sweep(), 1);
+  EXPECT_EQ(Get(a.name()).state(), v1::Booking::COMPLETED);
+  EXPECT_EQ(LastUse(), absl::InfinitePast());
+  flaky_->down = false;
+  auto polled = poll_();
+  ASSERT_TRUE(polled.ok()) << polled.status();
+  EXPECT_EQ(LastUse(), day_ + absl::Hours(12));
+  EXPECT_EQ(UsesRecorded(), 1);
 }
 
 // ---------------------------------------------------------------- item 2

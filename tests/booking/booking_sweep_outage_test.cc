@@ -75,12 +75,34 @@ class SweepOutageTest : public BookingFlowsTest {
       if (*n == 0) return;
     }
   }
-  void SetState(const std::string& id, iv::InstrumentState state) {
+  // As Deliver, but the InstrumentChanged of version (etag) `failing` fails
+  // to be recorded (a replica's Redis call failed): it stays pending, the
+  // changes after it are recorded.
+  void DeliverFailing(const std::string& failing) {
+    const auto handler = InventoryEventHandler(manager_.get());
+    for (int round = 0; round < 20; ++round) {
+      auto n = consumer_->PollOnce([&](const StreamEvent& e) -> absl::Status {
+        iv::InventoryEvent event;
+        if (event.ParseFromString(e.payload) && event.has_instrument_changed() &&
+            event.instrument_changed().instrument().etag() == failing) {
+          return absl::UnavailableError("the change could not be recorded");
+        }
+        return handler(e);
+      });
+      ASSERT_TRUE(n.ok()) << n.status();
+      if (*n == 0) return;
+    }
+  }
+  // The instrument's state set; returns its etag after the change.
+  std::string SetState(const std::string& id, iv::InstrumentState state) {
     iv::SetInstrumentStateRequest st;
     st.set_name("instruments/" + id);
     st.set_state(state);
     st.set_reason("vacuum pump service");
-    Inv(&iv::InventoryService::Stub::SetInstrumentState, st);
+    iv::Instrument changed;
+    grpc::Status s = Call(inventory_.get(), &iv::InventoryService::Stub::SetInstrumentState, st, &changed, admin_);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return changed.etag();
   }
   void RenameTem() {
     iv::UpdateInstrumentRequest u;
@@ -262,6 +284,117 @@ TEST_F(SweepOutageTest, AChangeAfterTheCloseNotReadYetIsNeverCharged) {
   EXPECT_EQ(swept.state(), v1::Booking::CANCELLED);
   EXPECT_TRUE(swept.cancelled_by_outage());
   EXPECT_EQ(swept.cancellation().reason(), "the instrument changed after check-in closed and its state then is not known");
+}
+
+// The consumer of inventory's events may record a later change before an
+// earlier one (the earlier one's record failed and stays pending, retried
+// later, while a replica records the next). Here the instrument went into
+// MAINTENANCE at 8:00, back to ACTIVE at 9:30 and into MAINTENANCE again at
+// 9:40; check-in closed at 9:15, in MAINTENANCE. The 9:30 change is
+// missing when the sweep runs: the state at 9:15 is not known (the sweep
+// used to take the 9:40 change, "from ACTIVE", as the first after the close
+// and mark the booking MISSED, charging it).
+TEST_F(SweepOutageTest, AnEarlierChangeStillPendingLeavesTheStateAtTheCloseUnknown) {
+  v1::Booking b;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b).ok());
+  clock_.Set(day_ + absl::Hours(8));
+  SetState("tem", iv::MAINTENANCE);
+  Deliver();
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(30));
+  const std::string back = SetState("tem", iv::ACTIVE);
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(40));
+  SetState("tem", iv::MAINTENANCE);
+  DeliverFailing(back);
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(45));
+  ASSERT_EQ(*manager_->Sweep(), 1);
+  const v1::Booking swept = Get(b.name());
+  EXPECT_EQ(swept.state(), v1::Booking::CANCELLED);
+  EXPECT_TRUE(swept.cancelled_by_outage());
+  EXPECT_EQ(swept.cancellation().reason(), "the instrument changed after check-in closed and its state then is not known");
+  const auto events = EventsOf(b.name());
+  ASSERT_FALSE(events.empty());
+  EXPECT_FALSE(events.back().has_booking_missed());
+  EXPECT_TRUE(events.back().booking_cancelled().cancelled_by_outage());
+}
+
+// The same gap, then the missing change recorded: the state at the close
+// is known (MAINTENANCE, from the 9:30 change's state before) and the sweep
+// judges on it. While the gap lasts, CancelBooking's answer (the sweep's
+// verdict) no longer says MISSED.
+TEST_F(SweepOutageTest, TheMissingChangeRecordedTheSweepJudgesOnTheStateAtTheClose) {
+  v1::Booking b;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b).ok());
+  clock_.Set(day_ + absl::Hours(8));
+  SetState("tem", iv::MAINTENANCE);
+  Deliver();
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(30));
+  const std::string back = SetState("tem", iv::ACTIVE);
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(40));
+  SetState("tem", iv::MAINTENANCE);
+  DeliverFailing(back);
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(45));
+  v1::CancelBookingRequest c;
+  c.set_name(b.name());
+  v1::Booking out;
+  grpc::Status refused = Call(stub_.get(), &Stub::CancelBooking, c, &out, ana_);
+  EXPECT_EQ(GrpcErrorReason(refused), "BOOKING_STATE");
+  EXPECT_NE(refused.error_message().find("cancelled as an outage"), std::string::npos) << refused.error_message();
+  Deliver();  // the pending change, retried
+  ASSERT_EQ(*manager_->Sweep(), 1);
+  const v1::Booking swept = Get(b.name());
+  EXPECT_EQ(swept.state(), v1::Booking::CANCELLED);
+  EXPECT_TRUE(swept.cancelled_by_outage());
+  EXPECT_EQ(swept.cancellation().reason(), "the instrument was out of service when check-in closed");
+}
+
+// ACTIVE as check-in closed (9:15), MAINTENANCE from 9:30 (its record
+// pending), ACTIVE again at 9:40 (recorded): unknown while the 9:30 change
+// is missing (the sweep used to read "from MAINTENANCE" off the 9:40
+// change); once it is recorded, MISSED.
+TEST_F(SweepOutageTest, InServiceAtTheCloseIsMissedOnceTheGapIsFilled) {
+  v1::Booking b;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b).ok());
+  Deliver();
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(30));
+  const std::string out_of_service = SetState("tem", iv::MAINTENANCE);
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(40));
+  SetState("tem", iv::ACTIVE);
+  DeliverFailing(out_of_service);
+  clock_.Set(day_ + absl::Hours(9) + absl::Minutes(45));
+  v1::CancelBookingRequest c;
+  c.set_name(b.name());
+  v1::Booking out;
+  grpc::Status refused = Call(stub_.get(), &Stub::CancelBooking, c, &out, ana_);
+  EXPECT_NE(refused.error_message().find("cancelled as an outage"), std::string::npos) << refused.error_message();
+  Deliver();
+  refused = Call(stub_.get(), &Stub::CancelBooking, c, &out, ana_);
+  EXPECT_NE(refused.error_message().find("it is MISSED"), std::string::npos) << refused.error_message();
+  ASSERT_EQ(*manager_->Sweep(), 1);
+  EXPECT_EQ(Get(b.name()).state(), v1::Booking::MISSED);
+}
+
+// The 30-day retention keeps the change in force 30 days before the
+// latest: a change 45 days after the one before it still has its
+// predecessor, so the state between them stays known; older ones go.
+TEST_F(SweepOutageTest, TheRetentionKeepsTheChangeInForceAtItsStart) {
+  BookingStore::InstrumentChange c;
+  c.kind = iv::UPDATED;
+  c.state_before = c.state_after = iv::ACTIVE;
+  const absl::Time t0 = day_ - absl::Hours(24 * 60);
+  for (int v = 1; v <= 3; ++v) {
+    c.time = t0 + absl::Hours(24 * (v - 1));  // days 0, 1, 2
+    c.version = v;
+    ASSERT_TRUE(store_->RecordInstrumentChange("tem", c).ok());
+  }
+  c.time = t0 + absl::Hours(24 * 47);
+  c.version = 4;
+  ASSERT_TRUE(store_->RecordInstrumentChange("tem", c).ok());
+  auto kept = store_->InstrumentChanges("tem");
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  ASSERT_EQ(kept->size(), 2u);
+  EXPECT_EQ((*kept)[0].version, 3);
+  EXPECT_EQ((*kept)[0].time, t0 + absl::Hours(48));
+  EXPECT_EQ((*kept)[1].version, 4);
 }
 
 // ================================================================ one booking does not stop the round

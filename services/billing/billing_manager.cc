@@ -351,15 +351,31 @@ absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEv
   if (booking != nullptr) {
     if (ChargeForBooking(*booking) == BookingCharge::kNone) return out;
     LS_ASSIGN_OR_RETURN(inv::Instrument instrument, Inventory(batch).GetInstrument(booking->instrument()));
-    const inv::SlotRules* rules = nullptr;
-    for (const auto& m : instrument.modes()) {
-      if (m.mode() == booking->mode()) rules = &m.slot_rules();
+    // The terms booking pinned when the booking was created: a later change
+    // of the instrument's rules, or the mode's withdrawal, does not re-price
+    // it. Older bookings without them: the rules of the mode's offering now,
+    // or, when the instrument no longer offers the mode, the withdrawn-mode
+    // terms (billing_events.proto): priced and posted, never retried for ever.
+    BillingPolicy policy;
+    if (booking->has_billing_terms()) {
+      LS_ASSIGN_OR_RETURN(policy, PolicyFromBillingTerms(booking->billing_terms()));
+    } else {
+      const inv::SlotRules* rules = nullptr;
+      for (const auto& m : instrument.modes()) {
+        if (m.mode() == booking->mode()) rules = &m.slot_rules();
+      }
+      if (rules != nullptr) {
+        LS_ASSIGN_OR_RETURN(policy, PolicyFromSlotRules(*rules));
+      } else {
+        policy = WithdrawnModePolicy();
+        LogWarning("booking without billing terms whose mode the instrument no longer offers: priced on actual "
+                   "time, no unit, no minimum, no fee",
+                   {{"booking", booking->name()},
+                    {"instrument", booking->instrument()},
+                    {"mode", labshare::type::v1::SharingMode_Name(booking->mode())},
+                    {"event_id", e.header().event_id()}});
+      }
     }
-    if (rules == nullptr) {
-      return MakeError(absl::StatusCode::kFailedPrecondition, "MODE_NOT_OFFERED",
-                       booking->instrument() + " no longer offers the booking's mode");
-    }
-    LS_ASSIGN_OR_RETURN(BillingPolicy policy, PolicyFromSlotRules(*rules));
     // A fee of 0 bps: nothing to charge, no rate to look up.
     if (FeeBpsFor(ChargeForBooking(*booking), policy) == 0) return out;
     absl::StatusOr<v1::AppliedRate> rate =

@@ -619,6 +619,34 @@ absl::StatusOr<BillingPolicy> PolicyFromSlotRules(const invv1::SlotRules& rules)
   return p;
 }
 
+absl::StatusOr<BillingPolicy> PolicyFromBillingTerms(const bkv1::BillingTerms& terms) {
+  BillingPolicy p;
+  switch (terms.billing_basis()) {
+    case bkv1::BillingTerms::RESERVED_TIME: p.basis = v1::RESERVED_TIME; break;
+    case bkv1::BillingTerms::ACTUAL_TIME: p.basis = v1::ACTUAL_TIME; break;
+    case bkv1::BillingTerms::GREATER_OF_RESERVED_AND_ACTUAL: p.basis = v1::GREATER_OF_RESERVED_AND_ACTUAL; break;
+    default:
+      return InvalidField("booking.billing_terms.billing_basis",
+                          "choose RESERVED_TIME, ACTUAL_TIME or GREATER_OF_RESERVED_AND_ACTUAL");
+  }
+  p.billing_unit = FromProto(terms.billing_unit());
+  p.minimum_charge = FromProto(terms.minimum_charge());
+  p.missed_fee_bps = terms.missed_fee_bps();
+  p.late_cancel_fee_bps = terms.late_cancel_fee_bps();
+  LS_RETURN_IF_ERROR(ValidatePolicy(p));
+  return p;
+}
+
+BillingPolicy WithdrawnModePolicy() {
+  BillingPolicy p;
+  p.basis = v1::ACTUAL_TIME;
+  p.billing_unit = absl::ZeroDuration();
+  p.minimum_charge = absl::ZeroDuration();
+  p.missed_fee_bps = 0;
+  p.late_cancel_fee_bps = 0;
+  return p;
+}
+
 v1::ChargeUnit ChargeUnitOf(invv1::RateUnit unit) {
   switch (unit) {
     case invv1::PER_HOUR: return v1::UNIT_HOUR;

@@ -143,9 +143,19 @@ struct BillingPolicy {
 };
 absl::Status ValidatePolicy(const BillingPolicy& policy);
 absl::StatusOr<BillingPolicy> PolicyFromSlotRules(const invv1::SlotRules& rules);
+// The terms booking pinned on a slot booking when it was created
+// (Booking.billing_terms): what billing prices the booking with.
+absl::StatusOr<BillingPolicy> PolicyFromBillingTerms(const bkv1::BillingTerms& terms);
+// A booking without billing_terms (created before booking pinned them) whose
+// mode its instrument no longer offers: ACTUAL_TIME, no billing unit, no
+// minimum, missed and late-cancellation fees 0 bps (as a technical-service
+// order's late cancellation is priced with fee 0 when the instrument no
+// longer offers TECHNICAL_SERVICE).
+BillingPolicy WithdrawnModePolicy();
 
 // The rate card line as billing copies it onto a charge. payer_tier is the
-// payer's tier at pricing time (booking.payer_tier), kept for MEMBER lines.
+// payer's tier recorded when the booking was made (booking.payer_tier), kept
+// for MEMBER lines.
 // rate_name is composed, e.g. "CORE member, hourly", "non-member, per sample".
 absl::StatusOr<v1::AppliedRate> AppliedRateFromLine(const invv1::Rate& line,
                                                     absl::string_view payer_tier);

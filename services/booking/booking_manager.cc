@@ -113,6 +113,25 @@ absl::Status BookingExists(const std::string& name) {
   return MakeError(absl::StatusCode::kAlreadyExists, "BOOKING_EXISTS", name + " already exists");
 }
 
+// The billing rules of a slot mode's offering, as the booking keeps them
+// (Booking.billing_terms).
+v1::BillingTerms BillingTermsOf(const inv::SlotRules& rules) {
+  v1::BillingTerms t;
+  switch (rules.billing_basis()) {
+    case inv::RESERVED_TIME: t.set_billing_basis(v1::BillingTerms::RESERVED_TIME); break;
+    case inv::ACTUAL_TIME: t.set_billing_basis(v1::BillingTerms::ACTUAL_TIME); break;
+    case inv::GREATER_OF_RESERVED_AND_ACTUAL:
+      t.set_billing_basis(v1::BillingTerms::GREATER_OF_RESERVED_AND_ACTUAL);
+      break;
+    default: break;  // inventory requires one: never unset on an offered mode
+  }
+  if (rules.has_billing_unit()) *t.mutable_billing_unit() = rules.billing_unit();
+  if (rules.has_minimum_charge()) *t.mutable_minimum_charge() = rules.minimum_charge();
+  t.set_missed_fee_bps(rules.missed_fee_bps());
+  t.set_late_cancel_fee_bps(rules.late_cancel_fee_bps());
+  return t;
+}
+
 absl::Status OverBudget() {
   return MakeError(absl::StatusCode::kFailedPrecondition, "PROJECT_BUDGET_EXCEEDED",
                    "the booking does not fit the project's remaining hours on this instrument");
@@ -422,6 +441,7 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
   *b.mutable_blocked_interval()->mutable_end_time() = ToProto(end + FromProto(rules.buffer()));
   b.set_payer_class(access.payer_class());
   b.set_payer_tier(access.payer_class() == labshare::type::v1::MEMBER ? payer.tier() : "");
+  *b.mutable_billing_terms() = BillingTermsOf(rules);  // billing prices the booking with these
   b.set_purpose(in.purpose());
   if (joint) {
     b.set_project(in.project());

@@ -3,6 +3,7 @@
 // share one fake clock.
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <functional>
@@ -46,6 +47,61 @@ TEST_F(BookingServiceTest, CreatesConfirmedBookingWithBufferAndEvents) {
   EXPECT_EQ(events[0].booking_created().booking().SerializeAsString(), b.SerializeAsString());
   EXPECT_EQ(events[0].header().request_id(), "r1");
   EXPECT_EQ(events[0].header().actor(), "users/ana");
+}
+
+// Booking.billing_terms: CreateBooking pins the billing rules of the mode's
+// offering in force at creation (tem ON_SITE: ACTUAL_TIME, 15 min unit, no
+// minimum, fees 5000 and 2500 bps); BookingCreated carries them; a later
+// change of the rules, or the mode's withdrawal, leaves them as they were.
+TEST_F(BookingServiceTest, CreateBookingPinsTheModesBillingTerms) {
+  v1::Booking b;
+  auto s = Book(absl::Hours(9), absl::Hours(11), &b, "pin-1");
+  ASSERT_TRUE(s.ok()) << s.error_message() << " " << GrpcErrorReason(s);
+  ASSERT_TRUE(b.has_billing_terms());
+  EXPECT_EQ(b.billing_terms().billing_basis(), v1::BillingTerms::ACTUAL_TIME);
+  EXPECT_EQ(FromProto(b.billing_terms().billing_unit()), absl::Minutes(15));
+  EXPECT_EQ(FromProto(b.billing_terms().minimum_charge()), absl::ZeroDuration());
+  EXPECT_EQ(b.billing_terms().missed_fee_bps(), 5000);
+  EXPECT_EQ(b.billing_terms().late_cancel_fee_bps(), 2500);
+  auto events = Events();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].booking_created().booking().billing_terms().SerializeAsString(),
+            b.billing_terms().SerializeAsString());
+  // validate_only answers them too.
+  v1::CreateBookingRequest preview;
+  preview.mutable_booking()->set_instrument("instruments/tem");
+  preview.mutable_booking()->set_mode(labshare::type::v1::ON_SITE);
+  *preview.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(13));
+  *preview.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(14));
+  preview.set_validate_only(true);
+  v1::Booking previewed;
+  s = Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, preview, &previewed, ana_);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(previewed.billing_terms().SerializeAsString(), b.billing_terms().SerializeAsString());
+  // The rules change, then ON_SITE is withdrawn: the booking keeps its terms.
+  const iv::Instrument tem = InventoryInstrument("tem");
+  std::vector<iv::ModeOffering> modes(tem.modes().begin(), tem.modes().end());
+  for (auto& m : modes) {
+    if (m.mode() != labshare::type::v1::ON_SITE) continue;
+    m.mutable_slot_rules()->set_billing_basis(iv::RESERVED_TIME);
+    m.mutable_slot_rules()->set_missed_fee_bps(0);
+    *m.mutable_slot_rules()->mutable_minimum_charge() = ToProto(absl::Hours(2));
+  }
+  OfferModes("tem", modes, "pin-rules-changed");
+  v1::Booking later;
+  ASSERT_TRUE(Book(absl::Hours(13), absl::Hours(14), &later, "pin-2").ok());
+  EXPECT_EQ(later.billing_terms().billing_basis(), v1::BillingTerms::RESERVED_TIME);
+  EXPECT_EQ(later.billing_terms().missed_fee_bps(), 0);
+  EXPECT_EQ(FromProto(later.billing_terms().minimum_charge()), absl::Hours(2));
+  modes.erase(std::remove_if(modes.begin(), modes.end(),
+                             [](const iv::ModeOffering& m) { return m.mode() == labshare::type::v1::ON_SITE; }),
+              modes.end());
+  OfferModes("tem", modes, "pin-no-on-site");
+  v1::GetBookingRequest g;
+  g.set_name(b.name());
+  v1::Booking got;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::GetBooking, g, &got, ana_).ok());
+  EXPECT_EQ(got.billing_terms().SerializeAsString(), b.billing_terms().SerializeAsString());
 }
 
 // EventHeader.trace_id (types.proto: "Trace id of the request, for
@@ -873,6 +929,8 @@ TEST_F(JointResearchTest, BookingsStayWithinPeriodParticipantsAndBudget) {
   v1::Booking a, b, c, out;
   ASSERT_TRUE(BookJoint(absl::Hours(9), absl::Hours(11), &a).ok());
   EXPECT_EQ(a.cost_shares_size(), 2);
+  EXPECT_EQ(a.billing_terms().billing_basis(), v1::BillingTerms::ACTUAL_TIME);  // the JOINT_RESEARCH rules
+  EXPECT_EQ(a.billing_terms().missed_fee_bps(), 5000);
   EXPECT_EQ(a.cost_shares(1).organization(), "organizations/owner");
   EXPECT_EQ(a.cost_shares(1).share_bps(), 6667);
   EXPECT_EQ(GrpcErrorReason(BookJoint(absl::Hours(12), absl::Hours(14), &b)), "PROJECT_BUDGET_EXCEEDED");
@@ -1175,6 +1233,7 @@ TEST_F(LeaseTest, WholeLifecycleWithEarlyReturnAndDamageBeyondDeposit) {
   EXPECT_EQ(b.state(), v1::Booking::PENDING_APPROVAL);
   EXPECT_EQ(b.approval_reason(), v1::Booking::LEASE_CONTRACT);
   EXPECT_EQ(b.lease(), lease.name());
+  EXPECT_FALSE(b.has_billing_terms());  // priced from the lease contract
 
   v1::CancelBookingRequest cb;
   cb.set_name(b.name());
@@ -1496,6 +1555,7 @@ TEST_F(ServiceOrderTest, RescheduleMovesTheRunInOneStepAndCreateBookingBooksRuns
   EXPECT_EQ(b.mode(), labshare::type::v1::TECHNICAL_SERVICE);
   EXPECT_EQ(b.service_order(), o.name());
   EXPECT_EQ(b.operator_user(), "users/sam");
+  EXPECT_FALSE(b.has_billing_terms());  // priced from the order's quote
   EXPECT_EQ(b.payer_organization(), "organizations/lab");
   EXPECT_EQ(b.state(), v1::Booking::CONFIRMED);
   v1::StartServiceRequest start;

@@ -24,14 +24,14 @@ import type { IdentityService, TokenResponse } from '../gen/labshare/identity/v1
 import { Role } from '../gen/labshare/type/v1/types_pb.js';
 import { ErrorInfoSchema } from '../gen/google/rpc/error_details_pb.js';
 import type { Config } from './flags.js';
-import { consoleError, describe, fromUpstream, hasErrorInfo, isServiceStatus, logLine, sendConnectError, unavailable } from './errors.js';
+import { consoleError, describe, fromUpstream, hasErrorInfo, isServiceStatus, logLine, MESSAGES, sendConnectError, unavailable } from './errors.js';
 import {
   clearCookie, LOGIN_COOKIE, parseCookies, redirect, sendJson, SESSION_COOKIE, setCookie,
   type Req, type Res,
 } from './http-util.js';
 import { isLoopbackHost } from './upstream.js';
 import { AuthorizationResponseError, Oidc, randomCodeVerifier, randomNonce, randomState } from './oidc.js';
-import { PendingLogins, sameSecret, SessionStore, type Session, type Tokens } from './sessions.js';
+import { PendingLogins, pendingCookieValue, pendingIds, sameSecret, SessionStore, type Session, type Tokens } from './sessions.js';
 import { TRACE_HEADER } from './trace.js';
 
 export interface Caller {
@@ -146,8 +146,9 @@ export class Auth {
   // overloaded, deadline), the current token is used while it is valid and
   // the refresh is not retried for REFRESH_BACKOFF_MS. `trace`: the trace
   // id of the call that needs the token (a shared refresh carries the first
-  // caller's).
-  async accessToken(s: Session, trace?: string): Promise<string> {
+  // caller's). `signal`: the caller's call (its deadline, its cancellation):
+  // the caller waits for a refresh no longer than that (awaitRefresh).
+  async accessToken(s: Session, trace?: string, signal?: AbortSignal): Promise<string> {
     this.sessions.touch(s);
     const t = this.now();
     if (t < s.accessExpiresAt - this.cfg.refreshMarginMs) return s.accessToken;
@@ -155,13 +156,37 @@ export class Auth {
       if (t < s.accessExpiresAt) return s.accessToken;
       throw unavailable();
     }
-    s.refreshing ??= this.refresh(s, trace).finally(() => {
-      s.refreshing = undefined;
-    });
-    await s.refreshing;
+    await this.awaitRefresh(s, trace, signal);
     if (s.ended) throw sessionEnded(s.endCause);
     if (this.now() >= s.accessExpiresAt) throw unavailable();
     return s.accessToken;
+  }
+
+  // Waits for the session's refresh (started now when none is under way),
+  // but no longer than the caller's call (`signal`): past its deadline the
+  // caller answers DEADLINE_EXCEEDED UPSTREAM_DEADLINE (canceled:
+  // REQUEST_CANCELED) while the refresh goes on for the session, bounded
+  // by --upstream_timeout alone, since other calls of the session with
+  // longer deadlines may wait for it too.
+  private async awaitRefresh(s: Session, trace: string | undefined, signal: AbortSignal | undefined): Promise<void> {
+    s.refreshing ??= this.refresh(s, trace).finally(() => {
+      s.refreshing = undefined;
+    });
+    if (!signal) {
+      await s.refreshing;
+      return;
+    }
+    if (signal.aborted) throw callEnded(signal);
+    let onAbort: (() => void) | undefined;
+    const ended = new Promise<never>((_, reject) => {
+      onAbort = () => reject(callEnded(signal));
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      await Promise.race([s.refreshing, ended]);
+    } finally {
+      if (onAbort) signal.removeEventListener('abort', onAbort);
+    }
   }
 
   // A service refused `rejected`, the session's access token, as expired
@@ -171,13 +196,10 @@ export class Auth {
   // none is to be had now (the refresh failed for a passing reason: the
   // service's answer stands). Throws SESSION_EXPIRED when the refresh ended
   // the session.
-  async renewRefused(s: Session, rejected: string, trace?: string): Promise<string | undefined> {
+  async renewRefused(s: Session, rejected: string, trace?: string, signal?: AbortSignal): Promise<string | undefined> {
     if (s.ended) throw sessionEnded(s.endCause);
     if (s.accessToken !== rejected) return s.accessToken;
-    s.refreshing ??= this.refresh(s, trace).finally(() => {
-      s.refreshing = undefined;
-    });
-    await s.refreshing;
+    await this.awaitRefresh(s, trace, signal);
     if (s.ended) throw sessionEnded(s.endCause);
     return s.accessToken !== rejected ? s.accessToken : undefined;
   }
@@ -287,17 +309,31 @@ export class Auth {
       redirect(res, signinError('PROVIDER_UNAVAILABLE'));
       return;
     }
-    const maxAge = Math.floor(this.pending.ttlMs / 1000);
-    redirect(res, to.href, { 'set-cookie': setCookie(LOGIN_COOKIE, p.id, 'Lax', maxAge) });
+    // The sign-ins this browser started in other tabs stay pending too: the
+    // cookie names the last few, and the callback picks its own by state.
+    const earlier = this.pending.live(pendingIds(parseCookies(req.headers.cookie).get(LOGIN_COOKIE)));
+    redirect(res, to.href, { 'set-cookie': this.loginCookie([...earlier, p.id]) });
+  }
+
+  // The sign-in cookie naming these pending sign-ins (cleared when none).
+  private loginCookie(ids: readonly string[]): string {
+    return ids.length === 0 ? clearCookie(LOGIN_COOKIE, 'Lax')
+      : setCookie(LOGIN_COOKIE, pendingCookieValue(ids), 'Lax', Math.floor(this.pending.ttlMs / 1000));
   }
 
   // `trace`: the request's trace id (trace.ts), sent to ExchangeToken.
   async callback(req: Req, res: Res, url: URL, trace?: string): Promise<void> {
-    const clear = clearCookie(LOGIN_COOKIE, 'Lax');
+    // The pending sign-in of this browser whose state the answer carries
+    // (sign-in may have been started in several tabs); the others stay.
+    const { pending: p, left } = this.pending.takeByState(
+      pendingIds(parseCookies(req.headers.cookie).get(LOGIN_COOKIE)), url.searchParams.get('state'));
+    const clear = this.loginCookie(left);
     const fail = (code: string) => redirect(res, signinError(code), { 'set-cookie': clear });
-    const p = this.pending.take(parseCookies(req.headers.cookie).get(LOGIN_COOKIE));
     if (!p || !this.oidc) {
-      fail('SIGN_IN_EXPIRED');
+      // None with this state: another sign-in of this browser is pending
+      // (the state was changed: the check fails), or none is (too late,
+      // replayed, or started in another browser).
+      fail(left.length > 0 && this.oidc ? 'SIGN_IN_FAILED' : 'SIGN_IN_EXPIRED');
       return;
     }
     let idToken: string;
@@ -433,6 +469,15 @@ export function sessionEnded(cause?: string): ConnectError {
   // The cookie goes with it (a Connect error's metadata are response headers).
   return consoleError(Code.Unauthenticated, 'SESSION_EXPIRED', 'your session has ended; sign in again',
     cause ? { cause } : {}, [], { 'set-cookie': clearCookie(SESSION_COOKIE, 'Strict') });
+}
+
+// The caller's call ended while it waited (for a refresh): its deadline
+// passed (UPSTREAM_DEADLINE, as when a service does not answer in time) or
+// it was canceled.
+function callEnded(signal: AbortSignal): ConnectError {
+  return ConnectError.from(signal.reason).code === Code.DeadlineExceeded
+    ? consoleError(Code.DeadlineExceeded, 'UPSTREAM_DEADLINE', MESSAGES.deadline)
+    : consoleError(Code.Canceled, 'REQUEST_CANCELED', MESSAGES.canceled);
 }
 
 export function signinError(code: string): string {

@@ -9,7 +9,11 @@
 //      POST) and 415 UNSUPPORTED_CONTENT_TYPE, as Connect JSON errors (no
 //      protocol could be chosen, so the HTTP API's own form);
 //   3. --body_limit: RESOURCE_EXHAUSTED BODY_TOO_LARGE, from Content-Length
-//      before anything is read, else while reading;
+//      before anything is read, else while reading; then the protocol's
+//      deadline and compression headers (connect-timeout-ms, grpc-timeout;
+//      content-encoding, connect-content-encoding, grpc-encoding):
+//      INVALID_REQUEST, with Connect's codes (INVALID_ARGUMENT for a timeout
+//      it cannot read, UNIMPLEMENTED for an encoding other than gzip, br);
 //   4. unary Connect calls (JSON or binary, uncompressed): the body read
 //      here; JSON parsed here (INVALID_ARGUMENT INVALID_JSON: not JSON, not
 //      an object) and handed to Connect parsed. When Connect cannot decode
@@ -29,10 +33,11 @@
 // the protocol handler reads (the Content-Length header taken away, so that
 // Connect's own size check does not answer first): Connect serializes it as
 // the protocol wants (a Connect JSON error, gRPC trailers, gRPC-Web, an end of
-// stream), with its details and headers. Whatever Connect itself still
-// refuses on a unary Connect call (a timeout header it cannot read, an
-// unknown compression, a compressed body too large once inflated) gets an
-// ErrorInfo added on the way out (withErrorInfo).
+// stream), with its details and headers; the caller's deadline and
+// compression headers are not handed on with it (Connect would answer those
+// first). Whatever Connect itself still refuses on a unary Connect call (a
+// compressed body too large once inflated) gets an ErrorInfo added on the
+// way out (withErrorInfo).
 import zlib from 'node:zlib';
 import { fromBinary, fromJson, type DescMessage, type JsonValue } from '@bufbuild/protobuf';
 import { Code, ConnectError, createContextKey } from '@connectrpc/connect';
@@ -56,6 +61,49 @@ export interface EdgeOptions {
 
 const UNARY_JSON = /^application\/json(?:;\s*charset=utf-?8)?$/i;
 const UNARY_PROTO = /^application\/proto$/i;
+
+// The content types each protocol's handler takes, exactly as its own
+// parser reads them (Connect's supportedContentType is looser: it takes
+// "application/connectjson" for a stream and gRPC-Web's -text variant,
+// which the handler then refuses with a bare 415 and no body).
+const CONNECT_UNARY_TYPE = /^application\/(?:json(?:; ?charset=utf-?8)?|proto)$/i;
+const CONNECT_STREAM_EXACT = /^application\/connect\+(?:json(?:; ?charset=utf-?8)?|proto)$/i;
+const GRPC_EXACT = /^application\/grpc(?:-web)?(?:\+(?:json(?:; ?charset=utf-?8)?|proto))?$/i;
+
+// Whether a protocol of a method of kind `unary` takes this content type.
+export function negotiableType(type: string, unary: boolean): boolean {
+  return GRPC_EXACT.test(type) || (unary ? CONNECT_UNARY_TYPE : CONNECT_STREAM_EXACT).test(type);
+}
+
+// The request headers through which a caller's deadline and compression
+// reach Connect's protocol handlers.
+const PROTOCOL_HEADERS = ['connect-timeout-ms', 'grpc-timeout', 'content-encoding', 'connect-content-encoding', 'grpc-encoding'];
+
+// The deadline and compression headers of a request in protocol `kind`,
+// checked as Connect checks them: an unreadable timeout is
+// INVALID_ARGUMENT, an encoding the gateway does not take UNIMPLEMENTED
+// (with the encodings it takes in the protocol's accept-encoding header),
+// both INVALID_REQUEST. Connect would refuse them before reading the body,
+// without an ErrorInfo.
+function checkProtocolHeaders(h: Headers, kind: 'connect' | 'connect-stream' | 'grpc'): ConnectError | undefined {
+  const timeoutHeader = kind === 'grpc' ? 'grpc-timeout' : 'connect-timeout-ms';
+  const timeout = h.get(timeoutHeader);
+  if (timeout !== null && !(kind === 'grpc' ? /^\d{1,8}[HMSmun]$/ : /^\d{1,10}$/).test(timeout)) {
+    return consoleError(Code.InvalidArgument, 'INVALID_REQUEST',
+      `the ${timeoutHeader} header is not a timeout (${kind === 'grpc' ? 'up to 8 digits and a unit H, M, S, m, u or n' : 'up to 10 digits, milliseconds'})`,
+      { header: timeoutHeader });
+  }
+  const encodingHeader = kind === 'connect' ? 'content-encoding' : kind === 'connect-stream' ? 'connect-content-encoding' : 'grpc-encoding';
+  const encoding = h.get(encodingHeader);
+  if (encoding !== null && encoding !== 'identity' && !INFLATABLE.has(encoding)) {
+    const accepted = [...INFLATABLE].join(',');
+    const acceptHeader = kind === 'connect' ? 'accept-encoding' : kind === 'connect-stream' ? 'connect-accept-encoding' : 'grpc-accept-encoding';
+    return consoleError(Code.Unimplemented, 'INVALID_REQUEST',
+      `the ${encodingHeader} "${encoding.slice(0, 40)}" is not taken here; send ${[...INFLATABLE].join(', ')} or none`,
+      { header: encodingHeader }, [], { [acceptHeader]: accepted });
+  }
+  return undefined;
+}
 
 // `err` when it is a BODY_TOO_LARGE refusal, else undefined.
 function tooLargeError(err: ConnectError): ConnectError | undefined {
@@ -282,12 +330,19 @@ export function edgeHandler(h: UniversalHandler, opt: EdgeOptions): UniversalHan
   const input = h.method.input;
   const handler = async (req: UniversalServerRequest): Promise<UniversalServerResponse> => {
     const type = req.header.get('content-type') ?? '';
-    const negotiable = h.allowedMethods.includes(req.method) && type !== '' && h.supportedContentType(type);
+    // Decided by the edge's own reading of the content type, as the handler
+    // will read it (see negotiableType).
+    const negotiable = h.allowedMethods.includes(req.method) && negotiableType(type, unary) && h.supportedContentType(type);
     const refuse = (err: ConnectError) => {
       // A stream's interceptors run before its request is read: they throw
       // this first (gateway.ts guard), so the order stays the edge's.
       req.contextValues?.set(edgeRefusal, err);
-      return h({ ...req, header: withoutLength(req.header), body: throwing(err) });
+      // Without the caller's deadline and compression headers: Connect
+      // checks those before it reads the body, and would answer its own
+      // error (no ErrorInfo) instead of this one.
+      const header = withoutLength(req.header);
+      for (const name of PROTOCOL_HEADERS) header.delete(name);
+      return h({ ...req, header, body: throwing(err) });
     };
     const wait = opt.addressWait(req);
     if (wait > 0) return negotiable ? refuse(opt.rateLimited(wait)) : jsonError(opt.rateLimited(wait), 429);
@@ -311,6 +366,10 @@ export function edgeHandler(h: UniversalHandler, opt: EdgeOptions): UniversalHan
     };
     const length = Number(req.header.get('content-length') ?? 0);
     if (length > opt.bodyLimitBytes) return tooLarge();
+    // The deadline and compression headers, before the body is read.
+    const headerError = checkProtocolHeaders(req.header,
+      GRPC_TYPE.test(type) ? 'grpc' : CONNECT_STREAM_TYPE.test(type) ? 'connect-stream' : 'connect');
+    if (headerError) return refuse(headerError);
     const body = req.body as AsyncIterable<Uint8Array>;
     const encoding = req.header.get('content-encoding');
     const plain = encoding === null || encoding === 'identity';

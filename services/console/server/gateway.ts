@@ -136,7 +136,8 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
       kind = caller.kind;
       const wait = limiter.take(caller.rateKey);
       if (wait > 0) throw rateLimited(wait);
-      const token = caller.session ? await auth.accessToken(caller.session, trace.trace_id) : caller.token;
+      // A refresh waits no longer than the caller's deadline (req.signal).
+      const token = caller.session ? await auth.accessToken(caller.session, trace.trace_id, req.signal) : caller.token;
       req.contextValues.set(upstreamToken, token);
       let res;
       try {
@@ -146,7 +147,7 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
         // renewed once and the call made once more (refused at the door,
         // the first attempt did nothing; mutations carry their request_id).
         if (!caller.session || token === undefined || !tokenRefused(err)) throw err;
-        const fresh = await auth.renewRefused(caller.session, token, trace.trace_id);
+        const fresh = await auth.renewRefused(caller.session, token, trace.trace_id, req.signal);
         if (fresh === undefined) throw err;
         req.contextValues.set(upstreamToken, fresh);
         res = await next(req);
@@ -284,6 +285,9 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
     // included (Connect merges these headers into its own).
     const trace = traceIdOf(req.headers);
     res.setHeader(TRACE_HEADER, trace);
+    // No answer of an RPC is for a cache (a person's bookings, invoices,
+    // tokens' effects), success or error, in every protocol.
+    res.setHeader('cache-control', 'no-store');
     (req as unknown as Record<symbol, unknown>)[TRACE] = trace;
     // A body over the limit is refused (resource_exhausted) from its
     // Content-Length, before anything is read; the connection closes after

@@ -195,4 +195,51 @@ export class PendingLogins {
     this.remove(p);
     return this.now() - p.createdAt < this.ttlMs ? p : undefined;
   }
+
+  // Of `ids` (one browser's sign-ins), those still pending (an expired one
+  // is removed here).
+  live(ids: readonly string[]): string[] {
+    const t = this.now();
+    return ids.filter((id) => {
+      const p = this.byId.get(id);
+      if (!p) return false;
+      if (t - p.createdAt < this.ttlMs) return true;
+      this.remove(p);
+      return false;
+    });
+  }
+
+  // Of `ids` (one browser's sign-ins, several tabs), takes out the pending
+  // one whose state is `state` (the provider's answer names it), leaving
+  // the others pending. `left`: the ids still pending besides it.
+  takeByState(ids: readonly string[], state: string | null): { pending?: PendingLogin; left: string[] } {
+    let pending: PendingLogin | undefined;
+    const left: string[] = [];
+    for (const id of this.live(ids)) {
+      const p = this.byId.get(id)!;
+      if (!pending && state && sameSecret(p.state, state)) {
+        pending = p;
+        this.remove(p);
+      } else {
+        left.push(id);
+      }
+    }
+    return pending ? { pending, left } : { left };
+  }
+}
+
+// The sign-in cookie holds the pending sign-ins of one browser, newest
+// last, at most this many (sign-in started in several tabs): ids of 43
+// characters joined by "." (a cookie octet that base64url does not use).
+export const MAX_PENDING_PER_BROWSER = 5;
+const PENDING_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+export function pendingIds(cookie: string | undefined): string[] {
+  if (!cookie) return [];
+  const ids = [...new Set(cookie.split('.').filter((x) => PENDING_ID.test(x)))];
+  return ids.slice(-MAX_PENDING_PER_BROWSER);
+}
+
+export function pendingCookieValue(ids: readonly string[]): string {
+  return ids.slice(-MAX_PENDING_PER_BROWSER).join('.');
 }

@@ -214,6 +214,59 @@ describe('sign-in with the development OpenID provider', { skip: !providerInstal
     assert.equal(sessionCookie(b), undefined);
   });
 
+  it('signs in from two tabs of one browser: each callback takes its own pending sign-in by state (SIGN_IN_FAILED for a state of none)', async () => {
+    // Each /auth/login overwrote the one sign-in cookie: tab A's callback
+    // (with tab B's cookie) used up B's pending sign-in and failed the state
+    // check (SIGN_IN_FAILED), then B's found none (SIGN_IN_EXPIRED).
+    const b = new B.Browser({ ca: path.join(pki, 'ca.crt') });
+    const cookieRe = /^__Host-labshare_signin=([A-Za-z0-9_.-]+); Path=\/; Secure; HttpOnly; SameSite=Lax; Max-Age=600$/;
+    const startA = await b.request('GET', `${t.url}/auth/login?return_to=${encodeURIComponent('#/bookings')}`);
+    const startB = await b.request('GET', `${t.url}/auth/login?return_to=${encodeURIComponent('#/invoices')}`);
+    // At the provider, both tabs.
+    const doneA = await B.walk(b, await b.go('GET', String(startA.headers.location), { stopAt: callbackUrl }),
+      { login: 'li-wei', password: 'demo-li-wei', stopAt: callbackUrl });
+    const doneB = await B.walk(b, await b.go('GET', String(startB.headers.location), { stopAt: callbackUrl }),
+      { login: 'li-wei', password: 'demo-li-wei', stopAt: callbackUrl });
+    assert.ok(doneA.redirect && doneB.redirect);
+    // A callback whose state is neither tab's: the check fails; both stay pending.
+    const forged = new URL(doneA.redirect!);
+    forged.searchParams.set('state', 'forged');
+    const bad = await b.request('GET', forged.href);
+    assert.equal(bad.headers.location, '/#/?signin_error=SIGN_IN_FAILED');
+    // Tab A comes back first: its own sign-in; then tab B: its own too.
+    const exchanges = stub.exchanges;
+    const backA = await b.request('GET', doneA.redirect!);
+    assert.equal(backA.status, 303);
+    assert.equal(backA.headers.location, '/#/bookings');
+    const backB = await b.request('GET', doneB.redirect!);
+    assert.equal(backB.status, 303);
+    assert.equal(backB.headers.location, '/#/invoices');
+    assert.equal(stub.exchanges, exchanges + 2);
+    assert.ok(t.gw.auth.sessions.lookup(sessionCookie(b)).session, 'signed in');
+    // The cookie: both pending sign-ins, newest last, kept at the forged
+    // callback, then the one left, then cleared; the session's with each.
+    const idA = cookieRe.exec(startA.headers['set-cookie']?.[0] ?? '')?.[1] ?? '';
+    assert.match(idA, /^[A-Za-z0-9_-]{43}$/);
+    const both = cookieRe.exec(startB.headers['set-cookie']?.[0] ?? '')?.[1] ?? '';
+    assert.match(both, new RegExp(`^${idA}\\.[A-Za-z0-9_-]{43}$`), 'the cookie names both pending sign-ins, newest last');
+    const idB = both.split('.')[1]!;
+    assert.equal(bad.headers['set-cookie']?.[0], `__Host-labshare_signin=${idA}.${idB}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=600`);
+    assert.equal(backA.headers['set-cookie']?.[0], `__Host-labshare_signin=${idB}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=600`);
+    assert.match(backA.headers['set-cookie']?.[1] ?? '', /^__Host-labshare_session=/);
+    assert.equal(backB.headers['set-cookie']?.[0], '__Host-labshare_signin=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0');
+    assert.match(backB.headers['set-cookie']?.[1] ?? '', /^__Host-labshare_session=/);
+    // Replayed: none pending any more.
+    assert.equal((await b.request('GET', doneA.redirect!)).headers.location, '/#/?signin_error=SIGN_IN_EXPIRED');
+
+    // The cookie names the last five sign-ins of a browser.
+    const c = new B.Browser({ ca: path.join(pki, 'ca.crt') });
+    let last = '';
+    for (let i = 0; i < 7; ++i) last = (await c.request('GET', `${t.url}/auth/login`)).headers['set-cookie']?.[0] ?? '';
+    const ids = (cookieRe.exec(last)?.[1] ?? '').split('.');
+    assert.equal(ids.length, 5);
+    assert.ok(ids.every((id) => /^[A-Za-z0-9_-]{43}$/.test(id)));
+  });
+
   it("maps the identity service's refusal to an error code the app shows (USER_NOT_REGISTERED)", async () => {
     const { b, back } = await signIn('liu-yang', 'demo-liu-yang', '#/bookings');
     assert.equal(back.status, 303);

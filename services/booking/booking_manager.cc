@@ -1337,8 +1337,8 @@ absl::Status BookingManager::SessionUse(const v1::Booking& ended, const inv::Ins
   // One request_id per check-out (a booking is checked out once): the
   // call at check-out and every redelivery (DeliverSessionUse) are one
   // request to inventory, which also ignores a use not later than the last.
-  return inventory_->RecordQualificationUse(ended.instrument(), ended.user(), FromProto(ended.session().end_time()),
-                                            "checkout-" + IdOf(ended.name()));
+  return inventory_->RecordQualificationUse(ended.instrument(), ended.user(), FromProto(ended.session().start_time()),
+                                            FromProto(ended.session().end_time()), "checkout-" + IdOf(ended.name()));
 }
 
 void BookingManager::RecordSessionUse(const v1::Booking& ended, const inv::Instrument& instrument) {

@@ -299,12 +299,15 @@ absl::StatusOr<inv::MaintenanceWindow> InventoryClient::GetMaintenanceWindow(con
 }
 
 absl::Status InventoryClient::RecordQualificationUse(const std::string& instrument,
-                                                     const std::string& user, absl::Time use_time,
-                                                     const std::string& request_id) {
+                                                     const std::string& user, absl::Time use_start,
+                                                     absl::Time use_time, const std::string& request_id) {
   LS_RETURN_IF_ERROR(MayCall());  // not cached: under CacheOnly, a miss
   inv::RecordQualificationUseRequest req;
   req.set_name(absl::StrCat(instrument, "/qualifications/", user.substr(user.find('/') + 1)));
   *req.mutable_use_time() = ToProto(use_time);
+  // A session that began while the qualification was valid renews it,
+  // also when it lapsed during the session.
+  *req.mutable_use_start_time() = ToProto(std::min(use_start, use_time));
   req.set_request_id(request_id);
   inv::Qualification resp;
   auto ctx = Context();

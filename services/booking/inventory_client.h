@@ -107,9 +107,10 @@ class InventoryClient {
   // Not cached: the window as it is now.
   absl::StatusOr<inv::MaintenanceWindow> GetMaintenanceWindow(const std::string& name);
 
-  // Not cached: tells inventory the user used the instrument (at check-out).
+  // Not cached: tells inventory the user used the instrument (at check-out):
+  // a session from use_start (its check-in) to use_time (its end).
   absl::Status RecordQualificationUse(const std::string& instrument, const std::string& user,
-                                      absl::Time use_time, const std::string& request_id);
+                                      absl::Time use_start, absl::Time use_time, const std::string& request_id);
 
  private:
   // Returns the cached object for key, or calls fetch and caches its answer

@@ -567,7 +567,7 @@ TEST_F(SearchTest, UncachedInventoryCallsMissUnderCacheOnly) {
   }
   {
     InventoryClient::CacheOnly cached;
-    absl::Status used = client.RecordQualificationUse("instruments/tem", "users/ana", day_, "use-1");
+    absl::Status used = client.RecordQualificationUse("instruments/tem", "users/ana", day_, day_, "use-1");
     EXPECT_EQ(ErrorReason(used), "INVENTORY_UNAVAILABLE");
     EXPECT_TRUE(cached.missed());
   }

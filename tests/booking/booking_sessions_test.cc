@@ -314,6 +314,45 @@ TEST_F(SessionUseTest, ACheckOutWithInventoryUpRecordsTheUseOnce) {
   EXPECT_EQ(flaky_->refused.load(), 0);
 }
 
+// A session that began while the qualification was valid and ended after
+// it lapsed renews it from the check-out (inventory's use_start_time): the
+// use at the check-out alone, after the lapse, changed nothing and the
+// qualification stayed lapsed although it was in use.
+TEST_F(SessionUseTest, ASessionAcrossTheLapseRenewsTheQualification) {
+  // One day of validity, granted again at day_ - 1 day + 09:30: it lapses
+  // at day_ + 09:30, during the session 09:00-09:40.
+  iv::GetInstrumentRequest g;
+  g.set_name("instruments/tem");
+  iv::Instrument tem;
+  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::GetInstrument, g, &tem, admin_).ok());
+  iv::UpdateInstrumentRequest u;
+  *u.mutable_instrument() = tem;
+  for (auto& m : *u.mutable_instrument()->mutable_modes()) {
+    if (m.mode() == labshare::type::v1::ON_SITE) m.mutable_slot_rules()->set_qualification_validity_days(1);
+  }
+  u.mutable_update_mask()->add_paths("modes");
+  Inv(&iv::InventoryService::Stub::UpdateInstrument, u);
+  clock_.Set(day_ - absl::Hours(24) + absl::Hours(9) + absl::Minutes(30));
+  iv::GrantQualificationRequest grant;
+  grant.set_instrument("instruments/tem");
+  grant.set_user("users/ana");
+  Inv(&iv::InventoryService::Stub::GrantQualification, grant);
+  v1::Booking b;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(10), &b).ok());
+  CheckInAt(b, day_ + absl::Hours(9));
+  const int before = UsesRecorded();  // the grant again is an UPDATED too
+  const absl::Time out_at = day_ + absl::Hours(9) + absl::Minutes(40);
+  ASSERT_TRUE(CheckOutAt(b, out_at).ok());
+  EXPECT_EQ(LastUse(), out_at);
+  EXPECT_EQ(UsesRecorded(), before + 1);
+  iv::GetQualificationRequest q;
+  q.set_name("instruments/tem/qualifications/ana");
+  iv::Qualification now;
+  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::GetQualification, q, &now, admin_).ok());
+  EXPECT_EQ(now.state(), iv::VALID);
+  EXPECT_EQ(FromProto(now.expire_time()), out_at + absl::Hours(24));
+}
+
 // The sweep's auto check-out while inventory is down: the same delivery.
 TEST_F(SessionUseTest, AnAutoCheckOutWhileInventoryIsDownRenewsTheQualificationOnceItIsBack) {
   v1::Booking a, next;

@@ -784,6 +784,10 @@ absl::StatusOr<std::optional<LedgerStep>> BillingManager::BookingStep(const Stre
   step.applied_event_id = event_id;
   step.applied_stream_id = event.stream_id;
   for (auto& c : priced.charges) LS_RETURN_IF_ERROR(PostCharge(step, c, event_id, now, request_id, trace_id, batch));
+  // Rent charged before the return, for days after it: corrected now.
+  if (e.has_lease_returned()) {
+    LS_RETURN_IF_ERROR(CorrectChargedRent(step, e.lease_returned().lease(), now, request_id, trace_id));
+  }
   for (size_t i = 0; i < priced.postings.size(); ++i) {
     v1::Posting& p = priced.postings[i];
     p.set_name(absl::StrCat("postings/p", Hex(Fnv(event_id + "|posting")), "-", i + 1));
@@ -980,6 +984,193 @@ absl::StatusOr<std::vector<v1::Charge>> BillingManager::UnchargedLeasePeriods(co
   return out;
 }
 
+namespace {
+
+// Adds `f`'s figures to `into` (the same owner), share by payer.
+void AddIncome(v1::IncomeFigures& into, const v1::IncomeFigures& f) {
+  auto add = [](labshare::type::v1::Money* to, const labshare::type::v1::Money& m) {
+    to->set_amount_minor(to->amount_minor() + m.amount_minor());
+  };
+  add(into.mutable_service_income(), f.service_income());
+  add(into.mutable_subsidised(), f.subsidised());
+  add(into.mutable_in_kind(), f.in_kind());
+  add(into.mutable_internal_use(), f.internal_use());
+  add(into.mutable_compensation(), f.compensation());
+  for (const auto& s : f.shares()) {
+    v1::IncomeShare* same = nullptr;
+    for (auto& t : *into.mutable_shares()) {
+      if (t.payer_organization() == s.payer_organization()) same = &t;
+    }
+    if (same == nullptr) {
+      *into.add_shares() = s;
+      continue;
+    }
+    add(same->mutable_service_income(), s.service_income());
+    add(same->mutable_subsidised(), s.subsidised());
+  }
+}
+
+}  // namespace
+
+absl::Status BillingManager::CorrectChargedRent(LedgerStep& step, const bk::Lease& returned, absl::Time now,
+                                                const std::string& request_id, const std::string& trace_id) {
+  if (!returned.has_return_record() || !returned.return_record().has_return_time()) return absl::OkStatus();
+  const absl::Time return_time = FromProto(returned.return_record().return_time());
+  // The periods the lease as at handover (out, no return) may have been
+  // charged for at their end: up to the later of the return and now, with
+  // a month to spare for a replica whose clock is ahead.
+  bk::Lease open = returned;
+  open.clear_return_record();
+  LS_ASSIGN_OR_RETURN(auto periods, LeasePeriods(open, std::max(now, return_time) + absl::Hours(24 * 31), zone_));
+  LS_ASSIGN_OR_RETURN(auto kept, LeasePeriods(returned, absl::InfiniteFuture(), zone_));
+  const std::set<std::string> out_in(kept.begin(), kept.end());
+  for (const auto& period : periods) {
+    const std::string ckey =
+        keys::Doc("charge", "c" + Hex(Fnv(returned.name() + "|" + absl::StrCat("lease-period/", period))));
+    LS_ASSIGN_OR_RETURN(auto cdoc, store_->docs().Get(ckey));
+    if (!cdoc) continue;  // not charged yet: charged with the return applied (Price)
+    LS_ASSIGN_OR_RETURN(v1::Charge charge, Parse<v1::Charge>(cdoc->data));
+    if (charge.state() == v1::Charge::REVERSED) continue;  // reversed in full, which is final
+    int64_t fresh = 0;  // the rent of the period with the return applied
+    if (out_in.count(period) != 0) {
+      LS_ASSIGN_OR_RETURN(v1::Charge repriced, PriceLeasePeriod(returned, period, zone_));
+      fresh = repriced.amount().amount_minor();
+    }
+    const int64_t was = charge.amount().amount_minor();
+    // A charge at a period's end covers the period up to its end: a return
+    // only takes days off it.
+    if (fresh >= was) continue;
+    const bool whole = fresh == 0;
+    const std::string reason =
+        whole ? absl::StrCat(returned.name(), " was returned before ", period, ": no rent for ", period)
+              : absl::StrCat(returned.name(), " was returned during ", period, ": rent of ", period,
+                             " re-priced to the return (", was, " -> ", fresh, ")");
+    auto correction = [&](const v1::Posting& of, int64_t version, std::vector<v1::Entry> entries,
+                          const std::string& description) -> absl::StatusOr<v1::Posting> {
+      v1::Posting c;
+      c.set_name(absl::StrCat("postings/", IdOf(of.name()), "-c", version, "-1"));
+      c.set_kind(v1::CORRECTION);
+      c.set_currency_code(of.currency_code());
+      c.set_corrects(of.name());
+      c.set_charge(of.charge());
+      c.set_subsidy_pool(of.subsidy_pool());
+      c.set_reason(reason);
+      c.set_description(description);
+      c.set_actor("services/billing");
+      *c.mutable_create_time() = ToProto(now);
+      for (auto& e : entries) *c.add_entries() = std::move(e);
+      LS_RETURN_IF_ERROR(CheckBalanced({c.entries().begin(), c.entries().end()}));
+      return c;
+    };
+    // The CHARGE posting, by the difference (in full: its mirror).
+    std::vector<v1::Posting> of_charge, of_subsidies;
+    if (!charge.posting().empty()) {
+      const std::string pkey = keys::Doc("posting", IdOf(charge.posting()));
+      LS_ASSIGN_OR_RETURN(auto pdoc, store_->docs().Get(pkey));
+      if (pdoc) {
+        LS_ASSIGN_OR_RETURN(v1::Posting original, Parse<v1::Posting>(pdoc->data));
+        v1::Charge cut = charge;
+        cut.clear_subsidy_lines();
+        cut.mutable_amount()->set_amount_minor(was - fresh);
+        LS_ASSIGN_OR_RETURN(auto entries, ChargePostingEntries(cut));
+        LS_ASSIGN_OR_RETURN(
+            v1::Posting c,
+            correction(original, pdoc->version, ReverseEntries(entries),
+                       absl::StrCat(whole ? "reversal of " : "correction of ", original.name(), ": ", reason)));
+        original.add_corrected_by(c.name());
+        step.version_checks.push_back({pkey, pdoc->version});
+        step.puts.push_back({pkey, original.SerializeAsString(), pdoc->version + 1});
+        of_charge.push_back(std::move(c));
+      }
+    }
+    if (of_charge.empty()) continue;
+    // Each SUBSIDY posting down to what its pool pays of the new amount (its
+    // percentage, never more than it paid, nor more than earlier pools
+    // left); its pool balance and cap usage get the difference back. One
+    // an admin corrected already is left as it stands.
+    int64_t covered = 0;
+    for (const auto& line : charge.subsidy_lines()) {
+      const int64_t paid = line.amount().amount_minor();
+      LS_ASSIGN_OR_RETURN(int64_t full, MulDivFloor(fresh, line.percentage_bps(), kWholeBps));
+      const int64_t keep = std::max<int64_t>(0, std::min({paid, full, fresh - covered}));
+      covered += keep;
+      if (keep == paid || line.posting().empty()) continue;
+      const std::string skey = keys::Doc("posting", IdOf(line.posting()));
+      LS_ASSIGN_OR_RETURN(auto sdoc, store_->docs().Get(skey));
+      if (!sdoc) continue;
+      LS_ASSIGN_OR_RETURN(v1::Posting sub, Parse<v1::Posting>(sdoc->data));
+      if (!sub.corrected_by().empty()) continue;
+      v1::SubsidyLine less = line;
+      less.mutable_amount()->set_amount_minor(paid - keep);
+      LS_ASSIGN_OR_RETURN(auto entries, SubsidyLineEntries(less, charge));
+      LS_ASSIGN_OR_RETURN(
+          v1::Posting c,
+          correction(sub, sdoc->version, ReverseEntries(entries),
+                     whole ? absl::StrCat("reversal of ", sub.name(), " with its charge")
+                           : absl::StrCat("correction of ", sub.name(), ": ", reason)));
+      c.set_subsidised_delta_sent(true);  // moves the payer's subsidised part (IncomeDeltasOf)
+      if (line.has_cap_period()) {
+        step.incrs.push_back({keys::Cap(IdOf(line.subsidy_pool())),
+                              CapField(line.beneficiary_organization(), FromProto(line.cap_period().start_time()),
+                                       FromProto(line.cap_period().end_time())),
+                              -(paid - keep)});
+      }
+      sub.add_corrected_by(c.name());
+      step.version_checks.push_back({skey, sdoc->version});
+      step.puts.push_back({skey, sub.SerializeAsString(), sdoc->version + 1});
+      of_subsidies.push_back(std::move(c));
+    }
+    std::vector<v1::Posting> all = of_charge;
+    all.insert(all.end(), of_subsidies.begin(), of_subsidies.end());
+    // The pools' balances after these corrections and what the step holds
+    // before them (rent charged on return in the same step, an earlier
+    // period's corrections).
+    LS_ASSIGN_OR_RETURN(auto pool_balances, PoolBalancesAfter(step, all));
+    for (auto& b : pool_balances) {
+      std::string field;
+      for (const auto& c : all) {
+        for (const auto& e : c.entries()) {
+          auto ref = ParseAccountName(e.account());
+          if (ref.ok() && ref->kind == v1::POOL_FUNDS && ref->owner == b.subsidy_pool()) field = BalanceField(e);
+        }
+      }
+      int64_t earlier = 0;
+      for (const auto& inc : step.incrs) {
+        if (inc.key == keys::Balances() && inc.field == field) earlier += inc.delta;
+      }
+      b.mutable_balance()->set_amount_minor(b.balance().amount_minor() - earlier);
+    }
+    for (const auto& c : all) AddPosting(step, c, now);
+    charge.set_state(whole ? v1::Charge::REVERSED : v1::Charge::ADJUSTED);
+    for (const auto& c : all) charge.add_corrections(c.name());
+    *charge.mutable_update_time() = ToProto(now);
+    step.version_checks.push_back({ckey, cdoc->version});
+    step.puts.push_back({ckey, charge.SerializeAsString(), cdoc->version + 1});
+    v1::BillingEvent ev = ServiceEvent(now, request_id, trace_id);
+    auto* posted = ev.mutable_correction_posted();
+    *posted->mutable_correction() = of_charge[0];
+    for (const auto& c : of_subsidies) *posted->add_related_corrections() = c;
+    posted->set_corrected_posting(charge.posting());
+    *posted->mutable_charge() = charge;
+    std::vector<v1::IncomeFigures> deltas = IncomeDeltasOf(of_charge, &charge, now, false);
+    for (const auto& f : IncomeDeltasOf(of_subsidies, &charge, now, true)) {
+      auto same = std::find_if(deltas.begin(), deltas.end(), [&](const v1::IncomeFigures& d) {
+        return d.owner_organization() == f.owner_organization() && d.currency_code() == f.currency_code();
+      });
+      if (same == deltas.end()) {
+        deltas.push_back(f);
+      } else {
+        AddIncome(*same, f);
+      }
+    }
+    for (auto& d : deltas) *posted->add_income_deltas() = std::move(d);
+    for (auto& b : pool_balances) *posted->add_pool_balances() = std::move(b);
+    posted->set_reason(reason);
+    step.events.push_back(ev.SerializeAsString());
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<int> BillingManager::ChargeEndedLeasePeriods() {
   LS_ASSIGN_OR_RETURN(auto leases, store_->HashAll(keys::Doc("leases", "out")));
   const absl::Time now = clock_->Now();
@@ -1001,6 +1192,9 @@ absl::StatusOr<int> BillingManager::ChargeEndedLeasePeriods() {
         if (done || existing) break;
         LedgerStep step;
         step.applied_event_id = marker;
+        // Only while the lease is still out as read: a return applied
+        // meanwhile charged (or corrected) the period with the return.
+        step.field_checks.push_back({keys::Doc("leases", "out"), id, bytes});
         v1::Charge charge = c;
         // Posted now (the period ended before `now`), stamped anew on each attempt.
         LS_RETURN_IF_ERROR(PostCharge(step, charge, marker, StampNow(), "", ""));

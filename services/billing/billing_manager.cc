@@ -783,6 +783,16 @@ absl::StatusOr<std::optional<LedgerStep>> BillingManager::BookingStep(const Stre
   LedgerStep step;
   step.applied_event_id = event_id;
   step.applied_stream_id = event.stream_id;
+  // A handover applied after its lease's return (its event retried after
+  // the return's): the rent the return stopped stays stopped. Checked in
+  // the step: a return applied meanwhile makes it stale, built again.
+  if (e.has_lease_handed_over() && priced.lease_out) {
+    const std::string out_key = keys::Doc("leases", "out"), id = IdOf(priced.lease_out->name());
+    LS_ASSIGN_OR_RETURN(RedisValue was, store_->pool()->Command({"HGET", out_key, id}));
+    if (was.is_error()) return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "cannot read " + out_key);
+    step.field_checks.push_back({out_key, id, was.is_nil() ? "0" : was.str});
+    if (!was.is_nil() && was.str.empty()) priced.lease_out.reset();
+  }
   for (auto& c : priced.charges) LS_RETURN_IF_ERROR(PostCharge(step, c, event_id, now, request_id, trace_id, batch));
   // Rent charged before the return, for days after it: corrected now.
   if (e.has_lease_returned()) {
@@ -917,6 +927,18 @@ void BillingManager::Flush(IngestBatch& batch, const std::vector<StreamEvent>& e
   batch.unapplied.clear();
 }
 
+namespace {
+
+// The lease a lease event billing applies is about; "" for other events.
+std::string LeaseOfEvent(const bk::BookingEvent& e) {
+  if (e.has_lease_handed_over()) return e.lease_handed_over().lease().name();
+  if (e.has_lease_returned()) return e.lease_returned().lease().name();
+  if (e.has_lease_closed()) return e.lease_closed().lease().name();
+  return "";
+}
+
+}  // namespace
+
 std::vector<absl::Status> BillingManager::ApplyBookingEvents(const std::vector<StreamEvent>& events) {
   constexpr size_t kStepsPerCall = 64;
   std::vector<absl::Status> statuses(events.size());
@@ -935,10 +957,33 @@ std::vector<absl::Status> BillingManager::ApplyBookingEvents(const std::vector<S
     hmget.push_back(parsed[i].header().event_id());
   }
   if (todo.empty()) return statuses;
+  // A lease's events are applied in order: once one is not applied, the
+  // later ones of that lease in the batch are left pending too (retried
+  // after it, in stream order), never applied before it (a close before its
+  // handover would settle no deposit; the handover after them would put the
+  // returned lease back out, its rent charged for ever).
+  std::set<std::string> held;  // leases with an event not applied in this batch
+  auto lease_step = [&](size_t i) {
+    const std::string lease = LeaseOfEvent(parsed[i]);
+    if (held.count(lease) != 0) {
+      statuses[i] = MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
+                              "an earlier event of " + lease + " is not applied yet; " +
+                                  parsed[i].header().event_id() + " waits for it");
+      return;
+    }
+    statuses[i] = ApplyBookingEvent(events[i]);
+    if (!statuses[i].ok()) held.insert(lease);
+  };
   // Which are applied already (a redelivery): one round trip for the batch.
   auto applied = store_->pool()->Command(hmget);
   if (!applied.ok() || applied->type != RedisValue::Type::kArray || applied->elements.size() != todo.size()) {
-    for (size_t i : todo) statuses[i] = ApplyBookingEvent(events[i]);
+    for (size_t i : todo) {
+      if (LeaseOfEvent(parsed[i]).empty()) {
+        statuses[i] = ApplyBookingEvent(events[i]);
+      } else {
+        lease_step(i);
+      }
+    }
     return statuses;
   }
   IngestBatch batch(inventory_);
@@ -950,7 +995,7 @@ std::vector<absl::Status> BillingManager::ApplyBookingEvents(const std::vector<S
       // Reads what the steps before it write: those first, then this one alone.
       Flush(batch, events, statuses);
       batch.ForgetLedger();
-      statuses[i] = ApplyBookingEvent(events[i]);
+      lease_step(i);
       continue;
     }
     auto step = BookingStep(events[i], e, &batch);

@@ -558,7 +558,7 @@ void BillingManager::AddPosting(LedgerStep& step, const v1::Posting& posting, ab
   step.stamp = now;
   step.puts.push_back({keys::Doc("posting", id), posting.SerializeAsString(), 1});
   step.version_checks.push_back({keys::Doc("posting", id), 0});
-  step.index_adds.push_back({keys::Index("posting"), keys::IndexMember(Ms(now), id)});
+  step.index_adds.push_back({keys::Index("posting"), keys::IndexMember(now, id)});
   std::set<std::string> pools_changed;
   for (const auto& e : posting.entries()) {
     step.incrs.push_back({keys::Balances(), BalanceField(e), Signed(e)});
@@ -750,7 +750,7 @@ absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, co
   }
   step.version_checks.push_back({keys::Doc("charge", id), 0});
   step.puts.push_back({keys::Doc("charge", id), charge.SerializeAsString(), 1});
-  step.index_adds.push_back({keys::Index("charge"), keys::IndexMember(Ms(now), id)});
+  step.index_adds.push_back({keys::Index("charge"), keys::IndexMember(now, id)});
   step.stamp = now;
   // ChargePosted first, carrying the charge as stored (links included).
   v1::BillingEvent ev = ServiceEvent(now, request_id, trace_id);
@@ -826,7 +826,7 @@ absl::StatusOr<std::optional<LedgerStep>> BillingManager::BookingStep(const Stre
     step.puts.push_back({key, d.SerializeAsString(), priced.deposit_version + 1});
     // Listed once, by create time: settling does not index it again.
     if (priced.deposit_version == 0) {
-      step.index_adds.push_back({keys::Index("deposit"), keys::IndexMember(Ms(now), IdOf(d.name()))});
+      step.index_adds.push_back({keys::Index("deposit"), keys::IndexMember(now, IdOf(d.name()))});
       step.stamp = now;
     }
     // DepositChanged, after the ChargePosted of its charge (billing_events.proto).
@@ -1250,6 +1250,80 @@ absl::StatusOr<int> BillingManager::ChargeEndedLeasePeriods() {
     }
   }
   return posted;
+}
+
+namespace {
+
+const RedisScript& MoveIndexMember() {
+  static const RedisScript* const kMove = new RedisScript(R"lua(
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('ZADD', KEYS[1], 0, ARGV[2])
+  return 1
+end
+return 0
+)lua");
+  return *kMove;
+}
+
+// The create_time of a stored document of an index listed by create time.
+absl::StatusOr<std::optional<absl::Time>> CreateTimeOf(const std::string& kind, const std::string& data) {
+  auto of = [](const auto& m) {
+    return m.has_create_time() ? std::optional<absl::Time>(FromProto(m.create_time())) : std::nullopt;
+  };
+  if (kind == "posting") {
+    LS_ASSIGN_OR_RETURN(auto m, Parse<v1::Posting>(data));
+    return of(m);
+  }
+  if (kind == "charge") {
+    LS_ASSIGN_OR_RETURN(auto m, Parse<v1::Charge>(data));
+    return of(m);
+  }
+  if (kind == "deposit") {
+    LS_ASSIGN_OR_RETURN(auto m, Parse<v1::Deposit>(data));
+    return of(m);
+  }
+  if (kind == "payment") {
+    LS_ASSIGN_OR_RETURN(auto m, Parse<v1::Payment>(data));
+    return of(m);
+  }
+  LS_ASSIGN_OR_RETURN(auto m, Parse<v1::Settlement>(data));
+  return of(m);
+}
+
+}  // namespace
+
+absl::StatusOr<int> BillingManager::MigrateIndexMembers() {
+  constexpr int kBatch = 500;
+  int moved = 0;
+  for (const std::string kind : {"posting", "charge", "deposit", "payment", "settlement"}) {
+    const std::string index = keys::Index(kind);
+    // Settlements are indexed "<period>|<time>|<id>", the others "<time>|<id>".
+    const bool by_period = kind == "settlement";
+    std::string after;
+    while (true) {
+      LS_ASSIGN_OR_RETURN(auto members, store_->docs().IndexRange(index, after, kBatch));
+      for (const auto& m : members) {
+        after = m;  // a member moved is met again later, of the new form
+        const size_t bar = m.rfind('|');
+        const size_t start = by_period ? m.find('|') + 1 : 0;
+        if (bar == std::string::npos || (by_period && start > bar)) continue;
+        const std::optional<int64_t> ms = keys::LegacyIndexMillis(absl::string_view(m).substr(start, bar - start));
+        if (!ms) continue;
+        const std::string id = m.substr(bar + 1);
+        absl::Time t = absl::FromUnixMillis(*ms);
+        LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc(kind, id)));
+        if (doc) {
+          auto created = CreateTimeOf(kind, doc->data);
+          if (created.ok() && *created && Ms(**created) == *ms) t = **created;
+        }
+        const std::string fresh = m.substr(0, start) + keys::IndexMember(t, id);
+        LS_ASSIGN_OR_RETURN(RedisValue reply, store_->pool()->Eval(MoveIndexMember(), {index}, {m, fresh}));
+        if (reply.type == RedisValue::Type::kInteger) moved += static_cast<int>(reply.integer);
+      }
+      if (static_cast<int>(members.size()) < kBatch) break;
+    }
+  }
+  return moved;
 }
 
 // ================================================================ charges, postings, balances

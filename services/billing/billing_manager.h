@@ -133,6 +133,15 @@ class BillingManager {
   // periodically; safe on every replica. Returns how many were posted.
   absl::StatusOr<int> ChargeEndedLeasePeriods();
 
+  // Rewrites the index members of the earlier form ("<ms, 15 digits>|<id>")
+  // of postings, charges, deposits, payments and settlements to the
+  // nanosecond form (keys::IndexMember) at their document's create_time,
+  // so that lists order by create_time then name to the nanosecond. Each
+  // member moves in one atomic step (removed, then added only if this call
+  // removed it): safe on every start and on several replicas at once.
+  // Returns how many members it moved.
+  absl::StatusOr<int> MigrateIndexMembers();
+
   // Every account's balance (debit minus credit, per counterparty).
   absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> AllBalances() const;
 

@@ -93,6 +93,22 @@ TEST_F(BillingIndexOrderTest, MillisecondMembersAreMigratedAndOldPageTokensResum
     }
   }
   ASSERT_GE(rewritten, 12);  // the top-up and the eleven corrections
+  // A settlement of January, indexed "<period>|<time>|<id>".
+  Issue(kLab);  // lab owes owner the corrections' amounts
+  auto settled = ComputeJanuary();
+  ASSERT_TRUE(settled.ok()) << settled.status();
+  auto smembers = pool_->Command({"ZRANGE", keys::Index("settlement"), "0", "-1"});
+  ASSERT_TRUE(smembers.ok());
+  ASSERT_EQ(smembers->elements.size(), 1u);
+  const std::string smember = smembers->elements[0].str;
+  ASSERT_EQ(smember.substr(0, 8), "2027-01|");
+  ASSERT_EQ(smember.find('|', 8), 27u) << smember;
+  const int64_t sns = std::stoll(smember.substr(8, 19));
+  ASSERT_TRUE(pool_->Command({"ZREM", keys::Index("settlement"), smember}).ok());
+  ASSERT_TRUE(pool_->Command({"ZADD", keys::Index("settlement"), "0",
+                              absl::StrFormat("2027-01|%015d|%s", sns / 1000000, smember.substr(28))})
+                  .ok());
+  ++rewritten;
   // Listed by name inside the millisecond; a page of five ends at c2 (c1,
   // c10, c11, ... by name, after the top-up's own kind filtered out).
   std::string token;
@@ -106,6 +122,10 @@ TEST_F(BillingIndexOrderTest, MillisecondMembersAreMigratedAndOldPageTokensResum
   auto members = pool_->Command({"ZRANGE", keys::Index("posting"), "0", "-1"});
   ASSERT_TRUE(members.ok());
   for (const auto& m : members->elements) EXPECT_EQ(m.str.find('|'), 19u) << m.str;
+  smembers = pool_->Command({"ZRANGE", keys::Index("settlement"), "0", "-1"});
+  ASSERT_TRUE(smembers.ok());
+  ASSERT_EQ(smembers->elements.size(), 1u);
+  EXPECT_EQ(smembers->elements[0].str, smember);  // back at its create_time, to the nanosecond
   // The old token resumes after its item (c3) in the order of now.
   EXPECT_EQ(Corrections(100, token),
             (std::vector<std::string>{made[3], made[4], made[5], made[6], made[7], made[8], made[9], made[10]}));

@@ -325,9 +325,13 @@ def verify(path):
                 keys_seen.add(key)
                 member = obj.get("index_member")
                 try:
-                    ms = int(member.split("|", 1)[0])
+                    stamp = member.split("|", 1)[0]
+                    ms = int(stamp)
                 except (AttributeError, ValueError):
                     raise Broken(n, "MALFORMED")
+                # "<ns, 19 digits>|<id>"; earlier files "<ms, 15 digits>|<id>".
+                if len(stamp) == 19:
+                    ms //= 1000000
                 if ms >= cut_ms:
                     raise Broken(n, "AFTER_CUT")
             if kind == "charge":

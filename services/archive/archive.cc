@@ -495,7 +495,7 @@ absl::StatusOr<int64_t> SweepOrgIndexes(RedisPool* pool, int64_t cut_ms, int bat
 
 absl::Status ForEachIndexMemberBefore(RedisPool* pool, const std::string& key, int64_t cut_ms, int batch,
                                       const std::function<absl::Status(const std::vector<std::string>&)>& fn,
-                                      bool from_cut = false);
+                                      bool from_cut = false, bool nanos = false);
 
 // A lease or service order as it is written to its file.
 struct StoredRecord {
@@ -1039,13 +1039,17 @@ struct BillingSelection {
   std::set<std::string> keep_leases, keep_orders, keep_bookings, keep_projects;
 };
 
-// Members of a "<ms, 15 digits>|<id>" index before cut_ms, in order.
-// With `from_cut`, the members at or after cut_ms instead.
+// Members of a "<ms, 15 digits>|<id>" index before cut_ms, in order
+// (with `nanos`, of billing's "<ns, 19 digits>|<id>" index: before cut_ms
+// to the nanosecond). With `from_cut`, the members at or after cut_ms
+// instead.
 absl::Status ForEachIndexMemberBefore(RedisPool* pool, const std::string& key, int64_t cut_ms, int batch,
                                       const std::function<absl::Status(const std::vector<std::string>&)>& fn,
-                                      bool from_cut) {
-  std::string min = from_cut ? "[" + bl::keys::IndexMember(cut_ms, "") : "-";
-  const std::string max = from_cut ? "+" : "(" + bl::keys::IndexMember(cut_ms, "");
+                                      bool from_cut, bool nanos) {
+  const std::string cut =
+      nanos ? bl::keys::IndexMember(absl::FromUnixMillis(cut_ms), "") : absl::StrFormat("%015d|", cut_ms);
+  std::string min = from_cut ? "[" + cut : "-";
+  const std::string max = from_cut ? "+" : "(" + cut;
   while (true) {
     LS_ASSIGN_OR_RETURN(RedisValue r, pool->Command({"ZRANGEBYLEX", key, min, max, "LIMIT", "0",
                                                      std::to_string(batch)}));
@@ -1078,7 +1082,7 @@ absl::StatusOr<std::vector<BillingDoc>> LoadIndexedDocs(RedisPool* pool, const s
           out.push_back(std::move(d));
         }
         return absl::OkStatus();
-      }, from_cut));
+      }, from_cut, /*nanos=*/true));
   return out;
 }
 
@@ -2073,10 +2077,13 @@ class BillingVerifier : public JsonlVerifierBase {
           if (!seen_keys_.insert(key).second) return Broken("duplicate");
           std::string member;
           int64_t ms = 0;
-          if (!Str(Field(o, "index_member"), &member) ||
-              !absl::SimpleAtoi(member.substr(0, member.find('|')), &ms)) {
+          // "<ns, 19 digits>|<id>"; files written before billing indexed
+          // to the nanosecond: "<ms, 15 digits>|<id>".
+          if (!Str(Field(o, "index_member"), &member) || !absl::SimpleAtoi(member.substr(0, member.find('|')), &ms) ||
+              ms < 0) {
             return Broken("malformed");
           }
+          if (member.find('|') == 19) ms /= 1000000;
           if (ms >= cut_ms_) return Broken("after_cut");
         }
         if (kind == "charge") {

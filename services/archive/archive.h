@@ -217,7 +217,8 @@
 // billing-<Y>.jsonl: one JSON object per line (deploy/verify_archive.py):
 //   {"format":"labshare-billing-jsonl","version":1,"year":Y,"cut_ms":<billing cut>,
 //    "time_zone":"Asia/Shanghai","audit_last_sequence":K,"audit_last_hash":"<hex>"}
-//   {"kind":"charge"|"posting","key":"{billing}:<kind>:<id>","index_member":"<ms>|<id>",
+//   {"kind":"charge"|"posting","key":"{billing}:<kind>:<id>","index_member":"<ns, 19 digits>|<id>" (files of
+//    an earlier version: "<ms, 15 digits>|<id>"),
 //    "version":V,"document":"<base64 Charge / Posting bytes>","sha256":"<hex of the bytes>"}...
 //   {"kind":"ledger_line","key":"{billing}:acct:<account>","posting":"<id>",
 //    "document":"<base64 of the list element>","sha256":"<hex>"}...

@@ -963,7 +963,7 @@ absl::StatusOr<v1::Settlement> BillingManager::ComputeSettlement(const Principal
     const std::string key = keys::Doc("settlement", id);
     step.version_checks.push_back({key, 0});
     step.puts.push_back({key, s.SerializeAsString(), 1});
-    step.index_adds.push_back({keys::Index("settlement"), absl::StrCat(r.period(), "|", keys::IndexMember(Ms(now), id))});
+    step.index_adds.push_back({keys::Index("settlement"), absl::StrCat(r.period(), "|", keys::IndexMember(now, id))});
     step.stamp = now;
     for (auto& [old, v] : previous) {
       old.set_state(v1::Settlement::SUPERSEDED);

@@ -574,7 +574,7 @@ void BillingManager::AddPosting(LedgerStep& step, const v1::Posting& posting, ab
   step.stamp = now;
   step.puts.push_back({keys::Doc("posting", id), posting.SerializeAsString(), 1});
   step.version_checks.push_back({keys::Doc("posting", id), 0});
-  step.index_adds.push_back({keys::Index("posting"), keys::IndexMember(Ms(now), id)});
+  step.index_adds.push_back({keys::Index("posting"), keys::IndexMember(now, id)});
   std::set<std::string> pools_changed;
   for (const auto& e : posting.entries()) {
     step.incrs.push_back({keys::Balances(), BalanceField(e), Signed(e)});
@@ -766,7 +766,7 @@ absl::Status BillingManager::PostCharge(LedgerStep& step, v1::Charge& charge, co
   }
   step.version_checks.push_back({keys::Doc("charge", id), 0});
   step.puts.push_back({keys::Doc("charge", id), charge.SerializeAsString(), 1});
-  step.index_adds.push_back({keys::Index("charge"), keys::IndexMember(Ms(now), id)});
+  step.index_adds.push_back({keys::Index("charge"), keys::IndexMember(now, id)});
   step.stamp = now;
   // ChargePosted first, carrying the charge as stored (links included).
   v1::BillingEvent ev = ServiceEvent(now, request_id, trace_id);
@@ -799,7 +799,21 @@ absl::StatusOr<std::optional<LedgerStep>> BillingManager::BookingStep(const Stre
   LedgerStep step;
   step.applied_event_id = event_id;
   step.applied_stream_id = event.stream_id;
+  // A handover applied after its lease's return (its event retried after
+  // the return's): the rent the return stopped stays stopped. Checked in
+  // the step: a return applied meanwhile makes it stale, built again.
+  if (e.has_lease_handed_over() && priced.lease_out) {
+    const std::string out_key = keys::Doc("leases", "out"), id = IdOf(priced.lease_out->name());
+    LS_ASSIGN_OR_RETURN(RedisValue was, store_->pool()->Command({"HGET", out_key, id}));
+    if (was.is_error()) return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "cannot read " + out_key);
+    step.field_checks.push_back({out_key, id, was.is_nil() ? "0" : was.str});
+    if (!was.is_nil() && was.str.empty()) priced.lease_out.reset();
+  }
   for (auto& c : priced.charges) LS_RETURN_IF_ERROR(PostCharge(step, c, event_id, now, request_id, trace_id, batch));
+  // Rent charged before the return, for days after it: corrected now.
+  if (e.has_lease_returned()) {
+    LS_RETURN_IF_ERROR(CorrectChargedRent(step, e.lease_returned().lease(), now, request_id, trace_id));
+  }
   for (size_t i = 0; i < priced.postings.size(); ++i) {
     v1::Posting& p = priced.postings[i];
     p.set_name(absl::StrCat("postings/p", Hex(Fnv(event_id + "|posting")), "-", i + 1));
@@ -828,7 +842,7 @@ absl::StatusOr<std::optional<LedgerStep>> BillingManager::BookingStep(const Stre
     step.puts.push_back({key, d.SerializeAsString(), priced.deposit_version + 1});
     // Listed once, by create time: settling does not index it again.
     if (priced.deposit_version == 0) {
-      step.index_adds.push_back({keys::Index("deposit"), keys::IndexMember(Ms(now), IdOf(d.name()))});
+      step.index_adds.push_back({keys::Index("deposit"), keys::IndexMember(now, IdOf(d.name()))});
       step.stamp = now;
     }
     // DepositChanged, after the ChargePosted of its charge (billing_events.proto).
@@ -929,6 +943,18 @@ void BillingManager::Flush(IngestBatch& batch, const std::vector<StreamEvent>& e
   batch.unapplied.clear();
 }
 
+namespace {
+
+// The lease a lease event billing applies is about; "" for other events.
+std::string LeaseOfEvent(const bk::BookingEvent& e) {
+  if (e.has_lease_handed_over()) return e.lease_handed_over().lease().name();
+  if (e.has_lease_returned()) return e.lease_returned().lease().name();
+  if (e.has_lease_closed()) return e.lease_closed().lease().name();
+  return "";
+}
+
+}  // namespace
+
 std::vector<absl::Status> BillingManager::ApplyBookingEvents(const std::vector<StreamEvent>& events) {
   constexpr size_t kStepsPerCall = 64;
   std::vector<absl::Status> statuses(events.size());
@@ -947,10 +973,33 @@ std::vector<absl::Status> BillingManager::ApplyBookingEvents(const std::vector<S
     hmget.push_back(parsed[i].header().event_id());
   }
   if (todo.empty()) return statuses;
+  // A lease's events are applied in order: once one is not applied, the
+  // later ones of that lease in the batch are left pending too (retried
+  // after it, in stream order), never applied before it (a close before its
+  // handover would settle no deposit; the handover after them would put the
+  // returned lease back out, its rent charged for ever).
+  std::set<std::string> held;  // leases with an event not applied in this batch
+  auto lease_step = [&](size_t i) {
+    const std::string lease = LeaseOfEvent(parsed[i]);
+    if (held.count(lease) != 0) {
+      statuses[i] = MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
+                              "an earlier event of " + lease + " is not applied yet; " +
+                                  parsed[i].header().event_id() + " waits for it");
+      return;
+    }
+    statuses[i] = ApplyBookingEvent(events[i]);
+    if (!statuses[i].ok()) held.insert(lease);
+  };
   // Which are applied already (a redelivery): one round trip for the batch.
   auto applied = store_->pool()->Command(hmget);
   if (!applied.ok() || applied->type != RedisValue::Type::kArray || applied->elements.size() != todo.size()) {
-    for (size_t i : todo) statuses[i] = ApplyBookingEvent(events[i]);
+    for (size_t i : todo) {
+      if (LeaseOfEvent(parsed[i]).empty()) {
+        statuses[i] = ApplyBookingEvent(events[i]);
+      } else {
+        lease_step(i);
+      }
+    }
     return statuses;
   }
   IngestBatch batch(inventory_);
@@ -962,7 +1011,7 @@ std::vector<absl::Status> BillingManager::ApplyBookingEvents(const std::vector<S
       // Reads what the steps before it write: those first, then this one alone.
       Flush(batch, events, statuses);
       batch.ForgetLedger();
-      statuses[i] = ApplyBookingEvent(events[i]);
+      lease_step(i);
       continue;
     }
     auto step = BookingStep(events[i], e, &batch);
@@ -996,6 +1045,193 @@ absl::StatusOr<std::vector<v1::Charge>> BillingManager::UnchargedLeasePeriods(co
   return out;
 }
 
+namespace {
+
+// Adds `f`'s figures to `into` (the same owner), share by payer.
+void AddIncome(v1::IncomeFigures& into, const v1::IncomeFigures& f) {
+  auto add = [](labshare::type::v1::Money* to, const labshare::type::v1::Money& m) {
+    to->set_amount_minor(to->amount_minor() + m.amount_minor());
+  };
+  add(into.mutable_service_income(), f.service_income());
+  add(into.mutable_subsidised(), f.subsidised());
+  add(into.mutable_in_kind(), f.in_kind());
+  add(into.mutable_internal_use(), f.internal_use());
+  add(into.mutable_compensation(), f.compensation());
+  for (const auto& s : f.shares()) {
+    v1::IncomeShare* same = nullptr;
+    for (auto& t : *into.mutable_shares()) {
+      if (t.payer_organization() == s.payer_organization()) same = &t;
+    }
+    if (same == nullptr) {
+      *into.add_shares() = s;
+      continue;
+    }
+    add(same->mutable_service_income(), s.service_income());
+    add(same->mutable_subsidised(), s.subsidised());
+  }
+}
+
+}  // namespace
+
+absl::Status BillingManager::CorrectChargedRent(LedgerStep& step, const bk::Lease& returned, absl::Time now,
+                                                const std::string& request_id, const std::string& trace_id) {
+  if (!returned.has_return_record() || !returned.return_record().has_return_time()) return absl::OkStatus();
+  const absl::Time return_time = FromProto(returned.return_record().return_time());
+  // The periods the lease as at handover (out, no return) may have been
+  // charged for at their end: up to the later of the return and now, with
+  // a month to spare for a replica whose clock is ahead.
+  bk::Lease open = returned;
+  open.clear_return_record();
+  LS_ASSIGN_OR_RETURN(auto periods, LeasePeriods(open, std::max(now, return_time) + absl::Hours(24 * 31), zone_));
+  LS_ASSIGN_OR_RETURN(auto kept, LeasePeriods(returned, absl::InfiniteFuture(), zone_));
+  const std::set<std::string> out_in(kept.begin(), kept.end());
+  for (const auto& period : periods) {
+    const std::string ckey =
+        keys::Doc("charge", "c" + Hex(Fnv(returned.name() + "|" + absl::StrCat("lease-period/", period))));
+    LS_ASSIGN_OR_RETURN(auto cdoc, store_->docs().Get(ckey));
+    if (!cdoc) continue;  // not charged yet: charged with the return applied (Price)
+    LS_ASSIGN_OR_RETURN(v1::Charge charge, Parse<v1::Charge>(cdoc->data));
+    if (charge.state() == v1::Charge::REVERSED) continue;  // reversed in full, which is final
+    int64_t fresh = 0;  // the rent of the period with the return applied
+    if (out_in.count(period) != 0) {
+      LS_ASSIGN_OR_RETURN(v1::Charge repriced, PriceLeasePeriod(returned, period, zone_));
+      fresh = repriced.amount().amount_minor();
+    }
+    const int64_t was = charge.amount().amount_minor();
+    // A charge at a period's end covers the period up to its end: a return
+    // only takes days off it.
+    if (fresh >= was) continue;
+    const bool whole = fresh == 0;
+    const std::string reason =
+        whole ? absl::StrCat(returned.name(), " was returned before ", period, ": no rent for ", period)
+              : absl::StrCat(returned.name(), " was returned during ", period, ": rent of ", period,
+                             " re-priced to the return (", was, " -> ", fresh, ")");
+    auto correction = [&](const v1::Posting& of, int64_t version, std::vector<v1::Entry> entries,
+                          const std::string& description) -> absl::StatusOr<v1::Posting> {
+      v1::Posting c;
+      c.set_name(absl::StrCat("postings/", IdOf(of.name()), "-c", version, "-1"));
+      c.set_kind(v1::CORRECTION);
+      c.set_currency_code(of.currency_code());
+      c.set_corrects(of.name());
+      c.set_charge(of.charge());
+      c.set_subsidy_pool(of.subsidy_pool());
+      c.set_reason(reason);
+      c.set_description(description);
+      c.set_actor("services/billing");
+      *c.mutable_create_time() = ToProto(now);
+      for (auto& e : entries) *c.add_entries() = std::move(e);
+      LS_RETURN_IF_ERROR(CheckBalanced({c.entries().begin(), c.entries().end()}));
+      return c;
+    };
+    // The CHARGE posting, by the difference (in full: its mirror).
+    std::vector<v1::Posting> of_charge, of_subsidies;
+    if (!charge.posting().empty()) {
+      const std::string pkey = keys::Doc("posting", IdOf(charge.posting()));
+      LS_ASSIGN_OR_RETURN(auto pdoc, store_->docs().Get(pkey));
+      if (pdoc) {
+        LS_ASSIGN_OR_RETURN(v1::Posting original, Parse<v1::Posting>(pdoc->data));
+        v1::Charge cut = charge;
+        cut.clear_subsidy_lines();
+        cut.mutable_amount()->set_amount_minor(was - fresh);
+        LS_ASSIGN_OR_RETURN(auto entries, ChargePostingEntries(cut));
+        LS_ASSIGN_OR_RETURN(
+            v1::Posting c,
+            correction(original, pdoc->version, ReverseEntries(entries),
+                       absl::StrCat(whole ? "reversal of " : "correction of ", original.name(), ": ", reason)));
+        original.add_corrected_by(c.name());
+        step.version_checks.push_back({pkey, pdoc->version});
+        step.puts.push_back({pkey, original.SerializeAsString(), pdoc->version + 1});
+        of_charge.push_back(std::move(c));
+      }
+    }
+    if (of_charge.empty()) continue;
+    // Each SUBSIDY posting down to what its pool pays of the new amount (its
+    // percentage, never more than it paid, nor more than earlier pools
+    // left); its pool balance and cap usage get the difference back. One
+    // an admin corrected already is left as it stands.
+    int64_t covered = 0;
+    for (const auto& line : charge.subsidy_lines()) {
+      const int64_t paid = line.amount().amount_minor();
+      LS_ASSIGN_OR_RETURN(int64_t full, MulDivFloor(fresh, line.percentage_bps(), kWholeBps));
+      const int64_t keep = std::max<int64_t>(0, std::min({paid, full, fresh - covered}));
+      covered += keep;
+      if (keep == paid || line.posting().empty()) continue;
+      const std::string skey = keys::Doc("posting", IdOf(line.posting()));
+      LS_ASSIGN_OR_RETURN(auto sdoc, store_->docs().Get(skey));
+      if (!sdoc) continue;
+      LS_ASSIGN_OR_RETURN(v1::Posting sub, Parse<v1::Posting>(sdoc->data));
+      if (!sub.corrected_by().empty()) continue;
+      v1::SubsidyLine less = line;
+      less.mutable_amount()->set_amount_minor(paid - keep);
+      LS_ASSIGN_OR_RETURN(auto entries, SubsidyLineEntries(less, charge));
+      LS_ASSIGN_OR_RETURN(
+          v1::Posting c,
+          correction(sub, sdoc->version, ReverseEntries(entries),
+                     whole ? absl::StrCat("reversal of ", sub.name(), " with its charge")
+                           : absl::StrCat("correction of ", sub.name(), ": ", reason)));
+      c.set_subsidised_delta_sent(true);  // moves the payer's subsidised part (IncomeDeltasOf)
+      if (line.has_cap_period()) {
+        step.incrs.push_back({keys::Cap(IdOf(line.subsidy_pool())),
+                              CapField(line.beneficiary_organization(), FromProto(line.cap_period().start_time()),
+                                       FromProto(line.cap_period().end_time())),
+                              -(paid - keep)});
+      }
+      sub.add_corrected_by(c.name());
+      step.version_checks.push_back({skey, sdoc->version});
+      step.puts.push_back({skey, sub.SerializeAsString(), sdoc->version + 1});
+      of_subsidies.push_back(std::move(c));
+    }
+    std::vector<v1::Posting> all = of_charge;
+    all.insert(all.end(), of_subsidies.begin(), of_subsidies.end());
+    // The pools' balances after these corrections and what the step holds
+    // before them (rent charged on return in the same step, an earlier
+    // period's corrections).
+    LS_ASSIGN_OR_RETURN(auto pool_balances, PoolBalancesAfter(step, all));
+    for (auto& b : pool_balances) {
+      std::string field;
+      for (const auto& c : all) {
+        for (const auto& e : c.entries()) {
+          auto ref = ParseAccountName(e.account());
+          if (ref.ok() && ref->kind == v1::POOL_FUNDS && ref->owner == b.subsidy_pool()) field = BalanceField(e);
+        }
+      }
+      int64_t earlier = 0;
+      for (const auto& inc : step.incrs) {
+        if (inc.key == keys::Balances() && inc.field == field) earlier += inc.delta;
+      }
+      b.mutable_balance()->set_amount_minor(b.balance().amount_minor() - earlier);
+    }
+    for (const auto& c : all) AddPosting(step, c, now);
+    charge.set_state(whole ? v1::Charge::REVERSED : v1::Charge::ADJUSTED);
+    for (const auto& c : all) charge.add_corrections(c.name());
+    *charge.mutable_update_time() = ToProto(now);
+    step.version_checks.push_back({ckey, cdoc->version});
+    step.puts.push_back({ckey, charge.SerializeAsString(), cdoc->version + 1});
+    v1::BillingEvent ev = ServiceEvent(now, request_id, trace_id);
+    auto* posted = ev.mutable_correction_posted();
+    *posted->mutable_correction() = of_charge[0];
+    for (const auto& c : of_subsidies) *posted->add_related_corrections() = c;
+    posted->set_corrected_posting(charge.posting());
+    *posted->mutable_charge() = charge;
+    std::vector<v1::IncomeFigures> deltas = IncomeDeltasOf(of_charge, &charge, now, false);
+    for (const auto& f : IncomeDeltasOf(of_subsidies, &charge, now, true)) {
+      auto same = std::find_if(deltas.begin(), deltas.end(), [&](const v1::IncomeFigures& d) {
+        return d.owner_organization() == f.owner_organization() && d.currency_code() == f.currency_code();
+      });
+      if (same == deltas.end()) {
+        deltas.push_back(f);
+      } else {
+        AddIncome(*same, f);
+      }
+    }
+    for (auto& d : deltas) *posted->add_income_deltas() = std::move(d);
+    for (auto& b : pool_balances) *posted->add_pool_balances() = std::move(b);
+    posted->set_reason(reason);
+    step.events.push_back(ev.SerializeAsString());
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<int> BillingManager::ChargeEndedLeasePeriods() {
   LS_ASSIGN_OR_RETURN(auto leases, store_->HashAll(keys::Doc("leases", "out")));
   const absl::Time now = clock_->Now();
@@ -1017,6 +1253,9 @@ absl::StatusOr<int> BillingManager::ChargeEndedLeasePeriods() {
         if (done || existing) break;
         LedgerStep step;
         step.applied_event_id = marker;
+        // Only while the lease is still out as read: a return applied
+        // meanwhile charged (or corrected) the period with the return.
+        step.field_checks.push_back({keys::Doc("leases", "out"), id, bytes});
         v1::Charge charge = c;
         // Posted now (the period ended before `now`), stamped anew on each attempt.
         LS_RETURN_IF_ERROR(PostCharge(step, charge, marker, StampNow(), "", ""));
@@ -1027,6 +1266,80 @@ absl::StatusOr<int> BillingManager::ChargeEndedLeasePeriods() {
     }
   }
   return posted;
+}
+
+namespace {
+
+const RedisScript& MoveIndexMember() {
+  static const RedisScript* const kMove = new RedisScript(R"lua(
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('ZADD', KEYS[1], 0, ARGV[2])
+  return 1
+end
+return 0
+)lua");
+  return *kMove;
+}
+
+// The create_time of a stored document of an index listed by create time.
+absl::StatusOr<std::optional<absl::Time>> CreateTimeOf(const std::string& kind, const std::string& data) {
+  auto of = [](const auto& m) {
+    return m.has_create_time() ? std::optional<absl::Time>(FromProto(m.create_time())) : std::nullopt;
+  };
+  if (kind == "posting") {
+    LS_ASSIGN_OR_RETURN(auto m, Parse<v1::Posting>(data));
+    return of(m);
+  }
+  if (kind == "charge") {
+    LS_ASSIGN_OR_RETURN(auto m, Parse<v1::Charge>(data));
+    return of(m);
+  }
+  if (kind == "deposit") {
+    LS_ASSIGN_OR_RETURN(auto m, Parse<v1::Deposit>(data));
+    return of(m);
+  }
+  if (kind == "payment") {
+    LS_ASSIGN_OR_RETURN(auto m, Parse<v1::Payment>(data));
+    return of(m);
+  }
+  LS_ASSIGN_OR_RETURN(auto m, Parse<v1::Settlement>(data));
+  return of(m);
+}
+
+}  // namespace
+
+absl::StatusOr<int> BillingManager::MigrateIndexMembers() {
+  constexpr int kBatch = 500;
+  int moved = 0;
+  for (const std::string kind : {"posting", "charge", "deposit", "payment", "settlement"}) {
+    const std::string index = keys::Index(kind);
+    // Settlements are indexed "<period>|<time>|<id>", the others "<time>|<id>".
+    const bool by_period = kind == "settlement";
+    std::string after;
+    while (true) {
+      LS_ASSIGN_OR_RETURN(auto members, store_->docs().IndexRange(index, after, kBatch));
+      for (const auto& m : members) {
+        after = m;  // a member moved is met again later, of the new form
+        const size_t bar = m.rfind('|');
+        const size_t start = by_period ? m.find('|') + 1 : 0;
+        if (bar == std::string::npos || (by_period && start > bar)) continue;
+        const std::optional<int64_t> ms = keys::LegacyIndexMillis(absl::string_view(m).substr(start, bar - start));
+        if (!ms) continue;
+        const std::string id = m.substr(bar + 1);
+        absl::Time t = absl::FromUnixMillis(*ms);
+        LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc(kind, id)));
+        if (doc) {
+          auto created = CreateTimeOf(kind, doc->data);
+          if (created.ok() && *created && Ms(**created) == *ms) t = **created;
+        }
+        const std::string fresh = m.substr(0, start) + keys::IndexMember(t, id);
+        LS_ASSIGN_OR_RETURN(RedisValue reply, store_->pool()->Eval(MoveIndexMember(), {index}, {m, fresh}));
+        if (reply.type == RedisValue::Type::kInteger) moved += static_cast<int>(reply.integer);
+      }
+      if (static_cast<int>(members.size()) < kBatch) break;
+    }
+  }
+  return moved;
 }
 
 // ================================================================ charges, postings, balances

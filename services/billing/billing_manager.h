@@ -133,6 +133,15 @@ class BillingManager {
   // periodically; safe on every replica. Returns how many were posted.
   absl::StatusOr<int> ChargeEndedLeasePeriods();
 
+  // Rewrites the index members of the earlier form ("<ms, 15 digits>|<id>")
+  // of postings, charges, deposits, payments and settlements to the
+  // nanosecond form (keys::IndexMember) at their document's create_time,
+  // so that lists order by create_time then name to the nanosecond. Each
+  // member moves in one atomic step (removed, then added only if this call
+  // removed it): safe on every start and on several replicas at once.
+  // Returns how many members it moved.
+  absl::StatusOr<int> MigrateIndexMembers();
+
   // Every account's balance (debit minus credit, per counterparty).
   absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> AllBalances() const;
 
@@ -164,6 +173,16 @@ class BillingManager {
   absl::StatusOr<std::vector<v1::Charge>> UnchargedLeasePeriods(const labshare::booking::v1::Lease& lease,
                                                                 absl::Time until);
   absl::StatusOr<Priced> Price(const labshare::booking::v1::BookingEvent& e, IngestBatch* batch = nullptr);
+  // On a lease's return: re-prices each period whose rent was charged before
+  // (the lease as at handover, charged at the period's end) with the return
+  // applied, and adds to `step` a CORRECTION of each difference: the rent's
+  // CHARGE posting reduced by it (reversed in full, the charge REVERSED, for
+  // a period after the return), its SUBSIDY postings reduced to what the
+  // pools pay of the new amount (pool balance and cap usage given back), the
+  // charge ADJUSTED, and one CorrectionPosted per charge. Corrections are
+  // posted now, never back-dated; the step's event marker keeps them once.
+  absl::Status CorrectChargedRent(LedgerStep& step, const labshare::booking::v1::Lease& returned, absl::Time now,
+                                  const std::string& request_id, const std::string& trace_id);
   // The rate line for `payer` at `at`, looked up at the payer class and
   // tier booking recorded (`payer_class` unset, as on events from before
   // booking recorded it: inventory's class of the organisation now).

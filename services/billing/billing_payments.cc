@@ -567,7 +567,7 @@ absl::StatusOr<v1::Payment> BillingManager::RecordPayment(const Principal& p, co
     const std::string key = keys::Doc("payment", id);
     step.version_checks.push_back({key, 0});
     step.puts.push_back({key, pay.SerializeAsString(), 1});
-    step.index_adds.push_back({keys::Index("payment"), keys::IndexMember(Ms(now), id)});
+    step.index_adds.push_back({keys::Index("payment"), keys::IndexMember(now, id)});
     step.stamp = now;
     step.response = SerializeDeterministic(pay);
     *recorded.mutable_payment_recorded()->mutable_payment() = pay;
@@ -638,7 +638,7 @@ absl::StatusOr<v1::Invoice> BillingManager::MarkInvoicePaid(const Principal& p, 
       const std::string pkey = keys::Doc("payment", id);
       step.version_checks.push_back({pkey, 0});
       step.puts.push_back({pkey, pay.SerializeAsString(), 1});
-      step.index_adds.push_back({keys::Index("payment"), keys::IndexMember(Ms(now), id)});
+      step.index_adds.push_back({keys::Index("payment"), keys::IndexMember(now, id)});
       step.stamp = now;
       *pb.mutable_amount_paid() = MakeMoney(inv.currency_code(), pb.amount_paid().amount_minor() + open);
       pb.mutable_amount_outstanding()->set_amount_minor(0);

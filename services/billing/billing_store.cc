@@ -29,7 +29,17 @@ std::string Idempotency(absl::string_view method, absl::string_view request_id) 
   return absl::StrCat("{billing}:idem:", method, ":", request_id);
 }
 std::string Outbox() { return "{billing}:outbox"; }
-std::string IndexMember(int64_t ms, absl::string_view id) { return absl::StrFormat("%015d|%s", ms, id); }
+std::string IndexMember(absl::Time t, absl::string_view id) {
+  return absl::StrFormat("%019d|%s", absl::ToUnixNanos(t), id);
+}
+std::optional<int64_t> LegacyIndexMillis(absl::string_view time_field) {
+  int64_t ms = 0;
+  if (time_field.size() != 15 || !absl::SimpleAtoi(time_field, &ms) || ms < 0) return std::nullopt;
+  for (char c : time_field) {
+    if (c < '0' || c > '9') return std::nullopt;
+  }
+  return ms;
+}
 std::string Clock() { return "{billing}:clock"; }
 
 }  // namespace keys

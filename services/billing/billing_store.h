@@ -16,7 +16,8 @@
 //                                  invoice not re-issued yet ('' once re-issued)
 //   {billing}:settlement:<id>      Settlement document
 //   {billing}:charges, :postings, :pools, :invoices, :settlements
-//                                  ZSET indexes ("<ms, 15 digits>|<id>", lex order)
+//                                  ZSET indexes ("<ns, 19 digits>|<id>", lex order;
+//                                  "<ms, 15 digits>|<id>" before, migrated at start)
 //   {billing}:bal                  HASH "<account>|<counterparty>|<currency>" -> balance
 //                                  in minor units, debit minus credit
 //   {billing}:acct:<account>       LIST "<ms>|<posting id>|<counterparty>|<signed>"
@@ -68,7 +69,14 @@ std::string Invoiced();
 std::string Voided();
 std::string Idempotency(absl::string_view method, absl::string_view request_id);
 std::string Outbox();
-std::string IndexMember(int64_t ms, absl::string_view id);
+// "<unix nanoseconds, 19 digits>|<id>": the members of the indexes listed
+// by create time (postings, charges, deposits, payments; settlements after
+// "<period>|"), whose text order is time order to the nanosecond, then id.
+std::string IndexMember(absl::Time t, absl::string_view id);
+// The milliseconds of an index member's time field of the earlier form
+// (15 digits of unix milliseconds), nullopt for any other field.
+// BillingManager::MigrateIndexMembers rewrites such members.
+std::optional<int64_t> LegacyIndexMillis(absl::string_view time_field);
 // Hash, field "t": the stamp of the latest dated step (LedgerStep::stamp).
 std::string Clock();
 }  // namespace keys

@@ -436,6 +436,15 @@ absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEv
     const bk::Lease& lease = e.lease_closed().lease();
     LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("deposit", IdOf(lease.name()))));
     if (!doc) {
+      // A lease is closed only after its handover, whose step holds any
+      // deposit of the contract: none held yet means the handover is not
+      // applied yet (its event failed, or another replica still has it).
+      // Settled now, the damage would be charged net of a deposit never
+      // released; the close waits for it (left pending, retried).
+      if (lease.contract().deposit().amount_minor() > 0) {
+        return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
+                         lease.name() + "'s deposit is not held yet: its handover is applied first");
+      }
       // No deposit was held (a zero deposit creates none): nothing to
       // release or apply, but the damage is still charged, all of it
       // outstanding (billing.proto, Deposit).

@@ -294,6 +294,63 @@ TEST_F(BillingLeaseRentTest, ALeasesEventsWaitForAnEarlierOneThatFailed) {
   EXPECT_EQ(Rent(lease).size(), 1u);
 }
 
+// A close read before its handover (two billing replicas on consecutive
+// batches of one stream, or a handover retried after the close's batch):
+// the close waits until the handover has held the deposit, then settles it
+// as in order. It was applied at once: the damage charged net of a deposit
+// that the late handover then held for good (HELD, never released).
+TEST_F(BillingLeaseRentTest, ACloseReadBeforeItsHandoverWaitsForTheDeposit) {
+  const bk::Lease lease = ApprovedLease(19);
+  bk::Lease out;
+  clock_.Set(day_ + absl::Hours(24));
+  bk::RecordHandoverRequest h;
+  h.set_name(lease.name());
+  h.set_condition_notes("ok");
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RecordHandover, h, &out, staff_).ok());
+  clock_.Set(Utc(1, 9));
+  bk::RecordReturnRequest ret;
+  ret.set_name(lease.name());
+  ret.set_condition_notes("stage scratched");
+  *ret.mutable_damage_amount() = MakeMoney("CNY", 30000);
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RecordReturn, ret, &out, staff_).ok());
+  bk::CloseLeaseRequest close;
+  close.set_name(lease.name());
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CloseLease, close, &out, staff_).ok());
+  std::vector<StreamEvent> handover, rest;
+  for (const auto& e : Events()) {
+    StreamEvent se{e.header().event_id(), "labshare.booking.v1.BookingEvent", e.SerializeAsString()};
+    (e.has_lease_handed_over() ? handover : rest).push_back(std::move(se));
+  }
+  ASSERT_EQ(handover.size(), 1u);
+  // The later batch first: the close is left pending, nothing settled.
+  std::vector<absl::Status> st = billing_->ApplyBookingEvents(rest);
+  std::vector<StreamEvent> pending;
+  for (size_t i = 0; i < rest.size(); ++i) {
+    bk::BookingEvent e;
+    ASSERT_TRUE(e.ParseFromString(rest[i].payload));
+    if (e.has_lease_closed()) {
+      EXPECT_EQ(st[i].code(), absl::StatusCode::kAborted) << st[i];
+      pending.push_back(rest[i]);
+    } else {
+      EXPECT_TRUE(st[i].ok()) << st[i];
+    }
+  }
+  ASSERT_EQ(pending.size(), 1u);
+  EXPECT_EQ(SubLedger(kOwner, "compensation", kLab), 0);
+  // The handover, then the close again.
+  for (const auto& s : billing_->ApplyBookingEvents(handover)) EXPECT_TRUE(s.ok()) << s;
+  for (const auto& s : billing_->ApplyBookingEvents(pending)) EXPECT_TRUE(s.ok()) << s;
+  const v1::Deposit deposit = DepositOf(lease);
+  EXPECT_EQ(deposit.state(), v1::Deposit::APPLIED);
+  EXPECT_EQ(deposit.applied_amount().amount_minor(), 30000);
+  EXPECT_EQ(deposit.released_amount().amount_minor(), 70000);
+  EXPECT_EQ(SubLedger(kOwner, "deposit-held", ""), 0);
+  EXPECT_EQ(SubLedger(kLab, "deposit-lodged", ""), 0);
+  EXPECT_EQ(SubLedger(kOwner, "compensation", kLab), 30000);
+  clock_.Set(Utc(3, 2));
+  EXPECT_EQ(*billing_->ChargeEndedLeasePeriods(), 0);  // returned: no rent after it
+}
+
 // A handover applied after its lease's return (its event failed twice and
 // was retried after the return, read in a later batch): the deposit is
 // held (the close settles it) but the lease is not put out again, so no

@@ -1423,8 +1423,9 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
       r.request_id().empty() ? "" : keys::Idempotency(partition, "ApplyMaintenanceWindow", r.request_id());
   const std::string fingerprint = RequestFingerprint("ApplyMaintenanceWindow", r, ActorName(p));
   // Every event of the window's steps names the request that caused it
-  // (types.proto); the steps keep their own idempotency (none).
-  const std::string& event_rid = r.request_id().empty() ? cause_request_id : r.request_id();
+  // (types.proto: inventory's, when its event is applied); the steps keep
+  // their own idempotency (none).
+  const std::string& event_rid = cause_request_id.empty() ? r.request_id() : cause_request_id;
   return Claimed<Response>(ClaimOf(p, "ApplyMaintenanceWindow", r.request_id(), r), [&]() -> absl::StatusOr<Response> {
   LS_ASSIGN_OR_RETURN(auto seen, store_->FindReplay(idem, fingerprint));
   if (seen) return ParseAnswer<Response>(*seen);

@@ -27,6 +27,10 @@ EventConsumer::Handler InventoryEventHandler(BookingManager* manager, RefileOpti
     service.trace_id = event.header().trace_id();  // the cuts follow the window's request
     v1::ApplyMaintenanceWindowRequest r;
     r.set_maintenance_window(event.maintenance_window_changed().maintenance_window().name());
+    // One application per inventory event: a redelivery (a crash before
+    // the acknowledgement, two replicas claiming the entry) gets the first
+    // answer instead of publishing another MaintenanceApplied.
+    if (!event.header().event_id().empty()) r.set_request_id("inventory-event-" + event.header().event_id());
     // The events of the step name the inventory request that changed the
     // window (types.proto: "The request_id of the mutation that caused it").
     return manager->ApplyMaintenanceWindow(service, r, event.header().request_id()).status();

@@ -121,9 +121,13 @@ int main(int argc, char** argv) {
   options.stream = "{inventory}:outbox";
   options.group = labshare::booking::kInventoryEventsGroup;
   static_assert(std::string_view(labshare::booking::kInventoryEventsGroup) == labshare::kOutboxGroupBooking);
-  options.consumer = std::string("booking-") + host + "-" + std::to_string(getpid());
+  // Stable across restarts (common/events.h): a restarted process re-reads
+  // its own pending entries at once instead of waiting for their reclaim.
+  options.consumer = std::string("booking-") + host;
   labshare::EventConsumer events(&redis, options);
   loop.Add(&events, labshare::booking::InventoryEventHandler(&manager));
+  // Failed and parked entries, the oldest pending one (common/events.h).
+  labshare::ConsumerMetrics consumer_metrics(&redis, loop.consumers());
   std::thread consumer([&] { loop.Run(); });
   // This replica's inventory cache follows inventory's changes.
   std::thread watcher([&] {

@@ -7,7 +7,7 @@
 //
 // EventConsumer reads a stream with a consumer group. Delivery is
 // at-least-once: an entry is acknowledged only after the handler succeeded,
-// entries left pending by a consumer that died are reclaimed (XAUTOCLAIM)
+// entries left pending by a consumer that died are claimed (XCLAIM)
 // once idle for `reclaim_idle`, and a restarted consumer first re-reads its
 // own pending entries. Handlers therefore must apply idempotently, keyed by
 // the event id, in the same atomic step as their effect (ApplyOnceLua helps).

@@ -145,7 +145,11 @@ absl::Status EventConsumer::EnsureGroup() {
 
 absl::Status EventConsumer::Park(const std::string& id, const std::vector<std::string>& fields,
                                  const absl::Status& cause) {
-  std::vector<std::string> args = {options_.group, options_.consumer, id, cause.ToString()};
+  // "DATA_LOSS CORRUPT_EVENT: unreadable booking event 1-0" (no payloads).
+  std::string reason = absl::StatusCodeToString(cause.code());
+  if (const std::string r = ErrorReason(cause); !r.empty()) absl::StrAppend(&reason, " ", r);
+  absl::StrAppend(&reason, ": ", cause.message());
+  std::vector<std::string> args = {options_.group, options_.consumer, id, reason};
   args.insert(args.end(), fields.begin(), fields.end());
   const std::string parking = ParkingStream(options_.stream, options_.group);
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(ParkScript(), {options_.stream, parking}, args));
@@ -153,7 +157,7 @@ absl::Status EventConsumer::Park(const std::string& id, const std::vector<std::s
     parked_.fetch_add(1, std::memory_order_relaxed);
     LogError("event can never be applied; parked",
              {{"stream", options_.stream}, {"group", options_.group}, {"id", id},
-              {"parking_stream", parking}, {"error", cause.ToString()}});
+              {"parking_stream", parking}, {"error", reason}});
   }
   return absl::OkStatus();
 }

@@ -26,7 +26,8 @@
 // one Lua step: appended to the parking stream ParkingStream(stream, group)
 // = "<stream>:parked:<group>" (same hash tag as the stream) with its own
 // fields plus "id" (its id in the stream), "group", "consumer", "reason"
-// (the cause) and "time" (Redis's clock, ms since the epoch), and
+// (the cause: "<CODE> <REASON>: <message>", e.g. "DATA_LOSS CORRUPT_EVENT:
+// unreadable booking event 1-0") and "time" (Redis's clock, ms since the epoch), and
 // acknowledged, so that it no longer holds the group's pending list nor the
 // outbox's trimming back. Parked entries are logged and counted
 // (labshare_consumer_parked_entries{stream,group}); operators read, replay
@@ -80,7 +81,7 @@ struct ConsumerOptions {
 std::string ParkingStream(const std::string& stream, const std::string& group);
 
 // A handler's answer for an entry that can never be applied: the entry is
-// parked (see above) with cause.ToString() as its reason. Any other failing
+// parked (see above) with the cause's code, reason and message. Any other failing
 // status leaves the entry pending for a retry.
 absl::Status PermanentEventFailure(absl::Status cause);
 bool IsPermanentEventFailure(const absl::Status& status);

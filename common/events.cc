@@ -2,7 +2,10 @@
 
 #include <algorithm>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/random/random.h"
+#include "absl/strings/cord.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
@@ -25,8 +28,109 @@ std::string NewEventId() {
                          absl::Uniform<uint64_t>(gen));
 }
 
+namespace {
+
+// "ms-seq" (or "ms").
+bool ParseId(absl::string_view id, uint64_t* ms, uint64_t* seq) {
+  const size_t dash = id.find('-');
+  *seq = 0;
+  if (dash == absl::string_view::npos) return absl::SimpleAtoi(id, ms);
+  return absl::SimpleAtoi(id.substr(0, dash), ms) && absl::SimpleAtoi(id.substr(dash + 1), seq);
+}
+
+constexpr char kPermanentPayload[] = "type.labshare.dev/labshare.PermanentEventFailure";
+
+// The due pending entries of a list, claimed by the consumer (XCLAIM: the
+// delivery count goes up, the idle time restarts); entries the stream no
+// longer holds are acknowledged. KEYS[1] stream. ARGV: group, consumer,
+// owner ('' any), min idle ms, scan start, scan count, claim count, retry
+// initial ms, retry max ms. Answers {next start ('-': from the beginning
+// again), {{id, {field, value...}}...}, {deleted id...}, entries scanned,
+// error ('' or the error of XPENDING, e.g. NOGROUP)}.
+const RedisScript& ClaimDueScript() {
+  static const RedisScript* script = new RedisScript(R"lua(
+local p
+if ARGV[3] ~= '' then
+  p = redis.pcall('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[4], ARGV[5], '+', ARGV[6], ARGV[3])
+else
+  p = redis.pcall('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[4], ARGV[5], '+', ARGV[6])
+end
+if type(p) == 'table' and p.err then return {'-', {}, {}, 0, p.err} end
+local want, initial, max = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local claimed, deleted = {}, {}
+local scanned, nextstart = 0, '-'
+for _, e in ipairs(p) do
+  scanned = scanned + 1
+  local delay, n = initial, tonumber(e[4])
+  local i = 1
+  while i < n and delay < max do delay = delay * 2; i = i + 1 end
+  if delay > max then delay = max end
+  if tonumber(e[3]) >= delay then
+    local r = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, e[1])
+    if type(r[1]) == 'table' and type(r[1][2]) == 'table' then
+      claimed[#claimed + 1] = r[1]
+    else
+      redis.call('XACK', KEYS[1], ARGV[1], e[1])
+      deleted[#deleted + 1] = e[1]
+    end
+    if #claimed + #deleted >= want then
+      nextstart = '(' .. e[1]
+      break
+    end
+  end
+  if scanned == #p and #p >= tonumber(ARGV[6]) then nextstart = '(' .. e[1] end
+end
+return {nextstart, claimed, deleted, scanned, ''}
+)lua");
+  return *script;
+}
+
+// Parks one pending entry: appended to the parking stream, then
+// acknowledged; nothing when it is no longer pending (parked or
+// acknowledged meanwhile). KEYS[1] stream, KEYS[2] parking stream. ARGV:
+// group, consumer, id, reason, the entry's fields and values. Answers 1 when
+// parked, 0 when not pending.
+const RedisScript& ParkScript() {
+  static const RedisScript* script = new RedisScript(R"lua(
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #p == 0 then return 0 end
+local t = redis.call('TIME')
+local ms = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+local args = {'XADD', KEYS[2], '*'}
+for i = 5, #ARGV do args[#args + 1] = ARGV[i] end
+for _, v in ipairs({'id', ARGV[3], 'group', ARGV[1], 'consumer', ARGV[2], 'reason', ARGV[4], 'time', ms}) do
+  args[#args + 1] = v
+end
+redis.call(unpack(args))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+return 1
+)lua");
+  return *script;
+}
+
+}  // namespace
+
+std::string ParkingStream(const std::string& stream, const std::string& group) {
+  return absl::StrCat(stream, ":parked:", group);
+}
+
+absl::Status PermanentEventFailure(absl::Status cause) {
+  if (cause.ok()) cause = absl::InternalError("permanent event failure");
+  cause.SetPayload(kPermanentPayload, absl::Cord("1"));
+  return cause;
+}
+
+bool IsPermanentEventFailure(const absl::Status& status) {
+  return !status.ok() && status.GetPayload(kPermanentPayload).has_value();
+}
+
 EventConsumer::EventConsumer(RedisPool* pool, ConsumerOptions options)
-    : pool_(pool), options_(std::move(options)) {}
+    : pool_(pool), options_(std::move(options)) {
+  if (options_.batch < 1) options_.batch = 1;
+  if (options_.scan < options_.batch) options_.scan = options_.batch;
+  if (options_.retry_initial < absl::ZeroDuration()) options_.retry_initial = absl::ZeroDuration();
+  if (options_.retry_max < options_.retry_initial) options_.retry_max = options_.retry_initial;
+}
 
 absl::Status EventConsumer::EnsureGroup() {
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"XGROUP", "CREATE", options_.stream,
@@ -35,11 +139,32 @@ absl::Status EventConsumer::EnsureGroup() {
     LogError("XGROUP CREATE failed", {{"stream", options_.stream}, {"error", v.str}});
     return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "cannot create consumer group");
   }
+  group_ready_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status EventConsumer::Park(const std::string& id, const std::vector<std::string>& fields,
+                                 const absl::Status& cause) {
+  // "DATA_LOSS CORRUPT_EVENT: unreadable booking event 1-0" (no payloads).
+  std::string reason = absl::StatusCodeToString(cause.code());
+  if (const std::string r = ErrorReason(cause); !r.empty()) absl::StrAppend(&reason, " ", r);
+  absl::StrAppend(&reason, ": ", cause.message());
+  std::vector<std::string> args = {options_.group, options_.consumer, id, reason};
+  args.insert(args.end(), fields.begin(), fields.end());
+  const std::string parking = ParkingStream(options_.stream, options_.group);
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(ParkScript(), {options_.stream, parking}, args));
+  if (v.type == RedisValue::Type::kInteger && v.integer == 1) {
+    parked_.fetch_add(1, std::memory_order_relaxed);
+    LogError("event can never be applied; parked",
+             {{"stream", options_.stream}, {"group", options_.group}, {"id", id},
+              {"parking_stream", parking}, {"error", reason}});
+  }
   return absl::OkStatus();
 }
 
 absl::StatusOr<int> EventConsumer::ApplyBatch(const RedisValue& entries, const BatchHandler& handler) {
   std::vector<StreamEvent> events;
+  std::vector<std::vector<std::string>> raw;  // each event's fields and values
   std::vector<std::string> ack = {"XACK", options_.stream, options_.group};
   std::vector<std::string> deleted;
   events.reserve(entries.elements.size());
@@ -55,11 +180,16 @@ absl::StatusOr<int> EventConsumer::ApplyBatch(const RedisValue& entries, const B
     StreamEvent event;
     event.stream_id = entry.elements[0].str;
     const auto& fields = entry.elements[1].elements;
+    std::vector<std::string> kv;
+    kv.reserve(fields.size());
     for (size_t i = 0; i + 1 < fields.size(); i += 2) {
       if (fields[i].str == "type") event.type = fields[i + 1].str;
       if (fields[i].str == "payload") event.payload = fields[i + 1].str;
+      kv.push_back(fields[i].str);
+      kv.push_back(fields[i + 1].str);
     }
     events.push_back(std::move(event));
+    raw.push_back(std::move(kv));
   }
   if (!deleted.empty()) {
     LogWarning("pending entries deleted from the stream before they were applied; acknowledged",
@@ -68,6 +198,7 @@ absl::StatusOr<int> EventConsumer::ApplyBatch(const RedisValue& entries, const B
                 {"count", std::to_string(deleted.size())},
                 {"ids", absl::StrJoin(deleted, ",")}});
   }
+  int parked = 0;
   if (!events.empty()) {
     const std::vector<absl::Status> applied = handler(events);
     if (applied.size() != events.size()) {
@@ -84,12 +215,24 @@ absl::StatusOr<int> EventConsumer::ApplyBatch(const RedisValue& entries, const B
         continue;
       }
       own_pending_ = true;
+      failed_.fetch_add(1, std::memory_order_relaxed);
+      if (IsPermanentEventFailure(applied[i])) {
+        // Left pending (and retried later) if parking fails.
+        const absl::Status p = Park(events[i].stream_id, raw[i], applied[i]);
+        if (p.ok()) {
+          ++parked;
+        } else {
+          LogWarning("event cannot be parked; left pending",
+                     {{"stream", options_.stream}, {"id", events[i].stream_id}, {"error", p.ToString()}});
+        }
+        continue;
+      }
       LogWarning("event not applied; left pending",
-                 {{"stream", options_.stream}, {"id", events[i].stream_id},
+                 {{"stream", options_.stream}, {"group", options_.group}, {"id", events[i].stream_id},
                   {"error", applied[i].ToString()}});
     }
   }
-  if (ack.size() == 3) return 0;
+  if (ack.size() == 3) return parked;
   // Set before the call: if the reply is lost (a transport error returns
   // here) the entries are still ours and pending, and are read again first.
   const bool pending_before = own_pending_;
@@ -100,7 +243,42 @@ absl::StatusOr<int> EventConsumer::ApplyBatch(const RedisValue& entries, const B
     return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "cannot acknowledge events");
   }
   own_pending_ = pending_before;
-  return v.type == RedisValue::Type::kInteger ? static_cast<int>(v.integer) : 0;
+  return parked + (v.type == RedisValue::Type::kInteger ? static_cast<int>(v.integer) : 0);
+}
+
+absl::StatusOr<RedisValue> EventConsumer::ClaimDue(bool own, bool* none_pending) {
+  std::string& cursor = own ? own_cursor_ : group_cursor_;
+  const std::string start = cursor;
+  LS_ASSIGN_OR_RETURN(
+      RedisValue v,
+      pool_->Eval(ClaimDueScript(), {options_.stream},
+                  {options_.group, options_.consumer, own ? options_.consumer : "",
+                   std::to_string(own ? 0 : absl::ToInt64Milliseconds(options_.reclaim_idle)), start,
+                   std::to_string(options_.scan), std::to_string(options_.batch),
+                   std::to_string(absl::ToInt64Milliseconds(options_.retry_initial)),
+                   std::to_string(absl::ToInt64Milliseconds(options_.retry_max))}));
+  if (v.type != RedisValue::Type::kArray || v.elements.size() != 5) {
+    LogError("pending-entry claim answered an unexpected reply", {{"stream", options_.stream}});
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "cannot read pending events");
+  }
+  if (!v.elements[4].str.empty()) {
+    if (absl::StartsWith(v.elements[4].str, "NOGROUP")) group_ready_ = false;
+    LogError("XPENDING failed", {{"stream", options_.stream}, {"group", options_.group},
+                                 {"error", v.elements[4].str}});
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "cannot read pending events");
+  }
+  cursor = v.elements[0].str;
+  *none_pending = start == "-" && v.elements[3].integer == 0;
+  if (!v.elements[2].elements.empty()) {
+    std::vector<std::string> ids;
+    for (const RedisValue& id : v.elements[2].elements) ids.push_back(id.str);
+    LogWarning("pending entries deleted from the stream before they were applied; acknowledged",
+               {{"stream", options_.stream},
+                {"group", options_.group},
+                {"count", std::to_string(ids.size())},
+                {"ids", absl::StrJoin(ids, ",")}});
+  }
+  return std::move(v.elements[1]);
 }
 
 absl::StatusOr<int> EventConsumer::PollOnce(const Handler& handler) {
@@ -115,40 +293,30 @@ absl::StatusOr<int> EventConsumer::PollOnce(const Handler& handler) {
 absl::StatusOr<int> EventConsumer::PollBatch(const BatchHandler& handler) {
   const std::string count = std::to_string(options_.batch);
   int acked = 0;
-  // 1. Our own pending entries (after a restart of this consumer, or left
-  // by a failed handler).
+  // 1. Our own pending entries that are due again (after a restart of this
+  // consumer, or left by a failed handler).
   if (own_pending_) {
-    LS_ASSIGN_OR_RETURN(RedisValue own,
-                        pool_->Command({"XREADGROUP", "GROUP", options_.group, options_.consumer,
-                                        "COUNT", count, "STREAMS", options_.stream, "0"}));
-    if (own.is_error()) {
-      LogError("XREADGROUP failed", {{"stream", options_.stream}, {"error", own.str}});
-      return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "cannot read event stream");
-    }
-    const bool empty = own.type != RedisValue::Type::kArray || own.elements.empty() ||
-                       own.elements[0].elements.size() < 2 || own.elements[0].elements[1].elements.empty();
-    if (empty) {
+    bool none = false;
+    LS_ASSIGN_OR_RETURN(RedisValue own, ClaimDue(/*own=*/true, &none));
+    if (none) {
       own_pending_ = false;
-    } else {
-      LS_ASSIGN_OR_RETURN(int n, ApplyBatch(own.elements[0].elements[1], handler));
+    } else if (!own.elements.empty()) {
+      LS_ASSIGN_OR_RETURN(int n, ApplyBatch(own, handler));
       acked += n;
     }
   }
-  // 2. Entries another consumer took and left idle. own_pending_ is set
-  // before each read that makes entries ours (XAUTOCLAIM, '>'): if its reply
-  // is lost they are pending on this consumer and are read again first.
+  // 2. Entries of the group left idle (another consumer's, dead or stuck),
+  // once due. own_pending_ is set before each read that makes entries ours
+  // (the claim, '>'): if its reply is lost they are pending on this
+  // consumer and are read again first.
   bool pending_before = own_pending_;
   own_pending_ = true;
-  LS_ASSIGN_OR_RETURN(
-      RedisValue claimed,
-      pool_->Command({"XAUTOCLAIM", options_.stream, options_.group, options_.consumer,
-                      std::to_string(absl::ToInt64Milliseconds(options_.reclaim_idle)), "0-0",
-                      "COUNT", count}));
+  bool unused = false;
+  LS_ASSIGN_OR_RETURN(RedisValue claimed, ClaimDue(/*own=*/false, &unused));
   own_pending_ = pending_before;
-  if (claimed.type == RedisValue::Type::kArray && claimed.elements.size() >= 2 &&
-      !claimed.elements[1].elements.empty()) {
+  if (!claimed.elements.empty()) {
     own_pending_ = true;  // until acknowledged, they are ours
-    LS_ASSIGN_OR_RETURN(int n, ApplyBatch(claimed.elements[1], handler));
+    LS_ASSIGN_OR_RETURN(int n, ApplyBatch(claimed, handler));
     acked += n;
   }
   // 3. New entries.
@@ -165,6 +333,7 @@ absl::StatusOr<int> EventConsumer::PollBatch(const BatchHandler& handler) {
   LS_ASSIGN_OR_RETURN(RedisValue fresh, pool_->Command(read));
   own_pending_ = pending_before;
   if (fresh.is_error()) {
+    if (absl::StartsWith(fresh.str, "NOGROUP")) group_ready_ = false;
     LogError("XREADGROUP failed", {{"stream", options_.stream}, {"error", fresh.str}});
     return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "cannot read event stream");
   }
@@ -173,6 +342,55 @@ absl::StatusOr<int> EventConsumer::PollBatch(const BatchHandler& handler) {
     acked += n;
   }
   return acked;
+}
+
+// ------------------------------------------------------------ metrics
+
+std::string RenderConsumerMetrics(RedisPool* pool, const std::vector<const EventConsumer*>& consumers) {
+  std::string failed = "# HELP labshare_consumer_failed_entries_total Outbox entries whose handler failed in this process (parked ones included).\n"
+                       "# TYPE labshare_consumer_failed_entries_total counter\n";
+  std::string parked_total = "# HELP labshare_consumer_parked_entries_total Outbox entries this process parked (can never be applied).\n"
+                             "# TYPE labshare_consumer_parked_entries_total counter\n";
+  std::string parked = "# HELP labshare_consumer_parked_entries Entries in the group's parking stream (<stream>:parked:<group>).\n"
+                       "# TYPE labshare_consumer_parked_entries gauge\n";
+  std::string oldest = "# HELP labshare_consumer_oldest_pending_age_seconds Age of the oldest entry the group has pending (Redis clock; 0: none).\n"
+                       "# TYPE labshare_consumer_oldest_pending_age_seconds gauge\n";
+  int64_t errors = 0;
+  // Redis's clock: stream ids come from it.
+  int64_t now_ms = -1;
+  if (auto t = pool->Command({"TIME"}); t.ok() && t->is_array() && t->elements.size() == 2) {
+    int64_t sec = 0, usec = 0;
+    if (absl::SimpleAtoi(t->elements[0].str, &sec) && absl::SimpleAtoi(t->elements[1].str, &usec)) {
+      now_ms = sec * 1000 + usec / 1000;
+    }
+  }
+  absl::flat_hash_set<std::string> seen;
+  for (const EventConsumer* c : consumers) {
+    const std::string& stream = c->options().stream;
+    const std::string& group = c->options().group;
+    if (!seen.insert(absl::StrCat(stream, "\n", group)).second) continue;
+    const std::string labels = absl::StrCat("{stream=\"", stream, "\",group=\"", group, "\"}");
+    absl::StrAppend(&failed, "labshare_consumer_failed_entries_total", labels, " ", c->failed_entries(), "\n");
+    absl::StrAppend(&parked_total, "labshare_consumer_parked_entries_total", labels, " ", c->parked_entries(), "\n");
+    auto len = pool->Command({"XLEN", ParkingStream(stream, group)});
+    auto pending = pool->Command({"XPENDING", stream, group});
+    if (!len.ok() || len->is_error() || !pending.ok() || pending->is_error() || now_ms < 0) {
+      ++errors;
+      continue;
+    }
+    absl::StrAppend(&parked, "labshare_consumer_parked_entries", labels, " ", len->integer, "\n");
+    double age = 0;
+    uint64_t ms = 0, seq = 0;
+    if (pending->is_array() && pending->elements.size() >= 2 && pending->elements[0].integer > 0 &&
+        ParseId(pending->elements[1].str, &ms, &seq) && static_cast<int64_t>(ms) < now_ms) {
+      age = static_cast<double>(now_ms - static_cast<int64_t>(ms)) / 1000.0;
+    }
+    absl::StrAppend(&oldest, "labshare_consumer_oldest_pending_age_seconds", labels, " ", age, "\n");
+  }
+  return absl::StrCat(failed, parked_total, parked, oldest,
+                      "# HELP labshare_consumer_scrape_errors Consumer groups whose figures could not be read at this scrape.\n"
+                      "# TYPE labshare_consumer_scrape_errors gauge\n"
+                      "labshare_consumer_scrape_errors ", errors, "\n");
 }
 
 // ------------------------------------------------------------ backoff
@@ -207,15 +425,17 @@ void ConsumerLoop::Add(std::string stream, Poll poll) {
 }
 
 void ConsumerLoop::Add(EventConsumer* consumer, EventConsumer::Handler handler) {
+  consumers_.push_back(consumer);
   Add(consumer->options().stream, [consumer, handler = std::move(handler)]() -> absl::StatusOr<int> {
-    LS_RETURN_IF_ERROR(consumer->EnsureGroup());
+    if (!consumer->group_ready()) LS_RETURN_IF_ERROR(consumer->EnsureGroup());
     return consumer->PollOnce(handler);
   });
 }
 
 void ConsumerLoop::Add(EventConsumer* consumer, EventConsumer::BatchHandler handler) {
+  consumers_.push_back(consumer);
   Add(consumer->options().stream, [consumer, handler = std::move(handler)]() -> absl::StatusOr<int> {
-    LS_RETURN_IF_ERROR(consumer->EnsureGroup());
+    if (!consumer->group_ready()) LS_RETURN_IF_ERROR(consumer->EnsureGroup());
     return consumer->PollBatch(handler);
   });
 }

@@ -283,3 +283,14 @@ OutboxMaintenance::~OutboxMaintenance() {
 }
 
 }  // namespace labshare
+
+namespace labshare {
+
+ConsumerMetrics::ConsumerMetrics(RedisPool* pool, std::vector<const EventConsumer*> consumers) {
+  collector_ = RegisterMetricsCollector(
+      [pool, consumers = std::move(consumers)] { return RenderConsumerMetrics(pool, consumers); });
+}
+
+ConsumerMetrics::~ConsumerMetrics() { UnregisterMetricsCollector(collector_); }
+
+}  // namespace labshare

@@ -48,6 +48,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "common/events.h"
 #include "common/redis.h"
 
 namespace labshare {
@@ -152,6 +153,22 @@ class OutboxMaintenance {
   absl::Duration interval_;
   absl::Notification stop_;
   std::thread thread_;
+  int collector_ = -1;
+};
+
+// The consumer figures of a process's consumers (RenderConsumerMetrics,
+// common/events.h: failed and parked entries, parking streams' lengths,
+// the oldest pending entry's age, per stream and group consumed) on its
+// /metrics endpoint, from construction to destruction. pool and the
+// consumers must outlive the object.
+class ConsumerMetrics {
+ public:
+  ConsumerMetrics(RedisPool* pool, std::vector<const EventConsumer*> consumers);
+  ~ConsumerMetrics();
+  ConsumerMetrics(const ConsumerMetrics&) = delete;
+  ConsumerMetrics& operator=(const ConsumerMetrics&) = delete;
+
+ private:
   int collector_ = -1;
 };
 

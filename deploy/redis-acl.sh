@@ -94,8 +94,17 @@ mkdir -p "$dir"
 base="ping eval evalsha get set type hmget hget hset expire rpush lrange zadd zrem zrange zcard xadd"
 # The client's own: Sentinel (ROLE), WAIT for replicas, Redis Cluster routing.
 base+=" role wait cluster|slots asking"
-# Consumer-group commands (common/events.cc EventConsumer).
-consumer="xgroup|create xreadgroup xack xautoclaim"
+# Consumer-group commands (common/events.cc EventConsumer): XREADGROUP,
+# XACK, XGROUP CREATE; a Lua step (EVALSHA, EVAL on NOSCRIPT) that scans the
+# pending list (XPENDING) and claims the entries due for a retry (XCLAIM),
+# and one that parks an entry that can never be applied (XPENDING, TIME,
+# XADD to the parking stream <stream>:parked:<group>, XACK); the consumer
+# metrics (XPENDING, TIME, XLEN of the parking stream).
+consumer="xgroup|create xreadgroup xack xpending xclaim evalsha eval"
+# On a parking stream of its own group (never on the outbox itself): XADD
+# (parking) and XLEN (the metrics). A selector of its own, since a
+# selector's commands apply to all its keys.
+parking="xadd xlen"
 # <!-- helper B: issue 17 -->
 # Outbox retention and lag metrics on a service's own outbox
 # (common/outbox_trim.cc OutboxMaintenance: TIME (the safety window on
@@ -104,11 +113,12 @@ consumer="xgroup|create xreadgroup xack xautoclaim"
 outbox="time xinfo|groups xpending xtrim xlen exists xrange"
 # <!-- /helper B -->
 
-declare -A keys cmds selector
+declare -A keys cmds selector parked
 keys[inventory]="~{inventory}*"
 # DEL and EXISTS: the identity service's refresh tokens and revocations.
 cmds[inventory]="$base llen del exists $outbox"
 selector[inventory]=""
+parked[inventory]=""
 
 keys[booking]="~{booking}* ~{bk:*}*"
 cmds[booking]="$base del exists hdel hgetall hincrby sadd smembers scan zcard zcount zrank \
@@ -132,12 +142,16 @@ cmds[booking]+=" sismember zremrangebyscore"
 cmds[booking]+=" $consumer"
 # Inventory's outbox: the maintenance-window consumer (group) and the cache
 # watcher (XREAD, XREVRANGE).
-selector[booking]="(~{inventory}:outbox resetchannels -@all $consumer xread xrevrange)"
+# The parking stream of its group on it (see $parking).
+selector[booking]="(~{inventory}:outbox ~{inventory}:outbox:parked:booking resetchannels -@all $consumer xread xrevrange)"
+parked[booking]="(~{inventory}:outbox:parked:booking resetchannels -@all $parking)"
 
 keys[billing]="~{billing}*"
 cmds[billing]="$base hexists hgetall hincrby $outbox"
-# The booking partitions' outboxes {bk:P}:outbox.
-selector[billing]="(~{bk:*}:outbox resetchannels -@all $consumer)"
+# The booking partitions' outboxes {bk:P}:outbox and billing's parking
+# streams on them (e.g. an unreadable BookingEvent, CORRUPT_EVENT).
+selector[billing]="(~{bk:*}:outbox ~{bk:*}:outbox:parked:billing resetchannels -@all $consumer)"
+parked[billing]="(~{bk:*}:outbox:parked:billing resetchannels -@all $parking)"
 
 keys[usage]="~{usage}*"
 cmds[usage]="$base $consumer exists hdel hexists hgetall hincrby hvals mget sadd sunion \
@@ -151,7 +165,12 @@ cmds[usage]+=" hkeys del smembers hsetnx"
 # a time), LPOP / LLEN (the pending members past a step's budget), HLEN.
 cmds[usage]+=" unlink sscan lpop llen hlen"
 # Every other service's outbox (its own, {usage}:outbox, is under {usage}).
-selector[usage]="(~{inventory}:outbox ~{booking}:outbox ~{bk:*}:outbox ~{billing}:outbox ~{notify}:outbox resetchannels -@all $consumer)"
+# Its parking streams on them ({usage}:outbox:parked:usage is under {usage}).
+usage_parked="~{inventory}:outbox:parked:usage ~{booking}:outbox:parked:usage ~{bk:*}:outbox:parked:usage \
+~{billing}:outbox:parked:usage ~{notify}:outbox:parked:usage"
+selector[usage]="(~{inventory}:outbox ~{booking}:outbox ~{bk:*}:outbox ~{billing}:outbox ~{notify}:outbox $usage_parked \
+resetchannels -@all $consumer)"
+parked[usage]="($usage_parked resetchannels -@all $parking)"
 
 # --- notify (labshare-notify: mail, webhooks, calendar feeds; issue 16)
 keys[notify]="~{notify}*"
@@ -163,7 +182,13 @@ keys[notify]="~{notify}*"
 cmds[notify]="$base $consumer exists del hdel hexists hgetall hincrby zcard zscore zrangebyscore \
 zrevrangebyscore $outbox"
 # Every other service's outbox (its own, {notify}:outbox, is under {notify}).
-selector[notify]="(~{inventory}:outbox ~{booking}:outbox ~{bk:*}:outbox ~{billing}:outbox ~{usage}:outbox resetchannels -@all $consumer)"
+# Its modules' parking streams on them (notify-mail, notify-webhooks,
+# notify-feeds; {notify}:outbox's are under {notify}).
+notify_parked="~{inventory}:outbox:parked:notify-* ~{booking}:outbox:parked:notify-* ~{bk:*}:outbox:parked:notify-* \
+~{billing}:outbox:parked:notify-* ~{usage}:outbox:parked:notify-*"
+selector[notify]="(~{inventory}:outbox ~{booking}:outbox ~{bk:*}:outbox ~{billing}:outbox ~{usage}:outbox $notify_parked \
+resetchannels -@all $consumer)"
+parked[notify]="($notify_parked resetchannels -@all $parking)"
 
 users=(inventory booking billing usage notify admin probe replication sentinel)
 
@@ -195,13 +220,13 @@ tmp="$dir/users.acl.tmp"
   for u in inventory booking billing usage notify; do
     h="$(password_hash "$dir" "$u")"
     line="user $u on resetpass #$h resetkeys ${keys[$u]} resetchannels -@all $(plus "${cmds[$u]}")"
-    if [[ -n "${selector[$u]}" ]]; then
+    for sel in "${selector[$u]}" "${parked[$u]}"; do
+      [[ -n "$sel" ]] || continue
       # "(... -@all xgroup|create ...)" -> "(... -@all +xgroup|create ...)"
-      sel="${selector[$u]}"
       inner="${sel#*-@all }"
       inner="${inner%)}"
       line+=" ${sel%%-@all*}-@all $(plus "$inner"))"
-    fi
+    done
     echo "$line"
   done
   echo "user admin on resetpass #$(password_hash "$dir" admin) ~* &* +@all"

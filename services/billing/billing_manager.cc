@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "common/auth.h"
 #include "common/error.h"
+#include "common/events.h"
 #include "common/log.h"
 #include "common/proto_util.h"
 #include "common/resource_name.h"
@@ -897,7 +898,9 @@ absl::Status BillingManager::ApplyBookingEvent(const StreamEvent& event) {
   if (event.type != "labshare.booking.v1.BookingEvent") return absl::OkStatus();
   bk::BookingEvent e;
   if (!e.ParseFromString(event.payload)) {
-    return MakeError(absl::StatusCode::kDataLoss, "CORRUPT_EVENT", "unreadable booking event " + event.stream_id);
+    // Never readable: parked (common/events.h), not retried for ever.
+    return PermanentEventFailure(
+        MakeError(absl::StatusCode::kDataLoss, "CORRUPT_EVENT", "unreadable booking event " + event.stream_id));
   }
   const std::string& event_id = e.header().event_id();
   if (event_id.empty()) return absl::OkStatus();
@@ -973,8 +976,9 @@ std::vector<absl::Status> BillingManager::ApplyBookingEvents(const std::vector<S
   for (size_t i = 0; i < events.size(); ++i) {
     if (events[i].type != "labshare.booking.v1.BookingEvent") continue;
     if (!parsed[i].ParseFromString(events[i].payload)) {
-      statuses[i] = MakeError(absl::StatusCode::kDataLoss, "CORRUPT_EVENT",
-                              "unreadable booking event " + events[i].stream_id);
+      // Never readable: parked (common/events.h), not retried for ever.
+      statuses[i] = PermanentEventFailure(MakeError(absl::StatusCode::kDataLoss, "CORRUPT_EVENT",
+                                                    "unreadable booking event " + events[i].stream_id));
       continue;
     }
     if (parsed[i].header().event_id().empty()) continue;

@@ -104,6 +104,8 @@ int main(int argc, char** argv) {
                                          return manager.ApplyBookingEvents(events);
                                        }));
   }
+  // Failed and parked entries, the oldest pending one (common/events.h).
+  labshare::ConsumerMetrics consumer_metrics(&redis, loop.consumers());
   std::thread consumer([&] { loop.Run(); });
   // Lease rent of ended billing periods.
   std::thread periods([&] {

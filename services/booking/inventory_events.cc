@@ -1,6 +1,7 @@
 #include "services/booking/inventory_events.h"
 
 #include "common/error.h"
+#include "common/log.h"
 #include "labshare/inventory/v1/inventory_events.pb.h"
 
 namespace labshare::booking {
@@ -8,9 +9,14 @@ namespace labshare::booking {
 EventConsumer::Handler InventoryEventHandler(BookingManager* manager, RefileOptions refile) {
   return [manager, refile](const StreamEvent& e) -> absl::Status {
     labshare::inventory::v1::InventoryEvent event;
-    if (e.type != labshare::inventory::v1::InventoryEvent::descriptor()->full_name() ||
-        !event.ParseFromString(e.payload)) {
+    if (e.type != labshare::inventory::v1::InventoryEvent::descriptor()->full_name()) {
       return absl::OkStatus();  // not ours to understand: acknowledge and move on
+    }
+    if (!event.ParseFromString(e.payload)) {
+      // Can never be applied: acknowledged, and said (as usage and feeds do).
+      LogWarning("booking: undecodable inventory event skipped",
+                 {{"stream", "{inventory}:outbox"}, {"stream_id", e.stream_id}, {"type", e.type}});
+      return absl::OkStatus();
     }
     if (event.has_instrument_changed()) {
       // First what changed when (the sweep judges a booking on its

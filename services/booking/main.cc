@@ -128,9 +128,13 @@ int main(int argc, char** argv) {
   options.stream = "{inventory}:outbox";
   options.group = labshare::booking::kInventoryEventsGroup;
   static_assert(std::string_view(labshare::booking::kInventoryEventsGroup) == labshare::kOutboxGroupBooking);
-  options.consumer = std::string("booking-") + host + "-" + std::to_string(getpid());
+  // Stable across restarts (common/events.h): a restarted process re-reads
+  // its own pending entries at once instead of waiting for their reclaim.
+  options.consumer = std::string("booking-") + host;
   labshare::EventConsumer events(&redis, options);
   loop.Add(&events, labshare::booking::InventoryEventHandler(&manager));
+  // Failed and parked entries, the oldest pending one (common/events.h).
+  labshare::ConsumerMetrics consumer_metrics(&redis, loop.consumers());
   std::thread consumer([&] { loop.Run(); });
   // Session uses (qualification renewals) from the check-outs' events on
   // the partitions' outboxes, delivered to inventory until it takes them

@@ -78,6 +78,7 @@ void FeedModule::AddConsumers(ConsumerLoop* loop) {
     options.consumer = context_.consumer;
     options.block = absl::ZeroDuration();
     options.reclaim_idle = projection_.options().reclaim_idle;
+    options.retry_initial = projection_.options().retry_initial;
     consumers_.push_back(std::make_unique<EventConsumer>(context_.redis, options));
     loop->Add(consumers_.back().get(), [this](const StreamEvent& e) { return projection_.Apply(e); });
   }

@@ -76,6 +76,8 @@ struct FeedOptions {
   std::string default_language = "en";
   // Consumer tuning.
   absl::Duration reclaim_idle = absl::Seconds(30);
+  // A failed entry's first retry delay (common/events.h; 0: the next round).
+  absl::Duration retry_initial = absl::Seconds(1);
 };
 
 // Lowercase hex SHA-256 (entry digests, token hashes, ETags).

@@ -118,6 +118,8 @@ int main(int argc, char** argv) {
   loop_options.name = "notify events";
   labshare::ConsumerLoop loop(loop_options);
   for (auto& m : modules) m->AddConsumers(&loop);
+  // Failed and parked entries, the oldest pending one (common/events.h).
+  labshare::ConsumerMetrics consumer_metrics(&redis, loop.consumers());
   for (auto& m : modules) m->Start();
   std::thread consumer([&] { loop.Run(); });
   // Outbox retention and lag metrics (common/outbox_trim.h).

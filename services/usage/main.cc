@@ -142,6 +142,8 @@ int main(int argc, char** argv) {
                    return labshare::usage::ApplyEvents(&audit, &figures, source, events);
                  }));
   }
+  // Failed and parked entries, the oldest pending one (common/events.h).
+  labshare::ConsumerMetrics consumer_metrics(&redis, loop.consumers());
   // Outbox retention and lag metrics of usage's own outbox (common/outbox_trim.h).
   static_assert(std::string_view(labshare::usage::kEventsGroup) == labshare::kOutboxGroupUsage);
   labshare::OutboxMaintenance outbox(&redis, {{"{usage}:outbox", labshare::OutboxEveryStreamGroups()}});

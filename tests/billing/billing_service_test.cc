@@ -7,6 +7,8 @@
 #include <map>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/outbox_trim.h"
 
 #include "services/billing/billing_manager.h"
 #include "services/billing/billing_rules.h"
@@ -241,6 +243,45 @@ TEST_F(BillingTest, EventsCarryTheTraceIdOfTheCallThatCausedThem) {
                         {"subsidy_applied", {checkout}},
                         {"charge_posted", {checkout}},
                     }));
+}
+
+// A booking event billing can never read (CORRUPT_EVENT) is parked, not
+// retried for ever: it goes to "{bk:P}:outbox:parked:billing" with its
+// fields and the reason, billing's group has nothing pending, and the
+// outbox can be trimmed past it (common/events.h).
+TEST_F(BillingTest, AnUnreadableBookingEventIsParkedAndNoLongerHoldsTheOutbox) {
+  const std::string stream = booking::keys::Outbox(3);
+  // An hour old on Redis's clock: past the trimmer's safety window.
+  auto t = pool_->Command({"TIME"});
+  ASSERT_TRUE(t.ok() && t->is_array());
+  const std::string id = absl::StrCat(std::stoll(t->elements[0].str) * 1000 - 3600 * 1000, "-0");
+  const std::string garbage("\xff\xff\xff\xff", 4);  // not a protobuf message
+  auto added = pool_->Command({"XADD", stream, id, "type", "labshare.booking.v1.BookingEvent", "payload", garbage});
+  ASSERT_TRUE(added.ok() && !added->is_error()) << (added.ok() ? added->str : added.status().ToString());
+  EXPECT_EQ(Drain(), 1);  // acknowledged by parking
+  auto pending = pool_->Command({"XPENDING", stream, kBookingEventsGroup});
+  ASSERT_TRUE(pending.ok() && pending->is_array());
+  EXPECT_EQ(pending->elements[0].integer, 0);
+  auto parked = pool_->Command({"XRANGE", stream + ":parked:billing", "-", "+"});
+  ASSERT_TRUE(parked.ok() && parked->is_array());
+  ASSERT_EQ(parked->elements.size(), 1u);
+  std::map<std::string, std::string> fields;
+  const auto& kv = parked->elements[0].elements[1].elements;
+  for (size_t i = 0; i + 1 < kv.size(); i += 2) fields[kv[i].str] = kv[i + 1].str;
+  EXPECT_EQ(fields["type"], "labshare.booking.v1.BookingEvent");
+  EXPECT_EQ(fields["payload"], garbage);
+  EXPECT_EQ(fields["id"], id);
+  EXPECT_EQ(fields["group"], "billing");
+  EXPECT_EQ(fields["consumer"], "billing-test");
+  EXPECT_EQ(fields["reason"], "DATA_LOSS CORRUPT_EVENT: unreadable booking event " + id);
+  // Not handed again.
+  EXPECT_EQ(Drain(), 0);
+  // Nothing of billing's holds the outbox back.
+  auto trimmed = OutboxTrimmer(pool_.get(), absl::Minutes(1)).Trim(stream, {kBookingEventsGroup});
+  ASSERT_TRUE(trimmed.ok()) << trimmed.status();
+  EXPECT_EQ(trimmed->skipped, "");
+  EXPECT_EQ(trimmed->held_by, "");
+  EXPECT_EQ(trimmed->trimmed, 1);
 }
 
 // tem: 500.00 CNY per hour for members, billed on actual time in 15-minute

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "common/error.h"
+#include "common/log.h"
 #include "labshare/inventory/v1/inventory_events.pb.h"
 #include "services/booking/booking_common.h"
 #include "tests/booking/booking_fixture.h"
@@ -32,6 +33,7 @@ class RefileTest : public BookingServiceTest {
     options.group = kInventoryEventsGroup;
     options.consumer = "test";
     options.block = absl::ZeroDuration();
+    options.retry_initial = absl::ZeroDuration();  // a stopped event is retried in the next round
     consumer_ = std::make_unique<EventConsumer>(pool_.get(), options);
     ASSERT_TRUE(consumer_->EnsureGroup().ok());
     Deliver();  // the seed's events
@@ -266,6 +268,25 @@ TEST_F(RefileTest, RedeliveredOrUnrelatedEventsMoveNothing) {
   EXPECT_EQ(Indexes(), before);
   ExpectSeesAll(outsider_staff_, "outsider staff, after another change");
   ExpectSeesAll(staff_, "owner staff, after another change");
+}
+
+// An InventoryEvent that does not parse can never be applied: acknowledged,
+// with a warning naming its entry (as usage and notify's feeds do), not
+// silently.
+TEST_F(RefileTest, AnUndecodableInventoryEventIsAcknowledgedWithAWarning) {
+  auto added = pool_->Command({"XADD", "{inventory}:outbox", "*", "type", "labshare.inventory.v1.InventoryEvent",
+                               "payload", std::string("\xff\xff\xff\xff", 4)});
+  ASSERT_TRUE(added.ok() && !added->is_error());
+  SetQuietLogging(false);  // the fixture silences warnings
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(Deliver(), 1);
+  FlushLogs();
+  SetQuietLogging(true);
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(log.find("undecodable inventory event"), std::string::npos) << log;
+  EXPECT_NE(log.find(added->str), std::string::npos) << log;
+  auto pending = pool_->Command({"XPENDING", "{inventory}:outbox", kInventoryEventsGroup});
+  EXPECT_EQ(pending->elements[0].integer, 0);
 }
 
 TEST_F(RefileTest, AStopBetweenStepsLeavesTheEventPendingAndItsRetryCompletes) {

@@ -146,6 +146,49 @@ TEST(ConsumerLoopTest, ARedisThatGoesAwayIsRetriedWithBackoffNotInATightLoop) {
   EXPECT_EQ(t.warnings, 0);
 }
 
+// Finding 7: the loop creates a consumer's group once, not before every
+// poll, and again only after a poll found it missing.
+TEST(ConsumerLoopTest, TheGroupIsCreatedOnceAndAgainOnlyWhenMissing) {
+  testing::RedisServer* server = testing::SharedRedisServer();
+  ASSERT_NE(server, nullptr);
+  testing::FlushAll(*server);
+  RedisPool pool(server->options());
+  ConsumerOptions co;
+  co.stream = "{s}:outbox";
+  co.group = "g";
+  co.consumer = "c";
+  co.block = absl::ZeroDuration();
+  EventConsumer consumer(&pool, co);
+  int handled = 0;
+  FakeTimeLoop t;
+  t.loop->Add(&consumer, EventConsumer::Handler([&](const StreamEvent&) {
+    ++handled;
+    return absl::OkStatus();
+  }));
+  ASSERT_EQ(t.loop->consumers().size(), 1u);
+  EXPECT_EQ(t.loop->consumers()[0], &consumer);
+  auto xgroup_calls = [&]() -> long long {
+    auto info = pool.Command({"INFO", "commandstats"});
+    const size_t at = info->str.find("cmdstat_xgroup|create:calls=");
+    if (at == std::string::npos) return 0;
+    return std::stoll(info->str.substr(at + std::string("cmdstat_xgroup|create:calls=").size()));
+  };
+  ASSERT_TRUE(pool.Command({"CONFIG", "RESETSTAT"}).ok());
+  ASSERT_TRUE(pool.Command({"XADD", "{s}:outbox", "*", "type", "t", "payload", "1"}).ok());
+  for (int i = 0; i < 10; ++i) t.loop->RunOnce();
+  EXPECT_EQ(handled, 1);
+  EXPECT_EQ(xgroup_calls(), 1);  // the old loop: 10
+  // The group goes (e.g. the stream was deleted): one failing poll, then it
+  // is created again and the stream read from its start.
+  SetQuietLogging(true);
+  ASSERT_FALSE(pool.Command({"XGROUP", "DESTROY", "{s}:outbox", "g"})->is_error());
+  t.RunFor(absl::Seconds(2));
+  SetQuietLogging(false);
+  EXPECT_EQ(t.warnings, 1);
+  EXPECT_EQ(xgroup_calls(), 2);
+  EXPECT_EQ(handled, 2);
+}
+
 TEST(ConsumerLoopTest, OneFailingStreamDoesNotSlowTheOthers) {
   // A stream-specific failure (not the store being down) backs off that
   // stream only.

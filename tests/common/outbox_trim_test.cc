@@ -245,6 +245,32 @@ TEST_F(OutboxTrimTest, LagCountsUndeliveredAndPendingEntries) {
   EXPECT_FALSE(absl::StrContains((*metrics)->Render(), "labshare_outbox_length"));  // unregistered
 }
 
+// Each consuming service's /metrics shows its consumers' figures
+// (ConsumerMetrics, common/events.h RenderConsumerMetrics) while registered.
+TEST_F(OutboxTrimTest, ConsumerMetricsAreOnTheMetricsPageWhileRegistered) {
+  ConsumerOptions o;
+  o.stream = kStream;
+  o.group = "billing";
+  o.consumer = "c";
+  o.block = absl::ZeroDuration();
+  EventConsumer consumer(pool_.get(), o);
+  ASSERT_TRUE(consumer.EnsureGroup().ok());
+  ASSERT_TRUE(pool_->Command({"XADD", kStream, "*", "type", "t", "payload", "p"}).ok());
+  EXPECT_EQ(*consumer.PollOnce([](const StreamEvent&) { return PermanentEventFailure(absl::DataLossError("x")); }), 1);
+  auto metrics = Metrics::Create("test", "");
+  ASSERT_TRUE(metrics.ok());
+  {
+    ConsumerMetrics registered(pool_.get(), {&consumer});
+    const std::string page = (*metrics)->Render();
+    EXPECT_TRUE(absl::StrContains(page, "labshare_consumer_parked_entries{stream=\"{t}:outbox\",group=\"billing\"} 1\n"))
+        << page;
+    EXPECT_TRUE(absl::StrContains(page, "labshare_consumer_parked_entries_total{stream=\"{t}:outbox\",group=\"billing\"} 1\n"));
+    EXPECT_TRUE(absl::StrContains(page, "labshare_consumer_failed_entries_total{stream=\"{t}:outbox\",group=\"billing\"} 1\n"));
+    EXPECT_TRUE(absl::StrContains(page, "labshare_consumer_oldest_pending_age_seconds{stream=\"{t}:outbox\",group=\"billing\"} 0\n"));
+  }
+  EXPECT_FALSE(absl::StrContains((*metrics)->Render(), "labshare_consumer_"));  // unregistered
+}
+
 // After an AOF reload (DEBUG LOADAOF: the server reads its append-only file
 // again, as after a restart) Redis 7.0 no longer knows a group's
 // entries-read, so XINFO GROUPS' lag is nil (unknown) from then on, even

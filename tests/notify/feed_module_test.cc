@@ -221,6 +221,9 @@ class FeedModuleTest : public ::testing::Test {
         grpc::CreateChannel(absl::StrCat("127.0.0.1:", inventory_port), grpc::InsecureChannelCredentials());
     ctx.console_url = "https://labshare.example.org";
     ctx.consumer = "feeds-test";
+    // Failed entries retried in the next round: the loop runs on a fake
+    // clock, the retry delays on Redis's (common/events.h).
+    options_.retry_initial = absl::ZeroDuration();
     ctx.streams = {"{bk:3}:outbox", "{bk:7}:outbox", "{booking}:outbox", "{notify}:outbox", "{inventory}:outbox"};
     streams_ = ctx.streams;
     module_ = std::make_unique<FeedModule>(ctx, options_);

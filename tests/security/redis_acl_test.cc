@@ -25,6 +25,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/error.h"
+#include "common/events.h"
 #include "common/outbox_trim.h"
 #include "common/proto_util.h"
 #include "common/redis.h"
@@ -400,6 +401,45 @@ TEST_F(RedisAclTest, EachServiceSeesOnlyItsOwnKeysAndCommands) {
              {"MIGRATE", "127.0.0.1", "1", "k", "0", "1"}, {"REPLICAOF", "127.0.0.1", "1"}, {"MODULE", "LIST"},
              {"FUNCTION", "LIST"}}) {
       EXPECT_TRUE(Denied(pool.Command(cmd))) << absl::StrJoin(cmd, " ") << ": " << Describe(pool.Command(cmd));
+    }
+    // The consumer library as this user, on every outbox it consumes
+    // (common/events.h): the Lua step that claims due pending entries
+    // (XPENDING, XCLAIM), parking (XPENDING, TIME, XADD to
+    // <stream>:parked:<group>, XACK in one Lua step) and the metrics
+    // (TIME, XPENDING, XLEN of the parking stream).
+    static const std::map<std::string, std::string> kGroup = {
+        {"booking", "booking"}, {"billing", "billing"}, {"usage", "usage"}, {"notify", "notify-mail"}};
+    if (kGroup.count(service) != 0) {
+      std::set<std::string> streams = consumes.at(service);
+      if (service == "usage" || service == "notify") streams.insert("{" + service + "}:outbox");
+      for (const std::string& stream : streams) {
+        SCOPED_TRACE("consumer on " + stream);
+        ConsumerOptions o;
+        o.stream = stream;
+        o.group = kGroup.at(service);
+        o.consumer = "acl-test";
+        o.block = absl::ZeroDuration();
+        o.reclaim_idle = absl::ZeroDuration();
+        o.retry_initial = absl::ZeroDuration();
+        EventConsumer consumer(&pool, o);
+        ASSERT_TRUE(consumer.EnsureGroup().ok());
+        int calls = 0;
+        auto handler = [&](const StreamEvent&) {
+          return ++calls == 1 ? absl::UnavailableError("once")
+                              : PermanentEventFailure(absl::DataLossError("unreadable"));
+        };
+        auto first = consumer.PollOnce(handler);
+        EXPECT_TRUE(first.ok()) << first.status();
+        auto second = consumer.PollOnce(handler);  // the failed one again (claimed), parked
+        EXPECT_TRUE(second.ok()) << second.status();
+        EXPECT_GE(calls, 2);
+        EXPECT_EQ(consumer.parked_entries(), calls - 1);
+        auto pending = admin_->Command({"XPENDING", stream, o.group});
+        EXPECT_EQ(pending->elements[0].integer, 0);
+        EXPECT_EQ(admin_->Command({"XLEN", ParkingStream(stream, o.group)})->integer, calls - 1);
+        const std::string metrics = RenderConsumerMetrics(&pool, {&consumer});
+        EXPECT_NE(metrics.find("labshare_consumer_scrape_errors 0\n"), std::string::npos) << metrics;
+      }
     }
     // SCAN lists key names of every service: only booking has it (its
     // index migrations, see redis-acl.sh).

@@ -92,7 +92,9 @@ return {nextstart, claimed, deleted, scanned, ''}
 // parked, 0 when not pending.
 const RedisScript& ParkScript() {
   static const RedisScript* script = new RedisScript(R"lua(
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+-- Still pending with this consumer: one another replica claimed meanwhile
+-- is its to apply or park.
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
 if #p == 0 then return 0 end
 local t = redis.call('TIME')
 local ms = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))

@@ -1143,6 +1143,15 @@ absl::Status BillingManager::CorrectChargedRent(LedgerStep& step, const bk::Leas
       LS_ASSIGN_OR_RETURN(auto pdoc, store_->docs().Get(pkey));
       if (pdoc) {
         LS_ASSIGN_OR_RETURN(v1::Posting original, Parse<v1::Posting>(pdoc->data));
+        if (original.corrected_by_size() > 0) {
+          // An administrator corrected it already (ADJUST): the difference
+          // from the charged amount would credit the payer twice. Left as
+          // it stands, as its corrected subsidies are, for the
+          // administrator to settle.
+          LogWarning("rent charge corrected already; the return's correction is left to an administrator",
+                     {{"charge", charge.name()}, {"lease", returned.name()}, {"period", period}});
+          continue;
+        }
         v1::Charge cut = charge;
         cut.clear_subsidy_lines();
         cut.mutable_amount()->set_amount_minor(was - fresh);

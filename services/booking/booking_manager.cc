@@ -1365,6 +1365,12 @@ absl::Status BookingManager::DeliverSessionUse(const v1::BookingEvent& event) {
     s = SessionUse(ended, **instrument);
   }
   if (s.ok()) return s;
+  // A qualification inventory cannot read answers the same every time:
+  // parked (common/events.h), so that it does not hold the outbox's
+  // trimming back for good.
+  if (s.code() == absl::StatusCode::kInternal && ErrorReason(s) == "CORRUPT_DOCUMENT") {
+    return PermanentEventFailure(s);
+  }
   switch (s.code()) {
     // Inventory unreachable, overloaded, or the call's outcome unknown:
     // again later (the same request_id).
@@ -1705,13 +1711,34 @@ absl::StatusOr<std::optional<inv::InstrumentState>> BookingManager::StateAt(cons
   // record it, while a later one was recorded) leaves the state unknown.
   const BookingStore::InstrumentChange* in_force = nullptr;  // the latest before `at`
   const BookingStore::InstrumentChange* next = nullptr;      // the first at or after `at`
+  bool unversioned_before = false;  // recorded before `at` by a version that kept no versions
+  bool latest_read = false;         // the change of the instrument's update_time is recorded
+  const BookingStore::InstrumentChange* first_state_change = nullptr;  // at or after `at`, by time
   for (const auto& c : changes) {
-    if (c.version <= 0) continue;  // recorded without its version: cannot tell what is missing
+    if (c.time >= updated) latest_read = true;
+    if (c.time >= at && c.kind == labshare::inventory::v1::STATE_CHANGED &&
+        (first_state_change == nullptr || c.time < first_state_change->time)) {
+      first_state_change = &c;
+    }
+    if (c.version <= 0) {  // recorded without its version: cannot tell what is missing
+      if (c.time < at) unversioned_before = true;
+      continue;
+    }
     if (c.time < at) {
       if (in_force == nullptr || c.version > in_force->version) in_force = &c;
     } else if (next == nullptr || c.version < next->version) {
       next = &c;
     }
+  }
+  // Recorded before versions were kept (an upgrade): no versioned change
+  // before `at` to pair with, so judged as that version did: known once the
+  // latest change is recorded, the state before the first state change at
+  // or after `at` (none: the state now).
+  if (in_force == nullptr && unversioned_before) {
+    if (!latest_read) return std::optional<inv::InstrumentState>();
+    return std::optional<inv::InstrumentState>(
+        first_state_change != nullptr ? static_cast<inv::InstrumentState>(first_state_change->state_before)
+                                      : instrument.state());
   }
   if (next == nullptr) return std::optional<inv::InstrumentState>();
   // Version 1: the instrument's creation, nothing before it.

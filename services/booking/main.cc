@@ -133,8 +133,6 @@ int main(int argc, char** argv) {
   options.consumer = std::string("booking-") + host;
   labshare::EventConsumer events(&redis, options);
   loop.Add(&events, labshare::booking::InventoryEventHandler(&manager));
-  // Failed and parked entries, the oldest pending one (common/events.h).
-  labshare::ConsumerMetrics consumer_metrics(&redis, loop.consumers());
   std::thread consumer([&] { loop.Run(); });
   // Session uses (qualification renewals) from the check-outs' events on
   // the partitions' outboxes, delivered to inventory until it takes them
@@ -155,6 +153,11 @@ int main(int argc, char** argv) {
     use_consumers.push_back(std::make_unique<labshare::EventConsumer>(&redis, o));
     uses_loop.Add(o.stream, labshare::booking::SessionUsePoll(use_consumers.back().get(), &manager));
   }
+  // Failed and parked entries, the oldest pending one (common/events.h),
+  // of both loops.
+  std::vector<const labshare::EventConsumer*> metered = loop.consumers();
+  for (const auto& c : use_consumers) metered.push_back(c.get());
+  labshare::ConsumerMetrics consumer_metrics(&redis, metered);
   std::thread uses([&] { uses_loop.Run(); });
   // This replica's inventory cache follows inventory's changes.
   std::thread watcher([&] {

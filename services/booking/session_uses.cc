@@ -16,7 +16,9 @@ EventConsumer::Handler SessionUseHandler(BookingManager* manager) {
 
 ConsumerLoop::Poll SessionUsePoll(EventConsumer* consumer, BookingManager* manager) {
   return [consumer, handler = SessionUseHandler(manager)]() -> absl::StatusOr<int> {
-    if (absl::Status group = consumer->EnsureGroup(); !group.ok()) return group;
+    if (!consumer->group_ready()) {
+      if (absl::Status group = consumer->EnsureGroup(); !group.ok()) return group;
+    }
     absl::Status failed;
     absl::StatusOr<int> acked = consumer->PollOnce([&](const StreamEvent& e) {
       absl::Status s = handler(e);

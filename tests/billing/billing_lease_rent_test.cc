@@ -185,6 +185,44 @@ TEST_F(BillingLeaseRentTest, RentChargedBeforeABackDatedReturnIsCorrected) {
   EXPECT_EQ(SubLedger("subsidyPools/voucher", "pool-funds", ""), 1000000 - 17000);
 }
 
+// A rent charge an administrator adjusted already (ADJUST of -60,000.00
+// on January's 280,000.00) and then cut by a back-dated return: the
+// return's correction is left to the administrator (the difference from
+// the charged amount would have credited the lab twice: 280000 - 60000 -
+// 110000 = 110000 paid for 170000 of rent). February, not adjusted, is
+// reversed as before.
+TEST_F(BillingLeaseRentTest, ARentChargeAdjustedByAnAdministratorIsNotCorrectedTwice) {
+  const bk::Lease lease = HandedOver(55, bk::LeaseContract::MONTHLY, 310000);
+  clock_.Set(Utc(2, 2));
+  ASSERT_EQ(*billing_->ChargeEndedLeasePeriods(), 1);
+  clock_.Set(Utc(3, 2));
+  ASSERT_EQ(*billing_->ChargeEndedLeasePeriods(), 1);
+  auto rent = Rent(lease);
+  ASSERT_EQ(rent["lease-period/2027-01"].amount().amount_minor(), 280000);
+  const v1::Posting jan_posting = GetPosting(rent["lease-period/2027-01"].posting());
+  v1::PostCorrectionRequest fix;
+  fix.set_posting(jan_posting.name());
+  fix.set_mode(v1::PostCorrectionRequest::ADJUST);
+  fix.set_reason("goodwill");
+  for (const auto& e : ReverseEntries({jan_posting.entries().begin(), jan_posting.entries().end()})) {
+    v1::Entry part = e;
+    if (part.has_debit()) part.mutable_debit()->set_amount_minor(60000);
+    if (part.has_credit()) part.mutable_credit()->set_amount_minor(60000);
+    *fix.add_entries() = part;
+  }
+  auto adjusted = billing_->PostCorrection(root_, fix);
+  ASSERT_TRUE(adjusted.ok()) << adjusted.status();
+  ASSERT_EQ(SubLedger(kOwner, "income", kLab), 280000 - 60000 + 310000);
+
+  clock_.Set(Utc(3, 2, 1));
+  ASSERT_NO_FATAL_FAILURE(Return(lease, Utc(1, 20, 1)));
+  Bill();
+  rent = Rent(lease);
+  EXPECT_EQ(GetPosting(rent["lease-period/2027-01"].posting()).corrected_by_size(), 1);  // the ADJUST only
+  EXPECT_EQ(rent["lease-period/2027-02"].state(), v1::Charge::REVERSED);
+  EXPECT_EQ(SubLedger(kOwner, "income", kLab), 280000 - 60000);
+}
+
 // Daily rent 3,000.00, returned on time 2027-01-20 08:00 Shanghai, but
 // billing consumes the return only after the sweep of 2 February charged
 // January as out to its end (4..31, 28 days: 28 x 300000 = 8400000,

@@ -217,6 +217,7 @@ class SessionUseTest : public SessionsTest {
     o.group = kSessionUsesGroup;
     o.consumer = "test";
     o.block = absl::ZeroDuration();
+    o.retry_initial = absl::ZeroDuration();  // a use not delivered is tried again in the next poll
     uses_ = std::make_unique<EventConsumer>(pool_.get(), o);
     poll_ = SessionUsePoll(uses_.get(), manager_.get());
   }

@@ -61,6 +61,26 @@ class BillingLeaseRentTest : public testing::BillingLedgerTest {
     return out;
   }
 
+  // Handed over the next day, returned 2027-01-09 09:00 with 300.00 of
+  // damage, closed: the booking service's events, for billing to apply.
+  void HandOverReturnDamagedAndClose(const bk::Lease& lease) {
+    bk::Lease out;
+    clock_.Set(day_ + absl::Hours(24));
+    bk::RecordHandoverRequest h;
+    h.set_name(lease.name());
+    h.set_condition_notes("ok");
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RecordHandover, h, &out, staff_).ok());
+    clock_.Set(Utc(1, 9));
+    bk::RecordReturnRequest ret;
+    ret.set_name(lease.name());
+    ret.set_condition_notes("stage scratched");
+    *ret.mutable_damage_amount() = MakeMoney("CNY", 30000);
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RecordReturn, ret, &out, staff_).ok());
+    bk::CloseLeaseRequest close;
+    close.set_name(lease.name());
+    ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CloseLease, close, &out, staff_).ok());
+  }
+
   void Return(const bk::Lease& lease, absl::Time at) {
     bk::RecordReturnRequest ret;
     ret.set_name(lease.name());
@@ -275,21 +295,7 @@ TEST_F(BillingLeaseRentTest, AReturnAfterTheChargedPeriodsCorrectsNothing) {
 // 4..9 January (six days at 3,000.00), nothing out afterwards.
 TEST_F(BillingLeaseRentTest, ALeasesEventsWaitForAnEarlierOneThatFailed) {
   const bk::Lease lease = ApprovedLease(19);
-  bk::Lease out;
-  clock_.Set(day_ + absl::Hours(24));
-  bk::RecordHandoverRequest h;
-  h.set_name(lease.name());
-  h.set_condition_notes("ok");
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RecordHandover, h, &out, staff_).ok());
-  clock_.Set(Utc(1, 9));
-  bk::RecordReturnRequest ret;
-  ret.set_name(lease.name());
-  ret.set_condition_notes("stage scratched");
-  *ret.mutable_damage_amount() = MakeMoney("CNY", 30000);
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RecordReturn, ret, &out, staff_).ok());
-  bk::CloseLeaseRequest close;
-  close.set_name(lease.name());
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CloseLease, close, &out, staff_).ok());
+  ASSERT_NO_FATAL_FAILURE(HandOverReturnDamagedAndClose(lease));
   std::vector<StreamEvent> events;
   std::vector<std::string> kinds;
   for (const auto& e : Events()) {
@@ -339,21 +345,7 @@ TEST_F(BillingLeaseRentTest, ALeasesEventsWaitForAnEarlierOneThatFailed) {
 // that the late handover then held for good (HELD, never released).
 TEST_F(BillingLeaseRentTest, ACloseReadBeforeItsHandoverWaitsForTheDeposit) {
   const bk::Lease lease = ApprovedLease(19);
-  bk::Lease out;
-  clock_.Set(day_ + absl::Hours(24));
-  bk::RecordHandoverRequest h;
-  h.set_name(lease.name());
-  h.set_condition_notes("ok");
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RecordHandover, h, &out, staff_).ok());
-  clock_.Set(Utc(1, 9));
-  bk::RecordReturnRequest ret;
-  ret.set_name(lease.name());
-  ret.set_condition_notes("stage scratched");
-  *ret.mutable_damage_amount() = MakeMoney("CNY", 30000);
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::RecordReturn, ret, &out, staff_).ok());
-  bk::CloseLeaseRequest close;
-  close.set_name(lease.name());
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CloseLease, close, &out, staff_).ok());
+  ASSERT_NO_FATAL_FAILURE(HandOverReturnDamagedAndClose(lease));
   std::vector<StreamEvent> handover, rest;
   for (const auto& e : Events()) {
     StreamEvent se{e.header().event_id(), "labshare.booking.v1.BookingEvent", e.SerializeAsString()};

@@ -177,20 +177,26 @@ absl::Status ScanIndex(const BillingStore& store, const PageTokenCodec& page_tok
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens.Parse(request, caller));
   std::string after = page.after;
   // A page token of the earlier index form ("<ms, 15 digits>|<id>", from
-  // before MigrateIndexMembers) resumes after its item as indexed now (at
-  // its create_time; at the start of its millisecond when it is gone).
-  if (const size_t bar = after.find('|'); kind != "invoice" && bar != std::string::npos) {
-    if (const std::optional<int64_t> ms = keys::LegacyIndexMillis(absl::string_view(after).substr(0, bar))) {
-      const std::string id = doc_id(after);
-      absl::Time t = absl::FromUnixMillis(*ms);
-      LS_ASSIGN_OR_RETURN(auto doc, store.docs().Get(keys::Doc(kind, id)));
-      if (doc) {
-        absl::StatusOr<T> item = Parse<T>(doc->data);
-        if (item.ok() && item->has_create_time() && Ms(FromProto(item->create_time())) == *ms) {
-          t = FromProto(item->create_time());
+  // before MigrateIndexMembers; settlements "<period>|<ms>|<id>") resumes
+  // after its item as indexed now (at its create_time; at the start of its
+  // millisecond when it is gone).
+  if (kind != "invoice") {
+    const size_t start = kind == "settlement" ? after.find('|') + 1 : 0;  // npos + 1 == 0: no period
+    const size_t bar = start == 0 && kind == "settlement" ? std::string::npos : after.find('|', start);
+    if (bar != std::string::npos) {
+      if (const std::optional<int64_t> ms =
+              keys::LegacyIndexMillis(absl::string_view(after).substr(start, bar - start))) {
+        const std::string id = doc_id(after);
+        absl::Time t = absl::FromUnixMillis(*ms);
+        LS_ASSIGN_OR_RETURN(auto doc, store.docs().Get(keys::Doc(kind, id)));
+        if (doc) {
+          absl::StatusOr<T> item = Parse<T>(doc->data);
+          if (item.ok() && item->has_create_time() && Ms(FromProto(item->create_time())) == *ms) {
+            t = FromProto(item->create_time());
+          }
         }
+        after = after.substr(0, start) + keys::IndexMember(t, id);
       }
-      after = keys::IndexMember(t, id);
     }
   }
   std::string page_end;  // the member of the page's last item, once it is full

@@ -470,6 +470,20 @@ absl::StatusOr<v1::Invoice> BillingManager::Draft(const std::string& payer, cons
   *inv.mutable_period_interval() = ToInterval(range);
   inv.set_currency_code(currency);
   std::vector<v1::InvoiceLine> out;
+  // SUBSIDY lines name their funder as the pool states it now (kept on the
+  // issued invoice); read once per pool.
+  std::map<std::string, std::string> funders;
+  auto funder = [&](const std::string& pool_name) -> absl::StatusOr<std::string> {
+    if (auto it = funders.find(pool_name); it != funders.end()) return it->second;
+    std::string name;
+    LS_ASSIGN_OR_RETURN(auto pdoc, store_->docs().Get(keys::Doc("pool", IdOf(pool_name))));
+    if (pdoc) {
+      LS_ASSIGN_OR_RETURN(v1::SubsidyPool pool, Parse<v1::SubsidyPool>(pdoc->data));
+      name = pool.funder_display_name().empty() ? pool.display_name() : pool.funder_display_name();
+    }
+    funders.emplace(pool_name, name);
+    return name;
+  };
   for (size_t i = 0; i < lines.size(); ++i) {
     if (!taken[i].empty()) continue;  // on an issued invoice already
     LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("posting", lines[i].posting)));
@@ -489,6 +503,10 @@ absl::StatusOr<v1::Invoice> BillingManager::Draft(const std::string& payer, cons
       case v1::SUBSIDY:
         line.set_kind(v1::InvoiceLine::SUBSIDY);
         line.set_subsidy_pool(posting.subsidy_pool());
+        if (!posting.subsidy_pool().empty()) {
+          LS_ASSIGN_OR_RETURN(std::string name, funder(posting.subsidy_pool()));
+          line.set_funder_display_name(name);
+        }
         break;
       case v1::DEPOSIT_RELEASE:
         line.set_kind(v1::InvoiceLine::DEPOSIT_RELEASE);

@@ -1237,6 +1237,26 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
 
 // ================================================================ reports
 
+namespace {
+
+// The interval and currency of a statement or income report: both ends set
+// (an unset start is no "since the beginning": the interval is required),
+// start before end; the currency empty (the consortium currency) or of ISO
+// 4217's list, as for invoices ("cny" or "RMB" would report nothing and
+// echo the code in every amount).
+absl::Status ReportRequestFields(const labshare::type::v1::Interval& interval, bool has_interval, const std::string& currency) {
+  if (!has_interval || !interval.has_start_time() || !interval.has_end_time() ||
+      FromProto(interval.end_time()) <= FromProto(interval.start_time())) {
+    return InvalidField("interval", "needs start_time and end_time, start_time before end_time");
+  }
+  if (!currency.empty() && !IsIso4217Code(currency)) {
+    return InvalidField("currency_code", "must be an ISO 4217 code such as CNY, or empty for the consortium currency");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<v1::OrganizationStatement> BillingManager::GetOrganizationStatement(
     const Principal& p, const v1::GetOrganizationStatementRequest& r) {
   LS_RETURN_IF_ERROR(OwnScope(p, "statements").status());
@@ -1244,9 +1264,7 @@ absl::StatusOr<v1::OrganizationStatement> BillingManager::GetOrganizationStateme
   // own organisation is refused first.
   if (!SeesAll(p) && r.organization() != ActorOrganization(p)) return OrgScope("statement");
   if (!IsOrganizationName(r.organization())) return InvalidField("organization", "must be organizations/{organization}");
-  if (!r.has_interval() || FromProto(r.interval().end_time()) <= FromProto(r.interval().start_time())) {
-    return InvalidField("interval", "needs start_time before end_time");
-  }
+  LS_RETURN_IF_ERROR(ReportRequestFields(r.interval(), r.has_interval(), r.currency_code()));
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   // NOT_FOUND (ORGANIZATION_NOT_FOUND) for one inventory does not know.
   LS_RETURN_IF_ERROR(inventory_->GetOrganization(r.organization()).status());
@@ -1344,8 +1362,9 @@ absl::StatusOr<v1::OwnerIncomeReport> BillingManager::GetOwnerIncomeReport(const
   if (!IsOrganizationName(r.owner_organization())) {
     return InvalidField("owner_organization", "must be organizations/{organization}");
   }
-  if (!r.has_interval() || FromProto(r.interval().end_time()) <= FromProto(r.interval().start_time())) {
-    return InvalidField("interval", "needs start_time before end_time");
+  LS_RETURN_IF_ERROR(ReportRequestFields(r.interval(), r.has_interval(), r.currency_code()));
+  if (!r.instrument().empty() && !IsResourceName(r.instrument(), "instruments")) {
+    return InvalidField("instrument", "must be instruments/{instrument}");
   }
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   // NOT_FOUND (ORGANIZATION_NOT_FOUND) for an owner inventory does not know.

@@ -156,7 +156,8 @@ std::string LastSegment(const std::string& name) {
 std::string LineDescription(const v1::InvoiceLine& l, absl::string_view currency, absl::TimeZone zone) {
   std::string d = l.description();
   if (l.kind() == v1::InvoiceLine::SUBSIDY) {
-    d = absl::StrCat("补贴 Subsidy · ", LastSegment(l.subsidy_pool()));
+    d = absl::StrCat("补贴 Subsidy · ",
+                     l.funder_display_name().empty() ? LastSegment(l.subsidy_pool()) : l.funder_display_name());
   } else if (l.kind() == v1::InvoiceLine::CHARGE && d.empty()) {
     // A charge priced before charges carried their description.
     const std::string text = ChargeText(l.fee_kind(), l.mode(), l.instrument(),

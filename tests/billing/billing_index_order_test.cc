@@ -131,5 +131,57 @@ TEST_F(BillingIndexOrderTest, MillisecondMembersAreMigratedAndOldPageTokensResum
             (std::vector<std::string>{made[3], made[4], made[5], made[6], made[7], made[8], made[9], made[10]}));
 }
 
+// Two settlements of one period (a recomputation supersedes the first),
+// indexed "<period>|<ms>|<id>" by an earlier version: a page token made over
+// the old members resumes after its settlement once they are migrated,
+// not at the period's start (which would list the first one again).
+TEST_F(BillingIndexOrderTest, OldSettlementPageTokensResumeAfterTheirSettlement) {
+  ElevenInOneMillisecond();
+  Issue(kLab);  // lab owes owner the corrections' amounts
+  clock_.Set(absl::FromCivil(absl::CivilDay(2027, 2, 3), absl::UTCTimeZone()));
+  auto first = ComputeJanuary();
+  ASSERT_TRUE(first.ok()) << first.status();
+  clock_.Set(absl::FromCivil(absl::CivilDay(2027, 2, 4), absl::UTCTimeZone()));
+  auto second = ComputeJanuary();
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_NE(first->name(), second->name());
+  auto smembers = pool_->Command({"ZRANGE", keys::Index("settlement"), "0", "-1"});
+  ASSERT_TRUE(smembers.ok());
+  ASSERT_EQ(smembers->elements.size(), 2u);
+  std::vector<std::string> fresh;
+  for (const auto& m : smembers->elements) {
+    ASSERT_EQ(m.str.substr(0, 8), "2027-01|");
+    ASSERT_EQ(m.str.find('|', 8), 27u) << m.str;
+    const int64_t ns = std::stoll(m.str.substr(8, 19));
+    fresh.push_back(m.str);
+    ASSERT_TRUE(pool_->Command({"ZREM", keys::Index("settlement"), m.str}).ok());
+    ASSERT_TRUE(pool_->Command({"ZADD", keys::Index("settlement"), "0",
+                                absl::StrFormat("2027-01|%015d|%s", ns / 1000000, m.str.substr(28))})
+                    .ok());
+  }
+  v1::ListSettlementsRequest ls;
+  ls.set_page_size(1);
+  auto page1 = billing_->ListSettlements(root_, ls);
+  ASSERT_TRUE(page1.ok()) << page1.status();
+  ASSERT_EQ(page1->settlements_size(), 1);
+  EXPECT_EQ(page1->settlements(0).name(), first->name());
+  ASSERT_FALSE(page1->next_page_token().empty());
+
+  EXPECT_EQ(*billing_->MigrateIndexMembers(), 2);
+  smembers = pool_->Command({"ZRANGE", keys::Index("settlement"), "0", "-1"});
+  ASSERT_TRUE(smembers.ok());
+  ASSERT_EQ(smembers->elements.size(), 2u);
+  EXPECT_EQ(smembers->elements[0].str, fresh[0]);
+  EXPECT_EQ(smembers->elements[1].str, fresh[1]);
+
+  ls.set_page_size(10);
+  ls.set_page_token(page1->next_page_token());
+  auto page2 = billing_->ListSettlements(root_, ls);
+  ASSERT_TRUE(page2.ok()) << page2.status();
+  ASSERT_EQ(page2->settlements_size(), 1);
+  EXPECT_EQ(page2->settlements(0).name(), second->name());
+  EXPECT_TRUE(page2->next_page_token().empty());
+}
+
 }  // namespace
 }  // namespace labshare::billing

@@ -232,5 +232,55 @@ TEST_F(BillingPaymentsContractTest, ACurrencyNotOnTheIso4217ListIsAnInvalidField
   EXPECT_EQ(issued->amount_due().amount_minor(), 10000);
 }
 
+// GetOrganizationStatement and GetOwnerIncomeReport: "interval missing,
+// empty or inverted" includes an interval with one end unset (it is
+// required, not "since the beginning"); a currency that is not ISO 4217
+// ("cny", "XX") is INVALID_FIELD rather than a report of nothing echoing the
+// code; an income report's instrument filter not in its form is
+// INVALID_FIELD rather than matching nothing.
+TEST_F(BillingPaymentsContractTest, ReportsRefuseAHalfIntervalAnUnknownCurrencyAndAMalformedInstrument) {
+  Owe(kLab, kOwner, 10000);
+  const absl::Time now = clock_.Now();
+  auto field_of = [](const absl::Status& s) { return s.message(); };
+  v1::GetOrganizationStatementRequest st;
+  st.set_organization(kLab);
+  *st.mutable_interval()->mutable_end_time() = ToProto(now + absl::Hours(1));
+  absl::Status s = billing_->GetOrganizationStatement(admin_, st).status();
+  ExpectError(s, absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+  EXPECT_TRUE(absl::StrContains(field_of(s), "interval")) << s;
+  v1::GetOwnerIncomeReportRequest in;
+  in.set_owner_organization(kOwner);
+  *in.mutable_interval()->mutable_start_time() = ToProto(now - absl::Hours(1));
+  s = billing_->GetOwnerIncomeReport(admin_, in).status();
+  ExpectError(s, absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+  EXPECT_TRUE(absl::StrContains(field_of(s), "interval")) << s;
+
+  *st.mutable_interval()->mutable_start_time() = ToProto(now - absl::Hours(1));
+  *in.mutable_interval()->mutable_end_time() = ToProto(now + absl::Hours(1));
+  ASSERT_TRUE(billing_->GetOrganizationStatement(admin_, st).ok());
+  ASSERT_TRUE(billing_->GetOwnerIncomeReport(admin_, in).ok());
+  for (const char* code : {"cny", "XX", "RMB"}) {
+    st.set_currency_code(code);
+    s = billing_->GetOrganizationStatement(admin_, st).status();
+    ExpectError(s, absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+    EXPECT_TRUE(absl::StrContains(field_of(s), "currency_code")) << code << ": " << s;
+    in.set_currency_code(code);
+    s = billing_->GetOwnerIncomeReport(admin_, in).status();
+    ExpectError(s, absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+    EXPECT_TRUE(absl::StrContains(field_of(s), "currency_code")) << code << ": " << s;
+  }
+  st.set_currency_code("CNY");
+  in.set_currency_code("");
+  auto statement = billing_->GetOrganizationStatement(admin_, st);
+  ASSERT_TRUE(statement.ok()) << statement.status();
+  EXPECT_EQ(statement->currency_code(), "CNY");
+  in.set_instrument("tem");
+  s = billing_->GetOwnerIncomeReport(admin_, in).status();
+  ExpectError(s, absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+  EXPECT_TRUE(absl::StrContains(field_of(s), "instrument")) << s;
+  in.set_instrument("instruments/tem");
+  EXPECT_TRUE(billing_->GetOwnerIncomeReport(admin_, in).ok());
+}
+
 }  // namespace
 }  // namespace labshare::billing

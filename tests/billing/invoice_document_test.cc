@@ -631,5 +631,60 @@ TEST_F(InvoiceDocumentTest, ActivityBilledAfterItsPeriodsInvoiceWasIssuedIsLate)
   EXPECT_FALSE(absl::StrContains(PdfText(january_pdf->content(), "not-late"), "上期"));
 }
 
+// A SUBSIDY line is printed with the pool's funder as the pool names it
+// (SubsidyPool.funder_display_name: "as printed on invoices"), kept on the
+// issued invoice: renaming the pool afterwards changes no issued document.
+TEST_F(InvoiceDocumentTest, SubsidyLinesNameTheFunderAsTheInvoiceWasIssued) {
+  v1::CreateSubsidyPoolRequest cp;
+  cp.set_subsidy_pool_id("voucher");
+  cp.mutable_subsidy_pool()->set_display_name("Voucher");
+  cp.mutable_subsidy_pool()->set_funder_display_name("Provincial S&T Department voucher 2027");
+  cp.mutable_subsidy_pool()->set_currency_code("CNY");
+  cp.mutable_subsidy_pool()->set_percentage_bps(2000);
+  ASSERT_TRUE(billing_->CreateSubsidyPool(root_, cp).ok());
+  v1::TopUpSubsidyPoolRequest top;
+  top.set_name("subsidyPools/voucher");
+  *top.mutable_amount() = MakeMoney("CNY", 1000000);
+  ASSERT_TRUE(billing_->TopUpSubsidyPool(root_, top).ok());
+
+  Session(absl::Hours(9), absl::Hours(10));  // 500.00, of which 100.00 subsidised
+  Drain();
+  clock_.Set(absl::FromCivil(absl::CivilDay(2027, 2, 2), absl::UTCTimeZone()));
+  v1::IssueInvoiceRequest issue;
+  issue.set_payer_organization("organizations/lab");
+  issue.set_period("2027-01");
+  issue.set_request_id("jan");
+  auto january = billing_->IssueInvoice(root_, issue);
+  ASSERT_TRUE(january.ok()) << january.status();
+  ASSERT_EQ(january->lines_size(), 2);
+  const v1::InvoiceLine& subsidy = january->lines(1);
+  ASSERT_EQ(subsidy.kind(), v1::InvoiceLine::SUBSIDY);
+  EXPECT_EQ(subsidy.amount().amount_minor(), -10000);
+  EXPECT_EQ(subsidy.funder_display_name(), "Provincial S&T Department voucher 2027");
+  EXPECT_TRUE(january->lines(0).funder_display_name().empty());
+
+  auto csv = Document(root_, january->name(), v1::GetInvoiceDocumentRequest::CSV);
+  ASSERT_TRUE(csv.ok()) << csv.status();
+  EXPECT_TRUE(absl::StrContains(csv->content(), "补贴 Subsidy · Provincial S&T Department voucher 2027"))
+      << csv->content();
+  auto pdf = Document(root_, january->name(), v1::GetInvoiceDocumentRequest::PDF);
+  ASSERT_TRUE(pdf.ok()) << pdf.status();
+  EXPECT_TRUE(absl::StrContains(PdfText(pdf->content(), "funder"), "Provincial S&T Department"));
+
+  v1::UpdateSubsidyPoolRequest up;
+  up.mutable_subsidy_pool()->set_name("subsidyPools/voucher");
+  up.mutable_subsidy_pool()->set_funder_display_name("Renamed programme");
+  up.mutable_update_mask()->add_paths("funder_display_name");
+  ASSERT_TRUE(billing_->UpdateSubsidyPool(root_, up).ok());
+  auto again = Document(root_, january->name(), v1::GetInvoiceDocumentRequest::CSV);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->content(), csv->content());
+  v1::GetInvoiceRequest get;
+  get.set_name(january->name());
+  auto stored = billing_->GetInvoice(root_, get);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->lines(1).funder_display_name(), "Provincial S&T Department voucher 2027");
+}
+
 }  // namespace
 }  // namespace labshare::billing

@@ -67,7 +67,8 @@ function item(line: InvoiceLine, pools: Map<string, string>, names: Names): stri
     case InvoiceLine_Kind.CHARGE:
       return [fee || kind, mode].filter(Boolean).join(' · ');
     case InvoiceLine_Kind.SUBSIDY:
-      return `${kind} · ${t('billing.invoice.pool', { pool: pools.get(line.subsidyPool) ?? idOf(line.subsidyPool) })}`;
+      // The funder as the issued invoice names it; older invoices: the pool now.
+      return `${kind} · ${t('billing.invoice.pool', { pool: line.funderDisplayName || (pools.get(line.subsidyPool) ?? idOf(line.subsidyPool)) })}`;
     case InvoiceLine_Kind.DEPOSIT_RELEASE:
       return `${kind} · ${names.org(line.payeeOrganization)}`;
     default:

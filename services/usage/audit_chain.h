@@ -218,6 +218,9 @@ struct AuditChainOptions {
   // Tests only: called between reading the head and the compare-and-set
   // step, to interleave another appender deterministically.
   std::function<void()> before_commit_for_testing;
+  // Tests only: called by List after it read the archived base and before
+  // it reads entries, to interleave labshare-archive deterministically.
+  std::function<void()> list_after_base_for_testing;
 };
 
 struct AppendResult {
@@ -294,7 +297,10 @@ class AuditChain {
   // or actor_organization not a well-formed name; INVALID_FIELD: negative
   // sequences or page_size, end_sequence <= start_sequence when both set, an
   // append/event interval whose end is not after its start;
-  // INVALID_PAGE_TOKEN).
+  // INVALID_PAGE_TOKEN); INTERNAL (AUDIT_CORRUPTED: a sequence the page
+  // reaches, after the archived ones and up to that head, has no entry, one
+  // that does not parse or one of another sequence, whatever the filters; a
+  // full page stops before it with a next_page_token).
   // Page tokens are bound to `caller`.
   absl::StatusOr<labshare::usage::v1::ListAuditEntriesResponse> List(
       const Principal& caller, const labshare::usage::v1::ListAuditEntriesRequest& request) const;

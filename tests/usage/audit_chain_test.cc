@@ -27,6 +27,7 @@
 #include "labshare/billing/v1/billing_events.pb.h"
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "labshare/inventory/v1/inventory_events.pb.h"
+#include "labshare/notify/v1/notify_events.pb.h"
 #include "labshare/usage/v1/usage_events.pb.h"
 #include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
@@ -87,6 +88,16 @@ StreamEvent ThresholdsChanged(const std::string& event_id, const std::string& ac
   *e.mutable_header() = Header(event_id, actor, request_id);
   e.mutable_thresholds_changed();
   return {"1-0", "labshare.usage.v1.UsageEvent", e.SerializeAsString()};
+}
+
+StreamEvent SettingsChanged(const std::string& event_id, const std::string& settings) {
+  labshare::notify::v1::NotifyEvent e;
+  *e.mutable_header() = Header(event_id, "services/notify");
+  auto* c = e.mutable_notification_settings_changed();
+  c->mutable_settings()->set_name(settings);
+  c->mutable_settings()->set_language("en");
+  c->mutable_previous()->set_name(settings);
+  return {"1-0", "labshare.notify.v1.NotifyEvent", e.SerializeAsString()};
 }
 
 std::string Sha256Bytes(const std::string& in) {
@@ -820,6 +831,48 @@ TEST_F(AuditChainTest, AFullLastPageOfAFilteredListCarriesNoToken) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_THAT(Sequences(*r), ElementsAre(6));
   EXPECT_TRUE(r->next_page_token().empty());
+}
+
+// usage.proto, AuditEntry.resources: a singleton's name
+// ("users/{id}/notificationSettings") is listed and indexed with its parent,
+// so an auditor finds a person's settings changes with either; resources are
+// not hashed; a malformed one is recorded but not indexed.
+TEST_F(AuditChainTest, ASingletonIsIndexedUnderItsNameAndItsParent) {
+  MustAppend("booking", BookingCreated("bk-1"));  // user users/u1
+  const v1::AuditEntry settings = MustAppend("notify", SettingsChanged("nt-1", "users/u1/notificationSettings"));
+  EXPECT_THAT(settings.resources(), ElementsAre("users/u1/notificationSettings", "users/u1"));
+  EXPECT_THAT(Stored(2).resources(), ElementsAre("users/u1/notificationSettings", "users/u1"));
+  EXPECT_EQ(AuditHashV1(settings), settings.hash());
+  v1::AuditEntry unindexed = settings;
+  unindexed.clear_resources();
+  EXPECT_EQ(AuditHashV1(unindexed), settings.hash());
+
+  const v1::AuditEntry malformed = MustAppend("notify", SettingsChanged("nt-2", "users/U1!/notificationSettings"));
+  EXPECT_TRUE(malformed.resources().empty());
+
+  v1::ListAuditEntriesRequest q;
+  q.set_resource("users/u1/notificationSettings");
+  auto by_name = chain_->List(auditor_, q);
+  ASSERT_TRUE(by_name.ok()) << by_name.status();
+  EXPECT_THAT(Sequences(*by_name), ElementsAre(2));
+  q.set_resource("users/u1");  // the booking's user, and the settings' owner
+  auto by_parent = chain_->List(auditor_, q);
+  ASSERT_TRUE(by_parent.ok()) << by_parent.status();
+  EXPECT_THAT(Sequences(*by_parent), ElementsAre(1, 2));
+  q.add_event_types("labshare.notify.v1.NotificationSettingsChanged");
+  auto changes = chain_->List(auditor_, q);
+  ASSERT_TRUE(changes.ok()) << changes.status();
+  EXPECT_THAT(Sequences(*changes), ElementsAre(2));
+
+  for (const char* bad : {"users/u1/NotificationSettings", "users/../notificationSettings", "users/u1/",
+                          "notificationSettings", "users/u1/notification-settings"}) {
+    v1::ListAuditEntriesRequest r;
+    r.set_resource(bad);
+    EXPECT_EQ(ErrorReason(chain_->List(auditor_, r).status()), "INVALID_NAME") << bad;
+  }
+  auto verified = chain_->Verify(0, 0, {});
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->result(), v1::VERIFIED);
 }
 
 // A sequence between the archived ones and the head with no readable entry

@@ -123,6 +123,13 @@ std::string AuditHashInput(const labshare::usage::v1::AuditEntry& entry);
 // SHA-256 of AuditHashInput: 32 raw bytes.
 std::string AuditHashV1(const labshare::usage::v1::AuditEntry& entry);
 
+// A singleton's name (AIP-156): a well-formed resource name
+// (ValidResourceName) followed by "/{singleton}", a lowerCamelCase collection
+// id, e.g. "users/u1/notificationSettings"; at most 512 bytes. Indexed with
+// its parent (AuditEntry.resources) and accepted as ListAuditEntries'
+// resource.
+bool ValidSingletonName(absl::string_view name);
+
 // What an event says about itself, decoded generically from its payload.
 struct DecodedEvent {
   std::string event_id;
@@ -145,8 +152,10 @@ struct DecodedEvent {
 // name ("collection/id", possibly nested "a/1/b/2") in singular or repeated
 // string fields of the event message and of its direct submessages (header
 // excluded), e.g. booking.name, booking.instrument, booking.user, and that is
-// a well-formed name (ValidResourceName: no "..", no "*"); the others go to
-// rejected_names. actor and actor_organization likewise.
+// a well-formed name (ValidResourceName: no "..", no "*"); a singleton's
+// name (ValidSingletonName, e.g. "users/u1/notificationSettings") is listed
+// with its parent ("users/u1") after it; the others go to rejected_names.
+// actor and actor_organization likewise.
 // INVALID_ARGUMENT, reason UNDECODABLE_EVENT: unknown type, bytes that do not
 // parse, no "header" field of type EventHeader, or an empty event_id.
 absl::StatusOr<DecodedEvent> DecodeEvent(absl::string_view payload_type,
@@ -218,6 +227,9 @@ struct AuditChainOptions {
   // Tests only: called between reading the head and the compare-and-set
   // step, to interleave another appender deterministically.
   std::function<void()> before_commit_for_testing;
+  // Tests only: called by List after it read the archived base and before
+  // it reads entries, to interleave labshare-archive deterministically.
+  std::function<void()> list_after_base_for_testing;
 };
 
 struct AppendResult {
@@ -294,7 +306,10 @@ class AuditChain {
   // or actor_organization not a well-formed name; INVALID_FIELD: negative
   // sequences or page_size, end_sequence <= start_sequence when both set, an
   // append/event interval whose end is not after its start;
-  // INVALID_PAGE_TOKEN).
+  // INVALID_PAGE_TOKEN); INTERNAL (AUDIT_CORRUPTED: a sequence the page
+  // reaches, after the archived ones and up to that head, has no entry, one
+  // that does not parse or one of another sequence, whatever the filters; a
+  // full page stops before it with a next_page_token).
   // Page tokens are bound to `caller`.
   absl::StatusOr<labshare::usage::v1::ListAuditEntriesResponse> List(
       const Principal& caller, const labshare::usage::v1::ListAuditEntriesRequest& request) const;

@@ -349,9 +349,9 @@ class UsageFigures {
   struct Report;
   absl::StatusOr<Names> LoadNames() const;
   absl::StatusOr<v1::Thresholds> LoadThresholds() const;
-  // Negative values refused; min_sharing_rate_bp above 10000 too when
-  // `rate_at_most_10000` (the under-shared list).
-  absl::Status CheckOverride(const v1::ThresholdOverride& o, bool rate_at_most_10000) const;
+  // Refuses (INVALID_FIELD) what UpdateThresholds refuses in a band: a
+  // negative value, min_sharing_rate_bp above 10000. Both lists.
+  absl::Status CheckOverride(const v1::ThresholdOverride& o) const;
   template <typename Req, typename Resp>
   absl::Status ListAssessed(const Principal& p, const Req& r, bool idle, Resp* out);
   // A listing without a range: the range its first page resolved, carried

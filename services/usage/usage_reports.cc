@@ -504,15 +504,15 @@ absl::Status UsageFigures::PublishAuditExport(const Principal& p, int64_t start_
 
 // ================================================================ assessments
 
-absl::Status UsageFigures::CheckOverride(const v1::ThresholdOverride& o, bool rate_at_most_10000) const {
+// What ValidateThresholdPaths refuses in a band, for both lists: the idle
+// list's assessments carry under_shared too, judged by the override's rate.
+absl::Status UsageFigures::CheckOverride(const v1::ThresholdOverride& o) const {
   if ((o.has_idle_effective_seconds_per_year() && o.idle_effective_seconds_per_year() < 0) ||
       (o.has_min_external_seconds_per_year() && o.min_external_seconds_per_year() < 0) ||
       (o.has_min_sharing_rate_bp() && o.min_sharing_rate_bp() < 0)) {
     return InvalidField("threshold_override", "values must not be negative");
   }
-  // ListUnderSharedInstruments only (usage.proto); an idle list does not
-  // judge sharing by it.
-  if (rate_at_most_10000 && o.has_min_sharing_rate_bp() && o.min_sharing_rate_bp() > 10000) {
+  if (o.has_min_sharing_rate_bp() && o.min_sharing_rate_bp() > 10000) {
     return InvalidField("threshold_override.min_sharing_rate_bp", "at most 10000 basis points");
   }
   return absl::OkStatus();
@@ -618,7 +618,7 @@ absl::Status UsageFigures::ListAssessed(const Principal& p, const Req& r, bool i
   }
   absl::CivilDay from, to;
   LS_RETURN_IF_ERROR(CheckRange(range, &from, &to));
-  LS_RETURN_IF_ERROR(CheckOverride(r.threshold_override(), /*rate_at_most_10000=*/!idle));
+  LS_RETURN_IF_ERROR(CheckOverride(r.threshold_override()));
   LS_RETURN_IF_ERROR(CheckFilterNames(r.filter(), "filter"));
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   // The default range is the first page's: the token carries it (types.proto:

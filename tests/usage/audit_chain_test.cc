@@ -27,6 +27,7 @@
 #include "labshare/billing/v1/billing_events.pb.h"
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "labshare/inventory/v1/inventory_events.pb.h"
+#include "labshare/notify/v1/notify_events.pb.h"
 #include "labshare/usage/v1/usage_events.pb.h"
 #include "tests/support/page_tokens.h"
 #include "tests/support/redis_server.h"
@@ -87,6 +88,16 @@ StreamEvent ThresholdsChanged(const std::string& event_id, const std::string& ac
   *e.mutable_header() = Header(event_id, actor, request_id);
   e.mutable_thresholds_changed();
   return {"1-0", "labshare.usage.v1.UsageEvent", e.SerializeAsString()};
+}
+
+StreamEvent SettingsChanged(const std::string& event_id, const std::string& settings) {
+  labshare::notify::v1::NotifyEvent e;
+  *e.mutable_header() = Header(event_id, "services/notify");
+  auto* c = e.mutable_notification_settings_changed();
+  c->mutable_settings()->set_name(settings);
+  c->mutable_settings()->set_language("en");
+  c->mutable_previous()->set_name(settings);
+  return {"1-0", "labshare.notify.v1.NotifyEvent", e.SerializeAsString()};
 }
 
 std::string Sha256Bytes(const std::string& in) {
@@ -544,6 +555,49 @@ TEST_F(AuditChainTest, MissingEntriesAndUnknownAlgorithmsAreBreaks) {
   EXPECT_EQ(later->entries_checked(), 1);
 }
 
+// usage.proto, VerifyAuditChainResponse: entries_checked counts the entries
+// that passed before the first break (not the broken one); anchors are
+// checked only after the range, and anchors_checked counts those that
+// matched before a mismatching one (a single mismatching anchor: 0);
+// BreakKind SEQUENCE_GAP covers an entry stored as bytes that do not parse.
+TEST_F(AuditChainTest, VerifyCountsWhatPassedBeforeTheFirstBreak) {
+  std::vector<v1::AuditEntry> entries = AppendFive();
+  v1::AuditAnchor good;
+  good.set_sequence(2);
+  good.set_hash(entries[1].hash());
+  v1::AuditAnchor bad;
+  bad.set_sequence(3);
+  bad.set_hash(std::string(32, 'x'));
+
+  auto single = chain_->Verify(0, 0, {bad});
+  ASSERT_TRUE(single.ok()) << single.status();
+  EXPECT_EQ(single->first_break().kind(), v1::ANCHOR_MISMATCH);
+  EXPECT_EQ(single->anchors_checked(), 0);
+  EXPECT_EQ(single->entries_checked(), 5);
+
+  const std::string original = StoredBytes(4);
+  Store(4, "\xff\xff\xff");
+  auto unreadable = chain_->Verify(2, 0, {good});
+  ASSERT_TRUE(unreadable.ok()) << unreadable.status();
+  EXPECT_EQ(unreadable->result(), v1::BROKEN);
+  EXPECT_EQ(unreadable->first_break().kind(), v1::SEQUENCE_GAP);
+  EXPECT_EQ(unreadable->first_break().sequence(), 4);
+  EXPECT_TRUE(unreadable->first_break().expected_hash().empty());
+  EXPECT_TRUE(unreadable->first_break().actual_hash().empty());
+  EXPECT_EQ(unreadable->entries_checked(), 2);  // 2 and 3; not 4
+  EXPECT_EQ(unreadable->anchors_checked(), 0);  // the good anchor is not reached
+
+  v1::AuditEntry tampered = entries[3];
+  tampered.set_event_type("labshare.booking.v1.BookingCancelled");
+  Store(4, tampered.SerializeAsString());
+  auto mismatch = chain_->Verify(1, 6, {good});
+  ASSERT_TRUE(mismatch.ok()) << mismatch.status();
+  EXPECT_EQ(mismatch->first_break().kind(), v1::HASH_MISMATCH);
+  EXPECT_EQ(mismatch->entries_checked(), 3);
+  EXPECT_EQ(mismatch->anchors_checked(), 0);
+  Store(4, original);
+}
+
 // An empty chain has no first entry: start 0 is beyond the head (0), as
 // usage.proto says for VerifyAuditChain and ExportAuditTrail.
 TEST_F(AuditChainTest, StartZeroOnAnEmptyChainIsOutOfRange) {
@@ -777,6 +831,145 @@ TEST_F(AuditChainTest, AFullLastPageOfAFilteredListCarriesNoToken) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_THAT(Sequences(*r), ElementsAre(6));
   EXPECT_TRUE(r->next_page_token().empty());
+}
+
+// usage.proto, AuditEntry.resources: a singleton's name
+// ("users/{id}/notificationSettings") is listed and indexed with its parent,
+// so an auditor finds a person's settings changes with either; resources are
+// not hashed; a malformed one is recorded but not indexed.
+TEST_F(AuditChainTest, ASingletonIsIndexedUnderItsNameAndItsParent) {
+  MustAppend("booking", BookingCreated("bk-1"));  // user users/u1
+  const v1::AuditEntry settings = MustAppend("notify", SettingsChanged("nt-1", "users/u1/notificationSettings"));
+  EXPECT_THAT(settings.resources(), ElementsAre("users/u1/notificationSettings", "users/u1"));
+  EXPECT_THAT(Stored(2).resources(), ElementsAre("users/u1/notificationSettings", "users/u1"));
+  EXPECT_EQ(AuditHashV1(settings), settings.hash());
+  v1::AuditEntry unindexed = settings;
+  unindexed.clear_resources();
+  EXPECT_EQ(AuditHashV1(unindexed), settings.hash());
+
+  const v1::AuditEntry malformed = MustAppend("notify", SettingsChanged("nt-2", "users/U1!/notificationSettings"));
+  EXPECT_TRUE(malformed.resources().empty());
+
+  v1::ListAuditEntriesRequest q;
+  q.set_resource("users/u1/notificationSettings");
+  auto by_name = chain_->List(auditor_, q);
+  ASSERT_TRUE(by_name.ok()) << by_name.status();
+  EXPECT_THAT(Sequences(*by_name), ElementsAre(2));
+  q.set_resource("users/u1");  // the booking's user, and the settings' owner
+  auto by_parent = chain_->List(auditor_, q);
+  ASSERT_TRUE(by_parent.ok()) << by_parent.status();
+  EXPECT_THAT(Sequences(*by_parent), ElementsAre(1, 2));
+  q.add_event_types("labshare.notify.v1.NotificationSettingsChanged");
+  auto changes = chain_->List(auditor_, q);
+  ASSERT_TRUE(changes.ok()) << changes.status();
+  EXPECT_THAT(Sequences(*changes), ElementsAre(2));
+
+  for (const char* bad : {"users/u1/NotificationSettings", "users/../notificationSettings", "users/u1/",
+                          "notificationSettings", "users/u1/notification-settings"}) {
+    v1::ListAuditEntriesRequest r;
+    r.set_resource(bad);
+    EXPECT_EQ(ErrorReason(chain_->List(auditor_, r).status()), "INVALID_NAME") << bad;
+  }
+  auto verified = chain_->Verify(0, 0, {});
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->result(), v1::VERIFIED);
+}
+
+// A sequence between the archived ones and the head with no readable entry
+// is damage (usage.proto: no gaps; INTERNAL AUDIT_CORRUPTED, as
+// ExportAuditTrail answers), never a silent gap in the list: from a range
+// scan, from an index hit, and whatever the filters.
+TEST_F(AuditChainTest, ListAnswersAuditCorruptedForAnEntryThatCannotBeRead) {
+  AppendFive();  // 3: billing's ChargePosted of charges/c1
+  const std::string original = StoredBytes(3);
+  v1::AuditEntry other = Stored(3);
+  other.set_sequence(7);
+  for (const std::string& damage : {std::string(), std::string("\xff\xff\xff"), other.SerializeAsString()}) {
+    if (damage.empty()) {
+      ASSERT_TRUE(pool_->Command({"DEL", audit_keys::Entry(3)}).ok());
+    } else {
+      Store(3, damage);
+    }
+    std::vector<v1::ListAuditEntriesRequest> queries(6);
+    queries[0].set_start_sequence(2);
+    queries[0].set_end_sequence(5);
+    queries[1].set_descending(true);
+    queries[2].add_source_services("booking");     // would not match 3 anyway
+    queries[3].set_resource("charges/c1");          // the index hit
+    queries[4].set_actor("services/billing");       // the index hit
+    queries[5].set_event_id("bl-1");                // the index hit
+    for (const auto& q : queries) {
+      absl::Status s = chain_->List(auditor_, q).status();
+      EXPECT_EQ(s.code(), absl::StatusCode::kInternal) << q.ShortDebugString() << " " << damage.size();
+      EXPECT_EQ(ErrorReason(s), "AUDIT_CORRUPTED") << q.ShortDebugString();
+      EXPECT_EQ(ErrorReason(chain_->ExportJsonlString(2, 5).status()), "AUDIT_CORRUPTED");
+    }
+    // A page that fills up before it is answered, with a token; the next
+    // page starts at the damaged entry.
+    v1::ListAuditEntriesRequest paged;
+    paged.set_page_size(2);
+    auto first = chain_->List(auditor_, paged);
+    ASSERT_TRUE(first.ok()) << first.status();
+    EXPECT_THAT(Sequences(*first), ElementsAre(1, 2));
+    ASSERT_FALSE(first->next_page_token().empty());
+    paged.set_page_token(first->next_page_token());
+    EXPECT_EQ(ErrorReason(chain_->List(auditor_, paged).status()), "AUDIT_CORRUPTED");
+    // A range that does not reach it is answered.
+    v1::ListAuditEntriesRequest after;
+    after.set_start_sequence(4);
+    auto rest = chain_->List(auditor_, after);
+    ASSERT_TRUE(rest.ok()) << rest.status();
+    EXPECT_THAT(Sequences(*rest), ElementsAre(4, 5));
+  }
+  Store(3, original);
+  v1::ListAuditEntriesRequest all;
+  auto ok = chain_->List(auditor_, all);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_THAT(Sequences(*ok), ElementsAre(1, 2, 3, 4, 5));
+}
+
+// Entries labshare-archive removed are not damage: neither those archived
+// before the call nor those it removes while the call runs (the base has
+// moved past them since List read it).
+TEST_F(AuditChainTest, ListDoesNotTakeArchivedEntriesForDamage) {
+  std::vector<v1::AuditEntry> entries = AppendFive();  // 3: charges/c1
+  entries.push_back(MustAppend("inventory", InstrumentChanged("inv-6")));
+  entries.push_back(MustAppend("inventory", InstrumentChanged("inv-7")));
+  // As labshare-archive: the base first, then the entries (their index
+  // members are left behind here, as after a crash midway).
+  int64_t archived = 0;
+  auto archive_to = [&](int64_t upto) {
+    ASSERT_TRUE(pool_->Command({"HSET", audit_keys::Base(), "seq", std::to_string(upto), "hash",
+                                entries[static_cast<size_t>(upto - 1)].hash()})
+                    .ok());
+    for (int64_t s = archived + 1; s <= upto; ++s) ASSERT_TRUE(pool_->Command({"DEL", audit_keys::Entry(s)}).ok());
+    archived = upto;
+  };
+  archive_to(1);
+  v1::ListAuditEntriesRequest q;
+  auto before = chain_->List(auditor_, q);
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_THAT(Sequences(*before), ElementsAre(2, 3, 4, 5, 6, 7));
+
+  // Each call below: one more year archived after List read the base.
+  AuditChainOptions o;
+  o.clock = &clock_;
+  o.batch_size = 4;
+  o.list_after_base_for_testing = [&] { archive_to(archived == 1 ? 3 : archived + 1); };
+  AuditChain racing(pool_.get(), testing::TestPageTokens(), std::move(o));
+  v1::ListAuditEntriesRequest indexed;  // base 1 read, 2 and 3 archived meanwhile
+  indexed.set_resource("charges/c1");
+  auto r = racing.List(auditor_, indexed);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->entries().empty());
+  EXPECT_TRUE(r->next_page_token().empty());
+  r = racing.List(auditor_, q);  // base 3 read, 4 archived meanwhile
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(Sequences(*r), ElementsAre(5, 6, 7));
+  q.set_descending(true);
+  r = racing.List(auditor_, q);  // base 4 read, 5 archived meanwhile
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(Sequences(*r), ElementsAre(7, 6));
 }
 
 // ------------------------------------------------------------ export

@@ -193,6 +193,63 @@ TEST_F(UsageContractTest, VerifyAuditChainPublishesItsRunAndRetriesGiveTheSameAn
   EXPECT_EQ(events[2].audit_verification_run().end_sequence(), kEntries + 2);
 }
 
+// VerifyAuditChain: REQUEST_ID_REUSED is "checked first after the limits
+// every request is held to (types.proto)": a number beyond them is
+// INVALID_FIELD even under a request_id used before; within them, the reused
+// id comes before the request's own INVALID_FIELD (a negative start).
+TEST_F(UsageContractTest, AReusedRequestIdComesAfterTheLimitsEveryRequestIsHeldTo) {
+  v1::VerifyAuditChainRequest req;
+  req.set_request_id("verify-limits");
+  v1::VerifyAuditChainResponse first;
+  grpc::Status s = stub_->VerifyAuditChain(Ctx().get(), req, &first);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+
+  req.set_start_sequence(1000000000000001);  // above 10^15
+  v1::VerifyAuditChainResponse out;
+  s = stub_->VerifyAuditChain(Ctx().get(), req, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD");
+
+  req.set_start_sequence(-5);
+  s = stub_->VerifyAuditChain(Ctx().get(), req, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_EQ(GrpcErrorReason(s), "REQUEST_ID_REUSED");
+}
+
+// usage.proto: sequences have no gaps, and any method may answer INTERNAL
+// (AUDIT_CORRUPTED): ListAuditEntries over an entry deleted or stored as
+// bytes that do not parse answers it, as ExportAuditTrail does, instead of
+// leaving the entry out.
+TEST_F(UsageContractTest, ListAuditEntriesOverAnEntryThatCannotBeReadIsAuditCorrupted) {
+  for (const std::string& damage : {std::string(), std::string("\xff\xff\xff")}) {
+    if (damage.empty()) {
+      ASSERT_TRUE(pool_->Command({"DEL", audit_keys::Entry(2)}).ok());
+    } else {
+      ASSERT_TRUE(pool_->Command({"SET", audit_keys::Entry(2), damage}).ok());
+    }
+    v1::ListAuditEntriesRequest req;
+    req.set_start_sequence(1);
+    req.set_end_sequence(kEntries + 1);
+    v1::ListAuditEntriesResponse out;
+    grpc::Status s = stub_->ListAuditEntries(Ctx().get(), req, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INTERNAL) << s.error_message();
+    EXPECT_EQ(GrpcErrorReason(s), "AUDIT_CORRUPTED");
+    req.set_resource("instruments/i1");  // the index hit of entry 2
+    s = stub_->ListAuditEntries(Ctx().get(), req, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INTERNAL) << s.error_message();
+    EXPECT_EQ(GrpcErrorReason(s), "AUDIT_CORRUPTED");
+
+    v1::ExportAuditTrailRequest exp;
+    exp.set_format(v1::AUDIT_EXPORT_FORMAT_JSONL);
+    exp.set_start_sequence(1);
+    exp.set_end_sequence(kEntries + 1);
+    auto c = Ctx();
+    s = Drain(stub_->ExportAuditTrail(c.get(), exp));
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INTERNAL) << s.error_message();
+    EXPECT_EQ(GrpcErrorReason(s), "AUDIT_CORRUPTED");
+  }
+}
+
 // "Publishes ReportExported (kind EXPORT_KIND_AUDIT_TRAIL) when the stream completes."
 TEST_F(UsageContractTest, ExportAuditTrailPublishesReportExported) {
   v1::ExportAuditTrailRequest req;

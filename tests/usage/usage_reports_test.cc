@@ -639,29 +639,43 @@ TEST_F(UsageReportsTest, AssessmentsNameTheInstrumentAsLastSeen) {
   EXPECT_EQ(seen, 1);
 }
 
-// A sharing-rate override above 10000 bp: refused by the under-shared list
-// (usage.proto: "overrides above 10000 basis points: INVALID_FIELD"), not by
-// the idle list, whose errors name only a negative override.
-TEST_F(UsageReportsTest, OnlyTheUnderSharedListBoundsTheRateOverride) {
+// An override is refused for what UpdateThresholds refuses in a band (a
+// negative value, a sharing rate above 10000 basis points), by both lists
+// (usage.proto: ListIdleInstruments' INVALID_FIELD, ListUnderSharedInstruments
+// "as ListIdleInstruments"): the idle list's assessments carry under_shared
+// too, judged by that rate.
+TEST_F(UsageReportsTest, BothListsBoundTheRateOverrideAsTheThresholdsDo) {
   Year();
   v1::ListIdleInstrumentsRequest idle;
   *idle.mutable_range() = Range(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 1, 1));
-  idle.mutable_threshold_override()->set_min_sharing_rate_bp(12000);
+  v1::ListUnderSharedInstrumentsRequest under;
+  *under.mutable_range() = idle.range();
+  for (int32_t bp : {10001, 12000, -1}) {
+    idle.mutable_threshold_override()->set_min_sharing_rate_bp(bp);
+    auto refused_idle = figures_->ListIdleInstruments(auditor_, idle);
+    EXPECT_EQ(refused_idle.status().code(), absl::StatusCode::kInvalidArgument) << bp;
+    EXPECT_EQ(ErrorReason(refused_idle.status()), "INVALID_FIELD") << bp;
+    under.mutable_threshold_override()->set_min_sharing_rate_bp(bp);
+    auto refused_under = figures_->ListUnderSharedInstruments(auditor_, under);
+    EXPECT_EQ(refused_under.status().code(), absl::StatusCode::kInvalidArgument) << bp;
+    EXPECT_EQ(ErrorReason(refused_under.status()), "INVALID_FIELD") << bp;
+  }
+  for (auto set : {+[](v1::ThresholdOverride* o) { o->set_idle_effective_seconds_per_year(-1); },
+                   +[](v1::ThresholdOverride* o) { o->set_min_external_seconds_per_year(-1); }}) {
+    idle.clear_threshold_override();
+    set(idle.mutable_threshold_override());
+    EXPECT_EQ(ErrorReason(figures_->ListIdleInstruments(auditor_, idle).status()), "INVALID_FIELD");
+    *under.mutable_threshold_override() = idle.threshold_override();
+    EXPECT_EQ(ErrorReason(figures_->ListUnderSharedInstruments(auditor_, under).status()), "INVALID_FIELD");
+  }
+  // 10000 itself is a rate a band may hold.
+  idle.clear_threshold_override();
+  idle.mutable_threshold_override()->set_min_sharing_rate_bp(10000);
   auto listed = figures_->ListIdleInstruments(auditor_, idle);
   ASSERT_TRUE(listed.ok()) << listed.status();
   ASSERT_EQ(listed->instruments_size(), 1);
   EXPECT_EQ(listed->instruments(0).instrument(), "instruments/i2");
-  idle.mutable_threshold_override()->set_min_sharing_rate_bp(-1);
-  auto negative = figures_->ListIdleInstruments(auditor_, idle);
-  EXPECT_EQ(negative.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ErrorReason(negative.status()), "INVALID_FIELD");
-
-  v1::ListUnderSharedInstrumentsRequest under;
-  *under.mutable_range() = idle.range();
-  under.mutable_threshold_override()->set_min_sharing_rate_bp(12000);
-  auto refused = figures_->ListUnderSharedInstruments(auditor_, under);
-  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ErrorReason(refused.status()), "INVALID_FIELD");
+  EXPECT_EQ(listed->instruments(0).min_sharing_rate_bp(), 10000);
 }
 
 // A page token is good only for the list, the filters and the caller it was

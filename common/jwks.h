@@ -48,7 +48,7 @@ struct Jwk {
   std::string kty;  // "EC" or "RSA"
   std::string alg;  // the key's "alg" if the set names one, else ""
   std::shared_ptr<EVP_PKEY> key;
-  std::string pem;  // the key as a PEM SubjectPublicKeyInfo (for libjwt)
+  std::string pem;  // the key as a PEM SubjectPublicKeyInfo (tells keys apart on a refresh)
 
   // The JWS algorithm this key verifies: "ES256" or "RS256".
   std::string Algorithm() const { return kty == "EC" ? "ES256" : "RS256"; }

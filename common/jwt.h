@@ -1,12 +1,16 @@
 // Verifying signed JWTs (RFC 7519, JWS compact form) against a key set:
 // LabShare's own access tokens (ES256, common/token.h) and an OpenID
-// provider's ID tokens (RS256 or ES256). Signatures are checked by libjwt
-// (Debian's libjwt-dev); this file picks the key and checks the claims.
+// provider's ID tokens (RS256 or ES256). This file picks the key, checks
+// the signature with OpenSSL (not libjwt's jwt_decode, which refuses every
+// typ but "JWT") and checks the claims.
 //
 // VerifyJwt checks, in order:
 //   - at most 8 KiB, three base64url parts, a JSON header without "crit";
 //   - the header's alg is one of rules.algorithms (never "none", never a
 //     MAC: an HS256 token is refused before any key is looked at);
+//   - its typ, if any, is one of rules.types (as media types: "JWT",
+//     "jwt" and "application/jwt" are one type), so that another kind of
+//     JWT (an RFC 9068 access token "at+jwt", a logout token) is refused;
 //   - its kid is in the key set (unknown: the set is refreshed once) and the
 //     key's type fits the alg;
 //   - the signature;
@@ -16,7 +20,7 @@
 //     positive); iat <= now + leeway; nbf (if any) <= now + leeway;
 //   - now < exp.
 // Every failure is UNAUTHENTICATED: INVALID_TOKEN with a message naming the
-// check, or TOKEN_EXPIRED (only for a token that passed every other check);
+// check (the signature only when the signature is what fails), or TOKEN_EXPIRED (only for a token that passed every other check);
 // except, when rules.stale_keys_unavailable, a kid that is not in the key
 // set while the set cannot be refreshed (KeySet::Find's refresh_failed: the
 // source is unreachable or unusable), which is UNAVAILABLE JWKS_UNAVAILABLE:
@@ -42,6 +46,9 @@ struct JwtRules {
   std::string issuer;                   // "" = any
   std::vector<std::string> audiences;   // empty = any
   std::vector<std::string> algorithms;  // "ES256", "RS256"
+  // The header's typ, when present: one of these (RFC 7515 4.1.9: compared
+  // case-insensitively, "application/" implied before a value without '/').
+  std::vector<std::string> types = {"JWT"};
   absl::Duration max_lifetime;          // zero or negative = no limit
   absl::Duration leeway = absl::Seconds(60);
   // An unknown kid while the key set cannot be refreshed: UNAVAILABLE
@@ -73,8 +80,8 @@ class JwtClaims {
 
 absl::StatusOr<JwtClaims> VerifyJwt(std::string_view token, KeySet& keys, const JwtRules& rules, absl::Time now);
 
-// The checks VerifyJwt makes before it looks at a key (the first bullet and
-// the algorithm): whether `token` is a JWT these rules could accept at all,
+// The checks VerifyJwt makes before it looks at a key (the first three
+// bullets): whether `token` is a JWT these rules could accept at all,
 // with the same INVALID_TOKEN answers. For callers that must fetch a key set
 // first (ExchangeToken): a malformed token is refused without it.
 struct JwtHeader {

@@ -22,7 +22,8 @@
 # 56379, loopback only, the one plaintext port). Data and secrets live in
 # LABSHARE_DATA_DIR (default deploy/.data).
 # LABSHARE_BUILD_DIR: where the binaries are (default build-release, built
-# here unless LABSHARE_NO_BUILD=1). LABSHARE_CLOCK_FILE: demo time; every
+# here unless LABSHARE_NO_BUILD=1; the console is then built only when its
+# sources are newer than its build). LABSHARE_CLOCK_FILE: demo time; every
 # service reads "now" from that file (deploy/demo-scenario.sh moves it).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -53,8 +54,22 @@ fi
 # The console (gateway and web app): its packages and its build.
 console="$root/services/console"
 [ -d "$console/node_modules" ] || (cd "$console" && npm ci --no-audit --no-fund --silent)
-if [ "${LABSHARE_NO_BUILD:-0}" != 1 ] || [ ! -f "$console/dist/server/main.js" ] || [ ! -f "$console/dist/web/index.html" ]; then
+# With LABSHARE_NO_BUILD=1 (scripts/dev-platform.sh, the e2e tests) the
+# console is still built again when its build is missing or older than a
+# source of it (server/, web/, the protos: scripts/dist-stale.sh), so that
+# nobody runs an old console; a current build is used as it is. One build
+# at a time (platforms started side by side share the directory).
+if [ "${LABSHARE_NO_BUILD:-0}" != 1 ]; then
   (cd "$console" && npm run --silent build >/dev/null)
+elif "$console/scripts/dist-stale.sh" >/dev/null; then
+  mkdir -p "$console/dist"
+  (
+    flock 9
+    if stale="$("$console/scripts/dist-stale.sh")"; then
+      echo "building the console: $stale"
+      cd "$console" && npm run --silent build >/dev/null
+    fi
+  ) 9>"$console/dist/.build.lock"
 fi
 clock=()
 if [ -n "${LABSHARE_CLOCK_FILE:-}" ]; then

@@ -98,7 +98,7 @@ absl::Status IdentityManager::CheckConfigured() const {
   if (provider_ == nullptr || issuer_ == nullptr) {
     return MakeError(absl::StatusCode::kFailedPrecondition, "SIGN_IN_NOT_CONFIGURED",
                      "sign-in is not configured on this server: start labshare-inventory with "
-                     "--oidc_issuer and --token_signing_key_file");
+                     "--oidc_issuer (the OpenID Connect provider's issuer URL)");
   }
   return absl::OkStatus();
 }
@@ -161,15 +161,20 @@ absl::StatusOr<idv1::TokenResponse> IdentityManager::Issue(const v1::User& user,
     if (auto role = TokenRole(r)) p.roles.push_back(*role);
   }
   const absl::Time issued = absl::FromUnixSeconds(absl::ToUnixSeconds(now));
-  p.expires_at = issued + options_.access_token_ttl;
+  const absl::Time session_end = session_start + options_.max_session_age;
+  // The access token ends with the session too (identity.proto), in whole
+  // seconds (a JWT's exp): the session's end rounded down, or, in a
+  // session's last second, one second after it was issued (exp > iat).
+  p.expires_at = std::max(issued + absl::Seconds(1),
+                          std::min(issued + options_.access_token_ttl,
+                                   absl::FromUnixSeconds(absl::ToUnixSeconds(session_end))));
   idv1::TokenResponse out;
   out.set_access_token(issuer_->Mint(p, issued));
   out.set_token_type("Bearer");
   *out.mutable_expire_time() = ToProto(p.expires_at);
-  out.set_expires_in(absl::ToInt64Seconds(options_.access_token_ttl));
+  out.set_expires_in(absl::ToInt64Seconds(p.expires_at - issued));
   out.set_refresh_token(std::move(refresh_token));
-  *out.mutable_refresh_expire_time() =
-      ToProto(std::min(issued + options_.refresh_token_ttl, session_start + options_.max_session_age));
+  *out.mutable_refresh_expire_time() = ToProto(std::min(issued + options_.refresh_token_ttl, session_end));
   *out.mutable_user() = user;
   return out;
 }
@@ -180,6 +185,10 @@ absl::StatusOr<idv1::TokenResponse> IdentityManager::ExchangeToken(const idv1::E
   JwtRules rules;
   rules.audiences = options_.audiences;
   rules.algorithms = {"RS256", "ES256"};
+  // OpenID Connect does not fix an ID token's typ: providers send "JWT",
+  // "application/jwt", "JOSE" or none (RFC 7519 5.1, RFC 7515 4.1.9).
+  // Another type is another kind of token (an "at+jwt" access token).
+  rules.types = {"JWT", "JOSE"};
   rules.max_lifetime = options_.max_id_token_lifetime;
   // Not a JWT (or an algorithm never accepted): INVALID_TOKEN whether or not
   // the provider can be reached.

@@ -113,7 +113,7 @@ SignIn SignInFromFlags(RedisPool* redis, const InventoryStore* inventory, const 
   }
   out.provider = OidcProviderFromFlags();
   if (out.provider == nullptr || issuer == nullptr) {
-    LogWarning("sign-in is off: give --oidc_issuer and --token_signing_key_file to issue LabShare tokens");
+    LogWarning("sign-in is off: give --oidc_issuer to issue LabShare tokens");
   }
   out.store = std::make_unique<IdentityStore>(redis, inventory);
   if (absl::Status s = out.store->BackfillSignInIndexes(); !s.ok()) {

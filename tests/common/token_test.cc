@@ -417,6 +417,81 @@ TEST(VerifyJwt, VerifiesProviderIdTokensWithRs256AndEs256) {
                "algorithm");
 }
 
+// A provider's ID token may say what it is in its header's typ: "JWT",
+// "application/jwt", "JOSE" or nothing (RFC 7519 5.1, RFC 7515 4.1.9), in
+// any case. libjwt's jwt_decode refused all but "JWT" and reported it as a
+// bad signature. Another kind of token ("at+jwt") stays refused, by name.
+TEST(VerifyJwt, AcceptsEveryTypOfAJwtAndRefusesOtherKindsOfToken) {
+  auto rsa = NewRsaKey();
+  auto ec = NewEcKey();
+  auto keys = *KeySet::FromJson(JwksJson({PublicJwkJson(rsa.get()), PublicJwkJson(ec.get())}));
+  JwtRules rules;  // as ExchangeToken's
+  rules.issuer = "https://idp.example";
+  rules.audiences = {"labshare-console"};
+  rules.algorithms = {"RS256", "ES256"};
+  rules.types = {"JWT", "JOSE"};
+  const int64_t now = absl::ToUnixSeconds(kNow);
+  const std::string payload = absl::StrCat(R"({"iss":"https://idp.example","aud":"labshare-console","sub":"p-17",)",
+                                           R"("iat":)", now, R"(,"exp":)", now + 300, "}");
+  auto sign = [&](const std::string& alg, const std::string& typ_member) {
+    EVP_PKEY* key = alg == "RS256" ? rsa.get() : ec.get();
+    return SignJws(absl::StrCat(R"({"alg":")", alg, "\",", typ_member, R"("kid":")", JwkThumbprint(key), "\"}"), payload,
+                   key, alg);
+  };
+  for (const std::string alg : {"RS256", "ES256"}) {
+    for (const std::string typ : {"", R"("typ":"JWT",)", R"("typ":"jwt",)", R"("typ":"application/jwt",)",
+                                  R"("typ":"Application/JWT",)", R"("typ":"JOSE",)", R"("typ":"application/jose",)"}) {
+      SCOPED_TRACE(alg + " " + typ);
+      auto claims = VerifyJwt(sign(alg, typ), *keys, rules, kNow);
+      ASSERT_TRUE(claims.ok()) << claims.status();
+      EXPECT_EQ(claims->sub(), "p-17");
+    }
+    for (const std::string typ : {R"("typ":"at+jwt",)", R"("typ":"application/at+jwt",)", R"("typ":"logout+jwt",)",
+                                  R"("typ":"JOSE+JSON",)", R"("typ":"",)", R"("typ":7,)", R"("typ":null,)"}) {
+      SCOPED_TRACE(alg + " " + typ);
+      ExpectReason(VerifyJwt(sign(alg, typ), *keys, rules, kNow).status(), absl::StatusCode::kUnauthenticated,
+                   "INVALID_TOKEN", "the header's type (typ) must be JWT or JOSE");
+    }
+  }
+}
+
+// A LabShare access token is typed "JWT" (common/token.h); its check is as
+// strict as before: "JWT" in any spelling of that media type, or no typ.
+TEST(TokenVerifier, AcceptsOnlyTheJwtTyp) {
+  Fixture f;
+  auto sign = [&](const std::string& typ_member) {
+    return SignJws(absl::StrCat(R"({"alg":"ES256",)", typ_member, R"("kid":")", f.issuer->kid(), "\"}"), Claims(),
+                   f.key.get(), "ES256");
+  };
+  for (const std::string typ : {"", R"("typ":"JWT",)", R"("typ":"jwt",)", R"("typ":"application/jwt",)"}) {
+    EXPECT_TRUE(f.verifier->Verify(sign(typ), kNow).ok()) << typ;
+  }
+  for (const std::string typ : {R"("typ":"JOSE",)", R"("typ":"at+jwt",)", R"("typ":"id_token+jwt",)"}) {
+    SCOPED_TRACE(typ);
+    ExpectReason(f.verifier->Verify(sign(typ), kNow).status(), absl::StatusCode::kUnauthenticated, "INVALID_TOKEN",
+                 "the header's type (typ) must be JWT (or no typ)");
+  }
+}
+
+// Each refusal names the check that failed; the signature only when it is
+// the signature (libjwt's jwt_decode answered a payload that is not JSON,
+// a typ and a bad signature alike, all reported as the signature).
+TEST(TokenVerifier, MessagesNameTheCheckThatFailed) {
+  Fixture f;
+  for (const std::string payload : {"not json", "[1]", "\"text\""}) {
+    const absl::Status s = f.verifier->Verify(f.Sign(payload), kNow).status();
+    ExpectReason(s, absl::StatusCode::kUnauthenticated, "INVALID_TOKEN", "the payload is not a JSON object");
+    EXPECT_FALSE(absl::StrContains(s.message(), "signature")) << s;
+  }
+  const std::string good = f.Sign(Claims());
+  EXPECT_TRUE(f.verifier->Verify(good, kNow).ok());
+  std::vector<std::string> parts = absl::StrSplit(good, '.');
+  // Another payload under the first one's signature.
+  ExpectReason(f.verifier->Verify(parts[0] + "." + B64(Claims("\"jti\":\"x\",")) + "." + parts[2], kNow).status(),
+               absl::StatusCode::kUnauthenticated, "INVALID_TOKEN",
+               "the signature does not verify with the issuer's key");
+}
+
 // ---------------------------------------------------------------------------
 // Key sets.
 

@@ -5,6 +5,10 @@
 
 #include "services/inventory/identity_manager.h"
 
+#include <openssl/bn.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <sys/stat.h>
 
 #include <gtest/gtest.h>
@@ -28,6 +32,30 @@ namespace {
 using labshare::testing::FlushAll;
 using labshare::testing::SharedRedisServer;
 using Kind = IdentityStore::Rotation::Kind;
+
+// A JWS (ES256) over exactly these header and payload texts, signed with
+// the EC private key in `pem`: headers the issuers here would not write.
+std::string SignEs256(const std::string& pem, const std::string& header, const std::string& payload) {
+  auto b64 = [](const std::string& s) { return absl::WebSafeBase64Escape(s); };
+  const std::string input = absl::StrCat(b64(header), ".", b64(payload));
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), BIO_free);
+  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr),
+                                                          EVP_PKEY_free);
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  EXPECT_EQ(EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key.get()), 1);
+  size_t len = 0;
+  const auto* in = reinterpret_cast<const unsigned char*>(input.data());
+  EXPECT_EQ(EVP_DigestSign(ctx.get(), nullptr, &len, in, input.size()), 1);
+  std::string der(len, '\0');
+  EXPECT_EQ(EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(der.data()), &len, in, input.size()), 1);
+  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+  std::unique_ptr<ECDSA_SIG, decltype(&ECDSA_SIG_free)> sig(d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(len)),
+                                                           ECDSA_SIG_free);
+  unsigned char raw[64];
+  BN_bn2binpad(ECDSA_SIG_get0_r(sig.get()), raw, 32);
+  BN_bn2binpad(ECDSA_SIG_get0_s(sig.get()), raw + 32, 32);
+  return absl::StrCat(input, ".", b64(std::string(reinterpret_cast<char*>(raw), 64)));
+}
 
 class IdentityStoreTest : public ::testing::Test {
  protected:
@@ -486,6 +514,107 @@ TEST_F(IdentityStoreTest, AnIdTokenIsExchangedOnce) {
   PutUser("li-wei", "li.wei@example.org", "acct-li-wei", /*index=*/false, /*version=*/2);
   auto after_refusal = exchange(third);
   EXPECT_TRUE(after_refusal.ok()) << after_refusal.status();
+}
+
+// ExchangeToken takes the ID token of any certified provider: a header typ
+// of "JWT" in any spelling of its media type, "JOSE" or none (RFC 7519 5.1,
+// RFC 7515 4.1.9). Every typ but "JWT" was refused as "the signature does
+// not verify". Another kind of token (an "at+jwt" access token) is still
+// INVALID_TOKEN, by its typ.
+TEST_F(IdentityStoreTest, AnIdTokenOfAnyJwtTypSignsIn) {
+  const std::string www = labshare::testing::TestTempDir();
+  ASSERT_EQ(::mkdir((www + "/.well-known").c_str(), 0755), 0);
+  const auto& pki = labshare::testing::TestPki::Shared();
+  labshare::testing::HttpsFileServer server(www, pki.Service("inventory").cert_file,
+                                            pki.Service("inventory").key_file);
+  ASSERT_GT(server.port(), 0);
+  const std::string issuer = absl::StrCat("https://127.0.0.1:", server.port());
+  labshare::testing::WriteTestFile(
+      www + "/.well-known", "openid-configuration",
+      absl::StrCat(R"({"issuer":")", issuer, R"(","jwks_uri":")", issuer, R"(/jwks.json"})"), 0644);
+  const absl::StatusOr<std::string> pem = GenerateEcPrivateKeyPem();
+  ASSERT_TRUE(pem.ok());
+  auto provider_key = TokenIssuer::FromPem(*pem, issuer, "labshare-console");
+  ASSERT_TRUE(provider_key.ok());
+  labshare::testing::WriteTestFile(www, "jwks.json", JwksJson({(*provider_key)->PublicJwk()}), 0644);
+  PutUser("li-wei", "li.wei@example.org", "acct-li-wei", /*index=*/true);
+
+  SystemClock clock;
+  HttpOptions http;
+  http.ca_file = pki.ca_file();
+  http.timeout = absl::Seconds(5);
+  OidcProvider provider(issuer, http);
+  IdentityManager manager(inventory_.get(), store_.get(), &provider, &labshare::testing::TestIssuer(),
+                          IdentityOptions(), &clock);
+  int n = 0;
+  auto exchange = [&](const std::string& typ_member) {
+    const int64_t now = absl::ToUnixSeconds(absl::Now());
+    const std::string header =
+        absl::StrCat(R"({"alg":"ES256",)", typ_member, R"("kid":")", (*provider_key)->kid(), R"("})");
+    const std::string claims = absl::StrCat(R"({"iss":")", issuer, R"(","aud":"labshare-console","sub":"acct-li-wei",)",
+                                            R"("nonce":")", ++n, R"(","iat":)", now, R"(,"exp":)", now + 300, "}");
+    identity::v1::ExchangeTokenRequest req;
+    req.set_id_token(SignEs256(*pem, header, claims));
+    return manager.ExchangeToken(req);
+  };
+  for (const std::string typ : {R"("typ":"JWT",)", R"("typ":"application/jwt",)", R"("typ":"JOSE",)",
+                                R"("typ":"jwt",)", ""}) {
+    auto out = exchange(typ);
+    ASSERT_TRUE(out.ok()) << typ << ": " << out.status();
+    EXPECT_EQ(out->user().name(), "users/li-wei");
+  }
+  for (const std::string typ : {R"("typ":"at+jwt",)", R"("typ":"application/at+jwt",)", R"("typ":"logout+jwt",)"}) {
+    auto out = exchange(typ);
+    EXPECT_EQ(out.status().code(), absl::StatusCode::kUnauthenticated) << typ << ": " << out.status();
+    EXPECT_EQ(ErrorReason(out.status()), "INVALID_TOKEN") << out.status();
+    EXPECT_TRUE(absl::StrContains(out.status().message(), "the header's type (typ) must be JWT or JOSE"))
+        << out.status();
+  }
+}
+
+// identity.proto: a session "lives at most --max_session_age ... then it
+// ends". A refresh near its end capped refresh_expire_time at the end, but
+// the new access token still lived --access_token_ttl (15 minutes) past it.
+// Now the access token (its exp claim, expire_time and expires_in) stops at
+// the session's end as well.
+TEST_F(IdentityStoreTest, AnAccessTokenNeverOutlivesItsSession) {
+  PutUser("li-wei", "li.wei@example.org", "sub-li-wei", /*index=*/true);
+  OidcProvider provider("https://127.0.0.1:1", HttpOptions());  // a refresh asks the provider nothing
+  const IdentityOptions options;  // access tokens 15 min, sessions 30 days
+  IdentityManager manager(inventory_.get(), store_.get(), &provider, &labshare::testing::TestIssuer(), options,
+                          &clock_);
+  clock_.Advance(absl::Milliseconds(500));  // sessions start at any millisecond
+  const absl::Time end = clock_.Now() + options.max_session_age;
+  const absl::Time end_second = absl::FromUnixSeconds(absl::ToUnixSeconds(end));  // a JWT's exp is whole seconds
+  auto token = store_->StartSession("li-wei", Limits(options.refresh_token_ttl));
+  ASSERT_TRUE(token.ok()) << token.status();
+  identity::v1::RefreshTokenRequest req;
+  req.set_refresh_token(*token);
+  // Far from the end: the full --access_token_ttl.
+  clock_.Set(end - absl::Hours(1));
+  auto out = manager.RefreshToken(req);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(FromProto(out->expire_time()), end_second - absl::Hours(1) + absl::Minutes(15));
+  EXPECT_EQ(out->expires_in(), 900);
+  // Five minutes before the end: five minutes.
+  clock_.Set(end - absl::Minutes(5));
+  req.set_refresh_token(out->refresh_token());
+  out = manager.RefreshToken(req);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(FromProto(out->expire_time()), end_second);
+  EXPECT_EQ(out->expires_in(), 300);
+  EXPECT_EQ(FromProto(out->refresh_expire_time()), end);
+  auto principal = labshare::testing::TestVerifier()->Verify(out->access_token(), clock_.Now());
+  ASSERT_TRUE(principal.ok()) << principal.status();
+  EXPECT_EQ(principal->expires_at, end_second);
+  // In its last second (after end_second): a token of one second (exp
+  // after iat), not of none.
+  clock_.Set(end - absl::Milliseconds(200));
+  req.set_refresh_token(out->refresh_token());
+  out = manager.RefreshToken(req);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->expires_in(), 1);
+  EXPECT_TRUE(labshare::testing::TestVerifier()->Verify(out->access_token(), clock_.Now()).ok());
 }
 
 // identity.proto RefreshToken: a session at --max_session_age from its

@@ -4,7 +4,9 @@
 # (deploy/demo-scenario.sh, demo clock ends 2027-04-01 10:00 Shanghai), then
 # keeps running until killed. The console is at http://127.0.0.1:$((BASE+5)).
 # usage: scripts/dev-platform.sh BASE DATA_DIR   (binaries: LABSHARE_BUILD_DIR,
-#        default <repo>/build-test; nothing C++ is built here)
+#        default <repo>/build-test; nothing C++ is built here; the console
+#        is built when dist/ is missing or older than its sources,
+#        scripts/dist-stale.sh)
 # A token for a demo person, for scripts or Playwright's extraHTTPHeaders:
 #   $LABSHARE_BUILD_DIR/bin/labshare-token --signing_key_file=DATA_DIR/secrets/token-signing.pem \
 #     --user=li-wei --org=nanocraft --roles=lab_user --ttl=1h

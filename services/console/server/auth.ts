@@ -50,13 +50,28 @@ export function validReturnTo(v: string): boolean {
 const BEARER = /^Bearer[ ]+([A-Za-z0-9\-._~+/]+=*)$/i;
 
 interface Claims { sub?: unknown; org?: unknown; roles?: unknown; exp?: unknown; name?: unknown }
-function decodeClaims(token: string): Claims | undefined {
+function jsonObject(part: string): Record<string, unknown> | undefined {
   try {
-    const c = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as Claims;
-    return c && typeof c.sub === 'string' ? c : undefined;
+    const v: unknown = JSON.parse(Buffer.from(part, 'base64url').toString('utf8'));
+    return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
   } catch {
     return undefined;
   }
+}
+
+// A bearer token's claims, for GET /auth/session to show: the console holds
+// no key to verify a token (the services verify it on every call), so this
+// only sets aside what cannot be a valid token: not a JWT (three parts, a
+// JSON object header and payload, a string sub) or, by `now` (ms), past its
+// exp or without one.
+function displayClaims(token: string, now: number): Claims | undefined {
+  const parts = token.split('.');
+  if (parts.length !== 3 || !jsonObject(parts[0]!)) return undefined;
+  const c = jsonObject(parts[1]!) as Claims | undefined;
+  if (!c || typeof c.sub !== 'string') return undefined;
+  // (Beyond Date's range, year 275760, no service accepts it either.)
+  if (typeof c.exp !== 'number' || !(c.exp * 1000 > now && c.exp * 1000 <= 8.64e15)) return undefined;
+  return c;
 }
 
 function isNetworkError(err: unknown): boolean {
@@ -418,8 +433,9 @@ export class Auth {
     }
     if (m && m[1]) {
       // A script's bearer token: its claims, read for display only (the
-      // services verify the token on every call).
-      const c = decodeClaims(m[1]);
+      // services verify the token on every call); signedIn only says it
+      // is a JWT that has not expired.
+      const c = displayClaims(m[1], this.now());
       if (!c) {
         sendJson(res, 200, { signedIn: false, roles: [] });
         return;
@@ -431,7 +447,7 @@ export class Auth {
         displayName: typeof c.name === 'string' ? c.name : String(c.sub),
         ...(typeof c.org === 'string' ? { organization: `organizations/${c.org}` } : {}),
         roles,
-        ...(typeof c.exp === 'number' ? { expiresAt: new Date(c.exp * 1000).toISOString() } : {}),
+        expiresAt: new Date((c.exp as number) * 1000).toISOString(),
       });
       return;
     }

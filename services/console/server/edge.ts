@@ -16,7 +16,7 @@
 //      it cannot read, UNIMPLEMENTED for an encoding other than gzip, br);
 //   4. unary Connect calls (JSON or binary, uncompressed): the body read
 //      here; JSON parsed here (INVALID_ARGUMENT INVALID_JSON: not JSON, not
-//      an object) and handed to Connect parsed. When Connect cannot decode
+//      an object, a key twice in one object) and handed to Connect parsed. When Connect cannot decode
 //      the message, the request is examined again for the reason:
 //      INVALID_FIELD (a field the message does not have, or a value it
 //      cannot take; metadata "field", the path as the services name
@@ -234,19 +234,64 @@ export function unknownField(desc: DescMessage, json: unknown, prefix = ''): str
   return undefined;
 }
 
-// The body of a unary JSON request: a JSON object, or the gateway's
-// INVALID_ARGUMENT INVALID_JSON.
+// The body of a unary JSON request: a JSON object in which no object has a
+// key twice, or the gateway's INVALID_ARGUMENT INVALID_JSON. (JSON.parse
+// keeps the last of two equal keys, so {"pageSize":2,"pageSize":3} was
+// taken as 3, while protobuf-es refuses {"pageSize":2,"page_size":3}, one
+// field set twice: both are refused alike now.)
 export function parseJson(desc: DescMessage, bytes: Uint8Array): JsonValue {
   let json: JsonValue;
+  let text: string;
   try {
-    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes)) as JsonValue;
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    json = JSON.parse(text) as JsonValue;
   } catch {
     throw consoleError(Code.InvalidArgument, 'INVALID_JSON', 'the request body is not valid JSON (UTF-8)');
   }
   if (json === null || typeof json !== 'object' || Array.isArray(json)) {
     throw consoleError(Code.InvalidArgument, 'INVALID_JSON', `the request body must be a JSON object (the fields of ${desc.typeName})`);
   }
+  const twice = duplicateKey(text);
+  if (twice !== undefined) {
+    throw consoleError(Code.InvalidArgument, 'INVALID_JSON',
+      `the request body has the key ${JSON.stringify(twice.slice(0, 100))} twice in one object; give each field once`);
+  }
   return json;
+}
+
+// The first key that one object of `text` (JSON that JSON.parse accepted)
+// has twice, compared as decoded ("a" and "\u0061" are one key); undefined
+// when there is none. One pass over the text.
+export function duplicateKey(text: string): string | undefined {
+  const open: (Set<string> | undefined)[] = []; // per open object its keys, per open array undefined
+  let keyNext = false;
+  for (let i = 0; i < text.length; ++i) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      let j = i + 1;
+      while (text.charCodeAt(j) !== 0x22) j += text.charCodeAt(j) === 0x5c /* \ */ ? 2 : 1;
+      const keys = open[open.length - 1];
+      if (keyNext && keys) {
+        const key = JSON.parse(text.slice(i, j + 1)) as string;
+        if (keys.has(key)) return key;
+        keys.add(key);
+      }
+      keyNext = false;
+      i = j;
+    } else if (c === 0x7b /* { */) {
+      open.push(new Set());
+      keyNext = true;
+    } else if (c === 0x5b /* [ */) {
+      open.push(undefined);
+      keyNext = false;
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      open.pop();
+      keyNext = false;
+    } else if (c === 0x2c /* , */) {
+      keyNext = open[open.length - 1] !== undefined;
+    }
+  }
+  return undefined;
 }
 
 // The path of the first field of `json` whose value `desc` cannot take

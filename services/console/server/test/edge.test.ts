@@ -20,6 +20,7 @@ import { StatusSchema } from '../../gen/google/rpc/status_pb.js';
 import { BookingService, GetBookingRequestSchema } from '../../gen/labshare/booking/v1/booking_pb.js';
 import * as errors from '../errors.js';
 import { setLogSink } from '../errors.js';
+import { duplicateKey } from '../edge.js';
 import { listen } from '../gateway.js';
 import {
   newSession, consoleDir, CONNECT_JSON, errorInfo, FEED_TOKEN, makePki, request, retryDelayMs, rpc, startGateway, Stub, testConfig, type TestGateway,
@@ -325,6 +326,65 @@ describe('web edge audit', () => {
     const ok = endOf((await stream('application/connect+json', env(Buffer.from('{}')), { authorization: 'Bearer tok' })).raw);
     assert.equal(ok.code, 'aborted');
     assert.equal(stub.callsOf('ExportUsage').length, before + 1);
+  });
+
+  it('9: a JSON body that gives a key twice in one object is INVALID_JSON, as one field given under both its names is', async () => {
+    // {"pageSize":2,"pageSize":3} was taken as 3 (JSON.parse keeps the
+    // last), while {"pageSize":2,"page_size":3} was refused INVALID_JSON
+    // ("set multiple times"): both are refused alike, before the service.
+    const before = stub.callsOf('GetBooking').length;
+    const auth = { authorization: 'Bearer tok' };
+    const post = (body: string) => request('POST', `${t.url}/${GET_BOOKING}`, { headers: { ...CONNECT_JSON, ...auth }, body });
+    for (const body of ['{"name":"bookings/b1","name":"bookings/b2"}', '{"name":"bookings/b1","n\\u0061me":"bookings/b2"}']) {
+      const a = await post(body);
+      assert.equal(a.status, 400, body);
+      assert.equal(a.json().code, 'invalid_argument', body);
+      assert.equal(errorInfo(a)?.reason, 'INVALID_JSON', body);
+      assert.equal(errorInfo(a)?.domain, 'console.labshare', body);
+      assert.match(a.json().message, /the key "name" twice in one object/, body);
+    }
+    const both = await request('POST', `${t.url}/labshare.inventory.v1.InventoryService/ListInstruments`,
+      { headers: { ...CONNECT_JSON, ...auth }, body: '{"pageSize":2,"page_size":3}' });
+    assert.equal(errorInfo(both)?.reason, 'INVALID_JSON');
+    const dup = await request('POST', `${t.url}/labshare.inventory.v1.InventoryService/ListInstruments`,
+      { headers: { ...CONNECT_JSON, ...auth }, body: '{"pageSize":2,"pageSize":3}' });
+    assert.equal(dup.status, 400);
+    assert.equal(errorInfo(dup)?.reason, 'INVALID_JSON');
+    assert.equal(stub.callsOf('GetBooking').length, before, 'the service is not called');
+    // A key inside a string, or the same key in two objects, is no duplicate.
+    const ok = await post('{"name":"bookings/b1\\",\\"name\\":\\"x{[,"}');
+    assert.equal(ok.status, 200, ok.text);
+    // A server stream's JSON message too.
+    const msg = Buffer.from('{"format":"CSV","format":"JSON"}');
+    const head = Buffer.alloc(5);
+    head.writeUInt32BE(msg.length, 1);
+    const stream = await request('POST', `${t.url}/labshare.usage.v1.UsageService/ExportUsage`, {
+      headers: { 'content-type': 'application/connect+json', 'connect-protocol-version': '1', ...auth }, body: Buffer.concat([head, msg]),
+    });
+    assert.match(stream.text, /"code":"invalid_argument"/);
+    assert.match(stream.text, /twice in one object/);
+  });
+
+  it('9: duplicateKey finds a key given twice in one object, decoded, at any depth, and nothing else', () => {
+    const cases: [string, string | undefined][] = [
+      ['{}', undefined],
+      ['{"a":1,"b":2}', undefined],
+      ['{"a":1,"a":2}', 'a'],
+      ['{"a":1,"\\u0061":2}', 'a'],
+      ['{"a":{"b":1},"c":{"b":2}}', undefined],
+      ['{"a":[{"b":1},{"b":2}]}', undefined],
+      ['{"a":[{"b":1,"b":2}]}', 'b'],
+      ['{"a":{"b":{"c":1,"c":2}}}', 'c'],
+      ['{"a":"\\"a\\":1,","b":["a","a"]}', undefined],
+      ['{"x\\\\":1,"x\\\\":2}', 'x\\'],
+      ['{"a":{},"a":[]}', 'a'],
+      ['{"a":[1,{"k":"v"}],"b":{"k":[]},"c":{"k":0}}', undefined],
+      [' { "a" : 1 , "a" : 2 } ', 'a'],
+    ];
+    for (const [text, key] of cases) {
+      JSON.parse(text); // every case is JSON
+      assert.equal(duplicateKey(text), key, text);
+    }
   });
 
   it('2: refusals in the gRPC-Web protocol carry the ErrorInfo too (body over the limit)', async () => {

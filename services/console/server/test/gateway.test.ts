@@ -552,6 +552,35 @@ describe('gateway with stub services', () => {
     assert.deepEqual((await request('GET', `${t.url}/auth/session`)).json(), { signedIn: false, roles: [] });
   });
 
+  // A bearer token's claims are shown, not verified (the console has no key;
+  // the services verify): signedIn means "a JWT that has not expired". A
+  // token past its exp, or not a JWT at all, was reported signed in.
+  it('answers signedIn:false for a bearer token past its exp or that is not a JWT', async () => {
+    const b64 = (o: unknown) => Buffer.from(typeof o === 'string' ? o : JSON.stringify(o)).toString('base64url');
+    const header = b64({ alg: 'ES256', typ: 'JWT' });
+    const now = Math.floor(t.clock.t / 1000);
+    const claims = (extra: Record<string, unknown>) => b64({ sub: 'wang-fang', org: 'zju', roles: ['lab_user'], ...extra });
+    const session = async (token: string) =>
+      (await request('GET', `${t.url}/auth/session`, { headers: { authorization: `Bearer ${token}` } })).json();
+    for (const [what, token] of [
+      ['expired', `${header}.${claims({ exp: now - 60 })}.AAAA`],
+      ['expiring now', `${header}.${claims({ exp: now })}.AAAA`],
+      ['no exp', `${header}.${claims({})}.AAAA`],
+      ['exp not a number', `${header}.${claims({ exp: String(now + 600) })}.AAAA`],
+      ['exp beyond any date', `${header}.${claims({ exp: 1e20 })}.AAAA`],
+      ['header not JSON', `${b64('not json')}.${claims({ exp: now + 600 })}.AAAA`],
+      ['two parts', `${header}.${claims({ exp: now + 600 })}`],
+      ['payload an array', `${header}.${b64([1])}.AAAA`],
+      ['garbage', 'garbage'],
+    ] as const) {
+      assert.deepEqual(await session(token), { signedIn: false, roles: [] }, what);
+    }
+    assert.deepEqual(await session(`${header}.${claims({ exp: now + 600 })}.AAAA`), {
+      signedIn: true, user: 'users/wang-fang', displayName: 'wang-fang', organization: 'organizations/zju',
+      roles: ['LAB_USER'], expiresAt: new Date((now + 600) * 1000).toISOString(),
+    });
+  });
+
   it('signs out with POST /auth/logout: CSRF checked, refresh token revoked, cookie cleared', async () => {
     const s = newSession(t, { refreshToken: 'rt-logout' });
     const bad = await request('POST', `${t.url}/auth/logout`, { headers: { cookie: `${SESSION}=${s.id}`, origin: t.origin } });

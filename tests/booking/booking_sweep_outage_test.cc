@@ -921,6 +921,8 @@ TEST_F(SweepOutageTest, AReturnedLeasesBlockCutByAWindowIsRewrittenOnTheLeaseToo
   ASSERT_TRUE(returned.ok()) << returned.status();
   ASSERT_EQ(FromProto(returned->blocked_interval().end_time()), day_ + Days(7));
   const v1::Lease before = GetLease(lease.name());
+  const size_t lease_events = EventsOf(lease.name()).size();
+  const size_t booking_events = EventsOf(lease.booking()).size();
   // Applied again: the block is cut at the window start, on both.
   auto applied = manager_->ApplyMaintenanceWindow(admin_p_, ApplyRequest(window));
   ASSERT_TRUE(applied.ok()) << applied.status();
@@ -943,6 +945,12 @@ TEST_F(SweepOutageTest, AReturnedLeasesBlockCutByAWindowIsRewrittenOnTheLeaseToo
             day_ + Days(7));
   EXPECT_EQ(FromProto(events.back().booking_interval_changed().booking().blocked_interval().end_time()),
             day_ + Days(3));
+  // The cut's only event is the booking's, which names the lease: no lease
+  // event announces a changed block (ApplyMaintenanceWindow,
+  // MAINTENANCE_CUT).
+  EXPECT_EQ(events.size(), booking_events + 1);
+  EXPECT_EQ(events.back().booking_interval_changed().booking().lease(), lease.name());
+  EXPECT_EQ(EventsOf(lease.name()).size(), lease_events);
   // ListLeases and ListBookings, one range each way.
   auto lists = [&](absl::Time from, absl::Time to) {
     v1::ListLeasesRequest ll;

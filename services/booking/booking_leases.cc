@@ -32,6 +32,20 @@ absl::Status LeaseState(const v1::Lease& l, absl::string_view wanted) {
                    {{"state", v1::Lease::State_Name(l.state())}});
 }
 
+// A request still REQUESTED when its blocked interval has begun is in
+// effect CANCELLED (Lease.CANCELLED): the sweep cancels it from that moment
+// (now >= blocked start, when ApproveLease answers LEASE_STARTED), whenever
+// it runs. RejectLease and CancelLease answer it as a cancelled lease.
+bool ExpiredRequest(const v1::Lease& l, absl::Time now) {
+  return l.state() == v1::Lease::REQUESTED && now >= FromProto(l.blocked_interval().start_time());
+}
+absl::Status ExpiredRequestState(const v1::Lease& l, absl::string_view wanted) {
+  return MakeError(absl::StatusCode::kFailedPrecondition, "LEASE_STATE",
+                   absl::StrCat(l.name(), " was not approved before its term (handover buffer included) began: "
+                                "it is CANCELLED; this needs ", wanted),
+                   {{"state", v1::Lease::State_Name(v1::Lease::CANCELLED)}});
+}
+
 Money Min(const Money& a, const Money& b) { return a.amount_minor() <= b.amount_minor() ? a : b; }
 Money Minus(const Money& a, const Money& b) {
   Money out = a;
@@ -628,6 +642,9 @@ absl::StatusOr<v1::Lease> BookingManager::RejectLease(const Principal& p, const 
                          [&](const LoadedLease& cur, absl::Time now) -> absl::StatusOr<LeaseChange> {
     LS_RETURN_IF_ERROR(CheckLeaseEtag(r.etag(), cur.lease_version));
     if (cur.lease.state() != v1::Lease::REQUESTED) return LeaseState(cur.lease, "REQUESTED");
+    // From its block start the request is the sweep's (Lease.CANCELLED),
+    // also before the sweep has run: no longer rejected.
+    if (ExpiredRequest(cur.lease, now)) return ExpiredRequestState(cur.lease, "REQUESTED");
     LeaseChange c;
     c.lease = cur.lease;
     c.booking = cur.booking.booking;
@@ -655,6 +672,9 @@ absl::StatusOr<v1::Lease> BookingManager::CancelLease(const Principal& p, const 
     if (previous != v1::Lease::REQUESTED && previous != v1::Lease::APPROVED) {
       return LeaseState(cur.lease, "REQUESTED or APPROVED");
     }
+    // As RejectLease: a request whose block has begun is cancelled by the
+    // sweep (its end_reason, its actor), whenever the sweep runs.
+    if (ExpiredRequest(cur.lease, now)) return ExpiredRequestState(cur.lease, "REQUESTED or APPROVED");
     LeaseChange c;
     c.lease = cur.lease;
     c.booking = cur.booking.booking;

@@ -655,9 +655,13 @@ absl::StatusOr<BookingManager::Loaded> BookingManager::Load(const std::string& n
   return Loaded{std::move(stored.doc), stored.version, stored.partition};
 }
 
-absl::Status BookingManager::AuthorizeBooking(const char* method, const Principal& p, const std::string& name) {
+absl::Status BookingManager::AuthorizeBooking(const char* method, const Principal& p, const std::string& name,
+                                              bool lease_methods_first) {
+  // A caller of any scope meets USE_LEASE_METHODS first in the method's
+  // step, which reads the booking before anything else.
   if (BookingPolicy().ScopesOf(BookingMethod(method), p) & kScopeAny) return absl::OkStatus();
   LS_ASSIGN_OR_RETURN(Loaded cur, Load(name));
+  if (lease_methods_first) LS_RETURN_IF_ERROR(NotForLeases(cur.booking));
   return CheckScopeOn(method, p, *inventory_, cur.booking.instrument(), BookingFacts(cur.booking));
 }
 
@@ -1031,7 +1035,7 @@ absl::StatusOr<v1::Booking> BookingManager::Transition(
 
 absl::StatusOr<v1::Booking> BookingManager::CancelBooking(const Principal& p,
                                                           const v1::CancelBookingRequest& r) {
-  LS_RETURN_IF_ERROR(AuthorizeBooking("CancelBooking", p, r.name()));
+  LS_RETURN_IF_ERROR(AuthorizeBooking("CancelBooking", p, r.name(), /*lease_methods_first=*/true));
   {
     // A technical-service run is unscheduled with its order (booking_orders.cc).
     LS_ASSIGN_OR_RETURN(Loaded run, Load(r.name()));
@@ -1171,7 +1175,7 @@ absl::StatusOr<v1::Booking> BookingManager::RejectBooking(const Principal& p,
 }
 
 absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1::CheckInRequest& r) {
-  LS_RETURN_IF_ERROR(AuthorizeBooking("CheckIn", p, r.name()));
+  LS_RETURN_IF_ERROR(AuthorizeBooking("CheckIn", p, r.name(), /*lease_methods_first=*/true));
   return Transition(p, "CheckIn", r, r.name(), r.request_id(),
                     [&](const Loaded& cur, absl::Time now) -> absl::StatusOr<Change> {
     const v1::Booking& b = cur.booking;
@@ -1248,7 +1252,7 @@ absl::StatusOr<v1::Booking> BookingManager::CheckIn(const Principal& p, const v1
 }
 
 absl::StatusOr<v1::Booking> BookingManager::CheckOut(const Principal& p, const v1::CheckOutRequest& r) {
-  LS_RETURN_IF_ERROR(AuthorizeBooking("CheckOut", p, r.name()));
+  LS_RETURN_IF_ERROR(AuthorizeBooking("CheckOut", p, r.name(), /*lease_methods_first=*/true));
   std::optional<inv::Instrument> used_on;
   auto result = Transition(p, "CheckOut", r, r.name(), r.request_id(),
                            [&](const Loaded& cur, absl::Time now) -> absl::StatusOr<Change> {

@@ -389,7 +389,10 @@ class BookingManager {
   absl::StatusOr<Loaded> Load(const std::string& name);
   // The scope check of `method` on the named resource, from BookingPolicy():
   // loads it (NOT_FOUND first) and runs before the request is validated.
-  absl::Status AuthorizeBooking(const char* method, const Principal& p, const std::string& name);
+  // With `lease_methods_first` (CheckIn, CheckOut, CancelBooking), a LEASE
+  // booking is answered USE_LEASE_METHODS once read, before the scope.
+  absl::Status AuthorizeBooking(const char* method, const Principal& p, const std::string& name,
+                                bool lease_methods_first = false);
   absl::Status AuthorizeLease(const char* method, const Principal& p, const std::string& name);
   // `field`: the request's field that names the order (LoadStored).
   absl::Status AuthorizeOrder(const char* method, const Principal& p, const std::string& name,

@@ -7,6 +7,10 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "common/grpc_status.h"
 #include "common/proto_util.h"
 #include "labshare/booking/v1/booking.grpc.pb.h"
@@ -453,6 +457,44 @@ TEST_F(LeaseContractTest, CancelLeaseServesTheLesseeOrganisation) {
   EXPECT_EQ(cancelled, 1);
   ExpectGrpcError(Call(stub_.get(), &Stub::CancelLease, cancel, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
                   "LEASE_STATE", "cancelling a cancelled lease");
+}
+
+// CheckIn on a LEASE booking: "(USE_LEASE_METHODS, answered once the
+// booking is read, before the caller's scope)"; CheckOut and CancelBooking
+// say the same. A caller outside the booking's scope (a LAB_USER of the
+// lessee who is not its user, staff or a billing admin of another
+// organisation) hears USE_LEASE_METHODS too (CheckIn and CheckOut used to
+// answer USER_SCOPE or ORGANIZATION_SCOPE first, CancelBooking as well).
+TEST_F(LeaseContractTest, LeaseBookingMethodsAnswerUseLeaseMethodsBeforeTheScope) {
+  const v1::Lease lease = LeaseOfAfm();
+  const std::string bob = Token("bob", "lab", {Role::kLabUser});
+  const std::string other_staff = Token("olga", "outsider", {Role::kFacilityStaff});
+  const std::string other_billing = Token("cy", "outsider", {Role::kMemberBillingAdmin});
+  v1::Booking out;
+  v1::CheckInRequest in;
+  in.set_name(lease.booking());
+  v1::CheckOutRequest check_out;
+  check_out.set_name(lease.booking());
+  v1::CancelBookingRequest cancel;
+  cancel.set_name(lease.booking());
+  for (const auto& [token, who] : std::vector<std::pair<std::string, std::string>>{
+           {ana_, "the booking's user"}, {bob, "a LAB_USER of the lessee, not its user"},
+           {staff_, "owner staff"}, {other_staff, "staff of another organisation"}}) {
+    ExpectGrpcError(Call(stub_.get(), &Stub::CheckIn, in, &out, token), grpc::StatusCode::FAILED_PRECONDITION,
+                    "USE_LEASE_METHODS", "CheckIn by " + who);
+    ExpectGrpcError(Call(stub_.get(), &Stub::CheckOut, check_out, &out, token), grpc::StatusCode::FAILED_PRECONDITION,
+                    "USE_LEASE_METHODS", "CheckOut by " + who);
+    ExpectGrpcError(Call(stub_.get(), &Stub::CancelBooking, cancel, &out, token),
+                    grpc::StatusCode::FAILED_PRECONDITION, "USE_LEASE_METHODS", "CancelBooking by " + who);
+  }
+  ExpectGrpcError(Call(stub_.get(), &Stub::CancelBooking, cancel, &out, other_billing),
+                  grpc::StatusCode::FAILED_PRECONDITION, "USE_LEASE_METHODS",
+                  "CancelBooking by a billing admin of another organisation");
+  // The booking is read first: an unknown one is BOOKING_NOT_FOUND.
+  in.set_name("bookings/nowhere");
+  ExpectGrpcError(Call(stub_.get(), &Stub::CheckIn, in, &out, bob), grpc::StatusCode::NOT_FOUND,
+                  "BOOKING_NOT_FOUND", "CheckIn of an unknown booking");
+  EXPECT_EQ(BookingOf(lease).state(), v1::Booking::CONFIRMED);
 }
 
 // ListLeases: "Leases whose term overlaps this range" with the term as it

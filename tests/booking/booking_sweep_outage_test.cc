@@ -15,7 +15,9 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/error.h"
 #include "common/events.h"
+#include "common/grpc_status.h"
 #include "services/booking/booking_common.h"
 #include "tests/booking/booking_flows.h"
 
@@ -738,6 +740,106 @@ TEST_F(SweepOutageTest, AnOlderRequestMigratedEarlyExpiresAtItsBlockStart) {
   EXPECT_EQ(Get(lease.booking()).state(), v1::Booking::EXPIRED);
 }
 
+// The answer RejectLease and CancelLease give a request whose block has
+// begun: the one a cancelled lease gets (Lease.CANCELLED).
+void ExpectAnsweredAsCancelled(const grpc::Status& s, const std::string& what) {
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << what << ": " << s.error_message();
+  EXPECT_EQ(GrpcErrorReason(s), "LEASE_STATE") << what;
+  const ErrorMetadata metadata = ErrorMetadataOf(FromGrpcStatus(s));
+  EXPECT_EQ(metadata.count("state") ? metadata.at("state") : "", "CANCELLED") << what;
+}
+
+// RejectLease: a request still REQUESTED when its block began "has been
+// cancelled by the sweep from then on (Lease.CANCELLED): it can no longer be
+// rejected", also before the sweep has run (it used to be REJECTED in that
+// gap, with the caller's reason). The call changes nothing; the sweep then
+// cancels it with its own end_reason and actor, and a later rejection gets
+// the same answer. A stale etag is still answered first.
+TEST_F(SweepOutageTest, ALeaseRequestPastItsBlockStartCannotBeRejectedBeforeTheSweep) {
+  v1::Lease lease;
+  ASSERT_TRUE(Request(1, 10, &lease).ok());
+  clock_.Set(FromProto(lease.blocked_interval().start_time()));
+  v1::RejectLeaseRequest rej;
+  rej.set_name(lease.name());
+  rej.set_reason("too late to decide");
+  rej.set_etag("7");
+  v1::Lease out;
+  grpc::Status s = Call(stub_.get(), &Stub::RejectLease, rej, &out, staff_);
+  EXPECT_EQ(GrpcErrorReason(s), "ETAG_MISMATCH");
+  rej.set_etag(lease.etag());
+  rej.set_request_id("reject-late");
+  ExpectAnsweredAsCancelled(Call(stub_.get(), &Stub::RejectLease, rej, &out, staff_), "rejected at its block start");
+  rej.clear_etag();
+  rej.set_request_id("reject-late-admin");
+  ExpectAnsweredAsCancelled(Call(stub_.get(), &Stub::RejectLease, rej, &out, admin_), "rejected by an administrator");
+  const v1::Lease unchanged = GetLease(lease.name());
+  EXPECT_EQ(unchanged.state(), v1::Lease::REQUESTED);
+  EXPECT_EQ(unchanged.etag(), lease.etag());
+  EXPECT_EQ(Get(lease.booking()).state(), v1::Booking::PENDING_APPROVAL);
+  EXPECT_EQ(EventsOf(lease.name()).size(), 1u);     // requested
+  EXPECT_EQ(EventsOf(lease.booking()).size(), 1u);  // created
+  // The sweep cancels it as Lease.CANCELLED says.
+  ASSERT_EQ(*manager_->Sweep(), 1);
+  const v1::Lease expired = GetLease(lease.name());
+  EXPECT_EQ(expired.state(), v1::Lease::CANCELLED);
+  EXPECT_EQ(expired.end_reason(), "not approved before its term (handover buffer included) began");
+  EXPECT_EQ(Get(lease.booking()).state(), v1::Booking::EXPIRED);
+  const auto events = EventsOf(lease.name());
+  ASSERT_EQ(events.size(), 2u);
+  ASSERT_TRUE(events[1].has_lease_cancelled());
+  EXPECT_EQ(events[1].header().actor(), "services/booking");
+  rej.set_request_id("reject-after-sweep");
+  ExpectAnsweredAsCancelled(Call(stub_.get(), &Stub::RejectLease, rej, &out, staff_), "rejected after the sweep");
+}
+
+// CancelLease: the same moment. A request whose block has begun is refused
+// as a cancelled lease before the sweep too (it used to be CANCELLED with
+// the caller's reason, its booking CANCELLED with a user's
+// LeaseCancelled/BookingCancelled); the sweep then cancels it as its own
+// (end_reason, EXPIRED booking, actor "services/booking"). An APPROVED lease
+// past its block start is still cancelled (before handover).
+TEST_F(SweepOutageTest, ALeaseRequestPastItsBlockStartCannotBeCancelledBeforeTheSweep) {
+  v1::Lease requested, approved;
+  ASSERT_TRUE(Request(1, 10, &requested).ok());
+  grpc::Status second = Request(13, 20, &approved);
+  ASSERT_TRUE(second.ok()) << GrpcErrorReason(second) << ": " << second.error_message();
+  ASSERT_TRUE(Approve(approved.name(), &approved).ok());
+  clock_.Set(FromProto(approved.blocked_interval().start_time()));
+  v1::CancelLeaseRequest c;
+  c.set_name(requested.name());
+  c.set_reason("plans changed");
+  v1::Lease out;
+  ExpectAnsweredAsCancelled(Call(stub_.get(), &Stub::CancelLease, c, &out, ana_), "cancelled by the lessee");
+  ExpectAnsweredAsCancelled(Call(stub_.get(), &Stub::CancelLease, c, &out, staff_), "cancelled by owner staff");
+  const v1::Lease unchanged = GetLease(requested.name());
+  EXPECT_EQ(unchanged.state(), v1::Lease::REQUESTED);
+  EXPECT_EQ(unchanged.etag(), requested.etag());
+  EXPECT_EQ(Get(requested.booking()).state(), v1::Booking::PENDING_APPROVAL);
+  EXPECT_EQ(EventsOf(requested.name()).size(), 1u);
+  EXPECT_EQ(EventsOf(requested.booking()).size(), 1u);
+  // The approved one is the lessee's to cancel until its handover.
+  c.set_name(approved.name());
+  grpc::Status cancelled = Call(stub_.get(), &Stub::CancelLease, c, &out, ana_);
+  ASSERT_TRUE(cancelled.ok()) << GrpcErrorReason(cancelled) << ": " << cancelled.error_message();
+  EXPECT_EQ(out.state(), v1::Lease::CANCELLED);
+  EXPECT_EQ(out.end_reason(), "plans changed");
+  // The sweep cancels the request as its own.
+  ASSERT_EQ(*manager_->Sweep(), 1);
+  const v1::Lease expired = GetLease(requested.name());
+  EXPECT_EQ(expired.state(), v1::Lease::CANCELLED);
+  EXPECT_EQ(expired.end_reason(), "not approved before its term (handover buffer included) began");
+  EXPECT_EQ(Get(requested.booking()).state(), v1::Booking::EXPIRED);
+  const auto events = EventsOf(requested.name());
+  ASSERT_EQ(events.size(), 2u);
+  ASSERT_TRUE(events[1].has_lease_cancelled());
+  EXPECT_EQ(events[1].header().actor(), "services/booking");
+  const auto booking_events = EventsOf(requested.booking());
+  ASSERT_EQ(booking_events.size(), 2u);
+  EXPECT_TRUE(booking_events[1].has_booking_expired());
+  c.set_name(requested.name());
+  ExpectAnsweredAsCancelled(Call(stub_.get(), &Stub::CancelLease, c, &out, ana_), "cancelled after the sweep");
+}
+
 // An approved lease is not the sweep's: it stays APPROVED past its start.
 TEST_F(SweepOutageTest, AnApprovedLeaseIsLeftAlone) {
   v1::Lease lease;
@@ -819,6 +921,8 @@ TEST_F(SweepOutageTest, AReturnedLeasesBlockCutByAWindowIsRewrittenOnTheLeaseToo
   ASSERT_TRUE(returned.ok()) << returned.status();
   ASSERT_EQ(FromProto(returned->blocked_interval().end_time()), day_ + Days(7));
   const v1::Lease before = GetLease(lease.name());
+  const size_t lease_events = EventsOf(lease.name()).size();
+  const size_t booking_events = EventsOf(lease.booking()).size();
   // Applied again: the block is cut at the window start, on both.
   auto applied = manager_->ApplyMaintenanceWindow(admin_p_, ApplyRequest(window));
   ASSERT_TRUE(applied.ok()) << applied.status();
@@ -841,6 +945,12 @@ TEST_F(SweepOutageTest, AReturnedLeasesBlockCutByAWindowIsRewrittenOnTheLeaseToo
             day_ + Days(7));
   EXPECT_EQ(FromProto(events.back().booking_interval_changed().booking().blocked_interval().end_time()),
             day_ + Days(3));
+  // The cut's only event is the booking's, which names the lease: no lease
+  // event announces a changed block (ApplyMaintenanceWindow,
+  // MAINTENANCE_CUT).
+  EXPECT_EQ(events.size(), booking_events + 1);
+  EXPECT_EQ(events.back().booking_interval_changed().booking().lease(), lease.name());
+  EXPECT_EQ(EventsOf(lease.name()).size(), lease_events);
   // ListLeases and ListBookings, one range each way.
   auto lists = [&](absl::Time from, absl::Time to) {
     v1::ListLeasesRequest ll;

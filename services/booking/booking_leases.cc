@@ -36,8 +36,13 @@ absl::Status LeaseState(const v1::Lease& l, absl::string_view wanted) {
 // effect CANCELLED (Lease.CANCELLED): the sweep cancels it from that moment
 // (now >= blocked start, when ApproveLease answers LEASE_STARTED), whenever
 // it runs. RejectLease and CancelLease answer it as a cancelled lease.
+// The moment: the blocked start, or for a lease stored without a blocked
+// interval its term's start (as the sweep's due entry, MigrateLeaseRequestsDue).
+absl::Time RequestDeadline(const v1::Lease& l) {
+  return l.has_blocked_interval() ? FromProto(l.blocked_interval().start_time()) : FromProto(l.term().start_time());
+}
 bool ExpiredRequest(const v1::Lease& l, absl::Time now) {
-  return l.state() == v1::Lease::REQUESTED && now >= FromProto(l.blocked_interval().start_time());
+  return l.state() == v1::Lease::REQUESTED && now >= RequestDeadline(l);
 }
 absl::Status ExpiredRequestState(const v1::Lease& l, absl::string_view wanted) {
   return MakeError(absl::StatusCode::kFailedPrecondition, "LEASE_STATE",
@@ -391,8 +396,7 @@ absl::StatusOr<int64_t> BookingManager::MigrateLeaseRequestsDue() {
       const std::string id = IdOf(lease.booking().empty() ? lease.name() : lease.booking());
       if (id.empty()) continue;
       // When ApproveLease starts answering LEASE_STARTED (the sweep's test).
-      const absl::Time at = lease.has_blocked_interval() ? FromProto(lease.blocked_interval().start_time())
-                                                         : FromProto(lease.term().start_time());
+      const absl::Time at = RequestDeadline(lease);
       due.push_back({parts[i], id, Ms(at)});
     }
     LS_ASSIGN_OR_RETURN(int64_t n, store_->AddDueIfAbsent(due));
@@ -609,7 +613,7 @@ absl::StatusOr<v1::Lease> BookingManager::ApproveLease(const Principal& p, const
                          [&](const LoadedLease& cur, absl::Time now) -> absl::StatusOr<LeaseChange> {
     LS_RETURN_IF_ERROR(CheckLeaseEtag(r.etag(), cur.lease_version));
     if (cur.lease.state() != v1::Lease::REQUESTED) return LeaseState(cur.lease, "REQUESTED");
-    if (now >= FromProto(cur.lease.blocked_interval().start_time())) {
+    if (now >= RequestDeadline(cur.lease)) {
       return Precondition("LEASE_STARTED", "the term (handover buffer included) has begun");
     }
     LeaseChange c;

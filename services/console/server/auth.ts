@@ -167,6 +167,11 @@ export class Auth {
     this.sessions.touch(s);
     const t = this.now();
     if (t < s.accessExpiresAt - this.cfg.refreshMarginMs) return s.accessToken;
+    // The session's last access token (identity.proto: capped at the
+    // session's end, which its refresh token shares to within a second): a
+    // refresh could not extend it, and would only rotate the refresh token
+    // on every call. Used until it expires; the refresh then ends the session.
+    if (t < s.accessExpiresAt && s.refreshExpiresAt - s.accessExpiresAt < 1000) return s.accessToken;
     if (s.refreshRetryAt !== undefined && t < s.refreshRetryAt && !s.refreshing) {
       if (t < s.accessExpiresAt) return s.accessToken;
       throw unavailable();

@@ -57,6 +57,25 @@ describe('gateway hardening', () => {
     await stub.stop();
   });
 
+  it('does not refresh the last access token of a session (capped at its end) on every call', async () => {
+    // Both tokens end with the session, 20 s from now (within --refresh_margin).
+    const end = t.clock.t + 20_000;
+    const s = newSession(t, { accessExpiresAt: end, refreshExpiresAt: end + 400 });
+    const before = stub.refreshes;
+    for (let i = 0; i < 3; i++) {
+      const a = await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, cookieHeaders(t, s));
+      assert.equal(a.status, 200);
+      assert.equal(stub.callsOf('GetBooking').at(-1)!.authorization, 'Bearer access-s');
+    }
+    assert.equal(stub.refreshes, before, 'no refresh while the last token is valid');
+    // A session with time left after its access token still refreshes early.
+    const other = newSession(t, { accessExpiresAt: t.clock.t + 20_000 });
+    stub.lenientRefresh = true;
+    assert.equal((await rpc(t.url, GET_BOOKING, { name: 'bookings/b1' }, cookieHeaders(t, other))).status, 200);
+    stub.lenientRefresh = false;
+    assert.equal(stub.refreshes, before + 1);
+  });
+
   it('keeps the session when a refresh fails for a passing reason; backs off; UNAVAILABLE once the token expired', async () => {
     for (const code of [Code.Unavailable, Code.DeadlineExceeded, Code.Internal, Code.ResourceExhausted, Code.Unknown]) {
       const s = newSession(t, { accessExpiresAt: t.clock.t + 10_000 }); // within --refresh_margin

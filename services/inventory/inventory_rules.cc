@@ -8,6 +8,7 @@
 
 #include "absl/random/random.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -627,8 +628,20 @@ absl::Status ValidateMaintenanceWindow(const v1::MaintenanceWindow& w) {
 }
 
 std::string WindowSortKey(const v1::MaintenanceWindow& w, absl::string_view window_id) {
-  return absl::StrCat(Pad(w.interval().start_time().seconds()), ".",
+  return absl::StrCat(SortableSeconds(w.interval().start_time().seconds()), ".",
                       absl::StrFormat("%09d", w.interval().start_time().nanos()), "|", window_id);
+}
+
+int64_t WindowMemberStartSeconds(absl::string_view member) {
+  const absl::string_view secs = member.substr(0, member.find_first_of(".|"));
+  int64_t v = 0;
+  if (secs.size() == 20 && secs[0] == '-' && secs[1] == '0' && secs[2] != '0') {
+    // SortableSeconds before 1970: 10^18 + seconds after the '-' (a valid
+    // Timestamp's seconds are above -10^12, so the second digit is a 9);
+    // %020d wrote "-000...", as the whole-seconds formats did.
+    if (absl::SimpleAtoi(secs.substr(1), &v)) return v - int64_t{1'000'000'000'000'000'000};
+  }
+  return absl::SimpleAtoi(secs, &v) ? v : 0;
 }
 
 // ------------------------------------------------------------ access

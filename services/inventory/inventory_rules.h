@@ -114,10 +114,16 @@ int QualificationValidityDays(const v1::Instrument& instrument);
 // ------------------------------------------------------------ maintenance
 absl::Status ValidateMaintenanceWindow(const v1::MaintenanceWindow& window);
 // A window's member of its instrument's index (ListMaintenanceWindows'
-// "by start" order): "<start seconds, 20 digits>.<start nanos, 9
-// digits>|<window id>". Members of the first format ("<seconds>|<id>", whole
-// seconds only) are rewritten by InventoryManager::MigrateWindowIndexes.
+// "by start" order): "<start seconds, 20 characters>.<start nanos, 9
+// digits>|<window id>", the seconds as RateSortKey writes them (in time
+// order before 1970 too). Members of the earlier formats are rewritten by
+// InventoryManager::MigrateWindowIndexes: the first ("<seconds>|<id>",
+// whole seconds only) and, before 1970, the second ("%020d" seconds, which
+// sorted -10 before -100).
 std::string WindowSortKey(const v1::MaintenanceWindow& window, absl::string_view window_id);
+// The whole seconds of the start a window index member names, of any of
+// those formats.
+int64_t WindowMemberStartSeconds(absl::string_view member);
 
 // ------------------------------------------------------------ access
 bool PolicyAllows(const v1::AccessPolicy& policy, const v1::Organization& payer);

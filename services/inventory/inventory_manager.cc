@@ -935,7 +935,8 @@ absl::StatusOr<v1::Rate> InventoryManager::CreateRate(const Principal& p,
     // posted keep theirs; uses priced later read the line in force then.
     // The Errors list's order: the line's own fields, then what needs the
     // instrument (its currency; INSTRUMENT_NOT_FOUND,
-    // SERVICE_ENTRY_NOT_FOUND before MODE_NOT_OFFERED).
+    // SERVICE_ENTRY_NOT_FOUND before MODE_NOT_OFFERED; then the unit
+    // against the entry or the lease rules).
     LS_RETURN_IF_ERROR(ValidateRateFields(rate));
     LS_ASSIGN_OR_RETURN(auto in, store_->Load<v1::Instrument>(keys::Instrument(instr_id), "INSTRUMENT_NOT_FOUND", r.parent()));
     LS_RETURN_IF_ERROR(ValidateRateCurrency(rate, in.value));
@@ -953,6 +954,9 @@ absl::StatusOr<v1::Rate> InventoryManager::CreateRate(const Principal& p,
                                     labshare::type::v1::SharingMode_Name(rate.mode()),
                                     "; add the mode to the instrument first"));
     }
+    // Then the unit against what the line prices: the entry's unit, the
+    // lease rules' rate basis.
+    LS_RETURN_IF_ERROR(ValidateRateUnitFor(rate, in.value));
     // The id is derived from the line's key and time, so two lines for the
     // same key and effective time collide (RATE_EXISTS) atomically.
     const std::string key_without_id = RateIdSeed(rate);

@@ -468,7 +468,38 @@ const v1::AccessPolicy& EffectivePolicy(const v1::Instrument& instrument,
 
 absl::Status ValidateRate(const v1::Rate& rate, const v1::Instrument& instrument) {
   LS_RETURN_IF_ERROR(ValidateRateFields(rate));
-  return ValidateRateCurrency(rate, instrument);
+  LS_RETURN_IF_ERROR(ValidateRateCurrency(rate, instrument));
+  return ValidateRateUnitFor(rate, instrument);
+}
+
+absl::Status ValidateRateUnitFor(const v1::Rate& rate, const v1::Instrument& instrument) {
+  // A line billing or a quote could never use as priced is refused: a
+  // catalogue entry is priced in its own unit (billing charges an order in
+  // the entry's unit), a lease in the unit of its lease rules' rate basis.
+  if (rate.mode() == labshare::type::v1::TECHNICAL_SERVICE && !rate.service_entry_id().empty()) {
+    for (const auto& e : instrument.service_catalogue()) {
+      if (e.entry_id() != rate.service_entry_id()) continue;
+      const v1::RateUnit want = e.unit() == v1::PER_TEST ? v1::RATE_PER_TEST : v1::RATE_PER_SAMPLE;
+      if (rate.unit() != want) {
+        return InvalidField("rate.unit", absl::StrCat("catalogue entry '", e.entry_id(), "' is priced ",
+                                                      v1::ServiceUnit_Name(e.unit()), ": use ",
+                                                      v1::RateUnit_Name(want)));
+      }
+    }
+  }
+  if (rate.mode() == labshare::type::v1::LEASE) {
+    const v1::ModeOffering* m = FindMode(instrument, labshare::type::v1::LEASE);
+    if (m != nullptr && m->lease_rules().rate_basis() != v1::LEASE_RATE_BASIS_UNSPECIFIED) {
+      const v1::RateUnit want =
+          m->lease_rules().rate_basis() == v1::PER_MONTH ? v1::RATE_PER_MONTH : v1::RATE_PER_DAY;
+      if (rate.unit() != want) {
+        return InvalidField("rate.unit", absl::StrCat("the instrument's lease rules have rate_basis ",
+                                                      v1::LeaseRateBasis_Name(m->lease_rules().rate_basis()),
+                                                      ": use ", v1::RateUnit_Name(want)));
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ValidateRateCurrency(const v1::Rate& rate, const v1::Instrument& instrument) {

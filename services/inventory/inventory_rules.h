@@ -75,8 +75,16 @@ const v1::AccessPolicy& EffectivePolicy(const v1::Instrument& instrument,
                                         const v1::Facility& facility);
 
 // ------------------------------------------------------------ rates
-// ValidateRateFields, then ValidateRateCurrency.
+// ValidateRateFields, ValidateRateCurrency, then ValidateRateUnitFor.
 absl::Status ValidateRate(const v1::Rate& rate, const v1::Instrument& instrument);
+// The unit against what the line prices on this instrument (INVALID_FIELD
+// rate.unit): a TECHNICAL_SERVICE line naming a catalogue entry is in the
+// entry's unit (RATE_PER_SAMPLE for PER_SAMPLE, RATE_PER_TEST for
+// PER_TEST; PER_HOUR lines name no entry), a LEASE line in its lease
+// rules' rate_basis (RATE_PER_DAY for PER_DAY, RATE_PER_MONTH for
+// PER_MONTH). An entry or offering the instrument lacks is not checked
+// here (SERVICE_ENTRY_NOT_FOUND, MODE_NOT_OFFERED).
+absl::Status ValidateRateUnitFor(const v1::Rate& rate, const v1::Instrument& instrument);
 // What needs no instrument: mode, payer class, tier, price, effective_time,
 // tax rate, unit and service entry fitting the mode.
 absl::Status ValidateRateFields(const v1::Rate& rate);

@@ -130,5 +130,80 @@ TEST_F(InventoryAudit5Test, MigrationRekeysWindowsIndexedBefore1970ByTheOldPaddi
   EXPECT_TRUE(absl::StrContains(denial, early.name())) << "denial: '" << denial << "'";
 }
 
+// ------------------------------------------------------------ 2. a rate's unit
+
+// CreateRate: INVALID_FIELD "unit not fitting the mode", now also not
+// fitting what the line prices. "svc" offers ON_SITE, LEASE (rate_basis
+// PER_DAY) and TECHNICAL_SERVICE, with catalogue entries img (PER_SAMPLE)
+// and tst (PER_TEST). Each of these was created.
+class InventoryRateUnitTest : public InventoryAudit5Test {
+ protected:
+  void SetUp() override {
+    InventoryAudit5Test::SetUp();
+    MakeOrg("owner", v1::MEMBER, "CORE");
+    MakeFacility("fac", "owner");
+    v1::CreateInstrumentRequest req;
+    req.set_instrument_id("svc");
+    *req.mutable_instrument() = InstrumentSpec("owner", "fac");
+    auto* ts = req.mutable_instrument()->add_modes();
+    ts->set_mode(tv1::TECHNICAL_SERVICE);
+    *ts->mutable_slot_rules() = req.instrument().modes(0).slot_rules();
+    auto* lease = req.mutable_instrument()->add_modes();
+    lease->set_mode(tv1::LEASE);
+    lease->set_approval_required(true);
+    auto* lr = lease->mutable_lease_rules();
+    lr->set_min_term_days(1);
+    lr->set_max_term_days(30);
+    lr->set_rate_basis(v1::PER_DAY);
+    for (auto [id, unit] : {std::pair<const char*, v1::ServiceUnit>{"img", v1::PER_SAMPLE}, {"tst", v1::PER_TEST}}) {
+      auto* e = req.mutable_instrument()->add_service_catalogue();
+      e->set_entry_id(id);
+      e->set_display_name(id);
+      e->set_unit(unit);
+    }
+    v1::Instrument out;
+    grpc::Status s = Call(&Stub::CreateInstrument, req, &out, admin_);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  static v1::CreateRateRequest Line(tv1::SharingMode mode, v1::RateUnit unit, const std::string& entry) {
+    v1::CreateRateRequest req = RateRequest("svc", tv1::MEMBER, "", 10000, absl::FromUnixSeconds(1800000000));
+    req.mutable_rate()->set_mode(mode);
+    req.mutable_rate()->set_unit(unit);
+    req.mutable_rate()->set_service_entry_id(entry);
+    return req;
+  }
+  void ExpectRefused(const v1::CreateRateRequest& req, const std::string& field, const std::string& what) {
+    const long long outbox = OutboxLength();
+    v1::Rate out;
+    grpc::Status s = Call(&Stub::CreateRate, req, &out, admin_);
+    ExpectError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", what);
+    EXPECT_EQ(Violations(s), std::vector<std::string>{field}) << what;
+    EXPECT_EQ(OutboxLength(), outbox) << what;
+  }
+  void ExpectCreated(const v1::CreateRateRequest& req, const std::string& what) {
+    v1::Rate out;
+    grpc::Status s = Call(&Stub::CreateRate, req, &out, admin_);
+    EXPECT_TRUE(s.ok()) << what << ": " << s.error_message();
+  }
+};
+
+TEST_F(InventoryRateUnitTest, ACatalogueEntryIsPricedInItsOwnUnit) {
+  ExpectRefused(Line(tv1::TECHNICAL_SERVICE, v1::RATE_PER_TEST, "img"), "rate.unit", "per-test line, per-sample entry");
+  ExpectRefused(Line(tv1::TECHNICAL_SERVICE, v1::RATE_PER_SAMPLE, "tst"), "rate.unit", "per-sample line, per-test entry");
+  ExpectRefused(Line(tv1::TECHNICAL_SERVICE, v1::PER_HOUR, "img"), "rate.unit", "per-hour line naming an entry");
+  // An entry that does not exist is still SERVICE_ENTRY_NOT_FOUND.
+  v1::Rate out;
+  ExpectError(Call(&Stub::CreateRate, Line(tv1::TECHNICAL_SERVICE, v1::PER_HOUR, "nope"), &out, admin_),
+              grpc::StatusCode::NOT_FOUND, "SERVICE_ENTRY_NOT_FOUND", "per-hour line naming an unknown entry");
+  ExpectCreated(Line(tv1::TECHNICAL_SERVICE, v1::RATE_PER_SAMPLE, "img"), "per-sample entry, per-sample line");
+  ExpectCreated(Line(tv1::TECHNICAL_SERVICE, v1::RATE_PER_TEST, "tst"), "per-test entry, per-test line");
+  ExpectCreated(Line(tv1::TECHNICAL_SERVICE, v1::PER_HOUR, ""), "per-hour line, no entry");
+}
+
+TEST_F(InventoryRateUnitTest, ALeaseLineIsInTheUnitOfTheLeaseRulesRateBasis) {
+  ExpectRefused(Line(tv1::LEASE, v1::RATE_PER_MONTH, ""), "rate.unit", "per-month line, PER_DAY lease rules");
+  ExpectCreated(Line(tv1::LEASE, v1::RATE_PER_DAY, ""), "per-day line, PER_DAY lease rules");
+}
+
 }  // namespace
 }  // namespace labshare::inventory

@@ -104,12 +104,10 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::CreateSubsidyPool(const Principa
       r.subsidy_pool_id().empty() ? labshare::inventory::NewId("pool") : r.subsidy_pool_id();
   v1::SubsidyPool pool = r.subsidy_pool();
   pool.set_name("subsidyPools/" + pool_id);
-  LS_RETURN_IF_ERROR(ValidateSubsidyPool(pool));
-  // A new pool's currency is one of ISO 4217's list ("RMB" is not); the
-  // shape alone is checked on update, where the currency never changes.
-  if (!IsIso4217Code(pool.currency_code())) {
-    return InvalidField("subsidy_pool.currency_code", "must be an ISO 4217 code such as CNY");
-  }
+  // A new pool's currency is one of ISO 4217's list ("RMB" is not), checked
+  // before the cap; the shape alone is checked on update, where the
+  // currency never changes.
+  LS_RETURN_IF_ERROR(ValidateSubsidyPool(pool, PoolCurrencyCheck::kIso4217));
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("CreateSubsidyPool", r.request_id());
   const std::string fingerprint = RequestFingerprint("CreateSubsidyPool", r, ActorName(p));
   // A retry of a created pool gets the first answer before inventory is
@@ -366,7 +364,7 @@ absl::StatusOr<v1::SubsidyPool> BillingManager::UpdateSubsidyPool(const Principa
     // The new terms on the stored pool (INVALID_FIELD) before the etag.
     const v1::SubsidyPool stored = pool;
     ApplyPoolMask(r.update_mask(), r.subsidy_pool(), pool);
-    LS_RETURN_IF_ERROR(ValidateSubsidyPool(pool));
+    LS_RETURN_IF_ERROR(ValidateSubsidyPool(pool, PoolCurrencyCheck::kShapeOnly));
     LS_ASSIGN_OR_RETURN(int64_t changes, PoolChangeCount(id));
     if (!r.subsidy_pool().etag().empty() && r.subsidy_pool().etag() != PoolEtag(doc->version, changes)) {
       return MakeError(absl::StatusCode::kAborted, "ETAG_MISMATCH", pool.name() + " changed; read it again");

@@ -536,9 +536,16 @@ absl::StatusOr<BillingManager::Priced> BillingManager::Price(const bk::BookingEv
   if (e.has_service_order_cancelled() && e.service_order_cancelled().late_cancellation()) {
     const bk::ServiceOrder& o = e.service_order_cancelled().service_order();
     LS_ASSIGN_OR_RETURN(inv::Instrument instrument, Inventory(batch).GetInstrument(o.instrument()));
+    // The fee booking pinned on the order when it was cancelled late; an
+    // order cancelled before booking pinned it: the TECHNICAL_SERVICE rule
+    // now (0 when the mode was withdrawn).
     int32_t bps = 0;
-    for (const auto& m : instrument.modes()) {
-      if (m.mode() == labshare::type::v1::TECHNICAL_SERVICE) bps = m.slot_rules().late_cancel_fee_bps();
+    if (o.has_late_cancel_fee_bps()) {
+      bps = o.late_cancel_fee_bps();
+    } else {
+      for (const auto& m : instrument.modes()) {
+        if (m.mode() == labshare::type::v1::TECHNICAL_SERVICE) bps = m.slot_rules().late_cancel_fee_bps();
+      }
     }
     if (bps == 0 || !o.has_quote()) return out;
     LS_ASSIGN_OR_RETURN(std::optional<v1::Charge> c, PriceServiceOrderCancellation(o, bps));

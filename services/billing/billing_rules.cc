@@ -1285,12 +1285,16 @@ int64_t AllowanceRemaining(const v1::SubsidyPool& pool, int64_t used, int64_t ba
   return left < funds ? static_cast<int64_t>(left) : funds;
 }
 
-absl::Status ValidateSubsidyPool(const v1::SubsidyPool& pool) {
+absl::Status ValidateSubsidyPool(const v1::SubsidyPool& pool, PoolCurrencyCheck currency) {
   if (pool.display_name().empty()) return InvalidField("subsidy_pool.display_name", "required");
   if (pool.percentage_bps() < 1 || pool.percentage_bps() > kWholeBps) {
     return InvalidField("subsidy_pool.percentage_bps", "must be between 1 and 10000");
   }
-  if (!ValidCurrencyCode(pool.currency_code())) {
+  // A new pool's currency is one of ISO 4217's list ("RMB", "XXY" are
+  // not), checked before the cap: a cap in CNY on an "XXY" pool is a bad
+  // pool currency, not a bad cap.
+  if (currency == PoolCurrencyCheck::kIso4217 ? !IsIso4217Code(pool.currency_code())
+                                              : !ValidCurrencyCode(pool.currency_code())) {
     return InvalidField("subsidy_pool.currency_code", "must be an ISO 4217 code such as CNY");
   }
   if (!pool.funder_organization().empty() && !IsOrganizationName(pool.funder_organization())) {

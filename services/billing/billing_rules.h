@@ -326,8 +326,14 @@ std::string ProfileIneligibilityReason(const v1::SubsidyPool& pool, v1::SizeClas
 // SubsidyAllowance.remaining: min(cap - used, balance), the balance when
 // uncapped, never negative.
 int64_t AllowanceRemaining(const v1::SubsidyPool& pool, int64_t used, int64_t balance);
-// CreateSubsidyPool's checks on the terms (not the id).
-absl::Status ValidateSubsidyPool(const v1::SubsidyPool& pool);
+// CreateSubsidyPool's checks on the terms (not the id), in its Errors
+// order. The currency is checked where its shape is, before the cap (whose
+// currency must be the pool's): against ISO 4217's list
+// (kIso4217: a new pool), or its shape alone (kShapeOnly: a stored pool's
+// currency, which never changes and may predate the list check).
+enum class PoolCurrencyCheck { kIso4217, kShapeOnly };
+absl::Status ValidateSubsidyPool(const v1::SubsidyPool& pool,
+                                 PoolCurrencyCheck currency = PoolCurrencyCheck::kIso4217);
 
 // The subsidy lines of one charge. Pools in ascending priority then name;
 // for each pool, each beneficiary in the given order. Each line pays

@@ -1057,10 +1057,13 @@ absl::StatusOr<Order> BookingManager::CancelOrder(const Principal& p, const v1::
     *c.order.mutable_cancel_time() = ToProto(now);
     c.order.set_cancelled_in_state(s);
     if (run) {
-      const absl::Duration notice =
-          FromProto(SlotRulesOf(*instrument, labshare::type::v1::TECHNICAL_SERVICE).late_cancel_notice());
+      const inv::SlotRules& rules = SlotRulesOf(*instrument, labshare::type::v1::TECHNICAL_SERVICE);
+      const absl::Duration notice = FromProto(rules.late_cancel_notice());
       c.order.set_late_cancellation(client && !staff && !admin &&
                                     now > FromProto(run->booking.reserved_interval().start_time()) - notice);
+      // The fee in force now, pinned as lateness is decided: billing
+      // charges it, whatever the rule becomes before it applies the event.
+      if (c.order.late_cancellation()) c.order.set_late_cancel_fee_bps(rules.late_cancel_fee_bps());
     }
     if (run && run->booking.state() == v1::Booking::CONFIRMED) {
       c.with_booking = true;

@@ -935,7 +935,8 @@ absl::StatusOr<v1::Rate> InventoryManager::CreateRate(const Principal& p,
     // posted keep theirs; uses priced later read the line in force then.
     // The Errors list's order: the line's own fields, then what needs the
     // instrument (its currency; INSTRUMENT_NOT_FOUND,
-    // SERVICE_ENTRY_NOT_FOUND before MODE_NOT_OFFERED).
+    // SERVICE_ENTRY_NOT_FOUND before MODE_NOT_OFFERED; then the unit
+    // against the entry or the lease rules).
     LS_RETURN_IF_ERROR(ValidateRateFields(rate));
     LS_ASSIGN_OR_RETURN(auto in, store_->Load<v1::Instrument>(keys::Instrument(instr_id), "INSTRUMENT_NOT_FOUND", r.parent()));
     LS_RETURN_IF_ERROR(ValidateRateCurrency(rate, in.value));
@@ -953,6 +954,9 @@ absl::StatusOr<v1::Rate> InventoryManager::CreateRate(const Principal& p,
                                     labshare::type::v1::SharingMode_Name(rate.mode()),
                                     "; add the mode to the instrument first"));
     }
+    // Then the unit against what the line prices: the entry's unit, the
+    // lease rules' rate basis.
+    LS_RETURN_IF_ERROR(ValidateRateUnitFor(rate, in.value));
     // The id is derived from the line's key and time, so two lines for the
     // same key and effective time collide (RATE_EXISTS) atomically.
     const std::string key_without_id = RateIdSeed(rate);
@@ -1373,8 +1377,8 @@ absl::StatusOr<v1::CheckAccessResponse> InventoryManager::CheckAccess(
       auto window_members,
       IndexMembers(store_->docs(), keys::Windows(instr_id), [end](const std::string& m) {
         // Members sort by start: later ones cannot overlap the interval.
-        // Their whole seconds suffice (either format: see WindowSortKey).
-        return absl::FromUnixSeconds(std::stoll(m.substr(0, m.find_first_of(".|")))) < end;
+        // Their whole seconds suffice (any format: see WindowSortKey).
+        return absl::FromUnixSeconds(WindowMemberStartSeconds(m)) < end;
       }));
   std::vector<std::string> rate_keys, window_keys;
   for (const auto& m : rate_members) rate_keys.push_back(keys::Rate(instr_id, RateIdOf(m)));
@@ -1453,14 +1457,18 @@ absl::StatusOr<int> InventoryManager::MigrateRateIndexes() {
 }
 
 absl::StatusOr<int> InventoryManager::MigrateWindowIndexes() {
-  // One member at a time (MoveIndexMember).
+  // One member at a time (MoveIndexMember). Candidates: members of the
+  // first format (no '.' in the start) and members starting before 1970
+  // (a leading '-': "%020d" or WindowSortKey's; the key computed from the
+  // window decides); the others are WindowSortKey's already.
   int moved = 0;
   auto migrate = [&](const std::string& instr_id, const std::vector<std::string>& members) -> absl::Status {
     const std::string index = keys::Windows(instr_id);
     std::vector<std::string> old_members, doc_keys;
     for (const auto& m : members) {
       const size_t bar = m.rfind('|');
-      if (bar == std::string::npos || m.find('.') < bar) continue;  // already migrated
+      if (bar == std::string::npos) continue;
+      if (m.find('.') < bar && m[0] != '-') continue;  // already migrated
       old_members.push_back(m);
       doc_keys.push_back(keys::Window(instr_id, m.substr(bar + 1)));
     }
@@ -1471,8 +1479,9 @@ absl::StatusOr<int> InventoryManager::MigrateWindowIndexes() {
       v1::MaintenanceWindow w;
       LS_RETURN_IF_ERROR(Parse(w, docs[i]->data));
       const std::string& m = old_members[i];
-      LS_ASSIGN_OR_RETURN(RedisValue reply,
-                          store_->docs().pool()->Eval(MoveIndexMember(), {index}, {m, WindowSortKey(w, m.substr(m.rfind('|') + 1))}));
+      const std::string key = WindowSortKey(w, m.substr(m.rfind('|') + 1));
+      if (key == m) continue;  // before 1970, of WindowSortKey's format already
+      LS_ASSIGN_OR_RETURN(RedisValue reply, store_->docs().pool()->Eval(MoveIndexMember(), {index}, {m, key}));
       moved += static_cast<int>(reply.integer);
     }
     return absl::OkStatus();

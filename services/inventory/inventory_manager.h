@@ -88,9 +88,11 @@ class InventoryManager {
   // Rewrites rate index members of the first format into RateSortKey's
   // (ListRates' order); returns how many moved. Idempotent.
   absl::StatusOr<int> MigrateRateIndexes();
-  // Rewrites window index members of the first format (whole seconds) into
-  // WindowSortKey's (start to the nanosecond, ListMaintenanceWindows'
-  // order); returns how many moved. Idempotent.
+  // Rewrites window index members of the earlier formats (whole seconds;
+  // before 1970, seconds padded with "%020d", which sorted -10 before -100)
+  // into WindowSortKey's (start to the nanosecond and in time order before
+  // 1970, ListMaintenanceWindows' order); returns how many moved.
+  // Idempotent.
   absl::StatusOr<int> MigrateWindowIndexes();
 
   // Tests only: runs `hook` (with the method's name) in every mutation

@@ -8,6 +8,7 @@
 
 #include "absl/random/random.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -467,7 +468,38 @@ const v1::AccessPolicy& EffectivePolicy(const v1::Instrument& instrument,
 
 absl::Status ValidateRate(const v1::Rate& rate, const v1::Instrument& instrument) {
   LS_RETURN_IF_ERROR(ValidateRateFields(rate));
-  return ValidateRateCurrency(rate, instrument);
+  LS_RETURN_IF_ERROR(ValidateRateCurrency(rate, instrument));
+  return ValidateRateUnitFor(rate, instrument);
+}
+
+absl::Status ValidateRateUnitFor(const v1::Rate& rate, const v1::Instrument& instrument) {
+  // A line billing or a quote could never use as priced is refused: a
+  // catalogue entry is priced in its own unit (billing charges an order in
+  // the entry's unit), a lease in the unit of its lease rules' rate basis.
+  if (rate.mode() == labshare::type::v1::TECHNICAL_SERVICE && !rate.service_entry_id().empty()) {
+    for (const auto& e : instrument.service_catalogue()) {
+      if (e.entry_id() != rate.service_entry_id()) continue;
+      const v1::RateUnit want = e.unit() == v1::PER_TEST ? v1::RATE_PER_TEST : v1::RATE_PER_SAMPLE;
+      if (rate.unit() != want) {
+        return InvalidField("rate.unit", absl::StrCat("catalogue entry '", e.entry_id(), "' is priced ",
+                                                      v1::ServiceUnit_Name(e.unit()), ": use ",
+                                                      v1::RateUnit_Name(want)));
+      }
+    }
+  }
+  if (rate.mode() == labshare::type::v1::LEASE) {
+    const v1::ModeOffering* m = FindMode(instrument, labshare::type::v1::LEASE);
+    if (m != nullptr && m->lease_rules().rate_basis() != v1::LEASE_RATE_BASIS_UNSPECIFIED) {
+      const v1::RateUnit want =
+          m->lease_rules().rate_basis() == v1::PER_MONTH ? v1::RATE_PER_MONTH : v1::RATE_PER_DAY;
+      if (rate.unit() != want) {
+        return InvalidField("rate.unit", absl::StrCat("the instrument's lease rules have rate_basis ",
+                                                      v1::LeaseRateBasis_Name(m->lease_rules().rate_basis()),
+                                                      ": use ", v1::RateUnit_Name(want)));
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ValidateRateCurrency(const v1::Rate& rate, const v1::Instrument& instrument) {
@@ -627,8 +659,20 @@ absl::Status ValidateMaintenanceWindow(const v1::MaintenanceWindow& w) {
 }
 
 std::string WindowSortKey(const v1::MaintenanceWindow& w, absl::string_view window_id) {
-  return absl::StrCat(Pad(w.interval().start_time().seconds()), ".",
+  return absl::StrCat(SortableSeconds(w.interval().start_time().seconds()), ".",
                       absl::StrFormat("%09d", w.interval().start_time().nanos()), "|", window_id);
+}
+
+int64_t WindowMemberStartSeconds(absl::string_view member) {
+  const absl::string_view secs = member.substr(0, member.find_first_of(".|"));
+  int64_t v = 0;
+  if (secs.size() == 20 && secs[0] == '-' && secs[1] == '0' && secs[2] != '0') {
+    // SortableSeconds before 1970: 10^18 + seconds after the '-' (a valid
+    // Timestamp's seconds are above -10^12, so the second digit is a 9);
+    // %020d wrote "-000...", as the whole-seconds formats did.
+    if (absl::SimpleAtoi(secs.substr(1), &v)) return v - int64_t{1'000'000'000'000'000'000};
+  }
+  return absl::SimpleAtoi(secs, &v) ? v : 0;
 }
 
 // ------------------------------------------------------------ access

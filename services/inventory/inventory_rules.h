@@ -75,8 +75,16 @@ const v1::AccessPolicy& EffectivePolicy(const v1::Instrument& instrument,
                                         const v1::Facility& facility);
 
 // ------------------------------------------------------------ rates
-// ValidateRateFields, then ValidateRateCurrency.
+// ValidateRateFields, ValidateRateCurrency, then ValidateRateUnitFor.
 absl::Status ValidateRate(const v1::Rate& rate, const v1::Instrument& instrument);
+// The unit against what the line prices on this instrument (INVALID_FIELD
+// rate.unit): a TECHNICAL_SERVICE line naming a catalogue entry is in the
+// entry's unit (RATE_PER_SAMPLE for PER_SAMPLE, RATE_PER_TEST for
+// PER_TEST; PER_HOUR lines name no entry), a LEASE line in its lease
+// rules' rate_basis (RATE_PER_DAY for PER_DAY, RATE_PER_MONTH for
+// PER_MONTH). An entry or offering the instrument lacks is not checked
+// here (SERVICE_ENTRY_NOT_FOUND, MODE_NOT_OFFERED).
+absl::Status ValidateRateUnitFor(const v1::Rate& rate, const v1::Instrument& instrument);
 // What needs no instrument: mode, payer class, tier, price, effective_time,
 // tax rate, unit and service entry fitting the mode.
 absl::Status ValidateRateFields(const v1::Rate& rate);
@@ -114,10 +122,16 @@ int QualificationValidityDays(const v1::Instrument& instrument);
 // ------------------------------------------------------------ maintenance
 absl::Status ValidateMaintenanceWindow(const v1::MaintenanceWindow& window);
 // A window's member of its instrument's index (ListMaintenanceWindows'
-// "by start" order): "<start seconds, 20 digits>.<start nanos, 9
-// digits>|<window id>". Members of the first format ("<seconds>|<id>", whole
-// seconds only) are rewritten by InventoryManager::MigrateWindowIndexes.
+// "by start" order): "<start seconds, 20 characters>.<start nanos, 9
+// digits>|<window id>", the seconds as RateSortKey writes them (in time
+// order before 1970 too). Members of the earlier formats are rewritten by
+// InventoryManager::MigrateWindowIndexes: the first ("<seconds>|<id>",
+// whole seconds only) and, before 1970, the second ("%020d" seconds, which
+// sorted -10 before -100).
 std::string WindowSortKey(const v1::MaintenanceWindow& window, absl::string_view window_id);
+// The whole seconds of the start a window index member names, of any of
+// those formats.
+int64_t WindowMemberStartSeconds(absl::string_view member);
 
 // ------------------------------------------------------------ access
 bool PolicyAllows(const v1::AccessPolicy& policy, const v1::Organization& payer);

@@ -47,8 +47,9 @@ int main(int argc, char** argv) {
   } else if (*moved > 0) {
     labshare::LogInfo("rate indexes migrated", {{"members", std::to_string(*moved)}});
   }
-  // Maintenance windows indexed by whole seconds, ordered to the nanosecond
-  // by start as ListMaintenanceWindows says.
+  // Maintenance windows indexed by whole seconds, or starting before 1970
+  // and indexed by "%020d" seconds, ordered to the nanosecond by start as
+  // ListMaintenanceWindows says.
   if (auto moved = manager.MigrateWindowIndexes(); !moved.ok()) {
     labshare::LogError("cannot migrate the maintenance window indexes", {{"error", moved.status().ToString()}});
     return 2;

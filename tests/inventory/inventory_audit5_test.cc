@@ -1,0 +1,209 @@
+// The inventory RPC comments where black-box probes found the code apart
+// from them (every case fails on the code before): maintenance windows
+// starting before 1970 are listed by start and seen by CheckAccess (the
+// index padded their seconds with %020d, which sorts -10 before -100), and
+// index members of that format are rewritten at start-up
+// (MigrateWindowIndexes).
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/proto_util.h"
+#include "labshare/inventory/v1/inventory.grpc.pb.h"
+#include "tests/inventory/inventory_fixture.h"
+
+namespace labshare::inventory {
+namespace {
+
+using Stub = v1::InventoryService::Stub;
+namespace tv1 = labshare::type::v1;
+
+class InventoryAudit5Test : public InventoryServiceTest {
+ protected:
+  v1::MaintenanceWindow MakeWindow(const std::string& instrument, absl::Time start, absl::Time end) {
+    v1::CreateMaintenanceWindowRequest req;
+    req.set_parent("instruments/" + instrument);
+    *req.mutable_maintenance_window()->mutable_interval()->mutable_start_time() = ToProto(start);
+    *req.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(end);
+    v1::MaintenanceWindow w;
+    grpc::Status s = Call(&Stub::CreateMaintenanceWindow, req, &w, admin_);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return w;
+  }
+  std::vector<std::string> Listed(const std::string& instrument) {
+    v1::ListMaintenanceWindowsRequest list;
+    list.set_parent("instruments/" + instrument);
+    v1::ListMaintenanceWindowsResponse resp;
+    EXPECT_TRUE(Call(&Stub::ListMaintenanceWindows, list, &resp, admin_).ok());
+    std::vector<std::string> names;
+    for (const auto& w : resp.maintenance_windows()) names.push_back(w.name());
+    return names;
+  }
+  // The DURING_MAINTENANCE denial's message for ana on tem over [start, end),
+  // empty when there is none.
+  std::string MaintenanceDenial(absl::Time start, absl::Time end) {
+    v1::CheckAccessRequest req;
+    req.set_user("users/ana");
+    req.set_instrument("instruments/tem");
+    req.set_mode(tv1::ON_SITE);
+    *req.mutable_interval()->mutable_start_time() = ToProto(start);
+    *req.mutable_interval()->mutable_end_time() = ToProto(end);
+    v1::CheckAccessResponse out;
+    grpc::Status s = Call(&Stub::CheckAccess, req, &out, admin_);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    for (const auto& d : out.denials()) {
+      if (d.code() == v1::DURING_MAINTENANCE) return d.message();
+    }
+    return "";
+  }
+};
+
+// ------------------------------------------------------------ 1. windows before 1970
+
+// ListMaintenanceWindows: "by start". Windows starting at -100 s, -10 s and
+// 3 s were listed -10 s, -100 s, 3 s, and CheckAccess over [-90 s, -50 s)
+// stopped reading at -10 s (after the interval's end) before it met the
+// window [-100 s, -40 s): no DURING_MAINTENANCE.
+TEST_F(InventoryAudit5Test, WindowsStartingBefore1970AreListedByStartAndSeenByCheckAccess) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  MakeFacility("fac", "owner");
+  MakeInstrument("tem", "owner", "fac");
+  MakeUser("ana", "owner");
+  const absl::Time epoch = absl::UnixEpoch();
+  const v1::MaintenanceWindow late = MakeWindow("tem", epoch + absl::Seconds(3), epoch + absl::Seconds(1000));
+  const v1::MaintenanceWindow near = MakeWindow("tem", epoch - absl::Seconds(10), epoch + absl::Seconds(50));
+  const v1::MaintenanceWindow early = MakeWindow("tem", epoch - absl::Seconds(100), epoch - absl::Seconds(40));
+  const std::vector<std::string> by_start = {early.name(), near.name(), late.name()};
+  EXPECT_EQ(Listed("tem"), by_start);
+  const std::string denial = MaintenanceDenial(epoch - absl::Seconds(90), epoch - absl::Seconds(50));
+  EXPECT_TRUE(absl::StrContains(denial, early.name())) << "denial: '" << denial << "'";
+  EXPECT_FALSE(absl::StrContains(denial, near.name())) << denial;
+}
+
+// Index members written by the earlier code ("%020d" seconds: "-0...0100")
+// are rewritten by MigrateWindowIndexes, once; members of 1970 and after
+// are of the new format already and stay.
+TEST_F(InventoryAudit5Test, MigrationRekeysWindowsIndexedBefore1970ByTheOldPadding) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  MakeFacility("fac", "owner");
+  MakeInstrument("tem", "owner", "fac");
+  MakeUser("ana", "owner");
+  const absl::Time epoch = absl::UnixEpoch();
+  const v1::MaintenanceWindow late = MakeWindow("tem", epoch + absl::Seconds(3), epoch + absl::Seconds(1000));
+  const v1::MaintenanceWindow near = MakeWindow("tem", epoch - absl::Seconds(10), epoch + absl::Seconds(50));
+  const v1::MaintenanceWindow early =
+      MakeWindow("tem", epoch - absl::Seconds(100) + absl::Milliseconds(250), epoch - absl::Seconds(40));
+  const std::vector<std::string> by_start = {early.name(), near.name(), late.name()};
+  auto members = pool_->Command({"ZRANGE", keys::Windows("tem"), "0", "-1"});
+  ASSERT_TRUE(members.ok());
+  ASSERT_EQ(members->elements.size(), 3u);
+  // The format the earlier code wrote: "<%020d seconds>.<%09d nanos>|<id>".
+  ASSERT_EQ(Redis({"DEL", keys::Windows("tem")}), 1);
+  for (const auto* w : {&late, &near, &early}) {
+    const std::string id = w->name().substr(w->name().rfind('/') + 1);
+    ASSERT_EQ(Redis({"ZADD", keys::Windows("tem"), "0",
+                     absl::StrCat(absl::StrFormat("%020d", w->interval().start_time().seconds()), ".",
+                                  absl::StrFormat("%09d", w->interval().start_time().nanos()), "|", id)}),
+              1);
+  }
+  EXPECT_EQ(Listed("tem"), (std::vector<std::string>{near.name(), early.name(), late.name()}));
+  auto moved = manager_->MigrateWindowIndexes();
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(*moved, 2);  // the two before 1970
+  EXPECT_EQ(*manager_->MigrateWindowIndexes(), 0);
+  EXPECT_EQ(Listed("tem"), by_start);
+  auto after = pool_->Command({"ZRANGE", keys::Windows("tem"), "0", "-1"});
+  ASSERT_TRUE(after.ok());
+  std::vector<std::string> now;
+  for (const auto& m : after->elements) now.push_back(m.str);
+  std::vector<std::string> expected;
+  for (const auto* w : {&early, &near, &late}) {
+    expected.push_back(WindowSortKey(*w, w->name().substr(w->name().rfind('/') + 1)));
+  }
+  EXPECT_EQ(now, expected);
+  const std::string denial = MaintenanceDenial(epoch - absl::Seconds(90), epoch - absl::Seconds(50));
+  EXPECT_TRUE(absl::StrContains(denial, early.name())) << "denial: '" << denial << "'";
+}
+
+// ------------------------------------------------------------ 2. a rate's unit
+
+// CreateRate: INVALID_FIELD "unit not fitting the mode", now also not
+// fitting what the line prices. "svc" offers ON_SITE, LEASE (rate_basis
+// PER_DAY) and TECHNICAL_SERVICE, with catalogue entries img (PER_SAMPLE)
+// and tst (PER_TEST). Each of these was created.
+class InventoryRateUnitTest : public InventoryAudit5Test {
+ protected:
+  void SetUp() override {
+    InventoryAudit5Test::SetUp();
+    MakeOrg("owner", v1::MEMBER, "CORE");
+    MakeFacility("fac", "owner");
+    v1::CreateInstrumentRequest req;
+    req.set_instrument_id("svc");
+    *req.mutable_instrument() = InstrumentSpec("owner", "fac");
+    auto* ts = req.mutable_instrument()->add_modes();
+    ts->set_mode(tv1::TECHNICAL_SERVICE);
+    *ts->mutable_slot_rules() = req.instrument().modes(0).slot_rules();
+    auto* lease = req.mutable_instrument()->add_modes();
+    lease->set_mode(tv1::LEASE);
+    lease->set_approval_required(true);
+    auto* lr = lease->mutable_lease_rules();
+    lr->set_min_term_days(1);
+    lr->set_max_term_days(30);
+    lr->set_rate_basis(v1::PER_DAY);
+    for (auto [id, unit] : {std::pair<const char*, v1::ServiceUnit>{"img", v1::PER_SAMPLE}, {"tst", v1::PER_TEST}}) {
+      auto* e = req.mutable_instrument()->add_service_catalogue();
+      e->set_entry_id(id);
+      e->set_display_name(id);
+      e->set_unit(unit);
+    }
+    v1::Instrument out;
+    grpc::Status s = Call(&Stub::CreateInstrument, req, &out, admin_);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  static v1::CreateRateRequest Line(tv1::SharingMode mode, v1::RateUnit unit, const std::string& entry) {
+    v1::CreateRateRequest req = RateRequest("svc", tv1::MEMBER, "", 10000, absl::FromUnixSeconds(1800000000));
+    req.mutable_rate()->set_mode(mode);
+    req.mutable_rate()->set_unit(unit);
+    req.mutable_rate()->set_service_entry_id(entry);
+    return req;
+  }
+  void ExpectRefused(const v1::CreateRateRequest& req, const std::string& field, const std::string& what) {
+    const long long outbox = OutboxLength();
+    v1::Rate out;
+    grpc::Status s = Call(&Stub::CreateRate, req, &out, admin_);
+    ExpectError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", what);
+    EXPECT_EQ(Violations(s), std::vector<std::string>{field}) << what;
+    EXPECT_EQ(OutboxLength(), outbox) << what;
+  }
+  void ExpectCreated(const v1::CreateRateRequest& req, const std::string& what) {
+    v1::Rate out;
+    grpc::Status s = Call(&Stub::CreateRate, req, &out, admin_);
+    EXPECT_TRUE(s.ok()) << what << ": " << s.error_message();
+  }
+};
+
+TEST_F(InventoryRateUnitTest, ACatalogueEntryIsPricedInItsOwnUnit) {
+  ExpectRefused(Line(tv1::TECHNICAL_SERVICE, v1::RATE_PER_TEST, "img"), "rate.unit", "per-test line, per-sample entry");
+  ExpectRefused(Line(tv1::TECHNICAL_SERVICE, v1::RATE_PER_SAMPLE, "tst"), "rate.unit", "per-sample line, per-test entry");
+  ExpectRefused(Line(tv1::TECHNICAL_SERVICE, v1::PER_HOUR, "img"), "rate.unit", "per-hour line naming an entry");
+  // An entry that does not exist is still SERVICE_ENTRY_NOT_FOUND.
+  v1::Rate out;
+  ExpectError(Call(&Stub::CreateRate, Line(tv1::TECHNICAL_SERVICE, v1::PER_HOUR, "nope"), &out, admin_),
+              grpc::StatusCode::NOT_FOUND, "SERVICE_ENTRY_NOT_FOUND", "per-hour line naming an unknown entry");
+  ExpectCreated(Line(tv1::TECHNICAL_SERVICE, v1::RATE_PER_SAMPLE, "img"), "per-sample entry, per-sample line");
+  ExpectCreated(Line(tv1::TECHNICAL_SERVICE, v1::RATE_PER_TEST, "tst"), "per-test entry, per-test line");
+  ExpectCreated(Line(tv1::TECHNICAL_SERVICE, v1::PER_HOUR, ""), "per-hour line, no entry");
+}
+
+TEST_F(InventoryRateUnitTest, ALeaseLineIsInTheUnitOfTheLeaseRulesRateBasis) {
+  ExpectRefused(Line(tv1::LEASE, v1::RATE_PER_MONTH, ""), "rate.unit", "per-month line, PER_DAY lease rules");
+  ExpectCreated(Line(tv1::LEASE, v1::RATE_PER_DAY, ""), "per-day line, PER_DAY lease rules");
+}
+
+}  // namespace
+}  // namespace labshare::inventory

@@ -737,22 +737,29 @@ absl::Status MailModule::SendOne(const std::string& id) {
     mail.text = f["text"];
     mail.html = f["html"];
   }
+  handed_.insert(id);
+  // Once the outcome is recorded the message is no longer this process's
+  // uncertain one; a failed record leaves it uncertain (RecoverInFlight).
+  auto recorded = [&](absl::Status s) {
+    if (s.ok()) handed_.erase(id);
+    return s;
+  };
   const SmtpResult r = SendSmtp(options_.smtp, mail);
   int attempts = 1;
   (void)absl::SimpleAtoi(f["attempts"], &attempts);
   const absl::Time now = context_.wall->Now();
   const absl::Time domain_now = context_.clock->Now();
   if (r.outcome == SmtpResult::kSent) {
-    return queue_.Finish(id, context_.consumer, MailQueue::Outcome::kSent, now, now, "",
-                         v1::DeadLetter::REASON_UNSPECIFIED, "", options_.retention, domain_now);
+    return recorded(queue_.Finish(id, context_.consumer, MailQueue::Outcome::kSent, now, now, "",
+                                  v1::DeadLetter::REASON_UNSPECIFIED, "", options_.retention, domain_now));
   }
   if (r.outcome == SmtpResult::kTemporary && attempts < options_.max_attempts) {
     absl::Duration delay = options_.retry_initial;
     for (int i = 1; i < attempts && delay < options_.retry_max; ++i) delay *= 2;
     delay = std::min(delay, options_.retry_max);
     LogWarning("notify: a mail will be retried", {{"message", id}, {"error", r.error}, {"attempt", absl::StrCat(attempts)}});
-    return queue_.Finish(id, context_.consumer, MailQueue::Outcome::kRetry, now, now + delay, r.error,
-                         v1::DeadLetter::REASON_UNSPECIFIED, "", options_.retention, domain_now);
+    return recorded(queue_.Finish(id, context_.consumer, MailQueue::Outcome::kRetry, now, now + delay, r.error,
+                                  v1::DeadLetter::REASON_UNSPECIFIED, "", options_.retention, domain_now));
   }
   const v1::DeadLetter::Reason reason =
       r.outcome == SmtpResult::kPermanent ? v1::DeadLetter::REJECTED : v1::DeadLetter::RETRIES_EXHAUSTED;
@@ -764,9 +771,9 @@ absl::Status MailModule::SendOne(const std::string& id) {
   v1::NotifyEvent ev;
   *ev.mutable_mail_dead_lettered()->mutable_dead_letter() = DeadLetterFromFields(id, dead);
   LogWarning("notify: a mail went to the dead letters", {{"message", id}, {"error", r.error}});
-  return queue_.Finish(id, context_.consumer, MailQueue::Outcome::kDead, now, now, r.error, reason,
-                       NotifyEventPayload(ev, domain_now, "services/notify", "", "", f["trace"]), options_.retention,
-                       domain_now);
+  return recorded(queue_.Finish(id, context_.consumer, MailQueue::Outcome::kDead, now, now, r.error, reason,
+                                NotifyEventPayload(ev, domain_now, "services/notify", "", "", f["trace"]),
+                                options_.retention, domain_now));
 }
 
 absl::StatusOr<int> MailModule::FireSchedules() {
@@ -797,8 +804,10 @@ absl::StatusOr<int> MailModule::PruneDeadLetters() {
 
 absl::StatusOr<int> MailModule::RecoverInFlight(bool own_only) {
   const absl::Time wall = context_.wall->Now();
+  // At start every claim of this consumer is uncertain (the process before
+  // may have sent it); later only those this process gave the mail server.
   return queue_.RecoverInFlight(context_.consumer, own_only ? absl::InfinitePast() : wall - options_.inflight_timeout,
-                                wall, context_.clock->Now());
+                                wall, context_.clock->Now(), own_only ? nullptr : &handed_);
 }
 
 absl::Status MailModule::RecordUpgradeStart() { return LegacyUnsubscribeExpiry().status(); }

@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -142,6 +143,10 @@ class MailModule final : public NotifyModule {
   std::unique_ptr<grpc::Service> service_;
   absl::Notification stop_;
   std::thread thread_;
+  // Ids given to the mail server whose outcome is not recorded yet (the
+  // Run thread's only): RecoverInFlight leaves them uncertain and queues
+  // this process's other stranded claims again.
+  std::set<std::string> handed_;
 };
 
 }  // namespace labshare::notify

@@ -544,7 +544,8 @@ absl::Status MailQueue::Finish(const std::string& id, const std::string& consume
 }
 
 absl::StatusOr<int> MailQueue::RecoverInFlight(const std::string& consumer, absl::Time stale_before,
-                                               absl::Time wall_now, absl::Time domain_now) {
+                                               absl::Time wall_now, absl::Time domain_now,
+                                               const std::set<std::string>* handed) {
   LS_ASSIGN_OR_RETURN(RedisValue v, redis_->Command({"ZRANGE", K("inflight"), "0", "-1", "WITHSCORES"}));
   if (v.is_error()) return RedisErrorStatus(v);
   int moved = 0;
@@ -557,6 +558,15 @@ absl::StatusOr<int> MailQueue::RecoverInFlight(const std::string& consumer, absl
     }
     const bool mine = f["owner"] == consumer;
     if (!mine && FromMs(f["claim_ms"]) > stale_before) continue;
+    if (mine && handed != nullptr && handed->count(id) == 0) {
+      // Claimed by this running process and never given to the mail
+      // server: due again, as if the claim had not happened.
+      auto r = redis_->Eval(kFinish, {K("msg:" + id), K("due"), K("inflight"), K("dead"), kNotifyOutbox},
+                            {id, f["owner"], "retry", Ms(wall_now), Ms(wall_now), f["error"], "", "", "0",
+                             f["claim_ms"], Ms(domain_now), kMailPrefix});
+      LS_RETURN_IF_ERROR(ScriptStatus(r));
+      continue;
+    }
     f["state"] = "DEAD";
     const std::string uncertain = v1::DeadLetter::Reason_Name(v1::DeadLetter::DELIVERY_UNCERTAIN);
     f["reason"] = uncertain;

@@ -39,6 +39,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -115,8 +116,14 @@ class MailQueue {
   // Messages left SENDING by `consumer` (a restart of the same process), or
   // by anyone and claimed before `stale_before`: to the dead letters as
   // DELIVERY_UNCERTAIN. Returns how many.
+  //
+  // `handed` (the running sender's own periodic check; nullptr at a
+  // restart): the ids this process gave the mail server without recording
+  // the outcome. Its other SENDING messages never reached the mail server
+  // (the claim's answer was lost to a storage stall, or the sender failed
+  // before sending): they are queued again, due at wall_now, not counted.
   absl::StatusOr<int> RecoverInFlight(const std::string& consumer, absl::Time stale_before, absl::Time wall_now,
-                                      absl::Time domain_now);
+                                      absl::Time domain_now, const std::set<std::string>* handed = nullptr);
 
   // Dead letters, newest first (by the domain time they died), after the
   // cursor `after` (a DeadRow's; empty: from the top), up to limit + 1 of

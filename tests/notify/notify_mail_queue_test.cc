@@ -186,6 +186,48 @@ TEST_F(MailQueueTest, OnlyTheClaimerEndsAnAttemptAndRetriesWaitTheirTurn) {
   EXPECT_EQ(ttl->integer, 3600);
 }
 
+// A running sender whose claim's answer was lost (a storage stall longer
+// than the command timeout: the claim ran in Redis after the client gave
+// up) finds the message SENDING under its own name, never given to the mail
+// server: its periodic check queues it again instead of making it an
+// uncertain dead letter. A message it did give the mail server (its outcome
+// not recorded) stays uncertain; another process's stale claim too.
+TEST_F(MailQueueTest, ARunningSendersStrandedClaimIsQueuedAgainNotDeadLettered) {
+  for (const char* id : {"a", "b", "c"}) {
+    ASSERT_TRUE(queue_->Enqueue(id, Mail("ana", id), false, kDomain, kWall, kDomain).ok());
+  }
+  auto first = queue_->Claim("me", kWall, 1);
+  ASSERT_TRUE(first.ok() && first->size() == 1u);
+  auto second = queue_->Claim("me", kWall, 1);
+  ASSERT_TRUE(second.ok() && second->size() == 1u);
+  auto theirs = queue_->Claim("other", kWall, 1);
+  ASSERT_TRUE(theirs.ok() && theirs->size() == 1u);
+  const std::string stranded = (*first)[0], sent = (*second)[0], other = (*theirs)[0];
+  ASSERT_EQ(Card("due"), 0);
+  const long long events_before = OutboxLen();
+
+  const std::set<std::string> handed = {sent};
+  auto recovered = queue_->RecoverInFlight("me", kWall + absl::Minutes(10), kWall + absl::Minutes(21), kDomain,
+                                           &handed);
+  ASSERT_TRUE(recovered.ok()) << recovered.status();
+  EXPECT_EQ(*recovered, 2);  // the one handed to the mail server and the other's stale claim
+  auto back = queue_->Load(stranded);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ((*back)["state"], "QUEUED");
+  EXPECT_EQ((*back).count("owner"), 0u);
+  EXPECT_EQ(Card("due"), 1);
+  EXPECT_EQ((*queue_->Load(sent))["state"], "DEAD");
+  EXPECT_EQ((*queue_->Load(sent))["reason"], "DELIVERY_UNCERTAIN");
+  EXPECT_EQ((*queue_->Load(other))["state"], "DEAD");
+  EXPECT_EQ(Card("inflight"), 0);
+  EXPECT_EQ(OutboxLen(), events_before + 2);  // a MailDeadLettered each; none for the one queued again
+  // It is claimed and sent like any other.
+  auto again = queue_->Claim("me", kWall + absl::Minutes(21), 1);
+  ASSERT_TRUE(again.ok());
+  ASSERT_EQ(again->size(), 1u);
+  EXPECT_EQ((*again)[0], stranded);
+}
+
 TEST_F(MailQueueTest, InFlightMailsOfADeadSenderBecomeUncertainDeadLetters) {
   for (const char* id : {"mine", "theirs-late", "theirs-early"}) {
     ASSERT_TRUE(queue_->Enqueue(id, Mail("ana", id), false, kDomain, kWall, kDomain).ok());

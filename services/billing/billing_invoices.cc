@@ -162,9 +162,7 @@ absl::StatusOr<v1::ListSubsidyPoolsResponse> BillingManager::ListSubsidyPools(co
   if (!r.funder_organization().empty() && !IsOrganizationName(r.funder_organization())) {
     return InvalidField("funder_organization", "must be organizations/{organization}");
   }
-  if (!r.currency_code().empty() && !IsIso4217Code(r.currency_code())) {
-    return InvalidField("currency_code", "must be an ISO 4217 code such as CNY");
-  }
+  LS_RETURN_IF_ERROR(CheckRequestCurrency(r.currency_code()));
   LS_ASSIGN_OR_RETURN(PageRequest page, page_tokens_.Parse(r, p));
   // Pages follow the last pool's (priority, name), "<priority>|<name>", not
   // an offset into a list that may change between calls.
@@ -617,17 +615,6 @@ absl::StatusOr<v1::Invoice> BillingManager::Draft(const std::string& payer, cons
   return inv;
 }
 
-namespace {
-
-// The currency of a draft to preview or issue: empty (the consortium
-// currency) or a code of ISO 4217's list; another ("RMB", "ABC") would draft
-// an invoice of nothing (NOTHING_TO_INVOICE) and number its series after it.
-absl::Status DraftCurrency(const std::string& code) {
-  if (code.empty() || IsIso4217Code(code)) return absl::OkStatus();
-  return InvalidField("currency_code", "must be an ISO 4217 code such as CNY, or empty for the consortium currency");
-}
-
-}  // namespace
 
 absl::StatusOr<v1::Invoice> BillingManager::PreviewInvoice(const Principal& p, const v1::PreviewInvoiceRequest& r) {
   LS_RETURN_IF_ERROR(OwnScope(p, "invoices").status());
@@ -640,7 +627,7 @@ absl::StatusOr<v1::Invoice> BillingManager::PreviewInvoice(const Principal& p, c
     return InvalidField("payer_organization", "must be organizations/{organization}");
   }
   LS_RETURN_IF_ERROR(ParsePeriod(r.period()).status());
-  LS_RETURN_IF_ERROR(DraftCurrency(r.currency_code()));
+  LS_RETURN_IF_ERROR(CheckRequestCurrency(r.currency_code()));
   LS_RETURN_IF_ERROR(PartiesExist({r.payer_organization()}));  // ORGANIZATION_NOT_FOUND
   return Draft(r.payer_organization(), r.period(), r.currency_code().empty() ? kDefaultCurrency : r.currency_code());
 }
@@ -650,7 +637,7 @@ absl::StatusOr<v1::Invoice> BillingManager::IssueInvoice(const Principal& p, con
     return InvalidField("payer_organization", "must be organizations/{organization}");
   }
   LS_RETURN_IF_ERROR(ParsePeriod(r.period()).status());
-  LS_RETURN_IF_ERROR(DraftCurrency(r.currency_code()));
+  LS_RETURN_IF_ERROR(CheckRequestCurrency(r.currency_code()));
   const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("IssueInvoice", r.request_id());
   const std::string fingerprint = RequestFingerprint("IssueInvoice", r, ActorName(p));
@@ -864,9 +851,7 @@ absl::StatusOr<v1::InvoiceDocument> BillingManager::GetInvoiceDocument(const Pri
 absl::StatusOr<v1::Settlement> BillingManager::ComputeSettlement(const Principal& p,
                                                                  const v1::ComputeSettlementRequest& r) {
   LS_RETURN_IF_ERROR(ParsePeriod(r.period()).status());
-  if (!r.currency_code().empty() && !IsIso4217Code(r.currency_code())) {
-    return InvalidField("currency_code", "must be an ISO 4217 code such as CNY, or empty for the consortium currency");
-  }
+  LS_RETURN_IF_ERROR(CheckRequestCurrency(r.currency_code()));
   const std::string currency = r.currency_code().empty() ? kDefaultCurrency : r.currency_code();
   LS_ASSIGN_OR_RETURN(bool ended, PeriodEnded(r.period(), clock_->Now(), zone_));
   if (!ended) return MakeError(absl::StatusCode::kFailedPrecondition, "PERIOD_NOT_ENDED", r.period() + " has not ended");

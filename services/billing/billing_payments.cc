@@ -1249,10 +1249,7 @@ absl::Status ReportRequestFields(const labshare::type::v1::Interval& interval, b
       FromProto(interval.end_time()) <= FromProto(interval.start_time())) {
     return InvalidField("interval", "needs start_time and end_time, start_time before end_time");
   }
-  if (!currency.empty() && !IsIso4217Code(currency)) {
-    return InvalidField("currency_code", "must be an ISO 4217 code such as CNY, or empty for the consortium currency");
-  }
-  return absl::OkStatus();
+  return CheckRequestCurrency(currency);
 }
 
 }  // namespace

@@ -418,6 +418,11 @@ bool IsIso4217Code(absl::string_view code) {
   return ValidCurrencyCode(code) && std::binary_search(std::begin(kCodes), std::end(kCodes), code);
 }
 
+absl::Status CheckRequestCurrency(absl::string_view code) {
+  if (code.empty() || IsIso4217Code(code)) return absl::OkStatus();
+  return InvalidField("currency_code", "must be an ISO 4217 code such as CNY, or empty for the consortium currency");
+}
+
 Money MakeMoney(absl::string_view currency_code, int64_t amount_minor) {
   Money m;
   m.set_currency_code(std::string(currency_code));

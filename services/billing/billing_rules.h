@@ -76,6 +76,11 @@ bool ValidCurrencyCode(absl::string_view code);
 // request naming a currency that only it brings into the ledger (a pool's,
 // an invoice's or a settlement's currency_code) must give.
 bool IsIso4217Code(absl::string_view code);
+// A request's optional currency_code (an invoice's, a settlement's, a
+// statement's or a report's): empty (the consortium currency) or a code of
+// ISO 4217's list; another ("RMB", "cny") is INVALID_FIELD currency_code
+// rather than an answer of nothing in a currency no ledger line has.
+absl::Status CheckRequestCurrency(absl::string_view code);
 Money MakeMoney(absl::string_view currency_code, int64_t amount_minor);
 // The largest amount billing accepts in any money input or computes for one
 // charge, payment, top-up or posting entry: 10^15 minor units (10 trillion

@@ -24,4 +24,12 @@ if [ -f test-results/sign-in-retries.log ]; then
   echo "--- sign-ins tried again (test-results/sign-in-retries.log):"
   cat test-results/sign-in-retries.log
 fi
+# A service that crashed or stopped on a sanitizer report or an undocumented
+# error (e2e/global-setup.ts keepProblems): its log, and the test fails even
+# if every browser test passed.
+if [ -f test-results/platform-problems.log ]; then
+  echo "--- a service of the platform crashed or reported a problem (test-results/platform-problems.log):"
+  cat test-results/platform-problems.log
+  [ "$rc" -ne 0 ] || rc=1
+fi
 exit "$rc"

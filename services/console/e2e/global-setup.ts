@@ -63,10 +63,39 @@ export default async function globalSetup(): Promise<(() => Promise<void>) | voi
   return async () => {
     try { process.kill(-child.pid!, 'SIGTERM'); } catch { /* gone */ }
     await new Promise<void>((r) => (child.exitCode !== null ? r() : child.once('exit', () => r())));
+    keepProblems(data, logFile);
     if (!process.env.LABSHARE_E2E_KEEP) fs.rmSync(data, { recursive: true, force: true });
   };
 }
 
-function tail(file: string): string {
-  try { return fs.readFileSync(file, 'utf8').slice(-3000); } catch { return ''; }
+// What a crashed or sanitizer-stopped service wrote, kept before the data
+// folder goes: test-results/platform-problems.log, which
+// tests/e2e/console_e2e_test.sh prints and fails on. A service that aborts
+// mid-run (an undocumented error under LABSHARE_STRICT_REASONS, a sanitizer
+// report) otherwise shows only as "the service is unavailable" in some
+// later test.
+const PROBLEM = /LABSHARE_STRICT_REASONS:|ERROR: (Address|Leak|Thread)Sanitizer|runtime error:|terminate called|Check failed|^\S+: line \d+: +\d+ (Aborted|Segmentation fault|Bus error)/m;
+
+function keepProblems(data: string, platformLog: string): void {
+  const found: string[] = [];
+  const platform = tail(platformLog, 20_000);
+  if (PROBLEM.test(platform)) found.push(`=== ${platformLog} (end)\n${platform.slice(-4000)}`);
+  let names: string[] = [];
+  try { names = fs.readdirSync(data).filter((n) => /\.(log|out)$/.test(n)).sort(); } catch { /* no folder */ }
+  for (const name of names) {
+    const text = tail(path.join(data, name), Number.MAX_SAFE_INTEGER);
+    const m = PROBLEM.exec(text);
+    if (!m) continue;
+    // From a little before the first sign of trouble, as much as fits.
+    const at = Math.max(0, text.lastIndexOf('\n', Math.max(0, m.index - 3000)));
+    found.push(`=== ${name}\n${text.slice(at, at + 20_000)}`);
+  }
+  if (found.length === 0) return;
+  const out = path.join(here, '..', 'test-results');
+  fs.mkdirSync(out, { recursive: true });
+  fs.writeFileSync(path.join(out, 'platform-problems.log'), `${found.join('\n')}\n`);
+}
+
+function tail(file: string, chars = 3000): string {
+  try { return fs.readFileSync(file, 'utf8').slice(-chars); } catch { return ''; }
 }

@@ -2,6 +2,8 @@
 #include "services/booking/booking_manager.h"
 
 #include <limits>
+#include <optional>
+#include <tuple>
 
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/wire_format_lite.h>
@@ -226,12 +228,42 @@ absl::StatusOr<v1::Booking> BookingManager::CreateBooking(const Principal& p,
 void BookingManager::CreateBookingAsync(const Principal& p, const v1::CreateBookingRequest& r,
                                         std::function<void(absl::StatusOr<v1::Booking>)> done) {
   // A chosen id, a lease or a run writes while preparing, synchronously as
-  // before: the claim is taken the same way.
-  if (WritesWhilePreparing(r) && !r.request_id().empty() && !r.validate_only()) return done(CreateBooking(p, r));
+  // before (the claim is taken the same way), on blocking_: it may wait on
+  // inventory, and a gRPC callback thread that waits holds up every call.
+  if (WritesWhilePreparing(r) && !r.validate_only()) {
+    if (OnBlockingThread()) return done(CreateBooking(p, r));
+    auto job = std::make_shared<std::tuple<Principal, v1::CreateBookingRequest,
+                                           std::function<void(absl::StatusOr<v1::Booking>)>>>(p, r, std::move(done));
+    absl::Status offloaded = Offload([this, job] {
+      auto& [jp, jr, jdone] = *job;
+      jdone(CreateBooking(jp, jr));
+    });
+    if (!offloaded.ok()) std::get<2>(*job)(offloaded);
+    return;
+  }
+  // Prepared (read-only) from inventory's cache here; on a miss, again on
+  // blocking_, where waiting on inventory holds up no other call.
   auto prepared = std::make_shared<PreparedCreate>();
-  auto early = PrepareCreate(p, r, *prepared);
-  if (!early.ok()) return done(early.status());
-  if (*early) return done(**std::move(early));
+  std::optional<absl::StatusOr<std::optional<v1::Booking>>> early;
+  if (OnBlockingThread()) {
+    early.emplace(PrepareCreate(p, r, *prepared));
+  } else {
+    InventoryClient::CacheOnly cached;
+    absl::StatusOr<std::optional<v1::Booking>> answer = PrepareCreate(p, r, *prepared);
+    if (!cached.missed()) early.emplace(std::move(answer));
+  }
+  if (!early) {
+    auto job = std::make_shared<std::tuple<Principal, v1::CreateBookingRequest,
+                                           std::function<void(absl::StatusOr<v1::Booking>)>>>(p, r, std::move(done));
+    absl::Status offloaded = Offload([this, job] {
+      auto& [jp, jr, jdone] = *job;
+      CreateBookingAsync(jp, jr, std::move(jdone));  // on blocking_: prepares there
+    });
+    if (!offloaded.ok()) std::get<2>(*job)(offloaded);
+    return;
+  }
+  if (!early->ok()) return done(early->status());
+  if (**early) return done(***std::move(early));
   auto claim = std::make_shared<Claim>(ClaimOf(p, "CreateBooking", r.request_id(), r));
   auto step = [this, prepared, claim](bool made, std::function<void(absl::StatusOr<v1::Booking>)> done) {
     store_->CreateAsync(prepared->step, [this, prepared, claim, made, done = std::move(done)](

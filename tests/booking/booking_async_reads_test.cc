@@ -29,6 +29,16 @@ class HeldInventory final : public iv::InventoryService::Service {
     std::unique_lock<std::mutex> lock(mu_);
     return cv_.wait_for(lock, std::chrono::seconds(30), [&] { return held_; });
   }
+  // Every GetInstrument from now on waits until Release().
+  void ArmAll() {
+    std::lock_guard<std::mutex> lock(mu_);
+    hold_all_ = true;
+  }
+  // Waits (bounded) until at least n calls are held.
+  bool WaitHeldCalls(int n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(30), [&] { return held_calls_ >= n; });
+  }
   void Release() {
     std::lock_guard<std::mutex> lock(mu_);
     released_ = true;
@@ -57,9 +67,10 @@ class HeldInventory final : public iv::InventoryService::Service {
  private:
   void Hold(const std::string& method) {
     std::unique_lock<std::mutex> lock(mu_);
-    if (!armed_ || method != "GetInstrument") return;
+    if ((!armed_ && !hold_all_) || method != "GetInstrument") return;
     armed_ = false;
     held_ = true;
+    ++held_calls_;
     cv_.notify_all();
     cv_.wait(lock, [&] { return released_; });
   }
@@ -68,7 +79,8 @@ class HeldInventory final : public iv::InventoryService::Service {
   const std::string token_;
   std::mutex mu_;
   std::condition_variable cv_;
-  bool armed_ = false, held_ = false, released_ = false;
+  bool armed_ = false, held_ = false, released_ = false, hold_all_ = false;
+  int held_calls_ = 0;
 };
 
 class AsyncReadsTest : public BookingServiceTest {
@@ -141,6 +153,55 @@ TEST_F(AsyncReadsTest, CreateBookingCompletesWhileAReadWaitsOnInventory) {
   auto [status, booking] = got.get();
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_EQ(booking.name(), first.name());
+}
+
+// While inventory does not answer, CreateBooking calls that need it (a
+// cache miss) wait where no other call waits on them: many of them at once
+// hold up neither a read the cache answers nor the service. Before, each
+// waited on a gRPC callback thread, and a few of them stopped every call.
+TEST_F(AsyncReadsTest, CreateBookingsWaitingOnInventoryHoldUpNoOtherCall) {
+  SetUpHeld();
+  v1::Booking first;
+  auto s = Call(held_stub_.get(), &v1::BookingService::Stub::CreateBooking,
+                Request(absl::Hours(1), absl::Hours(2), "live-first"), &first, ana_);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+
+  held_client_->InvalidateAll();  // the next CreateBookings miss the instrument
+  held_->ArmAll();
+  constexpr int kWaiting = 16;
+  std::vector<std::future<grpc::Status>> creates;
+  for (int i = 0; i < kWaiting; ++i) {
+    // Chosen ids (the path that writes while preparing) and derived ones.
+    creates.push_back(std::async(std::launch::async, [this, i] {
+      // Half an hour each, an hour apart: clear of each other's 30-minute buffer.
+      v1::CreateBookingRequest r = Request(absl::Hours(3 + i), absl::Hours(3 + i) + absl::Minutes(30),
+                                           absl::StrCat("live-", i));
+      if (i % 2 == 1) r.set_booking_id(absl::StrCat("live-chosen-", i));
+      v1::Booking b;
+      return Call(held_stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &b, ana_);
+    }));
+  }
+  ASSERT_TRUE(held_->WaitHeldCalls(1));  // inventory holds them now
+
+  // The booking's own user reads it (no inventory call): answered while
+  // every CreateBooking above still waits. The deadline only bounds a test
+  // that would otherwise hang.
+  v1::GetBookingRequest get;
+  get.set_name(first.name());
+  v1::Booking got;
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("authorization", "Bearer " + ana_);
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  grpc::Status read = held_stub_->GetBooking(&ctx, get, &got);
+  EXPECT_TRUE(read.ok()) << read.error_code() << " " << read.error_message();
+  EXPECT_EQ(got.name(), first.name());
+  for (auto& c : creates) EXPECT_NE(c.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+
+  held_->Release();
+  for (int i = 0; i < kWaiting; ++i) {
+    grpc::Status st = creates[static_cast<size_t>(i)].get();
+    EXPECT_TRUE(st.ok()) << "CreateBooking " << i << ": " << st.error_message();
+  }
 }
 
 }  // namespace

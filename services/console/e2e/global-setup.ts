@@ -74,7 +74,7 @@ export default async function globalSetup(): Promise<(() => Promise<void>) | voi
 // mid-run (an undocumented error under LABSHARE_STRICT_REASONS, a sanitizer
 // report) otherwise shows only as "the service is unavailable" in some
 // later test.
-const PROBLEM = /LABSHARE_STRICT_REASONS:|ERROR: (Address|Leak|Thread)Sanitizer|runtime error:|terminate called|Check failed|^\S+: line \d+: +\d+ (Aborted|Segmentation fault|Bus error)/m;
+const PROBLEM = /LABSHARE_STRICT_REASONS:|ERROR: (Address|Leak|Thread)Sanitizer|runtime error:|terminate called|Check failed|assertion failed|^\S+: line \d+: +\d+ (Aborted|Segmentation fault|Bus error)/m;
 
 function keepProblems(data: string, platformLog: string): void {
   const found: string[] = [];

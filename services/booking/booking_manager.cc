@@ -475,9 +475,10 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
   b.set_payer_tier(access.payer_class() == labshare::type::v1::MEMBER ? payer.tier() : "");
   *b.mutable_billing_terms() = BillingTermsOf(rules);  // billing prices the booking with these
   b.set_purpose(in.purpose());
+  int64_t project_version = 0;  // the project version checked (JOINT_RESEARCH)
   if (joint) {
     b.set_project(in.project());
-    if (absl::Status project = CheckProject(b, instrument_id); !project.ok()) {
+    if (absl::Status project = CheckProject(b, instrument_id, &project_version); !project.ok()) {
       // A retry of a request answered before gets its first answer, whatever
       // became of the project since.
       if (!r.request_id().empty() && !r.validate_only()) {
@@ -560,6 +561,8 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
     budget.key = keys::Budget(partition, IdOf(b.project()));
     budget.field = instrument_id;
     budget.ms = Ms(end) - Ms(start);
+    // The step refuses when the project moved on from what was checked.
+    budget.project_version = project_version;
     out.budget.push_back(std::move(budget));
   }
   out.event = Event(p, r.request_id(), now);  // its create_time
@@ -567,6 +570,7 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
   out.denial = denial;
   out.reserved_id = reserved_id;
   LS_RETURN_IF_ERROR(ChargeQuotas(out, *CachedQuotas(instrument_id, IdOf(payer_name)), false));
+  if (joint && project_interleave_) project_interleave_("create:" + out.booking.name());
   return std::optional<v1::Booking>();
 }
 
@@ -632,6 +636,10 @@ absl::StatusOr<v1::Booking> BookingManager::FinishCreate(PreparedCreate& prepare
                           absl::StrCat(b.payer_organization(), " has not enough hours left in its quota on ",
                                        b.instrument(), " for this period; GetQuotaUsage shows what remains"));
     case StepOutcome::Kind::kOperatorMoved: return OperatorMoved(b.instrument());
+    case StepOutcome::Kind::kProjectMoved:
+      return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
+                       b.project() + " changed while booking (or is being updated); retry with the same "
+                       "request_id: the booking is checked against the project as it is then");
     case StepOutcome::Kind::kGuardMoved:
     case StepOutcome::Kind::kNeedsApproval:
       return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
@@ -642,42 +650,63 @@ absl::StatusOr<v1::Booking> BookingManager::FinishCreate(PreparedCreate& prepare
   return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage outcome");
 }
 
-absl::Status BookingManager::CheckProject(v1::Booking& b, const std::string& instrument_id) {
-  int64_t version = 0;
-  LS_ASSIGN_OR_RETURN(v1::Project project, LoadProject(b.project(), &version, "booking.project"));
-  // Participation first: a payer outside the project learns nothing more
-  // about it (neither its instruments, its state nor its period). Then the
-  // instrument's budget, the project's state and its period.
-  bool participant = false;
-  for (const auto& part : project.participants()) participant |= part.organization() == b.payer_organization();
-  if (!participant) {
-    return Precondition("NOT_PROJECT_PARTICIPANT", b.payer_organization() + " is not a participant of " + b.project());
+absl::Status BookingManager::CheckProject(v1::Booking& b, const std::string& instrument_id, int64_t* checked) {
+  // Twice at most: the second time after lifting the lapsed fence of an
+  // UpdateProject that died, against the document as it is now.
+  for (int attempt = 1;; ++attempt) {
+    int64_t version = 0;
+    LS_ASSIGN_OR_RETURN(v1::Project project, LoadProject(b.project(), &version, "booking.project"));
+    // Participation first: a payer outside the project learns nothing more
+    // about it (neither its instruments, its state nor its period). Then the
+    // instrument's budget, the project's state and its period.
+    bool participant = false;
+    for (const auto& part : project.participants()) participant |= part.organization() == b.payer_organization();
+    if (!participant) {
+      return Precondition("NOT_PROJECT_PARTICIPANT", b.payer_organization() + " is not a participant of " + b.project());
+    }
+    bool budgeted = false;
+    for (const auto& budget : project.instrument_budgets()) budgeted |= budget.instrument() == "instruments/" + instrument_id;
+    if (!budgeted) {
+      return Precondition("INSTRUMENT_NOT_IN_PROJECT", b.project() + " has no budget on " + b.instrument());
+    }
+    const absl::Time start = FromProto(b.reserved_interval().start_time());
+    const absl::Time end = FromProto(b.reserved_interval().end_time());
+    if (ProjectState(project) == v1::Project::ENDED) {
+      return Precondition("PROJECT_NOT_ACTIVE", b.project() + " has ended");
+    }
+    if (start < FromProto(project.period().start_time()) || end > FromProto(project.period().end_time())) {
+      return Precondition("OUTSIDE_PROJECT_PERIOD", "the booking must lie inside the project's period");
+    }
+    const std::string project_id = IdOf(b.project());
+    LS_ASSIGN_OR_RETURN(auto use, store_->GetBudget(project_id, instrument_id));
+    if (use.fence != 0) {
+      // An UpdateProject is checking or committing: the booking waits for
+      // it (the create step would refuse anyway). One whose fence lapsed
+      // died: the counters follow the document as it is once the fence is
+      // seen lapsed (read again), and the fence goes.
+      LS_ASSIGN_OR_RETURN(bool lapsed, store_->FenceLapsed(project_id, instrument_id, use.fence));
+      if (!lapsed || attempt > 1) {
+        return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
+                         b.project() + " is being updated; retry with the same request_id");
+      }
+      int64_t now_version = 0;
+      LS_ASSIGN_OR_RETURN(v1::Project now, LoadProject(b.project(), &now_version, "booking.project"));
+      LS_RETURN_IF_ERROR(LiftProjectFences(project_id, {instrument_id}, use.fence, now, now_version));
+      continue;
+    }
+    // Counters behind the document (an UpdateProject whose process died
+    // between its commit and the counter write, never retried) follow it
+    // now, before the booking's step checks the budget; the version guard
+    // makes a repetition, or a race with a newer update, harmless.
+    if (use.version < version) LS_RETURN_IF_ERROR(SetProjectBudgets(project, {}, version));
+    for (const auto& part : project.participants()) {
+      auto* share = b.add_cost_shares();
+      share->set_organization(part.organization());
+      share->set_share_bps(part.share_bps());
+    }
+    *checked = version;
+    return absl::OkStatus();
   }
-  bool budgeted = false;
-  for (const auto& budget : project.instrument_budgets()) budgeted |= budget.instrument() == "instruments/" + instrument_id;
-  if (!budgeted) {
-    return Precondition("INSTRUMENT_NOT_IN_PROJECT", b.project() + " has no budget on " + b.instrument());
-  }
-  const absl::Time start = FromProto(b.reserved_interval().start_time());
-  const absl::Time end = FromProto(b.reserved_interval().end_time());
-  if (ProjectState(project) == v1::Project::ENDED) {
-    return Precondition("PROJECT_NOT_ACTIVE", b.project() + " has ended");
-  }
-  if (start < FromProto(project.period().start_time()) || end > FromProto(project.period().end_time())) {
-    return Precondition("OUTSIDE_PROJECT_PERIOD", "the booking must lie inside the project's period");
-  }
-  // Counters behind the document (an UpdateProject whose process died
-  // between its commit and the counter write, never retried) follow it
-  // now, before the booking's step checks the budget; the version guard
-  // makes a repetition, or a race with a newer update, harmless.
-  LS_ASSIGN_OR_RETURN(auto use, store_->GetBudget(IdOf(b.project()), instrument_id));
-  if (use.version < version) LS_RETURN_IF_ERROR(SetProjectBudgets(project, {}, version));
-  for (const auto& part : project.participants()) {
-    auto* share = b.add_cost_shares();
-    share->set_organization(part.organization());
-    share->set_share_bps(part.share_bps());
-  }
-  return absl::OkStatus();
 }
 
 // ================================================================ reads

@@ -227,6 +227,12 @@ class BookingManager {
   // test can make another change between its reads and its steps. Set it
   // before any call runs.
   void InterleaveApplyForTest(std::function<void(const std::string&)> f) { apply_interleave_ = std::move(f); }
+  // Tests only: CreateBooking calls `f` with "create:<booking name>" for a
+  // JOINT_RESEARCH booking between its project check and its create step,
+  // and UpdateProject with "update:<project name>" between its checks of
+  // the bookings and counters and its commit, so that a test can run the
+  // other one in between. Set it before any call runs.
+  void InterleaveProjectForTest(std::function<void(const std::string&)> f) { project_interleave_ = std::move(f); }
 
  private:
   // The operator a create step's listing keys name, as read from inventory
@@ -688,6 +694,11 @@ class BookingManager {
   // One attempt of UpdateProject: CONCURRENT_MODIFICATION when another
   // change of the project won the compare-and-set.
   absl::StatusOr<v1::Project> UpdateProjectOnce(const Principal& p, const v1::UpdateProjectRequest& r);
+  // UpdateProjectOnce once its fences are set: the checks against the
+  // bookings and counters of `current` (at `version`), then the commit of
+  // `project` (merged and completed).
+  absl::StatusOr<v1::Project> UpdateProjectFenced(const Principal& p, const v1::UpdateProjectRequest& r,
+                                                  const v1::Project& current, int64_t version, v1::Project project);
   // Commits a project mutation; `on_conflict` answers a lost compare-and-set.
   absl::StatusOr<v1::Project> CommitProject(const Mutation& m, const v1::Project& project,
                                             absl::Status on_conflict);
@@ -701,8 +712,25 @@ class BookingManager {
   // about the project), the instrument is budgeted
   // (INSTRUMENT_NOT_IN_PROJECT), the project has not ended
   // (PROJECT_NOT_ACTIVE), the booking lies in its period
-  // (OUTSIDE_PROJECT_PERIOD). Fills its cost shares.
-  absl::Status CheckProject(v1::Booking& booking, const std::string& instrument_id);
+  // (OUTSIDE_PROJECT_PERIOD). Fills its cost shares and `version`, the
+  // project version checked (the create step holds the budget counter to
+  // it: CounterCharge::project_version). An UpdateProject under way (its
+  // fence on the budget) is CONCURRENT_MODIFICATION; the lapsed fence of
+  // one that died is lifted first (the counters follow the document).
+  absl::Status CheckProject(v1::Booking& booking, const std::string& instrument_id, int64_t* version);
+  // UpdateProject's fences (BookingStore::FenceBudget) on the project's
+  // budget of each instrument of `instruments` (in order), for `owner`: a
+  // create step of a booking of the project on them answers kProjectMoved
+  // until they are lifted. CONCURRENT_MODIFICATION when another update's
+  // fence holds one of them (the fences set so far are lifted).
+  absl::Status FenceProject(const std::string& project_id, const std::vector<std::string>& instruments,
+                            int64_t owner);
+  // Lifts `owner`'s fences of FenceProject after writing the budgets of
+  // `project` (as SetProjectBudgets: an instrument it no longer budgets
+  // gets 0) at `version`; a `project` of version 0 (not known: archived)
+  // writes none.
+  absl::Status LiftProjectFences(const std::string& project_id, const std::vector<std::string>& instruments,
+                                 int64_t owner, const v1::Project& project, int64_t version) const;
 
   BookingStore* store_;
   InventoryClient* inventory_;
@@ -711,6 +739,7 @@ class BookingManager {
   absl::Mutex quota_mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<const QuotaGroup>> quota_cache_ ABSL_GUARDED_BY(quota_mu_);
   std::function<void(const std::string&)> apply_interleave_;  // InterleaveApplyForTest
+  std::function<void(const std::string&)> project_interleave_;  // InterleaveProjectForTest
   // The async reads' synchronous steps (inventory cache misses, a lease's or
   // order's document): never on a pipeline or gRPC callback thread. Last, so
   // it stops (running what it accepted) before the rest goes.

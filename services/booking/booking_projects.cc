@@ -11,6 +11,7 @@
 
 #include <google/protobuf/util/field_mask_util.h>
 
+#include "absl/random/random.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -30,6 +31,19 @@ namespace {
 
 using labshare::inventory::FindMode;
 using labshare::inventory::ParseName;
+
+// How long an UpdateProject's fences hold bookings of the project off when
+// the updater dies before lifting them. An updater must commit within it
+// (its checks are a few reads); a pause longer than this between its
+// fences and its commit could let a booking checked against the old
+// document through.
+constexpr absl::Duration kProjectFenceTtl = absl::Seconds(30);
+
+// A fence's owner: random, in [1, 2^52) (an exact Lua number).
+int64_t NewFenceOwner() {
+  thread_local absl::BitGen gen;
+  return absl::Uniform<int64_t>(gen, 1, int64_t{1} << 52);
+}
 
 absl::Status Invalid(absl::string_view reason, std::string field, std::string message) {
   return InvalidFields({{std::move(field), std::move(message)}}, reason);
@@ -475,6 +489,75 @@ absl::StatusOr<v1::Project> BookingManager::UpdateProjectOnce(const Principal& p
   const auto& paths = r.update_mask().paths();
   const bool sent_budgets = std::find(paths.begin(), paths.end(), "instrument_budgets") != paths.end();
   LS_RETURN_IF_ERROR(CompleteProject(project, sent_budgets, sent_participants));
+  // Bookings of the project are held off while the update checks and
+  // commits: a fence on its budget of every instrument it budgets or will
+  // budget (in order, so that two updates meet on the first), which a
+  // create step meets (CounterCharge::project_version). The checks below
+  // therefore see every booking that will ever have been checked against
+  // the document they replace. The fences are lifted with the budgets of
+  // the version committed, or, when the update fails, of the document as
+  // it is then; an updater that dies leaves them to lapse.
+  std::set<std::string> instrument_set;
+  for (const auto& b : current.instrument_budgets()) instrument_set.insert(IdOf(b.instrument()));
+  for (const auto& b : project.instrument_budgets()) instrument_set.insert(IdOf(b.instrument()));
+  const std::vector<std::string> fenced(instrument_set.begin(), instrument_set.end());
+  const std::string id = IdOf(project.name());
+  const int64_t owner = NewFenceOwner();
+  LS_RETURN_IF_ERROR(FenceProject(id, fenced, owner));
+  absl::StatusOr<v1::Project> out = UpdateProjectFenced(p, r, current, version, std::move(project));
+  if (!out.ok()) {
+    int64_t now_version = 0;
+    absl::StatusOr<v1::Project> now = LoadProject(current.name(), &now_version, "project.name");
+    const absl::Status lifted =
+        LiftProjectFences(id, fenced, owner, now.ok() ? *now : v1::Project(), now.ok() ? now_version : 0);
+    if (!lifted.ok()) {
+      LogWarning("project fences left to lapse", {{"project", current.name()}, {"error", lifted.ToString()}});
+    }
+    return out;
+  }
+  int64_t at = 0;
+  if (!absl::SimpleAtoi(out->etag(), &at)) at = 0;
+  LS_RETURN_IF_ERROR(LiftProjectFences(id, fenced, owner, *out, at));
+  return out;
+}
+
+absl::Status BookingManager::FenceProject(const std::string& project_id, const std::vector<std::string>& instruments,
+                                          int64_t owner) {
+  for (size_t i = 0; i < instruments.size(); ++i) {
+    LS_ASSIGN_OR_RETURN(bool fenced, store_->FenceBudget(project_id, instruments[i], owner, kProjectFenceTtl));
+    if (!fenced) {
+      const std::vector<std::string> set(instruments.begin(), instruments.begin() + static_cast<std::ptrdiff_t>(i));
+      LS_RETURN_IF_ERROR(LiftProjectFences(project_id, set, owner, v1::Project(), 0));
+      return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
+                       "another update of projects/" + project_id + " is under way; retry with the same request_id");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BookingManager::LiftProjectFences(const std::string& project_id,
+                                               const std::vector<std::string>& instruments, int64_t owner,
+                                               const v1::Project& project, int64_t version) const {
+  std::map<std::string, int64_t> budgets;
+  for (const auto& b : project.instrument_budgets()) {
+    budgets[IdOf(b.instrument())] = absl::ToInt64Milliseconds(FromProto(b.budget()));
+  }
+  for (const auto& instrument : instruments) {
+    const auto it = budgets.find(instrument);
+    LS_RETURN_IF_ERROR(store_->LiftBudgetFence(project_id, instrument, owner, it == budgets.end() ? 0 : it->second,
+                                               version));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Project> BookingManager::UpdateProjectFenced(const Principal& p,
+                                                                const v1::UpdateProjectRequest& r,
+                                                                const v1::Project& current, int64_t version,
+                                                                v1::Project project) {
+  const auto& paths = r.update_mask().paths();
+  const bool sent_participants = std::find(paths.begin(), paths.end(), "participants") != paths.end();
+  const std::string idem = r.request_id().empty() ? "" : keys::ProjectIdempotency("UpdateProject", r.request_id());
+  const std::string fingerprint = RequestFingerprint("UpdateProject", r, ActorName(p));
   // Holding bookings keep their payer a participant and the period around them.
   if (std::find(paths.begin(), paths.end(), "participants") != paths.end() ||
       std::find(paths.begin(), paths.end(), "period") != paths.end()) {
@@ -535,18 +618,13 @@ absl::StatusOr<v1::Project> BookingManager::UpdateProjectOnce(const Principal& p
   m.outbox_key = keys::ProjectOutbox();
   m.event_type = v1::BookingEvent::descriptor()->full_name();
   m.event_payload = event.SerializeAsString();
-  // The counters follow the committed document, at its version: a
-  // conflicted update writes none, and a late write of an older version
-  // never overwrites a newer budget. (Until they are written, bookings see
-  // the previous budget.)
-  std::vector<std::string> dropped;
-  for (const auto& b : current.instrument_budgets()) dropped.push_back(IdOf(b.instrument()));
-  LS_ASSIGN_OR_RETURN(v1::Project out,
-                      CommitProject(m, project, MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
-                                                          "the project changed concurrently; read it again and retry")));
-  int64_t at = 0;
-  if (absl::SimpleAtoi(out.etag(), &at)) LS_RETURN_IF_ERROR(SetProjectBudgets(out, dropped, at));
-  return out;
+  // The counters follow the committed document, at its version, as the
+  // fences are lifted (UpdateProjectOnce): a conflicted update writes none,
+  // and a late write of an older version never overwrites a newer budget.
+  // (Until they are written, bookings see the previous budget.)
+  if (project_interleave_) project_interleave_("update:" + project.name());
+  return CommitProject(m, project, MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
+                                             "the project changed concurrently; read it again and retry"));
 }
 
 absl::Status BookingManager::SetProjectBudgets(const v1::Project& project, const std::vector<std::string>& dropped,

@@ -303,7 +303,8 @@ end
 //       14 n events, 15 n counters, 16 the calendar member (CalendarMember),
 //       17 the replaced booking's start ('' unknown),
 //       then per counter (field, limit ms or 'hash', ms, on over
-//       'fail'|'ask'|'allow', reason), then per extra document (expected
+//       'fail'|'ask'|'allow', reason, project version ('' none: see
+//       CounterCharge::project_version)), then per extra document (expected
 //       version, 0: must not exist; data), then the events, then (always
 //       the last two) the instrument etag the listing keys' operator was
 //       read at ('' not checked) and that operator.
@@ -326,9 +327,18 @@ else
   local seen = replay(KEYS[1], ARGV[1])
   if seen then return seen end
 end
-if ARGV[4] == '1' then return {'DENIED'} end
 local n_extra, nc = tonumber(ARGV[13]), tonumber(ARGV[15])
-local xk, xa = 11 + nc, 17 + nc * 5
+local xk, xa = 11 + nc, 17 + nc * 6
+-- A project budget checked against a project version: the project must
+-- still be at it, and no UpdateProject may be checking or committing.
+for i = 1, nc do
+  local a = 17 + (i - 1) * 6
+  if ARGV[a + 6] ~= '' then
+    local c = redis.call('HMGET', KEYS[11 + i], ARGV[a + 1] .. ':budget_version', ARGV[a + 1] .. ':fence')
+    if c[2] or tonumber(c[1] or '0') ~= tonumber(ARGV[a + 6]) then return {'PROJECT'} end
+  end
+end
+if ARGV[4] == '1' then return {'DENIED'} end
 if not in_doc and redis.call('EXISTS', KEYS[3]) == 1 then return {'EXISTS'} end
 if ARGV[10] ~= '' and tonumber(redis.call('HGET', KEYS[8], 'v') or '0') ~= tonumber(ARGV[10]) then
   return {'STALE'}
@@ -352,7 +362,7 @@ local taken = cal_walk(KEYS[4], KEYS[11], sb, sw, ARGV[6], s, ARGV[11], true)
 if taken then return {'TAKEN', taken} end
 local ask = false
 for i = 1, nc do
-  local a = 17 + (i - 1) * 5
+  local a = 17 + (i - 1) * 6
   local f, mode = ARGV[a + 1], ARGV[a + 4]
   if mode ~= 'allow' then
     local c = redis.call('HMGET', KEYS[11 + i], f .. ':budget', f .. ':committed', f .. ':used')
@@ -394,7 +404,7 @@ if KEYS[ls] then
   end
 end
 for i = 1, nc do
-  local a = 17 + (i - 1) * 5
+  local a = 17 + (i - 1) * 6
   if not ls_add(redis.call('HGET', KEYS[11 + i], ARGV[a + 1] .. ':committed'), ARGV[a + 3]) then
     return redis.error_reply('ERR counter overflow in ' .. KEYS[11 + i])
   end
@@ -404,7 +414,7 @@ if ARGV[11] ~= '' then
   if m then redis.call('ZREM', KEYS[4], m) end
 end
 for i = 1, nc do
-  local a = 17 + (i - 1) * 5
+  local a = 17 + (i - 1) * 6
   redis.call('HINCRBY', KEYS[11 + i], ARGV[a + 1] .. ':committed', ARGV[a + 3])
 end
 -- Arguments go to Redis as the strings they came in: a Lua number would be
@@ -574,6 +584,8 @@ absl::StatusOr<StepOutcome> Outcome(const RedisValue& v) {
     out.kind = StepOutcome::Kind::kOperatorMoved;
   } else if (tag == "WITHDRAWN") {
     out.kind = StepOutcome::Kind::kWindowWithdrawn;
+  } else if (tag == "PROJECT") {
+    out.kind = StepOutcome::Kind::kProjectMoved;
   } else {
     out.kind = StepOutcome::Kind::kConflict;
   }
@@ -914,13 +926,72 @@ absl::StatusOr<BookingStore::BudgetUse> BookingStore::GetBudget(
   const std::string f(instrument_id);
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"HMGET", keys::Budget(keys::Partition(instrument_id), project_id),
                                                     f + ":budget", f + ":committed", f + ":used",
-                                                    f + ":budget_version"}));
+                                                    f + ":budget_version", f + ":fence"}));
   BudgetUse out;
-  int64_t* fields[] = {&out.budget_ms, &out.committed_ms, &out.used_ms, &out.version};
-  for (size_t i = 0; i < 4 && i < v.elements.size(); ++i) {
+  int64_t* fields[] = {&out.budget_ms, &out.committed_ms, &out.used_ms, &out.version, &out.fence};
+  for (size_t i = 0; i < 5 && i < v.elements.size(); ++i) {
     if (!v.elements[i].is_nil()) absl::SimpleAtoi(v.elements[i].str, fields[i]);
   }
   return out;
+}
+
+// The fence fields hold integers only ("<instr>:fence" the owner,
+// "<instr>:fence_until" ms of Redis's clock), as every field of the hash
+// does: labshare-archive copies them with the counters.
+absl::StatusOr<bool> BookingStore::FenceBudget(absl::string_view project_id, absl::string_view instrument_id,
+                                               int64_t owner, absl::Duration ttl) const {
+  // KEYS: the budget hash. ARGV: instrument id, owner, ttl (ms).
+  static const RedisScript* script = new RedisScript(R"lua(
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local f = redis.call('HMGET', KEYS[1], ARGV[1] .. ':fence', ARGV[1] .. ':fence_until')
+if f[1] and f[1] ~= ARGV[2] and tonumber(f[2] or '0') > now then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1] .. ':fence', ARGV[2], ARGV[1] .. ':fence_until',
+           string.format('%d', now + tonumber(ARGV[3])))
+return 1
+)lua");
+  LS_ASSIGN_OR_RETURN(RedisValue v,
+                      pool_->Eval(*script, {keys::Budget(keys::Partition(instrument_id), project_id)},
+                                  {std::string(instrument_id), std::to_string(owner),
+                                   std::to_string(absl::ToInt64Milliseconds(ttl))}));
+  return v.integer == 1;
+}
+
+absl::StatusOr<bool> BookingStore::FenceLapsed(absl::string_view project_id, absl::string_view instrument_id,
+                                               int64_t owner) const {
+  // KEYS: the budget hash. ARGV: instrument id, owner.
+  static const RedisScript* script = new RedisScript(R"lua(
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local f = redis.call('HMGET', KEYS[1], ARGV[1] .. ':fence', ARGV[1] .. ':fence_until')
+if f[1] == ARGV[2] and tonumber(f[2] or '0') <= now then return 1 end
+return 0
+)lua");
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(*script, {keys::Budget(keys::Partition(instrument_id), project_id)},
+                                                {std::string(instrument_id), std::to_string(owner)}));
+  return v.integer == 1;
+}
+
+absl::Status BookingStore::LiftBudgetFence(absl::string_view project_id, absl::string_view instrument_id,
+                                           int64_t owner, int64_t budget_ms, int64_t project_version) const {
+  // KEYS: the budget hash. ARGV: instrument id, owner, budget (ms), project
+  // version ('' none: the budget is not written).
+  static const RedisScript* script = new RedisScript(R"lua(
+if ARGV[4] ~= '' then
+  local at = tonumber(redis.call('HGET', KEYS[1], ARGV[1] .. ':budget_version') or '0')
+  if not at or at < tonumber(ARGV[4]) then
+    redis.call('HSET', KEYS[1], ARGV[1] .. ':budget', ARGV[3], ARGV[1] .. ':budget_version', ARGV[4])
+  end
+end
+if redis.call('HGET', KEYS[1], ARGV[1] .. ':fence') == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1] .. ':fence', ARGV[1] .. ':fence_until')
+end
+return 1
+)lua");
+  return pool_->Eval(*script, {keys::Budget(keys::Partition(instrument_id), project_id)},
+                     {std::string(instrument_id), std::to_string(owner), std::to_string(budget_ms),
+                      project_version > 0 ? std::to_string(project_version) : ""})
+      .status();
 }
 
 std::string NewBookingId(int partition) {
@@ -1023,6 +1094,7 @@ void CreateArgs(const CreateStep& s, std::vector<std::string>& keys, std::vector
     args.push_back(std::to_string(c.ms));
     args.push_back(OnOverArg(c.on_over));
     args.push_back(c.over_reason);
+    args.push_back(c.project_version > 0 ? std::to_string(c.project_version) : "");
   }
   AppendDocsAndEvents(s.extra_docs, s.events, keys, args);
   args.push_back(s.operator_etag > 0 ? std::to_string(s.operator_etag) : "");

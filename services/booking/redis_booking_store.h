@@ -92,7 +92,16 @@
 //                            research project's hours on an instrument, kept
 //                            with the calendar so the create step checks them;
 //                            "<instr>:budget_version" the project version the
-//                            budget was set from (CreateProject, UpdateProject)
+//                            budget was set from (CreateProject, UpdateProject);
+//                            "<instr>:fence" and "<instr>:fence_until" while an
+//                            UpdateProject checks and commits (its owner, a
+//                            random integer, and when the fence lapses, ms of
+//                            Redis's clock): a booking's create step refuses
+//                            to charge a budget that is fenced or whose
+//                            budget_version is not the project version the
+//                            booking was checked against (CounterCharge::
+//                            project_version), so a booking and an update
+//                            never each check a state the other is changing.
 //   {bk:P}:quotas:<instr>:<org>   quotas of an organisation on an instrument
 //   {bk:P}:qc:<instr>:<org>       their counters; index {bk:P}:quotaidx
 //   {booking}:project:<id>   Project document; index {booking}:projects;
@@ -278,6 +287,12 @@ struct CounterCharge {
   enum class OnOver { kFail, kAskApproval, kAllow };
   OnOver on_over = OnOver::kFail;
   std::string over_reason = "BUDGET";  // kFail: "BUDGET" (kOverBudget) or "QUOTA" (kOverQuota)
+  // > 0: a project budget whose booking was checked against the project
+  // document at this version. Before anything else (a replay aside) the
+  // step answers kProjectMoved, writing nothing, when "<field>:fence" is
+  // set (an UpdateProject is under way, or died: BookingStore::FenceBudget)
+  // or "<field>:budget_version" is not this version (the project changed).
+  int64_t project_version = 0;
 };
 
 // A counter movement applied by an update step.
@@ -433,7 +448,8 @@ struct RefileOp {
 
 struct StepOutcome {
   enum class Kind { kApplied, kReplayed, kRequestReused, kSlotTaken, kExists, kDenied, kConflict,
-                    kOverBudget, kOverQuota, kNeedsApproval, kGuardMoved, kOperatorMoved, kWindowWithdrawn };
+                    kOverBudget, kOverQuota, kNeedsApproval, kGuardMoved, kOperatorMoved, kWindowWithdrawn,
+                    kProjectMoved };
   Kind kind = Kind::kApplied;
   std::string response;     // kReplayed
   std::string conflicting;  // kSlotTaken: the booking id in the way
@@ -610,9 +626,27 @@ class BookingStore {
   struct BudgetUse {
     int64_t budget_ms = 0, committed_ms = 0, used_ms = 0;
     int64_t version = 0;  // "<instr>:budget_version": the project version of budget_ms
+    int64_t fence = 0;    // "<instr>:fence": the owner of an UpdateProject's fence (0: none)
   };
   absl::StatusOr<BudgetUse> GetBudget(absl::string_view project_id,
                                       absl::string_view instrument_id) const;
+  // UpdateProject's fence on a project's budget of an instrument (see
+  // keys::Budget): set for `owner` (a random integer in [1, 2^52)) until
+  // Redis's clock reaches now + ttl, unless another owner's fence is set
+  // and has not lapsed (false: nothing written). A fence of this owner is
+  // renewed; a lapsed one of another owner (an updater that died) is taken
+  // over.
+  absl::StatusOr<bool> FenceBudget(absl::string_view project_id, absl::string_view instrument_id, int64_t owner,
+                                   absl::Duration ttl) const;
+  // Whether `owner`'s fence is still set there and has lapsed on Redis's
+  // clock.
+  absl::StatusOr<bool> FenceLapsed(absl::string_view project_id, absl::string_view instrument_id,
+                                   int64_t owner) const;
+  // Lifts `owner`'s fence (another owner's stays) after writing the budget
+  // as of `project_version` (> 0) as SetBudget does (only over an older
+  // version), in one step.
+  absl::Status LiftBudgetFence(absl::string_view project_id, absl::string_view instrument_id, int64_t owner,
+                               int64_t budget_ms, int64_t project_version) const;
   const DocStore& docs() const { return docs_; }
   // Bookings of an instrument in (reserved start, id) order after the
   // position `after` ("" from the first), as IndexMember positions.

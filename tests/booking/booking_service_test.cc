@@ -12,7 +12,9 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_replace.h"
+#include "common/error.h"
 #include "common/grpc_status.h"
 #include "common/log.h"
 #include "common/proto_util.h"
@@ -2418,6 +2420,300 @@ TEST_F(QuotaTest, ScopeComesFirstAndAnUnsetAllowanceIsZero) {
   EXPECT_EQ(GrpcErrorReason(s), "ORGANIZATION_SCOPE");
   s = Call(stub_.get(), &v1::BookingService::Stub::GetQuotaUsage, u, &usage, admin_);
   EXPECT_EQ(GrpcErrorReason(s), "QUOTA_NOT_FOUND");
+}
+
+// ============================================================ UpdateProject vs JOINT_RESEARCH CreateBooking
+//
+// A booking is checked against the project document (participant, period)
+// before its create step, and UpdateProject checks the project's holding
+// bookings and counters before its commit. Each side must not act on a
+// state the other one is changing: the tests run one side between the
+// other's checks and its write (InterleaveProjectForTest) and expect the
+// second writer refused (ABORTED CONCURRENT_MODIFICATION), and a retry with
+// the same request_id answered against the project as it is then.
+class ProjectRaceTest : public JointResearchTest {
+ protected:
+  // "proj": lab, owner and outsider, equal split, 3 h (`budget`) on tem over
+  // days 2..4.
+  void MakeTrio(absl::Duration budget_hours = absl::Hours(3)) {
+    v1::CreateProjectRequest r;
+    r.set_project_id("proj");
+    auto* pr = r.mutable_project();
+    pr->set_title("Shared lithography");
+    pr->set_cost_share_template(v1::Project::EQUAL_SPLIT);
+    for (const char* org : {"organizations/lab", "organizations/owner", "organizations/outsider"}) {
+      pr->add_participants()->set_organization(org);
+    }
+    *pr->mutable_period()->mutable_start_time() = ToProto(day_);
+    *pr->mutable_period()->mutable_end_time() = ToProto(day_ + absl::Hours(48));
+    auto* budget = pr->add_instrument_budgets();
+    budget->set_instrument("instruments/tem");
+    *budget->mutable_budget() = ToProto(budget_hours);
+    v1::Project out;
+    grpc::Status s = Call(stub_.get(), &v1::BookingService::Stub::CreateProject, r, &out, admin_);
+    ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  }
+  // A JOINT_RESEARCH booking of tem in proj paid by `payer`, booked by an
+  // administrator.
+  v1::CreateBookingRequest JointRequest(absl::Duration from, absl::Duration to, const std::string& payer,
+                                        const std::string& request_id) {
+    v1::CreateBookingRequest r;
+    r.mutable_booking()->set_instrument("instruments/tem");
+    r.mutable_booking()->set_mode(labshare::type::v1::JOINT_RESEARCH);
+    r.mutable_booking()->set_project("projects/proj");
+    r.mutable_booking()->set_user("users/ana");
+    r.mutable_booking()->set_payer_organization(payer);
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + from);
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + to);
+    r.set_request_id(request_id);
+    return r;
+  }
+  grpc::Status CreateJoint(const v1::CreateBookingRequest& r, v1::Booking* out) {
+    return Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, out, admin_);
+  }
+  grpc::Status Update(const v1::UpdateProjectRequest& r, v1::Project* out) {
+    return Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, r, out, admin_);
+  }
+  // proj without outsider.
+  static v1::UpdateProjectRequest WithoutOutsider(const std::string& request_id) {
+    v1::UpdateProjectRequest r;
+    r.set_request_id(request_id);
+    r.mutable_project()->set_name("projects/proj");
+    r.mutable_project()->add_participants()->set_organization("organizations/lab");
+    r.mutable_project()->add_participants()->set_organization("organizations/owner");
+    r.mutable_update_mask()->add_paths("participants");
+    return r;
+  }
+  // proj's period cut to day 2 alone.
+  v1::UpdateProjectRequest FirstDayOnly(const std::string& request_id) {
+    v1::UpdateProjectRequest r;
+    r.set_request_id(request_id);
+    r.mutable_project()->set_name("projects/proj");
+    *r.mutable_project()->mutable_period()->mutable_start_time() = ToProto(day_);
+    *r.mutable_project()->mutable_period()->mutable_end_time() = ToProto(day_ + absl::Hours(24));
+    r.mutable_update_mask()->add_paths("period");
+    return r;
+  }
+  Principal Admin() { return Principal{"admin", "", {Role::kConsortiumAdmin}, clock_.Now() + absl::Hours(1)}; }
+  // Runs `f` once, at the first interleaving point whose name starts with
+  // `point` ("create:" or "update:").
+  void Between(const std::string& point, std::function<void()> f) {
+    auto fired = std::make_shared<bool>(false);
+    manager_->InterleaveProjectForTest([point, fired, f = std::move(f)](const std::string& at) {
+      if (*fired || at.rfind(point, 0) != 0) return;
+      *fired = true;
+      f();
+    });
+  }
+  // The project's holding bookings of tem, as stored: (payer, start hour).
+  std::vector<std::pair<std::string, int64_t>> Holding() {
+    std::vector<std::pair<std::string, int64_t>> out;
+    v1::ListBookingsRequest l;
+    l.set_instrument("instruments/tem");
+    l.set_page_size(100);
+    v1::ListBookingsResponse resp;
+    EXPECT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ListBookings, l, &resp, admin_).ok());
+    for (const auto& b : resp.bookings()) {
+      if (b.project() != "projects/proj" || b.state() != v1::Booking::CONFIRMED) continue;
+      out.emplace_back(b.payer_organization(),
+                       (FromProto(b.reserved_interval().start_time()) - day_) / absl::Hours(1));
+    }
+    return out;
+  }
+  int64_t Field(const std::string& field) {
+    auto v = pool_->Command({"HGET", keys::Budget(keys::Partition("tem"), "proj"), field});
+    int64_t out = 0;
+    if (v.ok() && !v->is_nil()) {
+      EXPECT_TRUE(absl::SimpleAtoi(v->str, &out)) << v->str;
+    }
+    return out;
+  }
+  bool HasField(const std::string& field) {
+    auto v = pool_->Command({"HEXISTS", keys::Budget(keys::Partition("tem"), "proj"), field});
+    return v.ok() && v->integer == 1;
+  }
+};
+
+// (a) The booking was checked while outsider was a participant; the update
+// that removes outsider commits before the booking's step: the step
+// refuses, and the retry hears that outsider no longer participates.
+TEST_F(ProjectRaceTest, ABookingCheckedBeforeItsPayerWasRemovedIsRefused) {
+  ASSERT_NO_FATAL_FAILURE(MakeTrio());
+  absl::Status update = absl::UnknownError("not run");
+  Between("create:", [&] { update = manager_->UpdateProject(Admin(), WithoutOutsider("drop-1")).status(); });
+  const v1::CreateBookingRequest r = JointRequest(absl::Hours(9), absl::Hours(10), "organizations/outsider", "book-1");
+  v1::Booking b;
+  grpc::Status s = CreateJoint(r, &b);
+  ASSERT_TRUE(update.ok()) << update;
+  ExpectGrpcError(s, grpc::StatusCode::ABORTED, "CONCURRENT_MODIFICATION", "the create step after the update");
+  s = CreateJoint(r, &b);
+  ExpectGrpcError(s, grpc::StatusCode::FAILED_PRECONDITION, "NOT_PROJECT_PARTICIPANT", "the retry");
+  EXPECT_TRUE(Holding().empty());
+  EXPECT_EQ(FromProto(Budget().committed()), absl::ZeroDuration());
+}
+
+// (a) The update checked that outsider holds no booking; a booking paid by
+// outsider comes before its commit: it is refused (the update's fence),
+// the update commits, and the retry hears NOT_PROJECT_PARTICIPANT.
+TEST_F(ProjectRaceTest, AnUpdateRemovingAPayerHoldsItsNewBookingsOff) {
+  ASSERT_NO_FATAL_FAILURE(MakeTrio());
+  const v1::CreateBookingRequest r = JointRequest(absl::Hours(9), absl::Hours(10), "organizations/outsider", "book-1");
+  absl::Status created = absl::UnknownError("not run");
+  Between("update:", [&] { created = manager_->CreateBooking(Admin(), r).status(); });
+  v1::Project updated;
+  grpc::Status s = Update(WithoutOutsider("drop-1"), &updated);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(created.code(), absl::StatusCode::kAborted) << created;
+  EXPECT_EQ(ErrorReason(created), "CONCURRENT_MODIFICATION") << created;
+  EXPECT_EQ(updated.participants_size(), 2);
+  v1::Booking b;
+  ExpectGrpcError(CreateJoint(r, &b), grpc::StatusCode::FAILED_PRECONDITION, "NOT_PROJECT_PARTICIPANT", "the retry");
+  EXPECT_TRUE(Holding().empty());
+  EXPECT_EQ(FromProto(Budget().committed()), absl::ZeroDuration());
+}
+
+// (b) The booking (day 3) was checked against the two-day period; the
+// update that cuts the period to day 2 commits before the booking's step.
+TEST_F(ProjectRaceTest, ABookingCheckedBeforeThePeriodWasShortenedIsRefused) {
+  ASSERT_NO_FATAL_FAILURE(MakeTrio());
+  absl::Status update = absl::UnknownError("not run");
+  Between("create:", [&] { update = manager_->UpdateProject(Admin(), FirstDayOnly("cut-1")).status(); });
+  const v1::CreateBookingRequest r = JointRequest(absl::Hours(30), absl::Hours(31), "", "book-1");
+  v1::Booking b;
+  grpc::Status s = CreateJoint(r, &b);
+  ASSERT_TRUE(update.ok()) << update;
+  ExpectGrpcError(s, grpc::StatusCode::ABORTED, "CONCURRENT_MODIFICATION", "the create step after the update");
+  ExpectGrpcError(CreateJoint(r, &b), grpc::StatusCode::FAILED_PRECONDITION, "OUTSIDE_PROJECT_PERIOD", "the retry");
+  EXPECT_TRUE(Holding().empty());
+}
+
+// (b) The update checked that no booking lies on day 3; one comes before
+// its commit: refused, the period is cut, the retry is outside it.
+TEST_F(ProjectRaceTest, AnUpdateShorteningThePeriodHoldsNewBookingsOff) {
+  ASSERT_NO_FATAL_FAILURE(MakeTrio());
+  const v1::CreateBookingRequest r = JointRequest(absl::Hours(30), absl::Hours(31), "", "book-1");
+  absl::Status created = absl::UnknownError("not run");
+  Between("update:", [&] { created = manager_->CreateBooking(Admin(), r).status(); });
+  v1::Project updated;
+  grpc::Status s = Update(FirstDayOnly("cut-1"), &updated);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(created.code(), absl::StatusCode::kAborted) << created;
+  EXPECT_EQ(ErrorReason(created), "CONCURRENT_MODIFICATION") << created;
+  v1::Booking b;
+  ExpectGrpcError(CreateJoint(r, &b), grpc::StatusCode::FAILED_PRECONDITION, "OUTSIDE_PROJECT_PERIOD", "the retry");
+  EXPECT_TRUE(Holding().empty());
+  EXPECT_EQ(FromProto(Budget().committed()), absl::ZeroDuration());
+}
+
+// (c) The update checked that nothing is committed and lowers the budget
+// from 3 h to 1 h; a 2 h booking comes before its commit: refused, and the
+// retry meets the new budget. The budget never drops below committed.
+TEST_F(ProjectRaceTest, AnUpdateLoweringTheBudgetHoldsNewBookingsOff) {
+  ASSERT_NO_FATAL_FAILURE(MakeTrio());
+  const v1::CreateBookingRequest r = JointRequest(absl::Hours(9), absl::Hours(11), "", "book-1");
+  absl::Status created = absl::UnknownError("not run");
+  Between("update:", [&] { created = manager_->CreateBooking(Admin(), r).status(); });
+  v1::Project updated;
+  grpc::Status s = Update(BudgetUpdate("lower-1", absl::Hours(1)), &updated);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(created.code(), absl::StatusCode::kAborted) << created;
+  EXPECT_EQ(ErrorReason(created), "CONCURRENT_MODIFICATION") << created;
+  v1::Booking b;
+  ExpectGrpcError(CreateJoint(r, &b), grpc::StatusCode::FAILED_PRECONDITION, "PROJECT_BUDGET_EXCEEDED", "the retry");
+  const v1::InstrumentBudget budget = Budget();
+  EXPECT_EQ(FromProto(budget.budget()), absl::Hours(1));
+  EXPECT_EQ(FromProto(budget.committed()), absl::ZeroDuration());
+  EXPECT_EQ(Field("tem:budget"), absl::ToInt64Milliseconds(absl::Hours(1)));
+}
+
+// A booking refused because the project moved on (here only its title)
+// succeeds on the retry with the same request_id, once: one booking, its
+// hours committed once, one BookingCreated; a further retry replays it.
+TEST_F(ProjectRaceTest, ARetryAfterTheProjectMovedBooksOnce) {
+  ASSERT_NO_FATAL_FAILURE(MakeTrio());
+  absl::Status update = absl::UnknownError("not run");
+  Between("create:", [&] {
+    v1::UpdateProjectRequest u;
+    u.set_request_id("title-1");
+    u.mutable_project()->set_name("projects/proj");
+    u.mutable_project()->set_title("Renamed");
+    u.mutable_update_mask()->add_paths("title");
+    update = manager_->UpdateProject(Admin(), u).status();
+  });
+  const v1::CreateBookingRequest r = JointRequest(absl::Hours(9), absl::Hours(11), "", "book-1");
+  v1::Booking first, again, replay;
+  ExpectGrpcError(CreateJoint(r, &first), grpc::StatusCode::ABORTED, "CONCURRENT_MODIFICATION", "the first attempt");
+  ASSERT_TRUE(update.ok()) << update;
+  grpc::Status s = CreateJoint(r, &again);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  s = CreateJoint(r, &replay);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(replay.name(), again.name());
+  EXPECT_EQ(replay.etag(), again.etag());
+  EXPECT_EQ(FromProto(Budget().committed()), absl::Hours(2));
+  int created = 0;
+  for (const auto& e : Events()) created += e.has_booking_created();
+  EXPECT_EQ(created, 1);
+  EXPECT_EQ(Holding().size(), 1u);
+}
+
+// An update that is refused lifts its fences and leaves the counters as
+// they were: the next booking goes through.
+TEST_F(ProjectRaceTest, ARefusedUpdateLiftsItsFences) {
+  ASSERT_NO_FATAL_FAILURE(MakeTrio());
+  v1::Booking b, c;
+  grpc::Status s = CreateJoint(JointRequest(absl::Hours(9), absl::Hours(10), "organizations/outsider", "book-1"), &b);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  v1::Project updated;
+  ExpectGrpcError(Update(WithoutOutsider("drop-1"), &updated), grpc::StatusCode::FAILED_PRECONDITION,
+                  "PARTICIPANT_HAS_BOOKINGS", "outsider pays for a booking");
+  EXPECT_FALSE(HasField("tem:fence"));
+  EXPECT_FALSE(HasField("tem:fence_until"));
+  EXPECT_EQ(Field("tem:budget_version"), 1);
+  s = CreateJoint(JointRequest(absl::Hours(12), absl::Hours(13), "", "book-2"), &c);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(FromProto(Budget().committed()), absl::Hours(2));
+}
+
+// The fence of an updater that died: while it holds (not lapsed on Redis's
+// clock) bookings of the project and other updates are refused
+// (CONCURRENT_MODIFICATION, nothing written); once it has lapsed, the next
+// booking brings the counters to the document (here version 2, which the
+// dead updater committed) and lifts it.
+TEST_F(ProjectRaceTest, ADeadUpdatersFenceHoldsUntilItLapses) {
+  ASSERT_NO_FATAL_FAILURE(MakeTrio());
+  v1::Project updated;
+  grpc::Status s = Update(BudgetUpdate("raise-1", absl::Hours(5)), &updated);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  // As the updater left them: committed version 2, counters of version 1,
+  // its fence in place.
+  const std::string counters = keys::Budget(keys::Partition("tem"), "proj");
+  ASSERT_TRUE(pool_->Command({"HSET", counters, "tem:budget", std::to_string(absl::ToInt64Milliseconds(absl::Hours(3))),
+                              "tem:budget_version", "1", "tem:fence", "77", "tem:fence_until", "99999999999999"})
+                  .ok());
+  const v1::CreateBookingRequest r = JointRequest(absl::Hours(9), absl::Hours(13), "", "book-1");  // 4 h
+  v1::Booking b;
+  ExpectGrpcError(CreateJoint(r, &b), grpc::StatusCode::ABORTED, "CONCURRENT_MODIFICATION", "a live fence");
+  v1::UpdateProjectRequest title;
+  title.mutable_project()->set_name("projects/proj");
+  title.mutable_project()->set_title("Renamed");
+  title.mutable_update_mask()->add_paths("title");
+  ExpectGrpcError(Update(title, &updated), grpc::StatusCode::ABORTED, "CONCURRENT_MODIFICATION",
+                  "another update's live fence");
+  EXPECT_EQ(Field("tem:fence"), 77);
+  EXPECT_EQ(FromProto(Budget().committed()), absl::ZeroDuration());
+  // Lapsed (Redis's clock is past it).
+  ASSERT_TRUE(pool_->Command({"HSET", counters, "tem:fence_until", "1"}).ok());
+  s = CreateJoint(r, &b);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_FALSE(HasField("tem:fence"));
+  EXPECT_EQ(Field("tem:budget_version"), 2);
+  EXPECT_EQ(Field("tem:budget"), absl::ToInt64Milliseconds(absl::Hours(5)));
+  EXPECT_EQ(FromProto(Budget().committed()), absl::Hours(4));
+  s = Update(title, &updated);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_FALSE(HasField("tem:fence"));
+  EXPECT_EQ(Field("tem:budget_version"), 3);
 }
 
 }  // namespace

@@ -478,7 +478,8 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
   int64_t project_version = 0;  // the project version checked (JOINT_RESEARCH)
   if (joint) {
     b.set_project(in.project());
-    if (absl::Status project = CheckProject(b, instrument_id, &project_version); !project.ok()) {
+    if (absl::Status project = CheckProject(b, instrument_id, &project_version, r.validate_only());
+        !project.ok()) {
       // A retry of a request answered before gets its first answer, whatever
       // became of the project since.
       if (!r.request_id().empty() && !r.validate_only()) {
@@ -650,7 +651,8 @@ absl::StatusOr<v1::Booking> BookingManager::FinishCreate(PreparedCreate& prepare
   return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage outcome");
 }
 
-absl::Status BookingManager::CheckProject(v1::Booking& b, const std::string& instrument_id, int64_t* checked) {
+absl::Status BookingManager::CheckProject(v1::Booking& b, const std::string& instrument_id, int64_t* checked,
+                                          bool preview) {
   // Twice at most: the second time after lifting the lapsed fence of an
   // UpdateProject that died, against the document as it is now.
   for (int attempt = 1;; ++attempt) {
@@ -683,22 +685,26 @@ absl::Status BookingManager::CheckProject(v1::Booking& b, const std::string& ins
       // An UpdateProject is checking or committing: the booking waits for
       // it (the create step would refuse anyway). One whose fence lapsed
       // died: the counters follow the document as it is once the fence is
-      // seen lapsed (read again), and the fence goes.
+      // seen lapsed (read again), and the fence goes. A preview
+      // (validate_only) writes nothing: it checks against the document.
       LS_ASSIGN_OR_RETURN(bool lapsed, store_->FenceLapsed(project_id, instrument_id, use.fence));
       if (!lapsed || attempt > 1) {
         return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
                          b.project() + " is being updated; retry with the same request_id");
       }
-      int64_t now_version = 0;
-      LS_ASSIGN_OR_RETURN(v1::Project now, LoadProject(b.project(), &now_version, "booking.project"));
-      LS_RETURN_IF_ERROR(LiftProjectFences(project_id, {instrument_id}, use.fence, now, now_version));
-      continue;
+      if (!preview) {
+        int64_t now_version = 0;
+        LS_ASSIGN_OR_RETURN(v1::Project now, LoadProject(b.project(), &now_version, "booking.project"));
+        LS_RETURN_IF_ERROR(LiftProjectFences(project_id, {instrument_id}, use.fence, now, now_version));
+        continue;
+      }
     }
     // Counters behind the document (an UpdateProject whose process died
     // between its commit and the counter write, never retried) follow it
     // now, before the booking's step checks the budget; the version guard
-    // makes a repetition, or a race with a newer update, harmless.
-    if (use.version < version) LS_RETURN_IF_ERROR(SetProjectBudgets(project, {}, version));
+    // makes a repetition, or a race with a newer update, harmless. Not in
+    // a preview, which writes nothing.
+    if (use.version < version && !preview) LS_RETURN_IF_ERROR(SetProjectBudgets(project, {}, version));
     for (const auto& part : project.participants()) {
       auto* share = b.add_cost_shares();
       share->set_organization(part.organization());

@@ -65,8 +65,11 @@ class BookingManager {
         blocking_(std::make_unique<BlockingExecutor>(kBlockingThreads, kBlockingQueue)) {}
 
   absl::StatusOr<v1::Booking> CreateBooking(const Principal& p, const v1::CreateBookingRequest& r);
-  // The same, with the Lua step on the store's pipeline: `done` runs on a
-  // pipeline thread (or inline when the answer needs no step).
+  // The same, with the Lua step on the store's pipeline: `done` runs once,
+  // on a pipeline thread, inline when the answer needs no step, or on a
+  // blocking_ thread. The calling thread never waits on inventory:
+  // prepared from its cache there, on a miss (and a chosen id, lease or
+  // run, which write while preparing) on blocking_.
   void CreateBookingAsync(const Principal& p, const v1::CreateBookingRequest& r,
                           std::function<void(absl::StatusOr<v1::Booking>)> done);
   absl::StatusOr<v1::Booking> GetBooking(const Principal& p, const v1::GetBookingRequest& r);
@@ -693,7 +696,13 @@ class BookingManager {
   static bool MaySeeProject(const Principal& p, const v1::Project& project);
   // One attempt of UpdateProject: CONCURRENT_MODIFICATION when another
   // change of the project won the compare-and-set.
-  absl::StatusOr<v1::Project> UpdateProjectOnce(const Principal& p, const v1::UpdateProjectRequest& r);
+  // `fenced_out`: set when another update's fences stood in the way
+  // (CONCURRENT_MODIFICATION, nothing done; UpdateProject waits for them).
+  absl::StatusOr<v1::Project> UpdateProjectOnce(const Principal& p, const v1::UpdateProjectRequest& r,
+                                                bool* fenced_out);
+  // How many times UpdateProject waits (1..50 ms, growing) for another
+  // update's fences before it answers CONCURRENT_MODIFICATION.
+  static constexpr int kFenceWaits = 40;
   // UpdateProjectOnce once its fences are set: the checks against the
   // bookings and counters of `current` (at `version`), then the commit of
   // `project` (merged and completed).
@@ -717,14 +726,17 @@ class BookingManager {
   // it: CounterCharge::project_version). An UpdateProject under way (its
   // fence on the budget) is CONCURRENT_MODIFICATION; the lapsed fence of
   // one that died is lifted first (the counters follow the document).
-  absl::Status CheckProject(v1::Booking& booking, const std::string& instrument_id, int64_t* version);
+  // A `preview` (validate_only) writes nothing: a lapsed fence stays, and
+  // counters behind the document are not brought up to it.
+  absl::Status CheckProject(v1::Booking& booking, const std::string& instrument_id, int64_t* version,
+                            bool preview);
   // UpdateProject's fences (BookingStore::FenceBudget) on the project's
   // budget of each instrument of `instruments` (in order), for `owner`: a
   // create step of a booking of the project on them answers kProjectMoved
-  // until they are lifted. CONCURRENT_MODIFICATION when another update's
-  // fence holds one of them (the fences set so far are lifted).
-  absl::Status FenceProject(const std::string& project_id, const std::vector<std::string>& instruments,
-                            int64_t owner);
+  // until they are lifted. True when every one is set; false when another
+  // update's live fence holds one of them (the fences set so far lifted).
+  absl::StatusOr<bool> FenceProject(const std::string& project_id, const std::vector<std::string>& instruments,
+                                    int64_t owner);
   // Lifts `owner`'s fences of FenceProject after writing the budgets of
   // `project` (as SetProjectBudgets: an instrument it no longer budgets
   // gets 0) at `version`; a `project` of version 0 (not known: archived)

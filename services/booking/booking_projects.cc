@@ -12,6 +12,7 @@
 #include <google/protobuf/util/field_mask_util.h>
 
 #include "absl/random/random.h"
+#include "absl/time/clock.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -425,14 +426,27 @@ absl::StatusOr<v1::Project> BookingManager::UpdateProject(const Principal& p,
   // A lost compare-and-set reads the project again: with an etag the change
   // that won makes it ETAG_MISMATCH, without one the update applies to what
   // is stored now (a retry of the same request replays).
+  // Another update's fences (held for the few milliseconds of its checks
+  // and commit) are waited for, with backoff, for about two seconds: then
+  // this update reads the project again, as after a lost compare-and-set.
+  int waits = 0;
   for (int attempt = 1;; ++attempt) {
-    absl::StatusOr<v1::Project> out = UpdateProjectOnce(p, r);
+    bool fenced_out = false;
+    absl::StatusOr<v1::Project> out = UpdateProjectOnce(p, r, &fenced_out);
+    if (fenced_out && waits < kFenceWaits) {
+      thread_local absl::BitGen gen;
+      const int64_t cap_us = std::min<int64_t>(int64_t{1000} << std::min(waits, 6), 50000);
+      absl::SleepFor(absl::Microseconds(absl::Uniform<int64_t>(gen, cap_us / 2, cap_us)));
+      ++waits;
+      --attempt;  // not a lost compare-and-set
+      continue;
+    }
     if (out.ok() || ErrorReason(out.status()) != "CONCURRENT_MODIFICATION" || attempt == 5) return out;
   }
 }
 
-absl::StatusOr<v1::Project> BookingManager::UpdateProjectOnce(const Principal& p,
-                                                              const v1::UpdateProjectRequest& r) {
+absl::StatusOr<v1::Project> BookingManager::UpdateProjectOnce(const Principal& p, const v1::UpdateProjectRequest& r,
+                                                              bool* fenced_out) {
   static const std::set<std::string> kPaths = {"title", "description", "external_reference",
                                                "participants", "cost_share_template", "period",
                                                "instrument_budgets"};
@@ -503,36 +517,56 @@ absl::StatusOr<v1::Project> BookingManager::UpdateProjectOnce(const Principal& p
   const std::vector<std::string> fenced(instrument_set.begin(), instrument_set.end());
   const std::string id = IdOf(project.name());
   const int64_t owner = NewFenceOwner();
-  LS_RETURN_IF_ERROR(FenceProject(id, fenced, owner));
+  LS_ASSIGN_OR_RETURN(const bool fenced_all, FenceProject(id, fenced, owner));
+  if (!fenced_all) {
+    *fenced_out = true;
+    return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
+                     "another update of " + current.name() + " is under way; retry with the same request_id");
+  }
   absl::StatusOr<v1::Project> out = UpdateProjectFenced(p, r, current, version, std::move(project));
   if (!out.ok()) {
+    // The fences go with the budgets of the document as it is now. When
+    // that cannot be read, the commit may have happened all the same (its
+    // answer lost): the fences are left to lapse, since lifting them
+    // without the new version would let a booking checked against the old
+    // document through.
     int64_t now_version = 0;
     absl::StatusOr<v1::Project> now = LoadProject(current.name(), &now_version, "project.name");
     const absl::Status lifted =
-        LiftProjectFences(id, fenced, owner, now.ok() ? *now : v1::Project(), now.ok() ? now_version : 0);
+        now.ok() || absl::IsNotFound(now.status())
+            ? LiftProjectFences(id, fenced, owner, now.ok() ? *now : v1::Project(), now.ok() ? now_version : 0)
+            : now.status();
     if (!lifted.ok()) {
       LogWarning("project fences left to lapse", {{"project", current.name()}, {"error", lifted.ToString()}});
     }
     return out;
   }
   int64_t at = 0;
-  if (!absl::SimpleAtoi(out->etag(), &at)) at = 0;
+  if (!absl::SimpleAtoi(out->etag(), &at) || at <= 0) {
+    LogWarning("project fences left to lapse", {{"project", current.name()}, {"error", "etag " + out->etag()}});
+    return out;
+  }
   LS_RETURN_IF_ERROR(LiftProjectFences(id, fenced, owner, *out, at));
   return out;
 }
 
-absl::Status BookingManager::FenceProject(const std::string& project_id, const std::vector<std::string>& instruments,
-                                          int64_t owner) {
+absl::StatusOr<bool> BookingManager::FenceProject(const std::string& project_id,
+                                                  const std::vector<std::string>& instruments, int64_t owner) {
   for (size_t i = 0; i < instruments.size(); ++i) {
-    LS_ASSIGN_OR_RETURN(bool fenced, store_->FenceBudget(project_id, instruments[i], owner, kProjectFenceTtl));
-    if (!fenced) {
+    absl::StatusOr<bool> fenced = store_->FenceBudget(project_id, instruments[i], owner, kProjectFenceTtl);
+    if (!fenced.ok() || !*fenced) {
+      // The fences set so far go (no budget written); when that fails too
+      // they lapse.
       const std::vector<std::string> set(instruments.begin(), instruments.begin() + static_cast<std::ptrdiff_t>(i));
-      LS_RETURN_IF_ERROR(LiftProjectFences(project_id, set, owner, v1::Project(), 0));
-      return MakeError(absl::StatusCode::kAborted, "CONCURRENT_MODIFICATION",
-                       "another update of projects/" + project_id + " is under way; retry with the same request_id");
+      const absl::Status lifted = LiftProjectFences(project_id, set, owner, v1::Project(), 0);
+      if (!lifted.ok()) {
+        LogWarning("project fences left to lapse", {{"project", project_id}, {"error", lifted.ToString()}});
+      }
+      if (!fenced.ok()) return fenced.status();
+      return false;
     }
   }
-  return absl::OkStatus();
+  return true;
 }
 
 absl::Status BookingManager::LiftProjectFences(const std::string& project_id,

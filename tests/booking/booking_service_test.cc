@@ -2716,5 +2716,46 @@ TEST_F(ProjectRaceTest, ADeadUpdatersFenceHoldsUntilItLapses) {
   EXPECT_EQ(Field("tem:budget_version"), 3);
 }
 
+// The create step itself refuses a fenced budget: a fence set after the
+// booking's project check (the version unchanged) holds its step off
+// (CONCURRENT_MODIFICATION, nothing written); once lifted, the retry books.
+TEST_F(ProjectRaceTest, TheCreateStepRefusesAFenceSetAfterTheCheck) {
+  ASSERT_NO_FATAL_FAILURE(MakeTrio());
+  const std::string counters = keys::Budget(keys::Partition("tem"), "proj");
+  Between("create:", [&] {
+    ASSERT_TRUE(pool_->Command({"HSET", counters, "tem:fence", "5", "tem:fence_until", "99999999999999"}).ok());
+  });
+  const v1::CreateBookingRequest r = JointRequest(absl::Hours(9), absl::Hours(10), "", "book-1");
+  v1::Booking b;
+  ExpectGrpcError(CreateJoint(r, &b), grpc::StatusCode::ABORTED, "CONCURRENT_MODIFICATION", "the fenced step");
+  EXPECT_TRUE(Holding().empty());
+  EXPECT_EQ(FromProto(Budget().committed()), absl::ZeroDuration());
+  EXPECT_EQ(Field("tem:budget_version"), 1);
+  ASSERT_TRUE(pool_->Command({"HDEL", counters, "tem:fence", "tem:fence_until"}).ok());
+  grpc::Status s = CreateJoint(r, &b);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(FromProto(Budget().committed()), absl::Hours(1));
+}
+
+// validate_only writes nothing, a dead updater's lapsed fence included: it
+// stays for the real request to lift.
+TEST_F(ProjectRaceTest, APreviewLeavesALapsedFence) {
+  ASSERT_NO_FATAL_FAILURE(MakeTrio());
+  const std::string counters = keys::Budget(keys::Partition("tem"), "proj");
+  ASSERT_TRUE(pool_->Command({"HSET", counters, "tem:fence", "77", "tem:fence_until", "1"}).ok());
+  v1::CreateBookingRequest r = JointRequest(absl::Hours(9), absl::Hours(10), "", "");
+  r.set_validate_only(true);
+  v1::Booking b;
+  grpc::Status s = CreateJoint(r, &b);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(Field("tem:fence"), 77);
+  EXPECT_EQ(Field("tem:fence_until"), 1);
+  r.set_validate_only(false);
+  r.set_request_id("book-1");
+  s = CreateJoint(r, &b);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_FALSE(HasField("tem:fence"));
+}
+
 }  // namespace
 }  // namespace labshare::booking

@@ -228,36 +228,27 @@ absl::StatusOr<v1::Booking> BookingManager::CreateBooking(const Principal& p,
 void BookingManager::CreateBookingAsync(const Principal& p, const v1::CreateBookingRequest& r,
                                         std::function<void(absl::StatusOr<v1::Booking>)> done) {
   // A chosen id, a lease or a run writes while preparing, synchronously as
-  // before (the claim is taken the same way), on blocking_: it may wait on
-  // inventory, and a gRPC callback thread that waits holds up every call.
-  if (WritesWhilePreparing(r) && !r.validate_only()) {
-    if (OnBlockingThread()) return done(CreateBooking(p, r));
-    auto job = std::make_shared<std::tuple<Principal, v1::CreateBookingRequest,
-                                           std::function<void(absl::StatusOr<v1::Booking>)>>>(p, r, std::move(done));
-    absl::Status offloaded = Offload([this, job] {
-      auto& [jp, jr, jdone] = *job;
-      jdone(CreateBooking(jp, jr));
-    });
-    if (!offloaded.ok()) std::get<2>(*job)(offloaded);
-    return;
-  }
-  // Prepared (read-only) from inventory's cache here; on a miss, again on
-  // blocking_, where waiting on inventory holds up no other call.
+  // before (the claim is taken the same way). Anything else is prepared
+  // (read-only) from inventory's cache here. Either may wait on inventory,
+  // which holds up every call on a gRPC callback thread: the former, and
+  // the latter on a cache miss, run (again) on blocking_.
+  const bool writes = WritesWhilePreparing(r) && !r.validate_only();
+  if (writes && OnBlockingThread()) return done(CreateBooking(p, r));
   auto prepared = std::make_shared<PreparedCreate>();
   std::optional<absl::StatusOr<std::optional<v1::Booking>>> early;
-  if (OnBlockingThread()) {
+  if (!writes && OnBlockingThread()) {
     early.emplace(PrepareCreate(p, r, *prepared));
-  } else {
+  } else if (!writes) {
     InventoryClient::CacheOnly cached;
     absl::StatusOr<std::optional<v1::Booking>> answer = PrepareCreate(p, r, *prepared);
-    if (!cached.missed()) early.emplace(std::move(answer));
+    if (!cached.missed()) early.emplace(std::move(answer));  // else: nothing was written
   }
   if (!early) {
     auto job = std::make_shared<std::tuple<Principal, v1::CreateBookingRequest,
                                            std::function<void(absl::StatusOr<v1::Booking>)>>>(p, r, std::move(done));
     absl::Status offloaded = Offload([this, job] {
       auto& [jp, jr, jdone] = *job;
-      CreateBookingAsync(jp, jr, std::move(jdone));  // on blocking_: prepares there
+      CreateBookingAsync(jp, jr, std::move(jdone));  // on blocking_: prepares (or creates) there
     });
     if (!offloaded.ok()) std::get<2>(*job)(offloaded);
     return;

@@ -2495,6 +2495,15 @@ class ProjectRaceTest : public JointResearchTest {
     return r;
   }
   Principal Admin() { return Principal{"admin", "", {Role::kConsortiumAdmin}, clock_.Now() + absl::Hours(1)}; }
+  // UpdateProject `u` (it must succeed) with the booking `r` made between
+  // its checks and its commit: the booking's answer in `created`.
+  void CreateDuringUpdate(const v1::CreateBookingRequest& r, const v1::UpdateProjectRequest& u, v1::Project* updated,
+                          absl::Status* created) {
+    *created = absl::UnknownError("not run");
+    Between("update:", [&] { *created = manager_->CreateBooking(Admin(), r).status(); });
+    grpc::Status s = Update(u, updated);
+    ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  }
   // Runs `f` once, at the first interleaving point whose name starts with
   // `point` ("create:" or "update:").
   void Between(const std::string& point, std::function<void()> f) {
@@ -2558,11 +2567,9 @@ TEST_F(ProjectRaceTest, ABookingCheckedBeforeItsPayerWasRemovedIsRefused) {
 TEST_F(ProjectRaceTest, AnUpdateRemovingAPayerHoldsItsNewBookingsOff) {
   ASSERT_NO_FATAL_FAILURE(MakeTrio());
   const v1::CreateBookingRequest r = JointRequest(absl::Hours(9), absl::Hours(10), "organizations/outsider", "book-1");
-  absl::Status created = absl::UnknownError("not run");
-  Between("update:", [&] { created = manager_->CreateBooking(Admin(), r).status(); });
+  absl::Status created;
   v1::Project updated;
-  grpc::Status s = Update(WithoutOutsider("drop-1"), &updated);
-  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  ASSERT_NO_FATAL_FAILURE(CreateDuringUpdate(r, WithoutOutsider("drop-1"), &updated, &created));
   EXPECT_EQ(created.code(), absl::StatusCode::kAborted) << created;
   EXPECT_EQ(ErrorReason(created), "CONCURRENT_MODIFICATION") << created;
   EXPECT_EQ(updated.participants_size(), 2);
@@ -2592,11 +2599,9 @@ TEST_F(ProjectRaceTest, ABookingCheckedBeforeThePeriodWasShortenedIsRefused) {
 TEST_F(ProjectRaceTest, AnUpdateShorteningThePeriodHoldsNewBookingsOff) {
   ASSERT_NO_FATAL_FAILURE(MakeTrio());
   const v1::CreateBookingRequest r = JointRequest(absl::Hours(30), absl::Hours(31), "", "book-1");
-  absl::Status created = absl::UnknownError("not run");
-  Between("update:", [&] { created = manager_->CreateBooking(Admin(), r).status(); });
+  absl::Status created;
   v1::Project updated;
-  grpc::Status s = Update(FirstDayOnly("cut-1"), &updated);
-  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  ASSERT_NO_FATAL_FAILURE(CreateDuringUpdate(r, FirstDayOnly("cut-1"), &updated, &created));
   EXPECT_EQ(created.code(), absl::StatusCode::kAborted) << created;
   EXPECT_EQ(ErrorReason(created), "CONCURRENT_MODIFICATION") << created;
   v1::Booking b;
@@ -2611,11 +2616,9 @@ TEST_F(ProjectRaceTest, AnUpdateShorteningThePeriodHoldsNewBookingsOff) {
 TEST_F(ProjectRaceTest, AnUpdateLoweringTheBudgetHoldsNewBookingsOff) {
   ASSERT_NO_FATAL_FAILURE(MakeTrio());
   const v1::CreateBookingRequest r = JointRequest(absl::Hours(9), absl::Hours(11), "", "book-1");
-  absl::Status created = absl::UnknownError("not run");
-  Between("update:", [&] { created = manager_->CreateBooking(Admin(), r).status(); });
+  absl::Status created;
   v1::Project updated;
-  grpc::Status s = Update(BudgetUpdate("lower-1", absl::Hours(1)), &updated);
-  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  ASSERT_NO_FATAL_FAILURE(CreateDuringUpdate(r, BudgetUpdate("lower-1", absl::Hours(1)), &updated, &created));
   EXPECT_EQ(created.code(), absl::StatusCode::kAborted) << created;
   EXPECT_EQ(ErrorReason(created), "CONCURRENT_MODIFICATION") << created;
   v1::Booking b;

@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <limits>
 #include <optional>
 #include <set>
 
@@ -118,10 +119,11 @@ void FillBandCurrency(v1::Thresholds* t, const std::string& currency) {
   }
 }
 
-// round_half_up(t x seconds / 31536000).
+// round_half_up(t x seconds / 31536000), at most INT64_MAX (a threshold
+// near INT64_MAX a year over a range longer than a year would not fit).
 int64_t Prorate(int64_t t, int64_t seconds) {
-  const __int128 n = static_cast<__int128>(t) * seconds;
-  return static_cast<int64_t>((n + kYearSeconds / 2) / kYearSeconds);
+  const __int128 n = (static_cast<__int128>(t) * seconds + kYearSeconds / 2) / kYearSeconds;
+  return n > std::numeric_limits<int64_t>::max() ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(n);
 }
 
 v1::InstrumentAssessment AssessOne(const v1::UsageFigures& fig, const iv::Instrument& ins,

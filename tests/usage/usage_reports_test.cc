@@ -22,6 +22,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <limits>
 #include <map>
 #include <optional>
 
@@ -676,6 +677,30 @@ TEST_F(UsageReportsTest, BothListsBoundTheRateOverrideAsTheThresholdsDo) {
   ASSERT_EQ(listed->instruments_size(), 1);
   EXPECT_EQ(listed->instruments(0).instrument(), "instruments/i2");
   EXPECT_EQ(listed->instruments(0).min_sharing_rate_bp(), 10000);
+}
+
+// A threshold near INT64_MAX a year, prorated over a range longer than a
+// year, stays at INT64_MAX: every assessed instrument is idle (it wrapped to
+// a negative threshold, and none was).
+TEST_F(UsageReportsTest, AHugeIdleOverrideOverMoreThanAYearSaturates) {
+  Year();
+  v1::ListIdleInstrumentsRequest idle;
+  *idle.mutable_range() = Range(absl::CivilDay(2026, 1, 1), absl::CivilDay(2027, 3, 1));  // 424 days
+  idle.mutable_threshold_override()->set_idle_effective_seconds_per_year(std::numeric_limits<int64_t>::max());
+  auto out = figures_->ListIdleInstruments(auditor_, idle);
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->instruments_size(), 4);
+  for (const auto& a : out->instruments()) {
+    EXPECT_TRUE(a.assessed()) << a.instrument();
+    EXPECT_TRUE(a.idle()) << a.instrument();
+    // i4, in service 76 days of the range: round_half_up(INT64_MAX x
+    // 6,566,400 / 31,536,000) fits.
+    EXPECT_EQ(a.idle_threshold_seconds(), a.instrument() == "instruments/i4" ? int64_t{1920482944660172497}
+                                                                              : std::numeric_limits<int64_t>::max())
+        << a.instrument();
+  }
+  EXPECT_EQ(out->instruments(2).instrument(), "instruments/i1");
+  EXPECT_EQ(out->instruments(2).figures().calendar_seconds(), 424 * 86400);
 }
 
 // A page token is good only for the list, the filters and the caller it was

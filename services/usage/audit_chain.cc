@@ -1055,7 +1055,7 @@ absl::StatusOr<v1::ListAuditEntriesResponse> AuditChain::List(const Principal& c
   LS_ASSIGN_OR_RETURN(*resp.mutable_head(), Head());
   const int64_t head = resp.head().sequence();
   LS_ASSIGN_OR_RETURN(v1::AuditAnchor base, ArchivedBase());
-  if (options_.list_after_base_for_testing) options_.list_after_base_for_testing();
+  if (options_.after_base_for_testing) options_.after_base_for_testing();
   int64_t lo = std::max<int64_t>({q.start_sequence(), 1, base.sequence() + 1});
   int64_t hi = head + 1;  // exclusive
   if (q.end_sequence() > 0) hi = std::min(hi, q.end_sequence());
@@ -1175,6 +1175,7 @@ absl::StatusOr<AuditChain::Range> AuditChain::ResolveRange(int64_t start_sequenc
   }
   Range range;
   LS_ASSIGN_OR_RETURN(range.base, ArchivedBase());
+  if (options_.after_base_for_testing) options_.after_base_for_testing();
   LS_ASSIGN_OR_RETURN(range.head, Head());
   const int64_t head = range.head.sequence();
   range.start = start_sequence == 0 ? range.base.sequence() + 1 : start_sequence;
@@ -1209,6 +1210,12 @@ absl::StatusOr<v1::VerifyAuditChainResponse> AuditChain::Verify(const v1::Verify
                 std::vector<v1::AuditAnchor>(request.anchors().begin(), request.anchors().end()));
 }
 
+absl::StatusOr<bool> AuditChain::ArchivedSince(int64_t sequence, v1::AuditAnchor* base) const {
+  if (sequence <= base->sequence()) return true;
+  LS_ASSIGN_OR_RETURN(*base, ArchivedBase());
+  return sequence <= base->sequence();
+}
+
 absl::StatusOr<v1::VerifyAuditChainResponse> AuditChain::Verify(
     int64_t start_sequence, int64_t end_sequence, const std::vector<v1::AuditAnchor>& anchors) const {
   for (size_t i = 0; i < anchors.size(); ++i) {
@@ -1219,6 +1226,20 @@ absl::StatusOr<v1::VerifyAuditChainResponse> AuditChain::Verify(
       return InvalidField(absl::StrCat("anchors[", i, "].hash"), "must be a 32-byte SHA-256 digest");
     }
   }
+  // labshare-archive moves the base (to its last entry) before it removes
+  // entries, so a pass that met a removed entry sees a base past it, and the
+  // next pass starts after it: each pass starts on a later base.
+  while (true) {
+    bool archived = false;
+    LS_ASSIGN_OR_RETURN(v1::VerifyAuditChainResponse resp,
+                        VerifyOnce(start_sequence, end_sequence, anchors, &archived));
+    if (!archived) return resp;
+  }
+}
+
+absl::StatusOr<v1::VerifyAuditChainResponse> AuditChain::VerifyOnce(int64_t start_sequence, int64_t end_sequence,
+                                                                    const std::vector<v1::AuditAnchor>& anchors,
+                                                                    bool* archived) const {
   LS_ASSIGN_OR_RETURN(Range range, ResolveRange(start_sequence, end_sequence));
   for (size_t i = 0; i < anchors.size(); ++i) {
     if (anchors[i].sequence() > range.head.sequence()) {
@@ -1282,7 +1303,11 @@ absl::StatusOr<v1::VerifyAuditChainResponse> AuditChain::Verify(
     for (size_t i = 0; i < seqs.size(); ++i) {
       const int64_t n = seqs[i];
       const auto& e = entries[i];
-      if (!e || e->sequence() != n) return fail(n, v1::SEQUENCE_GAP, "", "");
+      if (!e || e->sequence() != n) {
+        v1::AuditAnchor now = range.base;
+        LS_ASSIGN_OR_RETURN(*archived, ArchivedSince(n, &now));
+        return fail(n, v1::SEQUENCE_GAP, "", "");
+      }
       if (e->algorithm() != v1::HASH_ALGORITHM_SHA256) return fail(n, v1::UNKNOWN_ALGORITHM, "", "");
       std::string recomputed = AuditHashV1(*e);
       if (recomputed != e->hash()) return fail(n, v1::HASH_MISMATCH, std::move(recomputed), e->hash());
@@ -1326,7 +1351,11 @@ absl::StatusOr<v1::VerifyAuditChainResponse> AuditChain::Verify(
         resp.set_anchors_checked(resp.anchors_checked() + 1);
         continue;
       }
-      if (!e || e->sequence() != a.sequence()) return fail(a.sequence(), v1::SEQUENCE_GAP, "", "");
+      if (!e || e->sequence() != a.sequence()) {
+        v1::AuditAnchor now = range.base;
+        LS_ASSIGN_OR_RETURN(*archived, ArchivedSince(a.sequence(), &now));
+        return fail(a.sequence(), v1::SEQUENCE_GAP, "", "");
+      }
       if (e->hash() != a.hash()) return fail(a.sequence(), v1::ANCHOR_MISMATCH, a.hash(), e->hash());
       resp.set_anchors_checked(resp.anchors_checked() + 1);
     }
@@ -1340,7 +1369,20 @@ absl::StatusOr<v1::VerifyAuditChainResponse> AuditChain::Verify(
 absl::StatusOr<AuditExportSummary> AuditChain::ExportJsonl(
     int64_t start_sequence, int64_t end_sequence,
     const std::function<absl::Status(absl::string_view piece)>& sink, size_t chunk_bytes) const {
+  // As Verify: each pass that starts again starts on a later base.
+  while (true) {
+    bool archived = false;
+    LS_ASSIGN_OR_RETURN(AuditExportSummary summary,
+                        ExportJsonlOnce(start_sequence, end_sequence, sink, chunk_bytes, &archived));
+    if (!archived) return summary;
+  }
+}
+
+absl::StatusOr<AuditExportSummary> AuditChain::ExportJsonlOnce(
+    int64_t start_sequence, int64_t end_sequence,
+    const std::function<absl::Status(absl::string_view piece)>& sink, size_t chunk_bytes, bool* archived) const {
   LS_ASSIGN_OR_RETURN(Range range, ResolveRange(start_sequence, end_sequence));
+  AuditExportSummary started;  // returned with *archived (ignored then)
   AuditExportSummary summary;
   summary.start_sequence = range.start;
   summary.end_sequence = range.end;
@@ -1352,11 +1394,15 @@ absl::StatusOr<AuditExportSummary> AuditChain::ExportJsonl(
   } else if (range.start > 1) {
     LS_ASSIGN_OR_RETURN(std::optional<v1::AuditEntry> before, Get(range.start - 1));
     if (!before || before->sequence() != range.start - 1) {
+      v1::AuditAnchor now = range.base;
+      LS_ASSIGN_OR_RETURN(*archived, ArchivedSince(range.start - 1, &now));
+      if (*archived) return started;
       return Corrupted(absl::StrCat("audit entry ", range.start - 1,
                                     " (the link into the exported range) is missing"));
     }
     previous_hash = before->hash();
   }
+  bool sent = false;  // a piece reached the sink: the export cannot start again
 
   Sha256 file_hash;
   std::string buffer;
@@ -1364,6 +1410,7 @@ absl::StatusOr<AuditExportSummary> AuditChain::ExportJsonl(
     if (buffer.empty()) return absl::OkStatus();
     file_hash.Update(buffer);
     summary.total_bytes += static_cast<int64_t>(buffer.size());
+    sent = true;
     absl::Status s = sink(buffer);
     buffer.clear();
     return s;
@@ -1387,6 +1434,21 @@ absl::StatusOr<AuditExportSummary> AuditChain::ExportJsonl(
       // A gap would leave the file and its trailer disagreeing on what was
       // exported: the chain is damaged, as for a missing link entry.
       if (!entries[i] || entries[i]->sequence() != seqs[i]) {
+        v1::AuditAnchor now = range.base;
+        LS_ASSIGN_OR_RETURN(bool gone, ArchivedSince(seqs[i], &now));
+        if (gone && !sent) {
+          *archived = true;
+          return started;
+        }
+        if (gone) {
+          return MakeError(absl::StatusCode::kOutOfRange, "SEQUENCE_OUT_OF_RANGE",
+                           absl::StrCat("entries up to ", now.sequence(),
+                                        " were archived to a file (labshare-archive) while this export ran; "
+                                        "export again from ",
+                                        now.sequence() + 1, " or 0"),
+                           {{"head_sequence", std::to_string(range.head.sequence())},
+                            {"first_sequence", std::to_string(now.sequence() + 1)}});
+        }
         return Corrupted(absl::StrCat("audit entry ", seqs[i], " (inside the exported range) is missing or unreadable"));
       }
       if (seqs[i] == range.end - 1) summary.last_hash = entries[i]->hash();

@@ -227,9 +227,10 @@ struct AuditChainOptions {
   // Tests only: called between reading the head and the compare-and-set
   // step, to interleave another appender deterministically.
   std::function<void()> before_commit_for_testing;
-  // Tests only: called by List after it read the archived base and before
-  // it reads entries, to interleave labshare-archive deterministically.
-  std::function<void()> list_after_base_for_testing;
+  // Tests only: called by List, Verify and exports after they read the
+  // archived base and before they read entries, to interleave
+  // labshare-archive deterministically.
+  std::function<void()> after_base_for_testing;
 };
 
 struct AppendResult {
@@ -334,7 +335,9 @@ class AuditChain {
   // archived base, then a start beyond the head, including start 0 on a
   // chain with no entry after the base); INVALID_FIELD (start 0 and an end at
   // or before the first stored entry); SEQUENCE_OUT_OF_RANGE (an anchor
-  // beyond the head or before the archived base).
+  // beyond the head or before the archived base). Entries labshare-archive
+  // removes while the call runs are no break: the check starts again on
+  // what is then stored (the errors above as for a call made then).
   absl::StatusOr<labshare::usage::v1::VerifyAuditChainResponse> Verify(
       int64_t start_sequence, int64_t end_sequence,
       const std::vector<labshare::usage::v1::AuditAnchor>& anchors) const;
@@ -348,7 +351,11 @@ class AuditChain {
   // whole lines (at most about chunk_bytes unless one line is longer); a
   // failing sink stops the export with its status. Entries are written as
   // stored; a missing or unreadable entry of the range stops the export with
-  // INTERNAL (AUDIT_CORRUPTED), as a missing link entry does.
+  // INTERNAL (AUDIT_CORRUPTED), as a missing link entry does; unless
+  // labshare-archive removed it while the export ran: then the export starts
+  // again on what is stored if nothing reached `sink` yet, and otherwise
+  // stops with OUT_OF_RANGE (SEQUENCE_OUT_OF_RANGE, metadata head_sequence
+  // and first_sequence), as an export started then would.
   absl::StatusOr<AuditExportSummary> ExportJsonl(
       int64_t start_sequence, int64_t end_sequence,
       const std::function<absl::Status(absl::string_view piece)>& sink,
@@ -377,6 +384,21 @@ class AuditChain {
     labshare::usage::v1::AuditAnchor base;
   };
   absl::StatusOr<Range> ResolveRange(int64_t start_sequence, int64_t end_sequence) const;
+  // Whether `sequence`, missing or unreadable, was removed by labshare-archive
+  // after `base` was read (the stored base has moved to it or past it);
+  // `base` is updated to the stored one.
+  absl::StatusOr<bool> ArchivedSince(int64_t sequence, labshare::usage::v1::AuditAnchor* base) const;
+  // One pass of Verify; *archived: an entry it needed was archived meanwhile
+  // (the answer is then meaningless: start again).
+  absl::StatusOr<labshare::usage::v1::VerifyAuditChainResponse> VerifyOnce(
+      int64_t start_sequence, int64_t end_sequence,
+      const std::vector<labshare::usage::v1::AuditAnchor>& anchors, bool* archived) const;
+  // One pass of ExportJsonl; *archived as for VerifyOnce, set only while
+  // nothing has reached `sink`.
+  absl::StatusOr<AuditExportSummary> ExportJsonlOnce(
+      int64_t start_sequence, int64_t end_sequence,
+      const std::function<absl::Status(absl::string_view piece)>& sink, size_t chunk_bytes,
+      bool* archived) const;
   // Entries at the given sequences, nullopt where none is stored (or it does
   // not parse).
   absl::StatusOr<std::vector<std::optional<labshare::usage::v1::AuditEntry>>> GetMany(

@@ -15,6 +15,7 @@
 #include <fstream>
 #include <set>
 #include <thread>
+#include <utility>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -955,7 +956,7 @@ TEST_F(AuditChainTest, ListDoesNotTakeArchivedEntriesForDamage) {
   AuditChainOptions o;
   o.clock = &clock_;
   o.batch_size = 4;
-  o.list_after_base_for_testing = [&] { archive_to(archived == 1 ? 3 : archived + 1); };
+  o.after_base_for_testing = [&] { archive_to(archived == 1 ? 3 : archived + 1); };
   AuditChain racing(pool_.get(), testing::TestPageTokens(), std::move(o));
   v1::ListAuditEntriesRequest indexed;  // base 1 read, 2 and 3 archived meanwhile
   indexed.set_resource("charges/c1");
@@ -970,6 +971,85 @@ TEST_F(AuditChainTest, ListDoesNotTakeArchivedEntriesForDamage) {
   r = racing.List(auditor_, q);  // base 4 read, 5 archived meanwhile
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_THAT(Sequences(*r), ElementsAre(7, 6));
+}
+
+// Nor for Verify and the export: entries labshare-archive removes while they
+// run (after they read the base) are no SEQUENCE_GAP and no AUDIT_CORRUPTED.
+// The check starts again on what is stored then; an export that already sent
+// a piece stops with SEQUENCE_OUT_OF_RANGE, as one started then would.
+TEST_F(AuditChainTest, VerifyAndExportDoNotTakeEntriesArchivedMeanwhileForDamage) {
+  std::vector<v1::AuditEntry> entries = AppendFive();
+  entries.push_back(MustAppend("inventory", InstrumentChanged("inv-6")));
+  entries.push_back(MustAppend("inventory", InstrumentChanged("inv-7")));
+  int64_t archived = 0;
+  auto archive_to = [&](int64_t upto) {
+    ASSERT_TRUE(pool_->Command({"HSET", audit_keys::Base(), "seq", std::to_string(upto), "hash",
+                                entries[static_cast<size_t>(upto - 1)].hash()})
+                    .ok());
+    for (int64_t s = archived + 1; s <= upto; ++s) ASSERT_TRUE(pool_->Command({"DEL", audit_keys::Entry(s)}).ok());
+    archived = upto;
+  };
+  archive_to(1);
+  // The next year archived once, after the call's first read of the base.
+  int64_t next = 0;
+  AuditChainOptions o;
+  o.clock = &clock_;
+  o.batch_size = 2;
+  o.export_batch_size = 2;
+  o.after_base_for_testing = [&] {
+    if (next > 0) archive_to(std::exchange(next, 0));
+  };
+  AuditChain racing(pool_.get(), testing::TestPageTokens(), std::move(o));
+
+  next = 3;  // base 1 read, 2 and 3 archived meanwhile
+  auto v = racing.Verify(0, 0, {});
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(v->result(), v1::VERIFIED);
+  EXPECT_EQ(v->start_sequence(), 4);
+  EXPECT_EQ(v->end_sequence(), 8);
+  EXPECT_EQ(v->entries_checked(), 4);
+
+  // An explicit start now archived: as for a call made after the archive.
+  next = 4;
+  absl::Status out = racing.Verify(4, 0, {}).status();
+  EXPECT_EQ(out.code(), absl::StatusCode::kOutOfRange) << out;
+  EXPECT_EQ(ErrorReason(out), "SEQUENCE_OUT_OF_RANGE");
+
+  // An export from 0: nothing sent yet, so the file starts after the new
+  // base and links to its hash.
+  next = 5;
+  auto text = racing.ExportJsonlString(0, 0);
+  ASSERT_TRUE(text.ok()) << text.status();
+  std::vector<std::string> lines = absl::StrSplit(*text, '\n');
+  ASSERT_EQ(lines.size(), 5u);  // header, entries 6 and 7, trailer, ""
+  EXPECT_THAT(lines[0], ::testing::HasSubstr(absl::StrCat("\"start_sequence\":6,\"end_sequence\":8,\"previous_hash\":\"",
+                                                         Hex(entries[4].hash()), "\"")));
+
+  // An export whose header already went out when the entries went.
+  std::string got;
+  int pieces = 0;
+  auto sent = racing.ExportJsonl(
+      0, 0,
+      [&](absl::string_view piece) {
+        if (pieces++ == 0) archive_to(6);
+        got.append(piece.data(), piece.size());
+        return absl::OkStatus();
+      },
+      1);
+  EXPECT_EQ(sent.status().code(), absl::StatusCode::kOutOfRange) << sent.status();
+  EXPECT_EQ(ErrorReason(sent.status()), "SEQUENCE_OUT_OF_RANGE");
+  EXPECT_EQ(ErrorMetadataOf(sent.status())["first_sequence"], "7");
+  EXPECT_EQ(ErrorMetadataOf(sent.status())["head_sequence"], "7");
+  EXPECT_EQ(pieces, 1);  // the header only
+
+  // A gap the base does not explain is still damage.
+  ASSERT_TRUE(pool_->Command({"DEL", audit_keys::Entry(7)}).ok());
+  auto broken = racing.Verify(0, 0, {});
+  ASSERT_TRUE(broken.ok()) << broken.status();
+  EXPECT_EQ(broken->result(), v1::BROKEN);
+  EXPECT_EQ(broken->first_break().kind(), v1::SEQUENCE_GAP);
+  EXPECT_EQ(broken->first_break().sequence(), 7);
+  EXPECT_EQ(ErrorReason(racing.ExportJsonlString(0, 0).status()), "AUDIT_CORRUPTED");
 }
 
 // ------------------------------------------------------------ export

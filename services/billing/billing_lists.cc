@@ -67,6 +67,8 @@ absl::StatusOr<v1::ListInvoicesResponse> BillingManager::ListInvoices(const Prin
   // Scope before validation (types.proto).
   LS_RETURN_IF_ERROR(OwnScope(p, "invoices").status());
   LS_RETURN_IF_ERROR(OthersBesideOwn(p, {&r.payer_organization(), &r.payee_organization()}, "invoices"));
+  LS_RETURN_IF_ERROR(OrganizationFilter(r.payer_organization(), "payer_organization"));
+  LS_RETURN_IF_ERROR(OrganizationFilter(r.payee_organization(), "payee_organization"));
   if (!r.period().empty()) LS_RETURN_IF_ERROR(ParsePeriod(r.period()).status());
   const std::string own = ActorOrganization(p);
   v1::ListInvoicesResponse resp;
@@ -117,6 +119,7 @@ absl::StatusOr<v1::ListPostingsResponse> BillingManager::ListPostings(const Prin
     auto account = ParseAccountName(r.account());
     if (!account.ok()) return InvalidField("account", std::string(account.status().message()));
   }
+  LS_RETURN_IF_ERROR(OrganizationFilter(r.organization(), "organization"));
   // "Postings with an entry on an account of this pool": a filter naming no
   // pool matches none.
   const bool pool_named = IsSubsidyPoolName(r.subsidy_pool());
@@ -237,6 +240,7 @@ absl::StatusOr<v1::ListSettlementsResponse> BillingManager::ListSettlements(cons
                                                                            const v1::ListSettlementsRequest& r) {
   // Settlements with a position of `organization`; a member's narrowed to its own.
   LS_ASSIGN_OR_RETURN(std::string org, Narrow(p, r.organization(), "settlements"));
+  LS_RETURN_IF_ERROR(OrganizationFilter(r.organization(), "organization"));
   if (!r.period().empty()) LS_RETURN_IF_ERROR(ParsePeriod(r.period()).status());
   v1::ListSettlementsResponse resp;
   auto keep = [&](const v1::Settlement& s) {

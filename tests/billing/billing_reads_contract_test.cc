@@ -76,6 +76,59 @@ TEST_F(BillingPaymentsContractTest, ListChargesRefusesMalformedNameFiltersAfterT
               "ORGANIZATION_SCOPE");
 }
 
+// ListInvoices, ListPostings and ListSettlements refuse an organisation
+// filter not of the form "organizations/{id}" as ListCharges does (they
+// answered an empty page, as if there were nothing), after the scope: a
+// member's malformed filter naming no organisation of its own is
+// ORGANIZATION_SCOPE first.
+TEST_F(BillingPaymentsContractTest, InvoicePostingAndSettlementListsRefuseMalformedOrganizationFilters) {
+  for (const char* bad : {"lab", "organizations/", "widgets/x", "organizations/lab/x"}) {
+    SCOPED_TRACE(bad);
+    v1::ListInvoicesRequest payer;
+    payer.set_payer_organization(bad);
+    absl::Status s = billing_->ListInvoices(admin_, payer).status();
+    ExpectError(s, absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+    EXPECT_TRUE(absl::StrContains(s.message(), "payer_organization")) << s;
+    v1::ListInvoicesRequest payee;
+    payee.set_payee_organization(bad);
+    s = billing_->ListInvoices(admin_, payee).status();
+    ExpectError(s, absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+    EXPECT_TRUE(absl::StrContains(s.message(), "payee_organization")) << s;
+    // A member naming itself as payer and a malformed payee: past the scope.
+    payee.set_payer_organization(kLab);
+    ExpectError(billing_->ListInvoices(kLabAdmin, payee).status(), absl::StatusCode::kInvalidArgument,
+                "INVALID_FIELD");
+
+    v1::ListPostingsRequest postings;
+    postings.set_organization(bad);
+    s = billing_->ListPostings(admin_, postings).status();
+    ExpectError(s, absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+    EXPECT_TRUE(absl::StrContains(s.message(), "organization")) << s;
+    ExpectError(billing_->ListPostings(kLabAdmin, postings).status(), absl::StatusCode::kPermissionDenied,
+                "ORGANIZATION_SCOPE");
+
+    v1::ListSettlementsRequest settlements;
+    settlements.set_organization(bad);
+    s = billing_->ListSettlements(admin_, settlements).status();
+    ExpectError(s, absl::StatusCode::kInvalidArgument, "INVALID_FIELD");
+    EXPECT_TRUE(absl::StrContains(s.message(), "organization")) << s;
+    ExpectError(billing_->ListSettlements(kLabAdmin, settlements).status(), absl::StatusCode::kPermissionDenied,
+                "ORGANIZATION_SCOPE");
+  }
+  // Well-formed filters, also of an organisation with nothing, are answered.
+  v1::ListInvoicesRequest invoices;
+  invoices.set_payer_organization(kLab);
+  invoices.set_payee_organization("organizations/nobody");
+  EXPECT_TRUE(billing_->ListInvoices(admin_, invoices).ok());
+  v1::ListPostingsRequest postings;
+  postings.set_organization(kLab);
+  EXPECT_TRUE(billing_->ListPostings(admin_, postings).ok());
+  EXPECT_TRUE(billing_->ListPostings(kLabAdmin, postings).ok());
+  v1::ListSettlementsRequest settlements;
+  settlements.set_organization("organizations/nobody");
+  EXPECT_TRUE(billing_->ListSettlements(admin_, settlements).ok());
+}
+
 // types.proto: permission is checked before validation. A member asking for
 // another owner's income report, its name malformed or not, is
 // ORGANIZATION_SCOPE (as GetOrganizationStatement answers); an admin's

@@ -165,7 +165,7 @@ std::string PageTokenCodec::Mac(const google::protobuf::Message& request, const 
   std::unique_ptr<google::protobuf::Message> filters(request.New());
   filters->CopyFrom(request);
   const auto* d = filters->GetDescriptor();
-  for (const char* name : {"page_size", "page_token"}) {
+  for (const char* name : {"page_size", "page_token", "resume_token"}) {
     if (const auto* f = d->FindFieldByName(name)) filters->GetReflection()->ClearField(filters.get(), f);
   }
   std::vector<int> roles;
@@ -204,16 +204,25 @@ absl::StatusOr<PageRequest> PageTokenCodec::Parse(const google::protobuf::Messag
   const auto* tf = d->FindFieldByName("page_token");
   const std::string token = tf ? r->GetString(request, tf) : "";
   if (token.empty()) return page;
+  std::optional<std::string> after = Open(request, caller, token);
+  if (!after) return BadToken();
+  page.after = *std::move(after);
+  return page;
+}
+
+std::optional<std::string> PageTokenCodec::Open(const google::protobuf::Message& request, const Principal& caller,
+                                                absl::string_view token) const {
   std::string raw;
+  // Only the form Make writes: base64 ignores the spare low bits of a
+  // final character, so a token altered there would decode the same.
   if (token.size() > kMaxTokenChars || !absl::WebSafeBase64Unescape(token, &raw) ||
-      raw.size() <= 1 + kMacBytes || raw[0] != kVersion) {
-    return BadToken();
+      absl::WebSafeBase64Escape(raw) != token || raw.size() <= 1 + kMacBytes || raw[0] != kVersion) {
+    return std::nullopt;
   }
   const absl::string_view last = absl::string_view(raw).substr(1 + kMacBytes);
   const std::string expected = Mac(request, caller, last);
-  if (CRYPTO_memcmp(expected.data(), raw.data() + 1, kMacBytes) != 0) return BadToken();
-  page.after = std::string(last);
-  return page;
+  if (CRYPTO_memcmp(expected.data(), raw.data() + 1, kMacBytes) != 0) return std::nullopt;
+  return std::string(last);
 }
 
 std::string PageTokenCodec::Make(const google::protobuf::Message& request, const Principal& caller,

@@ -26,6 +26,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <google/protobuf/message.h>
@@ -81,9 +82,16 @@ class PageTokenCodec {
                                     const Principal& caller) const;
 
   // The next_page_token after `last` (non-empty) for `list_request` and
-  // `caller`. page_token and page_size of the request are ignored.
+  // `caller`. page_token, page_size and resume_token of the request are
+  // ignored (an export's resume_token is made the same way).
   std::string Make(const google::protobuf::Message& list_request, const Principal& caller,
                    absl::string_view last) const;
+
+  // The position `token` carries when this codec made it for `request` and
+  // `caller` (Make), exactly as made; nullopt otherwise. For tokens that are
+  // not a request's page_token (an export's resume_token).
+  std::optional<std::string> Open(const google::protobuf::Message& request, const Principal& caller,
+                                  absl::string_view token) const;
 
  private:
   struct Key;

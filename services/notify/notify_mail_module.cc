@@ -501,6 +501,9 @@ absl::StatusOr<MailModule::TokenCheck> MailModule::CheckUnsubscribeToken(const s
   std::pair<std::string, std::string> parts = absl::StrSplit(token, absl::MaxSplits('.', 1));
   std::string payload;
   if (parts.first.empty() || !absl::WebSafeBase64Unescape(parts.first, &payload)) return TokenCheck::kMalformed;
+  // Only the form the link was made with (spare low bits of the final
+  // character altered decode the same payload): a forged link.
+  if (absl::WebSafeBase64Escape(payload) != parts.first) return TokenCheck::kInvalid;
   const std::string want = absl::BytesToHexString(Hmac(key, payload));
   if (parts.second.size() != want.size() ||
       !std::all_of(parts.second.begin(), parts.second.end(),

@@ -1035,14 +1035,16 @@ absl::Status UsageFigures::ExportUsage(const Principal& p, const v1::ExportUsage
   v1::ExportUsageRequest base = r;
   base.clear_resume_token();
   const std::string fp = RequestFingerprint("ExportUsage", base).substr(0, 16);
-  // Resume token: fingerprint, rows and bytes before it, key of the last row.
+  // Resume token: a page token (common/page_token.h: bound by its MAC to
+  // this request, resume_token aside, and this caller) whose position is
+  // the fingerprint, rows and bytes before it and the key of the last row.
   int64_t rows_before = 0, offset = 0;
   std::string after;
   const bool resumed = !r.resume_token().empty();
   if (resumed) {
-    std::string raw;
-    if (!absl::WebSafeBase64Unescape(r.resume_token(), &raw)) return BadResumeToken();
-    std::vector<std::string> parts = absl::StrSplit(raw, absl::MaxSplits('\n', 3));
+    std::optional<std::string> raw = page_tokens_.Open(base, p, r.resume_token());
+    if (!raw) return BadResumeToken();
+    std::vector<std::string> parts = absl::StrSplit(*raw, absl::MaxSplits('\n', 3));
     if (parts.size() != 4 || parts[0] != fp || !absl::SimpleAtoi(parts[1], &rows_before) ||
         !absl::SimpleAtoi(parts[2], &offset)) {
       return BadResumeToken();
@@ -1067,8 +1069,8 @@ absl::Status UsageFigures::ExportUsage(const Principal& p, const v1::ExportUsage
   }
   std::optional<v1::ExportUsageResponse> pending;
   auto token = [&]() {
-    return absl::WebSafeBase64Escape(
-        absl::StrCat(fp, "\n", rows_before + rows_sent, "\n", offset + bytes_sent, "\n", last_key));
+    return page_tokens_.Make(base, p,
+                             absl::StrCat(fp, "\n", rows_before + rows_sent, "\n", offset + bytes_sent, "\n", last_key));
   };
   auto flush = [&]() -> absl::Status {
     if (pending) LS_RETURN_IF_ERROR(sink(*pending));

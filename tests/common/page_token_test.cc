@@ -5,6 +5,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "common/error.h"
 #include "labshare/inventory/v1/inventory.pb.h"
 #include "tests/support/redis_server.h"
@@ -148,6 +149,35 @@ TEST(PageTokenCodec, RefusesTamperedTruncatedForgedOrGarbage) {
   }
   r.set_page_token(std::string(100000, 'A'));
   ExpectBadToken(codec.Parse(r, Caller()));
+}
+
+// Every other character in a token's place is refused, the last one too:
+// base64 ignores the spare low bits of a final character, so without a check
+// of the form some of those edits decoded to the same token and were taken.
+TEST(PageTokenCodec, RefusesEveryEditOfEveryCharacter) {
+  const PageTokenCodec codec(kKey);
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  int spare_bits = 0;  // positions whose raw length leaves spare bits
+  for (const char* last : {"i042", "1700000000|i042", "1700000000|i04", "1700000000|i0"}) {
+    ListInstrumentsRequest r;
+    const std::string token = codec.Make(r, Caller(), last);
+    r.set_page_token(token);
+    ASSERT_TRUE(codec.Parse(r, Caller()).ok()) << last;
+    std::string raw;
+    ASSERT_TRUE(absl::WebSafeBase64Unescape(token, &raw));
+    spare_bits += raw.size() % 3 != 0;
+    for (size_t i = 0; i < token.size(); ++i) {
+      for (const char* c = kAlphabet; *c != '\0'; ++c) {
+        if (*c == token[i]) continue;
+        std::string edited = token;
+        edited[i] = *c;
+        r.set_page_token(edited);
+        SCOPED_TRACE(absl::StrCat(last, " ", i, " ", edited));
+        ExpectBadToken(codec.Parse(r, Caller()));
+      }
+    }
+  }
+  EXPECT_GE(spare_bits, 2);  // the final-character case is exercised
 }
 
 TEST(PageTokenCodec, EmptyTokenIsTheFirstPage) {

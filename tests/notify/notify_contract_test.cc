@@ -417,6 +417,38 @@ TEST_F(NotifyContractTest, UnsubscribeExpiredTokenIsTokenExpired) {
   EXPECT_EQ(OutboxEvents().size(), 1u);
 }
 
+// A link's token with any character of its payload changed is no token of
+// ours (UNSUBSCRIBE_TOKEN_NOT_FOUND), also the last one, whose spare low
+// bits base64 ignores (such an edit decoded the same payload and was taken).
+TEST_F(NotifyContractTest, UnsubscribeRefusesEveryEditOfTheTokensPayload) {
+  StartMail();
+  int spare_bits = 0;
+  for (const char* user : {"ana", "bo", "cyd"}) {
+    auto token = mail_->UnsubscribeToken(user, v1::BOOKING_REMINDER);
+    ASSERT_TRUE(token.ok());
+    const size_t dot = token->find('.');
+    ASSERT_NE(dot, std::string::npos);
+    spare_bits += dot % 4 != 0;
+    v1::UnsubscribeRequest r;
+    r.set_validate_only(true);
+    r.set_token(*token);
+    v1::UnsubscribeResponse out;
+    ASSERT_TRUE(stub_->Unsubscribe(As(Principal{}).get(), r, &out).ok());
+    for (size_t i = 0; i < dot; ++i) {
+      for (char c : {'A', 'B', 'D', 'Q', 'g', 'w', '_'}) {
+        if (c == (*token)[i]) continue;
+        std::string edited = *token;
+        edited[i] = c;
+        r.set_token(edited);
+        grpc::Status s = stub_->Unsubscribe(As(Principal{}).get(), r, &out);
+        ASSERT_EQ(GrpcErrorReason(s), "UNSUBSCRIBE_TOKEN_NOT_FOUND") << i << " " << edited << ": " << s.error_message();
+      }
+    }
+  }
+  EXPECT_GE(spare_bits, 1);  // a payload whose last character has spare bits
+  EXPECT_TRUE(OutboxEvents().empty());
+}
+
 // The retry of a click made just before the link expired (its answer lost,
 // e.g. REPLICA_ACK_TIMEOUT) answers the first answer, not
 // UNSUBSCRIBE_TOKEN_EXPIRED: the kind was turned off. A new request with

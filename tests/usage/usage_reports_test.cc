@@ -1179,7 +1179,25 @@ TEST_F(UsageReportsTest, ExportUsageRowsCsvAndResume) {
   ASSERT_EQ(got.size(), 3u);
   EXPECT_EQ(got[0].rows().rows(0).SerializeAsString(), first[2].rows().rows(0).SerializeAsString());
   EXPECT_EQ(got[2].trailer().row_count(), 5);
+  // Another caller (another user, or the same with other roles), or the
+  // token with any character changed (it was readable text, its position
+  // editable): refused, nothing sent.
+  got.clear();
+  EXPECT_EQ(ErrorReason(figures_->ExportUsage(admin_, again, collect)), "INVALID_RESUME_TOKEN");
+  const std::string token = again.resume_token();
+  for (size_t i = 0; i < token.size(); ++i) {
+    for (char c : {'A', 'B', 'Q', 'g', '0', '-'}) {
+      if (c == token[i]) continue;
+      std::string edited = token;
+      edited[i] = c;
+      again.set_resume_token(edited);
+      ASSERT_EQ(ErrorReason(figures_->ExportUsage(auditor_, again, collect)), "INVALID_RESUME_TOKEN")
+          << i << " " << edited;
+    }
+  }
+  EXPECT_TRUE(got.empty());
   // A token of another request.
+  again.set_resume_token(token);
   again.set_granularity(v1::PERIOD_GRANULARITY_DAY);
   EXPECT_EQ(ErrorReason(figures_->ExportUsage(auditor_, again, collect)), "INVALID_RESUME_TOKEN");
 

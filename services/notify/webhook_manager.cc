@@ -748,6 +748,14 @@ absl::StatusOr<v1::WebhookDelivery> WebhookManager::ReplayWebhookDelivery(
     d.set_attempts(0);
     d.set_replays(d.replays() + 1);
     *d.mutable_next_attempt_time() = ToProto(now);
+    // A queued delivery is neither dead nor delivered, and what told of
+    // the last attempt tells of the attempts since this replay
+    // (webhooks.proto WebhookDelivery): none yet.
+    d.clear_dead_time();
+    d.clear_delivered_time();
+    d.clear_last_error();
+    d.clear_last_status_code();
+    d.clear_last_attempt_time();
     const std::string member = DueMember(Ms(wall_->Now()), ref.org, ref.id, ref.d, hook.version);
     Mutation m;
     m.writes.push_back({key, EncodeDelivery(member, d), doc->version});

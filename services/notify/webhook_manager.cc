@@ -492,6 +492,22 @@ absl::StatusOr<v1::Webhook> WebhookManager::UpdateWebhook(const Principal& p, co
     }
   }
   const v1::Webhook& in = r.webhook();
+  // The masked fields' values, in the mask's order, before the webhook is
+  // read (webhooks.proto: INVALID_ARGUMENT before NOT_FOUND and ABORTED):
+  // a bad value is INVALID_FIELD also for a missing webhook or a stale etag.
+  // After the replay check: a retry is answered as the first time, also
+  // when the rules have grown stricter since (types.proto).
+  for (const auto& path : r.update_mask().paths()) {
+    if (path == "url") LS_RETURN_IF_ERROR(CheckWebhookUrl(in.url(), "webhook.url"));
+    if (path == "event_types") {
+      LS_RETURN_IF_ERROR(
+          CheckWebhookEventTypes({in.event_types().begin(), in.event_types().end()}, "webhook.event_types"));
+    }
+    if (path == "description") LS_RETURN_IF_ERROR(CheckWebhookDescription(in.description(), "webhook.description"));
+    if (path == "state" && in.state() != v1::Webhook::ENABLED && in.state() != v1::Webhook::DISABLED) {
+      return InvalidField("webhook.state", "ENABLED or DISABLED");
+    }
+  }
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
     LS_ASSIGN_OR_RETURN(Hook hook, LoadHook(ref.org, ref.id));
     if (hook.version == 0 || hook.tombstone) return HookNotFound(in.name());
@@ -500,30 +516,18 @@ absl::StatusOr<v1::Webhook> WebhookManager::UpdateWebhook(const Principal& p, co
     bool reenable = false;
     bool disable = false;
     for (const auto& path : r.update_mask().paths()) {
-      if (path == "url") {
-        LS_RETURN_IF_ERROR(CheckWebhookUrl(in.url(), "webhook.url"));
-        w.set_url(in.url());
-      }
-      if (path == "event_types") {
-        LS_RETURN_IF_ERROR(
-            CheckWebhookEventTypes({in.event_types().begin(), in.event_types().end()}, "webhook.event_types"));
-        *w.mutable_event_types() = in.event_types();
-      }
-      if (path == "description") {
-        LS_RETURN_IF_ERROR(CheckWebhookDescription(in.description(), "webhook.description"));
-        w.set_description(in.description());
-      }
+      if (path == "url") w.set_url(in.url());
+      if (path == "event_types") *w.mutable_event_types() = in.event_types();
+      if (path == "description") w.set_description(in.description());
       if (path == "state") {
         if (in.state() == v1::Webhook::ENABLED) {
           reenable = w.state() != v1::Webhook::ENABLED;
           w.set_state(v1::Webhook::ENABLED);
           w.clear_disabled_reason();
-        } else if (in.state() == v1::Webhook::DISABLED) {
+        } else {  // DISABLED (checked above)
           disable = w.state() != v1::Webhook::DISABLED;
           if (disable) w.set_disabled_reason(v1::Webhook::BY_ADMIN);
           w.set_state(v1::Webhook::DISABLED);
-        } else {
-          return InvalidField("webhook.state", "ENABLED or DISABLED");
         }
       }
     }
@@ -744,6 +748,14 @@ absl::StatusOr<v1::WebhookDelivery> WebhookManager::ReplayWebhookDelivery(
     d.set_attempts(0);
     d.set_replays(d.replays() + 1);
     *d.mutable_next_attempt_time() = ToProto(now);
+    // A queued delivery is neither dead nor delivered, and what told of
+    // the last attempt tells of the attempts since this replay
+    // (webhooks.proto WebhookDelivery): none yet.
+    d.clear_dead_time();
+    d.clear_delivered_time();
+    d.clear_last_error();
+    d.clear_last_status_code();
+    d.clear_last_attempt_time();
     const std::string member = DueMember(Ms(wall_->Now()), ref.org, ref.id, ref.d, hook.version);
     Mutation m;
     m.writes.push_back({key, EncodeDelivery(member, d), doc->version});

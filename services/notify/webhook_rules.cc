@@ -1,5 +1,7 @@
 #include "services/notify/webhook_rules.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
@@ -18,6 +20,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/proto_util.h"
@@ -208,6 +211,61 @@ absl::StatusOr<std::optional<WebhookEvent>> Decode(const StreamEvent& entry, Cla
   return std::optional<WebhookEvent>(std::move(out));
 }
 
+// Why the text between the brackets of a URL host is not an IPv6 address
+// (inet_pton's IPv6 syntax, no zone id); "" when it is one.
+std::string HostIpv6Problem(absl::string_view literal) {
+  if (literal.empty()) return "the brackets are empty; put an IPv6 address in them, as in [2001:db8::1]";
+  if (absl::StrContains(literal, "%")) {
+    return "an IPv6 zone id (the part from '%') names an interface of one machine; remove it";
+  }
+  const std::string text(literal);
+  struct in6_addr address;
+  if (inet_pton(AF_INET6, text.c_str(), &address) != 1) {
+    return absl::StrCat("\"", text.substr(0, 64),
+                        "\" in brackets is not an IPv6 address; write one as in [2001:db8::1]");
+  }
+  return "";
+}
+
+// Why `host` (no brackets, no port) is neither a DNS name nor an IPv4
+// literal; "" when it is one. A DNS name: labels of letters, digits and
+// '-', 1 to 63 characters each, neither starting nor ending with '-',
+// separated by single dots, at most 253 characters, optionally one final
+// dot (the root). A host whose last label is all digits is no DNS name (no
+// top-level domain is numeric) and must be an IPv4 literal: four decimal
+// numbers 0 to 255 without leading zeros (10.0.0.1), no final dot.
+std::string HostNameProblem(absl::string_view host) {
+  for (char c : host) {
+    const auto u = static_cast<unsigned char>(c);
+    if (!absl::ascii_isalnum(u) && c != '-' && c != '.') {
+      return "use letters, digits, '-' and '.' (or an IPv6 address in brackets)";
+    }
+  }
+  absl::string_view name = host;
+  if (absl::EndsWith(name, ".")) name.remove_suffix(1);  // the root: "example.com."
+  if (name.empty()) return "it has no name before the dot";
+  if (name.size() > 253) return "a host name is at most 253 characters";
+  std::vector<absl::string_view> labels = absl::StrSplit(name, '.');
+  const absl::string_view last = labels.back();
+  if (!last.empty() && std::all_of(last.begin(), last.end(), [](char c) {
+        return absl::ascii_isdigit(static_cast<unsigned char>(c));
+      })) {
+    const std::string text(host);
+    struct in_addr address;
+    if (inet_pton(AF_INET, text.c_str(), &address) != 1) {
+      return absl::StrCat("\"", text.substr(0, 64),
+                          "\" is not an IPv4 address; write four numbers 0 to 255 without leading zeros (10.0.0.1)");
+    }
+    return "";
+  }
+  for (absl::string_view label : labels) {
+    if (label.empty()) return "a dot at the start or two dots in a row leave an empty label";
+    if (label.size() > 63) return "a label (the text between dots) is at most 63 characters";
+    if (label.front() == '-' || label.back() == '-') return "a label must not start or end with '-'";
+  }
+  return "";
+}
+
 std::string Hex(const unsigned char* data, size_t n) {
   return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(data), n));
 }
@@ -345,12 +403,13 @@ absl::Status CheckWebhookUrl(absl::string_view url, const std::string& field) {
   absl::string_view host = authority;
   if (host.front() == '[') {
     const size_t close = host.find(']');
-    if (close == absl::string_view::npos) return bad("has a malformed IPv6 host");
+    if (close == absl::string_view::npos) return bad("has a malformed IPv6 host (no closing ']')");
     absl::string_view after = host.substr(close + 1);
     if (!after.empty() && (after.front() != ':' || !port_ok(after.substr(1)))) {
       return bad("has a malformed port (1 to 65535)");
     }
-    host = host.substr(0, close + 1);
+    const std::string why = HostIpv6Problem(host.substr(1, close - 1));
+    if (!why.empty()) return bad(absl::StrCat("has a malformed host: ", why));
   } else {
     const size_t colon = host.find(':');
     if (colon != absl::string_view::npos) {
@@ -359,10 +418,8 @@ absl::Status CheckWebhookUrl(absl::string_view url, const std::string& field) {
       if (!port_ok(port)) return bad("has a malformed port (1 to 65535)");
     }
     if (host.empty()) return bad("has no host");
-    for (char c : host) {
-      const auto u = static_cast<unsigned char>(c);
-      if (!absl::ascii_isalnum(u) && c != '-' && c != '.') return bad("has a malformed host");
-    }
+    const std::string why = HostNameProblem(host);
+    if (!why.empty()) return bad(absl::StrCat("has a malformed host: ", why));
   }
   return absl::OkStatus();
 }

@@ -333,6 +333,90 @@ TEST_F(WebhookDeliveryTest, RetriesWithBackoffThenDeadLettersThenReplays) {
   EXPECT_EQ(CountIf(NotifyEvents(), [](const v1::NotifyEvent& e) { return e.has_webhook_delivery_replayed(); }), 1);
 }
 
+// webhooks.proto ReplayWebhookDelivery: a replayed delivery is PENDING
+// with its attempts counted afresh; it neither claims to be dead nor
+// delivered, nor reports the attempts before the replay (dead_time,
+// delivered_time, last_error, last_status_code and last_attempt_time
+// cleared), in the answer and as listed; it keeps its id, event, body and
+// create_time, and its next attempts fill them in again.
+TEST_F(WebhookDeliveryTest, AReplayedDeliveryIsNeitherDeadNorDelivered) {
+  const std::string acme = Hook("acme", "erp", "/acme", {kCancelled});
+  receiver_.Control("/acme", "", -1);
+  Publish(kBookingStream, BookingCancelled("ev-r", "organizations/acme"));
+  Consume();
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  const std::string name = acme + "/deliveries/ev-r";
+  auto listed_one = [&]() -> v1::WebhookDelivery {
+    auto all = Deliveries(acme);
+    EXPECT_TRUE(all.ok()) << all.status();
+    if (!all.ok() || all->deliveries_size() != 1) {
+      ADD_FAILURE() << "expected one delivery";
+      return v1::WebhookDelivery();
+    }
+    return all->deliveries(0);
+  };
+  const v1::WebhookDelivery dead = listed_one();
+  ASSERT_EQ(dead.state(), v1::WebhookDelivery::DEAD);
+  EXPECT_EQ(dead.last_status_code(), 500);
+  EXPECT_EQ(dead.last_error(), "HTTP 500");
+  EXPECT_TRUE(dead.has_dead_time());
+  EXPECT_TRUE(dead.has_last_attempt_time());
+
+  auto expect_fresh = [&](const v1::WebhookDelivery& d, int replays) {
+    EXPECT_EQ(d.name(), name);
+    EXPECT_EQ(d.state(), v1::WebhookDelivery::PENDING);
+    EXPECT_EQ(d.attempts(), 0);
+    EXPECT_EQ(d.replays(), replays);
+    EXPECT_EQ(d.last_status_code(), 0);
+    EXPECT_EQ(d.last_error(), "");
+    EXPECT_FALSE(d.has_last_attempt_time());
+    EXPECT_FALSE(d.has_dead_time());
+    EXPECT_FALSE(d.has_delivered_time());
+    ASSERT_TRUE(d.has_next_attempt_time());
+    EXPECT_EQ(FromProto(d.next_attempt_time()), clock_.Now());
+    EXPECT_EQ(d.event_id(), "ev-r");
+    EXPECT_EQ(d.body(), dead.body());
+    EXPECT_EQ(FromProto(d.create_time()), FromProto(dead.create_time()));
+  };
+  // The dead letter replayed: PENDING, nothing of its death or last attempt.
+  clock_.Advance(absl::Minutes(5));
+  v1::ReplayWebhookDeliveryRequest replay;
+  replay.set_name(name);
+  auto from_dead = Call(Admin("acme"), &S::ReplayWebhookDelivery, replay);
+  ASSERT_TRUE(from_dead.ok()) << from_dead.status();
+  expect_fresh(*from_dead, 1);
+  const v1::WebhookDelivery listed_after_dead = listed_one();
+  expect_fresh(listed_after_dead, 1);
+
+  // Its next attempt fills them in again: delivered.
+  receiver_.Control("/acme", "", 0);
+  clock_.Advance(absl::Minutes(5));
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  const v1::WebhookDelivery delivered = listed_one();
+  ASSERT_EQ(delivered.state(), v1::WebhookDelivery::DELIVERED);
+  EXPECT_EQ(delivered.attempts(), 1);
+  EXPECT_EQ(delivered.last_status_code(), 204);
+  EXPECT_EQ(delivered.last_error(), "");
+  EXPECT_EQ(FromProto(delivered.delivered_time()), clock_.Now());
+  EXPECT_EQ(FromProto(delivered.last_attempt_time()), clock_.Now());
+  EXPECT_FALSE(delivered.has_dead_time());
+
+  // The delivered one replayed: PENDING, nothing of its delivery.
+  clock_.Advance(absl::Minutes(5));
+  replay.set_request_id("replay-delivered");
+  auto from_delivered = Call(Admin("acme"), &S::ReplayWebhookDelivery, replay);
+  ASSERT_TRUE(from_delivered.ok()) << from_delivered.status();
+  expect_fresh(*from_delivered, 2);
+  expect_fresh(listed_one(), 2);
+  // Its retry answers the same.
+  auto again = Call(Admin("acme"), &S::ReplayWebhookDelivery, replay);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->SerializeAsString(), from_delivered->SerializeAsString());
+  ASSERT_TRUE(DeliverUntil([&] { return Due() == 0; }));
+  EXPECT_EQ(listed_one().state(), v1::WebhookDelivery::DELIVERED);
+  EXPECT_EQ(receiver_.Requests("/acme").back().id, "ev-r");
+}
+
 // A delivery's own events carry the trace id of the event it delivers, so
 // one id follows a request from its service's log to its webhooks' outcome:
 // delivered, dead, and the disabling its failure caused.

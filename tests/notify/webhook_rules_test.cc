@@ -223,6 +223,58 @@ TEST(WebhookChecks, UrlPortsAreOneTo65535) {
   }
 }
 
+// webhooks.proto CreateWebhook: the host is "a DNS name (letters, digits,
+// '-' and '.'), an IPv4 literal (10.0.0.1) or an IPv6 literal in brackets
+// ([2001:db8::1])". The bracketed text must be an IPv6 address (no zone id);
+// a name is made of non-empty labels of at most 63 characters that neither
+// start nor end with '-', at most 253 characters, one final dot allowed; a
+// numeric last label makes it an IPv4 literal, which must be a valid one.
+TEST(WebhookChecks, UrlHostsAreDnsNamesOrIpLiterals) {
+  for (const char* ok :
+       {"https://[2001:db8::1]/", "https://[::1]/", "https://[::]/", "https://[2001:DB8:0:0:0:0:0:1]:443/x",
+        "https://[::ffff:192.0.2.1]/", "https://[fe80::1]/", "https://example.com./hook", "https://a-b.c-d.example/",
+        "https://x1.example/", "https://1example.com/", "https://123.example/", "https://EXAMPLE.COM/",
+        "https://0.0.0.0/", "https://255.255.255.255:8443/", "https://10.0.0.1/", "https://a",
+        "https://xn--fsqu00a.example/"}) {
+    auto s = CheckWebhookUrl(ok, "webhook.url");
+    EXPECT_TRUE(s.ok()) << ok << ": " << s;
+  }
+  const std::string label63(63, 'a');
+  const std::string label64(64, 'a');
+  // 4 labels of 63 and 3 dots: 255 characters; 3 labels of 63 and one of 61: 253.
+  const std::string name253 = label63 + "." + label63 + "." + label63 + "." + std::string(61, 'a');
+  const std::string name255 = label63 + "." + label63 + "." + label63 + "." + label63;
+  EXPECT_TRUE(CheckWebhookUrl("https://" + label63 + ".example/", "webhook.url").ok());
+  EXPECT_TRUE(CheckWebhookUrl("https://" + name253 + "/", "webhook.url").ok());
+  EXPECT_TRUE(CheckWebhookUrl("https://" + name253 + "./", "webhook.url").ok());
+  for (const std::string& bad : std::vector<std::string>{
+           // Brackets hold an IPv6 address, nothing else.
+           "https://[]/", "https://[hello-world]/", "https://[1.2.3.4]/", "https://[::1::2]/", "https://[12345::]/",
+           "https://[g::1]/", "https://[:]/", "https://[v1.x]/",
+           // No zone id, raw or percent-encoded.
+           "https://[fe80::1%eth0]/", "https://[fe80::1%25eth0]/", "https://[fe80::1%25eth0]:8443/",
+           // Empty labels, a bad '-', too long.
+           "https://example..com/", "https://.example.com/", "https://example.com../", "https://./",
+           "https://-example.com/", "https://example-.com/", "https://a.-b.com/", "https://a.b-.com/", "https://-/",
+           "https://" + label64 + ".example/", "https://" + name255 + "/",
+           // A numeric last label is an IPv4 literal, and must be a valid one.
+           "https://1.2.3.4.5/", "https://999.1.1.1/", "https://1.2.3/", "https://256.0.0.1/", "https://01.2.3.4/",
+           "https://1.2.3.4./", "https://123/", "https://example.123/", "https://0x7f.0.0.1/", "https://1..2.3/"}) {
+    auto s = CheckWebhookUrl(bad, "webhook.url");
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(ErrorReason(s), "INVALID_FIELD") << bad;
+    ASSERT_EQ(FieldViolationsOf(s).size(), 1u) << bad;
+    EXPECT_EQ(FieldViolationsOf(s)[0].field, "webhook.url") << bad;
+    EXPECT_TRUE(absl::StrContains(s.message(), "malformed host")) << bad << ": " << s.message();
+  }
+  // The message says what is wrong.
+  EXPECT_TRUE(absl::StrContains(CheckWebhookUrl("https://[fe80::1%25eth0]/", "u").message(), "zone id"));
+  EXPECT_TRUE(absl::StrContains(CheckWebhookUrl("https://[hello-world]/", "u").message(), "[2001:db8::1]"));
+  EXPECT_TRUE(absl::StrContains(CheckWebhookUrl("https://999.1.1.1/", "u").message(), "IPv4"));
+  EXPECT_TRUE(absl::StrContains(CheckWebhookUrl("https://example..com/", "u").message(), "empty label"));
+  EXPECT_TRUE(absl::StrContains(CheckWebhookUrl("https://-x.example/", "u").message(), "'-'"));
+}
+
 TEST(WebhookChecks, EventTypesFromTheListDistinctAndNonEmpty) {
   EXPECT_TRUE(CheckWebhookEventTypes({"labshare.billing.v1.InvoiceIssued", "labshare.booking.v1.BookingCancelled"},
                                      "webhook.event_types")

@@ -4,6 +4,8 @@
 // outbox entries (the party rule, exactly once per event and webhook).
 #include "tests/notify/webhook_test_util.h"
 
+#include <functional>
+
 #include "absl/strings/match.h"
 
 namespace labshare::notify::testing {
@@ -289,6 +291,74 @@ TEST_F(WebhookServiceTest, ErrorsCarryTheirContractReasons) {
   EXPECT_ERROR(Call(Admin("acme"), &S::ReplayWebhookDelivery, replay), kNotFound, "WEBHOOK_NOT_FOUND");
   replay.set_name(w->name());
   EXPECT_ERROR(Call(Admin("acme"), &S::ReplayWebhookDelivery, replay), kInvalidArgument, "INVALID_NAME");
+}
+
+// webhooks.proto UpdateWebhook: INVALID_ARGUMENT (INVALID_FIELD) comes
+// before NOT_FOUND (WEBHOOK_NOT_FOUND) and ABORTED (ETAG_MISMATCH): the
+// masked fields' values are checked before the webhook is read, so a bad
+// value is INVALID_FIELD also for a missing webhook or with a stale etag.
+// The mask itself is checked first (INVALID_UPDATE_MASK), and a refused
+// request keeps nothing: its request_id, sent again corrected, is checked
+// afresh (types.proto).
+TEST_F(WebhookServiceTest, UpdateChecksTheMaskedValuesBeforeTheWebhookAndItsEtag) {
+  auto created = Create(Admin("acme"), "acme", "erp", kUrl, {kCancelled});
+  ASSERT_TRUE(created.ok()) << created.status();
+  const v1::Webhook good = created->webhook();
+  v1::Webhook missing = good;
+  missing.set_name("organizations/acme/webhooks/nope");
+  v1::Webhook stale = good;
+  stale.set_etag("7");
+  struct Bad {
+    std::string path, field;
+    std::function<void(v1::Webhook*)> set;
+  };
+  const std::vector<Bad> bads = {
+      {"url", "webhook.url", [](v1::Webhook* w) { w->set_url("https://[hello-world]/"); }},
+      {"url", "webhook.url", [](v1::Webhook* w) { w->set_url("http://erp.acme.example/"); }},
+      {"event_types", "webhook.event_types", [](v1::Webhook* w) { w->clear_event_types(); }},
+      {"description", "webhook.description", [](v1::Webhook* w) { w->set_description("two\nlines"); }},
+      {"state", "webhook.state", [](v1::Webhook* w) { w->set_state(v1::Webhook::STATE_UNSPECIFIED); }},
+  };
+  for (const Bad& bad : bads) {
+    for (v1::Webhook w : {missing, stale, good}) {
+      bad.set(&w);
+      auto s = Update(Admin("acme"), w, {"description", bad.path});
+      ASSERT_FALSE(s.ok()) << bad.path << " " << w.name() << " etag " << w.etag();
+      EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << bad.path << " " << s.status();
+      EXPECT_EQ(ErrorReason(s.status()), "INVALID_FIELD") << bad.path << " " << w.name() << " " << s.status();
+      EXPECT_EQ(ErrorMetadataOf(s.status())["field"], bad.field) << s.status();
+    }
+  }
+  // Only the masked fields' values count: a bad url left out of the mask
+  // does not hide the missing webhook or the stale etag.
+  v1::Webhook unmasked = missing;
+  unmasked.set_url("https://[hello-world]/");
+  EXPECT_ERROR(Update(Admin("acme"), unmasked, {"description"}), kNotFound, "WEBHOOK_NOT_FOUND");
+  unmasked = stale;
+  unmasked.set_url("https://[hello-world]/");
+  EXPECT_ERROR(Update(Admin("acme"), unmasked, {"description"}), kAborted, "ETAG_MISMATCH");
+  // A bad mask is named before a bad value.
+  v1::Webhook bad_url = missing;
+  bad_url.set_url("https://[hello-world]/");
+  EXPECT_ERROR(Update(Admin("acme"), bad_url, {"url", "creator"}), kInvalidArgument, "INVALID_UPDATE_MASK");
+  // Nothing was written or published; the refused request_id is free for
+  // the corrected request.
+  bad_url = good;
+  bad_url.set_url("https://example..com/");
+  EXPECT_ERROR(Update(Admin("acme"), bad_url, {"url"}, "req-fix"), kInvalidArgument, "INVALID_FIELD");
+  auto got = Get(Admin("acme"), good.name());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->SerializeAsString(), good.SerializeAsString());
+  EXPECT_EQ(NotifyEvents().size(), 1u);  // WebhookCreated only
+  v1::Webhook fixed = good;
+  fixed.set_url("https://[2001:db8::1]:8443/hook");
+  auto updated = Update(Admin("acme"), fixed, {"url"}, "req-fix");
+  ASSERT_TRUE(updated.ok()) << updated.status();
+  EXPECT_EQ(updated->url(), "https://[2001:db8::1]:8443/hook");
+  EXPECT_EQ(updated->etag(), "2");
+  auto retry = Update(Admin("acme"), fixed, {"url"}, "req-fix");
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_EQ(retry->SerializeAsString(), updated->SerializeAsString());
 }
 
 TEST_F(WebhookServiceTest, TheLimitCountsLiveWebhooksAndAStorageFaultIsNoRoom) {

@@ -520,12 +520,14 @@ absl::StatusOr<v1::Webhook> WebhookManager::UpdateWebhook(const Principal& p, co
       if (path == "event_types") *w.mutable_event_types() = in.event_types();
       if (path == "description") w.set_description(in.description());
       if (path == "state") {
+        // Against the stored state, not w's: a mask naming "state" twice
+        // must not undo the first's disable or re-enable.
         if (in.state() == v1::Webhook::ENABLED) {
-          reenable = w.state() != v1::Webhook::ENABLED;
+          reenable = hook.webhook.state() != v1::Webhook::ENABLED;
           w.set_state(v1::Webhook::ENABLED);
           w.clear_disabled_reason();
         } else {  // DISABLED (checked above)
-          disable = w.state() != v1::Webhook::DISABLED;
+          disable = hook.webhook.state() != v1::Webhook::DISABLED;
           if (disable) w.set_disabled_reason(v1::Webhook::BY_ADMIN);
           w.set_state(v1::Webhook::DISABLED);
         }

@@ -646,6 +646,42 @@ TEST_F(WebhookDisablingTest, DisablingByAnAdminMakesTheQueuedDeliveriesDeadLette
             (std::vector<std::string>{"ev-1", "ev-2", "ev-4", "ev-5"}));
 }
 
+// A mask naming "state" twice disables (and re-enables) as one naming it
+// once: the second path judged the state the first had just set, so the
+// queued deliveries were left PENDING under a DISABLED webhook, and a
+// re-enabled one kept its failure count.
+TEST_F(WebhookDisablingTest, AMaskNamingStateTwiceDisablesAndReenablesAsOnce) {
+  const std::string acme = Hook("acme", "erp", "/acme", {kCancelled});
+  for (const char* id : {"ev-1", "ev-2"}) Publish(kBookingStream, BookingCancelled(id, "organizations/acme"));
+  Consume();
+  auto twice = [&](v1::Webhook::State state) {
+    v1::UpdateWebhookRequest u;
+    u.mutable_webhook()->set_name(acme);
+    u.mutable_webhook()->set_state(state);
+    u.mutable_update_mask()->add_paths("state");
+    u.mutable_update_mask()->add_paths("state");
+    return Call(Admin("acme"), &S::UpdateWebhook, u);
+  };
+  auto off = twice(v1::Webhook::DISABLED);
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_EQ(off->state(), v1::Webhook::DISABLED);
+  EXPECT_EQ(EventIds(Deliveries(acme, {v1::WebhookDelivery::PENDING})), std::vector<std::string>{});
+  EXPECT_EQ(EventIds(Deliveries(acme, {v1::WebhookDelivery::DEAD})), (std::vector<std::string>{"ev-1", "ev-2"}));
+  EXPECT_EQ(Due(), 0);
+  // Failures counted while enabled start afresh when it is enabled again.
+  ASSERT_TRUE(SetState(acme, v1::Webhook::ENABLED).ok());
+  receiver_.Control("/acme", "", -1);
+  Publish(kBookingStream, BookingCancelled("ev-3", "organizations/acme"));
+  Consume();
+  ASSERT_TRUE(module_->DeliverDueOnce().ok());
+  ASSERT_EQ(GetHook(acme).consecutive_failures(), 1);
+  ASSERT_TRUE(twice(v1::Webhook::DISABLED).ok());
+  auto on = twice(v1::Webhook::ENABLED);
+  ASSERT_TRUE(on.ok()) << on.status();
+  EXPECT_EQ(on->consecutive_failures(), 0);
+  EXPECT_EQ(GetHook(acme).consecutive_failures(), 0);
+}
+
 TEST_F(WebhookDisablingTest, TheAutomaticDisablingMakesTheOthersQueuedDeadLettersAtOnce) {
   const std::string acme = Hook("acme", "erp", "/acme", {kCancelled});
   receiver_.Control("/acme", "", -1);

@@ -389,10 +389,12 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
       return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
                        "only the dead letters of your own organisation");
     }
-    std::vector<std::string> parts = absl::StrSplit(req.name(), '/');
-    if (parts.size() != 2 || parts[0] != "deadLetters" || parts[1].empty() || parts[1].size() > 200) {
-      return InvalidName("name", "\"deadLetters/{message}\"");
+    // A message id is a resource id (lowercase hex as made): a name with
+    // other characters names no message and is malformed, not unknown.
+    if (!IsResourceName(req.name(), "deadLetters")) {
+      return InvalidName("name", "\"deadLetters/{message}\" (message: [a-z0-9][a-z0-9-]{0,62})");
     }
+    std::vector<std::string> parts = absl::StrSplit(req.name(), '/');
     // Scoped by the message's organisation each time the step loads it. A
     // message that is gone (never was, or removed after the retention) has
     // none: the step answers DEAD_LETTER_NOT_FOUND, or the first answer to

@@ -633,6 +633,30 @@ TEST_F(NotifyContractTest, ReplayDeadLetterChecksTheScopeBeforeTheName) {
   EXPECT_EQ(State("m1"), "DEAD");
 }
 
+// A name whose message id is no resource id (a space, upper case, other
+// letters, a control character, too long) is INVALID_NAME for the admin, not
+// DEAD_LETTER_NOT_FOUND: no message can have it (ids are lowercase hex).
+TEST_F(NotifyContractTest, ReplayDeadLetterRefusesAMessageIdNoMessageCanHave) {
+  StartMail();
+  for (const std::string& name :
+       {std::string("deadLetters/A B"), std::string("deadLetters/\xc3\xbcn\xc3\xaf"), std::string("deadLetters/x\n"),
+        std::string("deadLetters/ABC"), std::string("deadLetters/-a"), "deadLetters/" + std::string(64, 'a')}) {
+    v1::ReplayDeadLetterRequest r;
+    r.set_name(name);
+    r.set_request_id("replay-bad");
+    v1::DeadLetter out;
+    grpc::Status s = stub_->ReplayDeadLetter(As(Now("root", "", Role::kConsortiumAdmin)).get(), r, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << name << ": " << s.error_message();
+    EXPECT_EQ(GrpcErrorReason(s), "INVALID_NAME") << name;
+  }
+  // A well-formed id no message has is still DEAD_LETTER_NOT_FOUND.
+  v1::ReplayDeadLetterRequest r;
+  r.set_name("deadLetters/" + std::string(63, 'a'));
+  v1::DeadLetter out;
+  grpc::Status s = stub_->ReplayDeadLetter(As(Now("root", "", Role::kConsortiumAdmin)).get(), r, &out);
+  EXPECT_EQ(GrpcErrorReason(s), "DEAD_LETTER_NOT_FOUND") << s.error_message();
+}
+
 // ReplayDeadLetter "NOT_FOUND (DEAD_LETTER_NOT_FOUND: no such message, or a
 // dead letter removed after the retention)": an id no message has (to the
 // admin and to facility staff alike), and a dead letter once

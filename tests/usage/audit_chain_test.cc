@@ -155,6 +155,17 @@ class AuditChainTest : public ::testing::Test {
     return std::make_unique<AuditChain>(pool, testing::TestPageTokens(), std::move(o));
   }
 
+  // As labshare-archive: the base (at entries[upto - 1]) first, then the
+  // entries after *archived up to `upto` (their index members left behind,
+  // as after a crash midway).
+  void ArchiveTo(const std::vector<v1::AuditEntry>& entries, int64_t* archived, int64_t upto) {
+    ASSERT_TRUE(pool_->Command({"HSET", audit_keys::Base(), "seq", std::to_string(upto), "hash",
+                                entries[static_cast<size_t>(upto - 1)].hash()})
+                    .ok());
+    for (int64_t s = *archived + 1; s <= upto; ++s) ASSERT_TRUE(pool_->Command({"DEL", audit_keys::Entry(s)}).ok());
+    *archived = upto;
+  }
+
   v1::AuditEntry MustAppend(const std::string& source, const StreamEvent& e) {
     absl::StatusOr<AppendResult> r = chain_->Append(source, e);
     EXPECT_TRUE(r.ok()) << r.status();
@@ -939,13 +950,7 @@ TEST_F(AuditChainTest, ListDoesNotTakeArchivedEntriesForDamage) {
   // As labshare-archive: the base first, then the entries (their index
   // members are left behind here, as after a crash midway).
   int64_t archived = 0;
-  auto archive_to = [&](int64_t upto) {
-    ASSERT_TRUE(pool_->Command({"HSET", audit_keys::Base(), "seq", std::to_string(upto), "hash",
-                                entries[static_cast<size_t>(upto - 1)].hash()})
-                    .ok());
-    for (int64_t s = archived + 1; s <= upto; ++s) ASSERT_TRUE(pool_->Command({"DEL", audit_keys::Entry(s)}).ok());
-    archived = upto;
-  };
+  auto archive_to = [&](int64_t upto) { ArchiveTo(entries, &archived, upto); };
   archive_to(1);
   v1::ListAuditEntriesRequest q;
   auto before = chain_->List(auditor_, q);
@@ -982,13 +987,7 @@ TEST_F(AuditChainTest, VerifyAndExportDoNotTakeEntriesArchivedMeanwhileForDamage
   entries.push_back(MustAppend("inventory", InstrumentChanged("inv-6")));
   entries.push_back(MustAppend("inventory", InstrumentChanged("inv-7")));
   int64_t archived = 0;
-  auto archive_to = [&](int64_t upto) {
-    ASSERT_TRUE(pool_->Command({"HSET", audit_keys::Base(), "seq", std::to_string(upto), "hash",
-                                entries[static_cast<size_t>(upto - 1)].hash()})
-                    .ok());
-    for (int64_t s = archived + 1; s <= upto; ++s) ASSERT_TRUE(pool_->Command({"DEL", audit_keys::Entry(s)}).ok());
-    archived = upto;
-  };
+  auto archive_to = [&](int64_t upto) { ArchiveTo(entries, &archived, upto); };
   archive_to(1);
   // The next year archived once, after the call's first read of the base.
   int64_t next = 0;

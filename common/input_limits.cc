@@ -6,7 +6,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/error.h"
-#include "common/page_token.h"
 
 namespace labshare {
 namespace {
@@ -76,10 +75,8 @@ absl::Status CheckField(const Message& m, const FieldDescriptor* f, int index, c
       return CheckInt(v, kMaxInt64Input, Path(prefix, f, index));
     }
     case FieldDescriptor::CPPTYPE_INT32: {
+      if (f->name() == "page_size") return absl::OkStatus();
       const int32_t v = repeated ? r->GetRepeatedInt32(m, f, index) : r->GetInt32(m, f);
-      // A list's page size is clamped above (the list does it), refused
-      // below 0 here, with the other numbers, before the scope.
-      if (f->name() == "page_size" && prefix.empty()) return v < 0 ? NegativePageSize() : absl::OkStatus();
       return CheckInt(v, kMaxInt32Input, Path(prefix, f, index));
     }
     case FieldDescriptor::CPPTYPE_UINT64: {

@@ -24,9 +24,8 @@ inline constexpr int64_t kMaxInt64Input = kMaxAmountMinor;
 inline constexpr int32_t kMaxInt32Input = 1'000'000;
 
 // Walks a request: every labshare.type.v1.Money, google.protobuf.Duration,
-// google.protobuf.Timestamp and plain integer field (a request's page_size
-// aside: it is clamped above, and only a negative one refused here) must lie
-// within the limits above, and Durations and Timestamps
+// google.protobuf.Timestamp and plain integer field (page_size aside: it is
+// clamped) must lie within the limits above, and Durations and Timestamps
 // must be well formed, and every enum field must hold a value its enum
 // defines. INVALID_ARGUMENT, reason INVALID_FIELD, naming the first field
 // outside (e.g. "instrument.modes[0].slot_rules.max_block") otherwise. Sign rules (e.g. "must not be negative") stay with each use.

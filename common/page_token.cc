@@ -188,11 +188,6 @@ std::string PageTokenCodec::Mac(const google::protobuf::Message& request, const 
   return std::string(reinterpret_cast<const char*>(mac), kMacBytes);
 }
 
-absl::Status NegativePageSize() {
-  return InvalidField("page_size", absl::StrCat("must not be negative: 0 for the default (", kDefaultPageSize,
-                                                "), at most ", kMaxPageSize, " per page"));
-}
-
 absl::StatusOr<PageRequest> PageTokenCodec::Parse(const google::protobuf::Message& request,
                                                   const Principal& caller) const {
   const auto* d = request.GetDescriptor();
@@ -200,7 +195,10 @@ absl::StatusOr<PageRequest> PageTokenCodec::Parse(const google::protobuf::Messag
   PageRequest page;
   if (const auto* f = d->FindFieldByName("page_size")) {
     const int32_t size = r->GetInt32(request, f);
-    if (size < 0) return NegativePageSize();
+    if (size < 0) {
+      return InvalidField("page_size", absl::StrCat("must not be negative: 0 for the default (", kDefaultPageSize,
+                                                    "), at most ", kMaxPageSize, " per page"));
+    }
     page.page_size = size == 0 ? kDefaultPageSize : std::min(size, kMaxPageSize);
   }
   const auto* tf = d->FindFieldByName("page_token");

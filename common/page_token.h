@@ -43,10 +43,6 @@ namespace labshare {
 constexpr int kDefaultPageSize = 50;
 constexpr int kMaxPageSize = 500;
 
-// INVALID_ARGUMENT INVALID_FIELD for a negative page_size (types.proto),
-// answered with the range checks (CheckInputRanges) before the scope.
-absl::Status NegativePageSize();
-
 struct PageRequest {
   int page_size = kDefaultPageSize;
   std::string after;  // position after the previous page; empty: from the start

@@ -622,6 +622,11 @@ absl::StatusOr<Order> BookingManager::ScheduleRun(const Principal& p, const v1::
   facts.facility = facility.get();
   facts.rates.assign(rates->rates().begin(), rates->rates().end());
   facts.windows.assign(windows->maintenance_windows().begin(), windows->maintenance_windows().end());
+  // A scheduled window over the run's buffer too (SlotRules.buffer).
+  facts.has_blocked = true;
+  facts.blocked_start = FromProto(interval.start_time());
+  facts.blocked_end = FromProto(interval.end_time()) +
+                      FromProto(labshare::inventory::SlotRulesOf(*instrument, labshare::type::v1::TECHNICAL_SERVICE).buffer());
   inv::CheckAccessRequest check;
   check.set_user(cur.order.requester());
   check.set_instrument(cur.order.instrument());

@@ -819,12 +819,18 @@ v1::CheckAccessResponse EvaluateAccess(const AccessFacts& facts,
     }
     out.set_approval_required(approval);
   }
+  // A window over the buffers hits the booking as one over its reserved
+  // time does (SlotRules.buffer).
+  const absl::Time block_start = facts.has_blocked ? facts.blocked_start : start;
+  const absl::Time block_end = facts.has_blocked ? facts.blocked_end : end;
   for (const auto& w : facts.windows) {
     if (w.state() != v1::SCHEDULED) continue;
     const absl::Time ws = FromProto(w.interval().start_time());
     const absl::Time we = FromProto(w.interval().end_time());
-    if (ws < end && start < we) {
-      deny(v1::DURING_MAINTENANCE, absl::StrCat("overlaps maintenance window ", w.name(),
+    if (ws < block_end && block_start < we) {
+      const bool buffer_only = !(ws < end && start < we);
+      deny(v1::DURING_MAINTENANCE, absl::StrCat(buffer_only ? "the buffer overlaps" : "overlaps",
+                                                " maintenance window ", w.name(),
                                                 w.reason().empty() ? "" : ": ", w.reason()));
       break;
     }

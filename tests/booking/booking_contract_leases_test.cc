@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/error.h"
 #include "common/grpc_status.h"
 #include "common/proto_util.h"
 #include "labshare/booking/v1/booking.grpc.pb.h"
@@ -147,6 +148,46 @@ TEST_F(LeaseContractTest, ARequestIdIsOneRequestAcrossPartitions) {
                   grpc::StatusCode::FAILED_PRECONDITION, "LEASE_STATE", "approving a cancelled lease");
   ASSERT_TRUE(Call(stub_.get(), &Stub::ApproveLease, Approval(other.name(), "free"), &out, staff_).ok());
   EXPECT_EQ(out.state(), v1::Lease::APPROVED);
+}
+
+// The same window held by inventory only (the calendar has not received
+// it): RequestLease's access check compares it with the whole block, term
+// with handover and return buffers, as the calendar would (MAINTENANCE_CONFLICT,
+// denials "DURING_MAINTENANCE"), validate_only alike; nothing is written.
+TEST_F(LeaseContractTest, AWindowInInventoryOverABufferIsAMaintenanceConflict) {
+  iv::CreateMaintenanceWindowRequest mw;
+  mw.set_parent("instruments/afm");
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(2));
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(4));
+  mw.mutable_maintenance_window()->set_reason("stage alignment");
+  iv::MaintenanceWindow window;
+  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::CreateMaintenanceWindow, mw, &window, admin_).ok());
+  v1::Lease lease;
+  auto request = LeaseRequest("instruments/afm", 1, 11, "");  // handover buffer 1 d: the block starts at day
+  for (const bool validate_only : {true, false}) {
+    request.set_validate_only(validate_only);
+    grpc::Status s = Call(stub_.get(), &Stub::RequestLease, request, &lease, ana_);
+    ExpectGrpcError(s, grpc::StatusCode::FAILED_PRECONDITION, "MAINTENANCE_CONFLICT",
+                    validate_only ? "previewing a lease whose handover buffer meets a window in inventory"
+                                  : "requesting it");
+    EXPECT_EQ(ErrorMetadataOf(FromGrpcStatus(s))["denials"], "DURING_MAINTENANCE");
+  }
+  // The return buffer (2 d) alike: a term ending a day before the window.
+  iv::CancelMaintenanceWindowRequest cancel;
+  cancel.set_name(window.name());
+  cancel.set_reason("moved");
+  Inv(&iv::InventoryService::Stub::CancelMaintenanceWindow, cancel);
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(24 * 12));
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 12 + 2));
+  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::CreateMaintenanceWindow, mw, &window, admin_).ok());
+  request.set_validate_only(false);
+  ExpectGrpcError(Call(stub_.get(), &Stub::RequestLease, request, &lease, ana_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "MAINTENANCE_CONFLICT", "a lease whose return buffer meets a window in inventory");
+  EXPECT_EQ(CountEvents(&v1::BookingEvent::has_lease_requested), 0);
+  // A block ending exactly at the window start: [day + 1 d, day + 10 d) + 2 d.
+  request = LeaseRequest("instruments/afm", 2, 10, "");
+  grpc::Status s = Call(stub_.get(), &Stub::RequestLease, request, &lease, ana_);
+  EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
 }
 
 // RequestLease's validate_only checks everything and writes nothing: a

@@ -1663,7 +1663,11 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
               c.new_end_ms = Ms(ws);
               *c.booking.mutable_blocked_interval()->mutable_end_time() = ToProto(ws);
             } else {
+              // Nothing of the block lies before the window: it becomes
+              // empty, [start, start), and leaves the calendar (as a
+              // finished booking's block cut at its start, below).
               c.calendar = UpdateStep::Calendar::kRemove;
+              *c.booking.mutable_blocked_interval()->mutable_end_time() = b.blocked_interval().start_time();
             }
             return c;
           }

@@ -217,7 +217,8 @@ absl::StatusOr<Order> BookingManager::PlaceServiceOrder(const Principal& p, cons
     LS_ASSIGN_OR_RETURN(auto facility, inventory_->Facility(instrument->facility()));
     if (!labshare::inventory::PolicyAllows(labshare::inventory::EffectivePolicy(*instrument, *facility), *org)) {
       access = Precondition("ACCESS_POLICY_FORBIDS",
-                            "the facility's access policy does not admit " + client + " to order this service");
+                            std::string(instrument->has_access_policy() ? "the instrument's" : "the facility's") +
+                                " access policy does not admit " + client + " to order this service");
     }
   }
   if (!access.ok()) return refused(access);

@@ -735,8 +735,11 @@ v1::CheckAccessResponse EvaluateAccess(const AccessFacts& facts,
   // allow_non_members and the NON_MEMBER rate line decide.
   const bool owner = cls == labshare::type::v1::OWNER;
   if (!owner && !PolicyAllows(EffectivePolicy(instrument, *facts.facility), payer)) {
+    // Named by the policy that refused: the instrument's own, or else its
+    // facility's (EffectivePolicy).
     deny(v1::ACCESS_POLICY_FORBIDS,
-         "the facility's access policy does not admit this organisation");
+         instrument.has_access_policy() ? "the instrument's access policy does not admit this organisation"
+                                        : "the facility's access policy does not admit this organisation");
   }
 
   const absl::Time start = FromProto(request.interval().start_time());

@@ -220,11 +220,27 @@ TEST_F(LeaseContractTest, ValidateOnlyNamesAMaintenanceWindowInTheBuffers) {
   EXPECT_TRUE(lease.name().empty());
 }
 
-// With a window in the handover buffer and a lease later in the term, the
-// request's step names the last entry in its way (the lease: SLOT_TAKEN);
-// the preview answers the same.
+// With a window on the calendar in the handover buffer and a lease later in
+// the term, the request's step names the last entry in its way (the lease:
+// SLOT_TAKEN); the preview answers the same. (The window is cancelled in
+// inventory, its cancellation not applied yet: a window still scheduled in
+// inventory is the access check's MAINTENANCE_CONFLICT, before the step.)
 TEST_F(LeaseContractTest, ValidateOnlyNamesTheLastEntryInTheWayAsTheRequestDoes) {
-  ApplyWindowOn("instruments/afm", absl::Hours(2), absl::Hours(4));  // in the handover buffer of a term from day + 1 d
+  iv::CreateMaintenanceWindowRequest mw;  // in the handover buffer of a term from day + 1 d
+  mw.set_parent("instruments/afm");
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(2));
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(4));
+  mw.mutable_maintenance_window()->set_reason("stage alignment");
+  iv::MaintenanceWindow window;
+  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::CreateMaintenanceWindow, mw, &window, admin_).ok());
+  v1::ApplyMaintenanceWindowRequest apply;
+  apply.set_maintenance_window(window.name());
+  v1::ApplyMaintenanceWindowResponse applied;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::ApplyMaintenanceWindow, apply, &applied, admin_).ok());
+  iv::CancelMaintenanceWindowRequest cancel;  // off inventory, still on the calendar
+  cancel.set_name(window.name());
+  cancel.set_reason("engineer rescheduled");
+  Inv(&iv::InventoryService::Stub::CancelMaintenanceWindow, cancel);
   v1::Lease lease;
   const grpc::Status later = Call(stub_.get(), &Stub::RequestLease, LeaseRequest("instruments/afm", 5, 12, ""), &lease, ana_);
   ASSERT_TRUE(later.ok()) << GrpcErrorReason(later) << ": " << later.error_message();

@@ -201,6 +201,10 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseChecked(const Principal& p
   }
   LS_ASSIGN_OR_RETURN(facts.rates, inventory_->ListRates(in.instrument()));
   LS_ASSIGN_OR_RETURN(facts.windows, inventory_->ListMaintenanceWindows(in.instrument()));
+  // A scheduled window over the handover or return buffer too (the block).
+  facts.has_blocked = true;
+  facts.blocked_start = FromProto(term.start_time()) - handover;
+  facts.blocked_end = FromProto(term.end_time()) + ret;
   inv::CheckAccessRequest check;
   check.set_user(contact);
   check.set_instrument(in.instrument());

@@ -419,6 +419,12 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
   facts.qualification = qualification.get();
   facts.rates.assign(rates->rates().begin(), rates->rates().end());
   facts.windows.assign(windows->maintenance_windows().begin(), windows->maintenance_windows().end());
+  // A scheduled window over the buffer too (one the calendar may not hold
+  // yet): SlotRules.buffer.
+  facts.has_blocked = true;
+  facts.blocked_start = FromProto(in.reserved_interval().start_time());
+  facts.blocked_end =
+      FromProto(in.reserved_interval().end_time()) + FromProto(SlotRulesOf(instrument, in.mode()).buffer());
 
   inv::CheckAccessRequest check;
   check.set_user(user_name);
@@ -1657,7 +1663,11 @@ absl::StatusOr<v1::ApplyMaintenanceWindowResponse> BookingManager::ApplyMaintena
               c.new_end_ms = Ms(ws);
               *c.booking.mutable_blocked_interval()->mutable_end_time() = ToProto(ws);
             } else {
+              // Nothing of the block lies before the window: it becomes
+              // empty, [start, start), and leaves the calendar (as a
+              // finished booking's block cut at its start, below).
               c.calendar = UpdateStep::Calendar::kRemove;
+              *c.booking.mutable_blocked_interval()->mutable_end_time() = b.blocked_interval().start_time();
             }
             return c;
           }

@@ -217,7 +217,8 @@ absl::StatusOr<Order> BookingManager::PlaceServiceOrder(const Principal& p, cons
     LS_ASSIGN_OR_RETURN(auto facility, inventory_->Facility(instrument->facility()));
     if (!labshare::inventory::PolicyAllows(labshare::inventory::EffectivePolicy(*instrument, *facility), *org)) {
       access = Precondition("ACCESS_POLICY_FORBIDS",
-                            "the facility's access policy does not admit " + client + " to order this service");
+                            std::string(instrument->has_access_policy() ? "the instrument's" : "the facility's") +
+                                " access policy does not admit " + client + " to order this service");
     }
   }
   if (!access.ok()) return refused(access);
@@ -622,6 +623,11 @@ absl::StatusOr<Order> BookingManager::ScheduleRun(const Principal& p, const v1::
   facts.facility = facility.get();
   facts.rates.assign(rates->rates().begin(), rates->rates().end());
   facts.windows.assign(windows->maintenance_windows().begin(), windows->maintenance_windows().end());
+  // A scheduled window over the run's buffer too (SlotRules.buffer).
+  facts.has_blocked = true;
+  facts.blocked_start = FromProto(interval.start_time());
+  facts.blocked_end = FromProto(interval.end_time()) +
+                      FromProto(labshare::inventory::SlotRulesOf(*instrument, labshare::type::v1::TECHNICAL_SERVICE).buffer());
   inv::CheckAccessRequest check;
   check.set_user(cur.order.requester());
   check.set_instrument(cur.order.instrument());

@@ -735,8 +735,11 @@ v1::CheckAccessResponse EvaluateAccess(const AccessFacts& facts,
   // allow_non_members and the NON_MEMBER rate line decide.
   const bool owner = cls == labshare::type::v1::OWNER;
   if (!owner && !PolicyAllows(EffectivePolicy(instrument, *facts.facility), payer)) {
+    // Named by the policy that refused: the instrument's own, or else its
+    // facility's (EffectivePolicy).
     deny(v1::ACCESS_POLICY_FORBIDS,
-         "the facility's access policy does not admit this organisation");
+         instrument.has_access_policy() ? "the instrument's access policy does not admit this organisation"
+                                        : "the facility's access policy does not admit this organisation");
   }
 
   const absl::Time start = FromProto(request.interval().start_time());
@@ -819,12 +822,18 @@ v1::CheckAccessResponse EvaluateAccess(const AccessFacts& facts,
     }
     out.set_approval_required(approval);
   }
+  // A window over the buffers hits the booking as one over its reserved
+  // time does (SlotRules.buffer).
+  const absl::Time block_start = facts.has_blocked ? facts.blocked_start : start;
+  const absl::Time block_end = facts.has_blocked ? facts.blocked_end : end;
   for (const auto& w : facts.windows) {
     if (w.state() != v1::SCHEDULED) continue;
     const absl::Time ws = FromProto(w.interval().start_time());
     const absl::Time we = FromProto(w.interval().end_time());
-    if (ws < end && start < we) {
-      deny(v1::DURING_MAINTENANCE, absl::StrCat("overlaps maintenance window ", w.name(),
+    if (ws < block_end && block_start < we) {
+      const bool buffer_only = !(ws < end && start < we);
+      deny(v1::DURING_MAINTENANCE, absl::StrCat(buffer_only ? "the buffer overlaps" : "overlaps",
+                                                " maintenance window ", w.name(),
                                                 w.reason().empty() ? "" : ": ", w.reason()));
       break;
     }

@@ -144,6 +144,14 @@ struct AccessFacts {
   const v1::Qualification* qualification = nullptr;  // nullptr: none granted
   std::vector<v1::Rate> rates;
   std::vector<v1::MaintenanceWindow> windows;  // scheduled ones
+  // The calendar block the booking would hold: the reserved interval (a
+  // lease: its term) with its buffers (SlotRules.buffer; a lease's handover
+  // and return buffers). A scheduled window over any of it denies
+  // DURING_MAINTENANCE, as the window hits the booking once it reaches the
+  // calendar. Unset (has_blocked false): the request's interval alone.
+  bool has_blocked = false;
+  absl::Time blocked_start;
+  absl::Time blocked_end;
 };
 
 // When a booking in `offering`'s mode, made at `now` by a payer of class

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/error.h"
 #include "common/grpc_status.h"
 #include "common/proto_util.h"
 #include "labshare/booking/v1/booking.grpc.pb.h"
@@ -149,6 +150,46 @@ TEST_F(LeaseContractTest, ARequestIdIsOneRequestAcrossPartitions) {
   EXPECT_EQ(out.state(), v1::Lease::APPROVED);
 }
 
+// The same window held by inventory only (the calendar has not received
+// it): RequestLease's access check compares it with the whole block, term
+// with handover and return buffers, as the calendar would (MAINTENANCE_CONFLICT,
+// denials "DURING_MAINTENANCE"), validate_only alike; nothing is written.
+TEST_F(LeaseContractTest, AWindowInInventoryOverABufferIsAMaintenanceConflict) {
+  iv::CreateMaintenanceWindowRequest mw;
+  mw.set_parent("instruments/afm");
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(2));
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(4));
+  mw.mutable_maintenance_window()->set_reason("stage alignment");
+  iv::MaintenanceWindow window;
+  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::CreateMaintenanceWindow, mw, &window, admin_).ok());
+  v1::Lease lease;
+  auto request = LeaseRequest("instruments/afm", 1, 11, "");  // handover buffer 1 d: the block starts at day
+  for (const bool validate_only : {true, false}) {
+    request.set_validate_only(validate_only);
+    grpc::Status s = Call(stub_.get(), &Stub::RequestLease, request, &lease, ana_);
+    ExpectGrpcError(s, grpc::StatusCode::FAILED_PRECONDITION, "MAINTENANCE_CONFLICT",
+                    validate_only ? "previewing a lease whose handover buffer meets a window in inventory"
+                                  : "requesting it");
+    EXPECT_EQ(ErrorMetadataOf(FromGrpcStatus(s))["denials"], "DURING_MAINTENANCE");
+  }
+  // The return buffer (2 d) alike: a term ending a day before the window.
+  iv::CancelMaintenanceWindowRequest cancel;
+  cancel.set_name(window.name());
+  cancel.set_reason("moved");
+  Inv(&iv::InventoryService::Stub::CancelMaintenanceWindow, cancel);
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(24 * 12));
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 12 + 2));
+  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::CreateMaintenanceWindow, mw, &window, admin_).ok());
+  request.set_validate_only(false);
+  ExpectGrpcError(Call(stub_.get(), &Stub::RequestLease, request, &lease, ana_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "MAINTENANCE_CONFLICT", "a lease whose return buffer meets a window in inventory");
+  EXPECT_EQ(CountEvents(&v1::BookingEvent::has_lease_requested), 0);
+  // A block ending exactly at the window start: [day + 1 d, day + 10 d) + 2 d.
+  request = LeaseRequest("instruments/afm", 2, 10, "");
+  grpc::Status s = Call(stub_.get(), &Stub::RequestLease, request, &lease, ana_);
+  EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+}
+
 // RequestLease's validate_only checks everything and writes nothing: a
 // maintenance window on the calendar in the handover buffer (outside the
 // term) is MAINTENANCE_CONFLICT, as the request itself answers, not
@@ -179,11 +220,27 @@ TEST_F(LeaseContractTest, ValidateOnlyNamesAMaintenanceWindowInTheBuffers) {
   EXPECT_TRUE(lease.name().empty());
 }
 
-// With a window in the handover buffer and a lease later in the term, the
-// request's step names the last entry in its way (the lease: SLOT_TAKEN);
-// the preview answers the same.
+// With a window on the calendar in the handover buffer and a lease later in
+// the term, the request's step names the last entry in its way (the lease:
+// SLOT_TAKEN); the preview answers the same. (The window is cancelled in
+// inventory, its cancellation not applied yet: a window still scheduled in
+// inventory is the access check's MAINTENANCE_CONFLICT, before the step.)
 TEST_F(LeaseContractTest, ValidateOnlyNamesTheLastEntryInTheWayAsTheRequestDoes) {
-  ApplyWindowOn("instruments/afm", absl::Hours(2), absl::Hours(4));  // in the handover buffer of a term from day + 1 d
+  iv::CreateMaintenanceWindowRequest mw;  // in the handover buffer of a term from day + 1 d
+  mw.set_parent("instruments/afm");
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(2));
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(4));
+  mw.mutable_maintenance_window()->set_reason("stage alignment");
+  iv::MaintenanceWindow window;
+  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::CreateMaintenanceWindow, mw, &window, admin_).ok());
+  v1::ApplyMaintenanceWindowRequest apply;
+  apply.set_maintenance_window(window.name());
+  v1::ApplyMaintenanceWindowResponse applied;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::ApplyMaintenanceWindow, apply, &applied, admin_).ok());
+  iv::CancelMaintenanceWindowRequest cancel;  // off inventory, still on the calendar
+  cancel.set_name(window.name());
+  cancel.set_reason("engineer rescheduled");
+  Inv(&iv::InventoryService::Stub::CancelMaintenanceWindow, cancel);
   v1::Lease lease;
   const grpc::Status later = Call(stub_.get(), &Stub::RequestLease, LeaseRequest("instruments/afm", 5, 12, ""), &lease, ana_);
   ASSERT_TRUE(later.ok()) << GrpcErrorReason(later) << ": " << later.error_message();

@@ -430,6 +430,57 @@ TEST_F(SessionsTest, OutageDeclaredDuringASessionChecksItOutAtTheWindowStart) {
                   {day_ + absl::Hours(15), day_ + absl::Hours(16)}}));
 }
 
+// Booking.blocked_interval "Shrinks ... when a maintenance window cuts it":
+// a window starting at or before the session's blocked start leaves nothing
+// of the block; it becomes empty, [start, start), and leaves the calendar.
+// The session checked in after the window start ends at its check-in (an
+// empty session). CheckOut's event only, no BookingIntervalChanged.
+TEST_F(SessionsTest, AWindowFromTheBlockStartLeavesAnEmptyBlockAndAnEmptySession) {
+  v1::Booking running;
+  ASSERT_TRUE(Book(absl::Hours(9), absl::Hours(12), &running).ok());
+  CheckInAt(running, day_ + absl::Minutes(9 * 60 + 10));
+  clock_.Set(day_ + absl::Minutes(9 * 60 + 30));
+  iv::CreateMaintenanceWindowRequest mw;
+  mw.set_parent("instruments/tem");
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(9));
+  *mw.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(10));
+  mw.mutable_maintenance_window()->set_reason("vacuum leak");
+  mw.mutable_maintenance_window()->set_outage(true);
+  iv::MaintenanceWindow window;
+  grpc::Status created = Call(inventory_.get(), &iv::InventoryService::Stub::CreateMaintenanceWindow, mw, &window, admin_);
+  ASSERT_TRUE(created.ok()) << GrpcErrorReason(created) << ": " << created.error_message();
+  v1::ApplyMaintenanceWindowRequest apply;
+  apply.set_maintenance_window(window.name());
+  v1::ApplyMaintenanceWindowResponse result;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::ApplyMaintenanceWindow, apply, &result, admin_).ok());
+  ASSERT_EQ(result.interrupted_bookings_size(), 1);
+  EXPECT_EQ(result.interrupted_bookings(0), running.name());
+
+  const v1::Booking done = Get(running.name());
+  EXPECT_EQ(done.state(), v1::Booking::COMPLETED);
+  EXPECT_TRUE(done.interrupted_by_outage());
+  EXPECT_EQ(FromProto(done.session().start_time()), day_ + absl::Minutes(9 * 60 + 10));
+  EXPECT_EQ(FromProto(done.session().end_time()), day_ + absl::Minutes(9 * 60 + 10));
+  EXPECT_EQ(FromProto(done.blocked_interval().start_time()), day_ + absl::Hours(9));
+  EXPECT_EQ(FromProto(done.blocked_interval().end_time()), day_ + absl::Hours(9));
+  EXPECT_EQ(FromProto(done.reserved_interval().end_time()), day_ + absl::Hours(12));  // unchanged
+  auto events = CheckedOut(running.name());
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(FromProto(events[0].booking_checked_out().booking().blocked_interval().end_time()), day_ + absl::Hours(9));
+  for (const auto& e : Events()) EXPECT_FALSE(e.has_booking_interval_changed());
+  // Nothing of it stays on the calendar: tem is free around the window (a
+  // booking before it ends its buffer, 30 min, by the window start).
+  clock_.Set(day_ - absl::Hours(24));  // so that the notice hides nothing
+  v1::QueryAvailabilityRequest q;
+  q.set_instrument("instruments/tem");
+  *q.mutable_range()->mutable_start_time() = ToProto(day_ + absl::Hours(8));
+  *q.mutable_range()->mutable_end_time() = ToProto(day_ + absl::Hours(16));
+  v1::QueryAvailabilityResponse free;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::QueryAvailability, q, &free, admin_).ok());
+  EXPECT_EQ(FreeOf(free.free_intervals()),
+            (Free{{day_ + absl::Hours(8), day_ + absl::Minutes(8 * 60 + 30)}, {day_ + absl::Hours(10), day_ + absl::Hours(16)}}));
+}
+
 // ---------------------------------------------------------------- item 3
 
 TEST_F(SessionsTest, LeaseAvailabilityTakesTheDefaultHandoverAndReturnBuffersOff) {

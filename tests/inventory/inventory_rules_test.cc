@@ -1446,6 +1446,8 @@ TEST(EvaluateAccess, DeniesWhenPolicyForbids) {
   v1::CheckAccessResponse r = w.Evaluate();
   EXPECT_FALSE(r.allowed());
   EXPECT_THAT(Denials(r), ElementsAre(v1::ACCESS_POLICY_FORBIDS));
+  // The message names the policy that refused: the facility's.
+  EXPECT_EQ(r.denials(0).message(), "the facility's access policy does not admit this organisation");
 }
 
 TEST(EvaluateAccess, DeniesForeignPayerWhenPolicyForbidsForeign) {
@@ -1457,7 +1459,11 @@ TEST(EvaluateAccess, DeniesForeignPayerWhenPolicyForbidsForeign) {
 TEST(EvaluateAccess, InstrumentPolicyOverridesFacilityPolicy) {
   AccessWorld w;
   *w.instrument.mutable_access_policy() = Policy(false, true, false);
-  EXPECT_THAT(Denials(w.Evaluate()), ElementsAre(v1::ACCESS_POLICY_FORBIDS));
+  v1::CheckAccessResponse r = w.Evaluate();
+  EXPECT_THAT(Denials(r), ElementsAre(v1::ACCESS_POLICY_FORBIDS));
+  // The instrument's own policy refused, and the message says so.
+  ASSERT_EQ(r.denials_size(), 1);
+  EXPECT_EQ(r.denials(0).message(), "the instrument's access policy does not admit this organisation");
 }
 
 TEST(EvaluateAccess, DeniesWithoutQualification) {

@@ -1382,7 +1382,6 @@ absl::StatusOr<AuditExportSummary> AuditChain::ExportJsonlOnce(
     int64_t start_sequence, int64_t end_sequence,
     const std::function<absl::Status(absl::string_view piece)>& sink, size_t chunk_bytes, bool* archived) const {
   LS_ASSIGN_OR_RETURN(Range range, ResolveRange(start_sequence, end_sequence));
-  AuditExportSummary started;  // returned with *archived (ignored then)
   AuditExportSummary summary;
   summary.start_sequence = range.start;
   summary.end_sequence = range.end;
@@ -1396,7 +1395,7 @@ absl::StatusOr<AuditExportSummary> AuditChain::ExportJsonlOnce(
     if (!before || before->sequence() != range.start - 1) {
       v1::AuditAnchor now = range.base;
       LS_ASSIGN_OR_RETURN(*archived, ArchivedSince(range.start - 1, &now));
-      if (*archived) return started;
+      if (*archived) return AuditExportSummary{};  // ignored: the export starts again
       return Corrupted(absl::StrCat("audit entry ", range.start - 1,
                                     " (the link into the exported range) is missing"));
     }
@@ -1438,7 +1437,7 @@ absl::StatusOr<AuditExportSummary> AuditChain::ExportJsonlOnce(
         LS_ASSIGN_OR_RETURN(bool gone, ArchivedSince(seqs[i], &now));
         if (gone && !sent) {
           *archived = true;
-          return started;
+          return AuditExportSummary{};  // ignored: the export starts again
         }
         if (gone) {
           return MakeError(absl::StatusCode::kOutOfRange, "SEQUENCE_OUT_OF_RANGE",

@@ -61,20 +61,29 @@ class LeaseContractTest : public BookingFlowsTest {
     return r;
   }
 
-  // A maintenance window [day + from, day + to) on `instrument`, applied to
-  // the calendar.
-  void ApplyWindowOn(const std::string& instrument, absl::Duration from, absl::Duration to) {
+  // A maintenance window [day + from, day + to) on `instrument`, scheduled
+  // in inventory only (the calendar has not received it).
+  iv::MaintenanceWindow WindowInInventory(const std::string& instrument, absl::Duration from, absl::Duration to) {
     iv::CreateMaintenanceWindowRequest mw;
     mw.set_parent(instrument);
     *mw.mutable_maintenance_window()->mutable_interval()->mutable_start_time() = ToProto(day_ + from);
     *mw.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(day_ + to);
     mw.mutable_maintenance_window()->set_reason("stage alignment");
     iv::MaintenanceWindow window;
-    ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::CreateMaintenanceWindow, mw, &window, admin_).ok());
+    grpc::Status s = Call(inventory_.get(), &iv::InventoryService::Stub::CreateMaintenanceWindow, mw, &window, admin_);
+    EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+    return window;
+  }
+
+  // The same, applied to the calendar.
+  iv::MaintenanceWindow ApplyWindowOn(const std::string& instrument, absl::Duration from, absl::Duration to) {
+    iv::MaintenanceWindow window = WindowInInventory(instrument, from, to);
     v1::ApplyMaintenanceWindowRequest apply;
     apply.set_maintenance_window(window.name());
     v1::ApplyMaintenanceWindowResponse result;
-    ASSERT_TRUE(Call(stub_.get(), &Stub::ApplyMaintenanceWindow, apply, &result, admin_).ok());
+    grpc::Status s = Call(stub_.get(), &Stub::ApplyMaintenanceWindow, apply, &result, admin_);
+    EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+    return window;
   }
 
   // A person of `org` known to inventory.
@@ -155,13 +164,7 @@ TEST_F(LeaseContractTest, ARequestIdIsOneRequestAcrossPartitions) {
 // with handover and return buffers, as the calendar would (MAINTENANCE_CONFLICT,
 // denials "DURING_MAINTENANCE"), validate_only alike; nothing is written.
 TEST_F(LeaseContractTest, AWindowInInventoryOverABufferIsAMaintenanceConflict) {
-  iv::CreateMaintenanceWindowRequest mw;
-  mw.set_parent("instruments/afm");
-  *mw.mutable_maintenance_window()->mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(2));
-  *mw.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(4));
-  mw.mutable_maintenance_window()->set_reason("stage alignment");
-  iv::MaintenanceWindow window;
-  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::CreateMaintenanceWindow, mw, &window, admin_).ok());
+  iv::MaintenanceWindow window = WindowInInventory("instruments/afm", absl::Hours(2), absl::Hours(4));
   v1::Lease lease;
   auto request = LeaseRequest("instruments/afm", 1, 11, "");  // handover buffer 1 d: the block starts at day
   for (const bool validate_only : {true, false}) {
@@ -177,9 +180,7 @@ TEST_F(LeaseContractTest, AWindowInInventoryOverABufferIsAMaintenanceConflict) {
   cancel.set_name(window.name());
   cancel.set_reason("moved");
   Inv(&iv::InventoryService::Stub::CancelMaintenanceWindow, cancel);
-  *mw.mutable_maintenance_window()->mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(24 * 12));
-  *mw.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 12 + 2));
-  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::CreateMaintenanceWindow, mw, &window, admin_).ok());
+  window = WindowInInventory("instruments/afm", absl::Hours(24 * 12), absl::Hours(24 * 12 + 2));
   request.set_validate_only(false);
   ExpectGrpcError(Call(stub_.get(), &Stub::RequestLease, request, &lease, ana_), grpc::StatusCode::FAILED_PRECONDITION,
                   "MAINTENANCE_CONFLICT", "a lease whose return buffer meets a window in inventory");
@@ -226,17 +227,8 @@ TEST_F(LeaseContractTest, ValidateOnlyNamesAMaintenanceWindowInTheBuffers) {
 // inventory, its cancellation not applied yet: a window still scheduled in
 // inventory is the access check's MAINTENANCE_CONFLICT, before the step.)
 TEST_F(LeaseContractTest, ValidateOnlyNamesTheLastEntryInTheWayAsTheRequestDoes) {
-  iv::CreateMaintenanceWindowRequest mw;  // in the handover buffer of a term from day + 1 d
-  mw.set_parent("instruments/afm");
-  *mw.mutable_maintenance_window()->mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(2));
-  *mw.mutable_maintenance_window()->mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(4));
-  mw.mutable_maintenance_window()->set_reason("stage alignment");
-  iv::MaintenanceWindow window;
-  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::CreateMaintenanceWindow, mw, &window, admin_).ok());
-  v1::ApplyMaintenanceWindowRequest apply;
-  apply.set_maintenance_window(window.name());
-  v1::ApplyMaintenanceWindowResponse applied;
-  ASSERT_TRUE(Call(stub_.get(), &Stub::ApplyMaintenanceWindow, apply, &applied, admin_).ok());
+  // In the handover buffer of a term from day + 1 d.
+  const iv::MaintenanceWindow window = ApplyWindowOn("instruments/afm", absl::Hours(2), absl::Hours(4));
   iv::CancelMaintenanceWindowRequest cancel;  // off inventory, still on the calendar
   cancel.set_name(window.name());
   cancel.set_reason("engineer rescheduled");

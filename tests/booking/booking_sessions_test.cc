@@ -54,6 +54,19 @@ class SessionsTest : public BookingServiceTest {
     for (const auto& f : in) out.emplace_back(FromProto(f.start_time()), FromProto(f.end_time()));
     return out;
   }
+  // tem's free time on day_ from 08:00 to 16:00, asked a day before (so
+  // that the notice hides nothing).
+  Free FreeOnTemFrom8To16() {
+    clock_.Set(day_ - absl::Hours(24));
+    v1::QueryAvailabilityRequest q;
+    q.set_instrument("instruments/tem");
+    *q.mutable_range()->mutable_start_time() = ToProto(day_ + absl::Hours(8));
+    *q.mutable_range()->mutable_end_time() = ToProto(day_ + absl::Hours(16));
+    v1::QueryAvailabilityResponse free;
+    grpc::Status s = Call(stub_.get(), &v1::BookingService::Stub::QueryAvailability, q, &free, admin_);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return FreeOf(free.free_intervals());
+  }
   int Sweep() {
     auto n = manager_->Sweep();
     EXPECT_TRUE(n.ok()) << n.status();
@@ -418,14 +431,7 @@ TEST_F(SessionsTest, OutageDeclaredDuringASessionChecksItOutAtTheWindowStart) {
   EXPECT_EQ(result.interrupted_bookings_size(), 0);
   EXPECT_EQ(CheckedOut(running.name()).size(), 1u);
   // The session's time before the window stays taken; nothing else is.
-  clock_.Set(day_ - absl::Hours(24));  // so that the notice hides nothing
-  v1::QueryAvailabilityRequest q;
-  q.set_instrument("instruments/tem");
-  *q.mutable_range()->mutable_start_time() = ToProto(day_ + absl::Hours(8));
-  *q.mutable_range()->mutable_end_time() = ToProto(day_ + absl::Hours(16));
-  v1::QueryAvailabilityResponse free;
-  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::QueryAvailability, q, &free, admin_).ok());
-  EXPECT_EQ(FreeOf(free.free_intervals()),
+  EXPECT_EQ(FreeOnTemFrom8To16(),
             (Free{{day_ + absl::Hours(8), day_ + absl::Hours(8) + absl::Minutes(30)},
                   {day_ + absl::Hours(15), day_ + absl::Hours(16)}}));
 }
@@ -470,14 +476,7 @@ TEST_F(SessionsTest, AWindowFromTheBlockStartLeavesAnEmptyBlockAndAnEmptySession
   for (const auto& e : Events()) EXPECT_FALSE(e.has_booking_interval_changed());
   // Nothing of it stays on the calendar: tem is free around the window (a
   // booking before it ends its buffer, 30 min, by the window start).
-  clock_.Set(day_ - absl::Hours(24));  // so that the notice hides nothing
-  v1::QueryAvailabilityRequest q;
-  q.set_instrument("instruments/tem");
-  *q.mutable_range()->mutable_start_time() = ToProto(day_ + absl::Hours(8));
-  *q.mutable_range()->mutable_end_time() = ToProto(day_ + absl::Hours(16));
-  v1::QueryAvailabilityResponse free;
-  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::QueryAvailability, q, &free, admin_).ok());
-  EXPECT_EQ(FreeOf(free.free_intervals()),
+  EXPECT_EQ(FreeOnTemFrom8To16(),
             (Free{{day_ + absl::Hours(8), day_ + absl::Minutes(8 * 60 + 30)}, {day_ + absl::Hours(10), day_ + absl::Hours(16)}}));
 }
 

@@ -389,12 +389,15 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
       return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
                        "only the dead letters of your own organisation");
     }
-    // A message id is a resource id (lowercase hex as made): a name with
-    // other characters names no message and is malformed, not unknown.
-    if (!IsResourceName(req.name(), "deadLetters")) {
-      return InvalidName("name", "\"deadLetters/{message}\" (message: [a-z0-9][a-z0-9-]{0,62})");
-    }
+    // A message id is one the service makes (lowercase hex, or a digest's
+    // "dg-{user}-{due ms}", longer than a resource id for a long user id):
+    // a name with other characters names no message and is malformed, not
+    // unknown.
     std::vector<std::string> parts = absl::StrSplit(req.name(), '/');
+    if (parts.size() != 2 || parts[0] != "deadLetters" || !ValidMessageId(parts[1])) {
+      return InvalidName("name",
+                         "\"deadLetters/{message}\" (message: [a-z0-9][a-z0-9-]{0,62}, or dg-{user}-{digits})");
+    }
     // Scoped by the message's organisation each time the step loads it. A
     // message that is gone (never was, or removed after the retention) has
     // none: the step answers DEAD_LETTER_NOT_FOUND, or the first answer to
@@ -503,15 +506,17 @@ absl::StatusOr<MailModule::TokenCheck> MailModule::CheckUnsubscribeToken(const s
   std::pair<std::string, std::string> parts = absl::StrSplit(token, absl::MaxSplits('.', 1));
   std::string payload;
   if (parts.first.empty() || !absl::WebSafeBase64Unescape(parts.first, &payload)) return TokenCheck::kMalformed;
-  // Only the form the link was made with (spare low bits of the final
-  // character altered decode the same payload): a forged link.
-  if (absl::WebSafeBase64Escape(payload) != parts.first) return TokenCheck::kInvalid;
   const std::string want = absl::BytesToHexString(Hmac(key, payload));
   if (parts.second.size() != want.size() ||
       !std::all_of(parts.second.begin(), parts.second.end(),
                    [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); })) {
     return TokenCheck::kMalformed;
   }
+  // Well-formed; only the form the link was made with (spare low bits of
+  // the final character altered decode the same payload), else a forged
+  // link. After the format checks: a malformed token is INVALID_FIELD
+  // whatever its first part.
+  if (absl::WebSafeBase64Escape(payload) != parts.first) return TokenCheck::kInvalid;
   if (CRYPTO_memcmp(parts.second.data(), want.data(), want.size()) != 0) return TokenCheck::kInvalid;
   std::vector<std::string> f = absl::StrSplit(payload, ':');
   if (f.size() < 2 || f.size() > 3 || f[0].empty() || !ParseKind(f[1], kind)) return TokenCheck::kInvalid;

@@ -14,6 +14,7 @@
 #include "common/doc_store.h"
 #include "common/error.h"
 #include "common/proto_util.h"
+#include "common/resource_name.h"
 #include "labshare/notify/v1/notify_events.pb.h"
 #include "services/notify/notify_mail_kinds.h"
 #include "services/notify/notify_module.h"
@@ -412,6 +413,17 @@ std::string MessageId(absl::string_view event_id, absl::string_view kind, absl::
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(in.data()), in.size(), digest);
   return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(digest), 16));
+}
+
+bool ValidMessageId(absl::string_view id) {
+  if (ValidResourceId(id)) return true;
+  if (!absl::ConsumePrefix(&id, "dg-")) return false;
+  // The user id may itself hold '-': the due time is after the last one.
+  const size_t dash = id.rfind('-');
+  if (dash == absl::string_view::npos) return false;
+  const absl::string_view user = id.substr(0, dash), due = id.substr(dash + 1);
+  return ValidResourceId(user) && !due.empty() && due.size() <= 19 &&
+         std::all_of(due.begin(), due.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
 v1::DeadLetter DeadLetterFromFields(const std::string& id, const Fields& f) {

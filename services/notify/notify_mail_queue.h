@@ -62,6 +62,12 @@ using Fields = std::map<std::string, std::string>;
 std::string MessageId(absl::string_view event_id, absl::string_view kind, absl::string_view recipient,
                       absl::string_view discriminator);
 
+// True for an id a message can have: a resource id ([a-z0-9][a-z0-9-]{0,62},
+// which the hex ids of MessageId are), or a digest's "dg-{user}-{due ms}"
+// (MakeDigests), whose {user} is a user id of up to 63 characters, so the
+// whole may be longer than a resource id.
+bool ValidMessageId(absl::string_view id);
+
 // A dead letter as the API shows it, from a message's fields (a digest
 // stored by an older version with the placeholder subject "digest" shows
 // the subject of its parts: DigestSubject).

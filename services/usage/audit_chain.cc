@@ -1369,18 +1369,24 @@ absl::StatusOr<v1::VerifyAuditChainResponse> AuditChain::VerifyOnce(int64_t star
 absl::StatusOr<AuditExportSummary> AuditChain::ExportJsonl(
     int64_t start_sequence, int64_t end_sequence,
     const std::function<absl::Status(absl::string_view piece)>& sink, size_t chunk_bytes) const {
+  // Each piece reaches the reader as it is given to `sink`.
+  auto delivered = [&sink](absl::string_view piece) -> absl::StatusOr<bool> {
+    LS_RETURN_IF_ERROR(sink(piece));
+    return true;
+  };
   // As Verify: each pass that starts again starts on a later base.
   while (true) {
     bool archived = false;
     LS_ASSIGN_OR_RETURN(AuditExportSummary summary,
-                        ExportJsonlOnce(start_sequence, end_sequence, sink, chunk_bytes, &archived));
+                        ExportJsonlOnce(start_sequence, end_sequence, delivered, chunk_bytes, &archived));
     if (!archived) return summary;
   }
 }
 
 absl::StatusOr<AuditExportSummary> AuditChain::ExportJsonlOnce(
     int64_t start_sequence, int64_t end_sequence,
-    const std::function<absl::Status(absl::string_view piece)>& sink, size_t chunk_bytes, bool* archived) const {
+    const std::function<absl::StatusOr<bool>(absl::string_view piece)>& sink, size_t chunk_bytes,
+    bool* archived) const {
   LS_ASSIGN_OR_RETURN(Range range, ResolveRange(start_sequence, end_sequence));
   AuditExportSummary summary;
   summary.start_sequence = range.start;
@@ -1401,7 +1407,9 @@ absl::StatusOr<AuditExportSummary> AuditChain::ExportJsonlOnce(
     }
     previous_hash = before->hash();
   }
-  bool sent = false;  // a piece reached the sink: the export cannot start again
+  // Something reached the reader (as the sink reports: a piece it holds
+  // back has not): the export cannot start again.
+  bool sent = false;
 
   Sha256 file_hash;
   std::string buffer;
@@ -1409,10 +1417,11 @@ absl::StatusOr<AuditExportSummary> AuditChain::ExportJsonlOnce(
     if (buffer.empty()) return absl::OkStatus();
     file_hash.Update(buffer);
     summary.total_bytes += static_cast<int64_t>(buffer.size());
-    sent = true;
-    absl::Status s = sink(buffer);
+    absl::StatusOr<bool> out = sink(buffer);
     buffer.clear();
-    return s;
+    if (!out.ok()) return out.status();
+    sent = sent || *out;
+    return absl::OkStatus();
   };
   auto line = [&](const std::string& text) -> absl::Status {
     buffer += text;
@@ -1487,22 +1496,33 @@ absl::Status AuditChain::ExportAuditTrail(
     return InvalidField("format", "must be AUDIT_EXPORT_FORMAT_JSONL");
   }
   // Each piece is held back until the next one arrives, so that the last
-  // message can carry the trailer.
+  // message can carry the trailer: a piece held back has not reached the
+  // client, and while nothing has, entries archived meanwhile make the
+  // export start again (on what is stored then, from offset 0) rather than
+  // end with SEQUENCE_OUT_OF_RANGE.
   std::optional<v1::ExportAuditTrailResponse> pending;
   int64_t offset = 0;
-  LS_ASSIGN_OR_RETURN(
-      AuditExportSummary summary,
-      ExportJsonl(
-          request.start_sequence(), request.end_sequence(),
-          [&](absl::string_view piece) -> absl::Status {
-            if (pending) LS_RETURN_IF_ERROR(send(*pending));
-            pending.emplace();
-            pending->set_data(std::string(piece));
-            pending->set_offset(offset);
-            offset += static_cast<int64_t>(piece.size());
-            return absl::OkStatus();
-          },
-          chunk_bytes));
+  bool written = false;  // a message went to `send`
+  auto hold = [&](absl::string_view piece) -> absl::StatusOr<bool> {
+    if (pending) {
+      written = true;
+      LS_RETURN_IF_ERROR(send(*pending));
+    }
+    pending.emplace();
+    pending->set_data(std::string(piece));
+    pending->set_offset(offset);
+    offset += static_cast<int64_t>(piece.size());
+    return written;
+  };
+  AuditExportSummary summary;
+  while (true) {
+    pending.reset();  // a pass that starts again sent nothing
+    offset = 0;
+    bool archived = false;
+    LS_ASSIGN_OR_RETURN(summary, ExportJsonlOnce(request.start_sequence(), request.end_sequence(), hold,
+                                                 chunk_bytes, &archived));
+    if (!archived) break;
+  }
   if (!pending) pending.emplace();
   auto* trailer = pending->mutable_trailer();
   trailer->set_row_count(summary.entries);

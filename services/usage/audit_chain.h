@@ -368,7 +368,11 @@ class AuditChain {
   // carries the trailer and last_entry). INVALID_ARGUMENT (INVALID_FIELD)
   // also when format is unspecified. `summary`, when given, receives the
   // range exported before the last message is sent (so that `send` can
-  // record the export before the client gets the trailer).
+  // record the export before the client gets the trailer). Each piece is
+  // held back until the next one: entries archived meanwhile make the
+  // export start again while no message has gone to `send`, and end it
+  // with SEQUENCE_OUT_OF_RANGE after (as ExportJsonl, counting messages
+  // sent, not pieces made).
   absl::Status ExportAuditTrail(
       const labshare::usage::v1::ExportAuditTrailRequest& request,
       const std::function<absl::Status(const labshare::usage::v1::ExportAuditTrailResponse&)>& send,
@@ -394,10 +398,11 @@ class AuditChain {
       int64_t start_sequence, int64_t end_sequence,
       const std::vector<labshare::usage::v1::AuditAnchor>& anchors, bool* archived) const;
   // One pass of ExportJsonl; *archived as for VerifyOnce, set only while
-  // nothing has reached `sink`.
+  // nothing has reached the reader. `sink` answers whether something has
+  // by now (this piece or an earlier one: a sink may hold a piece back).
   absl::StatusOr<AuditExportSummary> ExportJsonlOnce(
       int64_t start_sequence, int64_t end_sequence,
-      const std::function<absl::Status(absl::string_view piece)>& sink, size_t chunk_bytes,
+      const std::function<absl::StatusOr<bool>(absl::string_view piece)>& sink, size_t chunk_bytes,
       bool* archived) const;
   // Entries at the given sequences, nullopt where none is stored (or it does
   // not parse).

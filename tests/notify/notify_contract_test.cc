@@ -449,6 +449,47 @@ TEST_F(NotifyContractTest, UnsubscribeRefusesEveryEditOfTheTokensPayload) {
   EXPECT_TRUE(OutboxEvents().empty());
 }
 
+// "INVALID_ARGUMENT (INVALID_FIELD: token empty or malformed)": a token
+// whose signature is no 32 hex digits is malformed whatever its first part,
+// also a first part edited so that it still decodes but is not the form the
+// link was made with (the spare low bits of its last character): that was
+// UNSUBSCRIBE_TOKEN_NOT_FOUND, the form checked before the signature's.
+TEST_F(NotifyContractTest, UnsubscribeWithAMalformedSignatureIsInvalidFieldWhateverTheFirstPart) {
+  StartMail();
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  int same_payload = 0;  // edits that decode to the token's own payload
+  for (const char* user : {"ana", "bo", "cyd"}) {
+    auto token = mail_->UnsubscribeToken(user, v1::BOOKING_REMINDER);
+    ASSERT_TRUE(token.ok());
+    const size_t dot = token->find('.');
+    ASSERT_NE(dot, std::string::npos);
+    std::string payload;
+    ASSERT_TRUE(absl::WebSafeBase64Unescape(token->substr(0, dot), &payload));
+    // The first and the last character of the first part, to every other.
+    for (size_t i : {size_t{0}, dot - 1}) {
+      for (const char* c = kAlphabet; *c != '\0'; ++c) {
+        std::string first = token->substr(0, dot);
+        first[i] = *c;
+        std::string decoded;
+        same_payload += first != token->substr(0, dot) && absl::WebSafeBase64Unescape(first, &decoded) &&
+                        decoded == payload;
+        for (const std::string& sig : {std::string("zz"), std::string(32, 'g'), token->substr(dot + 2)}) {
+          v1::UnsubscribeRequest r;
+          r.set_validate_only(true);
+          r.set_token(first + "." + sig);
+          v1::UnsubscribeResponse out;
+          grpc::Status s = stub_->Unsubscribe(As(Principal{}).get(), r, &out);
+          ASSERT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << r.token() << ": " << s.error_message();
+          ASSERT_EQ(GrpcErrorReason(s), "INVALID_FIELD") << r.token();
+          ASSERT_EQ(ErrorMetadataOf(FromGrpcStatus(s))["field"], "token") << r.token();
+        }
+      }
+    }
+  }
+  EXPECT_GE(same_payload, 1);  // the case that was UNSUBSCRIBE_TOKEN_NOT_FOUND is exercised
+  EXPECT_TRUE(OutboxEvents().empty());
+}
+
 // The retry of a click made just before the link expired (its answer lost,
 // e.g. REPLICA_ACK_TIMEOUT) answers the first answer, not
 // UNSUBSCRIBE_TOKEN_EXPIRED: the kind was turned off. A new request with
@@ -655,6 +696,64 @@ TEST_F(NotifyContractTest, ReplayDeadLetterRefusesAMessageIdNoMessageCanHave) {
   v1::DeadLetter out;
   grpc::Status s = stub_->ReplayDeadLetter(As(Now("root", "", Role::kConsortiumAdmin)).get(), r, &out);
   EXPECT_EQ(GrpcErrorReason(s), "DEAD_LETTER_NOT_FOUND") << s.error_message();
+}
+
+// A digest's id is "dg-{user}-{due ms}": for a user whose id is 63
+// characters (the longest a user id may be) it is longer than a resource id,
+// yet ListDeadLetters lists it and ReplayDeadLetter replays it (it was
+// INVALID_NAME). Another id of that form no message has is
+// DEAD_LETTER_NOT_FOUND; one whose user part is no user id INVALID_NAME.
+TEST_F(NotifyContractTest, ReplayDeadLetterReplaysTheDeadDigestOfAUserWithALongId) {
+  StartMail();
+  const std::string user = "u-" + std::string(61, 'x');
+  ASSERT_EQ(user.size(), 63u);
+  const Fields mail = {{"kind", "BOOKING_CONFIRMED"}, {"user", "users/" + user}, {"org", "organizations/lab"},
+                       {"email", "long@lab.test"}, {"name", "Long"}, {"subject", "s"}, {"text", "t"},
+                       {"html", "h"}, {"unsub", ""}, {"event", "e-part"}, {"lang", "en"}, {"tz", "UTC"}};
+  const absl::Time due = clock_.Now() + absl::Hours(1);
+  ASSERT_TRUE(mail_->queue().Enqueue("part1", mail, true, due, clock_.Now(), clock_.Now()).ok());
+  clock_.Advance(absl::Hours(1));
+  auto made = mail_->queue().MakeDigests(clock_.Now(), clock_.Now(), 10);
+  ASSERT_TRUE(made.ok()) << made.status();
+  ASSERT_EQ(*made, 1);
+  const std::string id = absl::StrCat("dg-", user, "-", absl::ToUnixMillis(due));
+  Attempt({{id, MailQueue::Outcome::kDead}}, "550 no such user");
+  ASSERT_EQ(State(id), "DEAD");
+
+  const Principal admin = Now("root", "", Role::kConsortiumAdmin);
+  v1::ListDeadLettersResponse dead;
+  ASSERT_TRUE(stub_->ListDeadLetters(As(admin).get(), v1::ListDeadLettersRequest(), &dead).ok());
+  ASSERT_EQ(dead.dead_letters_size(), 1);
+  ASSERT_EQ(dead.dead_letters(0).name(), "deadLetters/" + id);
+  EXPECT_EQ(dead.dead_letters(0).kind(), v1::DIGEST);
+
+  for (const Principal& by : {admin, Now("fs", "lab", Role::kFacilityStaff)}) {
+    v1::ReplayDeadLetterRequest r;
+    r.set_name(dead.dead_letters(0).name());
+    r.set_request_id("replay-digest");
+    v1::DeadLetter out;
+    grpc::Status s = stub_->ReplayDeadLetter(As(by).get(), r, &out);
+    ASSERT_TRUE(s.ok()) << by.user_id << ": " << GrpcErrorReason(s) << " " << s.error_message();
+    EXPECT_EQ(out.name(), "deadLetters/" + id);
+    EXPECT_EQ(State(id), "QUEUED");
+    if (by.user_id == "root") {  // dead again for the staff member's replay
+      Attempt({{id, MailQueue::Outcome::kDead}}, "550 still no");
+      ASSERT_EQ(State(id), "DEAD");
+    }
+  }
+
+  auto reason_of = [&](const std::string& name) {
+    v1::ReplayDeadLetterRequest r;
+    r.set_name(name);
+    v1::DeadLetter out;
+    return GrpcErrorReason(stub_->ReplayDeadLetter(As(admin).get(), r, &out));
+  };
+  EXPECT_EQ(reason_of(absl::StrCat("deadLetters/dg-", user, "-1796812800000")), "DEAD_LETTER_NOT_FOUND");
+  EXPECT_EQ(reason_of(absl::StrCat("deadLetters/dg-", user, "x-1796812800000")), "INVALID_NAME");  // 64
+  EXPECT_EQ(reason_of(absl::StrCat("deadLetters/dg-", user, "-17968128OOOOO")), "INVALID_NAME");
+  EXPECT_EQ(reason_of(absl::StrCat("deadLetters/dg-", user, "-")), "INVALID_NAME");
+  EXPECT_EQ(reason_of(absl::StrCat("deadLetters/dg-", user, "-1 ")), "INVALID_NAME");
+  EXPECT_EQ(reason_of(absl::StrCat("deadLetters/dg-U", user.substr(1), "-1796812800000")), "INVALID_NAME");
 }
 
 // ReplayDeadLetter "NOT_FOUND (DEAD_LETTER_NOT_FOUND: no such message, or a

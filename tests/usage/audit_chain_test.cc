@@ -1051,6 +1051,81 @@ TEST_F(AuditChainTest, VerifyAndExportDoNotTakeEntriesArchivedMeanwhileForDamage
   EXPECT_EQ(ErrorReason(racing.ExportJsonlString(0, 0).status()), "AUDIT_CORRUPTED");
 }
 
+// ExportAuditTrail holds each piece back until the next one (the last
+// message carries the trailer), so a piece flushed is not yet a message the
+// client has. usage.proto: "Before the first message the export simply
+// starts again on what is stored": entries archived after the header was
+// flushed but before any message was sent make the export start again (it
+// ended with SEQUENCE_OUT_OF_RANGE); once a message was sent, it still ends
+// so.
+TEST_F(AuditChainTest, ExportAuditTrailStartsAgainWhileNoMessageWasSent) {
+  std::vector<v1::AuditEntry> entries = AppendFive();
+  entries.push_back(MustAppend("inventory", InstrumentChanged("inv-6")));
+  entries.push_back(MustAppend("inventory", InstrumentChanged("inv-7")));
+  int64_t archived = 0;
+  auto archive_to = [&](int64_t upto) { ArchiveTo(entries, &archived, upto); };
+  archive_to(1);
+  int64_t next = 0;
+  AuditChainOptions o;
+  o.clock = &clock_;
+  o.export_batch_size = 2;
+  o.after_base_for_testing = [&] {
+    if (next > 0) archive_to(std::exchange(next, 0));
+  };
+  AuditChain racing(pool_.get(), testing::TestPageTokens(), std::move(o));
+  v1::ExportAuditTrailRequest req;
+  req.set_format(v1::AUDIT_EXPORT_FORMAT_JSONL);
+
+  // Base 1 read, 2 and 3 archived meanwhile; with one line a piece the
+  // header is flushed (held back, not sent) before entry 2 is read.
+  next = 3;
+  std::vector<v1::ExportAuditTrailResponse> sent;
+  absl::Status s = racing.ExportAuditTrail(
+      req,
+      [&](const v1::ExportAuditTrailResponse& m) {
+        sent.push_back(m);
+        return absl::OkStatus();
+      },
+      /*chunk_bytes=*/1);
+  ASSERT_TRUE(s.ok()) << s;
+  ASSERT_EQ(sent.size(), 6u);  // header, entries 4 to 7, trailer: one line each
+  std::string joined;
+  for (size_t i = 0; i < sent.size(); ++i) {
+    EXPECT_EQ(sent[i].offset(), static_cast<int64_t>(joined.size())) << i;
+    EXPECT_EQ(sent[i].has_trailer(), i + 1 == sent.size()) << i;
+    joined += sent[i].data();
+  }
+  auto expected = racing.ExportJsonlString(4, 0);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  EXPECT_EQ(joined, *expected);
+  EXPECT_THAT(sent[0].data(), ::testing::HasSubstr(absl::StrCat(
+                                  "\"start_sequence\":4,\"end_sequence\":8,\"previous_hash\":\"",
+                                  Hex(entries[2].hash()), "\"")));
+  EXPECT_EQ(sent.back().trailer().row_count(), 4);
+  EXPECT_EQ(sent.back().trailer().total_bytes(), static_cast<int64_t>(expected->size()));
+  EXPECT_EQ(sent.back().trailer().sha256_hex(), Hex(Sha256Bytes(*expected)));
+  EXPECT_EQ(sent.back().last_entry().sequence(), 7);
+
+  // The header was sent (when entry 4's line came) before 5 and 6 were
+  // archived: the file cannot be completed.
+  sent.clear();
+  s = racing.ExportAuditTrail(
+      req,
+      [&](const v1::ExportAuditTrailResponse& m) {
+        if (sent.empty()) archive_to(6);
+        sent.push_back(m);
+        return absl::OkStatus();
+      },
+      /*chunk_bytes=*/1);
+  EXPECT_EQ(s.code(), absl::StatusCode::kOutOfRange) << s;
+  EXPECT_EQ(ErrorReason(s), "SEQUENCE_OUT_OF_RANGE");
+  EXPECT_EQ(ErrorMetadataOf(s)["first_sequence"], "7");
+  EXPECT_EQ(ErrorMetadataOf(s)["head_sequence"], "7");
+  ASSERT_EQ(sent.size(), 2u);  // the header and entry 4, read before 6 was archived
+  EXPECT_EQ(sent[0].offset(), 0);
+  EXPECT_FALSE(sent[1].has_trailer());
+}
+
 // ------------------------------------------------------------ export
 
 TEST_F(AuditChainTest, ExportFollowsTheDocumentedFormat) {

@@ -993,11 +993,12 @@ std::vector<absl::Status> BillingManager::ApplyBookingEvents(const std::vector<S
     hmget.push_back(parsed[i].header().event_id());
   }
   if (todo.empty()) return statuses;
-  // A lease's events are applied in order: once one is not applied, the
-  // later ones of that lease in the batch are left pending too (retried
-  // after it, in stream order), never applied before it (a close before its
-  // handover would settle no deposit; the handover after them would put the
-  // returned lease back out, its rent charged for ever).
+  // A lease's events in one batch are applied in stream order: once one is
+  // not applied, the later ones of that lease in the batch are left pending
+  // too. Each pending entry then comes back on its own backoff, so across
+  // batches the order is not guaranteed; the steps cope with either (a
+  // handover applied after its return holds the deposit without restarting
+  // the rent; a close before its handover waits for the deposit hold).
   std::set<std::string> held;  // leases with an event not applied in this batch
   auto lease_step = [&](size_t i) {
     const std::string lease = LeaseOfEvent(parsed[i]);

@@ -3,7 +3,9 @@
 // starting before 1970 are listed by start and seen by CheckAccess (the
 // index padded their seconds with %020d, which sorts -10 before -100), and
 // index members of that format are rewritten at start-up
-// (MigrateWindowIndexes).
+// (MigrateWindowIndexes). Also the parent-first order of four child
+// lookups, which the comments now state (the code always read the
+// instrument first; the comments listed the child's NOT_FOUND first).
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
@@ -131,6 +133,43 @@ TEST_F(InventoryAudit5Test, MigrationRekeysWindowsIndexedBefore1970ByTheOldPaddi
 }
 
 // ------------------------------------------------------------ 2. a rate's unit
+
+// RevokeQualification, GetQualification, RecordQualificationUse and
+// CancelMaintenanceWindow read the parent instrument first: a name whose
+// instrument and child are both missing is INSTRUMENT_NOT_FOUND, one whose
+// instrument exists the child's NOT_FOUND (inventory.proto).
+TEST_F(InventoryAudit5Test, AMissingParentInstrumentIsNamedBeforeItsChild) {
+  MakeOrg("owner", v1::MEMBER, "CORE");
+  MakeFacility("fac", "owner");
+  MakeInstrument("tem", "owner", "fac");
+  v1::Qualification q;
+  v1::MaintenanceWindow w;
+  for (const std::string instrument : {"nope", "tem"}) {
+    const bool parent = instrument == "tem";
+    const std::string qual = "instruments/" + instrument + "/qualifications/nobody";
+    const std::string win = "instruments/" + instrument + "/maintenanceWindows/none";
+    const char* qual_reason = parent ? "QUALIFICATION_NOT_FOUND" : "INSTRUMENT_NOT_FOUND";
+    v1::RevokeQualificationRequest revoke;
+    revoke.set_name(qual);
+    ExpectError(Call(&Stub::RevokeQualification, revoke, &q, admin_), grpc::StatusCode::NOT_FOUND, qual_reason,
+                "RevokeQualification " + qual);
+    v1::GetQualificationRequest get;
+    get.set_name(qual);
+    ExpectError(Call(&Stub::GetQualification, get, &q, admin_), grpc::StatusCode::NOT_FOUND, qual_reason,
+                "GetQualification " + qual);
+    v1::RecordQualificationUseRequest use;
+    use.set_name(qual);
+    *use.mutable_use_time() = ToProto(absl::FromUnixSeconds(1798761600));
+    auto booking = v1::InventoryService::NewStub(testing::TlsChannel(server_->address(), "booking"));
+    grpc::ClientContext ctx;
+    ExpectError(booking->RecordQualificationUse(&ctx, use, &q), grpc::StatusCode::NOT_FOUND, qual_reason,
+                "RecordQualificationUse " + qual);
+    v1::CancelMaintenanceWindowRequest cancel;
+    cancel.set_name(win);
+    ExpectError(Call(&Stub::CancelMaintenanceWindow, cancel, &w, admin_), grpc::StatusCode::NOT_FOUND,
+                parent ? "MAINTENANCE_WINDOW_NOT_FOUND" : "INSTRUMENT_NOT_FOUND", "CancelMaintenanceWindow " + win);
+  }
+}
 
 // CreateRate: INVALID_FIELD "unit not fitting the mode", now also not
 // fitting what the line prices. "svc" offers ON_SITE, LEASE (rate_basis

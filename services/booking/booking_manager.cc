@@ -1898,7 +1898,7 @@ absl::StatusOr<int> BookingManager::Sweep() {
         found.gone = true;
         return Precondition("NOT_DUE", "no longer due");
       }
-      if (FromProto(cur.lease.blocked_interval().start_time()) > now) {
+      if (RequestDeadline(cur.lease) > now) {  // as ApproveLease's LEASE_STARTED
         found.later = true;
         return Precondition("NOT_DUE", "not due yet");
       }

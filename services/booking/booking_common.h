@@ -110,6 +110,15 @@ inline absl::Time CheckInCloses(const labshare::booking::v1::Booking& b, absl::D
   return grace > absl::ZeroDuration() ? std::min(start + grace, end) : end;
 }
 
+// The moment a lease request still REQUESTED is in effect CANCELLED
+// (Lease.CANCELLED): its blocked start (now >= it, ApproveLease answers
+// LEASE_STARTED and the sweep cancels it), or for a lease stored without a
+// blocked interval (by an older version) its term's start, as the sweep's
+// due entry (MigrateLeaseRequestsDue).
+inline absl::Time RequestDeadline(const labshare::booking::v1::Lease& l) {
+  return l.has_blocked_interval() ? FromProto(l.blocked_interval().start_time()) : FromProto(l.term().start_time());
+}
+
 // The organisation a request names for whom it acts (a lease's lessee, an
 // order's client): a caller who can never act for another one (neither
 // CONSORTIUM_ADMIN nor FACILITY_STAFF) may name only their own, refused

@@ -34,13 +34,8 @@ absl::Status LeaseState(const v1::Lease& l, absl::string_view wanted) {
 
 // A request still REQUESTED when its blocked interval has begun is in
 // effect CANCELLED (Lease.CANCELLED): the sweep cancels it from that moment
-// (now >= blocked start, when ApproveLease answers LEASE_STARTED), whenever
-// it runs. RejectLease and CancelLease answer it as a cancelled lease.
-// The moment: the blocked start, or for a lease stored without a blocked
-// interval its term's start (as the sweep's due entry, MigrateLeaseRequestsDue).
-absl::Time RequestDeadline(const v1::Lease& l) {
-  return l.has_blocked_interval() ? FromProto(l.blocked_interval().start_time()) : FromProto(l.term().start_time());
-}
+// (RequestDeadline), whenever it runs. RejectLease and CancelLease answer
+// it as a cancelled lease.
 bool ExpiredRequest(const v1::Lease& l, absl::Time now) {
   return l.state() == v1::Lease::REQUESTED && now >= RequestDeadline(l);
 }
@@ -281,11 +276,13 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseChecked(const Principal& p
     return Precondition("SLOT_TAKEN", "the term (with handover and return buffers) overlaps another booking");
   };
   if (validate_only) {
-    if (!denial.ok()) return denial;
+    // In the request's order: a chosen id already taken (reserved before
+    // the step), then the access denial (the step's first check).
     if (!lease_id.empty()) {
       LS_ASSIGN_OR_RETURN(auto taken_id, store_->PartitionOf(id));
       if (taken_id) return exists(lease.name());
     }
+    if (!denial.ok()) return denial;
     LS_ASSIGN_OR_RETURN(auto taken, store_->CalendarRange(partition, instrument_id, blocked_start, blocked_end));
     // Named as the step names it: by the last entry in the way.
     if (!taken.empty()) return slot_taken(taken.back().booking_id);
@@ -873,6 +870,22 @@ absl::StatusOr<v1::Lease> BookingManager::ExtendLease(const Principal& p, const 
       return Precondition("LEASE_TERM_TOO_LONG", absl::StrCat("a lease runs at most ", max_days, " days"));
     }
     const absl::Time blocked_end = new_end + FromProto(cur.lease.return_buffer());
+    // A window scheduled in inventory over the extension of the block,
+    // [old blocked end, new blocked end) (the return buffer included), is
+    // in the way as one on the calendar is (the step's MAINTENANCE_CONFLICT
+    // below), also before the calendar has received it.
+    // (A lease stored without a blocked interval: its term end + return buffer.)
+    const absl::Time old_blocked_end = cur.lease.has_blocked_interval()
+                                           ? FromProto(cur.lease.blocked_interval().end_time())
+                                           : old_end + FromProto(cur.lease.return_buffer());
+    LS_ASSIGN_OR_RETURN(auto windows, inventory_->Windows(cur.lease.instrument()));
+    for (const auto& w : windows->maintenance_windows()) {
+      if (w.state() != inv::SCHEDULED) continue;
+      if (FromProto(w.interval().start_time()) < blocked_end && old_blocked_end < FromProto(w.interval().end_time())) {
+        return Precondition("MAINTENANCE_CONFLICT", "the new term (with its return buffer) overlaps maintenance "
+                            "window " + w.name() + " scheduled in inventory");
+      }
+    }
     LeaseChange c;
     c.lease = cur.lease;
     c.booking = cur.booking.booking;

@@ -473,9 +473,11 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
   *b.mutable_billing_terms() = BillingTermsOf(rules);  // billing prices the booking with these
   b.set_purpose(in.purpose());
   int64_t project_version = 0;  // the project version checked (JOINT_RESEARCH)
+  int64_t project_budget_ms = 0;  // its budget on the instrument, as that version says
   if (joint) {
     b.set_project(in.project());
-    if (absl::Status project = CheckProject(b, instrument_id, &project_version, r.validate_only());
+    if (absl::Status project =
+            CheckProject(b, instrument_id, &project_version, r.validate_only(), &project_budget_ms);
         !project.ok()) {
       // A retry of a request answered before gets its first answer, whatever
       // became of the project since.
@@ -523,7 +525,10 @@ absl::StatusOr<std::optional<v1::Booking>> BookingManager::PrepareCreate(
     if (!taken.empty()) return Precondition("SLOT_TAKEN", "the slot overlaps another booking");
     if (joint) {
       LS_ASSIGN_OR_RETURN(auto use, store_->GetBudget(IdOf(b.project()), instrument_id));
-      if (Ms(end) - Ms(start) > use.budget_ms - use.used_ms - use.committed_ms) return OverBudget();
+      // Counters behind the checked document are judged by the budget the
+      // request would first bring them up to (CheckProject): the document's.
+      const int64_t budget_ms = use.version < project_version ? project_budget_ms : use.budget_ms;
+      if (Ms(end) - Ms(start) > budget_ms - use.used_ms - use.committed_ms) return OverBudget();
     }
     LS_RETURN_IF_ERROR(PreviewQuotas(b, instrument_id));
     b.clear_name();
@@ -649,7 +654,7 @@ absl::StatusOr<v1::Booking> BookingManager::FinishCreate(PreparedCreate& prepare
 }
 
 absl::Status BookingManager::CheckProject(v1::Booking& b, const std::string& instrument_id, int64_t* checked,
-                                          bool preview) {
+                                          bool preview, int64_t* budget_ms) {
   // Twice at most: the second time after lifting the lapsed fence of an
   // UpdateProject that died, against the document as it is now.
   for (int attempt = 1;; ++attempt) {
@@ -664,7 +669,12 @@ absl::Status BookingManager::CheckProject(v1::Booking& b, const std::string& ins
       return Precondition("NOT_PROJECT_PARTICIPANT", b.payer_organization() + " is not a participant of " + b.project());
     }
     bool budgeted = false;
-    for (const auto& budget : project.instrument_budgets()) budgeted |= budget.instrument() == "instruments/" + instrument_id;
+    for (const auto& budget : project.instrument_budgets()) {
+      if (budget.instrument() != "instruments/" + instrument_id) continue;
+      budgeted = true;
+      // As SetProjectBudgets writes it.
+      *budget_ms = absl::ToInt64Milliseconds(FromProto(budget.budget()));
+    }
     if (!budgeted) {
       return Precondition("INSTRUMENT_NOT_IN_PROJECT", b.project() + " has no budget on " + b.instrument());
     }
@@ -1888,7 +1898,7 @@ absl::StatusOr<int> BookingManager::Sweep() {
         found.gone = true;
         return Precondition("NOT_DUE", "no longer due");
       }
-      if (FromProto(cur.lease.blocked_interval().start_time()) > now) {
+      if (RequestDeadline(cur.lease) > now) {  // as ApproveLease's LEASE_STARTED
         found.later = true;
         return Precondition("NOT_DUE", "not due yet");
       }

@@ -727,9 +727,11 @@ class BookingManager {
   // fence on the budget) is CONCURRENT_MODIFICATION; the lapsed fence of
   // one that died is lifted first (the counters follow the document).
   // A `preview` (validate_only) writes nothing: a lapsed fence stays, and
-  // counters behind the document are not brought up to it.
+  // counters behind the document are not brought up to it. `budget_ms`:
+  // the checked version's budget on the instrument, which a preview judges
+  // counters behind that version by (what the request would write first).
   absl::Status CheckProject(v1::Booking& booking, const std::string& instrument_id, int64_t* version,
-                            bool preview);
+                            bool preview, int64_t* budget_ms);
   // UpdateProject's fences (BookingStore::FenceBudget) on the project's
   // budget of each instrument of `instruments` (in order), for `owner`: a
   // create step of a booking of the project on them answers kProjectMoved

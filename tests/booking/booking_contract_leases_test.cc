@@ -15,6 +15,7 @@
 #include "common/grpc_status.h"
 #include "common/proto_util.h"
 #include "labshare/booking/v1/booking.grpc.pb.h"
+#include "services/booking/booking_common.h"
 #include "tests/booking/booking_flows.h"
 
 namespace labshare::booking {
@@ -242,6 +243,111 @@ TEST_F(LeaseContractTest, ValidateOnlyNamesTheLastEntryInTheWayAsTheRequestDoes)
                   "SLOT_TAKEN", "previewing a lease in the way of a window and, later, a lease");
   ExpectGrpcError(Call(stub_.get(), &Stub::RequestLease, LeaseRequest("instruments/afm", 1, 20, ""), &lease, ana_),
                   grpc::StatusCode::FAILED_PRECONDITION, "SLOT_TAKEN", "the request itself");
+}
+
+// A chosen id already taken is answered before the access check's denial,
+// by the request (its id is reserved before the step) and by its preview
+// alike ("With validate_only, every check runs"): LEASE_EXISTS, not the
+// MAINTENANCE_CONFLICT of a window scheduled in inventory over the
+// handover buffer; CreateBooking of mode LEASE alike (BOOKING_EXISTS).
+TEST_F(LeaseContractTest, ValidateOnlyAnswersATakenIdBeforeAnAccessDenial) {
+  auto first = LeaseRequest("instruments/afm", 20, 30, "");
+  first.mutable_lease()->set_purpose("first");
+  first.set_lease_id("lease-one");
+  v1::Lease lease;
+  const grpc::Status made = Call(stub_.get(), &Stub::RequestLease, first, &lease, ana_);
+  ASSERT_TRUE(made.ok()) << GrpcErrorReason(made) << ": " << made.error_message();
+  WindowInInventory("instruments/afm", absl::Hours(2), absl::Hours(4));  // the handover buffer of a term from day + 1 d
+  auto r = LeaseRequest("instruments/afm", 1, 11, "");
+  r.set_lease_id("lease-one");
+  v1::CreateBookingRequest b;
+  b.set_booking_id("lease-one");
+  b.mutable_booking()->set_instrument("instruments/afm");
+  b.mutable_booking()->set_mode(labshare::type::v1::LEASE);
+  *b.mutable_booking()->mutable_reserved_interval() = r.lease().term();
+  b.mutable_lease_terms();
+  v1::Booking booking;
+  for (const bool validate_only : {true, false}) {
+    r.set_validate_only(validate_only);
+    ExpectGrpcError(Call(stub_.get(), &Stub::RequestLease, r, &lease, ana_), grpc::StatusCode::ALREADY_EXISTS,
+                    "LEASE_EXISTS", validate_only ? "previewing a lease with a taken id" : "requesting it");
+    b.set_validate_only(validate_only);
+    ExpectGrpcError(Call(stub_.get(), &Stub::CreateBooking, b, &booking, ana_), grpc::StatusCode::ALREADY_EXISTS,
+                    "BOOKING_EXISTS", validate_only ? "previewing it through CreateBooking" : "booking it");
+  }
+  // A free id: the window.
+  r.set_lease_id("lease-two");
+  r.set_validate_only(true);
+  ExpectGrpcError(Call(stub_.get(), &Stub::RequestLease, r, &lease, ana_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "MAINTENANCE_CONFLICT", "previewing the lease with a free id");
+  EXPECT_EQ(CountEvents(&v1::BookingEvent::has_lease_requested), 1);
+}
+
+// ExtendLease: a window scheduled in inventory over the extension of the
+// block, [old blocked end, new blocked end) with the return buffer, is
+// MAINTENANCE_CONFLICT also before the calendar has received it; one
+// starting exactly at the new blocked end, or lying inside the old block,
+// is not in the way.
+TEST_F(LeaseContractTest, ExtendLeaseMeetsAWindowScheduledInInventory) {
+  const v1::Lease lease = LeaseOfAfm();  // term [day + 1 d, day + 11 d), return buffer 2 d: blocked to day + 13 d
+  ASSERT_EQ(FromProto(lease.blocked_interval().end_time()), day_ + absl::Hours(24 * 13));
+  v1::ExtendLeaseRequest ext;
+  ext.set_name(lease.name());
+  *ext.mutable_new_end_time() = ToProto(day_ + absl::Hours(24 * 15));  // blocked to day + 17 d
+  v1::Lease out;
+  // In the return buffer of the new term.
+  iv::MaintenanceWindow window = WindowInInventory("instruments/afm", absl::Hours(24 * 16), absl::Hours(24 * 16 + 2));
+  ExpectGrpcError(Call(stub_.get(), &Stub::ExtendLease, ext, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "MAINTENANCE_CONFLICT", "an extension whose return buffer meets a window in inventory");
+  iv::CancelMaintenanceWindowRequest cancel;
+  cancel.set_name(window.name());
+  cancel.set_reason("moved");
+  Inv(&iv::InventoryService::Stub::CancelMaintenanceWindow, cancel);
+  // Right after the old blocked end.
+  window = WindowInInventory("instruments/afm", absl::Hours(24 * 13), absl::Hours(24 * 13 + 1));
+  ExpectGrpcError(Call(stub_.get(), &Stub::ExtendLease, ext, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "MAINTENANCE_CONFLICT", "an extension meeting a window at the old blocked end");
+  EXPECT_EQ(CountEvents(&v1::BookingEvent::has_lease_extended), 0);
+  cancel.set_name(window.name());
+  Inv(&iv::InventoryService::Stub::CancelMaintenanceWindow, cancel);
+  // Half-open: from the new blocked end on, and inside the old block.
+  WindowInInventory("instruments/afm", absl::Hours(24 * 17), absl::Hours(24 * 17 + 2));
+  WindowInInventory("instruments/afm", absl::Hours(24 * 12), absl::Hours(24 * 13));
+  const grpc::Status s = Call(stub_.get(), &Stub::ExtendLease, ext, &out, staff_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(FromProto(out.blocked_interval().end_time()), day_ + absl::Hours(24 * 17));
+}
+
+// The sweep expires a lease request at the moment ApproveLease starts
+// answering LEASE_STARTED (RequestDeadline): for a lease an older version
+// stored without a blocked interval, its term's start, not at once.
+TEST_F(LeaseContractTest, TheSweepExpiresALeaseWithoutABlockedIntervalAtItsTermStart) {
+  const v1::Lease lease = LeaseOfAfm(/*approve=*/false);  // term from day + 1 d, blocked from day
+  auto part = store_->PartitionOf(IdOf(lease.name()));
+  ASSERT_TRUE(part.ok() && part->has_value());
+  const std::string key = keys::Lease(**part, IdOf(lease.name()));
+  v1::Lease stored;
+  ASSERT_TRUE(stored.ParseFromString(pool_->Command({"HGET", key, "d"})->str));
+  stored.clear_blocked_interval();
+  ASSERT_TRUE(pool_->Command({"HSET", key, "d", stored.SerializeAsString()}).ok());
+  v1::GetLeaseRequest g;
+  g.set_name(lease.name());
+  v1::Lease out;
+  // Past the handover buffer's start (its due entry), before the term.
+  clock_.Set(day_ + absl::Hours(12));
+  auto swept = manager_->Sweep();
+  ASSERT_TRUE(swept.ok()) << swept.status();
+  EXPECT_EQ(*swept, 0);
+  ASSERT_TRUE(Call(stub_.get(), &Stub::GetLease, g, &out, admin_).ok());
+  EXPECT_EQ(out.state(), v1::Lease::REQUESTED);
+  // From the term start on.
+  clock_.Set(day_ + absl::Hours(24));
+  swept = manager_->Sweep();
+  ASSERT_TRUE(swept.ok()) << swept.status();
+  EXPECT_EQ(*swept, 1);
+  ASSERT_TRUE(Call(stub_.get(), &Stub::GetLease, g, &out, admin_).ok());
+  EXPECT_EQ(out.state(), v1::Lease::CANCELLED);
+  EXPECT_EQ(BookingOf(lease).state(), v1::Booking::EXPIRED);
 }
 
 // RequestLease: each FAILED_PRECONDITION, NOT_FOUND and PERMISSION_DENIED

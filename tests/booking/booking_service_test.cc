@@ -1154,6 +1154,75 @@ TEST_F(JointResearchTest, ABookingBringsCountersBehindTheDocumentUpToDate) {
   EXPECT_EQ(FromProto(Budget().committed()), absl::Hours(4));
 }
 
+// A preview (validate_only) of a booking whose project's counters lag its
+// document (an UpdateProject whose counter write never landed) writes
+// nothing, and judges the budget as the request does once it has brought
+// the counters up to the document: a raised budget admits what the stale
+// counters would refuse, a lowered one refuses what they would admit.
+TEST_F(JointResearchTest, APreviewJudgesCountersBehindTheDocumentByTheDocument) {
+  const std::string counters = keys::Budget(keys::Partition("tem"), "proj");
+  const auto preview = [&](absl::Duration from, absl::Duration to) {
+    v1::CreateBookingRequest r;
+    r.mutable_booking()->set_instrument("instruments/tem");
+    r.mutable_booking()->set_mode(labshare::type::v1::JOINT_RESEARCH);
+    r.mutable_booking()->set_project("projects/proj");
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_start_time() = ToProto(day_ + from);
+    *r.mutable_booking()->mutable_reserved_interval()->mutable_end_time() = ToProto(day_ + to);
+    r.set_validate_only(true);
+    v1::Booking out;
+    return Call(stub_.get(), &v1::BookingService::Stub::CreateBooking, r, &out, ana_);
+  };
+  const auto stale = [&](absl::Duration budget) {  // the counters as version 1 left them
+    ASSERT_TRUE(pool_->Command({"HSET", counters, "tem:budget", std::to_string(absl::ToInt64Milliseconds(budget)),
+                                "tem:budget_version", "1"})
+                    .ok());
+  };
+  grpc::Status s;
+  MakeProject(v1::Project::ONE_THIRD_TWO_THIRDS, {0, 0}, &s, "create-1", absl::Hours(10));
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  v1::Booking b;
+  ASSERT_TRUE(BookJoint(absl::Hours(1), absl::Hours(9), &b).ok());  // 8 h committed
+  // Raised 10 h -> 40 h; the counters still say 10 h.
+  v1::Project updated;
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, BudgetUpdate("raise", absl::Hours(40)),
+                   &updated, admin_)
+                  .ok());
+  ASSERT_NO_FATAL_FAILURE(stale(absl::Hours(10)));
+  s = preview(absl::Hours(10), absl::Hours(15));  // 5 h: over the stale 2 h left, within the 32 h
+  EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(pool_->Command({"HGET", counters, "tem:budget_version"})->str, "1");  // nothing written
+  EXPECT_EQ(pool_->Command({"HGET", counters, "tem:budget"})->str,
+            std::to_string(absl::ToInt64Milliseconds(absl::Hours(10))));
+  // Lowered 40 h -> 10 h (version 3); the counters still say 40 h.
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, BudgetUpdate("lower", absl::Hours(10)),
+                   &updated, admin_)
+                  .ok());
+  ASSERT_EQ(updated.etag(), "3");
+  ASSERT_TRUE(pool_->Command({"HSET", counters, "tem:budget", std::to_string(absl::ToInt64Milliseconds(absl::Hours(40))),
+                              "tem:budget_version", "2"})
+                  .ok());
+  s = preview(absl::Hours(10), absl::Hours(15));  // 5 h: within the stale 32 h left, over the 2 h
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GrpcErrorReason(s), "PROJECT_BUDGET_EXCEEDED");
+  // The request itself answers as its preview did.
+  v1::Booking c;
+  s = BookJoint(absl::Hours(10), absl::Hours(15), &c);
+  EXPECT_EQ(GrpcErrorReason(s), "PROJECT_BUDGET_EXCEEDED");
+  EXPECT_EQ(pool_->Command({"HGET", counters, "tem:budget_version"})->str, "3");
+  // And, raised again with the counters behind, the preview and the request admit it.
+  ASSERT_TRUE(Call(stub_.get(), &v1::BookingService::Stub::UpdateProject, BudgetUpdate("raise-2", absl::Hours(40)),
+                   &updated, admin_)
+                  .ok());
+  ASSERT_TRUE(pool_->Command({"HSET", counters, "tem:budget", std::to_string(absl::ToInt64Milliseconds(absl::Hours(10))),
+                              "tem:budget_version", "3"})
+                  .ok());
+  s = preview(absl::Hours(10), absl::Hours(15));
+  EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  s = BookJoint(absl::Hours(10), absl::Hours(15), &c);
+  EXPECT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(FromProto(Budget().committed()), absl::Hours(13));
+}
+
 // A retry of an UpdateProject after the project was archived answers the
 // update it recorded but writes no counters: the archived project's went
 // with it.

@@ -15,6 +15,7 @@
 #include <fstream>
 #include <set>
 #include <thread>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/escaping.h"
@@ -164,6 +165,32 @@ class AuditChainTest : public ::testing::Test {
                     .ok());
     for (int64_t s = *archived + 1; s <= upto; ++s) ASSERT_TRUE(pool_->Command({"DEL", audit_keys::Entry(s)}).ok());
     *archived = upto;
+  }
+
+  // Seven entries with entry 1 archived, and a chain (export batches of 2)
+  // whose calls, right after they read the base, archive up to `next` when
+  // it is set (once): labshare-archive running during the call.
+  struct Racing {
+    std::vector<v1::AuditEntry> entries;
+    int64_t archived = 0;
+    int64_t next = 0;
+    std::unique_ptr<AuditChain> chain;
+  };
+  std::unique_ptr<Racing> SevenEntriesArchivedDuringCalls(std::optional<int> batch_size) {
+    auto r = std::make_unique<Racing>();
+    r->entries = AppendFive();
+    r->entries.push_back(MustAppend("inventory", InstrumentChanged("inv-6")));
+    r->entries.push_back(MustAppend("inventory", InstrumentChanged("inv-7")));
+    ArchiveTo(r->entries, &r->archived, 1);
+    AuditChainOptions o;
+    o.clock = &clock_;
+    if (batch_size) o.batch_size = *batch_size;
+    o.export_batch_size = 2;
+    o.after_base_for_testing = [this, racing = r.get()] {
+      if (racing->next > 0) ArchiveTo(racing->entries, &racing->archived, std::exchange(racing->next, 0));
+    };
+    r->chain = std::make_unique<AuditChain>(pool_.get(), testing::TestPageTokens(), std::move(o));
+    return r;
   }
 
   v1::AuditEntry MustAppend(const std::string& source, const StreamEvent& e) {
@@ -983,22 +1010,12 @@ TEST_F(AuditChainTest, ListDoesNotTakeArchivedEntriesForDamage) {
 // The check starts again on what is stored then; an export that already sent
 // a piece stops with SEQUENCE_OUT_OF_RANGE, as one started then would.
 TEST_F(AuditChainTest, VerifyAndExportDoNotTakeEntriesArchivedMeanwhileForDamage) {
-  std::vector<v1::AuditEntry> entries = AppendFive();
-  entries.push_back(MustAppend("inventory", InstrumentChanged("inv-6")));
-  entries.push_back(MustAppend("inventory", InstrumentChanged("inv-7")));
-  int64_t archived = 0;
-  auto archive_to = [&](int64_t upto) { ArchiveTo(entries, &archived, upto); };
-  archive_to(1);
   // The next year archived once, after the call's first read of the base.
-  int64_t next = 0;
-  AuditChainOptions o;
-  o.clock = &clock_;
-  o.batch_size = 2;
-  o.export_batch_size = 2;
-  o.after_base_for_testing = [&] {
-    if (next > 0) archive_to(std::exchange(next, 0));
-  };
-  AuditChain racing(pool_.get(), testing::TestPageTokens(), std::move(o));
+  std::unique_ptr<Racing> run = SevenEntriesArchivedDuringCalls(2);
+  const std::vector<v1::AuditEntry>& entries = run->entries;
+  int64_t& next = run->next;
+  auto archive_to = [&](int64_t upto) { ArchiveTo(run->entries, &run->archived, upto); };
+  AuditChain& racing = *run->chain;
 
   next = 3;  // base 1 read, 2 and 3 archived meanwhile
   auto v = racing.Verify(0, 0, {});
@@ -1059,20 +1076,11 @@ TEST_F(AuditChainTest, VerifyAndExportDoNotTakeEntriesArchivedMeanwhileForDamage
 // ended with SEQUENCE_OUT_OF_RANGE); once a message was sent, it still ends
 // so.
 TEST_F(AuditChainTest, ExportAuditTrailStartsAgainWhileNoMessageWasSent) {
-  std::vector<v1::AuditEntry> entries = AppendFive();
-  entries.push_back(MustAppend("inventory", InstrumentChanged("inv-6")));
-  entries.push_back(MustAppend("inventory", InstrumentChanged("inv-7")));
-  int64_t archived = 0;
-  auto archive_to = [&](int64_t upto) { ArchiveTo(entries, &archived, upto); };
-  archive_to(1);
-  int64_t next = 0;
-  AuditChainOptions o;
-  o.clock = &clock_;
-  o.export_batch_size = 2;
-  o.after_base_for_testing = [&] {
-    if (next > 0) archive_to(std::exchange(next, 0));
-  };
-  AuditChain racing(pool_.get(), testing::TestPageTokens(), std::move(o));
+  std::unique_ptr<Racing> run = SevenEntriesArchivedDuringCalls(std::nullopt);
+  const std::vector<v1::AuditEntry>& entries = run->entries;
+  int64_t& next = run->next;
+  auto archive_to = [&](int64_t upto) { ArchiveTo(run->entries, &run->archived, upto); };
+  AuditChain& racing = *run->chain;
   v1::ExportAuditTrailRequest req;
   req.set_format(v1::AUDIT_EXPORT_FORMAT_JSONL);
 

@@ -870,14 +870,20 @@ absl::StatusOr<v1::Lease> BookingManager::ExtendLease(const Principal& p, const 
       return Precondition("LEASE_TERM_TOO_LONG", absl::StrCat("a lease runs at most ", max_days, " days"));
     }
     const absl::Time blocked_end = new_end + FromProto(cur.lease.return_buffer());
+    // The block as it stands, for a lease stored without a blocked interval
+    // (by an older version) the one RequestLease would have stored:
+    // [term start - handover buffer, term end + return buffer).
+    const absl::Time old_blocked_start =
+        cur.lease.has_blocked_interval()
+            ? FromProto(cur.lease.blocked_interval().start_time())
+            : FromProto(cur.lease.term().start_time()) - FromProto(cur.lease.handover_buffer());
+    const absl::Time old_blocked_end = cur.lease.has_blocked_interval()
+                                           ? FromProto(cur.lease.blocked_interval().end_time())
+                                           : old_end + FromProto(cur.lease.return_buffer());
     // A window scheduled in inventory over the extension of the block,
     // [old blocked end, new blocked end) (the return buffer included), is
     // in the way as one on the calendar is (the step's MAINTENANCE_CONFLICT
     // below), also before the calendar has received it.
-    // (A lease stored without a blocked interval: its term end + return buffer.)
-    const absl::Time old_blocked_end = cur.lease.has_blocked_interval()
-                                           ? FromProto(cur.lease.blocked_interval().end_time())
-                                           : old_end + FromProto(cur.lease.return_buffer());
     LS_ASSIGN_OR_RETURN(auto windows, inventory_->Windows(cur.lease.instrument()));
     for (const auto& w : windows->maintenance_windows()) {
       if (w.state() != inv::SCHEDULED) continue;
@@ -900,8 +906,14 @@ absl::StatusOr<v1::Lease> BookingManager::ExtendLease(const Principal& p, const 
     *changed.mutable_booking_interval_changed()->mutable_previous_reserved_interval() = c.booking.reserved_interval();
     *changed.mutable_booking_interval_changed()->mutable_previous_blocked_interval() = c.booking.blocked_interval();
     *c.lease.mutable_term()->mutable_end_time() = ToProto(new_end);
+    if (!c.lease.has_blocked_interval()) {
+      *c.lease.mutable_blocked_interval()->mutable_start_time() = ToProto(old_blocked_start);
+    }
     *c.lease.mutable_blocked_interval()->mutable_end_time() = ToProto(blocked_end);
     *c.booking.mutable_reserved_interval()->mutable_end_time() = ToProto(new_end);
+    if (!c.booking.has_blocked_interval()) {
+      *c.booking.mutable_blocked_interval()->mutable_start_time() = ToProto(old_blocked_start);
+    }
     *c.booking.mutable_blocked_interval()->mutable_end_time() = ToProto(blocked_end);
     c.calendar = UpdateStep::Calendar::kSetEnd;
     c.new_end_ms = CeilMs(blocked_end);
@@ -909,7 +921,7 @@ absl::StatusOr<v1::Lease> BookingManager::ExtendLease(const Principal& p, const 
     // run into the next booking or a window. What lies inside the old block
     // is not in the way (a window applied while the lease was handed over
     // left it alone there).
-    c.guard_from_ms = CeilMs(FromProto(cur.lease.blocked_interval().end_time()));
+    c.guard_from_ms = CeilMs(old_blocked_end);
     c.guard_to_ms = CeilMs(blocked_end);
     c.guard_overlap = true;
     v1::BookingEvent extended = Event(p, r.request_id(), now);

@@ -1863,7 +1863,8 @@ absl::StatusOr<int> BookingManager::Sweep() {
   const int64_t now_ms = Ms(now);
   int changed = 0;
   // What settle found: not due yet (later), never due again (gone); for a
-  // running session not due yet, the earliest moment it may be (look_ms).
+  // running session or a lease request not due yet, the earliest moment it
+  // may be (look_ms).
   struct Found {
     bool later = false;
     bool gone = false;
@@ -1899,7 +1900,11 @@ absl::StatusOr<int> BookingManager::Sweep() {
         return Precondition("NOT_DUE", "no longer due");
       }
       if (RequestDeadline(cur.lease) > now) {  // as ApproveLease's LEASE_STARTED
+        // Moved to its deadline in the due set, not read again every round
+        // until then (a lease stored without a blocked interval is due at
+        // its term start, after its due entry at the handover buffer's).
         found.later = true;
+        found.look_ms = Ms(RequestDeadline(cur.lease));
         return Precondition("NOT_DUE", "not due yet");
       }
       LeaseChange c;

@@ -350,6 +350,56 @@ TEST_F(LeaseContractTest, TheSweepExpiresALeaseWithoutABlockedIntervalAtItsTermS
   EXPECT_EQ(BookingOf(lease).state(), v1::Booking::EXPIRED);
 }
 
+// ExtendLease on a lease an older version stored without a blocked
+// interval: the block it grows is the one RequestLease would have stored,
+// [term start - handover buffer, term end + return buffer). Only its
+// extension must be free (an earlier booking on the instrument is not in
+// the way: it used to be SLOT_TAKEN, the step's guard starting at 1970),
+// and the lease gets that block's start back, not 1970.
+TEST_F(LeaseContractTest, ExtendLeaseOfALeaseWithoutABlockedIntervalGrowsItsBlockAtItsEnd) {
+  const v1::Lease earlier = LeaseOfAfm();  // blocked [day, day + 13 d), its booking CONFIRMED
+  ASSERT_EQ(BookingOf(earlier).state(), v1::Booking::CONFIRMED);
+  v1::Lease lease, approved;
+  grpc::Status s = Call(stub_.get(), &Stub::RequestLease, LeaseRequest("instruments/afm", 20, 30, ""), &lease, ana_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  ASSERT_TRUE(Approve(lease.name(), &approved).ok());  // blocked [day + 19 d, day + 32 d)
+  auto part = store_->PartitionOf(IdOf(lease.name()));
+  ASSERT_TRUE(part.ok() && part->has_value());
+  const std::string key = keys::Lease(**part, IdOf(lease.name()));
+  v1::Lease stored;
+  ASSERT_TRUE(stored.ParseFromString(pool_->Command({"HGET", key, "d"})->str));
+  stored.clear_blocked_interval();
+  ASSERT_TRUE(pool_->Command({"HSET", key, "d", stored.SerializeAsString()}).ok());
+  // A third request after it: blocked from day + 35 d.
+  v1::Lease later;
+  s = Call(stub_.get(), &Stub::RequestLease, LeaseRequest("instruments/afm", 36, 43, ""), &later, ana_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  v1::ExtendLeaseRequest ext;
+  ext.set_name(lease.name());
+  v1::Lease out;
+  // The extension runs into the next block: still refused.
+  *ext.mutable_new_end_time() = ToProto(day_ + absl::Hours(24 * 34));  // blocked to day + 36 d
+  ExpectGrpcError(Call(stub_.get(), &Stub::ExtendLease, ext, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "SLOT_TAKEN", "an extension into the next lease's block");
+  // Up to the next block, half-open.
+  *ext.mutable_new_end_time() = ToProto(day_ + absl::Hours(24 * 33));  // blocked to day + 35 d
+  s = Call(stub_.get(), &Stub::ExtendLease, ext, &out, staff_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(FromProto(out.term().end_time()), day_ + absl::Hours(24 * 33));
+  EXPECT_EQ(FromProto(out.blocked_interval().start_time()), day_ + absl::Hours(24 * 19));
+  EXPECT_EQ(FromProto(out.blocked_interval().end_time()), day_ + absl::Hours(24 * 35));
+  v1::GetLeaseRequest g;
+  g.set_name(lease.name());
+  ASSERT_TRUE(Call(stub_.get(), &Stub::GetLease, g, &out, admin_).ok());
+  EXPECT_EQ(FromProto(out.blocked_interval().start_time()), day_ + absl::Hours(24 * 19));
+  EXPECT_EQ(FromProto(out.blocked_interval().end_time()), day_ + absl::Hours(24 * 35));
+  const v1::Booking booking = BookingOf(lease);
+  EXPECT_EQ(FromProto(booking.blocked_interval().start_time()), day_ + absl::Hours(24 * 19));
+  EXPECT_EQ(FromProto(booking.blocked_interval().end_time()), day_ + absl::Hours(24 * 35));
+  EXPECT_EQ(FromProto(booking.reserved_interval().end_time()), day_ + absl::Hours(24 * 33));
+  EXPECT_EQ(BookingOf(earlier).state(), v1::Booking::CONFIRMED);
+}
+
 // RequestLease: each FAILED_PRECONDITION, NOT_FOUND and PERMISSION_DENIED
 // reason of its comment, in the situation the comment describes.
 TEST_F(LeaseContractTest, RequestLeaseRefusesAsItsCommentSays) {

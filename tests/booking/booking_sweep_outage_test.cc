@@ -674,6 +674,65 @@ TEST_F(SweepOutageTest, ALeaseRequestWithoutItsDueEntryExpiresAtItsTermStart) {
   EXPECT_EQ(Get(lease.booking()).state(), v1::Booking::EXPIRED);
 }
 
+// A lease request the sweep reads before it is due moves to its deadline
+// (RequestDeadline) in the due set, as a running session moves to its
+// checkout: it is not read again every round until then (it used to stay
+// at its old moment). A lease an older version stored without a blocked
+// interval is due at its term start, a day after its due entry at the
+// handover buffer's start; a sweep at that moment still expires it.
+TEST_F(SweepOutageTest, ALeaseRequestNotDueYetMovesToItsDeadlineInTheDueSet) {
+  v1::Lease lease;
+  ASSERT_TRUE(Request(1, 10, &lease).ok());
+  const int p = keys::Partition("afm");
+  const std::string id = IdOf(lease.booking());
+  const std::string key = keys::Lease(p, IdOf(lease.name()));
+  v1::Lease stored;
+  ASSERT_TRUE(stored.ParseFromString(pool_->Command({"HGET", key, "d"})->str));
+  stored.clear_blocked_interval();
+  ASSERT_TRUE(pool_->Command({"HSET", key, "d", stored.SerializeAsString()}).ok());
+  const auto due_score = [&] {
+    auto score = pool_->Command({"ZSCORE", keys::Due(p), id});
+    EXPECT_TRUE(score.ok());
+    return score.ok() ? score->str : std::string("?");
+  };
+  ASSERT_EQ(due_score(), std::to_string(Ms(day_)));  // the block's start, as RequestLease put it
+  const absl::Time term_start = FromProto(lease.term().start_time());
+  clock_.Set(day_ + absl::Hours(12));
+  ASSERT_EQ(*manager_->Sweep(), 0);
+  EXPECT_EQ(due_score(), std::to_string(Ms(term_start)));
+  clock_.Set(term_start - absl::Milliseconds(1));
+  ASSERT_EQ(*manager_->Sweep(), 0);
+  EXPECT_EQ(GetLease(lease.name()).state(), v1::Lease::REQUESTED);
+  EXPECT_EQ(due_score(), std::to_string(Ms(term_start)));
+  clock_.Set(term_start);
+  ASSERT_EQ(*manager_->Sweep(), 1);
+  EXPECT_EQ(GetLease(lease.name()).state(), v1::Lease::CANCELLED);
+  EXPECT_EQ(Get(lease.booking()).state(), v1::Booking::EXPIRED);
+  EXPECT_TRUE(pool_->Command({"ZSCORE", keys::Due(p), id})->is_nil());  // settled: off the due set
+}
+
+// The same for a request whose due entry lies before its block start (a
+// round that skipped it put it back at that round's moment): moved to its
+// block start, expired there.
+TEST_F(SweepOutageTest, ALeaseRequestDueEarlyMovesToItsBlockStart) {
+  v1::Lease lease;
+  ASSERT_TRUE(Request(1, 10, &lease).ok());
+  const int p = keys::Partition("afm");
+  const std::string id = IdOf(lease.booking());
+  const absl::Time blocked_start = FromProto(lease.blocked_interval().start_time());
+  const absl::Time early = blocked_start - absl::Hours(6);
+  ASSERT_TRUE(store_->RememberDue(p, id, Ms(early)).ok());
+  clock_.Set(early);
+  ASSERT_EQ(*manager_->Sweep(), 0);
+  auto score = pool_->Command({"ZSCORE", keys::Due(p), id});
+  ASSERT_TRUE(score.ok());
+  EXPECT_EQ(score->str, std::to_string(Ms(blocked_start)));
+  clock_.Set(blocked_start);
+  ASSERT_EQ(*manager_->Sweep(), 1);
+  EXPECT_EQ(GetLease(lease.name()).state(), v1::Lease::CANCELLED);
+  EXPECT_EQ(Get(lease.booking()).state(), v1::Booking::EXPIRED);
+}
+
 // A request an older version stored (before the expiry: no due entry) whose
 // term start that version's sweep cursor had passed is never met by the
 // sweep again; the start-up migration puts it on the due set at its block

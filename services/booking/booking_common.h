@@ -119,6 +119,14 @@ inline absl::Time RequestDeadline(const labshare::booking::v1::Lease& l) {
   return l.has_blocked_interval() ? FromProto(l.blocked_interval().start_time()) : FromProto(l.term().start_time());
 }
 
+// A lease's blocked start: its blocked interval's, or for a lease stored
+// without one (by an older version) the one RequestLease would have stored,
+// term start - handover buffer (where a handover may begin).
+inline absl::Time LeaseBlockedStart(const labshare::booking::v1::Lease& l) {
+  return l.has_blocked_interval() ? FromProto(l.blocked_interval().start_time())
+                                  : FromProto(l.term().start_time()) - FromProto(l.handover_buffer());
+}
+
 // The organisation a request names for whom it acts (a lease's lessee, an
 // order's client): a caller who can never act for another one (neither
 // CONSORTIUM_ADMIN nor FACILITY_STAFF) may name only their own, refused

@@ -757,7 +757,7 @@ absl::StatusOr<v1::Lease> BookingManager::RecordHandover(const Principal& p, con
     if (cur.lease.state() != v1::Lease::APPROVED) return LeaseState(cur.lease, "APPROVED");
     const absl::Time t = r.has_handover_time() ? FromProto(r.handover_time()) : now;
     if (t > now) return InvalidField("handover_time", "must not be in the future");
-    if (t < FromProto(cur.lease.blocked_interval().start_time()) || t >= FromProto(cur.lease.term().end_time())) {
+    if (t < LeaseBlockedStart(cur.lease) || t >= FromProto(cur.lease.term().end_time())) {
       return Precondition("HANDOVER_WINDOW", "handover happens from the handover buffer before the term until its end");
     }
     LeaseChange c;
@@ -836,6 +836,14 @@ absl::StatusOr<v1::Lease> BookingManager::RecordReturn(const Principal& p, const
       const absl::Time term_end_now = std::max(t, FromProto(cur.lease.term().start_time()));
       *c.lease.mutable_term()->mutable_end_time() = ToProto(term_end_now);
       *c.booking.mutable_reserved_interval()->mutable_end_time() = ToProto(term_end_now);
+      // (A lease or booking stored without a blocked interval gets the
+      // start RequestLease would have stored.)
+      if (!c.lease.has_blocked_interval()) {
+        *c.lease.mutable_blocked_interval()->mutable_start_time() = ToProto(LeaseBlockedStart(cur.lease));
+      }
+      if (!c.booking.has_blocked_interval()) {
+        *c.booking.mutable_blocked_interval()->mutable_start_time() = ToProto(LeaseBlockedStart(cur.lease));
+      }
       *c.lease.mutable_blocked_interval()->mutable_end_time() = ToProto(new_end);
       *c.booking.mutable_blocked_interval()->mutable_end_time() = ToProto(new_end);
       c.calendar = UpdateStep::Calendar::kSetEnd;
@@ -873,10 +881,7 @@ absl::StatusOr<v1::Lease> BookingManager::ExtendLease(const Principal& p, const 
     // The block as it stands, for a lease stored without a blocked interval
     // (by an older version) the one RequestLease would have stored:
     // [term start - handover buffer, term end + return buffer).
-    const absl::Time old_blocked_start =
-        cur.lease.has_blocked_interval()
-            ? FromProto(cur.lease.blocked_interval().start_time())
-            : FromProto(cur.lease.term().start_time()) - FromProto(cur.lease.handover_buffer());
+    const absl::Time old_blocked_start = LeaseBlockedStart(cur.lease);
     const absl::Time old_blocked_end = cur.lease.has_blocked_interval()
                                            ? FromProto(cur.lease.blocked_interval().end_time())
                                            : old_end + FromProto(cur.lease.return_buffer());

@@ -109,6 +109,18 @@ class LeaseContractTest : public BookingFlowsTest {
     return approved;
   }
 
+  // As an older version stored it: the lease document without a blocked
+  // interval (its booking keeps its own).
+  void StoreWithoutBlockedInterval(const v1::Lease& lease) {
+    auto part = store_->PartitionOf(IdOf(lease.name()));
+    ASSERT_TRUE(part.ok() && part->has_value());
+    const std::string key = keys::Lease(**part, IdOf(lease.name()));
+    v1::Lease stored;
+    ASSERT_TRUE(stored.ParseFromString(pool_->Command({"HGET", key, "d"})->str));
+    stored.clear_blocked_interval();
+    ASSERT_TRUE(pool_->Command({"HSET", key, "d", stored.SerializeAsString()}).ok());
+  }
+
   int CountEvents(bool (v1::BookingEvent::*has)() const) {
     int n = 0;
     for (const auto& e : Events()) n += (e.*has)();
@@ -323,13 +335,7 @@ TEST_F(LeaseContractTest, ExtendLeaseMeetsAWindowScheduledInInventory) {
 // stored without a blocked interval, its term's start, not at once.
 TEST_F(LeaseContractTest, TheSweepExpiresALeaseWithoutABlockedIntervalAtItsTermStart) {
   const v1::Lease lease = LeaseOfAfm(/*approve=*/false);  // term from day + 1 d, blocked from day
-  auto part = store_->PartitionOf(IdOf(lease.name()));
-  ASSERT_TRUE(part.ok() && part->has_value());
-  const std::string key = keys::Lease(**part, IdOf(lease.name()));
-  v1::Lease stored;
-  ASSERT_TRUE(stored.ParseFromString(pool_->Command({"HGET", key, "d"})->str));
-  stored.clear_blocked_interval();
-  ASSERT_TRUE(pool_->Command({"HSET", key, "d", stored.SerializeAsString()}).ok());
+  StoreWithoutBlockedInterval(lease);
   v1::GetLeaseRequest g;
   g.set_name(lease.name());
   v1::Lease out;
@@ -363,13 +369,7 @@ TEST_F(LeaseContractTest, ExtendLeaseOfALeaseWithoutABlockedIntervalGrowsItsBloc
   grpc::Status s = Call(stub_.get(), &Stub::RequestLease, LeaseRequest("instruments/afm", 20, 30, ""), &lease, ana_);
   ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
   ASSERT_TRUE(Approve(lease.name(), &approved).ok());  // blocked [day + 19 d, day + 32 d)
-  auto part = store_->PartitionOf(IdOf(lease.name()));
-  ASSERT_TRUE(part.ok() && part->has_value());
-  const std::string key = keys::Lease(**part, IdOf(lease.name()));
-  v1::Lease stored;
-  ASSERT_TRUE(stored.ParseFromString(pool_->Command({"HGET", key, "d"})->str));
-  stored.clear_blocked_interval();
-  ASSERT_TRUE(pool_->Command({"HSET", key, "d", stored.SerializeAsString()}).ok());
+  StoreWithoutBlockedInterval(lease);
   // A third request after it: blocked from day + 35 d.
   v1::Lease later;
   s = Call(stub_.get(), &Stub::RequestLease, LeaseRequest("instruments/afm", 36, 43, ""), &later, ana_);
@@ -398,6 +398,35 @@ TEST_F(LeaseContractTest, ExtendLeaseOfALeaseWithoutABlockedIntervalGrowsItsBloc
   EXPECT_EQ(FromProto(booking.blocked_interval().end_time()), day_ + absl::Hours(24 * 35));
   EXPECT_EQ(FromProto(booking.reserved_interval().end_time()), day_ + absl::Hours(24 * 33));
   EXPECT_EQ(BookingOf(earlier).state(), v1::Booking::CONFIRMED);
+}
+
+// RecordHandover: "handover_time ... must lie in [term start -
+// handover_buffer, term end)", also for a lease stored without a blocked
+// interval (its lower bound read as 1970: any earlier time was taken); an
+// early return of such a lease gives it the block start RequestLease would
+// have stored (it kept none: [1970, return + return buffer)).
+TEST_F(LeaseContractTest, AHandoverAndEarlyReturnOfALeaseWithoutABlockedInterval) {
+  const v1::Lease lease = LeaseOfAfm();  // term [day + 1 d, day + 11 d), handover buffer 24 h, return 48 h
+  StoreWithoutBlockedInterval(lease);
+  v1::RecordHandoverRequest h;
+  h.set_name(lease.name());
+  h.set_condition_notes("complete");
+  v1::Lease out;
+  clock_.Set(day_ - absl::Milliseconds(1));  // just before the handover buffer begins
+  ExpectGrpcError(Call(stub_.get(), &Stub::RecordHandover, h, &out, staff_), grpc::StatusCode::FAILED_PRECONDITION,
+                  "HANDOVER_WINDOW", "a handover before the handover buffer");
+  clock_.Set(day_);
+  grpc::Status s = Call(stub_.get(), &Stub::RecordHandover, h, &out, staff_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  clock_.Set(day_ + absl::Hours(24 * 5));
+  v1::RecordReturnRequest ret;
+  ret.set_name(lease.name());
+  ret.set_condition_notes("as handed over");
+  s = Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_TRUE(out.return_record().early_return());
+  EXPECT_EQ(FromProto(out.blocked_interval().start_time()), day_);
+  EXPECT_EQ(FromProto(out.blocked_interval().end_time()), day_ + absl::Hours(24 * 7));
 }
 
 // RequestLease: each FAILED_PRECONDITION, NOT_FOUND and PERMISSION_DENIED

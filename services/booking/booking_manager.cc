@@ -2163,12 +2163,14 @@ absl::StatusOr<BookingManager::AvailabilityPlan> BookingManager::PlanAvailabilit
     return Precondition("MODE_NOT_OFFERED", absl::StrCat(r.instrument(), " does not offer ", labshare::type::v1::SharingMode_Name(mode)));
   }
   // Without an organisation (CONSORTIUM_ADMIN, AUDITOR, SERVICE asking for
-  // none): a member's notice and horizon.
+  // none): a member's notice and horizon (member_horizon, no tier's).
   const labshare::type::v1::PayerClass payer_class =
       org != nullptr ? labshare::inventory::PayerClassFor(*org, instrument) : labshare::type::v1::MEMBER;
   const absl::Time now = clock_->Now();
-  // Notice and horizon exactly as CreateBooking and RequestLease check them.
-  plan.window = labshare::inventory::BookingWindowFor(*offering, payer_class, now);
+  // Notice and horizon exactly as CreateBooking and RequestLease check them
+  // (a MEMBER's tier horizon included).
+  plan.window = labshare::inventory::BookingWindowFor(*offering, payer_class,
+                                                      org != nullptr ? org->tier() : std::string(), now);
   // A reservation [s, e) blocks [s - lead, e + tail): slot modes the buffer
   // after; LEASE the default handover buffer before and return buffer after.
   const bool lease = mode == labshare::type::v1::LEASE;

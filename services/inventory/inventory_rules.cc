@@ -80,6 +80,24 @@ absl::Status ValidateSlotRules(const v1::SlotRules& r, const std::string& f) {
     return InvalidField(f + ".non_member_horizon",
                         "must not exceed member_horizon: members book further ahead");
   }
+  std::set<std::string> tiers;
+  for (int i = 0; i < r.tier_horizons_size(); ++i) {
+    const v1::TierHorizon& th = r.tier_horizons(i);
+    const std::string tf = absl::StrCat(f, ".tier_horizons[", i, "]");
+    // A tier as ChangeMembership and CreateOrganization take one: any
+    // non-empty name.
+    if (th.tier().empty()) return InvalidField(tf + ".tier", "name the member tier, e.g. CORE or GENERAL");
+    if (!tiers.insert(th.tier()).second) {
+      return InvalidField(tf + ".tier", absl::StrCat("tier ", th.tier(), " has a horizon already"));
+    }
+    if (!th.has_horizon() || FromProto(th.horizon()) <= absl::ZeroDuration()) {
+      return InvalidField(tf + ".horizon", "must be positive (how far ahead members of the tier book)");
+    }
+    if (FromProto(th.horizon()) < FromProto(r.non_member_horizon())) {
+      return InvalidField(tf + ".horizon",
+                          "must not be shorter than non_member_horizon: members book at least as far ahead");
+    }
+  }
   if (r.billing_basis() == v1::BILLING_BASIS_UNSPECIFIED ||
       !v1::BillingBasis_IsValid(r.billing_basis())) {
     return InvalidField(f + ".billing_basis",
@@ -690,7 +708,8 @@ bool PolicyAllows(const v1::AccessPolicy& policy, const v1::Organization& payer)
   return true;
 }
 
-BookingWindow BookingWindowFor(const v1::ModeOffering& offering, PayerClass cls, absl::Time now) {
+BookingWindow BookingWindowFor(const v1::ModeOffering& offering, PayerClass cls, absl::string_view tier,
+                               absl::Time now) {
   BookingWindow w;
   if (offering.mode() == labshare::type::v1::LEASE) {
     const auto& lr = offering.lease_rules();
@@ -705,8 +724,22 @@ BookingWindow BookingWindowFor(const v1::ModeOffering& offering, PayerClass cls,
   }
   const auto& sr = offering.slot_rules();
   w.earliest_start = now + FromProto(sr.min_notice());
-  w.latest_end = now + FromProto(cls == labshare::type::v1::NON_MEMBER ? sr.non_member_horizon()
-                                                                      : sr.member_horizon());
+  absl::Duration horizon = FromProto(sr.member_horizon());
+  if (cls == labshare::type::v1::NON_MEMBER) {
+    horizon = FromProto(sr.non_member_horizon());
+  } else if (cls == labshare::type::v1::OWNER) {
+    // The owner is never behind a member of any tier.
+    for (const auto& th : sr.tier_horizons()) horizon = std::max(horizon, FromProto(th.horizon()));
+  } else if (!tier.empty()) {
+    for (const auto& th : sr.tier_horizons()) {
+      if (th.tier() == tier) {
+        horizon = FromProto(th.horizon());
+        w.horizon_tier = th.tier();
+        break;
+      }
+    }
+  }
+  w.latest_end = now + horizon;
   return w;
 }
 
@@ -761,7 +794,7 @@ v1::CheckAccessResponse EvaluateAccess(const AccessFacts& facts,
       if (days > lr.max_term_days() || length > absl::Hours(24) * lr.max_term_days()) {
         deny(v1::BLOCK_TOO_LONG, absl::StrCat("a lease runs at most ", lr.max_term_days(), " days"));
       }
-      const BookingWindow window = BookingWindowFor(*offering, cls, now);
+      const BookingWindow window = BookingWindowFor(*offering, cls, payer.tier(), now);
       if (start > window.latest_start) {
         deny(v1::BEYOND_HORIZON, absl::StrCat("a lease may start at most ",
                                               absl::FormatDuration(FromProto(lr.horizon())),
@@ -783,7 +816,7 @@ v1::CheckAccessResponse EvaluateAccess(const AccessFacts& facts,
                                                absl::FormatDuration(FromProto(sr.max_block()))));
       }
       const bool member = cls != labshare::type::v1::NON_MEMBER;
-      const BookingWindow window = BookingWindowFor(*offering, cls, now);
+      const BookingWindow window = BookingWindowFor(*offering, cls, payer.tier(), now);
       // SlotRules.non_member_horizon 0: a non-member may not book ahead at
       // all, so every interval is beyond it (also one ending by now).
       const bool closed = !member && FromProto(sr.non_member_horizon()) <= absl::ZeroDuration();
@@ -791,8 +824,11 @@ v1::CheckAccessResponse EvaluateAccess(const AccessFacts& facts,
         deny(v1::BEYOND_HORIZON, "non-members may not book this instrument ahead (no non-member horizon)");
       } else if (end > window.latest_end) {
         deny(v1::BEYOND_HORIZON,
-             absl::StrCat(member ? "members" : "non-members", " may book time ending at most ",
-                          absl::FormatDuration(window.latest_end - now), " ahead"));
+             absl::StrCat(!member                       ? "non-members"
+                          : !window.horizon_tier.empty() ? absl::StrCat("members of tier ", window.horizon_tier)
+                                                         : "members",
+                          " may book time ending at most ", absl::FormatDuration(window.latest_end - now),
+                          " ahead"));
       }
       if (start < window.earliest_start) {
         deny(v1::INSUFFICIENT_NOTICE, absl::StrCat("book at least ",

@@ -159,10 +159,13 @@ struct AccessFacts {
 // checks (CreateBooking, RequestLease, CheckAccess) and by booking's
 // availability answers alike. The reserved interval (a lease: its term)
 // must start at or after earliest_start and end at or before latest_end.
-// Slot modes: now + min_notice; now + member_horizon (OWNER, MEMBER) or
-// non_member_horizon (NON_MEMBER; 0: latest_end is now, so nothing fits,
-// and EvaluateAccess denies every interval BEYOND_HORIZON, also one that
-// ends by now). LEASE: now + the handover buffer (the
+// Slot modes: now + min_notice; now + the horizon of the payer's class:
+// MEMBER the horizon of `tier` (the payer's Organization.tier) in
+// SlotRules.tier_horizons, else member_horizon (an empty tier: always
+// member_horizon); OWNER the longest of member_horizon and every tier
+// horizon; NON_MEMBER non_member_horizon (0: latest_end is now, so nothing
+// fits, and EvaluateAccess denies every interval BEYOND_HORIZON, also one
+// that ends by now); `tier` counts only for MEMBER. LEASE: now + the handover buffer (the
 // calendar block may not begin in the past); the horizon is how far ahead a
 // lease may start (latest_start = now + horizon), so the latest end is that
 // plus the longest term (max_term_days); no limit (absl::InfiniteFuture())
@@ -171,8 +174,12 @@ struct BookingWindow {
   absl::Time earliest_start;
   absl::Time latest_end;
   absl::Time latest_start = absl::InfiniteFuture();  // LEASE only
+  // The tier whose SlotRules.tier_horizons entry set latest_end (MEMBER
+  // only); empty when member_horizon or non_member_horizon did.
+  std::string horizon_tier;
 };
-BookingWindow BookingWindowFor(const v1::ModeOffering& offering, PayerClass cls, absl::Time now);
+BookingWindow BookingWindowFor(const v1::ModeOffering& offering, PayerClass cls, absl::string_view tier,
+                               absl::Time now);
 
 // The whole decision: every denial that applies, the payer class and rate.
 v1::CheckAccessResponse EvaluateAccess(const AccessFacts& facts,

@@ -330,6 +330,50 @@ TEST_F(LeaseContractTest, ExtendLeaseMeetsAWindowScheduledInInventory) {
   EXPECT_EQ(FromProto(out.blocked_interval().end_time()), day_ + absl::Hours(24 * 17));
 }
 
+// ExtendLease: "Checked in this order once the lease is read: the etag
+// (ETAG_MISMATCH), the state (LEASE_STATE), new_end_time against the
+// current term end (INVALID_FIELD), MODE_NOT_OFFERED, LEASE_TERM_TOO_LONG,
+// then the extension's time: a window scheduled in inventory
+// (MAINTENANCE_CONFLICT), then the calendar (SLOT_TAKEN ...)".
+TEST_F(LeaseContractTest, ExtendLeaseChecksInTheOrderOfItsComment) {
+  const v1::Lease lease = LeaseOfAfm();  // term [day + 1 d, day + 11 d), blocked to day + 13 d, etag 2
+  v1::Lease later;  // blocked from day + 15 d
+  grpc::Status s = Call(stub_.get(), &Stub::RequestLease, LeaseRequest("instruments/afm", 16, 23, ""), &later, ana_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  iv::MaintenanceWindow window = WindowInInventory("instruments/afm", absl::Hours(24 * 13), absl::Hours(24 * 13 + 1));
+  v1::ExtendLeaseRequest ext;
+  ext.set_name(lease.name());
+  v1::Lease out;
+  const auto extend_to = [&](int day, const std::string& etag) {
+    *ext.mutable_new_end_time() = ToProto(day_ + absl::Hours(24 * day));
+    ext.set_etag(etag);
+    return Call(stub_.get(), &Stub::ExtendLease, ext, &out, staff_);
+  };
+  ExpectGrpcError(extend_to(11, "1"), grpc::StatusCode::ABORTED, "ETAG_MISMATCH", "a stale etag and the same end");
+  ExpectGrpcError(extend_to(11, ""), grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "the same end");
+  ExpectGrpcError(extend_to(62, ""), grpc::StatusCode::FAILED_PRECONDITION, "LEASE_TERM_TOO_LONG",
+                  "past 60 days, over the window and the next lease");
+  ExpectGrpcError(extend_to(15, ""), grpc::StatusCode::FAILED_PRECONDITION, "MAINTENANCE_CONFLICT",
+                  "over the window in inventory and the next lease's block");
+  iv::CancelMaintenanceWindowRequest cancel;
+  cancel.set_name(window.name());
+  cancel.set_reason("moved");
+  Inv(&iv::InventoryService::Stub::CancelMaintenanceWindow, cancel);
+  ExpectGrpcError(extend_to(15, ""), grpc::StatusCode::FAILED_PRECONDITION, "SLOT_TAKEN", "into the next lease's block");
+  // Returned early: the state comes before new_end_time.
+  v1::RecordHandoverRequest h;
+  h.set_name(lease.name());
+  h.set_condition_notes("complete");
+  clock_.Set(day_);
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RecordHandover, h, &out, staff_).ok());
+  v1::RecordReturnRequest ret;
+  ret.set_name(lease.name());
+  ret.set_condition_notes("as handed over");
+  clock_.Set(day_ + absl::Hours(24 * 5));
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RecordReturn, ret, &out, staff_).ok());
+  ExpectGrpcError(extend_to(5, ""), grpc::StatusCode::FAILED_PRECONDITION, "LEASE_STATE", "a returned lease, the same end");
+}
+
 // The sweep expires a lease request at the moment ApproveLease starts
 // answering LEASE_STARTED (RequestDeadline): for a lease an older version
 // stored without a blocked interval, its term's start, not at once.

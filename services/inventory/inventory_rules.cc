@@ -90,6 +90,7 @@ absl::Status ValidateSlotRules(const v1::SlotRules& r, const std::string& f) {
     if (!tiers.insert(th.tier()).second) {
       return InvalidField(tf + ".tier", absl::StrCat("tier ", th.tier(), " has a horizon already"));
     }
+    LS_RETURN_IF_ERROR(ValidateDuration(th.horizon(), tf + ".horizon"));
     if (!th.has_horizon() || FromProto(th.horizon()) <= absl::ZeroDuration()) {
       return InvalidField(tf + ".horizon", "must be positive (how far ahead members of the tier book)");
     }
@@ -824,9 +825,10 @@ v1::CheckAccessResponse EvaluateAccess(const AccessFacts& facts,
         deny(v1::BEYOND_HORIZON, "non-members may not book this instrument ahead (no non-member horizon)");
       } else if (end > window.latest_end) {
         deny(v1::BEYOND_HORIZON,
-             absl::StrCat(!member                       ? "non-members"
-                          : !window.horizon_tier.empty() ? absl::StrCat("members of tier ", window.horizon_tier)
-                                                         : "members",
+             absl::StrCat(!member                                  ? "non-members"
+                          : cls == labshare::type::v1::OWNER        ? "the owner"
+                          : !window.horizon_tier.empty()            ? absl::StrCat("members of tier ", window.horizon_tier)
+                                                                    : "members",
                           " may book time ending at most ", absl::FormatDuration(window.latest_end - now),
                           " ahead"));
       }

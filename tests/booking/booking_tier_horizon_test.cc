@@ -16,8 +16,9 @@ constexpr absl::Duration kDay = absl::Hours(24);
 
 class BookingTierHorizonTest : public BookingServiceTest {
  protected:
-  // tem's ON_SITE rules (member_horizon 60 d) give CORE 90 d; core is a
-  // CORE member with user cat, qualified on tem.
+  // tem's ON_SITE rules (member_horizon 60 d) give CORE 90 d and SILVER
+  // (held by nobody here) 100 d; core is a CORE member with user cat,
+  // qualified on tem.
   void SetUp() override {
     BookingServiceTest::SetUp();
     iv::Instrument tem = InventoryInstrument("tem");
@@ -27,6 +28,9 @@ class BookingTierHorizonTest : public BookingServiceTest {
       auto* t = m.mutable_slot_rules()->add_tier_horizons();
       t->set_tier("CORE");
       *t->mutable_horizon() = ToProto(90 * kDay);
+      t = m.mutable_slot_rules()->add_tier_horizons();  // a tier no organisation here holds
+      t->set_tier("SILVER");
+      *t->mutable_horizon() = ToProto(100 * kDay);
     }
     OfferModes("tem", modes, "tier-horizons");
     iv::CreateOrganizationRequest o;
@@ -93,8 +97,9 @@ TEST_F(BookingTierHorizonTest, AvailabilityEndsAtTheHorizonOfThePayersTier) {
   EXPECT_EQ(FromProto(Availability("", ana_).horizon_end()), now + 60 * kDay);
   // Without an organisation: a member's horizon, no tier's.
   EXPECT_EQ(FromProto(Availability("", admin_).horizon_end()), now + 60 * kDay);
-  // The owner (itself CORE; OWNER class) books up to the longest horizon.
-  EXPECT_EQ(FromProto(Availability("owner", admin_).horizon_end()), now + 90 * kDay);
+  // The owner (itself CORE; OWNER class) books up to the longest horizon,
+  // SILVER's, not its own tier's.
+  EXPECT_EQ(FromProto(Availability("owner", admin_).horizon_end()), now + 100 * kDay);
 }
 
 TEST_F(BookingTierHorizonTest, CreateBookingHoldsAGeneralMemberToMemberHorizonWhereCoreBooks) {

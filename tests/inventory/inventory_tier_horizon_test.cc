@@ -106,6 +106,10 @@ TEST_F(TierHorizonTest, EachEntryIsValidatedNamingItsField) {
   };
   v1::TierHorizon no_horizon;
   no_horizon.set_tier("GENERAL");
+  v1::TierHorizon mixed_signs;  // 10 d minus a nanosecond, written as no Duration may be
+  mixed_signs.set_tier("GENERAL");
+  mixed_signs.mutable_horizon()->set_seconds(864000);
+  mixed_signs.mutable_horizon()->set_nanos(-1);
   const std::string f = "instrument.modes[0].slot_rules.tier_horizons";
   const std::vector<Case> cases = {
       {"tier empty", {Tier("", 60 * kDay)}, f + "[0].tier"},
@@ -114,6 +118,7 @@ TEST_F(TierHorizonTest, EachEntryIsValidatedNamingItsField) {
       {"horizon unset", {Tier("CORE", 60 * kDay), no_horizon}, f + "[1].horizon"},
       {"horizon zero", {Tier("CORE", absl::ZeroDuration())}, f + "[0].horizon"},
       {"horizon negative", {Tier("CORE", -kDay)}, f + "[0].horizon"},
+      {"horizon with seconds and nanos of other signs", {mixed_signs}, f + "[0].horizon"},
       {"shorter than non_member_horizon (7 d)", {Tier("CORE", 60 * kDay), Tier("GENERAL", 7 * kDay - absl::Seconds(1))},
        f + "[1].horizon"},
   };
@@ -173,7 +178,9 @@ TEST_F(TierHorizonTest, ALongerTierHorizonLetsThatTierBookFurtherAhead) {
   v1::CheckAccessResponse owner = Check("owner", 60 * kDay);
   EXPECT_TRUE(owner.allowed()) << Message(owner);
   EXPECT_EQ(owner.payer_class(), tv1::OWNER);
-  EXPECT_EQ(Codes(Check("owner", 60 * kDay + absl::Seconds(1))), kBeyond);
+  v1::CheckAccessResponse owner_late = Check("owner", 60 * kDay + absl::Seconds(1));
+  EXPECT_EQ(Codes(owner_late), kBeyond);
+  EXPECT_EQ(Message(owner_late), "the owner may book time ending at most 1440h ahead");
   // A non-member keeps non_member_horizon.
   EXPECT_TRUE(Check("outsider", 7 * kDay).allowed());
   v1::CheckAccessResponse outsider = Check("outsider", 7 * kDay + absl::Seconds(1));

@@ -890,12 +890,10 @@ absl::StatusOr<v1::Lease> BookingManager::ExtendLease(const Principal& p, const 
     // in the way as one on the calendar is (the step's MAINTENANCE_CONFLICT
     // below), also before the calendar has received it.
     LS_ASSIGN_OR_RETURN(auto windows, inventory_->Windows(cur.lease.instrument()));
-    for (const auto& w : windows->maintenance_windows()) {
-      if (w.state() != inv::SCHEDULED) continue;
-      if (FromProto(w.interval().start_time()) < blocked_end && old_blocked_end < FromProto(w.interval().end_time())) {
-        return Precondition("MAINTENANCE_CONFLICT", "the new term (with its return buffer) overlaps maintenance "
-                            "window " + w.name() + " scheduled in inventory");
-      }
+    if (const inv::MaintenanceWindow* w =
+            labshare::inventory::ScheduledWindowOver(windows->maintenance_windows(), old_blocked_end, blocked_end)) {
+      return Precondition("MAINTENANCE_CONFLICT", "the new term (with its return buffer) overlaps maintenance "
+                          "window " + w->name() + " scheduled in inventory");
     }
     LeaseChange c;
     c.lease = cur.lease;

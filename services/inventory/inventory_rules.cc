@@ -864,17 +864,12 @@ v1::CheckAccessResponse EvaluateAccess(const AccessFacts& facts,
   // time does (SlotRules.buffer).
   const absl::Time block_start = facts.has_blocked ? facts.blocked_start : start;
   const absl::Time block_end = facts.has_blocked ? facts.blocked_end : end;
-  for (const auto& w : facts.windows) {
-    if (w.state() != v1::SCHEDULED) continue;
-    const absl::Time ws = FromProto(w.interval().start_time());
-    const absl::Time we = FromProto(w.interval().end_time());
-    if (ws < block_end && block_start < we) {
-      const bool buffer_only = !(ws < end && start < we);
-      deny(v1::DURING_MAINTENANCE, absl::StrCat(buffer_only ? "the buffer overlaps" : "overlaps",
-                                                " maintenance window ", w.name(),
-                                                w.reason().empty() ? "" : ": ", w.reason()));
-      break;
-    }
+  if (const v1::MaintenanceWindow* w = ScheduledWindowOver(facts.windows, block_start, block_end)) {
+    const bool buffer_only =
+        !(FromProto(w->interval().start_time()) < end && start < FromProto(w->interval().end_time()));
+    deny(v1::DURING_MAINTENANCE, absl::StrCat(buffer_only ? "the buffer overlaps" : "overlaps",
+                                              " maintenance window ", w->name(),
+                                              w->reason().empty() ? "" : ": ", w->reason()));
   }
   // A mode not offered has no rate lines (CreateRate refuses them): that
   // denial is MODE_NOT_OFFERED alone, not NO_RATE as well.

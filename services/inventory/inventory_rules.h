@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/proto_util.h"
 #include "labshare/inventory/v1/inventory.pb.h"
 
 namespace labshare::inventory {
@@ -178,6 +179,21 @@ struct BookingWindow {
   // only); empty when member_horizon or non_member_horizon did.
   std::string horizon_tier;
 };
+// The first SCHEDULED window of `windows` (any range of MaintenanceWindow)
+// overlapping [start, end), half-open; nullptr when none does. What the
+// access check denies as DURING_MAINTENANCE over a booking's whole block,
+// and ExtendLease over the block's extension.
+template <typename Windows>
+const v1::MaintenanceWindow* ScheduledWindowOver(const Windows& windows, absl::Time start, absl::Time end) {
+  for (const v1::MaintenanceWindow& w : windows) {
+    if (w.state() == v1::SCHEDULED && FromProto(w.interval().start_time()) < end &&
+        start < FromProto(w.interval().end_time())) {
+      return &w;
+    }
+  }
+  return nullptr;
+}
+
 BookingWindow BookingWindowFor(const v1::ModeOffering& offering, PayerClass cls, absl::string_view tier,
                                absl::Time now);
 

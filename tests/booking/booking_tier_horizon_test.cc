@@ -1,6 +1,7 @@
 // SlotRules.tier_horizons seen through booking: QueryAvailability's
-// horizon_end (and its free time) and CreateBooking's BEYOND_HORIZON follow
-// the payer's tier, as inventory's CheckAccess does (one BookingWindowFor).
+// horizon_end (and its free time), CreateBooking's BEYOND_HORIZON and
+// ScheduleService's (the order's client as payer) follow the payer's tier,
+// as inventory's CheckAccess does (one BookingWindowFor).
 // Fails on the code before the field: every member had member_horizon.
 #include <gtest/gtest.h>
 
@@ -16,15 +17,15 @@ constexpr absl::Duration kDay = absl::Hours(24);
 
 class BookingTierHorizonTest : public BookingServiceTest {
  protected:
-  // tem's ON_SITE rules (member_horizon 60 d) give CORE 90 d and SILVER
-  // (held by nobody here) 100 d; core is a CORE member with user cat,
-  // qualified on tem.
+  // tem's ON_SITE and TECHNICAL_SERVICE rules (member_horizon 60 d) give
+  // CORE 90 d and SILVER (held by nobody here) 100 d; core is a CORE member
+  // with user cat, qualified on tem.
   void SetUp() override {
     BookingServiceTest::SetUp();
     iv::Instrument tem = InventoryInstrument("tem");
     std::vector<iv::ModeOffering> modes(tem.modes().begin(), tem.modes().end());
     for (auto& m : modes) {
-      if (m.mode() != labshare::type::v1::ON_SITE) continue;
+      if (m.mode() != labshare::type::v1::ON_SITE && m.mode() != labshare::type::v1::TECHNICAL_SERVICE) continue;
       auto* t = m.mutable_slot_rules()->add_tier_horizons();
       t->set_tier("CORE");
       *t->mutable_horizon() = ToProto(90 * kDay);
@@ -79,6 +80,38 @@ class BookingTierHorizonTest : public BookingServiceTest {
     return Call(stub_.get(), &Stub::CreateBooking, r, out, token);
   }
 
+  // An order of tem's "imaging" by `token`'s user (client: their
+  // organisation) taken to SAMPLES_RECEIVED, then ScheduleService of a run
+  // of 2 h ending at now + `end`.
+  grpc::Status ScheduleRunEndingAt(const std::string& token, absl::Duration end, v1::ServiceOrder* out) {
+    v1::CreateServiceOrderRequest r;
+    r.mutable_service_order()->set_instrument("instruments/tem");
+    r.mutable_service_order()->set_service_entry_id("imaging");
+    r.mutable_service_order()->set_sample_count(2);
+    v1::ServiceOrder o;
+    grpc::Status s = Call(stub_.get(), &Stub::CreateServiceOrder, r, &o, token);
+    if (!s.ok()) return s;
+    v1::IssueQuoteRequest q;
+    q.set_name(o.name());
+    q.mutable_quote()->mutable_per_sample_fee()->set_currency_code("CNY");
+    q.mutable_quote()->mutable_per_sample_fee()->set_amount_minor(10000);
+    *q.mutable_quote()->mutable_valid_until() = ToProto(clock_.Now() + 14 * kDay);
+    if (s = Call(stub_.get(), &Stub::IssueQuote, q, &o, staff_); !s.ok()) return s;
+    v1::AcceptQuoteRequest a;
+    a.set_name(o.name());
+    a.set_quote_etag(o.quote().quote_etag());
+    if (s = Call(stub_.get(), &Stub::AcceptQuote, a, &o, token); !s.ok()) return s;
+    v1::ReceiveSamplesRequest rs;
+    rs.set_name(o.name());
+    rs.set_received_sample_count(2);
+    if (s = Call(stub_.get(), &Stub::ReceiveSamples, rs, &o, staff_); !s.ok()) return s;
+    v1::ScheduleServiceRequest sch;
+    sch.set_name(o.name());
+    *sch.mutable_interval()->mutable_start_time() = ToProto(clock_.Now() + end - absl::Hours(2));
+    *sch.mutable_interval()->mutable_end_time() = ToProto(clock_.Now() + end);
+    return Call(stub_.get(), &Stub::ScheduleService, sch, out, staff_);
+  }
+
   std::string cat_;
 };
 
@@ -113,6 +146,28 @@ TEST_F(BookingTierHorizonTest, CreateBookingHoldsAGeneralMemberToMemberHorizonWh
   EXPECT_EQ(b.payer_tier(), "CORE");
   // CORE too ends by now + 90 d.
   s = BookEndingAt("cat", cat_, 90 * kDay + absl::Seconds(1), &b);
+  EXPECT_EQ(GrpcErrorReason(s), "BEYOND_HORIZON") << s.error_message();
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "members of tier CORE")) << s.error_message();
+}
+
+// ScheduleService judges the run's horizon by the order's client (the payer)
+// and its tier: a CORE client's run may end by now + 90 d, a GENERAL
+// member's only by now + 60 d.
+TEST_F(BookingTierHorizonTest, ScheduleServiceHoldsTheRunToTheHorizonOfTheClientsTier) {
+  v1::ServiceOrder o;
+  grpc::Status s = ScheduleRunEndingAt(ana_, 75 * kDay, &o);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_EQ(GrpcErrorReason(s), "BEYOND_HORIZON") << s.error_message();
+  s = ScheduleRunEndingAt(cat_, 75 * kDay, &o);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(o.state(), v1::ServiceOrder::SCHEDULED);
+  EXPECT_EQ(o.payer_tier(), "CORE");
+  v1::GetBookingRequest g;
+  g.set_name(o.booking());
+  v1::Booking run;
+  ASSERT_TRUE(Call(stub_.get(), &Stub::GetBooking, g, &run, admin_).ok());
+  EXPECT_EQ(run.payer_tier(), "CORE");
+  s = ScheduleRunEndingAt(cat_, 90 * kDay + absl::Seconds(1), &o);
   EXPECT_EQ(GrpcErrorReason(s), "BEYOND_HORIZON") << s.error_message();
   EXPECT_TRUE(absl::StrContains(s.error_message(), "members of tier CORE")) << s.error_message();
 }

@@ -262,7 +262,7 @@ registerMessages({
     'admin.ServiceUnit.PER_TEST': 'per test',
     'admin.BillingBasis.RESERVED_TIME': 'Reserved time',
     'admin.BillingBasis.ACTUAL_TIME': 'Actual time',
-    'admin.BillingBasis.GREATER_OF_RESERVED_AND_ACTUAL': 'Reserved or actual time, whichever is longer',
+    'admin.BillingBasis.GREATER_OF_RESERVED_AND_ACTUAL': 'Greater of reserved and actual time',
     'admin.LeaseRateBasis.PER_DAY': 'per day',
     'admin.LeaseRateBasis.PER_MONTH': 'per month',
 

@@ -323,11 +323,11 @@ function SlotRulesForm(p: ModeRulesProps & { o: ModeOffering }) {
         <SavedNote show={p.saved && !changed} mode={modeName} inst={inst} />
         <fieldset class="full form-grid"><legend>{t('admin.rules.ahead')}</legend>
           {field('memberHorizon', 'member_horizon', t('admin.rules.memberHorizon'))}
-          <div class="field">
-            <label class="check"><input type="checkbox" name="noNonMembers" checked={f.noNonMembers}
-              onChange={(e) => set({ noNonMembers: (e.target as HTMLInputElement).checked })} />{t('admin.rules.noNonMembers')}</label>
+          <div class="non-members">
             <NumberField uid={uid} name="slot_rules.non_member_horizon" text={f.noNonMembers ? '' : f.nonMember} disabled={f.noNonMembers}
               onText={(s) => set({ nonMember: s })} bad={bad} refused={refused} note={numberNote} label={t('admin.rules.nonMemberHorizon')} />
+            <label class="check"><input type="checkbox" name="noNonMembers" checked={f.noNonMembers}
+              onChange={(e) => set({ noNonMembers: (e.target as HTMLInputElement).checked })} />{t('admin.rules.noNonMembers')}</label>
           </div>
           <div class="full tier-rules">
             <h4 id={`${uid}-tiers`}>{t('admin.rules.tiers')}</h4>
@@ -379,7 +379,7 @@ function SlotRulesForm(p: ModeRulesProps & { o: ModeOffering }) {
           {field('lateCancelNotice', 'late_cancel_notice', t('admin.rules.lateCancelNotice'))}
         </fieldset>
         <fieldset class="full form-grid"><legend>{t('admin.rules.billing')}</legend>
-          <label class="field">{t('admin.rules.billingBasis')}
+          <label class="field wide">{t('admin.rules.billingBasis')}
             <select name="slot_rules.billing_basis" value={String(f.basis)} aria-invalid={refused === 'slot_rules.billing_basis'}
               onChange={(e) => set({ basis: Number((e.target as HTMLSelectElement).value) })}>
               {f.basis === 0 && <option value="0">{t('admin.choose')}</option>}

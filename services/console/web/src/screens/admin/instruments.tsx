@@ -3,7 +3,9 @@
 // owner (ListInstruments); consortium admins register instruments with the
 // sharing modes they offer and simple rules (CreateInstrument), edit them
 // (UpdateInstrument with mask and etag) and set their state
-// (SetInstrumentState).
+// (SetInstrumentState). In the edit panel each offered mode's booking rules
+// are edited on their own (mode-rules.tsx: UpdateInstrument with mask
+// "modes"), with a one-line summary of how far ahead whom may book.
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { inventory } from '../../api';
 import { money, moneyText, parseMoney } from '../../format';
@@ -18,6 +20,7 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { ModeOfferingSchema } from '../../../../gen/labshare/inventory/v1/inventory_pb';
 import { AmountNote, amountOk, hours, isAdmin, label, Refusal, values } from './common';
 import { allOrganizations } from './organizations';
+import { ModeRules } from './mode-rules';
 import { Loading, StatusBox, useLoad, useAction, useRequestId } from '../../ui';
 import { idOf, listAll } from '../../names';
 import { setQuery } from '../../nav';
@@ -267,7 +270,14 @@ function NewInstrument({ facilities, orgs, facility, onDone }: { facilities: Fac
   );
 }
 
-function EditInstrument({ inst, onDone, onClose }: { inst: Instrument; onDone: (i: Instrument, msg: string) => void; onClose: () => void }) {
+// The mode whose rules form is open after the panel is drawn again, and
+// whether it was just saved.
+export interface RulesOpen { mode: number; saved: boolean }
+
+function EditInstrument({ inst, orgs, rules, onRules, onDone, onClose }: {
+  inst: Instrument; orgs: Organization[] | undefined; rules: RulesOpen | undefined; onRules: (r: RulesOpen) => void;
+  onDone: (i: Instrument, msg: string) => void; onClose: () => void;
+}) {
   const mutate = useRequestId();
   const cur = inst.originalValue?.currencyCode || 'CNY';
   const valueText = moneyText(inst.originalValue);
@@ -304,6 +314,7 @@ function EditInstrument({ inst, onDone, onClose }: { inst: Instrument; onDone: (
         },
         updateMask: { paths },
       }, (r) => inventory.updateInstrument(r));
+      if (rules) onRules({ ...rules, saved: false });
       onDone(i, t('admin.instr.saved', { id: idOf(i.name) }));
     });
   }
@@ -311,6 +322,7 @@ function EditInstrument({ inst, onDone, onClose }: { inst: Instrument; onDone: (
     e.preventDefault();
     await run(async () => {
       const i = await mutate('setInstrumentState', { name: inst.name, state, reason: reason.trim(), etag: inst.etag }, (r) => inventory.setInstrumentState(r));
+      if (rules) onRules({ ...rules, saved: false });
       onDone(i, t('admin.instr.stateSet', { id: idOf(i.name), state: label('InstrumentState', InstrumentState, i.state) }));
     });
   }
@@ -331,6 +343,17 @@ function EditInstrument({ inst, onDone, onClose }: { inst: Instrument; onDone: (
           <button type="button" onClick={onClose}>{t('admin.close')}</button>
         </div>
       </form>
+      <section class="rules-section" aria-labelledby="rules-title" data-testid="instrument-rules">
+        <h3 id="rules-title">{t('admin.rules.title')}</h3>
+        <p class="muted small">{t('admin.rules.hint')}</p>
+        {inst.modes.map((o, i) => (
+          <ModeRules key={o.mode} inst={inst} index={i} orgs={orgs} open={rules?.mode === o.mode} saved={rules?.mode === o.mode && rules.saved}
+            onDone={(next, mode) => {
+              onRules({ mode, saved: next !== undefined });
+              onDone(next ?? inst, next ? t('admin.rules.saved', { mode: label('SharingMode', SharingMode, mode), id: idOf(next.name) }) : '');
+            }} />
+        ))}
+      </section>
       <form class="form-grid state-form" onSubmit={(e) => void setInstrumentState(e)} data-testid="instrument-state">
         <h3 class="full">{t('admin.instr.setState')}</h3>
         <label class="field">{t('admin.instr.newState')}
@@ -362,6 +385,7 @@ export default function Instruments({ params }: { params: Record<string, string>
     facility: facility ? `facilities/${facility}` : '', ownerOrganization: owner ? `organizations/${owner}` : '',
   }), [facility, owner]);
   const [editing, setEditing] = useState<string>();
+  const [rules, setRules] = useState<RulesOpen>();
   const [msg, setMsg] = useState('');
   const orgName = (n: string) => orgs.data?.find((o) => o.name === n)?.displayName ?? idOf(n);
   const facName = (n: string) => facilities.data?.find((f) => f.name === n)?.displayName ?? idOf(n);
@@ -437,7 +461,7 @@ export default function Instruments({ params }: { params: Record<string, string>
                   <td class="num">{money(i.originalValue)}</td>
                   <td><div class="actions">
                     <a href={`#/admin/rates?instrument=${idOf(i.name)}`}>{t('admin.instr.rates')}</a>
-                    {isAdmin() && <button type="button" onClick={() => { setMsg(''); setEditing(i.name); }} aria-label={t('admin.instr.editLabel', { name: i.displayName })}>{t('admin.edit')}</button>}
+                    {isAdmin() && <button type="button" onClick={() => { setMsg(''); setRules(undefined); setEditing(i.name); }} aria-label={t('admin.instr.editLabel', { name: i.displayName })}>{t('admin.edit')}</button>}
                   </div></td>
                 </tr>
               ))}
@@ -446,7 +470,8 @@ export default function Instruments({ params }: { params: Record<string, string>
         </div>
       )}
       {isAdmin() && edited && (
-        <EditInstrument key={edited.etag + edited.name} inst={edited} onClose={() => setEditing(undefined)}
+        <EditInstrument key={edited.etag + edited.name} inst={edited} orgs={orgs.data} rules={rules} onRules={setRules}
+          onClose={() => setEditing(undefined)}
           onDone={(_, m) => { setMsg(m); instruments.reload(); }} />
       )}
       {isAdmin() && facilities.data && orgs.data && (

@@ -1,0 +1,183 @@
+// The booking rules of each mode in the admin's instrument edit panel
+// (web/src/screens/admin/mode-rules.tsx): a tier horizon for a tier the demo
+// organisations have (CORE), saved with UpdateInstrument (mask "modes", the
+// etag) so that the other modes and every field the person did not touch stay
+// as read; the summary of who books how far ahead; a value the service
+// refuses shown with its sentence and field; lease rules; phone width and
+// Chinese.
+import { expect, test, type Locator, type Page } from '@playwright/test';
+import { api, shot, signInAs } from './fixtures';
+
+const INV = 'labshare.inventory.v1.InventoryService';
+const stamp = Date.now().toString(36);
+const INSTR = `e2e-rules-${stamp}`;
+const NAME = `Ellipsometer ${stamp}`;
+
+interface TierHorizon { tier: string; horizon: string }
+interface Offering {
+  mode: string; approvalRequired?: boolean;
+  slotRules?: Record<string, unknown> & { tierHorizons?: TierHorizon[]; nonMemberHorizon?: string };
+  leaseRules?: Record<string, unknown>;
+}
+interface Inst { name: string; etag: string; modes: Offering[] }
+
+const slotRules = (maxHours: number, extra: Record<string, unknown> = {}) => ({
+  minBlock: '3600s', maxBlock: `${maxHours * 3600}s`, memberHorizon: '5184000s', nonMemberHorizon: '1209600s',
+  minNotice: '7200s', buffer: '1800s', approvalThreshold: '604800s', noShowGrace: '1800s', lateCancelNotice: '86400s',
+  billingBasis: 'GREATER_OF_RESERVED_AND_ACTUAL', billingUnit: '1800s', minimumCharge: '3600s',
+  missedFeeBps: 5000, lateCancelFeeBps: 2500, ...extra,
+});
+
+const get = (): Promise<Inst> => api<Inst>('admin', `${INV}/GetInstrument`, { name: `instruments/${INSTR}` });
+const mode = (i: Inst, m: string): Offering => i.modes.find((o) => o.mode === m)!;
+
+async function openEdit(page: Page): Promise<Locator> {
+  await page.getByTestId(`instrument-${INSTR}`).getByRole('button', { name: `Edit ${NAME}` }).click();
+  const ed = page.getByTestId('instrument-edit');
+  await expect(ed).toBeVisible();
+  return ed;
+}
+
+test('the consortium admin sets a tier horizon in an instrument\'s rules; the rest stays as read; the service refuses a bad one', async ({ page }) => {
+  // An instrument of ZJU's with on-site (a 20-minute buffer, which the form
+  // shows in hours only rounded), joint-research and lease rules.
+  await api('admin', `${INV}/CreateInstrument`, {
+    instrumentId: INSTR, requestId: `e2e-rules-${stamp}`,
+    instrument: {
+      displayName: NAME, facility: 'facilities/zju-nano', ownerOrganization: 'organizations/zju', category: 'surface-analysis',
+      originalValue: { currencyCode: 'CNY', amountMinor: '80000000' }, dailyAvailableHours: 8,
+      modes: [
+        { mode: 'ON_SITE', slotRules: slotRules(12, { buffer: '1200s', qualificationValidityDays: 90 }) },
+        { mode: 'JOINT_RESEARCH', approvalRequired: true, slotRules: slotRules(24) },
+        { mode: 'LEASE', approvalRequired: true, leaseRules: {
+          minTermDays: 7, maxTermDays: 180, handoverBuffer: '86400s', returnBuffer: '172800s',
+          deposit: { currencyCode: 'CNY', amountMinor: '4000000' }, rateBasis: 'PER_DAY', countedHoursPerDay: 8, horizon: '15552000s',
+        } },
+      ],
+    },
+  });
+  const before = await get();
+  // The tiers the demo organisations have (ZJU, SJTU: CORE; BioTek, NanoCraft: GENERAL).
+  const orgs = await api<{ organizations: { tier?: string }[] }>('admin', `${INV}/ListOrganizations`, { pageSize: 500 });
+  const tiers = [...new Set(orgs.organizations.map((o) => o.tier).filter((x): x is string => !!x))].sort();
+  expect(tiers).toContain('CORE');
+
+  await signInAs(page, 'admin', '#/admin/instruments?facility=zju-nano');
+  let ed = await openEdit(page);
+  let onSite = ed.getByTestId('rules-ON_SITE');
+  await expect(onSite.getByTestId('rules-summary')).toHaveText('members 60 d, non-members 14 d');
+  await expect(ed.getByTestId('rules-JOINT_RESEARCH').getByTestId('rules-summary')).toHaveText('members 60 d, non-members 14 d');
+  await expect(ed.getByTestId('rules-LEASE').getByTestId('rules-summary')).toHaveText('terms 7–180 d, starting within 180 d');
+  await onSite.locator('summary').click();
+  await expect(onSite.getByTestId('no-tiers')).toBeVisible();
+  await expect(onSite.getByLabel('Members book up to (days ahead)', { exact: true })).toHaveValue('60');
+  await expect(onSite.getByLabel('Non-members book up to (days ahead)')).toHaveValue('14');
+  await expect(onSite.getByLabel('Kept free after each booking (hours)')).toHaveValue('0.333333');
+  // The tier suggestions are the organisations' tiers.
+  expect((await onSite.locator('datalist option').evaluateAll((os) => os.map((o) => (o as HTMLOptionElement).value))).sort()).toEqual(tiers);
+
+  // By keyboard: add a row (the focus goes to its tier), type the tier and its horizon.
+  await onSite.getByRole('button', { name: 'Add a tier' }).press('Enter');
+  const row = onSite.getByTestId('tier-row').first();
+  await expect(row.getByLabel('Tier', { exact: true })).toBeFocused();
+  await page.keyboard.type('CORE');
+  await page.keyboard.press('Tab');
+  await page.keyboard.type('120');
+  await onSite.getByLabel('Billed in steps of (hours; 0: as measured)').fill('0.25');
+  // A number that does not read as one never reaches the service.
+  let updates = 0;
+  page.on('request', (r) => { if (r.url().endsWith('/InventoryService/UpdateInstrument')) updates += 1; });
+  await onSite.getByLabel('Notice before start (hours)').fill('two');
+  await onSite.getByRole('button', { name: 'Save the rules of On site' }).click();
+  await expect(onSite.getByTestId('field-error')).toHaveText('Enter a number such as 2 or 0.25.');
+  await expect(onSite.getByLabel('Notice before start (hours)')).toBeFocused();
+  expect(updates).toBe(0);
+  await onSite.getByLabel('Notice before start (hours)').fill('2');
+  await onSite.getByRole('button', { name: 'Save the rules of On site' }).click();
+  await expect(page.getByTestId('done')).toHaveText(`Rules of On site for “${INSTR}” saved.`);
+  onSite = page.getByTestId('instrument-edit').getByTestId('rules-ON_SITE');
+  await expect(onSite.getByTestId('rules-summary')).toHaveText('members 60 d, tier CORE 120 d, non-members 14 d');
+  await expect(onSite.getByTestId('rules-saved')).toBeVisible();
+
+  // GetInstrument: exactly the tier and the billing unit (0.25 h = 900 s)
+  // changed; the 20-minute buffer, the other modes and the rest as read.
+  const saved = await get();
+  expect(saved.etag).not.toBe(before.etag);
+  expect(mode(saved, 'ON_SITE')).toEqual({
+    ...mode(before, 'ON_SITE'),
+    slotRules: { ...mode(before, 'ON_SITE').slotRules, tierHorizons: [{ tier: 'CORE', horizon: '10368000s' }], billingUnit: '900s' },
+  });
+  expect(mode(saved, 'ON_SITE').slotRules!['buffer']).toBe('1200s');
+  expect(mode(saved, 'JOINT_RESEARCH')).toEqual(mode(before, 'JOINT_RESEARCH'));
+  expect(mode(saved, 'LEASE')).toEqual(mode(before, 'LEASE'));
+  expect(saved.modes.map((m) => m.mode)).toEqual(['ON_SITE', 'JOINT_RESEARCH', 'LEASE']);
+  await shot(page, 'admin-instrument-rules');
+
+  // After a reload the panel shows what the service keeps.
+  await page.reload();
+  ed = await openEdit(page);
+  onSite = ed.getByTestId('rules-ON_SITE');
+  await expect(onSite.getByTestId('rules-summary')).toHaveText('members 60 d, tier CORE 120 d, non-members 14 d');
+  await onSite.locator('summary').click();
+  await expect(onSite.getByTestId('tier-row')).toHaveCount(1);
+  await expect(onSite.getByTestId('tier-row').getByLabel('Tier', { exact: true })).toHaveValue('CORE');
+  await expect(onSite.getByTestId('tier-row').getByLabel('Books up to (days ahead)')).toHaveValue('120');
+  await expect(onSite.getByLabel('Billed in steps of (hours; 0: as measured)')).toHaveValue('0.25');
+
+  // A tier horizon shorter than the non-members' 14 days: the service refuses
+  // it (INVALID_FIELD naming the row), nothing is written.
+  const horizon = onSite.getByTestId('tier-row').getByLabel('Books up to (days ahead)');
+  await horizon.fill('7');
+  await onSite.getByRole('button', { name: 'Save the rules of On site' }).click();
+  const err = onSite.getByTestId('error');
+  await expect(err).toContainText('A value you entered is not accepted (instrument.modes[0].slot_rules.tier_horizons[0].horizon).');
+  await expect(err.getByTestId('error-field')).toHaveText('A tier’s horizon must be more than zero days and not shorter than the non-members’ horizon.');
+  await expect(err).toContainText('instrument.modes[0].slot_rules.tier_horizons[0].horizon: must not be shorter than non_member_horizon');
+  await expect(horizon).toHaveAttribute('aria-invalid', 'true');
+  expect((await get()).etag).toBe(saved.etag);
+  await shot(page, 'admin-instrument-rules-refused');
+
+  // Non-members may not book at all (non_member_horizon unset).
+  await onSite.getByRole('button', { name: 'Undo changes' }).click();
+  await expect(horizon).toHaveValue('120');
+  await onSite.getByLabel('Non-members may not book at all').check();
+  await expect(onSite.getByLabel('Non-members book up to (days ahead)')).toBeDisabled();
+  await onSite.getByRole('button', { name: 'Save the rules of On site' }).click();
+  await expect(page.getByTestId('done')).toHaveText(`Rules of On site for “${INSTR}” saved.`);
+  onSite = page.getByTestId('instrument-edit').getByTestId('rules-ON_SITE');
+  await expect(onSite.getByTestId('rules-summary')).toHaveText('members 60 d, tier CORE 120 d, non-members may not book');
+  const closed = await get();
+  expect(mode(closed, 'ON_SITE').slotRules!.nonMemberHorizon).toBeUndefined();
+  expect(mode(closed, 'ON_SITE').slotRules!.tierHorizons).toEqual([{ tier: 'CORE', horizon: '10368000s' }]);
+
+  // Lease rules: how far ahead a term may start (180 -> 90 days), nothing else.
+  const lease = page.getByTestId('instrument-edit').getByTestId('rules-LEASE');
+  await lease.locator('summary').click();
+  await expect(lease.getByLabel('Deposit (CNY)')).toHaveValue('40000.00');
+  await expect(lease.getByLabel('Handover before the term (hours)')).toHaveValue('24');
+  await lease.getByLabel('A term starts at most (days ahead; empty: no limit)').fill('90');
+  await lease.getByRole('button', { name: 'Save the rules of Lease' }).click();
+  await expect(page.getByTestId('done')).toHaveText(`Rules of Lease for “${INSTR}” saved.`);
+  await expect(page.getByTestId('instrument-edit').getByTestId('rules-LEASE').getByTestId('rules-summary')).toHaveText('terms 7–180 d, starting within 90 d');
+  const leased = await get();
+  expect(mode(leased, 'LEASE')).toEqual({ ...mode(before, 'LEASE'), leaseRules: { ...mode(before, 'LEASE').leaseRules, horizon: '7776000s' } });
+  expect(mode(leased, 'ON_SITE')).toEqual(mode(closed, 'ON_SITE'));
+  expect(mode(leased, 'JOINT_RESEARCH')).toEqual(mode(before, 'JOINT_RESEARCH'));
+
+  // Phone width: the open on-site rules fit the screen.
+  await page.setViewportSize({ width: 390, height: 844 });
+  onSite = page.getByTestId('instrument-edit').getByTestId('rules-ON_SITE');
+  await onSite.locator('summary').click();
+  await expect(onSite.getByTestId('tier-row').getByLabel('Tier', { exact: true })).toBeVisible();
+  expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+  await onSite.scrollIntoViewIfNeeded();
+  await shot(page, 'admin-instrument-rules-phone');
+  await page.setViewportSize({ width: 1280, height: 860 });
+
+  // In Chinese.
+  await page.getByTestId('language').selectOption('zh-CN');
+  await expect(onSite.getByTestId('rules-summary')).toHaveText('成员 60 天，CORE 级 120 天，非成员不可预约');
+  await expect(onSite.getByRole('button', { name: '保存场所共用规则' })).toBeVisible();
+  await shot(page, 'admin-instrument-rules-zh');
+  await page.getByTestId('language').selectOption('en');
+});

@@ -65,6 +65,125 @@ Notice OrderNotice(Kind kind, const bk::ServiceOrder& o) {
 
 std::string Member(Kind kind, absl::string_view resource) { return absl::StrCat(KindName(kind), "|", resource); }
 
+bool IsService(absl::string_view actor) { return absl::StartsWith(actor, "services/"); }
+
+// Who did it, as far as the event's header says ({by}): the service
+// itself, or a person of the actor's organisation (staff when it is the
+// instrument's owner); the mail module asks inventory for the person's
+// role (by_actor).
+void ByFromHeader(const tv::EventHeader& h, const std::string& owner, Notice* n) {
+  if (IsService(h.actor()) || h.actor().empty()) {
+    n->text["by_role"] = kByService;
+    return;
+  }
+  n->by_actor = h.actor();
+  // Consortium-wide people may belong to no organisation.
+  n->text["by_role"] = h.actor_organization().empty()   ? kByAdmin
+                       : h.actor_organization() == owner ? kByStaff
+                                                         : kByMember;
+  if (!h.actor_organization().empty()) n->names["by_org"] = h.actor_organization();
+}
+
+// BOOKING_CANCELLED: an ON_SITE or JOINT_RESEARCH booking cancelled by
+// someone other than its user, not by an outage (which has its own kind).
+void BookingCancelledByOthers(const bk::BookingEvent& e, Interpretation* out) {
+  const auto& c = e.booking_cancelled();
+  const bk::Booking& b = c.booking();
+  if (!SlotMode(b) || c.cancelled_by_outage() || b.cancelled_by_outage()) return;
+  const auto initiator = c.initiator() != bk::Booking::CANCELLATION_INITIATOR_UNSPECIFIED ? c.initiator()
+                                                                                          : b.cancellation().initiator();
+  const std::string& by =
+      !b.cancellation().cancelled_by().empty() ? b.cancellation().cancelled_by() : e.header().actor();
+  const std::string& actor_org = e.header().actor_organization();
+  Notice n = BookingNotice(v1::BOOKING_CANCELLED, b);
+  switch (initiator) {
+    case bk::Booking::OWNER_STAFF:
+      n.text["by_role"] = kByStaff;
+      n.names["by_org"] = !actor_org.empty() ? actor_org : b.instrument_owner();
+      break;
+    case bk::Booking::PLATFORM_ADMIN:
+      n.text["by_role"] = kByAdmin;
+      break;
+    case bk::Booking::BOOKER:
+      // The booker's side other than the user: the paying organisation's
+      // billing administrator (CancelBooking's roles); unknown: no mail.
+      if (by.empty()) return;
+      n.text["by_role"] = kByBillingAdmin;
+      n.names["by_org"] = !actor_org.empty() ? actor_org : b.payer_organization();
+      break;
+    default:
+      return;  // an outage, a parent resource (not a slot mode's), or unknown
+  }
+  if (by == b.user() || n.users.empty()) return;  // the user's own cancellation
+  if (IsService(by)) n.text["by_role"] = kByService;
+  n.text["reason"] = b.cancellation().reason();
+  if (c.late_cancellation() || b.late_cancellation()) n.variant = "late";
+  out->notices.push_back(std::move(n));
+}
+
+void LeaseRejectedNotice(const bk::BookingEvent& e, Interpretation* out) {
+  const bk::Lease& l = e.lease_rejected().lease();
+  if (l.contact_user().empty() || e.header().actor() == l.contact_user()) return;
+  Notice n = LeaseNotice(v1::LEASE_REJECTED, l);
+  n.text["reason"] = !e.lease_rejected().reason().empty() ? e.lease_rejected().reason() : l.end_reason();
+  out->notices.push_back(std::move(n));
+}
+
+// LEASE_CANCELLED: by anyone but the contact user: a person, an outage, or
+// the sweep (a request not approved before its block began).
+void LeaseCancelledNotice(const bk::BookingEvent& e, Interpretation* out) {
+  const auto& c = e.lease_cancelled();
+  const bk::Lease& l = c.lease();
+  const std::string& actor = e.header().actor();
+  if (l.contact_user().empty()) return;
+  Notice n = LeaseNotice(v1::LEASE_CANCELLED, l);
+  n.text["reason"] = !c.reason().empty() ? c.reason() : l.end_reason();
+  if (c.cancelled_by_outage() || l.cancelled_by_outage()) {
+    n.variant = "outage";
+    n.maintenance_window = c.maintenance_window();
+  } else if (actor.empty() || actor == l.contact_user()) {
+    return;  // the contact user's own (or nobody says who)
+  } else if (IsService(actor)) {
+    n.variant = "expired";  // the sweep: the only cancellation the service makes but outages
+  } else {
+    ByFromHeader(e.header(), l.instrument_owner(), &n);
+  }
+  out->notices.push_back(std::move(n));
+}
+
+// ORDER_CANCELLED: to the requester when someone else cancelled the order;
+// to the owner's staff when the client's side did.
+void OrderCancelledNotices(const bk::BookingEvent& e, Interpretation* out) {
+  const auto& c = e.service_order_cancelled();
+  const bk::ServiceOrder& so = c.service_order();
+  const std::string& actor = e.header().actor();
+  const std::string& actor_org = e.header().actor_organization();
+  const bool late = c.late_cancellation() || so.late_cancellation();
+  const std::string reason = !c.reason().empty() ? c.reason() : so.cancel_reason();
+  if (!so.requester().empty() && !actor.empty() && actor != so.requester()) {
+    Notice n = OrderNotice(v1::ORDER_CANCELLED, so);
+    n.users.push_back(so.requester());
+    n.text["reason"] = reason;
+    if (late) n.variant = "late";
+    ByFromHeader(e.header(), so.instrument_owner(), &n);
+    out->notices.push_back(std::move(n));
+  }
+  const bool client_side = (!actor.empty() && actor == so.requester()) || late ||
+                           (!actor_org.empty() && actor_org == so.client_organization() &&
+                            actor_org != so.instrument_owner());
+  if (client_side && !so.instrument_owner().empty()) {
+    Notice n = OrderNotice(v1::ORDER_CANCELLED, so);
+    n.org_roles.push_back({so.instrument_owner(), Role::kFacilityStaff});
+    n.discriminator = "client";
+    n.variant = late ? "client_late" : "client";
+    n.names["client"] = so.client_organization();
+    n.names["requester"] = so.requester();
+    n.text["reason"] = reason;
+    ByFromHeader(e.header(), so.instrument_owner(), &n);
+    out->notices.push_back(std::move(n));
+  }
+}
+
 // The update_time of the booking or lease in a booking event's payload
 // (InfinitePast when it has none).
 absl::Time SnapshotVersion(const bk::BookingEvent& e) {
@@ -145,6 +264,7 @@ void InterpretBooking(const bk::BookingEvent& e, const InterpretOptions& o, Inte
         n.maintenance_window = c.maintenance_window();
         out->notices.push_back(std::move(n));
       }
+      BookingCancelledByOthers(e, out);
       out->unschedule.push_back(Member(v1::BOOKING_REMINDER, b.name()));
       break;
     }
@@ -205,8 +325,65 @@ void InterpretBooking(const bk::BookingEvent& e, const InterpretOptions& o, Inte
                                                                   : e.lease_closed().lease().name();
       out->unschedule.push_back(Member(v1::LEASE_HANDOVER_DUE, name));
       out->unschedule.push_back(Member(v1::LEASE_RETURN_DUE, name));
+      if (e.payload_case() == P::kLeaseRejected) LeaseRejectedNotice(e, out);
+      if (e.payload_case() == P::kLeaseCancelled) LeaseCancelledNotice(e, out);
       break;
     }
+    case P::kServiceOrderCreated: {
+      const bk::ServiceOrder& so = e.service_order_created().service_order();
+      Notice n = OrderNotice(v1::ORDER_RECEIVED, so);
+      n.org_roles.push_back({so.instrument_owner(), Role::kFacilityStaff});
+      n.names["client"] = so.client_organization();
+      n.names["requester"] = so.requester();
+      n.text["service"] = so.service_entry_id();
+      n.text["samples"] = absl::StrCat(so.sample_count());
+      n.text["description"] = so.sample_description();
+      if (so.has_requested_completion_time()) n.times["wanted"] = FromProto(so.requested_completion_time());
+      out->notices.push_back(std::move(n));
+      break;
+    }
+    case P::kServiceOrderQuoteAccepted: {
+      const bk::ServiceOrder& so = e.service_order_quote_accepted().service_order();
+      Notice n = OrderNotice(v1::QUOTE_ACCEPTED, so);
+      n.org_roles.push_back({so.instrument_owner(), Role::kFacilityStaff});
+      n.names["client"] = so.client_organization();
+      n.names["requester"] = so.requester();
+      n.text["amount"] = Money(so.quote().total());
+      n.text["samples"] = absl::StrCat(so.sample_count());
+      out->notices.push_back(std::move(n));
+      break;
+    }
+    case P::kServiceOrderScheduled: {
+      const auto& sch = e.service_order_scheduled();
+      const bk::ServiceOrder& so = sch.service_order();
+      if (so.requester().empty() || e.header().actor() == so.requester()) break;
+      Notice n = OrderNotice(v1::SERVICE_SCHEDULED, so);
+      n.users.push_back(so.requester());
+      n.times["start"] = FromProto(so.scheduled_interval().start_time());
+      n.times["end"] = FromProto(so.scheduled_interval().end_time());
+      if (!sch.previous_booking().empty()) n.variant = "moved";
+      out->notices.push_back(std::move(n));
+      break;
+    }
+    case P::kServiceOrderUnscheduled: {
+      const auto& u = e.service_order_unscheduled();
+      const bk::ServiceOrder& so = u.service_order();
+      if (so.requester().empty()) break;
+      if (!u.cancelled_by_outage() && e.header().actor() == so.requester()) break;
+      Notice n = OrderNotice(v1::ORDER_CANCELLED, so);
+      n.users.push_back(so.requester());
+      if (u.cancelled_by_outage()) {
+        n.variant = "run_outage";
+      } else {
+        n.variant = "run";
+        ByFromHeader(e.header(), so.instrument_owner(), &n);
+      }
+      out->notices.push_back(std::move(n));
+      break;
+    }
+    case P::kServiceOrderCancelled:
+      OrderCancelledNotices(e, out);
+      break;
     case P::kServiceOrderQuoted: {
       const bk::ServiceOrder& so = e.service_order_quoted().service_order();
       Notice n = OrderNotice(v1::QUOTE_ISSUED, so);
@@ -341,6 +518,15 @@ std::string KindName(Kind kind) { return v1::NotificationKind_Name(kind); }
 
 bool ParseKind(absl::string_view name, Kind* kind) {
   return v1::NotificationKind_Parse(std::string(name), kind) && *kind != v1::NOTIFICATION_KIND_UNSPECIFIED;
+}
+
+std::string ByRole(const std::vector<Role>& roles) {
+  const auto has = [&](Role r) { return std::find(roles.begin(), roles.end(), r) != roles.end(); };
+  if (has(Role::kConsortiumAdmin)) return kByAdmin;
+  if (has(Role::kFacilityStaff)) return kByStaff;
+  if (has(Role::kMemberBillingAdmin)) return kByBillingAdmin;
+  if (has(Role::kService)) return kByService;
+  return kByMember;
 }
 
 bool IsLegalNotice(Kind kind) {
@@ -483,6 +669,7 @@ struct KindTemplates {
   Kind kind;
   Template en;
   Template zh;
+  const char* variant = "";  // Notice::variant
 };
 
 // The body's first line is the greeting's continuation; the link follows.
@@ -544,17 +731,126 @@ const KindTemplates kTemplates[] = {
     {v1::SUBSIDY_POOL_LOW,
      {"Subsidy pool low: {pool}", "The balance of subsidy pool {pool} fell to {balance}, below {threshold}."},
      {"补贴资金池余额不足：{pool}", "补贴资金池 {pool} 的余额已降至 {balance}，低于 {threshold}。"}},
+    {v1::BOOKING_CANCELLED,
+     {"Booking cancelled: {instrument}, {start}",
+      "Your booking {booking} of {instrument} ({start} - {end}) was cancelled by {by}.\nReason: {reason}\n"
+      "You will not be charged."},
+     {"预约已被取消：{instrument}，{start}",
+      "您对 {instrument} 的预约 {booking}（{start} - {end}）已被 {by} 取消。\n原因：{reason}\n不收取费用。"}},
+    {v1::BOOKING_CANCELLED,
+     {"Booking cancelled: {instrument}, {start}",
+      "Your booking {booking} of {instrument} ({start} - {end}) was cancelled by {by}, later than the instrument's "
+      "cancellation notice.\nReason: {reason}\nA late-cancellation fee may apply."},
+     {"预约已被取消：{instrument}，{start}",
+      "您对 {instrument} 的预约 {booking}（{start} - {end}）已被 {by} 取消，晚于仪器规定的取消期限。\n原因：{reason}\n"
+      "可能收取逾期取消费。"},
+     "late"},
+    {v1::LEASE_REJECTED,
+     {"Lease rejected: {instrument}", "Your lease request {lease} of {instrument} was rejected.\nTerm: {start} - {end}\nReason: {reason}"},
+     {"租赁被拒绝：{instrument}", "您对 {instrument} 的租赁申请 {lease} 未获批准。\n租期：{start} - {end}\n原因：{reason}"}},
+    {v1::LEASE_CANCELLED,
+     {"Lease cancelled: {instrument}",
+      "Your lease {lease} of {instrument} was cancelled by {by}.\nTerm: {start} - {end}\nReason: {reason}\nNothing is charged."},
+     {"租赁已取消：{instrument}", "您对 {instrument} 的租赁 {lease} 已被 {by} 取消。\n租期：{start} - {end}\n原因：{reason}\n不收取任何费用。"}},
+    {v1::LEASE_CANCELLED,
+     {"Lease cancelled by an outage: {instrument}",
+      "Your lease {lease} of {instrument} ({start} - {end}) was cancelled because the instrument is unavailable "
+      "{window}.\nReason: {reason}\nNothing is charged."},
+     {"租赁因停机取消：{instrument}",
+      "由于仪器在 {window} 停机，您对 {instrument} 的租赁 {lease}（{start} - {end}）已取消。\n原因：{reason}\n不收取任何费用。"},
+     "outage"},
+    {v1::LEASE_CANCELLED,
+     {"Lease request expired: {instrument}",
+      "Your lease request {lease} of {instrument} ({start} - {end}) was not approved before its term (handover "
+      "included) began, and was cancelled.\nNothing is charged."},
+     {"租赁申请已过期：{instrument}",
+      "您对 {instrument} 的租赁申请 {lease}（{start} - {end}）在租期（含交接时间）开始前未获批准，已自动取消。\n不收取任何费用。"},
+     "expired"},
+    {v1::ORDER_RECEIVED,
+     {"New service order: {order} on {instrument}",
+      "A service order on {instrument} waits for your quote.\nOrder: {order}\nService: {service}\nClient: {client}\n"
+      "Requester: {requester}\nSamples: {samples}\nDescription: {description}\nWanted by: {wanted}"},
+     {"新技术服务订单：{order}（{instrument}）",
+      "一项 {instrument} 的技术服务订单等待您报价。\n订单：{order}\n服务项目：{service}\n客户：{client}\n申请人：{requester}\n"
+      "样品数：{samples}\n说明：{description}\n期望完成时间：{wanted}"}},
+    {v1::QUOTE_ACCEPTED,
+     {"Quote accepted: order {order}",
+      "The client {client} accepted the quote for service order {order} on {instrument}: {amount}.\n"
+      "Requester: {requester}\nSamples to receive: {samples}"},
+     {"报价已接受：订单 {order}",
+      "客户 {client} 已接受 {instrument} 上技术服务订单 {order} 的报价：{amount}。\n申请人：{requester}\n待接收样品数：{samples}"}},
+    {v1::SERVICE_SCHEDULED,
+     {"Service run scheduled: order {order}, {start}",
+      "The run of your service order {order} on {instrument} is scheduled.\nTime: {start} - {end}"},
+     {"技术服务已排期：订单 {order}，{start}", "您在 {instrument} 上的技术服务订单 {order} 已排期。\n时间：{start} - {end}"}},
+    {v1::SERVICE_SCHEDULED,
+     {"Service run moved: order {order}, {start}",
+      "The run of your service order {order} on {instrument} was moved.\nNew time: {start} - {end}"},
+     {"技术服务已改期：订单 {order}，{start}", "您在 {instrument} 上的技术服务订单 {order} 已改期。\n新时间：{start} - {end}"},
+     "moved"},
+    {v1::ORDER_CANCELLED,
+     {"Service order cancelled: {order}", "Your service order {order} on {instrument} was cancelled by {by}.\nReason: {reason}"},
+     {"技术服务订单已取消：{order}", "您在 {instrument} 上的技术服务订单 {order} 已被 {by} 取消。\n原因：{reason}"}},
+    {v1::ORDER_CANCELLED,
+     {"Service order cancelled: {order}",
+      "Your service order {order} on {instrument} was cancelled by {by}, later than the instrument's cancellation "
+      "notice before its run.\nReason: {reason}\nThe late-cancellation fee applies."},
+     {"技术服务订单已取消：{order}",
+      "您在 {instrument} 上的技术服务订单 {order} 已被 {by} 取消，晚于运行前的取消期限。\n原因：{reason}\n将收取逾期取消费。"},
+     "late"},
+    {v1::ORDER_CANCELLED,
+     {"Service order cancelled by the client: {order}",
+      "The client {client} cancelled service order {order} on {instrument}.\nRequester: {requester}\n"
+      "Cancelled by: {by}\nReason: {reason}"},
+     {"客户取消了技术服务订单：{order}",
+      "客户 {client} 取消了 {instrument} 上的技术服务订单 {order}。\n申请人：{requester}\n取消人：{by}\n原因：{reason}"},
+     "client"},
+    {v1::ORDER_CANCELLED,
+     {"Service order cancelled by the client: {order}",
+      "The client {client} cancelled service order {order} on {instrument}, later than the cancellation notice "
+      "before its run.\nRequester: {requester}\nCancelled by: {by}\nReason: {reason}\nThe late-cancellation fee "
+      "applies."},
+     {"客户取消了技术服务订单：{order}",
+      "客户 {client} 取消了 {instrument} 上的技术服务订单 {order}，晚于运行前的取消期限。\n申请人：{requester}\n"
+      "取消人：{by}\n原因：{reason}\n将收取逾期取消费。"},
+     "client_late"},
+    {v1::ORDER_CANCELLED,
+     {"Service run cancelled: order {order}",
+      "The scheduled run of your service order {order} on {instrument} was cancelled by {by}. The order stays "
+      "open and waits to be scheduled again."},
+     {"技术服务排期已取消：订单 {order}",
+      "您在 {instrument} 上的技术服务订单 {order} 的排期已被 {by} 取消。订单仍有效，等待重新排期。"},
+     "run"},
+    {v1::ORDER_CANCELLED,
+     {"Service run cancelled by an outage: order {order}",
+      "The scheduled run of your service order {order} on {instrument} was cancelled because the instrument is "
+      "out of service. The order stays open and waits to be scheduled again."},
+     {"技术服务排期因停机取消：订单 {order}",
+      "由于仪器停机，您在 {instrument} 上的技术服务订单 {order} 的排期已取消。订单仍有效，等待重新排期。"},
+     "run_outage"},
     {v1::WEBHOOK_DISABLED,
      {"Webhook disabled: {url}",
       "The webhook {url} was disabled after {failures} failed deliveries in a row.\nLast error: {error}\nFix the endpoint, then enable it again in the console."},
      {"Webhook 已停用：{url}", "Webhook {url} 连续 {failures} 次投递失败，已被停用。\n最后的错误：{error}\n请修复接收端后在控制台重新启用。"}},
 };
 
-const KindTemplates* Find(Kind kind) {
+const KindTemplates* Find(Kind kind, absl::string_view variant) {
   for (const auto& t : kTemplates) {
-    if (t.kind == kind) return &t;
+    if (t.kind == kind && variant == t.variant) return &t;
   }
-  return nullptr;
+  return variant.empty() ? nullptr : Find(kind, "");
+}
+
+// {by}: who did it, in the mail's language (Notice::by_actor).
+std::string ByText(absl::string_view role, const std::string& org, bool en) {
+  if (role == kByStaff) return en ? absl::StrCat("staff of ", org) : absl::StrCat(org, " 的工作人员");
+  if (role == kByAdmin) return en ? "a consortium administrator" : "联盟管理员";
+  if (role == kByBillingAdmin) {
+    return en ? absl::StrCat("a billing administrator of ", org) : absl::StrCat(org, " 的财务管理员");
+  }
+  if (role == kByMember) return en ? absl::StrCat("a user of ", org) : absl::StrCat(org, " 的用户");
+  if (role == kByService) return en ? "LabShare" : "LabShare 系统";
+  return "-";
 }
 
 std::string HtmlEscape(absl::string_view s) {
@@ -652,16 +948,26 @@ std::string ConsolePath(const Notice& n) {
     case v1::BOOKING_CANCELLED_BY_OUTAGE:
     case v1::BOOKING_REMINDER:
     case v1::BOOKING_MISSED:
+    case v1::BOOKING_CANCELLED:
     case v1::LEASE_APPROVED:
     case v1::LEASE_HANDOVER_DUE:
     case v1::LEASE_RETURN_DUE:
+    case v1::LEASE_REJECTED:
+    case v1::LEASE_CANCELLED:
       return "#/lab/bookings";
     case v1::APPROVAL_REQUESTED:
       return "#/staff/approvals";
     case v1::QUOTE_ISSUED:
     case v1::REPORT_DELIVERED:
+    case v1::SERVICE_SCHEDULED:
+      return absl::StrCat("#/lab/orders/", id(n.resource));
+    case v1::ORDER_CANCELLED:
+      // The staff's mail (the client cancelled) goes to the staff's list.
+      if (!n.org_roles.empty()) return "#/staff/orders";
       return absl::StrCat("#/lab/orders/", id(n.resource));
     case v1::ORDER_DISPUTED:
+    case v1::ORDER_RECEIVED:
+    case v1::QUOTE_ACCEPTED:
       return "#/staff/orders";
     case v1::INVOICE_ISSUED:
       return absl::StrCat("#/billing/invoices/", id(n.resource));
@@ -688,7 +994,21 @@ RenderedMail Render(const Notice& notice, const RenderContext& c) {
   if (c.has_window) {
     values["window"] = absl::StrCat(FormatTime(c.window_start, c), " - ", FormatTime(c.window_end, c));
   }
-  const KindTemplates* t = Find(notice.kind);
+  // Organisations and people by their display names, else their ids.
+  for (const auto& [k, name] : notice.names) {
+    auto it = c.names.find(k);
+    const size_t slash = name.rfind('/');
+    values[k] = it != c.names.end() && !it->second.empty() ? it->second
+                : slash == std::string::npos                ? name
+                                                            : name.substr(slash + 1);
+  }
+  if (auto role = notice.text.find("by_role"); role != notice.text.end()) {
+    values["by"] = ByText(role->second, values["by_org"], En(c));
+  }
+  if (auto reason = values.find("reason"); reason != values.end() && reason->second.empty()) {
+    reason->second = En(c) ? "none given" : "未说明";
+  }
+  const KindTemplates* t = Find(notice.kind, notice.variant);
   const Template& tm = t == nullptr ? Template{"LabShare", ""} : (En(c) ? t->en : t->zh);
   const std::string subject = Fill(tm.subject, values);
   const std::string body = Fill(tm.body, values);

@@ -45,6 +45,19 @@ struct Notice {
   // recipient's zone).
   std::map<std::string, std::string> text;
   std::map<std::string, absl::Time> times;
+  // Which of the kind's texts (a reschedule's "moved", a late
+  // cancellation's "late"...); usually empty.
+  std::string variant;
+  // Organisations and people ({name} in the templates): "organizations/x"
+  // or "users/x", written by their display names (RenderContext::names,
+  // looked up when the mail is made), else their ids.
+  std::map<std::string, std::string> names;
+  // Who did what the mail tells ({by}): text["by_role"] (kBy* below) and
+  // names["by_org"], as the event says. When by_actor ("users/{id}") is
+  // set, the mail module asks inventory for that person and writes their
+  // role and organisation instead (ByRole), keeping the event's when
+  // inventory does not know them.
+  std::string by_actor;
   // EventHeader.trace_id of the event that caused the notice (for a
   // scheduled one, the event that scheduled it): the mail's own events (its
   // MailDeadLettered) carry it, so one id follows the request to its mails.
@@ -53,6 +66,18 @@ struct Notice {
   // the event that scheduled it (InfinitePast when unknown).
   absl::Time event_time = absl::InfinitePast();
 };
+
+// Who did it ({by} in the templates): text["by_role"] of a Notice.
+inline constexpr char kByStaff[] = "STAFF";                // staff of {by_org}
+inline constexpr char kByAdmin[] = "ADMIN";                // a consortium administrator
+inline constexpr char kByBillingAdmin[] = "BILLING_ADMIN"; // a billing administrator of {by_org}
+inline constexpr char kByMember[] = "MEMBER";              // a user of {by_org}
+inline constexpr char kByService[] = "SERVICE";            // LabShare itself
+
+// The by_role of a person with these roles (inventory's): a consortium
+// administrator, else facility staff, else a billing administrator, else a
+// user of their organisation.
+std::string ByRole(const std::vector<Role>& roles);
 
 // A mail to send later, at `fire` (domain clock): reminders, handover and
 // return due. `member` identifies it ("<KIND>|<resource>"): scheduling the
@@ -118,6 +143,9 @@ struct RenderContext {
   absl::Time window_start, window_end;  // of notice.maintenance_window, when known
   bool has_window = false;
   std::string unsubscribe_url;      // empty for legal notices
+  // Display names of the notice's names (same keys); a key missing here is
+  // written as the name's id.
+  std::map<std::string, std::string> names;
 };
 
 struct RenderedMail {

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -598,7 +599,20 @@ absl::Status MailModule::HandleEvent(const StreamEvent& e) {
   return absl::OkStatus();
 }
 
-absl::Status MailModule::Deliver(const Notice& notice, const std::string& event_id) {
+absl::Status MailModule::Deliver(const Notice& event_notice, const std::string& event_id) {
+  Notice notice = event_notice;
+  // Who did it, as inventory has the person now (their role and
+  // organisation); the event's account when inventory does not know them.
+  // Inventory unreachable fails the event, which is redelivered.
+  if (!notice.by_actor.empty()) {
+    auto actor = people_->User(notice.by_actor);
+    if (actor.ok()) {
+      notice.text["by_role"] = ByRole(actor->roles);
+      if (!actor->organization.empty()) notice.names["by_org"] = actor->organization;
+    } else if (!absl::IsNotFound(actor.status()) && !absl::IsInvalidArgument(actor.status())) {
+      return actor.status();
+    }
+  }
   // A lookup that can never succeed (no such user or organisation, or a
   // name inventory refuses) is nobody: logged, never retried. Anything else
   // (inventory unreachable) fails the event, which is redelivered.
@@ -630,6 +644,15 @@ absl::Status MailModule::Deliver(const Notice& notice, const std::string& event_
   RenderContext base;
   base.console_url = context_.console_url;
   base.instrument_name = people_->InstrumentName(notice.instrument);
+  // Display names; a name inventory cannot give is written as its id.
+  for (const auto& [key, name] : notice.names) {
+    if (absl::StartsWith(name, "organizations/")) {
+      base.names[key] = people_->OrganizationName(name);
+    } else if (absl::StartsWith(name, "users/")) {
+      auto p = people_->User(name);
+      if (p.ok() && !p->display_name.empty()) base.names[key] = p->display_name;
+    }
+  }
   if (!notice.maintenance_window.empty()) {
     auto w = people_->Window(notice.maintenance_window);
     if (w.ok()) {

@@ -27,7 +27,19 @@ tv::Role ToProtoRole(Role r) {
 }
 
 Person FromUser(const iv::User& u) {
-  return Person{u.name(), u.display_name(), u.email(), u.organization(), u.disabled()};
+  Person p{u.name(), u.display_name(), u.email(), u.organization(), u.disabled(), {}};
+  for (int r : u.roles()) {
+    switch (static_cast<tv::Role>(r)) {
+      case tv::LAB_USER: p.roles.push_back(Role::kLabUser); break;
+      case tv::FACILITY_STAFF: p.roles.push_back(Role::kFacilityStaff); break;
+      case tv::MEMBER_BILLING_ADMIN: p.roles.push_back(Role::kMemberBillingAdmin); break;
+      case tv::CONSORTIUM_ADMIN: p.roles.push_back(Role::kConsortiumAdmin); break;
+      case tv::AUDITOR: p.roles.push_back(Role::kAuditor); break;
+      case tv::SERVICE: p.roles.push_back(Role::kService); break;
+      default: break;
+    }
+  }
+  return p;
 }
 
 absl::Status FromGrpc(const grpc::Status& s) {
@@ -93,6 +105,26 @@ class GrpcPeople final : public People {
 
   std::string InstrumentZone(const std::string& name) override { return LoadInstrument(name).zone; }
 
+  std::string OrganizationName(const std::string& name) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = organizations_.find(name);
+      if (it != organizations_.end() && it->second.second > wall_->Now()) return it->second.first;
+    }
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
+    iv::GetOrganizationRequest req;
+    req.set_name(name);
+    iv::Organization o;
+    // Not cached when inventory does not answer: asked again next time.
+    if (!stub_->GetOrganization(&ctx, req, &o).ok() || o.display_name().empty()) {
+      return People::OrganizationName(name);
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    organizations_[name] = {o.display_name(), wall_->Now() + ttl_};
+    return o.display_name();
+  }
+
   absl::StatusOr<std::pair<absl::Time, absl::Time>> Window(const std::string& name) override {
     grpc::ClientContext ctx;
     ctx.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
@@ -148,6 +180,7 @@ class GrpcPeople final : public People {
   std::map<std::string, std::pair<Person, absl::Time>> users_;
   std::map<std::string, std::pair<std::vector<Person>, absl::Time>> roles_;
   std::map<std::string, Instrument> instruments_;
+  std::map<std::string, std::pair<std::string, absl::Time>> organizations_;  // display names
 };
 
 }  // namespace

@@ -28,6 +28,7 @@ struct Person {
   std::string email;
   std::string organization;
   bool disabled = false;
+  std::vector<Role> roles = {};  // as inventory has them
 };
 
 class People {
@@ -39,6 +40,12 @@ class People {
   virtual absl::StatusOr<std::vector<Person>> WithRole(const std::string& organization, Role role) = 0;
   // The instrument's display name (the name itself when unknown).
   virtual std::string InstrumentName(const std::string& name) = 0;
+  // The organisation's display name ("organizations/{id}"; its id when
+  // unknown or unset).
+  virtual std::string OrganizationName(const std::string& name) {
+    const size_t slash = name.rfind('/');
+    return slash == std::string::npos ? name : name.substr(slash + 1);
+  }
   // The IANA time zone of the instrument's facility ("" when unknown or
   // unset).
   virtual std::string InstrumentZone(const std::string& name) = 0;

@@ -22,6 +22,7 @@
 #include <signal.h>
 
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <map>
 #include <set>
@@ -77,11 +78,36 @@ struct Mail {
   std::string text;  // decoded text/plain part
 };
 
+// The header's value, unfolded (continuation lines joined with a space).
 std::string Header(const std::string& raw, const std::string& name) {
-  for (absl::string_view line : absl::StrSplit(raw, absl::ByAnyChar("\r\n"), absl::SkipEmpty())) {
-    if (absl::StartsWithIgnoreCase(line, name + ": ")) return std::string(line.substr(name.size() + 2));
+  std::string out;
+  bool in = false;
+  for (absl::string_view line : absl::StrSplit(raw, '\n')) {
+    line = absl::StripSuffix(line, "\r");
+    if (line.empty()) break;  // end of the header
+    if (in && (line[0] == ' ' || line[0] == '\t')) {
+      absl::StrAppend(&out, " ", absl::StripLeadingAsciiWhitespace(line));
+      continue;
+    }
+    if (in) break;
+    if (absl::StartsWithIgnoreCase(line, name + ": ")) {
+      out = std::string(line.substr(name.size() + 2));
+      in = true;
+    }
   }
-  return "";
+  return out;
+}
+
+// RFC 2047 B encoded words (one or several, folded), decoded and joined.
+std::string DecodeWords(const std::string& value) {
+  if (!absl::StartsWith(value, "=?UTF-8?B?")) return value;
+  std::string out;
+  for (absl::string_view word : absl::StrSplit(value, ' ', absl::SkipEmpty())) {
+    std::string dec;
+    absl::Base64Unescape(absl::StripSuffix(absl::StripPrefix(word, "=?UTF-8?B?"), "?="), &dec);
+    out += dec;
+  }
+  return out;
 }
 
 std::vector<Mail> ReadMails(const std::string& dir) {
@@ -101,12 +127,7 @@ std::vector<Mail> ReadMails(const std::string& dir) {
     m.file = path;
     m.to = Header(raw, "X-Envelope-To");
     m.kind = Header(raw, "X-LabShare-Kind");
-    m.subject = Header(raw, "Subject");
-    if (absl::StartsWith(m.subject, "=?UTF-8?B?")) {
-      std::string dec;
-      absl::Base64Unescape(absl::StripSuffix(absl::StripPrefix(m.subject, "=?UTF-8?B?"), "?="), &dec);
-      m.subject = dec;
-    }
+    m.subject = DecodeWords(Header(raw, "Subject"));
     m.unsubscribe = std::string(absl::StripSuffix(absl::StripPrefix(Header(raw, "List-Unsubscribe"), "<"), ">"));
     const size_t plain = raw.find("Content-Type: text/plain");
     if (plain != std::string::npos) {
@@ -846,6 +867,489 @@ TEST_F(NotifyMailE2eTest, EveryKindReachesTheRightPeopleExactlyOnceAcrossAKill9)
                                                   {"labshare.notify.v1.WebhookDisabled", 1}}));
   }
   // Nothing was sent twice, and nothing more arrives once quiet.
+  ASSERT_TRUE(WaitFor([&] { return Quiet(); }));
+  EXPECT_EQ(ReadMails(mail_dir_).size(), mails.size());
+}
+
+// ------------------------------------------------------------ kinds of 2026-12-07
+
+// notify.proto "Kinds and recipients": BOOKING_CANCELLED, LEASE_REJECTED,
+// LEASE_CANCELLED, ORDER_RECEIVED, QUOTE_ACCEPTED, SERVICE_SCHEDULED and
+// ORDER_CANCELLED, every event from the real booking service (bookings,
+// leases and orders cancelled by staff, an administrator, a billing
+// administrator, the person themself, an outage window and the sweep).
+// Asserted, exactly: every person's mails by kind; who did it (role and
+// organisation, as inventory has the actor: a consortium administrator of
+// the owner's organisation is no "staff"), the reason (or that none was
+// given) and the run's time, in English and Berlin time for one person and
+// Chinese and Shanghai time for another; the console link and the
+// unsubscribe link of the new kinds; nothing for one's own cancellation,
+// an outage's booking cancellation only BOOKING_CANCELLED_BY_OUTAGE; two
+// events published again mailed once; a kind turned off not mailed; a
+// digest carrying a new kind. (On the code before, none of these mails
+// was sent at all.)
+TEST_F(NotifyMailE2eTest, CancellationsRejectionsAndOrderStepsReachWhomTheyConcernOnce) {
+  auto org = [&](const std::string& id, const std::string& display) {
+    iv::CreateOrganizationRequest r;
+    r.set_organization_id(id);
+    r.mutable_organization()->set_display_name(display);
+    r.mutable_organization()->set_type(iv::UNIVERSITY);
+    r.mutable_organization()->set_membership_state(iv::MEMBER);
+    r.mutable_organization()->set_tier("CORE");
+    iv::Organization out;
+    grpc::Status s = cluster_->inventory().CreateOrganization(Ctx(Admin()).get(), r, &out);
+    ASSERT_TRUE(s.ok()) << id << ": " << s.error_message();
+  };
+  org("owner", "Owner Institute");
+  org("lab", "Lab University");
+  ASSERT_TRUE(cluster_->CreateFacility("fac", "owner").ok());
+  CreateInstrument("tem", false);
+  // "svc": technical service (catalogue entry "imaging"); "afm": leases of
+  // 1 to 30 days with 1 h handover and return buffers.
+  auto instrument = [&](const std::string& id, tv::SharingMode mode) {
+    iv::CreateInstrumentRequest r;
+    r.set_instrument_id(id);
+    auto* in = r.mutable_instrument();
+    in->set_display_name(absl::StrCat("Instrument ", id));
+    in->set_owner_organization("organizations/owner");
+    in->set_facility("facilities/fac");
+    in->set_category("electron-microscopy");
+    in->mutable_original_value()->set_currency_code("CNY");
+    in->mutable_original_value()->set_amount_minor(100000000);
+    in->set_daily_available_hours(24);
+    auto* m = in->add_modes();
+    m->set_mode(mode);
+    if (mode == tv::LEASE) {
+      m->set_approval_required(true);
+      auto* lr = m->mutable_lease_rules();
+      lr->set_min_term_days(1);
+      lr->set_max_term_days(30);
+      *lr->mutable_handover_buffer() = ToProto(absl::Hours(1));
+      *lr->mutable_return_buffer() = ToProto(absl::Hours(1));
+      lr->mutable_deposit()->set_currency_code("CNY");
+      lr->mutable_deposit()->set_amount_minor(100000);
+      lr->set_rate_basis(iv::PER_DAY);
+      lr->set_counted_hours_per_day(8);
+    } else {
+      auto* sr = m->mutable_slot_rules();
+      *sr->mutable_min_block() = ToProto(absl::Minutes(1));
+      *sr->mutable_max_block() = ToProto(absl::Hours(24));
+      *sr->mutable_member_horizon() = ToProto(absl::Hours(24 * 3650));
+      *sr->mutable_non_member_horizon() = ToProto(absl::Hours(24 * 3650));
+      *sr->mutable_min_notice() = ToProto(absl::ZeroDuration());
+      *sr->mutable_buffer() = ToProto(absl::ZeroDuration());
+      *sr->mutable_no_show_grace() = ToProto(absl::Minutes(10));
+      sr->set_billing_basis(iv::ACTUAL_TIME);
+      *sr->mutable_billing_unit() = ToProto(absl::Minutes(15));
+      auto* entry = in->add_service_catalogue();
+      entry->set_entry_id("imaging");
+      entry->set_display_name("Imaging, per sample");
+      entry->set_unit(iv::PER_SAMPLE);
+    }
+    iv::Instrument out;
+    grpc::Status s = cluster_->inventory().CreateInstrument(Ctx(Admin()).get(), r, &out);
+    ASSERT_TRUE(s.ok()) << id << ": " << s.error_message();
+    if (mode == tv::LEASE) {
+      iv::CreateRateRequest rate;
+      rate.set_parent("instruments/" + id);
+      rate.mutable_rate()->set_mode(tv::LEASE);
+      rate.mutable_rate()->set_payer_class(tv::MEMBER);
+      rate.mutable_rate()->set_unit(iv::RATE_PER_DAY);
+      rate.mutable_rate()->mutable_price()->set_currency_code("CNY");
+      rate.mutable_rate()->mutable_price()->set_amount_minor(300000);
+      iv::Rate rate_out;
+      s = cluster_->inventory().CreateRate(Ctx(Admin()).get(), rate, &rate_out);
+      ASSERT_TRUE(s.ok()) << s.error_message();
+    }
+  };
+  instrument("svc", tv::TECHNICAL_SERVICE);
+  instrument("afm", tv::LEASE);
+  for (const std::string u : {"ana", "cy", "dan", "bo"}) CreateUser(u, "lab", tv::LAB_USER, u + "@lab.test");
+  CreateUser("staff1", "owner", tv::FACILITY_STAFF, "staff1@owner.test");
+  CreateUser("staff2", "owner", tv::FACILITY_STAFF, "staff2@owner.test");
+  CreateUser("billadm", "lab", tv::MEMBER_BILLING_ADMIN, "billadm@lab.test");
+  // A consortium administrator of the owner's organisation: said as such,
+  // not as the owner's staff.
+  CreateUser("root", "owner", tv::CONSORTIUM_ADMIN, "root@owner.test");
+  ASSERT_FALSE(HasFailure());
+
+  // ana: English, Berlin; staff1: English; dan: BOOKING_CANCELLED off; bo:
+  // a daily digest. The others: Chinese, the facility's zone (none: the
+  // service's Asia/Shanghai).
+  auto settings = [&](const std::string& user, const std::function<void(nv::UpdateNotificationSettingsRequest*)>& f) {
+    nv::UpdateNotificationSettingsRequest r;
+    r.mutable_settings()->set_name("users/" + user + "/notificationSettings");
+    f(&r);
+    nv::NotificationSettings out;
+    grpc::Status s = notify_stub_->UpdateNotificationSettings(Ctx(Admin()).get(), r, &out);
+    ASSERT_TRUE(s.ok()) << user << ": " << s.error_message();
+  };
+  settings("ana", [](nv::UpdateNotificationSettingsRequest* r) {
+    r->mutable_settings()->set_language("en");
+    r->mutable_settings()->set_time_zone("Europe/Berlin");
+    r->mutable_update_mask()->add_paths("language");
+    r->mutable_update_mask()->add_paths("time_zone");
+  });
+  settings("staff1", [](nv::UpdateNotificationSettingsRequest* r) {
+    r->mutable_settings()->set_language("en");
+    r->mutable_update_mask()->add_paths("language");
+  });
+  settings("dan", [](nv::UpdateNotificationSettingsRequest* r) {
+    r->mutable_settings()->add_disabled_kinds(nv::BOOKING_CANCELLED);
+    r->mutable_update_mask()->add_paths("disabled_kinds");
+  });
+  settings("bo", [](nv::UpdateNotificationSettingsRequest* r) {
+    r->mutable_settings()->set_delivery(nv::NotificationSettings::DAILY_DIGEST);
+    r->mutable_update_mask()->add_paths("delivery");
+  });
+  ASSERT_FALSE(HasFailure());
+
+  const std::string ana = cluster_->Mint("ana", "lab", {Role::kLabUser});
+  const std::string cy = cluster_->Mint("cy", "lab", {Role::kLabUser});
+  const std::string staff1 = cluster_->Mint("staff1", "owner", {Role::kFacilityStaff});
+  const std::string staff2 = cluster_->Mint("staff2", "owner", {Role::kFacilityStaff});
+  const std::string billadm = cluster_->Mint("billadm", "lab", {Role::kMemberBillingAdmin});
+  const std::string root = cluster_->Mint("root", "owner", {Role::kConsortiumAdmin});
+  bk::BookingService::Stub& booking = cluster_->booking(0);
+  auto ok = [](const grpc::Status& s, const std::string& what) {
+    EXPECT_TRUE(s.ok()) << what << ": " << GrpcErrorReason(s) << " " << s.error_message();
+  };
+  auto outage = [&](const std::string& instrument, absl::Time start, absl::Time end, const std::string& reason) {
+    iv::CreateMaintenanceWindowRequest w;
+    w.set_parent("instruments/" + instrument);
+    w.set_request_id("outage-" + instrument);
+    auto* mw = w.mutable_maintenance_window();
+    *mw->mutable_interval()->mutable_start_time() = ToProto(start);
+    *mw->mutable_interval()->mutable_end_time() = ToProto(end);
+    mw->set_reason(reason);
+    mw->set_outage(true);
+    iv::MaintenanceWindow out;
+    ok(cluster_->inventory().CreateMaintenanceWindow(Ctx(Admin()).get(), w, &out), "outage on " + instrument);
+  };
+
+  // ------------------------------------------------------------ bookings
+  auto cancel_booking = [&](const bk::Booking& b, const std::string& token, const std::string& reason) {
+    bk::CancelBookingRequest r;
+    r.set_name(b.name());
+    r.set_reason(reason);
+    r.set_request_id("cancel-" + b.name());
+    bk::Booking out;
+    ok(booking.CancelBooking(Ctx(token).get(), r, &out), "cancel " + b.name());
+    EXPECT_EQ(out.state(), bk::Booking::CANCELLED);
+  };
+  const bk::Booking by_staff = Book("ana", "tem", kT0 + absl::Hours(24), absl::Hours(1));  // 01:00 Berlin, Mar 2
+  const bk::Booking by_admin = Book("ana", "tem", kT0 + absl::Hours(26), absl::Hours(1));
+  const bk::Booking by_billadm = Book("ana", "tem", kT0 + absl::Hours(28), absl::Hours(1));
+  const bk::Booking by_ana = Book("ana", "tem", kT0 + absl::Hours(30), absl::Hours(1));
+  const bk::Booking by_outage = Book("ana", "tem", kT0 + absl::Hours(34), absl::Hours(1));
+  const bk::Booking cy_booking = Book("cy", "tem", kT0 + absl::Hours(38), absl::Hours(1));  // 22:00 Shanghai
+  const bk::Booking dan_booking = Book("dan", "tem", kT0 + absl::Hours(40), absl::Hours(1));
+  const bk::Booking bo_booking = Book("bo", "tem", kT0 + absl::Hours(42), absl::Hours(1));
+  ASSERT_FALSE(HasFailure());
+  cancel_booking(by_staff, staff1, "magnet quench");
+  cancel_booking(by_admin, root, "consortium audit");
+  cancel_booking(by_billadm, billadm, "budget frozen");
+  cancel_booking(by_ana, ana, "not needed");
+  cancel_booking(cy_booking, staff2, "");
+  cancel_booking(dan_booking, staff1, "magnet quench");
+  cancel_booking(bo_booking, staff1, "magnet quench");
+  outage("tem", kT0 + absl::Hours(33), kT0 + absl::Hours(36), "power cut");
+
+  // ------------------------------------------------------------ leases
+  auto request_lease = [&](const std::string& id, const std::string& token, absl::Time start) {
+    bk::RequestLeaseRequest r;
+    r.set_lease_id(id);
+    r.set_request_id("request-" + id);
+    r.mutable_lease()->set_instrument("instruments/afm");
+    r.mutable_lease()->set_purpose("thin-film survey");
+    *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(start);
+    *r.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(start + absl::Hours(24));
+    bk::Lease out;
+    ok(booking.RequestLease(Ctx(token).get(), r, &out), "request " + id);
+    return out;
+  };
+  auto cancel_lease = [&](const std::string& id, const std::string& token, const std::string& reason) {
+    bk::CancelLeaseRequest r;
+    r.set_name("leases/" + id);
+    r.set_reason(reason);
+    r.set_request_id("cancel-" + id);
+    bk::Lease out;
+    ok(booking.CancelLease(Ctx(token).get(), r, &out), "cancel " + id);
+  };
+  request_lease("lease-expires", ana, kT0 + absl::Hours(3));  // its block starts at +2 h
+  request_lease("lease-rejected", cy, kT0 + absl::Hours(48));
+  request_lease("lease-by-staff", ana, kT0 + absl::Hours(96));
+  request_lease("lease-by-ana", ana, kT0 + absl::Hours(144));
+  request_lease("lease-outage", ana, kT0 + absl::Hours(192));
+  request_lease("lease-by-billadm", ana, kT0 + absl::Hours(240));
+  ASSERT_FALSE(HasFailure());
+  {
+    bk::RejectLeaseRequest r;
+    r.set_name("leases/lease-rejected");
+    r.set_reason("afm booked for calibration");
+    r.set_request_id("reject-lease");
+    bk::Lease out;
+    ok(booking.RejectLease(Ctx(staff1).get(), r, &out), "reject");
+    bk::ApproveLeaseRequest a;
+    a.set_name("leases/lease-outage");
+    a.set_request_id("approve-lease");
+    a.mutable_contract()->set_rate_basis(bk::LeaseContract::DAILY);
+    a.mutable_contract()->mutable_rate()->set_currency_code("CNY");
+    a.mutable_contract()->mutable_rate()->set_amount_minor(300000);
+    ok(booking.ApproveLease(Ctx(staff1).get(), a, &out), "approve");
+  }
+  cancel_lease("lease-by-staff", staff2, "lent to another project");
+  cancel_lease("lease-by-ana", ana, "plans changed");
+  cancel_lease("lease-by-billadm", billadm, "budget frozen");
+  outage("afm", kT0 + absl::Hours(200), kT0 + absl::Hours(202), "power cut");
+
+  // ------------------------------------------------------------ orders
+  auto order = [&](const std::string& id, const std::string& token) {
+    bk::CreateServiceOrderRequest r;
+    r.set_service_order_id(id);
+    r.set_request_id("order-" + id);
+    r.mutable_service_order()->set_instrument("instruments/svc");
+    r.mutable_service_order()->set_service_entry_id("imaging");
+    r.mutable_service_order()->set_sample_count(3);
+    r.mutable_service_order()->set_sample_description("three thin films");
+    bk::ServiceOrder out;
+    ok(booking.CreateServiceOrder(Ctx(token).get(), r, &out), "order " + id);
+    return out;
+  };
+  auto cancel_order = [&](const std::string& id, const std::string& token, const std::string& reason) {
+    bk::CancelOrderRequest r;
+    r.set_name("serviceOrders/" + id);
+    r.set_reason(reason);
+    r.set_request_id("cancel-" + id);
+    bk::ServiceOrder out;
+    ok(booking.CancelOrder(Ctx(token).get(), r, &out), "cancel " + id);
+  };
+  auto schedule = [&](const std::string& id, absl::Time start, const std::string& step) {
+    bk::ScheduleServiceRequest r;
+    r.set_name("serviceOrders/" + id);
+    *r.mutable_interval()->mutable_start_time() = ToProto(start);
+    *r.mutable_interval()->mutable_end_time() = ToProto(start + absl::Hours(2));
+    r.set_request_id(step);
+    bk::ServiceOrder out;
+    ok(booking.ScheduleService(Ctx(staff1).get(), r, &out), step);
+    return out;
+  };
+  bk::ServiceOrder run = order("order-run", ana);
+  {
+    bk::IssueQuoteRequest q;
+    q.set_name(run.name());
+    q.mutable_quote()->mutable_per_sample_fee()->set_currency_code("CNY");
+    q.mutable_quote()->mutable_per_sample_fee()->set_amount_minor(29600);
+    *q.mutable_quote()->mutable_valid_until() = ToProto(kT0 + absl::Hours(24 * 14));
+    q.set_request_id("quote");
+    ok(booking.IssueQuote(Ctx(staff1).get(), q, &run), "quote");
+    bk::AcceptQuoteRequest a;
+    a.set_name(run.name());
+    a.set_quote_etag(run.quote().quote_etag());
+    a.set_request_id("accept");
+    ok(booking.AcceptQuote(Ctx(ana).get(), a, &run), "accept");
+    bk::ReceiveSamplesRequest rs;
+    rs.set_name(run.name());
+    rs.set_received_sample_count(3);
+    rs.set_request_id("receive");
+    ok(booking.ReceiveSamples(Ctx(staff1).get(), rs, &run), "receive");
+  }
+  ASSERT_FALSE(HasFailure());
+  schedule("order-run", kT0 + absl::Hours(50), "schedule-1");  // 03:00 Berlin, Mar 3
+  run = schedule("order-run", kT0 + absl::Hours(54), "schedule-2");  // moved: 07:00 Berlin
+  {
+    bk::CancelBookingRequest r;  // staff unschedule the run
+    r.set_name(run.booking());
+    r.set_request_id("unschedule");
+    bk::Booking out;
+    ok(booking.CancelBooking(Ctx(staff2).get(), r, &out), "unschedule");
+  }
+  schedule("order-run", kT0 + absl::Hours(60), "schedule-3");
+  outage("svc", kT0 + absl::Hours(59), kT0 + absl::Hours(63), "compressor failure");
+  order("order-by-cy", cy);
+  cancel_order("order-by-cy", cy, "samples degraded");
+  order("order-by-staff", ana);
+  cancel_order("order-by-staff", staff2, "no capacity this month");
+  order("order-by-billadm", ana);
+  cancel_order("order-by-billadm", billadm, "budget frozen");
+  order("order-by-admin", ana);
+  cancel_order("order-by-admin", root, "duplicate order");
+  ASSERT_FALSE(HasFailure());
+
+  // ------------------------------------------------------------ two events published again
+  auto republish = [&](const std::string& instrument, const std::function<bool(const bk::BookingEvent&)>& which) {
+    auto r = cluster_->redis().Command({"XRANGE", Partition(instrument), "-", "+"});
+    ASSERT_TRUE(r.ok());
+    int found = 0;
+    for (const auto& entry : r->elements) {
+      const auto& f = entry.elements[1].elements;
+      for (size_t i = 0; i + 1 < f.size(); i += 2) {
+        bk::BookingEvent e;
+        if (f[i].str == "payload" && e.ParseFromString(f[i + 1].str) && which(e)) {
+          Publish(Partition(instrument), "labshare.booking.v1.BookingEvent", f[i + 1].str);
+          ++found;
+        }
+      }
+    }
+    EXPECT_EQ(found, 1) << instrument;
+  };
+  republish("tem", [&](const bk::BookingEvent& e) {
+    return e.has_booking_cancelled() && e.booking_cancelled().booking().name() == by_staff.name();
+  });
+  republish("svc", [&](const bk::BookingEvent& e) {
+    return e.has_service_order_cancelled() && e.service_order_cancelled().service_order().name() ==
+                                                  "serviceOrders/order-by-billadm";
+  });
+
+  // ------------------------------------------------------------ the sweep expires a request; bo's digest (09:00)
+  WriteClock(clock_file_, kT0 + absl::Hours(2) + absl::Minutes(30));
+  ASSERT_TRUE(WaitFor([&] {
+    bk::GetLeaseRequest g;
+    g.set_name("leases/lease-expires");
+    bk::Lease out;
+    return booking.GetLease(Ctx(Admin()).get(), g, &out).ok() && out.state() == bk::Lease::CANCELLED;
+  })) << "the sweep never expired the lease request";
+
+  using V = std::vector<std::string>;
+  const V staff_mails = {"APPROVAL_REQUESTED", "APPROVAL_REQUESTED", "APPROVAL_REQUESTED", "APPROVAL_REQUESTED",
+                         "APPROVAL_REQUESTED", "APPROVAL_REQUESTED", "ORDER_CANCELLED", "ORDER_CANCELLED",
+                         "ORDER_RECEIVED", "ORDER_RECEIVED", "ORDER_RECEIVED", "ORDER_RECEIVED", "ORDER_RECEIVED",
+                         "QUOTE_ACCEPTED"};
+  std::map<std::string, V> want = {
+      {"ana@lab.test",
+       {"BOOKING_CANCELLED", "BOOKING_CANCELLED", "BOOKING_CANCELLED", "BOOKING_CANCELLED_BY_OUTAGE",
+        "BOOKING_CONFIRMED", "BOOKING_CONFIRMED", "BOOKING_CONFIRMED", "BOOKING_CONFIRMED", "BOOKING_CONFIRMED",
+        "LEASE_APPROVED", "LEASE_CANCELLED", "LEASE_CANCELLED", "LEASE_CANCELLED", "LEASE_CANCELLED",
+        "ORDER_CANCELLED", "ORDER_CANCELLED", "ORDER_CANCELLED", "ORDER_CANCELLED", "ORDER_CANCELLED",
+        "QUOTE_ISSUED", "SERVICE_SCHEDULED", "SERVICE_SCHEDULED", "SERVICE_SCHEDULED"}},
+      {"cy@lab.test", {"BOOKING_CANCELLED", "BOOKING_CONFIRMED", "LEASE_REJECTED"}},
+      {"dan@lab.test", {"BOOKING_CONFIRMED"}},
+      {"bo@lab.test", {"DIGEST"}},
+      {"staff1@owner.test", staff_mails},
+      {"staff2@owner.test", staff_mails},
+  };
+  size_t total = 0;
+  for (const auto& [who, kinds] : want) total += kinds.size();
+  ASSERT_TRUE(WaitFor([&] { return Quiet() && ReadMails(mail_dir_).size() >= total; }))
+      << "the notifier did not settle; mails so far: " << ReadMails(mail_dir_).size() << " of " << total;
+  ASSERT_TRUE(WaitFor([&] { return Quiet(); }));
+  const std::vector<Mail> mails = ReadMails(mail_dir_);
+  EXPECT_EQ(ByRecipient(mails), want);
+
+  // ------------------------------------------------------------ what they say
+  // The mails of `to` of `kind` whose text has `has`: exactly one, returned.
+  auto one = [&](const std::string& to, const std::string& kind, const std::string& has) -> Mail {
+    std::vector<Mail> found;
+    for (const Mail& m : mails) {
+      if (m.to == to && m.kind == kind && absl::StrContains(m.text, has)) found.push_back(m);
+    }
+    EXPECT_EQ(found.size(), 1u) << to << " " << kind << " with \"" << has << "\"";
+    return found.empty() ? Mail() : found[0];
+  };
+  auto has = [](const Mail& m, const std::string& text) {
+    EXPECT_TRUE(absl::StrContains(m.text, text)) << m.kind << " to " << m.to << " lacks \"" << text << "\":\n"
+                                                 << m.text;
+  };
+  const std::string id_of_staff = std::string(absl::StripPrefix(by_staff.name(), "bookings/"));
+  Mail m = one("ana@lab.test", "BOOKING_CANCELLED", id_of_staff);
+  EXPECT_EQ(m.subject, "Booking cancelled: Instrument tem, 2027-03-02 01:00 (Europe/Berlin)");
+  has(m, "Hello Dr. ana,");
+  has(m, "was cancelled by staff of Owner Institute.\nReason: magnet quench\nYou will not be charged.");
+  has(m, "Open in LabShare: https://console.test/#/lab/bookings");
+  ASSERT_TRUE(absl::StartsWith(m.unsubscribe, "https://console.test/unsubscribe?token=")) << m.unsubscribe;
+  {
+    nv::UnsubscribeRequest u;
+    u.set_token(m.unsubscribe.substr(m.unsubscribe.find("token=") + 6));
+    u.set_validate_only(true);
+    nv::UnsubscribeResponse out;
+    grpc::Status s = notify_stub_->Unsubscribe(Ctx("").get(), u, &out);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(out.user(), "users/ana");
+    EXPECT_EQ(out.kind(), nv::BOOKING_CANCELLED);
+  }
+  has(one("ana@lab.test", "BOOKING_CANCELLED", std::string(absl::StripPrefix(by_admin.name(), "bookings/"))),
+      "was cancelled by a consortium administrator.\nReason: consortium audit");
+  has(one("ana@lab.test", "BOOKING_CANCELLED", std::string(absl::StripPrefix(by_billadm.name(), "bookings/"))),
+      "was cancelled by a billing administrator of Lab University.\nReason: budget frozen");
+  m = one("cy@lab.test", "BOOKING_CANCELLED", "");
+  EXPECT_EQ(m.subject, "预约已被取消：Instrument tem，2027-03-02 22:00 (Asia/Shanghai)");
+  has(m, "Dr. cy，您好：");
+  has(m, "已被 Owner Institute 的工作人员 取消。\n原因：未说明\n不收取费用。");
+  has(m, "退订此类邮件：https://console.test/unsubscribe?token=");
+  // ana's own cancellation and the outage's: no BOOKING_CANCELLED (above);
+  // the outage's is BOOKING_CANCELLED_BY_OUTAGE.
+  has(one("ana@lab.test", "BOOKING_CANCELLED_BY_OUTAGE", ""), std::string(absl::StripPrefix(by_outage.name(), "bookings/")));
+
+  m = one("cy@lab.test", "LEASE_REJECTED", "");
+  EXPECT_EQ(m.subject, "租赁被拒绝：Instrument afm");
+  has(m, "您对 Instrument afm 的租赁申请 lease-rejected 未获批准。");
+  has(m, "原因：afm booked for calibration");
+  has(m, "在 LabShare 中查看：https://console.test/#/lab/bookings");
+  m = one("ana@lab.test", "LEASE_CANCELLED", "lease-by-staff");
+  EXPECT_EQ(m.subject, "Lease cancelled: Instrument afm");
+  has(m, "Your lease lease-by-staff of Instrument afm was cancelled by staff of Owner Institute.\nTerm: 2027-03-05 01:00 "
+         "(Europe/Berlin) - 2027-03-06 01:00 (Europe/Berlin)\nReason: lent to another project\nNothing is charged.");
+  EXPECT_FALSE(m.unsubscribe.empty());
+  // The lessee's billing administrator, as inventory has them (the event
+  // alone says only "of Lab University").
+  has(one("ana@lab.test", "LEASE_CANCELLED", "lease-by-billadm"),
+      "was cancelled by a billing administrator of Lab University.");
+  m = one("ana@lab.test", "LEASE_CANCELLED", "lease-expires");
+  EXPECT_EQ(m.subject, "Lease request expired: Instrument afm");
+  has(m, "was not approved before its term (handover included) began, and was cancelled.");
+  m = one("ana@lab.test", "LEASE_CANCELLED", "lease-outage");
+  EXPECT_EQ(m.subject, "Lease cancelled by an outage: Instrument afm");
+  has(m, "because the instrument is unavailable 2027-03-09 09:00 (Europe/Berlin) - 2027-03-09 11:00 (Europe/Berlin)."
+         "\nReason: power cut");
+
+  for (const std::string who : {"staff1@owner.test", "staff2@owner.test"}) {
+    const bool en = who == "staff1@owner.test";
+    m = one(who, "ORDER_RECEIVED", en ? "Order: order-run" : "订单：order-run");
+    EXPECT_EQ(m.subject, en ? "New service order: order-run on Instrument svc" : "新技术服务订单：order-run（Instrument svc）");
+    has(m, en ? "Client: Lab University\nRequester: Dr. ana\nSamples: 3\nDescription: three thin films"
+              : "客户：Lab University\n申请人：Dr. ana\n样品数：3\n说明：three thin films");
+    has(m, "https://console.test/#/staff/orders");
+    EXPECT_FALSE(m.unsubscribe.empty());
+    m = one(who, "QUOTE_ACCEPTED", "");
+    EXPECT_EQ(m.subject, en ? "Quote accepted: order order-run" : "报价已接受：订单 order-run");
+    has(m, en ? "The client Lab University accepted the quote for service order order-run on Instrument svc: 888.00 CNY."
+              : "客户 Lab University 已接受 Instrument svc 上技术服务订单 order-run 的报价：888.00 CNY。");
+    // The client's side cancelled: its requester cy, ana's billing admin (late: no).
+    m = one(who, "ORDER_CANCELLED", "order-by-cy");
+    EXPECT_EQ(m.subject, en ? "Service order cancelled by the client: order-by-cy" : "客户取消了技术服务订单：order-by-cy");
+    has(m, en ? "Requester: Dr. cy\nCancelled by: a user of Lab University\nReason: samples degraded"
+              : "申请人：Dr. cy\n取消人：Lab University 的用户\n原因：samples degraded");
+    has(one(who, "ORDER_CANCELLED", "order-by-billadm"),
+        en ? "Cancelled by: a billing administrator of Lab University" : "取消人：Lab University 的财务管理员");
+  }
+  m = one("ana@lab.test", "SERVICE_SCHEDULED", "is scheduled.\nTime: 2027-03-03 03:00 (Europe/Berlin)");
+  EXPECT_EQ(m.subject, "Service run scheduled: order order-run, 2027-03-03 03:00 (Europe/Berlin)");
+  has(m, "Open in LabShare: https://console.test/#/lab/orders/order-run");
+  m = one("ana@lab.test", "SERVICE_SCHEDULED", "was moved");
+  EXPECT_EQ(m.subject, "Service run moved: order order-run, 2027-03-03 07:00 (Europe/Berlin)");
+  has(m, "New time: 2027-03-03 07:00 (Europe/Berlin) - 2027-03-03 09:00 (Europe/Berlin)");
+  one("ana@lab.test", "SERVICE_SCHEDULED", "2027-03-03 13:00 (Europe/Berlin)");
+  m = one("ana@lab.test", "ORDER_CANCELLED", "was cancelled by staff of Owner Institute. The order stays open");
+  EXPECT_EQ(m.subject, "Service run cancelled: order order-run");
+  m = one("ana@lab.test", "ORDER_CANCELLED", "because the instrument is out of service");
+  EXPECT_EQ(m.subject, "Service run cancelled by an outage: order order-run");
+  m = one("ana@lab.test", "ORDER_CANCELLED", "order-by-staff");
+  EXPECT_EQ(m.subject, "Service order cancelled: order-by-staff");
+  has(m, "was cancelled by staff of Owner Institute.\nReason: no capacity this month");
+  has(m, "Open in LabShare: https://console.test/#/lab/orders/order-by-staff");
+  has(one("ana@lab.test", "ORDER_CANCELLED", "order-by-billadm"),
+      "was cancelled by a billing administrator of Lab University.\nReason: budget frozen");
+  // root belongs to the owner's organisation: the event alone would say
+  // "staff of Owner Institute".
+  has(one("ana@lab.test", "ORDER_CANCELLED", "order-by-admin"),
+      "was cancelled by a consortium administrator.\nReason: duplicate order");
+
+  // bo's digest carries the new kind with its unsubscribe link.
+  m = one("bo@lab.test", "DIGEST", "");
+  has(m, "预约已被取消：Instrument tem");
+  has(m, "已被 Owner Institute 的工作人员 取消。\n原因：magnet quench");
+  has(m, "退订此类邮件：https://console.test/unsubscribe?token=");
+  // Nothing more once quiet.
   ASSERT_TRUE(WaitFor([&] { return Quiet(); }));
   EXPECT_EQ(ReadMails(mail_dir_).size(), mails.size());
 }

@@ -411,6 +411,452 @@ TEST(RenderTest, ADigestsFooterLinksTheSettingsAndItsPartsKeepTheirLinks) {
                                 "You get these notifications as a daily digest."));
 }
 
+// ------------------------------------------------------------ kinds of 2026-12-07 (notify.proto)
+
+bk::BookingEvent Cancelled(const std::string& by, const std::string& by_org, bk::Booking::CancellationInitiator who) {
+  bk::BookingEvent e;
+  e.mutable_header()->set_event_id("x1");
+  e.mutable_header()->set_actor(by);
+  e.mutable_header()->set_actor_organization(by_org);
+  auto* c = e.mutable_booking_cancelled();
+  *c->mutable_booking() = OnSite(bk::Booking::CANCELLED);
+  c->mutable_booking()->set_payer_organization("organizations/lab");
+  c->mutable_booking()->mutable_cancellation()->set_cancelled_by(by);
+  c->mutable_booking()->mutable_cancellation()->set_initiator(who);
+  c->mutable_booking()->mutable_cancellation()->set_reason("magnet quench");
+  c->set_initiator(who);
+  return e;
+}
+
+// BOOKING_CANCELLED: the user of an ON_SITE or JOINT_RESEARCH booking
+// someone else cancelled, told who (role and organisation) and why; not
+// their own cancellation, not an outage's (BOOKING_CANCELLED_BY_OUTAGE).
+TEST(InterpretTest, ABookingCancelledBySomeoneElseTellsItsUserWhoAndWhy) {
+  struct Case {
+    std::string by, org;
+    bk::Booking::CancellationInitiator initiator;
+    std::string role, by_org;  // empty role: no mail
+  };
+  const Case cases[] = {
+      {"users/staff1", "organizations/owner", bk::Booking::OWNER_STAFF, kByStaff, "organizations/owner"},
+      {"users/op", "organizations/operator", bk::Booking::OWNER_STAFF, kByStaff, "organizations/operator"},
+      {"users/root", "organizations/owner", bk::Booking::PLATFORM_ADMIN, kByAdmin, ""},
+      {"users/billadm", "organizations/lab", bk::Booking::BOOKER, kByBillingAdmin, "organizations/lab"},
+      {"users/ana", "organizations/lab", bk::Booking::BOOKER, "", ""},        // her own
+      {"users/ana", "organizations/owner", bk::Booking::OWNER_STAFF, "", ""},  // staff's own booking
+      {"", "", bk::Booking::BOOKER, "", ""},                                   // nobody says who
+      {"users/staff1", "organizations/owner", bk::Booking::CANCELLATION_INITIATOR_UNSPECIFIED, "", ""},
+  };
+  for (const Case& c : cases) {
+    auto i = Interpret(Entry(Cancelled(c.by, c.org, c.initiator)), {});
+    ASSERT_TRUE(i.ok());
+    EXPECT_EQ(i->unschedule, std::vector<std::string>{"BOOKING_REMINDER|bookings/b1"});
+    if (c.role.empty()) {
+      EXPECT_TRUE(i->notices.empty()) << c.by << " " << c.initiator;
+      continue;
+    }
+    ASSERT_EQ(i->notices.size(), 1u) << c.by;
+    const Notice& n = i->notices[0];
+    EXPECT_EQ(n.kind, v1::BOOKING_CANCELLED);
+    EXPECT_EQ(n.users, std::vector<std::string>{"users/ana"});
+    EXPECT_TRUE(n.org_roles.empty());
+    EXPECT_EQ(n.text.at("by_role"), c.role) << c.by;
+    EXPECT_EQ(n.names.count("by_org") ? n.names.at("by_org") : "", c.by_org) << c.by;
+    EXPECT_EQ(n.text.at("reason"), "magnet quench");
+    EXPECT_EQ(n.variant, "");
+    EXPECT_TRUE(n.by_actor.empty()) << "the initiator says the role";
+  }
+  // Late (the billing admin's side): said so.
+  bk::BookingEvent late = Cancelled("users/billadm", "organizations/lab", bk::Booking::BOOKER);
+  late.mutable_booking_cancelled()->set_late_cancellation(true);
+  EXPECT_EQ(Interpret(Entry(late), {})->notices.at(0).variant, "late");
+  // Joint research too; leases and service runs have their own kinds.
+  bk::BookingEvent joint = Cancelled("users/staff1", "organizations/owner", bk::Booking::OWNER_STAFF);
+  joint.mutable_booking_cancelled()->mutable_booking()->set_mode(tv::JOINT_RESEARCH);
+  EXPECT_EQ(Interpret(Entry(joint), {})->notices.size(), 1u);
+  for (tv::SharingMode mode : {tv::LEASE, tv::TECHNICAL_SERVICE}) {
+    bk::BookingEvent other = Cancelled("users/staff1", "organizations/owner", bk::Booking::OWNER_STAFF);
+    other.mutable_booking_cancelled()->mutable_booking()->set_mode(mode);
+    EXPECT_TRUE(Interpret(Entry(other), {})->notices.empty()) << mode;
+  }
+  // An outage: its own kind only (whoever the event's actor is).
+  bk::BookingEvent outage = Cancelled("services/booking", "", bk::Booking::MAINTENANCE_OUTAGE);
+  outage.mutable_booking_cancelled()->set_cancelled_by_outage(true);
+  outage.mutable_booking_cancelled()->mutable_booking()->set_cancelled_by_outage(true);
+  auto i = Interpret(Entry(outage), {});
+  ASSERT_EQ(i->notices.size(), 1u);
+  EXPECT_EQ(i->notices[0].kind, v1::BOOKING_CANCELLED_BY_OUTAGE);
+  // The sweep's cancellation of a booking whose instrument was out of
+  // service (cancelled_by_outage, no window): the same.
+  outage.mutable_booking_cancelled()->clear_maintenance_window();
+  i = Interpret(Entry(outage), {});
+  ASSERT_EQ(i->notices.size(), 1u);
+  EXPECT_EQ(i->notices[0].kind, v1::BOOKING_CANCELLED_BY_OUTAGE);
+}
+
+bk::Lease AnaLease() {
+  bk::Lease l;
+  l.set_name("leases/l1");
+  l.set_instrument("instruments/afm");
+  l.set_instrument_owner("organizations/owner");
+  l.set_lessee_organization("organizations/lab");
+  l.set_contact_user("users/ana");
+  *l.mutable_term()->mutable_start_time() = ToProto(kStart);
+  *l.mutable_term()->mutable_end_time() = ToProto(kStart + absl::Hours(48));
+  return l;
+}
+
+// LEASE_REJECTED and LEASE_CANCELLED: the contact user, with the reason;
+// not for their own cancellation; an outage's and the sweep's expiry say
+// so.
+TEST(InterpretTest, ALeaseRejectedOrCancelledByOthersTellsItsContact) {
+  bk::BookingEvent r;
+  r.mutable_header()->set_event_id("r1");
+  r.mutable_header()->set_actor("users/staff1");
+  r.mutable_header()->set_actor_organization("organizations/owner");
+  *r.mutable_lease_rejected()->mutable_lease() = AnaLease();
+  r.mutable_lease_rejected()->set_reason("booked for calibration");
+  auto i = Interpret(Entry(r), {});
+  ASSERT_TRUE(i.ok());
+  ASSERT_EQ(i->notices.size(), 1u);
+  EXPECT_EQ(i->notices[0].kind, v1::LEASE_REJECTED);
+  EXPECT_EQ(i->notices[0].users, std::vector<std::string>{"users/ana"});
+  EXPECT_EQ(i->notices[0].text.at("reason"), "booked for calibration");
+  EXPECT_EQ(i->notices[0].times.at("start"), kStart);
+  EXPECT_EQ(i->unschedule, (std::vector<std::string>{"LEASE_HANDOVER_DUE|leases/l1", "LEASE_RETURN_DUE|leases/l1"}));
+
+  auto cancelled = [](const std::string& actor, const std::string& org) {
+    bk::BookingEvent e;
+    e.mutable_header()->set_event_id("c1");
+    e.mutable_header()->set_actor(actor);
+    e.mutable_header()->set_actor_organization(org);
+    *e.mutable_lease_cancelled()->mutable_lease() = AnaLease();
+    e.mutable_lease_cancelled()->mutable_lease()->set_state(bk::Lease::CANCELLED);
+    e.mutable_lease_cancelled()->set_reason("lent to another project");
+    return e;
+  };
+  // Owner staff: the contact, who it was asked of inventory (by_actor).
+  i = Interpret(Entry(cancelled("users/staff1", "organizations/owner")), {});
+  ASSERT_EQ(i->notices.size(), 1u);
+  Notice n = i->notices[0];
+  EXPECT_EQ(n.kind, v1::LEASE_CANCELLED);
+  EXPECT_EQ(n.users, std::vector<std::string>{"users/ana"});
+  EXPECT_EQ(n.variant, "");
+  EXPECT_EQ(n.by_actor, "users/staff1");
+  EXPECT_EQ(n.text.at("by_role"), kByStaff);  // until inventory says otherwise
+  EXPECT_EQ(n.names.at("by_org"), "organizations/owner");
+  EXPECT_EQ(n.text.at("reason"), "lent to another project");
+  // The lessee's billing admin: a person of the lessee (inventory says more).
+  n = Interpret(Entry(cancelled("users/billadm", "organizations/lab")), {})->notices.at(0);
+  EXPECT_EQ(n.text.at("by_role"), kByMember);
+  EXPECT_EQ(n.names.at("by_org"), "organizations/lab");
+  // The contact user's own: no mail; the reminders go all the same.
+  i = Interpret(Entry(cancelled("users/ana", "organizations/lab")), {});
+  EXPECT_TRUE(i->notices.empty());
+  EXPECT_EQ(i->unschedule.size(), 2u);
+  // The sweep: expired.
+  bk::BookingEvent sweep = cancelled("services/booking", "");
+  sweep.mutable_lease_cancelled()->set_reason("not approved before its term (handover buffer included) began");
+  n = Interpret(Entry(sweep), {})->notices.at(0);
+  EXPECT_EQ(n.variant, "expired");
+  EXPECT_TRUE(n.by_actor.empty());
+  // An outage, with its window.
+  bk::BookingEvent outage = cancelled("services/booking", "");
+  outage.mutable_lease_cancelled()->set_cancelled_by_outage(true);
+  outage.mutable_lease_cancelled()->set_maintenance_window("instruments/afm/maintenanceWindows/w1");
+  outage.mutable_lease_cancelled()->set_reason("power cut");
+  n = Interpret(Entry(outage), {})->notices.at(0);
+  EXPECT_EQ(n.variant, "outage");
+  EXPECT_EQ(n.maintenance_window, "instruments/afm/maintenanceWindows/w1");
+  EXPECT_EQ(n.text.at("reason"), "power cut");
+}
+
+bk::ServiceOrder AnaOrder() {
+  bk::ServiceOrder so;
+  so.set_name("serviceOrders/so1");
+  so.set_instrument("instruments/svc");
+  so.set_instrument_owner("organizations/owner");
+  so.set_client_organization("organizations/lab");
+  so.set_requester("users/ana");
+  so.set_service_entry_id("imaging");
+  so.set_sample_count(3);
+  so.set_sample_description("three thin films");
+  so.mutable_quote()->mutable_total()->set_currency_code("CNY");
+  so.mutable_quote()->mutable_total()->set_amount_minor(88800);
+  return so;
+}
+
+bk::BookingEvent OrderEvent(const std::string& actor, const std::string& org) {
+  bk::BookingEvent e;
+  e.mutable_header()->set_event_id("o1");
+  e.mutable_header()->set_actor(actor);
+  e.mutable_header()->set_actor_organization(org);
+  return e;
+}
+
+// ORDER_RECEIVED and QUOTE_ACCEPTED: the owner's staff; SERVICE_SCHEDULED:
+// the requester (a reschedule says it moved); ORDER_CANCELLED: the
+// requester when someone else cancelled the order or unscheduled its run,
+// the owner's staff when the client's side cancelled it.
+TEST(InterpretTest, OrdersTellStaffOfNewOrdersAndTheRequesterOfRunsAndCancellations) {
+  const std::vector<std::pair<std::string, Role>> staff = {{"organizations/owner", Role::kFacilityStaff}};
+  bk::BookingEvent created = OrderEvent("users/ana", "organizations/lab");
+  *created.mutable_service_order_created()->mutable_service_order() = AnaOrder();
+  auto i = Interpret(Entry(created), {});
+  ASSERT_EQ(i->notices.size(), 1u);
+  EXPECT_EQ(i->notices[0].kind, v1::ORDER_RECEIVED);
+  EXPECT_TRUE(i->notices[0].users.empty());
+  EXPECT_EQ(i->notices[0].org_roles, staff);
+  EXPECT_EQ(i->notices[0].names.at("client"), "organizations/lab");
+  EXPECT_EQ(i->notices[0].names.at("requester"), "users/ana");
+  EXPECT_EQ(i->notices[0].text.at("samples"), "3");
+
+  bk::BookingEvent accepted = OrderEvent("users/ana", "organizations/lab");
+  *accepted.mutable_service_order_quote_accepted()->mutable_service_order() = AnaOrder();
+  i = Interpret(Entry(accepted), {});
+  ASSERT_EQ(i->notices.size(), 1u);
+  EXPECT_EQ(i->notices[0].kind, v1::QUOTE_ACCEPTED);
+  EXPECT_EQ(i->notices[0].org_roles, staff);
+  EXPECT_EQ(i->notices[0].text.at("amount"), "888.00 CNY");
+
+  bk::BookingEvent scheduled = OrderEvent("users/staff1", "organizations/owner");
+  auto* so = scheduled.mutable_service_order_scheduled()->mutable_service_order();
+  *so = AnaOrder();
+  *so->mutable_scheduled_interval()->mutable_start_time() = ToProto(kStart);
+  *so->mutable_scheduled_interval()->mutable_end_time() = ToProto(kStart + absl::Hours(2));
+  i = Interpret(Entry(scheduled), {});
+  ASSERT_EQ(i->notices.size(), 1u);
+  EXPECT_EQ(i->notices[0].kind, v1::SERVICE_SCHEDULED);
+  EXPECT_EQ(i->notices[0].users, std::vector<std::string>{"users/ana"});
+  EXPECT_EQ(i->notices[0].times.at("end"), kStart + absl::Hours(2));
+  EXPECT_EQ(i->notices[0].variant, "");
+  scheduled.mutable_service_order_scheduled()->set_previous_booking("bookings/run-1");
+  EXPECT_EQ(Interpret(Entry(scheduled), {})->notices.at(0).variant, "moved");
+
+  // The run unscheduled: by staff (who is asked of inventory), by an outage.
+  bk::BookingEvent unscheduled = OrderEvent("users/staff2", "organizations/owner");
+  *unscheduled.mutable_service_order_unscheduled()->mutable_service_order() = AnaOrder();
+  Notice n = Interpret(Entry(unscheduled), {})->notices.at(0);
+  EXPECT_EQ(n.kind, v1::ORDER_CANCELLED);
+  EXPECT_EQ(n.users, std::vector<std::string>{"users/ana"});
+  EXPECT_EQ(n.variant, "run");
+  EXPECT_EQ(n.by_actor, "users/staff2");
+  unscheduled.mutable_service_order_unscheduled()->set_cancelled_by_outage(true);
+  unscheduled.mutable_header()->set_actor("services/booking");
+  n = Interpret(Entry(unscheduled), {})->notices.at(0);
+  EXPECT_EQ(n.variant, "run_outage");
+  EXPECT_TRUE(n.by_actor.empty());
+
+  auto cancelled = [](const std::string& actor, const std::string& org, bool late) {
+    bk::BookingEvent e = OrderEvent(actor, org);
+    *e.mutable_service_order_cancelled()->mutable_service_order() = AnaOrder();
+    e.mutable_service_order_cancelled()->set_reason("no capacity");
+    e.mutable_service_order_cancelled()->set_late_cancellation(late);
+    return e;
+  };
+  // Owner staff: the requester only.
+  i = Interpret(Entry(cancelled("users/staff1", "organizations/owner", false)), {});
+  ASSERT_EQ(i->notices.size(), 1u);
+  EXPECT_EQ(i->notices[0].users, std::vector<std::string>{"users/ana"});
+  EXPECT_TRUE(i->notices[0].org_roles.empty());
+  EXPECT_EQ(i->notices[0].variant, "");
+  EXPECT_EQ(i->notices[0].text.at("reason"), "no capacity");
+  // The requester: the owner's staff only.
+  i = Interpret(Entry(cancelled("users/ana", "organizations/lab", false)), {});
+  ASSERT_EQ(i->notices.size(), 1u);
+  EXPECT_TRUE(i->notices[0].users.empty());
+  EXPECT_EQ(i->notices[0].org_roles, staff);
+  EXPECT_EQ(i->notices[0].variant, "client");
+  EXPECT_EQ(i->notices[0].discriminator, "client");
+  // Another person of the client (its billing admin), late: both.
+  i = Interpret(Entry(cancelled("users/billadm", "organizations/lab", true)), {});
+  ASSERT_EQ(i->notices.size(), 2u);
+  EXPECT_EQ(i->notices[0].users, std::vector<std::string>{"users/ana"});
+  EXPECT_EQ(i->notices[0].variant, "late");
+  EXPECT_EQ(i->notices[1].org_roles, staff);
+  EXPECT_EQ(i->notices[1].variant, "client_late");
+  EXPECT_NE(i->notices[0].discriminator, i->notices[1].discriminator);
+  // An administrator: the requester.
+  i = Interpret(Entry(cancelled("users/root", "", false)), {});
+  ASSERT_EQ(i->notices.size(), 1u);
+  EXPECT_EQ(i->notices[0].users, std::vector<std::string>{"users/ana"});
+  EXPECT_EQ(i->notices[0].text.at("by_role"), kByAdmin);
+}
+
+TEST(InterpretTest, WhoDidItIsTheStrongestRoleInventoryHas) {
+  EXPECT_EQ(ByRole({Role::kLabUser, Role::kConsortiumAdmin}), kByAdmin);
+  EXPECT_EQ(ByRole({Role::kMemberBillingAdmin, Role::kFacilityStaff}), kByStaff);
+  EXPECT_EQ(ByRole({Role::kLabUser, Role::kMemberBillingAdmin}), kByBillingAdmin);
+  EXPECT_EQ(ByRole({Role::kLabUser}), kByMember);
+  EXPECT_EQ(ByRole({}), kByMember);
+}
+
+// Every new kind in both languages, in the recipient's zone, with names by
+// their display names (else ids), who did it, the reason (or that none was
+// given), the console link and the unsubscribe line.
+TEST(RenderTest, TheNewKindsInBothLanguages) {
+  RenderContext en = Context("en", "Europe/Berlin");
+  RenderContext zh = Context("zh-CN", "Asia/Shanghai");
+  for (RenderContext* c : {&en, &zh}) {
+    c->names = {{"by_org", c == &en ? "Owner Institute" : "所有者研究所"}, {"client", "Lab University"},
+                {"requester", "Dr. Ana"}};
+  }
+  struct Want {
+    std::string subject;
+    std::vector<std::string> facts;
+  };
+  auto check = [&](const Notice& n, const Want& want_en, const Want& want_zh) {
+    for (bool english : {true, false}) {
+      const RenderedMail m = Render(n, english ? en : zh);
+      const Want& w = english ? want_en : want_zh;
+      EXPECT_EQ(m.subject, w.subject) << KindName(n.kind) << "/" << n.variant;
+      for (const std::string& fact : w.facts) {
+        EXPECT_TRUE(absl::StrContains(m.text, fact)) << KindName(n.kind) << "/" << n.variant << ": " << fact
+                                                      << "\n" << m.text;
+      }
+      EXPECT_TRUE(absl::StrContains(m.text, english ? "Unsubscribe from these mails: https://console.test/unsubscribe?token=t"
+                                                    : "退订此类邮件：https://console.test/unsubscribe?token=t"))
+          << m.text;
+      EXPECT_FALSE(absl::StrContains(m.text, "{")) << m.text;
+      EXPECT_FALSE(absl::StrContains(m.text, "organizations/")) << m.text;
+    }
+  };
+  const std::string berlin = "2027-03-01 03:00 (Europe/Berlin)", berlin_end = "2027-03-01 04:00 (Europe/Berlin)";
+  const std::string shanghai = "2027-03-01 10:00 (Asia/Shanghai)";
+
+  Notice b = Interpret(Entry(Cancelled("users/staff1", "organizations/owner", bk::Booking::OWNER_STAFF)), {})
+                 ->notices.at(0);
+  check(b,
+        {"Booking cancelled: TEM 2100, " + berlin,
+         {"Your booking b1 of TEM 2100 (" + berlin + " - " + berlin_end +
+              ") was cancelled by staff of Owner Institute.\nReason: magnet quench\nYou will not be charged.",
+          "Open in LabShare: https://console.test/#/lab/bookings"}},
+        {"预约已被取消：TEM 2100，" + shanghai,
+         {"已被 所有者研究所 的工作人员 取消。\n原因：magnet quench\n不收取费用。", "在 LabShare 中查看：https://console.test/#/lab/bookings"}});
+  bk::BookingEvent late = Cancelled("users/billadm", "organizations/lab", bk::Booking::BOOKER);
+  late.mutable_booking_cancelled()->set_late_cancellation(true);
+  late.mutable_booking_cancelled()->mutable_booking()->mutable_cancellation()->clear_reason();
+  Notice bl = Interpret(Entry(late), {})->notices.at(0);
+  bl.names["by_org"] = "organizations/lab";  // no display name given: its id
+  RenderContext en_ids = en, zh_ids = zh;
+  en_ids.names.erase("by_org");
+  zh_ids.names.erase("by_org");
+  EXPECT_TRUE(absl::StrContains(Render(bl, en_ids).text,
+                                "was cancelled by a billing administrator of lab, later than the instrument's "
+                                "cancellation notice.\nReason: none given\nA late-cancellation fee may apply."))
+      << Render(bl, en_ids).text;
+  EXPECT_TRUE(absl::StrContains(Render(bl, zh_ids).text, "已被 lab 的财务管理员 取消，晚于仪器规定的取消期限。\n原因：未说明\n可能收取逾期取消费。"))
+      << Render(bl, zh_ids).text;
+  Notice admin = Interpret(Entry(Cancelled("users/root", "organizations/owner", bk::Booking::PLATFORM_ADMIN)), {})
+                     ->notices.at(0);
+  EXPECT_TRUE(absl::StrContains(Render(admin, en).text, "was cancelled by a consortium administrator.")) << Render(admin, en).text;
+  EXPECT_TRUE(absl::StrContains(Render(admin, zh).text, "已被 联盟管理员 取消。")) << Render(admin, zh).text;
+
+  Notice lr;
+  lr.kind = v1::LEASE_REJECTED;
+  lr.resource = "leases/l1";
+  lr.text = {{"lease", "l1"}, {"reason", "booked for calibration"}};
+  lr.times = {{"start", kStart}, {"end", kStart + absl::Hours(1)}};
+  check(lr,
+        {"Lease rejected: TEM 2100",
+         {"Your lease request l1 of TEM 2100 was rejected.\nTerm: " + berlin + " - " + berlin_end +
+              "\nReason: booked for calibration"}},
+        {"租赁被拒绝：TEM 2100", {"您对 TEM 2100 的租赁申请 l1 未获批准。", "原因：booked for calibration"}});
+  Notice lc = lr;
+  lc.kind = v1::LEASE_CANCELLED;
+  lc.text = {{"lease", "l1"}, {"reason", "lent out"}, {"by_role", kByStaff}};
+  lc.names = {{"by_org", "organizations/owner"}};
+  check(lc,
+        {"Lease cancelled: TEM 2100",
+         {"Your lease l1 of TEM 2100 was cancelled by staff of Owner Institute.", "Reason: lent out",
+          "Nothing is charged."}},
+        {"租赁已取消：TEM 2100", {"您对 TEM 2100 的租赁 l1 已被 所有者研究所 的工作人员 取消。", "原因：lent out", "不收取任何费用。"}});
+  lc.variant = "expired";
+  check(lc,
+        {"Lease request expired: TEM 2100", {"was not approved before its term (handover included) began"}},
+        {"租赁申请已过期：TEM 2100", {"在租期（含交接时间）开始前未获批准，已自动取消。"}});
+  lc.variant = "outage";
+  for (RenderContext* c : {&en, &zh}) {
+    c->has_window = true;
+    c->window_start = kStart - absl::Hours(1);
+    c->window_end = kStart + absl::Hours(5);
+  }
+  check(lc,
+        {"Lease cancelled by an outage: TEM 2100",
+         {"was cancelled because the instrument is unavailable 2027-03-01 02:00 (Europe/Berlin) - 2027-03-01 08:00 "
+          "(Europe/Berlin).\nReason: lent out"}},
+        {"租赁因停机取消：TEM 2100", {"由于仪器在 2027-03-01 09:00 (Asia/Shanghai) - 2027-03-01 15:00 (Asia/Shanghai) 停机"}});
+
+  bk::BookingEvent created = OrderEvent("users/ana", "organizations/lab");
+  *created.mutable_service_order_created()->mutable_service_order() = AnaOrder();
+  Notice rcv = Interpret(Entry(created), {})->notices.at(0);
+  check(rcv,
+        {"New service order: so1 on TEM 2100",
+         {"A service order on TEM 2100 waits for your quote.\nOrder: so1\nService: imaging\nClient: Lab University\n"
+          "Requester: Dr. Ana\nSamples: 3\nDescription: three thin films\nWanted by: -",
+          "Open in LabShare: https://console.test/#/staff/orders"}},
+        {"新技术服务订单：so1（TEM 2100）", {"客户：Lab University\n申请人：Dr. Ana\n样品数：3"}});
+  bk::BookingEvent accepted = OrderEvent("users/ana", "organizations/lab");
+  *accepted.mutable_service_order_quote_accepted()->mutable_service_order() = AnaOrder();
+  check(Interpret(Entry(accepted), {})->notices.at(0),
+        {"Quote accepted: order so1",
+         {"The client Lab University accepted the quote for service order so1 on TEM 2100: 888.00 CNY.\n"
+          "Requester: Dr. Ana\nSamples to receive: 3"}},
+        {"报价已接受：订单 so1", {"客户 Lab University 已接受 TEM 2100 上技术服务订单 so1 的报价：888.00 CNY。"}});
+  bk::BookingEvent scheduled = OrderEvent("users/staff1", "organizations/owner");
+  auto* so = scheduled.mutable_service_order_scheduled()->mutable_service_order();
+  *so = AnaOrder();
+  *so->mutable_scheduled_interval()->mutable_start_time() = ToProto(kStart);
+  *so->mutable_scheduled_interval()->mutable_end_time() = ToProto(kStart + absl::Hours(1));
+  check(Interpret(Entry(scheduled), {})->notices.at(0),
+        {"Service run scheduled: order so1, " + berlin,
+         {"The run of your service order so1 on TEM 2100 is scheduled.\nTime: " + berlin + " - " + berlin_end,
+          "Open in LabShare: https://console.test/#/lab/orders/so1"}},
+        {"技术服务已排期：订单 so1，" + shanghai, {"您在 TEM 2100 上的技术服务订单 so1 已排期。"}});
+  scheduled.mutable_service_order_scheduled()->set_previous_booking("bookings/run-1");
+  check(Interpret(Entry(scheduled), {})->notices.at(0),
+        {"Service run moved: order so1, " + berlin, {"was moved.\nNew time: " + berlin}},
+        {"技术服务已改期：订单 so1，" + shanghai, {"已改期。\n新时间：" + shanghai}});
+
+  bk::BookingEvent cancelled = OrderEvent("users/staff1", "organizations/owner");
+  *cancelled.mutable_service_order_cancelled()->mutable_service_order() = AnaOrder();
+  cancelled.mutable_service_order_cancelled()->set_reason("no capacity");
+  check(Interpret(Entry(cancelled), {})->notices.at(0),
+        {"Service order cancelled: so1",
+         {"Your service order so1 on TEM 2100 was cancelled by staff of Owner Institute.\nReason: no capacity",
+          "https://console.test/#/lab/orders/so1"}},
+        {"技术服务订单已取消：so1", {"已被 所有者研究所 的工作人员 取消。\n原因：no capacity"}});
+  cancelled.mutable_header()->set_actor("users/ana");
+  cancelled.mutable_header()->set_actor_organization("organizations/lab");
+  Notice to_staff = Interpret(Entry(cancelled), {})->notices.at(0);
+  to_staff.names["by_org"] = "organizations/lab";
+  for (RenderContext* c : {&en, &zh}) c->names["by_org"] = "Lab University";
+  check(to_staff,
+        {"Service order cancelled by the client: so1",
+         {"The client Lab University cancelled service order so1 on TEM 2100.\nRequester: Dr. Ana\n"
+          "Cancelled by: a user of Lab University\nReason: no capacity",
+          "Open in LabShare: https://console.test/#/staff/orders"}},
+        {"客户取消了技术服务订单：so1", {"客户 Lab University 取消了 TEM 2100 上的技术服务订单 so1。", "取消人：Lab University 的用户"}});
+  to_staff.variant = "client_late";
+  check(to_staff, {"Service order cancelled by the client: so1", {"The late-cancellation fee applies."}},
+        {"客户取消了技术服务订单：so1", {"将收取逾期取消费。"}});
+  bk::BookingEvent unscheduled = OrderEvent("services/booking", "");
+  *unscheduled.mutable_service_order_unscheduled()->mutable_service_order() = AnaOrder();
+  unscheduled.mutable_service_order_unscheduled()->set_cancelled_by_outage(true);
+  check(Interpret(Entry(unscheduled), {})->notices.at(0),
+        {"Service run cancelled by an outage: order so1",
+         {"The scheduled run of your service order so1 on TEM 2100 was cancelled because the instrument is out of "
+          "service. The order stays open and waits to be scheduled again."}},
+        {"技术服务排期因停机取消：订单 so1", {"由于仪器停机", "订单仍有效，等待重新排期。"}});
+  unscheduled.mutable_service_order_unscheduled()->set_cancelled_by_outage(false);
+  unscheduled.mutable_header()->set_actor("users/staff2");
+  unscheduled.mutable_header()->set_actor_organization("organizations/owner");
+  for (RenderContext* c : {&en, &zh}) c->names["by_org"] = "Owner Institute";
+  check(Interpret(Entry(unscheduled), {})->notices.at(0),
+        {"Service run cancelled: order so1", {"was cancelled by staff of Owner Institute. The order stays open"}},
+        {"技术服务排期已取消：订单 so1", {"的排期已被 Owner Institute 的工作人员 取消。"}});
+}
+
 TEST(FormatTest, MoneyAndMessageIds) {
   EXPECT_EQ(FormatMoney(0, "CNY"), "0.00 CNY");
   EXPECT_EQ(FormatMoney(5, "CNY"), "0.05 CNY");

@@ -17,10 +17,14 @@ import './notify.css';
 
 export const KIND_GROUPS: [string, NotificationKind[]][] = [
   ['bookings', [NotificationKind.BOOKING_CONFIRMED, NotificationKind.BOOKING_APPROVED, NotificationKind.BOOKING_REJECTED,
-    NotificationKind.BOOKING_CANCELLED_BY_OUTAGE, NotificationKind.BOOKING_REMINDER, NotificationKind.BOOKING_MISSED]],
-  ['leases', [NotificationKind.LEASE_APPROVED, NotificationKind.LEASE_HANDOVER_DUE, NotificationKind.LEASE_RETURN_DUE]],
-  ['orders', [NotificationKind.QUOTE_ISSUED, NotificationKind.REPORT_DELIVERED]],
-  ['staff', [NotificationKind.APPROVAL_REQUESTED, NotificationKind.ORDER_DISPUTED]],
+    NotificationKind.BOOKING_CANCELLED, NotificationKind.BOOKING_CANCELLED_BY_OUTAGE, NotificationKind.BOOKING_REMINDER,
+    NotificationKind.BOOKING_MISSED]],
+  ['leases', [NotificationKind.LEASE_APPROVED, NotificationKind.LEASE_REJECTED, NotificationKind.LEASE_CANCELLED,
+    NotificationKind.LEASE_HANDOVER_DUE, NotificationKind.LEASE_RETURN_DUE]],
+  ['orders', [NotificationKind.QUOTE_ISSUED, NotificationKind.SERVICE_SCHEDULED, NotificationKind.REPORT_DELIVERED,
+    NotificationKind.ORDER_CANCELLED]],
+  ['staff', [NotificationKind.APPROVAL_REQUESTED, NotificationKind.ORDER_RECEIVED, NotificationKind.QUOTE_ACCEPTED,
+    NotificationKind.ORDER_DISPUTED]],
   ['billing', [NotificationKind.INVOICE_ISSUED, NotificationKind.PAYMENT_RECEIVED, NotificationKind.SETTLEMENT_TRANSFERS_DUE,
     NotificationKind.WEBHOOK_DISABLED]],
   ['admin', [NotificationKind.SUBSIDY_POOL_LOW]],

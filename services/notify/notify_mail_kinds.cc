@@ -406,7 +406,7 @@ void InterpretBooking(const bk::BookingEvent& e, const InterpretOptions& o, Inte
       Notice n = OrderNotice(v1::ORDER_DISPUTED, so);
       n.org_roles.push_back({so.instrument_owner(), Role::kFacilityStaff});
       n.text["reason"] = so.dispute_reason();
-      n.text["client"] = so.client_organization();
+      n.names["client"] = so.client_organization();
       out->notices.push_back(std::move(n));
       break;
     }
@@ -444,8 +444,8 @@ void InterpretBilling(const bl::BillingEvent& e, const InterpretOptions& o, Inte
       }
       n.resource = p.name();
       n.text["amount"] = Money(p.amount());
-      n.text["payer"] = p.payer();
-      n.text["payee"] = p.payee();
+      n.names["payer"] = p.payer();  // a pool ("subsidyPools/{id}") by its id
+      n.names["payee"] = p.payee();
       n.text["invoice"] = p.invoice();
       n.text["reference"] = p.external_reference();
       if (p.has_paid_time()) n.times["paid"] = FromProto(p.paid_time());

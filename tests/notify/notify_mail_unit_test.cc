@@ -369,6 +369,49 @@ TEST(RenderTest, LinksGoToTheConsolesPages) {
   EXPECT_EQ(ConsolePath(n), "#/lab/bookings");
 }
 
+// notify.proto: organisations a mail names by their display names, their
+// ids when inventory has none; a subsidy pool by its id. PAYMENT_RECEIVED
+// and ORDER_DISPUTED wrote "organizations/lab" before.
+TEST(RenderTest, PaymentsAndDisputesNameOrganisationsByTheirDisplayNames) {
+  bl::BillingEvent e;
+  e.mutable_header()->set_event_id("p1");
+  auto* p = e.mutable_payment_recorded()->mutable_payment();
+  p->set_name("payments/p1");
+  p->set_payer("organizations/lab");
+  p->set_payee("organizations/owner");
+  p->mutable_amount()->set_currency_code("CNY");
+  p->mutable_amount()->set_amount_minor(500000);
+  auto i = Interpret(Entry(e), {});
+  ASSERT_TRUE(i.ok());
+  ASSERT_EQ(i->notices.size(), 1u);  // to the payee's and the payer's billing admins
+  RenderContext c = Context("en", "UTC");
+  c.names["payer"] = "Lab University";  // the payee has no display name
+  RenderedMail m = Render(i->notices[0], c);
+  EXPECT_TRUE(absl::StrContains(m.text, "from Lab University to owner")) << m.text;
+  EXPECT_FALSE(absl::StrContains(m.text, "organizations/")) << m.text;
+  p->set_payer("subsidyPools/pool-1");
+  i = Interpret(Entry(e), {});
+  ASSERT_TRUE(i.ok());
+  m = Render(i->notices[0], Context("en", "UTC"));
+  EXPECT_TRUE(absl::StrContains(m.text, "from pool-1 to owner")) << m.text;
+
+  bk::BookingEvent d;
+  d.mutable_header()->set_event_id("d1");
+  auto* so = d.mutable_service_order_report_disputed()->mutable_service_order();
+  so->set_name("serviceOrders/so-1");
+  so->set_instrument("instruments/tem");
+  so->set_instrument_owner("organizations/owner");
+  so->set_client_organization("organizations/lab");
+  so->set_dispute_reason("blurred");
+  auto di = Interpret(Entry(d), {});
+  ASSERT_TRUE(di.ok());
+  ASSERT_EQ(di->notices.size(), 1u);
+  c = Context("en", "UTC");
+  c.names["client"] = "Lab University";
+  m = Render(di->notices[0], c);
+  EXPECT_TRUE(absl::StrContains(m.text, "The client Lab University disputes")) << m.text;
+}
+
 TEST(RenderTest, HtmlIsEscapedAndLegalNoticesSaySo) {
   Notice n;
   n.kind = v1::INVOICE_ISSUED;

@@ -51,6 +51,8 @@ describe('sign-in with the development OpenID provider', { skip: !providerInstal
     const start = await b.request('GET', `${t.url}/auth/login${q}`);
     assert.equal(start.status, 303);
     const atProvider = await b.go('GET', String(start.headers.location), { stopAt: callbackUrl });
+    // The development provider says what it is on its pages.
+    assert.ok(atProvider.body.includes('<strong>LabShare development provider — demo accounts.</strong>'), atProvider.body);
     const done = await B.walk(b, atProvider, { login, password, stopAt: callbackUrl });
     assert.ok(done.redirect, 'the provider redirects back to the console');
     const back = await b.request('GET', done.redirect!);
@@ -187,6 +189,7 @@ describe('sign-in with the development OpenID provider', { skip: !providerInstal
     assert.equal(u.searchParams.get('client_id'), 'labshare-console');
     // At the provider: its confirmation, then back to the console.
     const confirm = await b.go('GET', to, { stopAt: `${t.url}/` });
+    assert.ok(confirm.body.includes('development provider — demo accounts'), confirm.body);
     const form = B.forms(confirm.body, confirm.url)[0]!;
     const done = await b.go('POST', form.action, { form: { ...form.fields, logout: 'yes' }, stopAt: `${t.url}/` });
     assert.equal(done.redirect, `${t.url}/`);

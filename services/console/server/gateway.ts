@@ -91,8 +91,11 @@ const codeName = (c: Code) => Code[c].replace(/([a-z])([A-Z])/g, '$1_$2').toLowe
 // compatibility response says 'finish' only when its stream closes, which a
 // client still sending its body never lets happen; it always ends a
 // response with trailers (waitForTrailers), sent from its own
-// 'wantTrailers' listener (added when the answer starts, after ours): `f`
-// runs on the next tick, after it.
+// 'wantTrailers' listener. `f` runs after that, once the write that carries
+// them is under way (setImmediate): an RST_STREAM submitted any earlier goes
+// out first in nghttp2 and the trailers (a gRPC status) are lost (tried on
+// gRPC refusals of half-sent bodies: after process.nextTick 0 of 900 kept
+// their status, after setImmediate 900 of 900, and 2400 of 2400 at 60 at once).
 function answered(req: Req, res: Res, f: () => void): void {
   if ('stream' in req) {
     req.stream.once('wantTrailers', () => setImmediate(f));

@@ -98,12 +98,17 @@ function escapeHtml(s) {
   return String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
 }
 
+// Every page says what this provider is: its accounts and their passwords
+// are published with LabShare, so nobody may take it for a real sign-in.
+const DEVELOPMENT_NOTICE = 'development provider — demo accounts';
+
 function page(title, body) {
   return `<!DOCTYPE html>
 <html lang="en">
-<head><meta charset="utf-8"><title>${escapeHtml(title)} - LabShare sign-in</title>
+<head><meta charset="utf-8"><title>${escapeHtml(title)} - LabShare ${DEVELOPMENT_NOTICE}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"></head>
 <body>
+<p role="note"><strong>LabShare ${DEVELOPMENT_NOTICE}.</strong> For demos and tests only: the accounts and their passwords are published with LabShare, so anybody can sign in as anybody here.</p>
 <main>
 <h1>${escapeHtml(title)}</h1>
 ${body}
@@ -259,6 +264,22 @@ async function main() {
     features: {
       devInteractions: { enabled: false },
       revocation: { enabled: true },
+      rpInitiatedLogout: {
+        enabled: true,
+        // The library's own pages, in this provider's page (its notice).
+        logoutSource: async (ctx, form) => {
+          ctx.body = page(
+            'Sign out',
+            `<p>Do you want to sign out from ${escapeHtml(ctx.host)}?</p>
+${form}
+<p><button autofocus type="submit" form="op.logoutForm" value="yes" name="logout">Yes, sign me out</button>
+<button type="submit" form="op.logoutForm">No, stay signed in</button></p>`,
+          );
+        },
+        postLogoutSuccessSource: async (ctx) => {
+          ctx.body = page('Signed out', '<p>You are signed out here.</p>');
+        },
+      },
       deviceFlow: {
         enabled: true,
         userCodeInputSource: async (ctx, form, out, err) => {

@@ -10,7 +10,9 @@
 #   Secrets mounted 0400, TLS/JWKS/Redis-user flags, the signing key in
 #   inventory only, the Redis default user off; the console gateway with
 #   mutual TLS to the services, HTTPS, sign-in at the provider, no signing
-#   key or Redis password, probes on /healthz and /readyz);
+#   key or Redis password, probes on /healthz and /readyz); compose refusing
+#   to run without LABSHARE_OIDC_ISSUER, the development provider and the
+#   demo seed in the profile "demo" only, the provider on loopback only;
 # - deploy/systemd units with `systemd-analyze verify`, failing on any
 #   warning, and their LoadCredential= files present in that layout; the
 #   Redis settings for systemd hosts (redis-labshare.conf) read by a real
@@ -48,7 +50,15 @@ echo "== docker-compose"
 mkdir -p "$work/compose"
 cp "$root/deploy/docker-compose.yml" "$work/compose/"
 ln -s "$secrets" "$work/compose/secrets"
-docker-compose -f "$work/compose/docker-compose.yml" config > "$work/compose.yaml"
+# The sign-in provider is the operator's choice: without LABSHARE_OIDC_ISSUER
+# compose stops (nobody gets the development provider, whose demo accounts
+# anybody can sign in with, by default). The demo: that provider and the
+# demo consortium in the profile "demo".
+if env -u LABSHARE_OIDC_ISSUER docker-compose -f "$work/compose/docker-compose.yml" config > /dev/null 2> "$work/compose.err"; then
+  echo "compose: starts without LABSHARE_OIDC_ISSUER"; exit 1
+fi
+grep -q "set LABSHARE_OIDC_ISSUER" "$work/compose.err" || { cat "$work/compose.err"; echo "compose: no word of LABSHARE_OIDC_ISSUER"; exit 1; }
+LABSHARE_OIDC_ISSUER=https://oidc:8443 docker-compose -f "$work/compose/docker-compose.yml" --profile demo config > "$work/compose.yaml"
 python3 - "$work/compose.yaml" <<'PY'
 import os, sys, yaml
 c = yaml.safe_load(open(sys.argv[1]))
@@ -92,6 +102,19 @@ published = [str(p.get("published")) if isinstance(p, dict) else str(p).split(":
 assert published == ["8080"], f"compose console: published on 8080 for the browser, got {con['ports']}"
 oidc = " ".join(c["services"]["oidc"]["command"])
 assert f"--console_redirect_uri={args['public_url']}/auth/callback" in oidc, "compose oidc: the console's redirect URI"
+# Demo only: the development provider and the demo seed in the profile
+# "demo" (every other service runs without a profile), the provider on this
+# machine's loopback only, the issuer the operator's everywhere, and nothing
+# that waits for the provider (a dependency on a service of an inactive
+# profile stops `up`).
+for name, svc in c["services"].items():
+    want = ["demo"] if name in ("oidc", "demo-seed") else None
+    assert svc.get("profiles") == want, f"compose {name}: profiles {svc.get('profiles')}, want {want}"
+    assert "oidc" not in (svc.get("depends_on") or {}), f"compose {name}: depends on the demo provider"
+oidc_ports = [p if isinstance(p, str) else f"{p.get('host_ip', '')}:{p.get('published')}:{p.get('target')}" for p in c["services"]["oidc"]["ports"]]
+assert all(str(p).startswith("127.0.0.1:") for p in oidc_ports), f"compose oidc: published beyond loopback: {oidc_ports}"
+assert args["oidc_issuer"] == "https://oidc:8443", f"compose console: --oidc_issuer={args['oidc_issuer']}"
+assert "--oidc_issuer=https://oidc:8443" in c["services"]["inventory"]["command"], "compose inventory: --oidc_issuer"
 # The demo consortium, loaded once inventory is healthy by a one-shot
 # container (the demo people can sign in); the signing key goes to inventory
 # and to it only (it mints the bootstrap token).

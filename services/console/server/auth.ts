@@ -16,7 +16,9 @@
 //
 // Sign-in: /auth/login -> the provider (code flow, PKCE S256, state, nonce)
 // -> /auth/callback -> IdentityService.ExchangeToken (the provider's ID token
-// for LabShare tokens) -> a session. /auth/logout revokes the refresh token.
+// for LabShare tokens) -> a session. The sign-in under way lives in the
+// browser's cookie, sealed (sessions.ts SignInCookies). /auth/logout ends the
+// session, then revokes the refresh token.
 import crypto from 'node:crypto';
 import { Code, ConnectError, type Client } from '@connectrpc/connect';
 import { timestampMs } from '@bufbuild/protobuf/wkt';
@@ -31,7 +33,7 @@ import {
 } from './http-util.js';
 import { isLoopbackHost } from './upstream.js';
 import { AuthorizationResponseError, Oidc, randomCodeVerifier, randomNonce, randomState } from './oidc.js';
-import { PendingLogins, pendingCookieValue, pendingIds, sameSecret, SessionStore, type Session, type Tokens } from './sessions.js';
+import { sameSecret, SessionsFull, SessionStore, SignInCookies, type PendingLogin, type Session, type Tokens } from './sessions.js';
 import { TRACE_HEADER } from './trace.js';
 
 export interface Caller {
@@ -96,7 +98,7 @@ export const REFRESH_BACKOFF_MS = 5000;
 
 export class Auth {
   readonly sessions: SessionStore;
-  readonly pending: PendingLogins;
+  readonly signins: SignInCookies;
   private readonly origin: string;
   get publicOrigin(): string {
     return this.origin;
@@ -116,8 +118,8 @@ export class Auth {
       : undefined;
     this.sessions = new SessionStore(now, cfg.sessionIdleTimeoutMs, cfg.maxSessions, (s) => {
       if (!s.revoked) void this.revoke(s);
-    });
-    this.pending = new PendingLogins(now);
+    }, cfg.maxSessionsPerUser);
+    this.signins = new SignInCookies(now);
   }
 
   // --------------------------------------------------------------- calls
@@ -293,7 +295,7 @@ export class Auth {
 
   // ------------------------------------------------------------ endpoints
 
-  async login(req: Req, res: Res, url: URL, address: string): Promise<void> {
+  async login(req: Req, res: Res, url: URL): Promise<void> {
     // Refusals land on the app's page, which says them in the person's
     // language (/#/?signin_error=CODE), as the callback's do.
     if (!this.oidc) {
@@ -315,38 +317,45 @@ export class Auth {
       redirect(res, signinError('INVALID_RETURN_TO'));
       return;
     }
-    const p = this.pending.add({ state: randomState(), nonce: randomNonce(), codeVerifier: randomCodeVerifier(), returnTo, address,
+    const cookies = parseCookies(req.headers.cookie);
+    const p = { state: randomState(), nonce: randomNonce(), codeVerifier: randomCodeVerifier(), returnTo, createdAt: this.now(),
       // The session this browser has now (its cookie is SameSite=Strict, so
       // it comes here, not to the callback the provider redirects to): it
       // ends when the new one starts.
-      previousSession: parseCookies(req.headers.cookie).get(SESSION_COOKIE) });
+      previousSession: cookies.get(SESSION_COOKIE) };
     let to: URL;
     try {
       to = await this.oidc.authorizationUrl(p);
     } catch (err) {
       logLine({ level: 'error', msg: 'sign-in: provider discovery failed', error: describe(err) });
-      this.pending.take(p.id);
       redirect(res, signinError('PROVIDER_UNAVAILABLE'));
       return;
     }
     // The sign-ins this browser started in other tabs stay pending too: the
-    // cookie names the last few, and the callback picks its own by state.
-    const earlier = this.pending.live(pendingIds(parseCookies(req.headers.cookie).get(LOGIN_COOKIE)));
-    redirect(res, to.href, { 'set-cookie': this.loginCookie([...earlier, p.id]) });
+    // cookie holds the last few, and the callback opens its own by state.
+    const earlier = this.signins.pending(cookies.get(LOGIN_COOKIE));
+    redirect(res, to.href, { 'set-cookie': this.loginCookie([...earlier, this.signins.seal(p)]) });
   }
 
-  // The sign-in cookie naming these pending sign-ins (cleared when none).
-  private loginCookie(ids: readonly string[]): string {
-    return ids.length === 0 ? clearCookie(LOGIN_COOKIE, 'Lax')
-      : setCookie(LOGIN_COOKIE, pendingCookieValue(ids), 'Lax', Math.floor(this.pending.ttlMs / 1000));
+  // The sign-in cookie holding these sealed sign-ins (cleared when none).
+  private loginCookie(sealed: readonly string[]): string {
+    return sealed.length === 0 ? clearCookie(LOGIN_COOKIE, 'Lax')
+      : setCookie(LOGIN_COOKIE, this.signins.value(sealed), 'Lax', Math.floor(this.signins.ttlMs / 1000));
   }
 
   // `trace`: the request's trace id (trace.ts), sent to ExchangeToken.
   async callback(req: Req, res: Res, url: URL, trace?: string): Promise<void> {
-    // The pending sign-in of this browser whose state the answer carries
-    // (sign-in may have been started in several tabs); the others stay.
-    const { pending: p, left } = this.pending.takeByState(
-      pendingIds(parseCookies(req.headers.cookie).get(LOGIN_COOKIE)), url.searchParams.get('state'));
+    // The pending sign-in of this browser sealed for the state the answer
+    // carries (sign-in may have been started in several tabs); the others
+    // stay.
+    const state = url.searchParams.get('state') ?? '';
+    let p: PendingLogin | undefined;
+    const left: string[] = [];
+    for (const sealed of this.signins.pending(parseCookies(req.headers.cookie).get(LOGIN_COOKIE))) {
+      const opened = p ? undefined : this.signins.open(sealed, state);
+      if (opened) p = opened;
+      else left.push(sealed);
+    }
     const clear = this.loginCookie(left);
     const fail = (code: string) => redirect(res, signinError(code), { 'set-cookie': clear });
     if (!p || !this.oidc) {
@@ -391,13 +400,25 @@ export class Auth {
       this.sessions.end(previous);
       logLine({ level: 'info', msg: 'signed in again; the previous session ended', user: previous.user.name });
     }
-    const s = this.sessions.create(this.tokensOf(r));
+    let s: Session;
+    try {
+      s = this.sessions.create(this.tokensOf(r));
+    } catch (err) {
+      if (!(err instanceof SessionsFull)) throw err;
+      // Every session is another person's and live: refused rather than
+      // ending one of theirs. The tokens just issued are given back.
+      void this.revokeToken(r.refreshToken, trace);
+      logLine({ level: 'warn', msg: 'sign-in refused: --max_sessions live sessions of other people', signin_error: 'SESSIONS_FULL',
+        max_sessions: this.cfg.maxSessions });
+      fail('SESSIONS_FULL');
+      return;
+    }
     s.signedInAtProvider = true;
     logLine({ level: 'info', msg: 'signed in', user: s.user.name });
     redirect(res, `/${p.returnTo}`, { 'set-cookie': [clear, setCookie(SESSION_COOKIE, s.id, 'Strict')] });
   }
 
-  // Sign-out: the refresh token revoked, the session ended, and, when the
+  // Sign-out: the session ended, its refresh token revoked, and, when the
   // provider offers RP-initiated logout (end_session_endpoint), the address
   // where the app sends the browser to end the provider's session too
   // ({"redirect": URL}; null otherwise). `trace`: the request's trace id,
@@ -413,8 +434,11 @@ export class Auth {
         sendConnectError(res, err as ConnectError);
         return;
       }
-      await this.revoke(session, trace);
+      // Ended first, so that no call of the session is served while
+      // RevokeToken is under way; then its refresh token revoked.
+      session.revoked = true;
       this.sessions.end(session);
+      await this.revokeToken(session.refreshToken, trace);
       logLine({ level: 'info', msg: 'signed out', user: session.user.name });
       if (this.oidc && session.signedInAtProvider) {
         try {

@@ -4,7 +4,14 @@
 // protocol the caller speaks:
 //
 //   1. the per-address rate limit (taken in gateway.ts before anything else):
-//      RESOURCE_EXHAUSTED RATE_LIMITED, RetryInfo, Retry-After;
+//      RESOURCE_EXHAUSTED RATE_LIMITED, RetryInfo, Retry-After; then the
+//      bodies arriving from the address (inflight.ts): RATE_LIMITED too
+//      (metadata limit "pending_bodies_per_address"). Every body is read
+//      through the gateway's meter from then on: over the bytes all bodies
+//      may hold RATE_LIMITED ("body_bytes_in_flight"), past
+//      --body_read_timeout DEADLINE_EXCEEDED INVALID_REQUEST (a Connect
+//      unary call with HTTP status 408), a client gone while sending
+//      CANCELED REQUEST_CANCELED;
 //   2. the HTTP method and the content type: 405 METHOD_NOT_ALLOWED (Allow:
 //      POST) and 415 UNSUPPORTED_CONTENT_TYPE, as Connect JSON errors (no
 //      protocol could be chosen, so the HTTP API's own form);
@@ -44,7 +51,8 @@ import { Code, ConnectError, createContextKey } from '@connectrpc/connect';
 import { createAsyncIterable, type UniversalHandler, type UniversalServerRequest, type UniversalServerResponse } from '@connectrpc/connect/protocol';
 import { codeToHttpStatus, errorFromJsonBytes, errorToJsonBytes } from '@connectrpc/connect/protocol-connect';
 import { ErrorInfoSchema } from '../gen/google/rpc/error_details_pb.js';
-import { consoleError, hasErrorInfo, withErrorInfo } from './errors.js';
+import { consoleError, hasErrorInfo, MESSAGES, withErrorInfo } from './errors.js';
+import type { BodyMeter } from './inflight.js';
 
 // The edge's refusal of this call, for the interceptors to throw first:
 // Connect runs a server stream's interceptors before it reads the request
@@ -57,6 +65,10 @@ export interface EdgeOptions {
   // The wait (ms) the per-address bucket asks for this request; 0: go ahead.
   addressWait(req: UniversalServerRequest): number;
   rateLimited(waitMs: number): ConnectError;
+  // What the gateway holds for this request's body (inflight.ts): the meter
+  // it is read through, the refusal of the request (its address has too
+  // many bodies arriving), or undefined (not metered).
+  admission?(req: UniversalServerRequest): BodyMeter | ConnectError | undefined;
 }
 
 const UNARY_JSON = /^application\/json(?:;\s*charset=utf-?8)?$/i;
@@ -194,6 +206,45 @@ async function readLimited(body: AsyncIterable<Uint8Array>, limit: number): Prom
     chunks.push(c);
   }
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+}
+
+// The body read through the gateway's meter (inflight.ts): each chunk
+// counted in the bytes held, refused when they do not fit, and no wait for
+// the next chunk past the body's deadline (meter.expired).
+async function* metered(body: AsyncIterable<Uint8Array>, meter: BodyMeter): AsyncIterable<Uint8Array> {
+  const it = body[Symbol.asyncIterator]();
+  let finished = false;
+  try {
+    for (;;) {
+      const next = it.next();
+      next.catch(() => {}); // settles after the deadline won, with nobody waiting
+      let r: IteratorResult<Uint8Array>;
+      try {
+        r = await Promise.race([next, meter.expired]);
+      } catch (err) {
+        // The body could not be read: the client went away (reset, closed).
+        if (err instanceof ConnectError) throw err;
+        throw consoleError(Code.Canceled, 'REQUEST_CANCELED', MESSAGES.canceled);
+      }
+      if (r.done) {
+        finished = true;
+        meter.done();
+        return;
+      }
+      const refused = meter.take(r.value.byteLength);
+      if (refused) throw refused;
+      yield r.value;
+    }
+  } finally {
+    // Not awaited: a read may still be pending (the deadline passed); it
+    // settles when the gateway closes the request after its answer.
+    if (!finished) it.return?.()?.catch(() => {});
+  }
+}
+
+// A refusal of a body that did not arrive in time (inflight.ts bodyTimeout).
+function isBodyTimeout(err: ConnectError): boolean {
+  return err.code === Code.DeadlineExceeded && err.findDetails(ErrorInfoSchema)[0]?.reason === 'INVALID_REQUEST';
 }
 
 async function* counted(body: AsyncIterable<Uint8Array>, limit: number): AsyncIterable<Uint8Array> {
@@ -391,6 +442,10 @@ export function edgeHandler(h: UniversalHandler, opt: EdgeOptions): UniversalHan
     };
     const wait = opt.addressWait(req);
     if (wait > 0) return negotiable ? refuse(opt.rateLimited(wait)) : jsonError(opt.rateLimited(wait), 429);
+    // Too many bodies of this address arriving (inflight.ts): refused as the
+    // bucket refuses, before anything is read.
+    const admitted = opt.admission?.(req);
+    if (admitted instanceof ConnectError) return negotiable ? refuse(admitted) : jsonError(admitted, 429);
     if (!h.allowedMethods.includes(req.method)) {
       return jsonError(consoleError(Code.Unimplemented, 'METHOD_NOT_ALLOWED',
         `${req.method} is not offered here; RPCs are POST`), 405, { allow: h.allowedMethods.join(', ') });
@@ -415,7 +470,8 @@ export function edgeHandler(h: UniversalHandler, opt: EdgeOptions): UniversalHan
     const headerError = checkProtocolHeaders(req.header,
       GRPC_TYPE.test(type) ? 'grpc' : CONNECT_STREAM_TYPE.test(type) ? 'connect-stream' : 'connect');
     if (headerError) return refuse(headerError);
-    const body = req.body as AsyncIterable<Uint8Array>;
+    const raw = req.body as AsyncIterable<Uint8Array>;
+    const body = admitted ? metered(raw, admitted) : raw;
     const encoding = req.header.get('content-encoding');
     const plain = encoding === null || encoding === 'identity';
     if (connectUnary && (plain || INFLATABLE.has(encoding))) {
@@ -432,6 +488,9 @@ export function edgeHandler(h: UniversalHandler, opt: EdgeOptions): UniversalHan
         if (UNARY_JSON.test(type)) json = parseJson(input, bytes);
       } catch (err) {
         if (err instanceof ConnectError && err === tooLargeError(err)) return tooLarge();
+        // Its body did not arrive in time: HTTP 408 (Connect would say 504,
+        // the status of a gateway that got no answer upstream).
+        if (err instanceof ConnectError && isBodyTimeout(err)) return jsonError(err, 408);
         if (err instanceof ConnectError) return refuse(err);
         throw err;
       }

@@ -60,7 +60,7 @@ export function fixedMessage(code: Code): string {
 // INVALID_FIELD for a request field the message does not have.
 export const REASONS = {
   CSRF_TOKEN_INVALID: 'a cookie call without the session CSRF token, or from another origin',
-  RATE_LIMITED: 'the per-address, per-session or per-token rate limit',
+  RATE_LIMITED: 'the per-address, per-session or per-token rate limit, or a cap on request bodies in flight (metadata limit)',
   SESSION_EXPIRED: 'the console session ended',
   SERVICE_UNAVAILABLE: 'a service cannot be reached, its connection was lost during the call, or it answered UNAVAILABLE without an ErrorInfo',
   UPSTREAM_DEADLINE: 'a service did not answer within the deadline',
@@ -68,7 +68,7 @@ export const REASONS = {
   REQUEST_CANCELED: 'the caller canceled the call (or a status made on the way said CANCELLED)',
   INTERNAL_ERROR: 'a defect in the gateway, or an INTERNAL, UNKNOWN or DATA_LOSS status made on the way without an ErrorInfo',
   INVALID_JSON: 'the body is not JSON, not an object, or not the request message',
-  INVALID_REQUEST: 'a request Connect cannot read (binary, headers, compression)',
+  INVALID_REQUEST: 'a request Connect cannot read (binary, headers, compression), or whose body did not arrive within --body_read_timeout',
   BODY_TOO_LARGE: 'the body is over --body_limit',
   METHOD_NOT_ALLOWED: 'an RPC path with another method than POST',
   UNSUPPORTED_CONTENT_TYPE: 'an RPC path with a content type no protocol offers',
@@ -104,15 +104,22 @@ export function consoleError(
   return markSafe(new ConnectError(message, code, headers, details as never));
 }
 
-export function rateLimited(retryAfterMs: number): ConnectError {
+// RESOURCE_EXHAUSTED RATE_LIMITED with the delay (RetryInfo, Retry-After,
+// metadata retry_after_ms): a rate limit, or a cap on what is in flight
+// (inflight.ts: metadata "limit" names it, with its own sentence).
+export function rateLimited(
+  retryAfterMs: number,
+  metadata: Record<string, string> = {},
+  message = 'too many requests; slow down and retry after the delay given',
+): ConnectError {
   const seconds = Math.floor(retryAfterMs / 1000);
   const nanos = Math.round((retryAfterMs % 1000) * 1e6);
   const retry = create(RetryInfoSchema, { retryDelay: create(DurationSchema, { seconds: BigInt(seconds), nanos }) });
   return consoleError(
     Code.ResourceExhausted,
     'RATE_LIMITED',
-    'too many requests; slow down and retry after the delay given',
-    { retry_after_ms: String(Math.ceil(retryAfterMs)) },
+    message,
+    { retry_after_ms: String(Math.ceil(retryAfterMs)), ...metadata },
     [{ desc: RetryInfoSchema, value: retry }],
     { 'retry-after': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) },
   );

@@ -13,10 +13,20 @@ export interface Config {
   oidc?: { issuer: URL; clientId: string; caFile?: string };
   webRoot: string;
   bodyLimitBytes: number;
+  // Bodies of RPCs held at once, all callers together (bytes as read, until
+  // the call ends), and per client address the RPCs whose body is still
+  // arriving; a body that has not arrived by bodyReadTimeoutMs after its
+  // headers is refused (inflight.ts). Connections per TCP peer address (0:
+  // any number).
+  maxBodyBytesInFlight: number;
+  maxPendingBodiesPerAddress: number;
+  bodyReadTimeoutMs: number;
+  maxConnectionsPerAddress: number;
   upstreamTimeoutMs: number;
   refreshMarginMs: number;
   sessionIdleTimeoutMs: number;
   maxSessions: number;
+  maxSessionsPerUser: number;
   rateLimit: { perSecond: number; burst: number };         // perSecond 0: off
   addressRateLimit: { perSecond: number; burst: number };  // per client address, before who it is
   loginRateLimit: { perSecond: number; burst: number };    // /auth/login and /auth/callback per address
@@ -34,7 +44,9 @@ export const USAGE = `usage: node dist/server/main.js --listen=HOST:PORT --publi
     [--https_cert=PEM --https_key=PEM]                   serve HTTPS (plain HTTP only on loopback)
     [--oidc_issuer=URL --oidc_client_id=labshare-console [--oidc_ca_file=PEM]]
     [--web_root=DIR] [--body_limit=1MiB] [--upstream_timeout=15s]
-    [--session_idle_timeout=30m] [--refresh_margin=60s] [--max_sessions=20000]
+    [--max_body_bytes_in_flight=64MiB] [--max_pending_bodies_per_address=32] [--body_read_timeout=15s]
+    [--max_connections_per_address=256]                  0: any number
+    [--session_idle_timeout=30m] [--refresh_margin=60s] [--max_sessions=20000] [--max_sessions_per_user=10]
     [--rate_limit_rps=20] [--rate_limit_burst=60]         per session / bearer token / anonymous address
     [--rate_limit_address_rps=500] [--rate_limit_address_burst=1500]   per client address, first
     [--rate_limit_login_rps=2] [--rate_limit_login_burst=40]         /auth/login, /auth/callback per address
@@ -47,6 +59,8 @@ const KNOWN = new Set([
   'upstream_timeout', 'session_idle_timeout', 'refresh_margin', 'max_sessions', 'rate_limit_rps',
   'rate_limit_burst', 'access_log_sample', 'shutdown_grace', 'rate_limit_address_rps', 'rate_limit_address_burst',
   'rate_limit_login_rps', 'rate_limit_login_burst', 'trusted_proxies', 'shutdown_drain',
+  'max_body_bytes_in_flight', 'max_pending_bodies_per_address', 'body_read_timeout', 'max_connections_per_address',
+  'max_sessions_per_user',
 ]);
 
 // "10.0.0.0/8,fd00::/8,192.168.1.7" as a BlockList (a bare address is /32 or /128).
@@ -195,6 +209,11 @@ export function configFromFlags(flags: Map<string, string>, defaultWebRoot: stri
     if (ms < min) throw new FlagError(`--${k}: at least ${min} ms`);
     return ms;
   };
+  // At least one whole body must fit, else no RPC with a large body could pass.
+  const maxBodyBytesInFlight = parseBytes('max_body_bytes_in_flight', opt('max_body_bytes_in_flight') ?? '64MiB');
+  if (maxBodyBytesInFlight < bodyLimitBytes || maxBodyBytesInFlight > 4096 * 1024 * 1024) {
+    throw new FlagError(`--max_body_bytes_in_flight: from --body_limit (${bodyLimitBytes} bytes) to 4096MiB`);
+  }
   return {
     listen,
     publicUrl,
@@ -204,10 +223,15 @@ export function configFromFlags(flags: Map<string, string>, defaultWebRoot: stri
     ...(oidc ? { oidc } : {}),
     webRoot: opt('web_root') ?? defaultWebRoot,
     bodyLimitBytes,
+    maxBodyBytesInFlight,
+    maxPendingBodiesPerAddress: parseNumber('max_pending_bodies_per_address', opt('max_pending_bodies_per_address') ?? '32', 1, 1e6),
+    bodyReadTimeoutMs: duration('body_read_timeout', '15s', 100),
+    maxConnectionsPerAddress: parseNumber('max_connections_per_address', opt('max_connections_per_address') ?? '256', 0, 1e6),
     upstreamTimeoutMs: duration('upstream_timeout', '15s', 1),
     refreshMarginMs: duration('refresh_margin', '60s', 0),
     sessionIdleTimeoutMs: duration('session_idle_timeout', '30m', 1000),
     maxSessions: parseNumber('max_sessions', opt('max_sessions') ?? '20000', 1, 10_000_000),
+    maxSessionsPerUser: parseNumber('max_sessions_per_user', opt('max_sessions_per_user') ?? '10', 1, 1000),
     rateLimit: {
       perSecond: parseNumber('rate_limit_rps', opt('rate_limit_rps') ?? '20', 0, 1e6),
       burst: parseNumber('rate_limit_burst', opt('rate_limit_burst') ?? '60', 1, 1e7),

@@ -23,7 +23,11 @@ import { Auth, signinError } from './auth.js';
 import { consoleError, fromUpstream, logLine, MESSAGES, rateLimited, sanitize, sendConnectError } from './errors.js';
 import { edgeHandler, edgeRefusal } from './edge.js';
 import type { Config } from './flags.js';
-import { addressKey, clientAddress, CSP, headersOf, HSTS, redirect, securityHeaders, sendJson, sendText, SESSION_COOKIE, type Req, type Res } from './http-util.js';
+import {
+  addressKey, clientAddress, CSP, headersOf, HSTS, inList, peerAddress, redirect, securityHeaders, sendJson, sendText, SESSION_COOKIE,
+  type Req, type Res,
+} from './http-util.js';
+import { Admission, BodyBudget } from './inflight.js';
 import { FEED_PATH, serveFeed, serveUnsubscribe, type PublicDeps } from './public.js';
 import { registerProxies, SERVICE_NAMES, UPSTREAMS, upstreamToken, upstreamTraceId, type ServiceName } from './proxy.js';
 import { RateLimiter } from './ratelimit.js';
@@ -46,6 +50,8 @@ export interface Gateway {
   continueOk(req: Req, res: Res): boolean;
   auth: Auth;
   limiter: RateLimiter;
+  // The RPC bodies held and arriving (inflight.ts).
+  bodies: BodyBudget;
   readiness(): Promise<{ ready: boolean; services: Record<string, string> }>;
   // Stopping: /readyz answers 503 from now on (the load balancer takes the
   // pod out) while everything else is still served.
@@ -64,6 +70,8 @@ function tokenRefused(err: unknown): boolean {
 
 const addressWaitKey = createContextKey<number>(0, { description: 'wait asked by the per-address bucket' });
 const ADDRESS_WAIT = Symbol('per-address wait');
+const admissionKey = createContextKey<Admission | ConnectError | undefined>(undefined, { description: 'what is held for the body' });
+const ADMISSION = Symbol('body admission');
 const peerKey = createContextKey<string>('unknown', { description: 'client address' });
 const callLog = createContextKey<{ logged: boolean }>({ logged: false }, { description: 'access log state' });
 
@@ -78,6 +86,23 @@ const HTTP_CODE: Record<number, string> = {
   503: 'unavailable', 504: 'deadline_exceeded',
 };
 const codeName = (c: Code) => Code[c].replace(/([a-z])([A-Z])/g, '$1_$2').toLowerCase();
+
+// Calls `f` once the answer has been sent in full. HTTP/2: Node's
+// compatibility response says 'finish' only when its stream closes, which a
+// client still sending its body never lets happen; it always ends a
+// response with trailers (waitForTrailers), sent from its own
+// 'wantTrailers' listener. `f` runs after that, once the write that carries
+// them is under way (setImmediate): an RST_STREAM submitted any earlier goes
+// out first in nghttp2 and the trailers (a gRPC status) are lost (tried on
+// gRPC refusals of half-sent bodies: after process.nextTick 0 of 900 kept
+// their status, after setImmediate 900 of 900, and 2400 of 2400 at 60 at once).
+function answered(req: Req, res: Res, f: () => void): void {
+  if ('stream' in req) {
+    req.stream.once('wantTrailers', () => setImmediate(f));
+    return;
+  }
+  res.once('finish', f);
+}
 
 export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
   const now = deps.now ?? Date.now;
@@ -102,6 +127,7 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
   // random bearer tokens, unknown cookies and CSRF failures all count here.
   const addressLimiter = new RateLimiter(cfg.addressRateLimit.perSecond, cfg.addressRateLimit.burst, now);
   const loginLimiter = new RateLimiter(cfg.loginRateLimit.perSecond, cfg.loginRateLimit.burst, now);
+  const bodies = new BodyBudget(cfg.maxBodyBytesInFlight, cfg.maxPendingBodiesPerAddress, cfg.bodyReadTimeoutMs);
   // The client's address as it is counted: IPv6 by its /64 (http-util.ts addressKey).
   const addressOf = (req: Req) => addressKey(clientAddress(req, cfg.trustedProxies));
   let draining = false;
@@ -201,6 +227,7 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
     bodyLimitBytes: cfg.bodyLimitBytes,
     addressWait: (r: UniversalServerRequest) => r.contextValues?.get(addressWaitKey) ?? 0,
     rateLimited,
+    admission: (r: UniversalServerRequest) => r.contextValues?.get(admissionKey),
   };
   const methods = new Map(router.handlers.map((h) => [h.requestPath, edgeHandler(h, edge)] as const));
   const contextValues = (req: Req) => {
@@ -209,6 +236,7 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
     v.set(callLog, (req as unknown as { [LOG]?: { logged: boolean } })[LOG] ?? { logged: false });
     v.set(upstreamTraceId, (req as unknown as { [TRACE]?: string })[TRACE] ?? traceIdOf(req.headers));
     v.set(addressWaitKey, (req as unknown as { [ADDRESS_WAIT]?: number })[ADDRESS_WAIT] ?? 0);
+    v.set(admissionKey, (req as unknown as { [ADMISSION]?: Admission | ConnectError })[ADMISSION]);
     return v;
   };
   // connect-node's adapter, with edge.ts in front of every method.
@@ -306,7 +334,7 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
         return (writeHead as (...a: unknown[]) => http.ServerResponse).apply(this, args);
       } as typeof h1.writeHead;
     }
-    res.on('finish', () => {
+    answered(req, res, () => {
       if (req.complete) return;
       if (req.httpVersionMajor === 1) {
         if (!socket || socket.destroyed) return;
@@ -321,18 +349,32 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
     const state = { logged: false };
     (req as unknown as Record<symbol, unknown>)[LOG] = state;
     const start = performance.now();
-    res.on('finish', () => {
+    const logRefused = () => {
       // Refused before reaching a method (unknown route, bad body, size):
-      // logged here with the code of its HTTP status.
-      if (!state.logged) {
-        const grpcStatus = Number(res.getHeader('grpc-status') ?? 0);
-        const code = res.statusCode === 200 ? (grpcStatus ? codeName(grpcStatus) : 'ok') : (HTTP_CODE[res.statusCode] ?? 'unknown');
-        access(path.slice(1), code, performance.now() - start, 'none', { http: res.statusCode, trace_id: trace });
-      }
-    });
+      // logged here with the code of its HTTP status; a client that went
+      // away before any answer as canceled.
+      if (state.logged) return;
+      state.logged = true;
+      const grpcStatus = Number(res.getHeader('grpc-status') ?? 0);
+      const code = !res.headersSent ? 'canceled'
+        : res.statusCode === 200 ? (grpcStatus ? codeName(grpcStatus) : 'ok') : (HTTP_CODE[res.statusCode] ?? 'unknown');
+      access(path.slice(1), code, performance.now() - start, 'none', { http: res.headersSent ? res.statusCode : 499, trace_id: trace });
+    };
+    answered(req, res, logRefused);
+    res.once('finish', logRefused);
+    res.once('close', logRefused);
     // The per-address bucket first, before Connect reads anything (edge.ts
-    // answers the refusal in the caller's protocol).
-    (req as unknown as Record<symbol, unknown>)[ADDRESS_WAIT] = addressLimiter.take(`a:${addressOf(req)}`);
+    // answers the refusal in the caller's protocol); then a place among the
+    // bodies arriving from this address, and the bytes of its body counted
+    // as they are read, until the call ends (inflight.ts).
+    const addr = addressOf(req);
+    const wait = addressLimiter.take(`a:${addr}`);
+    (req as unknown as Record<symbol, unknown>)[ADDRESS_WAIT] = wait;
+    if (wait <= 0) {
+      const admitted = bodies.admit(addr);
+      (req as unknown as Record<symbol, unknown>)[ADMISSION] = admitted;
+      if (admitted instanceof Admission) res.once('close', () => admitted.end());
+    }
     api(req, res, path);
   };
 
@@ -506,7 +548,7 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
         if (only('GET') && !limited(addressLimiter)) auth.session(req, res, headersOf(req));
         return;
       case '/auth/login':
-        if (only('GET') && !limited(loginLimiter, false, true)) auth.login(req, res, url, addressOf(req)).catch(fail);
+        if (only('GET') && !limited(loginLimiter, false, true)) auth.login(req, res, url).catch(fail);
         return;
       case '/auth/callback':
       case '/auth/logout': {
@@ -546,6 +588,7 @@ export function createGateway(cfg: Config, deps: GatewayDeps = {}): Gateway {
     },
     auth,
     limiter,
+    bodies,
     readiness,
     drain() {
       draining = true;
@@ -574,6 +617,12 @@ export function raw400(https: boolean): string {
     + (https ? `strict-transport-security: ${HSTS}\r\n` : '')
     + 'cache-control: no-store\r\nconnection: close\r\n\r\nbad request\n';
 }
+
+// Streams at once on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+export const HTTP2_MAX_STREAMS = 100;
+// A whole HTTP/1.1 request, and its headers, over HTTP and HTTPS alike.
+export const REQUEST_TIMEOUT_MS = 60_000;
+export const HEADERS_TIMEOUT_MS = 20_000;
 
 export async function listen(cfg: Config, deps: GatewayDeps = {}): Promise<Running> {
   let gateway!: Gateway;
@@ -604,15 +653,24 @@ export async function listen(cfg: Config, deps: GatewayDeps = {}): Promise<Runni
       key: fs.readFileSync(cfg.https.key),
       allowHTTP1: true,
       minVersion: 'TLSv1.2',
+      // At most this many streams at once on one connection (Node's default
+      // is unbounded), and the memory nghttp2 may use per connection
+      // (header tables, frames queued to send; MB): past it, new streams are
+      // refused. Request bodies are bounded by inflight.ts.
+      settings: { maxConcurrentStreams: HTTP2_MAX_STREAMS },
+      maxSessionMemory: 10,
     }, handler);
-    s.setTimeout(120_000); // idle connections and stalled requests
+    s.setTimeout(120_000); // idle connections (PINGs keep a connection alive; bodies have their own deadline)
+    // HTTP/1.1 over TLS as over plain HTTP (Node's defaults there: 300 s for
+    // a request, 60 s for its headers). Not in @types/node for HTTP/2 servers.
+    Object.assign(s, { requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: HEADERS_TIMEOUT_MS });
     s.on('session', (sess) => {
       h2sessions.add(sess);
       sess.on('close', () => h2sessions.delete(sess));
     });
     server = s;
   } else {
-    const s = http.createServer({ requestTimeout: 60_000, headersTimeout: 20_000 }, handler);
+    const s = http.createServer({ requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: HEADERS_TIMEOUT_MS }, handler);
     s.keepAliveTimeout = 65_000;
     server = s;
   }
@@ -623,6 +681,28 @@ export async function listen(cfg: Config, deps: GatewayDeps = {}): Promise<Runni
     if (gateway) gateway.continueOk(req, res);
     handler(req, res);
   });
+  // Connections per client address (the TCP peer; a trusted proxy is not
+  // counted: its clients are counted by their requests): past the cap a new
+  // connection is closed at once, before TLS.
+  if (cfg.maxConnectionsPerAddress > 0) {
+    const open = new Map<string, number>();
+    server.on('connection', (socket: net.Socket) => {
+      const peer = peerAddress(socket);
+      if (cfg.trustedProxies && inList(cfg.trustedProxies, peer)) return;
+      const key = addressKey(peer);
+      const n = open.get(key) ?? 0;
+      if (n >= cfg.maxConnectionsPerAddress) {
+        socket.destroy();
+        return;
+      }
+      open.set(key, n + 1);
+      socket.once('close', () => {
+        const left = (open.get(key) ?? 1) - 1;
+        if (left > 0) open.set(key, left);
+        else open.delete(key);
+      });
+    });
+  }
   const badRequest = raw400(!!cfg.https);
   server.on('clientError', (err, socket) => {
     if ((socket as net.Socket).writable) (socket as net.Socket).end(badRequest);

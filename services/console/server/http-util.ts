@@ -70,7 +70,12 @@ function plainIp(a: string): string {
   return m?.[1] ?? a;
 }
 
-function inList(list: net.BlockList, ip: string): boolean {
+// The TCP peer of a socket as clientAddress reads it (IPv4-mapped IPv6 as IPv4).
+export function peerAddress(socket: { remoteAddress?: string | undefined }): string {
+  return plainIp(socket.remoteAddress ?? 'unknown');
+}
+
+export function inList(list: net.BlockList, ip: string): boolean {
   const family = net.isIPv4(ip) ? 'ipv4' : net.isIPv6(ip) ? 'ipv6' : undefined;
   return !!family && list.check(ip, family);
 }
@@ -79,7 +84,7 @@ function inList(list: net.BlockList, ip: string): boolean {
 // --trusted_proxies, the rightmost X-Forwarded-For hop that is not a trusted
 // proxy (the leftmost hops are whatever the client wrote).
 export function clientAddress(req: Req, trusted?: net.BlockList): string {
-  const peer = plainIp(req.socket?.remoteAddress ?? 'unknown');
+  const peer = peerAddress(req.socket ?? {});
   if (!trusted || !inList(trusted, peer)) return peer;
   const header = req.headers['x-forwarded-for'];
   const hops = (Array.isArray(header) ? header.join(',') : header ?? '').split(',').map((h) => plainIp(h.trim()));

@@ -85,7 +85,14 @@ export class Oidc {
   configuration(): Promise<client.Configuration> {
     if (!this.config) {
       const timeoutMs = this.opts.timeoutMs ?? 10_000;
-      const execute = this.opts.issuer.protocol === 'http:' ? [client.allowInsecureRequests] : [];
+      // The ID token's signature is checked against the provider's key set
+      // (jwks_uri, through the same fetch): openid-client 6 checks it for an
+      // ID token from the token endpoint only with this; without it, TLS
+      // to the token endpoint alone vouches for the token.
+      const execute = [
+        ...(this.opts.issuer.protocol === 'http:' ? [client.allowInsecureRequests] : []),
+        client.enableNonRepudiationChecks,
+      ];
       const options: client.DiscoveryRequestOptions = {
         execute,
         timeout: Math.ceil(timeoutMs / 1000),
@@ -113,8 +120,9 @@ export class Oidc {
   }
 
   // The callback: checks state, exchanges the code with the verifier, checks
-  // the ID token (signature, issuer, audience, nonce, expiry). Returns the
-  // raw ID token for ExchangeToken.
+  // the ID token (signature against the provider's key set, issuer,
+  // audience, nonce, expiry). Returns the raw ID token for ExchangeToken
+  // (which verifies it again, against inventory's own copy of the key set).
   async finish(callbackUrl: URL, p: { state: string; nonce: string; codeVerifier: string }): Promise<string> {
     const config = await this.configuration();
     const tokens = await client.authorizationCodeGrant(config, callbackUrl, {

@@ -516,7 +516,7 @@ describe('web edge audit', () => {
 });
 
 describe('web edge audit: addresses', () => {
-  it('10: IPv6 clients are counted by their /64 (rate limits, pending sign-ins); IPv4 and NAT64 addresses whole', async () => {
+  it('10: IPv6 clients are counted by their /64 (rate limits; also bodies arriving and connections); IPv4 and NAT64 addresses whole', async () => {
     const { addressKey } = await import('../http-util.js') as { addressKey?: (a: string) => string };
     assert.equal(typeof addressKey, 'function');
     const key = addressKey!;

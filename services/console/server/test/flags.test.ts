@@ -21,6 +21,11 @@ describe('flags', () => {
     assert.deepEqual(c.loginRateLimit, { perSecond: 2, burst: 40 });
     assert.equal(c.trustedProxies, undefined);
     assert.equal(c.maxSessions, 20_000);
+    assert.equal(c.maxSessionsPerUser, 10);
+    assert.equal(c.maxBodyBytesInFlight, 64 * 1024 * 1024);
+    assert.equal(c.maxPendingBodiesPerAddress, 32);
+    assert.equal(c.bodyReadTimeoutMs, 15_000);
+    assert.equal(c.maxConnectionsPerAddress, 256);
     assert.equal(c.shutdownDrainMs, 5000);
     assert.equal(c.shutdownGraceMs, 10_000);
     assert.equal(c.accessLogSample, 1);
@@ -62,6 +67,14 @@ describe('flags', () => {
     refused(/--tls_cert needs --tls_ca/, '--tls_cert=/dev/null', '--tls_key=/dev/null');
     refused(/--tls_ca: cannot read \/nonexistent/, '--tls_ca=/nonexistent');
     refused(/--body_limit: from 1KiB to 64MiB/, '--body_limit=100');
+    refused(/--max_body_bytes_in_flight: from --body_limit \(2097152 bytes\) to 4096MiB/, '--body_limit=2MiB', '--max_body_bytes_in_flight=1MiB');
+    refused(/--max_pending_bodies_per_address: want a number from 1 to/, '--max_pending_bodies_per_address=0');
+    refused(/--body_read_timeout: at least 100 ms/, '--body_read_timeout=10ms');
+    refused(/--max_sessions_per_user: want a number from 1 to 1000/, '--max_sessions_per_user=0');
+    const c = cfg('--max_body_bytes_in_flight=256MiB', '--max_pending_bodies_per_address=8', '--body_read_timeout=5s',
+      '--max_connections_per_address=0', '--max_sessions_per_user=3');
+    assert.deepEqual([c.maxBodyBytesInFlight, c.maxPendingBodiesPerAddress, c.bodyReadTimeoutMs, c.maxConnectionsPerAddress, c.maxSessionsPerUser],
+      [256 * 1024 * 1024, 8, 5000, 0, 3]);
     refused(/--access_log_sample: want a number from 0 to 1/, '--access_log_sample=2');
     assert.throws(() => parseFlags(['--nope=1']), /unknown flag --nope/);
     assert.throws(() => parseFlags(['listen']), /unknown argument "listen"/);

@@ -748,11 +748,11 @@ describe('gateway with stub services', () => {
     auth.oidc = { finish: async () => `h.${claims}.s` };
     try {
       const previous = newSession(t, { refreshToken: 'rt-previous' });
-      const p = t.gw.auth.pending.add({
-        state: 's', nonce: 'n', codeVerifier: 'v', returnTo: '#/', address: '127.0.0.1', previousSession: previous.id,
+      const sealed = t.gw.auth.signins.seal({
+        state: 's', nonce: 'n', codeVerifier: 'v', returnTo: '#/', createdAt: t.clock.t, previousSession: previous.id,
       });
       const back = await request('GET', `${t.url}/auth/callback?code=c&state=s`, {
-        headers: { cookie: `__Host-labshare_signin=${p.id}`, traceparent: TRACEPARENT },
+        headers: { cookie: `__Host-labshare_signin=${sealed}`, traceparent: TRACEPARENT },
       });
       assert.equal(back.status, 303);
       assert.equal(back.headers.location, '/#/');

@@ -57,6 +57,7 @@ export class Stub {
   refreshes = 0;
   revoked: string[] = [];
   refreshGate: Promise<void> | undefined;  // holds RefreshToken until resolved
+  revokeGate: Promise<void> | undefined;   // holds RevokeToken (after recording it) until resolved
   slowGate: Promise<void> | undefined;     // holds GetBooking "bookings/slow"
   slowStarted: (() => void) | undefined;
   healthy = true;
@@ -140,9 +141,10 @@ export class Stub {
         usersByRefresh.set(t.refreshToken, user);
         return t;
       },
-      revokeToken: (req, ctx) => {
+      revokeToken: async (req, ctx) => {
         this.record('RevokeToken', ctx, req);
         this.revoked.push(req.refreshToken);
+        if (this.revokeGate) await this.revokeGate;
         return {};
       },
     });
@@ -336,10 +338,17 @@ export function testConfig(over: Partial<Config> & { upstream: string; port: num
     tls: {},
     webRoot: path.join(consoleDir, 'dist', 'web'),
     bodyLimitBytes: 1024 * 1024,
+    maxBodyBytesInFlight: 64 * 1024 * 1024,
+    maxPendingBodiesPerAddress: 32,
+    bodyReadTimeoutMs: 15_000,
+    maxConnectionsPerAddress: 256,
     upstreamTimeoutMs: 5000,
     refreshMarginMs: 60_000,
     sessionIdleTimeoutMs: 30 * 60_000,
     maxSessions: 1000,
+    // Tests make many sessions of one person in one store; the cap per
+    // person (10 in production) is tested on its own (edge-harden.test.ts).
+    maxSessionsPerUser: 1000,
     rateLimit: { perSecond: 0, burst: 1 },
     addressRateLimit: { perSecond: 0, burst: 1 },
     loginRateLimit: { perSecond: 0, burst: 1 },

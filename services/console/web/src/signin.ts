@@ -13,6 +13,7 @@ registerMessages({
     'signin.error.SIGN_IN_EXPIRED': 'This sign-in took too long or was started in another window. Please sign in again.',
     'signin.error.SERVICE_UNAVAILABLE': 'The platform cannot be reached right now. Please try again shortly.',
     'signin.error.INVALID_RETURN_TO': 'Sign-in was asked to return to a page that is not part of this console. Please sign in from here.',
+    'signin.error.SESSIONS_FULL': 'The console cannot take more people signed in at the moment. Please try again later; if this persists, tell the platform operator.',
     'signin.error.other': 'Sign-in failed. Please try again.',
   },
   'zh-CN': {
@@ -23,6 +24,7 @@ registerMessages({
     'signin.error.SIGN_IN_EXPIRED': '本次登录耗时过长或是在其他窗口发起的，请重新登录。',
     'signin.error.SERVICE_UNAVAILABLE': '平台暂时无法访问，请稍后再试。',
     'signin.error.INVALID_RETURN_TO': '登录请求要返回的页面不属于本控制台，请在此处重新登录。',
+    'signin.error.SESSIONS_FULL': '控制台当前无法容纳更多登录用户，请稍后再试；如持续出现，请联系平台运维人员。',
     'signin.error.other': '登录失败，请重试。',
   },
 });

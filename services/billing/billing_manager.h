@@ -181,6 +181,9 @@ class BillingManager {
   // pools pay of the new amount (pool balance and cap usage given back), the
   // charge ADJUSTED, and one CorrectionPosted per charge. Corrections are
   // posted now, never back-dated; the step's event marker keeps them once.
+  // A charge corrected before (not POSTED, or any of its CHARGE and
+  // SUBSIDY postings corrected) is left as it stands, logged
+  // (billing.proto LEASE_PERIOD).
   absl::Status CorrectChargedRent(LedgerStep& step, const labshare::booking::v1::Lease& returned, absl::Time now,
                                   const std::string& request_id, const std::string& trace_id);
   // The rate line for `payer` at `at`, looked up at the payer class and

@@ -5,6 +5,7 @@
 #ifndef LABSHARE_SERVICES_BILLING_BILLING_MANAGER_H_
 #define LABSHARE_SERVICES_BILLING_BILLING_MANAGER_H_
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <optional>
@@ -142,6 +143,20 @@ class BillingManager {
   // Returns how many members it moved.
   absl::StatusOr<int> MigrateIndexMembers();
 
+  // Adds every issued invoice missing from its period and currency's set
+  // (keys::PeriodInvoices: issued before the sets existed, or by a replica
+  // that did not write them) when keys::PeriodInvoiceCount says one is
+  // missing; nothing otherwise. Each invoice is added, and counted, in one
+  // atomic step, once: safe on every start, replica and ComputeSettlement.
+  // Returns how many it added.
+  absl::StatusOr<int> IndexPeriodInvoices();
+
+  // Long indexes (every invoice ever issued, the invoices of a period and
+  // currency, the settlements of a period) are read in pages of this many
+  // members, never cut at a fixed count. Default 1000; tests set a small
+  // page to cross page boundaries with a few documents.
+  void set_index_page(int members) { index_page_ = std::max(1, members); }
+
   // Every account's balance (debit minus credit, per counterparty).
   absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> AllBalances() const;
 
@@ -263,6 +278,7 @@ class BillingManager {
   absl::TimeZone zone_;
   PageTokenCodec page_tokens_;
   absl::Duration payment_term_;
+  int index_page_ = 1000;
 };
 
 }  // namespace labshare::billing

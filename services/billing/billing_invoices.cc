@@ -22,6 +22,7 @@
 #include "common/auth.h"
 #include "common/error.h"
 #include "common/events.h"
+#include "common/log.h"
 #include "common/proto_util.h"
 #include "services/billing/billing_common.h"
 #include "services/billing/billing_manager.h"
@@ -743,7 +744,12 @@ absl::StatusOr<v1::Invoice> BillingManager::IssueInvoice(const Principal& p, con
     const std::string key = keys::Doc("invoice", IdOf(inv.name()));
     step.version_checks.push_back({key, 0});
     step.puts.push_back({key, inv.SerializeAsString(), 1});
-    step.index_adds.push_back({keys::Index("invoice"), absl::StrCat(series, "|", absl::StrFormat("%010d", number))});
+    const std::string member = absl::StrCat(series, "|", absl::StrFormat("%010d", number));
+    step.index_adds.push_back({keys::Index("invoice"), member});
+    // Its period and currency's set, counted in the same step
+    // (keys::PeriodInvoiceCount): ComputeSettlement reads that set only.
+    step.index_adds.push_back({keys::PeriodInvoices(r.period(), currency), member});
+    step.incrs.push_back({keys::PeriodInvoiceCount(), "n", 1});
     std::set<std::string> charged;  // the charges whose lines it carries
     for (const auto& line : inv.lines()) {
       step.hash_sets.push_back({kInvoicedPostings, IdOf(line.posting()) + "|" + r.payer_organization(), IdOf(inv.name())});
@@ -848,6 +854,69 @@ absl::StatusOr<v1::InvoiceDocument> BillingManager::GetInvoiceDocument(const Pri
 
 // ================================================================ settlement
 
+namespace {
+
+// KEYS[1] a period's invoice set, KEYS[2] keys::PeriodInvoiceCount();
+// ARGV[1] the member. Added and counted once.
+const RedisScript& AddPeriodInvoice() {
+  static const RedisScript* const kAdd = new RedisScript(R"lua(
+if redis.call('ZADD', KEYS[1], 0, ARGV[1]) == 1 then
+  redis.call('HINCRBY', KEYS[2], 'n', 1)
+  return 1
+end
+return 0
+)lua");
+  return *kAdd;
+}
+
+}  // namespace
+
+absl::StatusOr<int> BillingManager::IndexPeriodInvoices() {
+  auto complete = [&]() -> absl::StatusOr<bool> {
+    LS_ASSIGN_OR_RETURN(auto replies, store_->pool()->Pipeline({{"HGET", keys::PeriodInvoiceCount(), "n"},
+                                                                 {"ZCARD", keys::Index("invoice")}}));
+    int64_t counted = 0;
+    if (replies.size() != 2 || replies[1].type != RedisValue::Type::kInteger ||
+        (!replies[0].is_nil() && !absl::SimpleAtoi(replies[0].str, &counted))) {
+      return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "cannot read the invoice indexes' sizes");
+    }
+    return counted >= replies[1].integer;
+  };
+  LS_ASSIGN_OR_RETURN(bool done, complete());
+  if (done) return 0;
+  int added = 0;
+  for (std::string after;;) {
+    LS_ASSIGN_OR_RETURN(auto page, store_->docs().IndexRange(keys::Index("invoice"), after, index_page_));
+    std::vector<std::string> members, doc_keys;
+    for (const auto& m : page) {
+      const std::vector<std::string> parts = absl::StrSplit(m, '|');
+      int64_t seq = 0;
+      if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &seq)) continue;
+      members.push_back(m);
+      doc_keys.push_back(keys::Doc("invoice", absl::AsciiStrToLower(absl::StrFormat("%s-%06d", parts[0], seq))));
+    }
+    LS_ASSIGN_OR_RETURN(auto docs, store_->docs().GetMany(doc_keys));
+    for (size_t i = 0; i < members.size() && i < docs.size(); ++i) {
+      if (!docs[i]) continue;
+      LS_ASSIGN_OR_RETURN(v1::Invoice inv, Parse<v1::Invoice>(docs[i]->data));
+      LS_ASSIGN_OR_RETURN(RedisValue reply,
+                          store_->pool()->Eval(AddPeriodInvoice(),
+                                               {keys::PeriodInvoices(inv.period(), inv.currency_code()),
+                                                keys::PeriodInvoiceCount()},
+                                               {members[i]}));
+      if (reply.type == RedisValue::Type::kInteger) added += static_cast<int>(reply.integer);
+    }
+    if (static_cast<int>(page.size()) < index_page_) break;
+    after = page.back();
+  }
+  LS_ASSIGN_OR_RETURN(done, complete());
+  if (!done) {
+    LogWarning("some indexed invoices have no readable document; their period sets cannot include them",
+               {{"added", std::to_string(added)}});
+  }
+  return added;
+}
+
 absl::StatusOr<v1::Settlement> BillingManager::ComputeSettlement(const Principal& p,
                                                                  const v1::ComputeSettlementRequest& r) {
   LS_RETURN_IF_ERROR(ParsePeriod(r.period()).status());
@@ -857,6 +926,8 @@ absl::StatusOr<v1::Settlement> BillingManager::ComputeSettlement(const Principal
   if (!ended) return MakeError(absl::StatusCode::kFailedPrecondition, "PERIOD_NOT_ENDED", r.period() + " has not ended");
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("ComputeSettlement", r.request_id());
   const std::string fingerprint = RequestFingerprint("ComputeSettlement", r, ActorName(p));
+  // The period sets complete (invoices issued before they existed).
+  LS_RETURN_IF_ERROR(IndexPeriodInvoices().status());
   for (int attempt = 0; attempt < 5; ++attempt) {
     LS_ASSIGN_OR_RETURN(auto seen, store_->docs().FindReplay(idem, fingerprint));
     if (seen) return Parse<v1::Settlement>(*seen);
@@ -865,9 +936,22 @@ absl::StatusOr<v1::Settlement> BillingManager::ComputeSettlement(const Principal
     // this one, unless one of them already has paid transfers.
     std::vector<std::pair<v1::Settlement, int64_t>> previous;
     int64_t of_period = 0;  // settlements of the period computed so far, any state and currency
-    LS_ASSIGN_OR_RETURN(auto computed, store_->docs().IndexRange(keys::Index("settlement"), r.period() + "|", 100000));
+    // Every settlement of the period, page by page.
+    std::vector<std::string> computed;
+    for (std::string after = r.period() + "|";;) {
+      LS_ASSIGN_OR_RETURN(auto page, store_->docs().IndexRange(keys::Index("settlement"), after, index_page_));
+      bool past = false;
+      for (auto& m : page) {
+        if (!absl::StartsWith(m, r.period() + "|")) {
+          past = true;
+          break;
+        }
+        computed.push_back(std::move(m));
+      }
+      if (past || static_cast<int>(page.size()) < index_page_) break;
+      after = computed.back();
+    }
     for (const auto& m : computed) {
-      if (!absl::StartsWith(m, r.period() + "|")) break;
       ++of_period;
       LS_ASSIGN_OR_RETURN(auto sdoc, store_->docs().Get(keys::Doc("settlement", m.substr(m.rfind('|') + 1))));
       if (!sdoc) continue;
@@ -881,40 +965,72 @@ absl::StatusOr<v1::Settlement> BillingManager::ComputeSettlement(const Principal
       }
       previous.emplace_back(std::move(old), sdoc->version);
     }
-    LS_ASSIGN_OR_RETURN(auto members, store_->docs().IndexRange(keys::Index("invoice"), "", 100000));
+    // Every invoice of the period and currency (its own set, read whole,
+    // page by page), each document read in one round trip per page.
+    std::vector<std::string> invoice_keys;
+    const std::string of_currency = keys::PeriodInvoices(r.period(), currency);
+    for (std::string after;;) {
+      LS_ASSIGN_OR_RETURN(auto page, store_->docs().IndexRange(of_currency, after, index_page_));
+      for (const auto& m : page) {
+        const std::vector<std::string> parts = absl::StrSplit(m, '|');
+        int64_t seq = 0;
+        if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &seq)) continue;
+        invoice_keys.push_back(
+            keys::Doc("invoice", absl::AsciiStrToLower(absl::StrFormat("%s-%06d", parts[0], seq))));
+      }
+      if (static_cast<int>(page.size()) < index_page_) break;
+      after = page.back();
+    }
     std::vector<OpenAmount> open;
     std::vector<std::pair<v1::Invoice, int64_t>> invoices;
-    for (const auto& m : members) {
-      const std::vector<std::string> parts = absl::StrSplit(m, '|');
-      int64_t seq = 0;
-      if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &seq)) continue;
-      const std::string id = absl::AsciiStrToLower(absl::StrFormat("%s-%06d", parts[0], seq));
-      LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(keys::Doc("invoice", id)));
-      if (!doc) continue;
-      LS_ASSIGN_OR_RETURN(v1::Invoice inv, Parse<v1::Invoice>(doc->data));
-      if (inv.state() != v1::Invoice::ISSUED || inv.period() != r.period() || inv.currency_code() != currency) continue;
-      // Not in another COMPUTED or CLEARED settlement (those of this period
-      // are superseded now).
-      if (!inv.settlement().empty()) {
-        bool superseded = false;
-        for (const auto& [old, v] : previous) superseded |= old.name() == inv.settlement();
-        LS_ASSIGN_OR_RETURN(auto sdoc, store_->docs().Get(keys::Doc("settlement", IdOf(inv.settlement()))));
-        if (!superseded && sdoc) {
-          LS_ASSIGN_OR_RETURN(v1::Settlement in, Parse<v1::Settlement>(sdoc->data));
-          if (in.state() != v1::Settlement::SUPERSEDED) continue;
+    for (size_t from = 0; from < invoice_keys.size(); from += index_page_) {
+      const std::vector<std::string> batch(
+          invoice_keys.begin() + from,
+          invoice_keys.begin() + std::min(invoice_keys.size(), from + static_cast<size_t>(index_page_)));
+      LS_ASSIGN_OR_RETURN(auto docs, store_->docs().GetMany(batch));
+      for (size_t i = 0; i < batch.size() && i < docs.size(); ++i) {
+        const auto& doc = docs[i];
+        if (!doc) continue;
+        LS_ASSIGN_OR_RETURN(v1::Invoice inv, Parse<v1::Invoice>(doc->data));
+        if (inv.state() != v1::Invoice::ISSUED || inv.period() != r.period() || inv.currency_code() != currency) {
+          continue;
         }
+        // Not in another COMPUTED or CLEARED settlement (those of this
+        // period are superseded now).
+        if (!inv.settlement().empty()) {
+          bool superseded = false;
+          for (const auto& [old, v] : previous) superseded |= old.name() == inv.settlement();
+          LS_ASSIGN_OR_RETURN(auto sdoc, store_->docs().Get(keys::Doc("settlement", IdOf(inv.settlement()))));
+          if (!superseded && sdoc) {
+            LS_ASSIGN_OR_RETURN(v1::Settlement in, Parse<v1::Settlement>(sdoc->data));
+            if (in.state() != v1::Settlement::SUPERSEDED) continue;
+          }
+        }
+        for (const auto& pb : inv.payees()) {
+          if (pb.amount_outstanding().amount_minor() == 0) continue;
+          open.push_back({inv.payer_organization(), pb.organization(), pb.amount_outstanding().amount_minor()});
+        }
+        invoices.emplace_back(std::move(inv), doc->version);
       }
-      for (const auto& pb : inv.payees()) {
-        if (pb.amount_outstanding().amount_minor() == 0) continue;
-        open.push_back({inv.payer_organization(), pb.organization(), pb.amount_outstanding().amount_minor()});
-      }
-      invoices.emplace_back(std::move(inv), doc->version);
     }
     if (open.empty()) {
       return MakeError(absl::StatusCode::kFailedPrecondition, "NOTHING_TO_SETTLE",
                        "no issued invoice of " + r.period() + " has an open amount in " + currency);
     }
     LS_ASSIGN_OR_RETURN(v1::Settlement s, billing::ComputeSettlement(open, currency));
+    // Each transfer is paid by one payment, whose amount is at most 10^15
+    // minor units (types.proto): one beyond could never be paid and the
+    // settlement would stay COMPUTED for ever. Refused, nothing stored.
+    for (const auto& t : s.transfers()) {
+      if (t.amount().amount_minor() > kMaxAmountMinor) {
+        return InvalidField(absl::StrCat("transfers[", t.index(), "].amount"),
+                            absl::StrCat(t.from_organization(), " would pay ", t.to_organization(), " ",
+                                         t.amount().amount_minor(), " minor units of ", currency,
+                                         " in one transfer, more than a payment's ", kMaxAmountMinor,
+                                         "; settle part of the period's invoices by payments against them first"),
+                            "AMOUNT_OUT_OF_RANGE");
+      }
+    }
     // Unique also for a recomputation in the same millisecond: the
     // period's sequence number follows the time (the index orders by time,
     // then id). A concurrent computation taking the same number makes this

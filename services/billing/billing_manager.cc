@@ -1112,7 +1112,6 @@ absl::Status BillingManager::CorrectChargedRent(LedgerStep& step, const bk::Leas
     LS_ASSIGN_OR_RETURN(auto cdoc, store_->docs().Get(ckey));
     if (!cdoc) continue;  // not charged yet: charged with the return applied (Price)
     LS_ASSIGN_OR_RETURN(v1::Charge charge, Parse<v1::Charge>(cdoc->data));
-    if (charge.state() == v1::Charge::REVERSED) continue;  // reversed in full, which is final
     int64_t fresh = 0;  // the rent of the period with the return applied
     if (out_in.count(period) != 0) {
       LS_ASSIGN_OR_RETURN(v1::Charge repriced, PriceLeasePeriod(returned, period, zone_));
@@ -1122,6 +1121,47 @@ absl::Status BillingManager::CorrectChargedRent(LedgerStep& step, const bk::Leas
     // A charge at a period's end covers the period up to its end: a return
     // only takes days off it.
     if (fresh >= was) continue;
+    if (charge.posting().empty()) continue;  // nothing posted: nothing to correct
+    // The charge's postings as they stand: its CHARGE posting and each of
+    // its SUBSIDY postings, each checked in the step (a correction posted
+    // meanwhile makes the step stale: built again).
+    struct Read {
+      std::string key;
+      int64_t version = 0;
+      v1::Posting posting;
+    };
+    auto read = [&](const std::string& name) -> absl::StatusOr<std::optional<Read>> {
+      const std::string key = keys::Doc("posting", IdOf(name));
+      LS_ASSIGN_OR_RETURN(auto doc, store_->docs().Get(key));
+      if (!doc) return std::optional<Read>();
+      LS_ASSIGN_OR_RETURN(v1::Posting posting, Parse<v1::Posting>(doc->data));
+      return std::optional<Read>(Read{key, doc->version, std::move(posting)});
+    };
+    LS_ASSIGN_OR_RETURN(std::optional<Read> original, read(charge.posting()));
+    if (!original) continue;
+    std::map<std::string, Read> subsidies;  // by posting name
+    bool corrected = charge.state() != v1::Charge::POSTED || charge.corrections_size() > 0 ||
+                     original->posting.corrected_by_size() > 0;
+    for (const auto& line : charge.subsidy_lines()) {
+      if (line.posting().empty() || subsidies.count(line.posting()) != 0) continue;
+      LS_ASSIGN_OR_RETURN(std::optional<Read> sub, read(line.posting()));
+      if (!sub) continue;
+      if (sub->posting.corrected_by_size() > 0) corrected = true;
+      subsidies.emplace(line.posting(), *std::move(sub));
+    }
+    if (corrected) {
+      // An administrator reversed or corrected the charge, or one of its
+      // SUBSIDY postings, already (REVERSE or ADJUST, whatever followed it:
+      // a reversal reversed in turn too): a correction by the difference
+      // would credit the payer twice, or leave a subsidy standing on a
+      // charge reversed. Left as it stands, for the administrator to settle.
+      LogWarning("rent charge corrected already; the return's correction is left to an administrator",
+                 {{"charge", charge.name()},
+                  {"lease", returned.name()},
+                  {"period", period},
+                  {"state", v1::Charge::State_Name(charge.state())}});
+      continue;
+    }
     const bool whole = fresh == 0;
     const std::string reason =
         whole ? absl::StrCat(returned.name(), " was returned before ", period, ": no rent for ", period)
@@ -1146,39 +1186,23 @@ absl::Status BillingManager::CorrectChargedRent(LedgerStep& step, const bk::Leas
     };
     // The CHARGE posting, by the difference (in full: its mirror).
     std::vector<v1::Posting> of_charge, of_subsidies;
-    if (!charge.posting().empty()) {
-      const std::string pkey = keys::Doc("posting", IdOf(charge.posting()));
-      LS_ASSIGN_OR_RETURN(auto pdoc, store_->docs().Get(pkey));
-      if (pdoc) {
-        LS_ASSIGN_OR_RETURN(v1::Posting original, Parse<v1::Posting>(pdoc->data));
-        if (original.corrected_by_size() > 0) {
-          // An administrator corrected it already (ADJUST): the difference
-          // from the charged amount would credit the payer twice. Left as
-          // it stands, as its corrected subsidies are, for the
-          // administrator to settle.
-          LogWarning("rent charge corrected already; the return's correction is left to an administrator",
-                     {{"charge", charge.name()}, {"lease", returned.name()}, {"period", period}});
-          continue;
-        }
-        v1::Charge cut = charge;
-        cut.clear_subsidy_lines();
-        cut.mutable_amount()->set_amount_minor(was - fresh);
-        LS_ASSIGN_OR_RETURN(auto entries, ChargePostingEntries(cut));
-        LS_ASSIGN_OR_RETURN(
-            v1::Posting c,
-            correction(original, pdoc->version, ReverseEntries(entries),
-                       absl::StrCat(whole ? "reversal of " : "correction of ", original.name(), ": ", reason)));
-        original.add_corrected_by(c.name());
-        step.version_checks.push_back({pkey, pdoc->version});
-        step.puts.push_back({pkey, original.SerializeAsString(), pdoc->version + 1});
-        of_charge.push_back(std::move(c));
-      }
+    {
+      v1::Charge cut = charge;
+      cut.clear_subsidy_lines();
+      cut.mutable_amount()->set_amount_minor(was - fresh);
+      LS_ASSIGN_OR_RETURN(auto entries, ChargePostingEntries(cut));
+      LS_ASSIGN_OR_RETURN(v1::Posting c, correction(original->posting, original->version, ReverseEntries(entries),
+                                                    absl::StrCat(whole ? "reversal of " : "correction of ",
+                                                                 original->posting.name(), ": ", reason)));
+      original->posting.add_corrected_by(c.name());
+      step.version_checks.push_back({original->key, original->version});
+      step.puts.push_back({original->key, original->posting.SerializeAsString(), original->version + 1});
+      of_charge.push_back(std::move(c));
     }
-    if (of_charge.empty()) continue;
+    for (const auto& [name, sub] : subsidies) step.version_checks.push_back({sub.key, sub.version});
     // Each SUBSIDY posting down to what its pool pays of the new amount (its
     // percentage, never more than it paid, nor more than earlier pools
-    // left); its pool balance and cap usage get the difference back. One
-    // an admin corrected already is left as it stands.
+    // left); its pool balance and cap usage get the difference back.
     int64_t covered = 0;
     for (const auto& line : charge.subsidy_lines()) {
       const int64_t paid = line.amount().amount_minor();
@@ -1186,17 +1210,16 @@ absl::Status BillingManager::CorrectChargedRent(LedgerStep& step, const bk::Leas
       const int64_t keep = std::max<int64_t>(0, std::min({paid, full, fresh - covered}));
       covered += keep;
       if (keep == paid || line.posting().empty()) continue;
-      const std::string skey = keys::Doc("posting", IdOf(line.posting()));
-      LS_ASSIGN_OR_RETURN(auto sdoc, store_->docs().Get(skey));
-      if (!sdoc) continue;
-      LS_ASSIGN_OR_RETURN(v1::Posting sub, Parse<v1::Posting>(sdoc->data));
-      if (!sub.corrected_by().empty()) continue;
+      auto found = subsidies.find(line.posting());
+      if (found == subsidies.end()) continue;
+      Read& read_sub = found->second;
+      v1::Posting& sub = read_sub.posting;
       v1::SubsidyLine less = line;
       less.mutable_amount()->set_amount_minor(paid - keep);
       LS_ASSIGN_OR_RETURN(auto entries, SubsidyLineEntries(less, charge));
       LS_ASSIGN_OR_RETURN(
           v1::Posting c,
-          correction(sub, sdoc->version, ReverseEntries(entries),
+          correction(sub, read_sub.version, ReverseEntries(entries),
                      whole ? absl::StrCat("reversal of ", sub.name(), " with its charge")
                            : absl::StrCat("correction of ", sub.name(), ": ", reason)));
       c.set_subsidised_delta_sent(true);  // moves the payer's subsidised part (IncomeDeltasOf)
@@ -1207,8 +1230,7 @@ absl::Status BillingManager::CorrectChargedRent(LedgerStep& step, const bk::Leas
                               -(paid - keep)});
       }
       sub.add_corrected_by(c.name());
-      step.version_checks.push_back({skey, sdoc->version});
-      step.puts.push_back({skey, sub.SerializeAsString(), sdoc->version + 1});
+      step.puts.push_back({read_sub.key, sub.SerializeAsString(), read_sub.version + 1});
       of_subsidies.push_back(std::move(c));
     }
     std::vector<v1::Posting> all = of_charge;

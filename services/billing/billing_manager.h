@@ -5,6 +5,7 @@
 #ifndef LABSHARE_SERVICES_BILLING_BILLING_MANAGER_H_
 #define LABSHARE_SERVICES_BILLING_BILLING_MANAGER_H_
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <optional>
@@ -142,6 +143,20 @@ class BillingManager {
   // Returns how many members it moved.
   absl::StatusOr<int> MigrateIndexMembers();
 
+  // Adds every issued invoice missing from its period and currency's set
+  // (keys::PeriodInvoices: issued before the sets existed, or by a replica
+  // that did not write them) when keys::PeriodInvoiceCount says one is
+  // missing; nothing otherwise. Each invoice is added, and counted, in one
+  // atomic step, once: safe on every start, replica and ComputeSettlement.
+  // Returns how many it added.
+  absl::StatusOr<int> IndexPeriodInvoices();
+
+  // Long indexes (every invoice ever issued, the invoices of a period and
+  // currency, the settlements of a period) are read in pages of this many
+  // members, never cut at a fixed count. Default 1000; tests set a small
+  // page to cross page boundaries with a few documents.
+  void set_index_page(int members) { index_page_ = std::max(1, members); }
+
   // Every account's balance (debit minus credit, per counterparty).
   absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> AllBalances() const;
 
@@ -181,6 +196,9 @@ class BillingManager {
   // pools pay of the new amount (pool balance and cap usage given back), the
   // charge ADJUSTED, and one CorrectionPosted per charge. Corrections are
   // posted now, never back-dated; the step's event marker keeps them once.
+  // A charge corrected before (not POSTED, or any of its CHARGE and
+  // SUBSIDY postings corrected) is left as it stands, logged
+  // (billing.proto LEASE_PERIOD).
   absl::Status CorrectChargedRent(LedgerStep& step, const labshare::booking::v1::Lease& returned, absl::Time now,
                                   const std::string& request_id, const std::string& trace_id);
   // The rate line for `payer` at `at`, looked up at the payer class and
@@ -260,6 +278,7 @@ class BillingManager {
   absl::TimeZone zone_;
   PageTokenCodec page_tokens_;
   absl::Duration payment_term_;
+  int index_page_ = 1000;
 };
 
 }  // namespace labshare::billing

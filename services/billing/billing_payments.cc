@@ -792,8 +792,12 @@ absl::StatusOr<v1::PostCorrectionResponse> BillingManager::PostCorrection(const 
     // INVALID_AMOUNT, two currencies among them) before anything is read
     // (POSTING_NOT_FOUND, NOT_CORRECTABLE); the corrected posting's currency
     // once it is read. The overall balance only, as below.
+    // A PAYABLE (or POOL_PAYABLE) entry owed to a pool is no relation of
+    // the ledger model: on an invoice it would make the pool a payee that
+    // no issue can name and no payment can clear.
     BalanceCheckOptions opts;
     opts.per_owner = false;
+    opts.owed_to_organizations = true;
     LS_RETURN_IF_ERROR(CheckBalanced({r.entries().begin(), r.entries().end()}, opts));
   }
   const std::string idem = r.request_id().empty() ? "" : keys::Idempotency("PostCorrection", r.request_id());

@@ -1834,6 +1834,14 @@ absl::Status CheckBalanced(const std::vector<v1::Entry>& entries,
         return InvalidField(f + ".counterparty", "must not be the account's own owner",
                             "INVALID_ACCOUNT");
       }
+      if (options.owed_to_organizations && (ref->kind == v1::PAYABLE || ref->kind == v1::POOL_PAYABLE) &&
+          !IsOrganizationName(e.counterparty())) {
+        return InvalidField(f + ".counterparty",
+                            absl::StrCat(AccountKindSlug(ref->kind),
+                                         " entries are owed to an organisation, never to a subsidy pool (a "
+                                         "pool is owed nothing: it is funded by top-ups and pays owners)"),
+                            "INVALID_ACCOUNT");
+      }
     }
     if (e.has_debit() == e.has_credit()) {
       return InvalidField(f, "exactly one of debit and credit must be set", "INVALID_AMOUNT");

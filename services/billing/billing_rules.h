@@ -435,12 +435,19 @@ struct BalanceCheckOptions {
   // own (true of every standard posting and of settlement netting; caller
   // ADJUST corrections may need only the overall balance).
   bool per_owner = true;
+  // Also require the counterparty of each PAYABLE and POOL_PAYABLE entry to
+  // be an organisation (else INVALID_ACCOUNT): what is owed is owed to an
+  // organisation; a pool is a counterparty only where the standard postings
+  // name one (an owner's RECEIVABLE and CASH; SUBSIDY_RECEIVED,
+  // informative). Set for caller-supplied entries (ADJUST).
+  bool owed_to_organizations = false;
 };
 // A valid posting: at least two entries; each with exactly one of debit and
 // credit, positive (INVALID_AMOUNT); one currency (CURRENCY_MISMATCH); a
 // well-formed account, a counterparty where required and never the
-// account's own owner (INVALID_ACCOUNT); debits == credits overall and per
-// owner when asked (UNBALANCED_POSTING).
+// account's own owner, and an organisation where `owed_to_organizations`
+// asks (INVALID_ACCOUNT); debits == credits overall and per owner when
+// asked (UNBALANCED_POSTING).
 absl::Status CheckBalanced(const std::vector<v1::Entry>& entries,
                            const BalanceCheckOptions& options = {});
 

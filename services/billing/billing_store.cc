@@ -23,6 +23,10 @@ std::string CapLegacyKinds() { return "{billing}:capkind"; }
 std::string PoolGeneration() { return "{billing}:poolgen"; }
 std::string PoolChanges() { return "{billing}:poolchg"; }
 std::string Sequences() { return "{billing}:seq"; }
+std::string PeriodInvoices(absl::string_view period, absl::string_view currency) {
+  return absl::StrCat("{billing}:invperiod:", period, "|", currency);
+}
+std::string PeriodInvoiceCount() { return "{billing}:invperiods"; }
 std::string Invoiced() { return "{billing}:invoiced"; }
 std::string Voided() { return "{billing}:voided"; }
 std::string Idempotency(absl::string_view method, absl::string_view request_id) {

@@ -15,6 +15,10 @@
 //   {billing}:voided               HASH "<payer>|<period>|<currency>" -> the last voided
 //                                  invoice not re-issued yet ('' once re-issued)
 //   {billing}:settlement:<id>      Settlement document
+//   {billing}:invperiod:<period>|<currency>
+//                                  ZSET the invoices of one period and currency
+//                                  ("<series>|<number, 10 digits>", as :invoices)
+//   {billing}:invperiods           HASH "n" -> how many invoices those ZSETs hold
 //   {billing}:charges, :postings, :pools, :invoices, :settlements
 //                                  ZSET indexes ("<ns, 19 digits>|<id>", lex order;
 //                                  "<ms, 15 digits>|<id>" before, migrated at start)
@@ -65,6 +69,16 @@ std::string PoolGeneration();
 // posting's own step. A pool's etag is its document version plus this.
 std::string PoolChanges();
 std::string Sequences();
+// ZSET of the issued invoices of one period and currency (every state),
+// members as in Index("invoice") ("<series>|<number, 10 digits>"): written
+// in IssueInvoice's step, read by ComputeSettlement.
+std::string PeriodInvoices(absl::string_view period, absl::string_view currency);
+// Hash, field "n": how many invoices the PeriodInvoices sets hold in all,
+// each counted once. Below the size of Index("invoice"), some invoice was
+// issued without its period's entry (before the sets existed, or by a
+// replica that did not write them): BillingManager::IndexPeriodInvoices
+// adds the missing ones.
+std::string PeriodInvoiceCount();
 std::string Invoiced();
 std::string Voided();
 std::string Idempotency(absl::string_view method, absl::string_view request_id);

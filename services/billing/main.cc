@@ -78,6 +78,13 @@ int main(int argc, char** argv) {
   } else if (*moved > 0) {
     labshare::LogInfo("billing indexes migrated", {{"members", std::to_string(*moved)}});
   }
+  // Invoices issued before the per-period sets existed, into theirs
+  // (ComputeSettlement does it too when one is missing: not fatal here).
+  if (auto added = manager.IndexPeriodInvoices(); !added.ok()) {
+    labshare::LogWarning("cannot index the invoices by period", {{"error", added.status().ToString()}});
+  } else if (*added > 0) {
+    labshare::LogInfo("invoices indexed by period", {{"invoices", std::to_string(*added)}});
+  }
   labshare::Authorizer authorizer(verifier.get(), labshare::billing::BillingPolicy(), &wall);
   labshare::billing::BillingService service(&manager, &authorizer);
   absl::Notification stop;

@@ -243,6 +243,83 @@ TEST_F(BillingLeaseRentTest, ARentChargeAdjustedByAnAdministratorIsNotCorrectedT
   EXPECT_EQ(SubLedger(kOwner, "income", kLab), 280000 - 60000);
 }
 
+// FeeKind.LEASE_PERIOD: "A charge an administrator corrected before (a
+// REVERSE or an ADJUST of its CHARGE posting or of one of its SUBSIDY
+// postings, whatever followed: also a SUBSIDY posting reversed and then
+// given back by reversing that reversal) ... is left as it stands
+// (logged)". January's subsidy (28,000.00 of 280,000.00) is adjusted down
+// by 1,000.00; February's (31,000.00 of 310,000.00) is reversed and given
+// back by reversing that reversal, so that it stands again. A return
+// back-dated to 20 January then corrects neither: January keeps its rent
+// and subsidy, and February is not reversed while its subsidy stands (it
+// was: REVERSED, the pool still paying 31,000.00 of no rent, lab's PAYABLE
+// to the owner 31,000.00 in credit for it).
+TEST_F(BillingLeaseRentTest, ARentChargeWhoseSubsidyAnAdministratorCorrectedIsLeftAsItStands) {
+  const bk::Lease lease = HandedOver(55, bk::LeaseContract::MONTHLY, 310000);
+  clock_.Set(Utc(2, 2));
+  ASSERT_EQ(*billing_->ChargeEndedLeasePeriods(), 1);
+  clock_.Set(Utc(3, 2));
+  ASSERT_EQ(*billing_->ChargeEndedLeasePeriods(), 1);
+  auto rent = Rent(lease);
+  ASSERT_EQ(rent["lease-period/2027-01"].subsidy_postings_size(), 1);
+  ASSERT_EQ(rent["lease-period/2027-02"].subsidy_postings_size(), 1);
+  const std::string jan_subsidy = rent["lease-period/2027-01"].subsidy_postings(0);
+  const std::string feb_subsidy = rent["lease-period/2027-02"].subsidy_postings(0);
+
+  // January: 1,000.00 of its subsidy taken back (each entry of the
+  // subsidy's pattern, mirrored, at 1,000.00).
+  const v1::Posting jan_sub = GetPosting(jan_subsidy);
+  v1::PostCorrectionRequest less;
+  less.set_posting(jan_subsidy);
+  less.set_mode(v1::PostCorrectionRequest::ADJUST);
+  less.set_reason("voucher rule misapplied");
+  for (const auto& e : ReverseEntries({jan_sub.entries().begin(), jan_sub.entries().end()})) {
+    v1::Entry part = e;
+    if (part.has_debit()) part.mutable_debit()->set_amount_minor(1000);
+    if (part.has_credit()) part.mutable_credit()->set_amount_minor(1000);
+    *less.add_entries() = part;
+  }
+  auto adjusted = billing_->PostCorrection(root_, less);
+  ASSERT_TRUE(adjusted.ok()) << adjusted.status();
+  // February: reversed, then given back.
+  auto reversed = Reverse(feb_subsidy, "granted in error");
+  ASSERT_TRUE(reversed.ok()) << reversed.status();
+  auto back = Reverse(reversed->correction().name(), "granted after all");
+  ASSERT_TRUE(back.ok()) << back.status();
+  rent = Rent(lease);
+  ASSERT_EQ(rent["lease-period/2027-01"].state(), v1::Charge::ADJUSTED);
+  ASSERT_EQ(rent["lease-period/2027-02"].state(), v1::Charge::ADJUSTED);
+  ASSERT_EQ(SubLedger("subsidyPools/voucher", "pool-funds", ""), 1000000 - 27000 - 31000);
+  const size_t events_before = Published().size();
+
+  clock_.Set(Utc(3, 2, 1));
+  ASSERT_NO_FATAL_FAILURE(Return(lease, Utc(1, 20, 1)));
+  Bill();
+
+  rent = Rent(lease);
+  const v1::Charge& jan = rent["lease-period/2027-01"];
+  const v1::Charge& feb = rent["lease-period/2027-02"];
+  EXPECT_EQ(jan.state(), v1::Charge::ADJUSTED);
+  EXPECT_EQ(feb.state(), v1::Charge::ADJUSTED);
+  EXPECT_EQ(jan.corrections_size(), 1);  // the administrator's only
+  EXPECT_EQ(feb.corrections_size(), 2);
+  EXPECT_EQ(GetPosting(jan.posting()).corrected_by_size(), 0);
+  EXPECT_EQ(GetPosting(feb.posting()).corrected_by_size(), 0);
+  EXPECT_EQ(GetPosting(jan_subsidy).corrected_by_size(), 1);
+  EXPECT_EQ(GetPosting(feb_subsidy).corrected_by_size(), 1);
+  // The ledger as the administrator left it.
+  EXPECT_EQ(SubLedger(kOwner, "income", kLab), 280000 + 310000);
+  EXPECT_EQ(SubLedger(kLab, "subsidy-received", "subsidyPools/voucher"), 27000 + 31000);
+  EXPECT_EQ(SubLedger("subsidyPools/voucher", "pool-funds", ""), 1000000 - 27000 - 31000);
+  EXPECT_EQ(SubLedger(kLab, "payable", kOwner), 100000 + (280000 - 27000) + (310000 - 31000));
+  EXPECT_EQ(SubLedger(kOwner, "receivable", kLab), 100000 + (280000 - 27000) + (310000 - 31000));
+  const std::vector<v1::BillingEvent> events = Published();
+  ASSERT_GE(events.size(), events_before);
+  for (size_t i = events_before; i < events.size(); ++i) {
+    EXPECT_FALSE(events[i].has_correction_posted()) << "the return corrected a charge";
+  }
+}
+
 // Daily rent 3,000.00, returned on time 2027-01-20 08:00 Shanghai, but
 // billing consumes the return only after the sweep of 2 February charged
 // January as out to its end (4..31, 28 days: 28 x 300000 = 8400000,

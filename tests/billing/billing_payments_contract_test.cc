@@ -10,7 +10,10 @@
 // ADJUST corrections of the pool's top-up, without any booking.
 #include <thread>
 
+#include <gmock/gmock.h>
+
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "tests/billing/billing_payments_fixture.h"
 
 namespace labshare::billing {
@@ -200,6 +203,238 @@ TEST_F(BillingPaymentsContractTest, ARecomputationInTheSameMillisecondIsANewSett
   EXPECT_EQ(listed->settlements(1).name(), second->name());
   EXPECT_EQ(listed->settlements(2).name(), third->name());
   EXPECT_EQ(listed->settlements(2).state(), v1::Settlement::COMPUTED);
+}
+
+// ComputeSettlement "Nets the open amounts of all ISSUED invoices of an
+// ended period and currency", however many invoices were ever issued: it
+// read the first 100,000 members of the index of every invoice (series
+// then number) and nothing after, so once that many were issued the later
+// series (another currency, a later year) were never seen. Here with an
+// index page of one member: the two CNY invoices of January across pages,
+// and the USD one, whose series sorts after every CNY invoice (it was
+// NOTHING_TO_SETTLE, and the CNY settlement netted the first invoice only).
+class SettlementIndexTest : public BillingPaymentsContractTest {
+ protected:
+  void SetUp() override {
+    BillingPaymentsContractTest::SetUp();
+    v1::CreateSubsidyPoolRequest create;
+    create.set_subsidy_pool_id("dollar");
+    create.mutable_subsidy_pool()->set_display_name("Dollar fund");
+    create.mutable_subsidy_pool()->set_currency_code("USD");
+    create.mutable_subsidy_pool()->set_percentage_bps(1000);
+    ASSERT_TRUE(billing_->CreateSubsidyPool(admin_, create).ok());
+    v1::TopUpSubsidyPoolRequest top;
+    top.set_name("subsidyPools/dollar");
+    *top.mutable_amount() = MakeMoney("USD", 1000000);
+    ASSERT_TRUE(billing_->TopUpSubsidyPool(admin_, top).ok());
+    v1::ListPostingsRequest list;
+    list.set_kind(v1::POOL_TOP_UP);
+    list.set_subsidy_pool("subsidyPools/dollar");
+    auto postings = billing_->ListPostings(admin_, list);
+    ASSERT_TRUE(postings.ok() && postings->postings_size() == 1);
+    dollar_top_up_ = postings->postings(0).name();
+  }
+
+  // `payer` owes `payee` `amount` USD (Owe's pattern, correcting the USD
+  // pool's top-up).
+  void OweDollars(const std::string& payer, const std::string& payee, int64_t amount) {
+    v1::PostCorrectionRequest fix;
+    fix.set_posting(dollar_top_up_);
+    fix.set_mode(v1::PostCorrectionRequest::ADJUST);
+    fix.set_reason("settled outside the booking system");
+    auto entry = [&](const std::string& account, const std::string& counterparty, bool debit) {
+      v1::Entry* e = fix.add_entries();
+      e->set_account(account);
+      e->set_counterparty(counterparty);
+      *(debit ? e->mutable_debit() : e->mutable_credit()) = MakeMoney("USD", amount);
+    };
+    entry(payer + "/accounts/expense", payee, true);
+    entry(payer + "/accounts/payable", payee, false);
+    entry(payee + "/accounts/receivable", payer, true);
+    entry(payee + "/accounts/income", payer, false);
+    auto posted = billing_->PostCorrection(admin_, fix);
+    ASSERT_TRUE(posted.ok()) << posted.status();
+  }
+
+  v1::Invoice IssueJanuaryIn(const std::string& payer, const std::string& currency) {
+    clock_.Set(absl::FromCivil(absl::CivilDay(2027, 2, 2), absl::UTCTimeZone()));
+    v1::IssueInvoiceRequest r;
+    r.set_payer_organization(payer);
+    r.set_period("2027-01");
+    r.set_currency_code(currency);
+    auto inv = billing_->IssueInvoice(admin_, r);
+    EXPECT_TRUE(inv.ok()) << inv.status();
+    return inv.ok() ? *inv : v1::Invoice();
+  }
+
+  absl::StatusOr<v1::Settlement> ComputeJanuaryIn(const std::string& currency) {
+    v1::ComputeSettlementRequest r;
+    r.set_period("2027-01");
+    r.set_currency_code(currency);
+    return billing_->ComputeSettlement(admin_, r);
+  }
+
+  // lab owes the owner 100.00 and the owner lab 40.00 in CNY, lab the
+  // owner 25.00 in USD: three January invoices, issued.
+  void IssueThree() {
+    Owe(kLab, kOwner, 10000);
+    Owe(kOwner, kLab, 4000);
+    ASSERT_NO_FATAL_FAILURE(OweDollars(kLab, kOwner, 2500));
+    lab_cny_ = IssueJanuaryIn(kLab, "CNY").name();
+    owner_cny_ = IssueJanuaryIn(kOwner, "CNY").name();
+    lab_usd_ = IssueJanuaryIn(kLab, "USD").name();
+  }
+
+  // Both January settlements net every invoice of their currency.
+  void ExpectBothSettled() {
+    auto cny = ComputeJanuaryIn("CNY");
+    ASSERT_TRUE(cny.ok()) << cny.status();
+    EXPECT_THAT(std::vector<std::string>(cny->invoices().begin(), cny->invoices().end()),
+                ::testing::ElementsAre(lab_cny_, owner_cny_));
+    ASSERT_EQ(cny->transfers_size(), 1);
+    EXPECT_EQ(cny->transfers(0).from_organization(), kLab);
+    EXPECT_EQ(cny->transfers(0).to_organization(), kOwner);
+    EXPECT_EQ(cny->transfers(0).amount().amount_minor(), 6000);
+    EXPECT_EQ(cny->gross_total().amount_minor(), 14000);
+    auto usd = ComputeJanuaryIn("USD");
+    ASSERT_TRUE(usd.ok()) << usd.status();
+    EXPECT_THAT(std::vector<std::string>(usd->invoices().begin(), usd->invoices().end()),
+                ::testing::ElementsAre(lab_usd_));
+    ASSERT_EQ(usd->transfers_size(), 1);
+    EXPECT_EQ(usd->transfers(0).amount().amount_minor(), 2500);
+    EXPECT_EQ(usd->transfers(0).amount().currency_code(), "USD");
+  }
+
+  int64_t Count(const std::vector<std::string>& command) {
+    auto v = pool_->Command(command);
+    EXPECT_TRUE(v.ok()) << v.status();
+    if (!v.ok()) return -1;
+    if (v->type == RedisValue::Type::kInteger) return v->integer;
+    int64_t n = 0;
+    return v->is_nil() ? 0 : (absl::SimpleAtoi(v->str, &n) ? n : -1);
+  }
+
+  std::string dollar_top_up_, lab_cny_, owner_cny_, lab_usd_;
+};
+
+TEST_F(SettlementIndexTest, EveryInvoiceOfThePeriodAndCurrencyIsNettedWhateverTheIndexSize) {
+  billing_->set_index_page(1);
+  ASSERT_NO_FATAL_FAILURE(IssueThree());
+  ASSERT_NO_FATAL_FAILURE(ExpectBothSettled());
+  // Kept per period and currency as each invoice is issued, and counted.
+  EXPECT_EQ(Count({"ZCARD", keys::PeriodInvoices("2027-01", "CNY")}), 2);
+  EXPECT_EQ(Count({"ZCARD", keys::PeriodInvoices("2027-01", "USD")}), 1);
+  EXPECT_EQ(Count({"HGET", keys::PeriodInvoiceCount(), "n"}), 3);
+}
+
+// Invoices issued before the per-period sets existed (or by a replica that
+// wrote none) are found: ComputeSettlement adds them to their sets, once,
+// before it reads (here across pages of two members of the index of every
+// invoice), and the count says when nothing is missing any more.
+TEST_F(SettlementIndexTest, InvoicesIssuedBeforeThePeriodSetsAreAddedOnce) {
+  billing_->set_index_page(2);
+  ASSERT_NO_FATAL_FAILURE(IssueThree());
+  // As a store written before the sets: no set, no count.
+  ASSERT_TRUE(pool_->Command({"DEL", keys::PeriodInvoices("2027-01", "CNY"), keys::PeriodInvoices("2027-01", "USD"),
+                              keys::PeriodInvoiceCount()})
+                  .ok());
+  ASSERT_NO_FATAL_FAILURE(ExpectBothSettled());
+  EXPECT_EQ(Count({"ZCARD", keys::PeriodInvoices("2027-01", "CNY")}), 2);
+  EXPECT_EQ(Count({"ZCARD", keys::PeriodInvoices("2027-01", "USD")}), 1);
+  EXPECT_EQ(Count({"HGET", keys::PeriodInvoiceCount(), "n"}), 3);
+  auto again = billing_->IndexPeriodInvoices();
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again, 0);
+  // One issued by a replica that did not write its set: added (and
+  // counted) by the next computation.
+  auto members = pool_->Command({"ZRANGE", keys::PeriodInvoices("2027-01", "CNY"), "0", "0"});
+  ASSERT_TRUE(members.ok() && members->elements.size() == 1);
+  ASSERT_TRUE(pool_->Command({"ZREM", keys::PeriodInvoices("2027-01", "CNY"), members->elements[0].str}).ok());
+  ASSERT_TRUE(pool_->Command({"HINCRBY", keys::PeriodInvoiceCount(), "n", "-1"}).ok());
+  ASSERT_NO_FATAL_FAILURE(ExpectBothSettled());
+  EXPECT_EQ(Count({"HGET", keys::PeriodInvoiceCount(), "n"}), 3);
+}
+
+// ComputeSettlement: "AMOUNT_OUT_OF_RANGE: ... or a transfer would be above
+// 10^15 minor units, more than one payment may pay (nothing is stored)".
+// Lab owes the owner 10^15 + 1 on its January invoice: the one transfer
+// could never be paid (RecordPayment takes at most 10^15) and the
+// settlement stayed COMPUTED for ever. Once the owner's invoice, owing lab
+// 1, is issued too the transfer is exactly 10^15, which a payment may pay.
+TEST_F(BillingPaymentsContractTest, ATransferAboveTheMoneyLimitIsAmountOutOfRange) {
+  Owe(kLab, kOwner, kMaxAmountMinor);
+  Owe(kLab, kOwner, 1);
+  Owe(kOwner, kLab, 1);
+  const v1::Invoice inv = IssueJanuary(kLab);
+  ASSERT_EQ(inv.amount_outstanding().amount_minor(), kMaxAmountMinor + 1);
+  auto over = ComputeJanuary();
+  ExpectError(over.status(), absl::StatusCode::kInvalidArgument, "AMOUNT_OUT_OF_RANGE");
+  const auto violations = FieldViolationsOf(over.status());
+  ASSERT_EQ(violations.size(), 1u) << over.status();
+  EXPECT_EQ(violations[0].field, "transfers[0].amount");
+  auto listed = billing_->ListSettlements(admin_, v1::ListSettlementsRequest());
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_EQ(listed->settlements_size(), 0);
+  v1::GetInvoiceRequest get;
+  get.set_name(inv.name());
+  auto stored = billing_->GetInvoice(admin_, get);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->settlement(), "");
+  EXPECT_EQ(stored->state(), v1::Invoice::ISSUED);
+
+  IssueJanuary(kOwner);
+  auto settled = ComputeJanuary();
+  ASSERT_TRUE(settled.ok()) << settled.status();
+  ASSERT_EQ(settled->transfers_size(), 1);
+  EXPECT_EQ(settled->transfers(0).amount().amount_minor(), kMaxAmountMinor);
+  auto paid = PayTransfer(*settled, 0);
+  ASSERT_TRUE(paid.ok()) << paid.status();
+}
+
+// ================================================================ corrections
+
+// PostCorrection: "INVALID_ACCOUNT: ... a PAYABLE or POOL_PAYABLE entry
+// whose counterparty is a subsidy pool". Lab's PAYABLE owed to the pool
+// was accepted: from then on lab's draft named the pool as a payee, every
+// IssueInvoice for lab failed (inventory's INVALID_NAME for the pool) and
+// nothing could clear the line. The pool relations of the standard
+// postings (an owner's RECEIVABLE from a pool, the pool's POOL_PAYABLE to
+// an owner) stay allowed.
+TEST_F(BillingPaymentsContractTest, AnAdjustOwingAPoolIsInvalidAccount) {
+  const std::string pool_cash = std::string(kVoucher) + "/accounts/pool-cash";
+  const std::string pool_payable = std::string(kVoucher) + "/accounts/pool-payable";
+  const int64_t cash_before = Balance(pool_cash, "");
+  auto refused = [&](const std::vector<std::tuple<std::string, std::string, int64_t>>& entries,
+                     const std::string& field) {
+    v1::PostCorrectionRequest fix;
+    fix.set_posting(top_up_);
+    fix.set_mode(v1::PostCorrectionRequest::ADJUST);
+    fix.set_reason("voucher paid through lab");
+    for (const auto& [account, counterparty, amount] : entries) {
+      v1::Entry* e = fix.add_entries();
+      e->set_account(account);
+      e->set_counterparty(counterparty);
+      *(amount > 0 ? e->mutable_debit() : e->mutable_credit()) = Cny(std::abs(amount));
+    }
+    auto posted = billing_->PostCorrection(admin_, fix);
+    ExpectError(posted.status(), absl::StatusCode::kInvalidArgument, "INVALID_ACCOUNT");
+    const auto violations = FieldViolationsOf(posted.status());
+    ASSERT_EQ(violations.size(), 1u) << posted.status();
+    EXPECT_EQ(violations[0].field, field);
+  };
+  refused({{"organizations/lab/accounts/payable", kVoucher, -500}, {pool_cash, "", 500}}, "entries[0].counterparty");
+  refused({{pool_cash, "", 500}, {pool_payable, "subsidyPools/other", -500}}, "entries[1].counterparty");
+  EXPECT_EQ(Balance("organizations/lab/accounts/payable", kVoucher), 0);
+  EXPECT_EQ(Balance(pool_cash, ""), cash_before);
+  // The standard pool relations: the owner is owed by the pool.
+  Adjust({{"organizations/owner/accounts/receivable", kVoucher, 500}, {pool_payable, kOwner, -500}});
+  EXPECT_EQ(Balance("organizations/owner/accounts/receivable", kVoucher), 500);
+  // Lab's invoice has the owner as its one payee, and is issued.
+  Owe(kLab, kOwner, 1000);
+  const v1::Invoice inv = IssueJanuary(kLab);
+  ASSERT_EQ(inv.payees_size(), 1);
+  EXPECT_EQ(inv.payees(0).organization(), kOwner);
+  EXPECT_EQ(inv.amount_due().amount_minor(), 1000);
 }
 
 // ================================================================ pools

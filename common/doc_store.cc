@@ -14,7 +14,8 @@ namespace {
 //       keeping their first answer.
 // ARGV: has_idem, fingerprint, response, ttl, n_writes, n_index, n_append,
 //       has_event, event_type, event_payload, n_guards, n_more_events, then
-//       per write (expected, data), per index op (op, member), per append
+//       per write (expected, data), per index op (op: '-' remove, '+' add at
+//       score 0, '+<score>' add at that integer score; member), per append
 //       (value), per guard (expected, 'v' version, 'n' zset members or
 //       'c<min score>' zset members of that score or more), per
 //       further event (type, payload), n_increments, per increment (field,
@@ -92,8 +93,11 @@ end
 base = base + nw * 2
 for i = 1, ni do
   local key = KEYS[2 + nw + i]
-  if ARGV[base + (i - 1) * 2] == '+' then
+  local op = ARGV[base + (i - 1) * 2]
+  if op == '+' then
     redis.call('ZADD', key, 0, ARGV[base + (i - 1) * 2 + 1])
+  elseif string.sub(op, 1, 1) == '+' then
+    redis.call('ZADD', key, string.sub(op, 2), ARGV[base + (i - 1) * 2 + 1])
   else
     redis.call('ZREM', key, ARGV[base + (i - 1) * 2 + 1])
   end
@@ -233,7 +237,8 @@ absl::StatusOr<CommitOutcome> DocStore::Commit(const Mutation& m) const {
   }
   for (const auto& op : m.index_ops) {
     keys.push_back(op.key);
-    args.push_back(op.remove ? "-" : "+");
+    // '+' alone: score 0 (what every index step sent before scores).
+    args.push_back(op.remove ? "-" : op.score == 0 ? "+" : absl::StrCat("+", op.score));
     args.push_back(op.member);
   }
   for (const auto& a : m.appends) {

@@ -36,11 +36,14 @@ struct DocWrite {
   int64_t expected_version = 0;
 };
 
-// Sorted-set index entry (all scores 0: members ordered by bytes).
+// Sorted-set entry: an index entry (score 0: members ordered by bytes), or,
+// with a score, a member of a set ordered by that score (e.g. a due time in
+// ms; ZADD moves a member already there to the new score).
 struct IndexOp {
   std::string key;
   std::string member;
   bool remove = false;
+  int64_t score = 0;  // written when added
 };
 
 struct ListAppend {

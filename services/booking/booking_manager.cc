@@ -2117,6 +2117,8 @@ absl::StatusOr<int> BookingManager::Sweep() {
         LS_RETURN_IF_ERROR(store_->SetSweepCursor(partition, range.instrument_id, cursor));
       }
     }
+    // Service orders whose report is due for automatic acceptance.
+    LS_RETURN_IF_ERROR(AcceptDueReports(sweeper, partition, now, kSweepBatch, &changed));
   }
   return changed;
 }

@@ -173,7 +173,12 @@ class BookingManager {
   // instrument was not known to be ACTIVE as check-in closed (StateAt) is
   // cancelled as an outage instead of MISSED. Lease requests still
   // REQUESTED at their blocked start expire (the lease CANCELLED, its
-  // booking EXPIRED). A booking it cannot settle (an unreadable document,
+  // booking EXPIRED). Service orders in REPORT_DELIVERED whose
+  // report_accept_deadline has come (deadline <= now) are COMPLETED, the
+  // report accepted at the deadline (report_auto_accepted), with
+  // ServiceOrderReportAccepted{auto_accepted}, found through the
+  // partitions' keys::ReportDue sets (AcceptDueReports). A booking it cannot
+  // settle (an unreadable document,
   // a failed read or step) is logged and skipped, looked at again in the
   // next round; the others are settled. Returns how many changed. The
   // service runs it periodically; safe to run on every replica at once (each
@@ -640,6 +645,9 @@ class BookingManager {
     int64_t guard_from_ms = 0;
     int64_t guard_to_ms = 0;
     std::string window_guard;  // as Change's (with_booking only)
+    // Sorted-set writes of the order's partition in the same step (its
+    // keys::ReportDue entry).
+    std::vector<IndexOp> index_ops;
   };
   absl::StatusOr<LoadedOrder> LoadOrder(const std::string& name, absl::string_view field = "name");
   // CreateServiceOrder once authorized and its request_id claimed.
@@ -677,6 +685,15 @@ class BookingManager {
       const Principal& p, absl::string_view method, const google::protobuf::Message& request, const std::string& name,
       const std::string& request_id,
       const std::function<absl::StatusOr<OrderChange>(const LoadedOrder&, absl::Time now)>& decide);
+  // The sweep's part for service orders (booking_orders.cc): every entry of
+  // the partition's keys::ReportDue set due at `now`, page by page
+  // (`batch`): its order, still REPORT_DELIVERED with that deadline, is
+  // accepted at the deadline (decided on the stored order in the step, so a
+  // client's accept or dispute racing it wins or loses whole); an entry
+  // whose order moved on is dropped (guarded by the order's version). One
+  // it cannot settle is logged and skipped until the next round. Adds the
+  // orders it completed to *changed.
+  absl::Status AcceptDueReports(const Principal& sweeper, int partition, absl::Time now, int batch, int* changed);
 
   // Projects (booking_projects.cc).
   // Validates a project and fills what is computed (shares, each budget's

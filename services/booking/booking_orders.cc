@@ -13,6 +13,7 @@
 #include "common/error.h"
 #include "common/events.h"
 #include "common/input_limits.h"
+#include "common/log.h"
 #include "common/page_token.h"
 #include "common/proto_util.h"
 #include "services/booking/booking_common.h"
@@ -44,6 +45,24 @@ absl::Status ClientOnly(const Principal& p, const Order& o) {
   if (IsClient(p, o)) return absl::OkStatus();
   return MakeError(absl::StatusCode::kPermissionDenied, "ORGANIZATION_SCOPE",
                    "only the client organisation's users and billing admins may do this");
+}
+
+// A report accepted automatically at `accepted` (its order's
+// report_accept_deadline) can no longer be disputed.
+absl::Status AcceptanceClosed(const Order& o, absl::Time accepted) {
+  const std::string when = absl::FormatTime(absl::RFC3339_full, accepted, absl::UTCTimeZone());
+  return MakeError(absl::StatusCode::kFailedPrecondition, "REPORT_ACCEPTANCE_CLOSED",
+                   absl::StrCat("the report of ", o.name(), " was accepted automatically at ", when,
+                                ", when its acceptance period ended; it can no longer be disputed"),
+                   {{"accept_time", when}});
+}
+
+// The order leaves REPORT_DELIVERED (accepted, disputed): its deadline goes,
+// and its sweep entry with it in the same step.
+void LeaveReportDelivered(int partition, Order& order, std::vector<IndexOp>& index_ops) {
+  if (!order.has_report_accept_deadline()) return;
+  order.clear_report_accept_deadline();
+  index_ops.push_back({keys::ReportDue(partition), IdOf(order.name()), true});
 }
 
 absl::Status SameCurrency(const Money& m, const std::string& currency, const std::string& field) {
@@ -109,6 +128,7 @@ absl::StatusOr<Order> BookingManager::OrderTransition(
       m.fingerprint = fingerprint;
       m.response = SerializeDeterministic(c.order);
       m.writes.push_back({order_key, c.order.SerializeAsString(), cur.version});
+      m.index_ops = c.index_ops;
       m.outbox_key = keys::Outbox(cur.partition);
       m.event_type = v1::BookingEvent::descriptor()->full_name();
       m.event_payload = c.events.front().SerializeAsString();
@@ -133,6 +153,7 @@ absl::StatusOr<Order> BookingManager::OrderTransition(
     step.window_guard = c.window_guard;
     if (c.calendar == UpdateStep::Calendar::kRemove) step.due = UpdateStep::Due::kRemove;
     for (const auto& e : c.events) step.events.push_back(e.SerializeAsString());
+    step.index_ops = c.index_ops;
     LS_ASSIGN_OR_RETURN(StepOutcome outcome, store_->Update(step));
     if (outcome.kind == StepOutcome::Kind::kWindowWithdrawn) return WindowWithdrawn();
     return Settle(outcome, std::move(c.order));
@@ -948,6 +969,17 @@ absl::StatusOr<Order> BookingManager::DeliverReport(const Principal& p, const v1
     *report = r.report();
     *report->mutable_deliver_time() = ToProto(now);
     report->set_delivered_by(ActorName(p));
+    // The acceptance period in force now, pinned as the report's deadline
+    // (a later change of the rule leaves it), and the sweep's entry for it
+    // in the same step (a revised report's moves to its new deadline).
+    c.order.clear_report_accept_deadline();
+    const absl::Duration period =
+        FromProto(SlotRulesOf(*instrument, labshare::type::v1::TECHNICAL_SERVICE).report_acceptance_period());
+    if (period > absl::ZeroDuration()) {
+      const absl::Time deadline = now + period;
+      *c.order.mutable_report_accept_deadline() = ToProto(deadline);
+      c.index_ops.push_back({keys::ReportDue(cur.partition), IdOf(cur.order.name()), false, CeilMs(deadline)});
+    }
     v1::BookingEvent delivered = Event(p, r.request_id(), now);
     delivered.mutable_service_order_report_delivered();
     LS_ASSIGN_OR_RETURN(Loaded run, Load(cur.order.booking()));
@@ -986,10 +1018,13 @@ absl::StatusOr<Order> BookingManager::AcceptReport(const Principal& p, const v1:
   return OrderTransition(p, "AcceptReport", r, r.name(), r.request_id(), [&](const LoadedOrder& cur, absl::Time now) -> absl::StatusOr<OrderChange> {
     LS_RETURN_IF_ERROR(ClientOnly(p, cur.order));
     if (cur.order.state() != Order::REPORT_DELIVERED) return OrderState(cur.order, "REPORT_DELIVERED");
+    // At or after the deadline too, until the sweep has accepted it: the
+    // client agrees anyway (accepted now, by the client).
     OrderChange c;
     c.order = cur.order;
     c.order.set_state(Order::COMPLETED);
     *c.order.mutable_report_accept_time() = ToProto(now);
+    LeaveReportDelivered(cur.partition, c.order, c.index_ops);
     v1::BookingEvent e = Event(p, r.request_id(), now);
     e.mutable_service_order_report_accepted();
     c.events.push_back(std::move(e));
@@ -1002,9 +1037,18 @@ absl::StatusOr<Order> BookingManager::DisputeReport(const Principal& p, const v1
   if (r.reason().empty()) return InvalidField("reason", "say what is wrong with the report");
   return OrderTransition(p, "DisputeReport", r, r.name(), r.request_id(), [&](const LoadedOrder& cur, absl::Time now) -> absl::StatusOr<OrderChange> {
     LS_RETURN_IF_ERROR(ClientOnly(p, cur.order));
+    // The report counts as accepted from its deadline on (half-open),
+    // whether the sweep has completed the order yet or not.
+    if (cur.order.state() == Order::COMPLETED && cur.order.report_auto_accepted()) {
+      return AcceptanceClosed(cur.order, FromProto(cur.order.report_accept_time()));
+    }
     if (cur.order.state() != Order::REPORT_DELIVERED) return OrderState(cur.order, "REPORT_DELIVERED");
+    if (cur.order.has_report_accept_deadline() && now >= FromProto(cur.order.report_accept_deadline())) {
+      return AcceptanceClosed(cur.order, FromProto(cur.order.report_accept_deadline()));
+    }
     OrderChange c;
     c.order = cur.order;
+    LeaveReportDelivered(cur.partition, c.order, c.index_ops);
     c.order.set_state(Order::DISPUTED);
     c.order.set_dispute_reason(r.reason());
     *c.order.mutable_dispute_time() = ToProto(now);
@@ -1058,6 +1102,9 @@ absl::StatusOr<Order> BookingManager::CancelOrder(const Principal& p, const v1::
     }
     OrderChange c;
     c.order = cur.order;
+    // No deadline in the states CancelOrder allows (a dispute cleared it):
+    // cleared with its entry all the same should one be there.
+    LeaveReportDelivered(cur.partition, c.order, c.index_ops);
     c.order.set_state(Order::CANCELLED);
     c.order.set_cancel_reason(r.reason());
     *c.order.mutable_cancel_time() = ToProto(now);
@@ -1095,6 +1142,93 @@ absl::StatusOr<Order> BookingManager::CancelOrder(const Principal& p, const v1::
     c.events.push_back(std::move(e));
     return c;
   });
+}
+
+// ================================================================ automatic acceptance
+
+absl::Status BookingManager::AcceptDueReports(const Principal& sweeper, int partition, absl::Time now, int batch,
+                                              int* changed) {
+  // What the step found: the order moved on (its entry is dropped at the
+  // version read: 0 when it is gone), or its deadline is later (the entry
+  // stays: a revised report moved it).
+  struct Found {
+    bool gone = false;
+    bool later = false;
+    int64_t version = 0;
+  };
+  auto settle = [&](const std::string& order_id, Found& found) -> absl::Status {
+    const std::string name = "serviceOrders/" + order_id;
+    v1::GetServiceOrderRequest key;
+    key.set_name(name);
+    // Due or not is decided at the sweep's `now`, on the stored order; the
+    // change is stamped at its own attempt's reading (`at`), as its event.
+    auto result = OrderTransition(sweeper, "Sweep", key, name, "",
+                                  [&](const LoadedOrder& cur, absl::Time at) -> absl::StatusOr<OrderChange> {
+      found = Found();
+      found.version = cur.version;
+      if (cur.order.state() != Order::REPORT_DELIVERED || !cur.order.has_report_accept_deadline()) {
+        found.gone = true;
+        return Precondition("NOT_DUE", "no report awaits its automatic acceptance");
+      }
+      const absl::Time deadline = FromProto(cur.order.report_accept_deadline());
+      if (deadline > now) {
+        found.later = true;
+        return Precondition("NOT_DUE", "not due yet");
+      }
+      OrderChange c;
+      c.order = cur.order;
+      c.order.set_state(Order::COMPLETED);
+      *c.order.mutable_report_accept_time() = ToProto(deadline);  // accepted from that moment on
+      c.order.set_report_auto_accepted(true);
+      LeaveReportDelivered(cur.partition, c.order, c.index_ops);
+      v1::BookingEvent e = Event(sweeper, "", at);
+      e.mutable_service_order_report_accepted()->set_auto_accepted(true);
+      c.events.push_back(std::move(e));
+      return c;
+    });
+    if (result.ok()) {
+      ++*changed;
+      return absl::OkStatus();
+    }
+    if (absl::IsNotFound(result.status())) {
+      found = Found();
+      found.gone = true;  // no such order (version 0)
+    }
+    if (!found.gone) {
+      if (found.later || absl::IsAborted(result.status())) {  // moved meanwhile: next round
+        found.later = true;
+        return absl::OkStatus();
+      }
+      return result.status();
+    }
+    // Dropped only while the order is still as read: a revised report
+    // written meanwhile keeps its entry.
+    Mutation m;
+    m.guards.push_back({keys::Order(partition, order_id), found.version});
+    m.index_ops.push_back({keys::ReportDue(partition), order_id, true});
+    LS_ASSIGN_OR_RETURN(CommitOutcome outcome, store_->docs().Commit(m));
+    if (outcome.kind != CommitOutcome::Kind::kApplied) found.later = true;
+    return absl::OkStatus();
+  };
+  // Entries settled leave the set; those that stay (later, skipped) are
+  // passed by the offset. Scores are deadlines rounded up: every deadline
+  // <= now has one <= now rounded up (to the nanosecond, as DisputeReport
+  // compares); one later within that millisecond is passed as later.
+  for (int offset = 0;;) {
+    LS_ASSIGN_OR_RETURN(auto due, store_->ReportsDue(partition, CeilMs(now), offset, batch));
+    for (const auto& entry : due) {
+      Found found;
+      if (absl::Status settled = settle(entry.order_id, found); !settled.ok()) {
+        LogWarning("sweep skipped a service order",
+                   {{"service_order", "serviceOrders/" + entry.order_id}, {"error", settled.ToString()}});
+        ++offset;
+      } else if (found.later) {
+        ++offset;
+      }
+    }
+    if (static_cast<int>(due.size()) < batch) break;
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace labshare::booking

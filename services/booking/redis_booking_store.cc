@@ -54,6 +54,7 @@ std::string RequestClaim(absl::string_view method, absl::string_view request_id)
 std::string Budget(int p, absl::string_view project_id) { return absl::StrCat(Tag(p), ":budget:", project_id); }
 std::string Lease(int p, absl::string_view id) { return absl::StrCat(Tag(p), ":lease:", id); }
 std::string Order(int p, absl::string_view id) { return absl::StrCat(Tag(p), ":order:", id); }
+std::string ReportDue(int p) { return absl::StrCat(Tag(p), ":reportdue"); }
 std::string Orders(int p, absl::string_view i) { return absl::StrCat(Tag(p), ":orders:", i); }
 std::string QuotaGroup(int p, absl::string_view i, absl::string_view o) {
   return absl::StrCat(Tag(p), ":quotas:", i, ":", o);
@@ -468,7 +469,10 @@ return {'OK'}
 //       ('' none): WITHDRAWN, nothing written, when it is among the
 //       withdrawn windows,
 //       then per counter (field, committed delta, used delta), then per
-//       extra document (expected version, data), then the events.
+//       extra document (expected version, data), then the events, then per
+//       sorted-set op (KEYS after the extra documents; their number is what
+//       KEYS holds past those, none from a caller without them) its op ('-'
+//       remove, '+<score>' add at that score) and member.
 const RedisScript& UpdateScript() {
   static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + kLuaBytesLess + kReplayLua + kCalendarLua + R"lua(
 local seen = replay(KEYS[1], ARGV[1])
@@ -487,6 +491,16 @@ for i = 1, n_extra do
 end
 -- The maintenance window the change is made for was cancelled meanwhile.
 if ARGV[18] ~= '' and redis.call('SISMEMBER', KEYS[9], ARGV[18]) == 1 then return {'WITHDRAWN'} end
+-- The sorted-set ops, checked before anything (the calendar fold too) is written.
+local zk, za = xk + n_extra, xa + n_extra * 2 + tonumber(ARGV[14]) + 1
+local nz = #KEYS - zk
+for i = 1, nz do
+  if not ls_type_is(KEYS[zk + i], 'zset') then return redis.error_reply('WRONGTYPE ' .. KEYS[zk + i]) end
+  local op = ARGV[za + (i - 1) * 2]
+  if op ~= '-' and not (string.sub(op, 1, 1) == '+' and tonumber(string.sub(op, 2))) then
+    return redis.error_reply('ERR sorted-set op ' .. op)
+  end
+end
 local folded, fresh = cal_fold(KEYS[4], KEYS[5], KEYS[7], KEYS[8], KEYS[10])
 if folded then return redis.error_reply(folded) end
 local sb, sw, sfresh = cal_spans(KEYS[4], KEYS[8])
@@ -543,6 +557,14 @@ for i = 1, nc do
   local a = 18 + (i - 1) * 3
   redis.call('HINCRBY', KEYS[10 + i], ARGV[a + 1] .. ':committed', ARGV[a + 2])
   redis.call('HINCRBY', KEYS[10 + i], ARGV[a + 1] .. ':used', ARGV[a + 3])
+end
+for i = 1, nz do
+  local op, member = ARGV[za + (i - 1) * 2], ARGV[za + (i - 1) * 2 + 1]
+  if op == '-' then
+    redis.call('ZREM', KEYS[zk + i], member)
+  else
+    redis.call('ZADD', KEYS[zk + i], string.sub(op, 2), member)
+  end
 end
 publish(KEYS[2], xa + n_extra * 2 + 1, tonumber(ARGV[14]))
 remember(KEYS[1], ARGV[1], ARGV[12] ~= '' and ARGV[12] or ARGV[2], ARGV[3])
@@ -1166,6 +1188,11 @@ absl::StatusOr<StepOutcome> BookingStore::Update(const UpdateStep& s) const {
     args.push_back(std::to_string(c.used_delta_ms));
   }
   AppendDocsAndEvents(s.extra_docs, s.events, keys, args);
+  for (const auto& op : s.index_ops) {
+    keys.push_back(op.key);
+    args.push_back(op.remove ? "-" : absl::StrCat("+", op.score));
+    args.push_back(op.member);
+  }
   LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(UpdateScript(), keys, args));
   return Outcome(v);
 }
@@ -1623,6 +1650,21 @@ absl::StatusOr<std::optional<int64_t>> BookingStore::NextCalendarStart(int parti
     return std::optional<int64_t>(entry.start_ms);
   }
   return std::optional<int64_t>();
+}
+
+absl::StatusOr<std::vector<BookingStore::ReportDueEntry>> BookingStore::ReportsDue(int partition, int64_t now_ms,
+                                                                                   int offset, int limit) const {
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"ZRANGEBYSCORE", keys::ReportDue(partition), "-inf",
+                                                    std::to_string(now_ms), "WITHSCORES", "LIMIT",
+                                                    std::to_string(offset), std::to_string(limit)}));
+  if (v.type != RedisValue::Type::kArray || v.elements.size() % 2 != 0) {
+    return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected storage reply");
+  }
+  std::vector<ReportDueEntry> out;
+  for (size_t i = 0; i + 1 < v.elements.size(); i += 2) {
+    out.push_back({v.elements[i].str, ScoreMs(v.elements[i + 1].str)});
+  }
+  return out;
 }
 
 absl::Status BookingStore::ForgetDue(int partition, absl::string_view booking_id) const {

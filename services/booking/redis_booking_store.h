@@ -88,6 +88,13 @@
 //   {bk:P}:lease:<id>        Lease document; its booking has the same id
 //   {bk:P}:order:<id>        ServiceOrder document (older versions also kept the
 //                            index {bk:P}:orders:<instr>; now {bk:P}:ls:o:...)
+//   {bk:P}:reportdue         ZSET  order id -> its report_accept_deadline (ms,
+//                            rounded up): orders in REPORT_DELIVERED whose
+//                            report the sweep accepts at that moment.
+//                            Written by DeliverReport's step (a revised report
+//                            moves the score), removed by the step that
+//                            accepts or disputes the report (or the sweep's,
+//                            for an entry whose order moved on otherwise).
 //   {bk:P}:budget:<project>  HASH "<instr>:budget|committed|used" -> ms: a joint-
 //                            research project's hours on an instrument, kept
 //                            with the calendar so the create step checks them;
@@ -212,6 +219,9 @@ std::string RequestClaim(absl::string_view method, absl::string_view request_id)
 std::string Budget(int p, absl::string_view project_id);
 std::string Lease(int p, absl::string_view lease_id);
 std::string Order(int p, absl::string_view order_id);
+// Service orders whose delivered report is accepted automatically: ZSET
+// order id -> its report_accept_deadline (ms, rounded up).
+std::string ReportDue(int p);
 std::string Orders(int p, absl::string_view instrument_id);
 // Quotas of one (instrument, organisation): a versioned document holding
 // them all (a ListQuotasResponse), their counters ("<period>:<start ms>:
@@ -403,6 +413,9 @@ struct UpdateStep {
   // Budget and quota movements, applied with the change.
   std::vector<CounterMove> counters;
   std::vector<std::string> events;
+  // Sorted-set writes of this partition applied with the change (a service
+  // order's keys::ReportDue entry), as DocStore's (IndexOp: a score, or 0).
+  std::vector<IndexOp> index_ops;
 };
 
 // One listing index of one partition: scored (member id, score ms) or, with
@@ -527,6 +540,15 @@ class BookingStore {
     int64_t due_ms = 0;
   };
   absl::StatusOr<int64_t> AddDueIfAbsent(const std::vector<DueEntry>& entries) const;
+  // keys::ReportDue of a partition: the orders due at or before `now_ms`
+  // (their score), by deadline, skipping the first `offset`, at most
+  // `limit`.
+  struct ReportDueEntry {
+    std::string order_id;
+    int64_t due_ms = 0;
+  };
+  absl::StatusOr<std::vector<ReportDueEntry>> ReportsDue(int partition, int64_t now_ms, int offset,
+                                                         int limit) const;
   // The start (ms) of the first calendar entry other than `except` (a
   // booking or a maintenance window) starting strictly after `after_ms`;
   // nullopt when none does.

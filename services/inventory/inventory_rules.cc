@@ -62,7 +62,8 @@ absl::Status ValidateSlotRules(const v1::SlotRules& r, const std::string& f) {
            {&r.no_show_grace(), "no_show_grace"},
            {&r.late_cancel_notice(), "late_cancel_notice"},
            {&r.billing_unit(), "billing_unit"},
-           {&r.minimum_charge(), "minimum_charge"}}) {
+           {&r.minimum_charge(), "minimum_charge"},
+           {&r.report_acceptance_period(), "report_acceptance_period"}}) {
     LS_RETURN_IF_ERROR(ValidateDuration(*d, f + "." + name));
   }
   const absl::Duration min_block = FromProto(r.min_block());
@@ -113,6 +114,15 @@ absl::Status ValidateSlotRules(const v1::SlotRules& r, const std::string& f) {
   }
   if (r.qualification_validity_days() < 0) {
     return InvalidField(f + ".qualification_validity_days", "must not be negative");
+  }
+  // Bounded so that a report's deadline (its delivery + the period) is
+  // always a time booking can store.
+  const google::protobuf::Duration& period = r.report_acceptance_period();
+  if (period.nanos() > 999999999) {
+    return InvalidField(f + ".report_acceptance_period", "nanos must be less than one second");
+  }
+  if (FromProto(period) > absl::Hours(24 * 3650)) {
+    return InvalidField(f + ".report_acceptance_period", "must be at most 3650 days");
   }
   return absl::OkStatus();
 }
@@ -438,6 +448,12 @@ absl::Status ValidateInstrument(const v1::Instrument& in) {
         return InvalidField(f + ".slot_rules", absl::StrCat("required for ", ModeName(m.mode())));
       }
       LS_RETURN_IF_ERROR(ValidateSlotRules(m.slot_rules(), f + ".slot_rules"));
+      const auto& period = m.slot_rules().report_acceptance_period();
+      if (m.mode() != labshare::type::v1::TECHNICAL_SERVICE && (period.seconds() != 0 || period.nanos() != 0)) {
+        return InvalidField(f + ".slot_rules.report_acceptance_period",
+                            absl::StrCat("only for TECHNICAL_SERVICE (reports of service orders), not ",
+                                         ModeName(m.mode())));
+      }
     }
   }
   std::set<std::string> entries;

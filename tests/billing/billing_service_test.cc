@@ -208,6 +208,9 @@ class BillingTest : public BookingServiceTest {
 
   // Defined below (a service order whose report the client accepted).
   void ServiceOrderToAcceptedReport();
+  // The same order up to its delivered report (at day + 11:00), not accepted
+  // yet: its name.
+  std::string ServiceOrderToDeliveredReport();
 
   std::unique_ptr<testing::DirectInventory> reader_;
   std::unique_ptr<BillingStore> bstore_;
@@ -1013,39 +1016,91 @@ TEST_F(BillingTest, TechnicalServiceIsChargedFromTheAcceptedQuote) {
   EXPECT_EQ(AccountBalance("organizations/owner/accounts/income"), 95001);
 }
 
+// A report accepted automatically (tem's TECHNICAL_SERVICE
+// report_acceptance_period, booking's sweep at the deadline) is charged as
+// one the client accepted: exactly the accepted quote, once.
+TEST_F(BillingTest, AnAutomaticallyAcceptedReportIsChargedTheAcceptedQuote) {
+  iv::GetInstrumentRequest g;
+  g.set_name("instruments/tem");
+  iv::Instrument tem;
+  ASSERT_TRUE(Call(inventory_.get(), &iv::InventoryService::Stub::GetInstrument, g, &tem, admin_).ok());
+  std::vector<iv::ModeOffering> modes(tem.modes().begin(), tem.modes().end());
+  for (auto& m : modes) {
+    if (m.mode() == labshare::type::v1::TECHNICAL_SERVICE) {
+      *m.mutable_slot_rules()->mutable_report_acceptance_period() = ToProto(absl::Hours(72));
+    }
+  }
+  OfferModes("tem", modes, "auto-accept-72h");
+  const std::string name = ServiceOrderToDeliveredReport();
+  ASSERT_FALSE(name.empty());
+  clock_.Set(day_ + absl::Hours(11 + 72));
+  ASSERT_EQ(*manager_->Sweep(), 1);
+  Drain();
+  std::map<v1::FeeKind, int64_t> by_kind;
+  for (const auto& ch : Charges()) {
+    EXPECT_EQ(ch.service_order(), name);
+    by_kind[ch.fee_kind()] += ch.amount().amount_minor();
+  }
+  ASSERT_EQ(by_kind.size(), 3u);
+  EXPECT_EQ(by_kind[v1::TECHNICAL_SERVICE], 60000);
+  EXPECT_EQ(by_kind[v1::STAFF_TIME], 30000);
+  EXPECT_EQ(by_kind[v1::CONSUMABLES], 5001);
+  EXPECT_EQ(AccountBalance("organizations/owner/accounts/income"), 95001);
+  // A later round publishes nothing more: charged once.
+  clock_.Set(day_ + absl::Hours(24 * 10));
+  ASSERT_EQ(*manager_->Sweep(), 0);
+  Drain();
+  int64_t total = 0;
+  for (const auto& ch : Charges()) total += ch.amount().amount_minor();
+  EXPECT_EQ(total, 95001);
+}
+
 // A service order whose report was accepted: three charges in one event,
 // TECHNICAL_SERVICE 60000, STAFF_TIME 30000, CONSUMABLES 5001, for lab.
 void BillingTest::ServiceOrderToAcceptedReport() {
+  const std::string name = ServiceOrderToDeliveredReport();
+  ASSERT_FALSE(name.empty());
+  bk::ServiceOrder out;
+  bk::AcceptReportRequest ar;
+  ar.set_name(name);
+  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::AcceptReport, ar, &out, ana_).ok());
+}
+
+std::string BillingTest::ServiceOrderToDeliveredReport() {
+  const auto ok = [](const grpc::Status& st) {
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return st.ok();
+  };
   bk::CreateServiceOrderRequest co;
   co.mutable_service_order()->set_instrument("instruments/tem");
   co.mutable_service_order()->set_service_entry_id("imaging");
   co.mutable_service_order()->set_sample_count(3);
   bk::ServiceOrder o, out;
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::CreateServiceOrder, co, &o, ana_).ok());
+  if (!ok(Call(stub_.get(), &bk::BookingService::Stub::CreateServiceOrder, co, &o, ana_))) return "";
   bk::IssueQuoteRequest q;
   q.set_name(o.name());
   *q.mutable_quote()->mutable_per_sample_fee() = MakeMoney("CNY", 20000);
   *q.mutable_quote()->mutable_staff_time_fee() = MakeMoney("CNY", 30000);
   *q.mutable_quote()->mutable_consumables() = MakeMoney("CNY", 5001);
   *q.mutable_quote()->mutable_valid_until() = ToProto(clock_.Now() + absl::Hours(24 * 14));
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::IssueQuote, q, &out, staff_).ok());
+  if (!ok(Call(stub_.get(), &bk::BookingService::Stub::IssueQuote, q, &out, staff_))) return "";
   bk::AcceptQuoteRequest aq;
   aq.set_name(o.name());
   aq.set_quote_etag(out.quote().quote_etag());
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::AcceptQuote, aq, &out, ana_).ok());
+  if (!ok(Call(stub_.get(), &bk::BookingService::Stub::AcceptQuote, aq, &out, ana_))) return "";
   bk::ReceiveSamplesRequest rs;
   rs.set_name(o.name());
   rs.set_received_sample_count(3);
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::ReceiveSamples, rs, &out, staff_).ok());
+  if (!ok(Call(stub_.get(), &bk::BookingService::Stub::ReceiveSamples, rs, &out, staff_))) return "";
   bk::ScheduleServiceRequest sch;
   sch.set_name(o.name());
   *sch.mutable_interval()->mutable_start_time() = ToProto(day_ + absl::Hours(9));
   *sch.mutable_interval()->mutable_end_time() = ToProto(day_ + absl::Hours(11));
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::ScheduleService, sch, &out, staff_).ok());
+  if (!ok(Call(stub_.get(), &bk::BookingService::Stub::ScheduleService, sch, &out, staff_))) return "";
   clock_.Set(day_ + absl::Hours(9));
   bk::StartServiceRequest st;
   st.set_name(o.name());
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::StartService, st, &out, staff_).ok());
+  if (!ok(Call(stub_.get(), &bk::BookingService::Stub::StartService, st, &out, staff_))) return "";
   bk::DeliverReportRequest dr;
   dr.set_name(o.name());
   dr.mutable_report()->set_uri("s3://reports/1.pdf");
@@ -1053,12 +1108,11 @@ void BillingTest::ServiceOrderToAcceptedReport() {
   dr.mutable_report()->set_summary("3 grids imaged");
   clock_.Set(day_ + absl::Hours(11));
   auto s = Call(stub_.get(), &bk::BookingService::Stub::DeliverReport, dr, &out, staff_);
-  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  if (!s.ok()) return "";
   Drain();
   EXPECT_TRUE(Charges().empty());  // nothing before the client accepts
-  bk::AcceptReportRequest ar;
-  ar.set_name(o.name());
-  ASSERT_TRUE(Call(stub_.get(), &bk::BookingService::Stub::AcceptReport, ar, &out, ana_).ok());
+  return o.name();
 }
 
 // Three subsidisable charges of one event (a service order) against one

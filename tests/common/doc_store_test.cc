@@ -201,5 +201,34 @@ TEST_F(DocStoreTest, ACountGuardFromAScoreIgnoresEarlierMembers) {
   EXPECT_FALSE((*store_->Get("{t}:c")).has_value());
 }
 
+// A scored index op adds its member at that score (moving one already
+// there), one without a score at 0 as before; removal takes it off. With
+// only a guard (a document's version) and index ops, the step writes
+// nothing else and nothing when the guard fails.
+TEST_F(DocStoreTest, ScoredIndexOpsMoveMembersAndHonourGuards) {
+  Mutation m;
+  m.index_ops.push_back({"{t}:due", "o1", false, 1798761600123});
+  m.index_ops.push_back({"{t}:due", "o2"});
+  m.guards.push_back({"{t}:doc", 0});
+  ASSERT_EQ(store_->Commit(m)->kind, CommitOutcome::Kind::kApplied);
+  EXPECT_EQ(pool_->Command({"ZSCORE", "{t}:due", "o1"})->str, "1798761600123");
+  EXPECT_EQ(pool_->Command({"ZSCORE", "{t}:due", "o2"})->str, "0");
+  Mutation move;
+  move.index_ops.push_back({"{t}:due", "o1", false, 5});
+  move.guards.push_back({"{t}:doc", 0});
+  ASSERT_EQ(store_->Commit(move)->kind, CommitOutcome::Kind::kApplied);
+  EXPECT_EQ(pool_->Command({"ZSCORE", "{t}:due", "o1"})->str, "5");
+  ASSERT_TRUE(store_->Commit(Create("{t}:doc", "d")).ok());  // the guarded document now exists
+  Mutation drop;
+  drop.index_ops.push_back({"{t}:due", "o1", true});
+  drop.guards.push_back({"{t}:doc", 0});
+  EXPECT_EQ(store_->Commit(drop)->kind, CommitOutcome::Kind::kConflict);
+  EXPECT_EQ(Int({"ZCARD", "{t}:due"}), 2);
+  drop.guards = {{"{t}:doc", 1}};
+  ASSERT_EQ(store_->Commit(drop)->kind, CommitOutcome::Kind::kApplied);
+  EXPECT_TRUE(pool_->Command({"ZSCORE", "{t}:due", "o1"})->is_nil());
+  EXPECT_EQ(Int({"XLEN", "{t}:outbox"}), 1);  // Create's event only
+}
+
 }  // namespace
 }  // namespace labshare

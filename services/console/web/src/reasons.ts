@@ -150,6 +150,7 @@ registerMessages({
     'reason.HANDOVER_WINDOW': 'The handover can be recorded only from shortly before the lease term starts until it ends.',
     // ------------------------------------------------------- technical service
     'reason.ORDER_STATE': 'This cannot be done in the service order’s current state. Reload to see its state.',
+    'reason.REPORT_ACCEPTANCE_CLOSED': 'The report can no longer be disputed: it was accepted automatically when the instrument’s acceptance period ended.',
     'reason.ORDER_NOT_CANCELLABLE': 'This service order can no longer be cancelled: only orders whose run has not started can be (a disputed one only by an administrator).',
     'reason.QUOTE_EXPIRED': 'The quote is no longer valid. Ask the facility for a new one.',
     'reason.SAMPLE_COUNT_MISMATCH': 'The number of samples received differs from the quote. Issue a new quote first.',
@@ -336,6 +337,7 @@ registerMessages({
     'reason.HANDOVER_WINDOW': '只能在租期开始前不久至租期结束之间登记交接。',
     // ------------------------------------------------------- technical service
     'reason.ORDER_STATE': '技术服务订单当前的状态不允许此操作，请刷新查看其状态。',
+    'reason.REPORT_ACCEPTANCE_CLOSED': '该报告已不能提出异议：仪器规定的确认期限结束时，报告已自动确认。',
     'reason.ORDER_NOT_CANCELLABLE': '该技术服务订单已不能取消：只有尚未开始检测的订单可以取消（有争议的订单仅管理员可以取消）。',
     'reason.QUOTE_EXPIRED': '该报价已失效，请向设施重新索取报价。',
     'reason.SAMPLE_COUNT_MISMATCH': '实收样品数量与报价不符，请先重新报价。',

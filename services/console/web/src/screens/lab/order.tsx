@@ -1,6 +1,8 @@
 // One technical-service order: its state, the current quote (accept it with
-// its quote_etag), delivered reports (accept or dispute), and cancelling it
-// while the rules allow (CancelOrder).
+// its quote_etag), delivered reports (accept or dispute; when the instrument
+// accepts reports automatically, the moment it will, in the facility's zone,
+// and afterwards that it did), and cancelling it while the rules allow
+// (CancelOrder).
 import { useEffect, useState } from 'preact/hooks';
 import { ServiceOrder_State, type ServiceOrder } from '../../../../gen/labshare/booking/v1/booking_pb';
 import { booking } from '../../api';
@@ -117,8 +119,14 @@ export default function LabOrder({ params }: { params: Record<string, string> })
           ))}
         </ul>
       )}
+      {o.state === ServiceOrder_State.COMPLETED && o.reportAutoAccepted && (
+        <p data-testid="report-auto-accepted">{t('lab.order.autoAccepted', { when: timeText(o.reportAcceptTime, zone) })}</p>
+      )}
       {report && o.state === ServiceOrder_State.REPORT_DELIVERED && (
         <div class="card">
+          {tsMs(o.reportAcceptDeadline) > 0 && (
+            <p data-testid="report-deadline">{t('lab.order.autoAcceptAt', { when: timeText(o.reportAcceptDeadline, zone) })}</p>
+          )}
           <button type="button" class="primary" disabled={busy} data-testid="accept-report"
             onClick={() => void act(t('lab.order.acceptReport'), () => mutate('acceptReport', { name: o.name }, (r) => booking.acceptReport(r)))}>
             {t('lab.order.acceptReport')}

@@ -226,6 +226,8 @@ const M: Record<string, [string, string]> = {
   'staff.orders.wish': ['wanted by {when}', '期望完成 {when}'],
   'staff.orders.disputed': ['Client’s objection: {reason}', '客户异议：{reason}'],
   'staff.orders.reportAt': ['Report {when}', '报告 {when}'],
+  'staff.orders.autoAcceptAt': ['Accepted automatically on {when} unless the client disputes it', '如客户不提出异议，将于 {when} 自动确认'],
+  'staff.orders.autoAccepted': ['Accepted automatically on {when}', '已于 {when} 自动确认'],
   'staff.orders.issueQuote': ['Quote…', '报价…'],
   'staff.orders.requote': ['Re-quote…', '重新报价…'],
   'staff.orders.receive': ['Samples received…', '登记收样…'],

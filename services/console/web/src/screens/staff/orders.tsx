@@ -3,7 +3,8 @@
 // (IssueQuote: per-sample fee, staff time and its fee, consumables, valid
 // until), samples received (ReceiveSamples), schedule (ScheduleService with
 // an interval in the facility's zone), start (StartService), deliver the
-// report (DeliverReport: uri, sha256, summary).
+// report (DeliverReport: uri, sha256, summary); a delivered report's
+// automatic acceptance (when it will happen, or that it did).
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { ServiceOrder_State, type ServiceOrder } from '../../../../gen/labshare/booking/v1/booking_pb';
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
@@ -166,6 +167,10 @@ function OrderRow({ o, world, monday, onDone }: { o: ServiceOrder; world: StaffW
           {o.sampleDescription && <div class="muted">{o.sampleDescription}</div>}</td>
         <td><span class="staff-badge">{stateWord(o.state)}</span>
           {o.state === S.DISPUTED && o.disputeReason && <div class="muted">{t('staff.orders.disputed', { reason: o.disputeReason })}</div>}
+          {o.state === S.REPORT_DELIVERED && isSet(o.reportAcceptDeadline) &&
+            <div class="muted" data-testid={`report-deadline-${id}`}>{t('staff.orders.autoAcceptAt', { when: when(o.reportAcceptDeadline, zone) })}</div>}
+          {o.state === S.COMPLETED && o.reportAutoAccepted &&
+            <div class="muted" data-testid={`report-auto-accepted-${id}`}>{t('staff.orders.autoAccepted', { when: when(o.reportAcceptTime, zone) })}</div>}
           {isSet(o.requestedCompletionTime) && <div class="muted">{t('staff.orders.wish', { when: when(o.requestedCompletionTime, zone) })}</div>}</td>
         <td>{o.quote ? (<>
           <div data-testid={`quote-total-${id}`}>{money(o.quote.total)}</div>

@@ -18,6 +18,7 @@ interface FormatModule {
   money(m: Money | undefined): string;
   moneyText(m: Money | undefined): string;
   parseMoney(text: string, currencyCode: string): Money | undefined;
+  webLink(uri: string): string | undefined;
 }
 
 // web/src/format.ts transpiled next to node_modules, with the built gen/
@@ -79,5 +80,14 @@ describe('money digits (web/src/format.ts)', () => {
     assert.equal(f.parseMoney('1500.5', 'JPY'), undefined);
     assert.equal(f.parseMoney('500.001', 'CNY'), undefined);
     assert.equal(f.parseMoney('-2', 'KWD')?.amountMinor, -2000n);
+  });
+
+  it('links only http and https report locations', () => {
+    assert.equal(f.webLink('https://files.example.org/demo.pdf'), 'https://files.example.org/demo.pdf');
+    assert.equal(f.webLink('http://10.0.0.5/r.pdf'), 'http://10.0.0.5/r.pdf');
+    for (const bad of ['javascript:alert(1)', 'JavaScript:fetch(1)', ' javascript:x', 'data:text/html,<b>x</b>',
+      'vbscript:x', 'file:///etc/passwd', '\\\\nas\\reports\\r.pdf', 's3://bucket/r.pdf', 'reports/r.pdf', '']) {
+      assert.equal(f.webLink(bad), undefined, bad);
+    }
   });
 });

@@ -91,3 +91,16 @@ export function dateTime(ts: Timestamp | undefined, timeZone: string, withZone =
 export function percentBps(bps: bigint | number | undefined): string {
   return new Intl.NumberFormat(lang.value, { style: 'percent', maximumFractionDigits: 2 }).format(Number(bps ?? 0) / 10000);
 }
+
+// A link a page may follow: the text itself when it is an absolute http: or
+// https: URL, undefined otherwise (javascript:, data:, a file share path or
+// anything else a report's uri may hold is shown as text, never as a link).
+export function webLink(uri: string): string | undefined {
+  let u: URL;
+  try {
+    u = new URL(uri);
+  } catch {
+    return undefined;
+  }
+  return u.protocol === 'http:' || u.protocol === 'https:' ? uri : undefined;
+}

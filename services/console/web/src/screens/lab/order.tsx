@@ -7,7 +7,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { ServiceOrder_State, type ServiceOrder } from '../../../../gen/labshare/booking/v1/booking_pb';
 import { booking } from '../../api';
 import type { ShownError } from '../../errors';
-import { money, hoursNumber } from '../../format';
+import { money, hoursNumber, webLink } from '../../format';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import { tsMs, instrumentWithZone, orderStateWord, rangeText, timeText } from './common';
@@ -113,8 +113,10 @@ export default function LabOrder({ params }: { params: Record<string, string> })
         <ul>
           {o.reports.map((r, i) => (
             <li key={i}>
-              <a href={r.uri} rel="noopener noreferrer" target="_blank">{r.summary || r.uri}</a>{' '}
-              <span class="muted">{timeText(r.deliverTime, zone)} · SHA-256 {r.sha256.slice(0, 12)}…</span>
+              {webLink(r.uri)
+                ? <a href={webLink(r.uri)} rel="noopener noreferrer" target="_blank">{r.summary || r.uri}</a>
+                : <span data-testid="report-location">{r.summary ? `${r.summary}: ` : ''}<code>{r.uri}</code></span>}{' '}
+              <span class="muted">{timeText(r.deliverTime, zone)}{r.sha256 ? ` · SHA-256 ${r.sha256.slice(0, 12)}…` : ''}</span>
             </li>
           ))}
         </ul>

@@ -9,7 +9,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { ServiceOrder_State, type ServiceOrder } from '../../../../gen/labshare/booking/v1/booking_pb';
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
 import { booking, inventory } from '../../api';
-import { money, moneyText } from '../../format';
+import { money, moneyText, webLink } from '../../format';
 import { lang, t } from '../../i18n';
 import { session } from '../../session';
 import { useSignal } from '../../signal';
@@ -176,7 +176,7 @@ function OrderRow({ o, world, monday, onDone }: { o: ServiceOrder; world: StaffW
           <div data-testid={`quote-total-${id}`}>{money(o.quote.total)}</div>
           <div class="muted">{t('staff.orders.validUntil', { when: when(o.quote.validUntil, zone) })}</div></>) : '—'}</td>
         <td>{o.scheduledInterval ? <>{span(o.scheduledInterval, zone)}<Zone zone={zone} /></> : '—'}
-          {report && <div class="muted">{t('staff.orders.reportAt', { when: when(report.deliverTime, zone) })}: <a href={report.uri} rel="noopener noreferrer">{report.uri}</a></div>}</td>
+          {report && <div class="muted">{t('staff.orders.reportAt', { when: when(report.deliverTime, zone) })}: {webLink(report.uri) ? <a href={webLink(report.uri)} rel="noopener noreferrer">{report.uri}</a> : <code>{report.uri}</code>}</div>}</td>
         <td>
           <div class="staff-actions">
             {(o.state === S.REQUESTED || o.state === S.QUOTED || o.state === S.QUOTE_ACCEPTED) &&

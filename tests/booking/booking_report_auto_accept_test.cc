@@ -59,6 +59,17 @@ class ReportAutoAcceptTest : public BookingFlowsTest {
     d.mutable_report()->set_uri(uri);
     return Call(stub_.get(), &Stub::DeliverReport, d, out, staff_);
   }
+  // With a 24 h period, an order started at day 9:00 whose report is
+  // delivered at day 11:00 (its deadline: day + 35 h).
+  Order DeliveredWithADayToAccept() {
+    SetPeriod(absl::Hours(24), "period-24h");
+    const Order started = Started();
+    clock_.Set(day_ + absl::Hours(11));
+    Order out;
+    grpc::Status s = Deliver(started.name(), "dms://reports/1", &out);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return out;
+  }
   grpc::Status Dispute(const std::string& name, Order* out) {
     v1::DisputeReportRequest d;
     d.set_name(name);
@@ -261,11 +272,8 @@ TEST_F(ReportAutoAcceptTest, ADisputeIsRefusedFromTheDeadlineOnAndARevisedReport
 
 // The client's acceptance before the deadline: the sweep later does nothing.
 TEST_F(ReportAutoAcceptTest, AReportTheClientAcceptedIsNotAcceptedAgain) {
-  SetPeriod(absl::Hours(24), "period-24h");
-  const Order started = Started();
-  clock_.Set(day_ + absl::Hours(11));
-  Order out;
-  ASSERT_TRUE(Deliver(started.name(), "dms://reports/1", &out).ok());
+  Order out = DeliveredWithADayToAccept();
+  ASSERT_EQ(out.state(), Order::REPORT_DELIVERED);
   clock_.Set(day_ + absl::Hours(12));
   Order accepted;
   ASSERT_TRUE(Accept(out.name(), &accepted).ok());
@@ -286,11 +294,8 @@ TEST_F(ReportAutoAcceptTest, AReportTheClientAcceptedIsNotAcceptedAgain) {
 // From the deadline on, until the sweep has run, the client may still accept:
 // accepted by the client, now.
 TEST_F(ReportAutoAcceptTest, TheClientMayStillAcceptAfterTheDeadlineBeforeTheSweep) {
-  SetPeriod(absl::Hours(24), "period-24h");
-  const Order started = Started();
-  clock_.Set(day_ + absl::Hours(11));
-  Order out;
-  ASSERT_TRUE(Deliver(started.name(), "dms://reports/1", &out).ok());
+  Order out = DeliveredWithADayToAccept();
+  ASSERT_EQ(out.state(), Order::REPORT_DELIVERED);
   const absl::Time late = day_ + absl::Hours(11 + 24) + absl::Minutes(5);
   clock_.Set(late);
   Order accepted;
@@ -307,11 +312,8 @@ TEST_F(ReportAutoAcceptTest, TheClientMayStillAcceptAfterTheDeadlineBeforeTheSwe
 
 // A dispute settled by an administrator's cancellation: never accepted.
 TEST_F(ReportAutoAcceptTest, ACancelledDisputedOrderIsNotAccepted) {
-  SetPeriod(absl::Hours(24), "period-24h");
-  const Order started = Started();
-  clock_.Set(day_ + absl::Hours(11));
-  Order out;
-  ASSERT_TRUE(Deliver(started.name(), "dms://reports/1", &out).ok());
+  Order out = DeliveredWithADayToAccept();
+  ASSERT_EQ(out.state(), Order::REPORT_DELIVERED);
   clock_.Set(day_ + absl::Hours(12));
   ASSERT_TRUE(Dispute(out.name(), &out).ok());
   v1::CancelOrderRequest c;

@@ -181,3 +181,57 @@ test('the consortium admin sets a tier horizon in an instrument\'s rules; the re
   await shot(page, 'admin-instrument-rules-zh');
   await page.getByTestId('language').selectOption('en');
 });
+
+// A technical service's report acceptance period (SlotRules
+// .report_acceptance_period, days): offered in the TECHNICAL_SERVICE rules
+// only, refused by the service past 3650 days, saved as a Duration, and
+// emptied again (unset: the client accepts), the rest of the instrument as
+// read. On the SJTU confocal, put back as it was.
+test('the consortium admin sets how long a technical service\'s client has to accept a report', async ({ page }) => {
+  const CONFOCAL = 'instruments/confocal';
+  const read = (): Promise<Inst & { displayName: string }> =>
+    api<Inst & { displayName: string }>('admin', `${INV}/GetInstrument`, { name: CONFOCAL });
+  const before = await read();
+  const ts = before.modes.findIndex((o) => o.mode === 'TECHNICAL_SERVICE');
+  expect(ts).toBeGreaterThanOrEqual(0);
+  expect(before.modes[ts]!.slotRules!['reportAcceptancePeriod']).toBeUndefined();
+  const LABEL = 'A delivered report is accepted automatically after (days; 0: never, the client accepts)';
+
+  await signInAs(page, 'admin', '#/admin/instruments');
+  await page.getByTestId('instrument-confocal').getByRole('button', { name: `Edit ${before.displayName}` }).click();
+  const ed = page.getByTestId('instrument-edit');
+  for (const o of before.modes.filter((m) => m.mode !== 'TECHNICAL_SERVICE' && m.mode !== 'LEASE')) {
+    const other = ed.getByTestId(`rules-${o.mode}`);
+    await other.locator('summary').click();
+    await expect(other.getByLabel(LABEL)).toHaveCount(0);
+    await other.locator('summary').click();
+  }
+  let rules = ed.getByTestId('rules-TECHNICAL_SERVICE');
+  await rules.locator('summary').click();
+  await expect(rules.getByLabel(LABEL)).toHaveValue('');
+
+  // Past the 3650 days the service allows: refused, nothing written.
+  await rules.getByLabel(LABEL).fill('4000');
+  await rules.getByRole('button', { name: 'Save the rules of Technical service' }).click();
+  await expect(rules.getByTestId('error')).toContainText(`instrument.modes[${ts}].slot_rules.report_acceptance_period`);
+  expect((await read()).etag).toBe(before.etag);
+
+  await rules.getByLabel(LABEL).fill('14');
+  await rules.getByRole('button', { name: 'Save the rules of Technical service' }).click();
+  await expect(page.getByTestId('done')).toHaveText('Rules of Technical service for “confocal” saved.');
+  const saved = await read();
+  expect(saved.modes[ts]).toEqual({
+    ...before.modes[ts], slotRules: { ...before.modes[ts]!.slotRules, reportAcceptancePeriod: '1209600s' },
+  });
+  expect(saved.modes.filter((_, i) => i !== ts)).toEqual(before.modes.filter((_, i) => i !== ts));
+  rules = page.getByTestId('instrument-edit').getByTestId('rules-TECHNICAL_SERVICE');
+  await expect(rules.getByLabel(LABEL)).toHaveValue('14');
+  await rules.scrollIntoViewIfNeeded();
+  await shot(page, 'admin-instrument-rules-report-acceptance');
+
+  // Emptied: unset again, the instrument's modes as they were.
+  await rules.getByLabel(LABEL).fill('');
+  await rules.getByRole('button', { name: 'Save the rules of Technical service' }).click();
+  await expect.poll(async () => (await read()).modes).toEqual(before.modes);
+  await expect(page.getByTestId('instrument-edit').getByTestId('rules-TECHNICAL_SERVICE').getByLabel(LABEL)).toHaveValue('');
+});

@@ -77,6 +77,7 @@ const SLOT_DURATIONS = [
   ['memberHorizon', 'member_horizon', DAY], ['buffer', 'buffer', HOUR], ['approvalThreshold', 'approval_threshold', DAY],
   ['noShowGrace', 'no_show_grace', HOUR], ['lateCancelNotice', 'late_cancel_notice', HOUR],
   ['billingUnit', 'billing_unit', HOUR], ['minimumCharge', 'minimum_charge', HOUR],
+  ['reportAcceptancePeriod', 'report_acceptance_period', DAY],
 ] as const;
 type SlotDuration = typeof SLOT_DURATIONS[number][0];
 
@@ -377,6 +378,7 @@ function SlotRulesForm(p: ModeRulesProps & { o: ModeOffering }) {
         <fieldset class="full form-grid"><legend>{t('admin.rules.checkIn')}</legend>
           {field('noShowGrace', 'no_show_grace', t('admin.rules.noShowGrace'))}
           {field('lateCancelNotice', 'late_cancel_notice', t('admin.rules.lateCancelNotice'))}
+          {o.mode === SharingMode.TECHNICAL_SERVICE && field('reportAcceptancePeriod', 'report_acceptance_period', t('admin.rules.reportAcceptance'))}
         </fieldset>
         <fieldset class="full form-grid"><legend>{t('admin.rules.billing')}</legend>
           <label class="field wide">{t('admin.rules.billingBasis')}

@@ -68,11 +68,11 @@ struct Notice {
 };
 
 // Who did it ({by} in the templates): text["by_role"] of a Notice.
-inline constexpr char kByStaff[] = "STAFF";                // staff of {by_org}
-inline constexpr char kByAdmin[] = "ADMIN";                // a consortium administrator
-inline constexpr char kByBillingAdmin[] = "BILLING_ADMIN"; // a billing administrator of {by_org}
-inline constexpr char kByMember[] = "MEMBER";              // a user of {by_org}
-inline constexpr char kByService[] = "SERVICE";            // LabShare itself
+inline constexpr char kByStaff[] = "staff";                // staff of {by_org}
+inline constexpr char kByAdmin[] = "admin";                // a consortium administrator
+inline constexpr char kByBillingAdmin[] = "billing-admin"; // a billing administrator of {by_org}
+inline constexpr char kByMember[] = "member";              // a user of {by_org}
+inline constexpr char kByService[] = "service";            // LabShare itself
 
 // The by_role of a person with these roles (inventory's): a consortium
 // administrator, else facility staff, else a billing administrator, else a

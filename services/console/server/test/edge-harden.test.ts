@@ -27,7 +27,7 @@ import {
   MAX_PENDING_PER_BROWSER, MAX_SIGNIN_COOKIE, SessionsFull, SessionStore, SignInCookies, type Session, type Tokens,
 } from '../sessions.js';
 import {
-  errorInfo, makePki, request, retryDelayMs, rpc, startGateway, Stub, testConfig, waitFor,
+  errorInfo, makePki, request, retryDelayMs, rpc, startGateway, Stub, testConfig, waitFor, grpcWebTrailers,
 } from './harness.js';
 
 const GET_BOOKING = 'labshare.booking.v1.BookingService/GetBooking';
@@ -63,22 +63,6 @@ async function stall(base: string, headers: Record<string, string>, length: numb
 const JSON_HEADERS = { 'content-type': 'application/json', 'connect-protocol-version': '1', ...BEARER };
 const BODY = '{"name":"bookings/b1"}';
 
-// gRPC-Web: the status from the headers and the trailer frame.
-function grpcWebTrailers(a: { headers: Record<string, unknown>; raw: Buffer }): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const [k, v] of Object.entries(a.headers)) if (typeof v === 'string') out.set(k, v);
-  for (let at = 0; at + 5 <= a.raw.length;) {
-    const n = a.raw.readUInt32BE(at + 1);
-    if (a.raw[at] === 0x80) {
-      for (const line of a.raw.subarray(at + 5, at + 5 + n).toString('latin1').split('\r\n')) {
-        const i = line.indexOf(':');
-        if (i > 0) out.set(line.slice(0, i).trim().toLowerCase(), line.slice(i + 1).trim());
-      }
-    }
-    at += 5 + n;
-  }
-  return out;
-}
 function reasonOf(t: Map<string, string>) {
   const st = fromBinary(StatusSchema, Buffer.from(t.get('grpc-status-details-bin') ?? '', 'base64'));
   const info = st.details.find((d) => d.typeUrl.endsWith('/google.rpc.ErrorInfo'));

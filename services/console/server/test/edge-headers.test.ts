@@ -13,7 +13,7 @@ import { GetBookingRequestSchema } from '../../gen/labshare/booking/v1/booking_p
 import { setLogSink } from '../errors.js';
 import type { Session } from '../sessions.js';
 import {
-  CONNECT_JSON, errorInfo, newSession, request, rpc, startGateway, Stub, testConfig, waitFor, type Answer, type TestGateway,
+  CONNECT_JSON, errorInfo, newSession, request, rpc, startGateway, Stub, testConfig, waitFor, type Answer, type TestGateway, grpcWebTrailers,
 } from './harness.js';
 
 const GET_BOOKING = 'labshare.booking.v1.BookingService/GetBooking';
@@ -33,18 +33,7 @@ const GET_B1 = frame(toBinary(GetBookingRequestSchema, create(GetBookingRequestS
 // gRPC-Web over HTTP/1.1: the status in the headers (trailers-only) or the
 // trailer frame at the body's end.
 function grpcWebStatus(a: Answer): { status?: string; info?: ErrorInfo } {
-  const out = new Map<string, string>();
-  for (const [k, v] of Object.entries(a.headers)) if (typeof v === 'string') out.set(k, v);
-  for (let at = 0; at + 5 <= a.raw.length;) {
-    const n = a.raw.readUInt32BE(at + 1);
-    if (a.raw[at] === 0x80) {
-      for (const line of a.raw.subarray(at + 5, at + 5 + n).toString('latin1').split('\r\n')) {
-        const i = line.indexOf(':');
-        if (i > 0) out.set(line.slice(0, i).trim().toLowerCase(), line.slice(i + 1).trim());
-      }
-    }
-    at += 5 + n;
-  }
+  const out = grpcWebTrailers(a);
   const st = fromBinary(StatusSchema, Buffer.from(out.get('grpc-status-details-bin') ?? '', 'base64'));
   const d = st.details.find((x) => x.typeUrl.endsWith('/google.rpc.ErrorInfo'));
   return { status: out.get('grpc-status'), info: d ? fromBinary(ErrorInfoSchema, d.value) : undefined };

@@ -23,7 +23,7 @@ import { setLogSink } from '../errors.js';
 import { duplicateKey } from '../edge.js';
 import { listen } from '../gateway.js';
 import {
-  newSession, consoleDir, CONNECT_JSON, errorInfo, FEED_TOKEN, makePki, request, retryDelayMs, rpc, startGateway, Stub, testConfig, type TestGateway,
+  newSession, consoleDir, CONNECT_JSON, errorInfo, FEED_TOKEN, makePki, request, retryDelayMs, rpc, startGateway, Stub, testConfig, type TestGateway, grpcWebTrailers,
 } from './harness.js';
 
 const GET_BOOKING = 'labshare.booking.v1.BookingService/GetBooking';
@@ -176,23 +176,6 @@ describe('web edge audit', () => {
       ['gzip garbage', frame(garbage, 1), { 'grpc-encoding': 'gzip' }],
       ['gzip of garbage', frame(zlib.gzipSync(garbage), 1), { 'grpc-encoding': 'gzip' }],
     ];
-    // gRPC-Web (HTTP/1.1): the status in the trailer frame at the body's end
-    // (or in the headers: a trailers-only answer).
-    const trailers = (a: { headers: Record<string, unknown>; raw: Buffer }) => {
-      const out = new Map<string, string>();
-      for (const [k, v] of Object.entries(a.headers)) if (typeof v === 'string') out.set(k, v);
-      for (let at = 0; at + 5 <= a.raw.length;) {
-        const n = a.raw.readUInt32BE(at + 1);
-        if (a.raw[at] === 0x80) {
-          for (const line of a.raw.subarray(at + 5, at + 5 + n).toString('latin1').split('\r\n')) {
-            const i = line.indexOf(':');
-            if (i > 0) out.set(line.slice(0, i).trim().toLowerCase(), line.slice(i + 1).trim());
-          }
-        }
-        at += 5 + n;
-      }
-      return out;
-    };
     const reasonOf = (t: Map<string, string>) => {
       const st = fromBinary(StatusSchema, Buffer.from(t.get('grpc-status-details-bin') ?? '', 'base64'));
       const info = st.details.find((d) => d.typeUrl.endsWith('/google.rpc.ErrorInfo'));
@@ -202,7 +185,7 @@ describe('web edge audit', () => {
       const a = await request('POST', `${t.url}/${GET_BOOKING}`, {
         headers: { 'content-type': 'application/grpc-web+proto', ...auth, ...extra }, body,
       });
-      const tr = trailers(a);
+      const tr = grpcWebTrailers(a);
       assert.equal(tr.get('grpc-status'), String(Code.InvalidArgument), `${what}: ${[...tr].join(' ')}`);
       assert.equal(reasonOf(tr)?.reason, 'INVALID_REQUEST', what);
       assert.equal(reasonOf(tr)?.domain, 'console.labshare', what);
@@ -212,7 +195,7 @@ describe('web edge audit', () => {
       headers: { 'content-type': 'application/grpc-web+proto', ...auth, 'grpc-encoding': 'gzip' },
       body: frame(zlib.gzipSync(toBinary(GetBookingRequestSchema, create(GetBookingRequestSchema, { name: 'bookings/b1' }))), 1),
     });
-    assert.equal(trailers(ok).get('grpc-status'), '0');
+    assert.equal(grpcWebTrailers(ok).get('grpc-status'), '0');
     assert.equal(stub.callsOf('GetBooking').length, before + 1);
 
     // gRPC over HTTPS (HTTP/2).

@@ -551,3 +551,22 @@ export function newSession(t: TestGateway, over: Partial<Session> = {}): Session
   Object.assign(s, over);
   return s;
 }
+
+// gRPC-Web over HTTP/1.1: the answer's headers and the fields of its
+// trailer frame at the body's end (a trailers-only answer has its status in
+// the headers), lower-cased names.
+export function grpcWebTrailers(a: { headers: Record<string, unknown>; raw: Buffer }): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const [k, v] of Object.entries(a.headers)) if (typeof v === 'string') out.set(k, v);
+  for (let at = 0; at + 5 <= a.raw.length;) {
+    const n = a.raw.readUInt32BE(at + 1);
+    if (a.raw[at] === 0x80) {
+      for (const line of a.raw.subarray(at + 5, at + 5 + n).toString('latin1').split('\r\n')) {
+        const i = line.indexOf(':');
+        if (i > 0) out.set(line.slice(0, i).trim().toLowerCase(), line.slice(i + 1).trim());
+      }
+    }
+    at += 5 + n;
+  }
+  return out;
+}

@@ -254,11 +254,20 @@ export function ModeRules(p: ModeRulesProps) {
   return o.mode === SharingMode.LEASE ? <LeaseRulesForm {...p} o={o} /> : <SlotRulesForm {...p} o={o} />;
 }
 
-// Saving: the instrument's modes as read, this one replaced.
-function useSave(p: ModeRulesProps) {
+// Saving: the instrument's modes as read, this one replaced. A form whose
+// inputs did not all read as numbers is not sent: the first such input
+// (marked bad) gets the focus.
+function useSave(p: ModeRulesProps, form: { current: HTMLFormElement | null }, setBad: (b: Bad) => void) {
   const mutate = useRequestId();
   const action = useAction();
-  async function save(next: ModeOffering) {
+  async function save(built: { next?: ModeOffering; bad: Bad }) {
+    setBad(built.bad);
+    const next = built.next;
+    if (!next) {
+      action.setError(undefined);
+      form.current?.querySelector<HTMLInputElement>(`[name="${built.bad[0]}"]`)?.focus();
+      return;
+    }
     await action.run(async () => {
       const i = await mutate('updateInstrument', {
         instrument: { name: p.inst.name, etag: p.inst.etag, modes: p.inst.modes.map((m, k) => (k === p.index ? next : m)) },
@@ -287,7 +296,7 @@ function SlotRulesForm(p: ModeRulesProps & { o: ModeOffering }) {
   const focusRow = useRef<number>();
   const addButton = useRef<HTMLButtonElement>(null);
   const form = useRef<HTMLFormElement>(null);
-  const { busy, error: err, setError, save } = useSave(p);
+  const { busy, error: err, setError, save } = useSave(p, form, setBad);
   const refused = refusedField(err, index);
   const set = (q: Partial<SlotForm>) => setF((x) => ({ ...x, ...q }));
   const setDur = (k: SlotDuration, s: string) => setF((x) => ({ ...x, dur: { ...x.dur, [k]: s } }));
@@ -302,14 +311,7 @@ function SlotRulesForm(p: ModeRulesProps & { o: ModeOffering }) {
 
   async function submit(e: Event) {
     e.preventDefault();
-    const built = buildSlot(o, f, f0);
-    setBad(built.bad);
-    if (!built.next) {
-      setError(undefined);
-      form.current?.querySelector<HTMLInputElement>(`[name="${built.bad[0]}"]`)?.focus();
-      return;
-    }
-    await save(built.next);
+    await save(buildSlot(o, f, f0));
   }
   const numberNote = t('admin.rules.notNumber');
   const field = (k: SlotDuration, path: string, title: string, hint?: string) => (
@@ -416,20 +418,13 @@ function LeaseRulesForm(p: ModeRulesProps & { o: ModeOffering }) {
   const [bad, setBad] = useState<Bad>([]);
   const [open, setOpen] = useState(p.open);
   const form = useRef<HTMLFormElement>(null);
-  const { busy, error: err, setError, save } = useSave(p);
+  const { busy, error: err, setError, save } = useSave(p, form, setBad);
   const refused = refusedField(err, index);
   const set = (q: Partial<LeaseForm>) => setF((x) => ({ ...x, ...q }));
   const changed = JSON.stringify(f) !== JSON.stringify(f0);
   async function submit(e: Event) {
     e.preventDefault();
-    const built = buildLease(o, f, f0, currency);
-    setBad(built.bad);
-    if (!built.next) {
-      setError(undefined);
-      form.current?.querySelector<HTMLInputElement>(`[name="${built.bad[0]}"]`)?.focus();
-      return;
-    }
-    await save(built.next);
+    await save(buildLease(o, f, f0, currency));
   }
   const num = (k: keyof Omit<LeaseForm, 'basis'>, name: string, title: string, note: string) => (
     <NumberField uid={uid} name={name} text={f[k]} onText={(s) => set({ [k]: s })} bad={bad} refused={refused} note={note} label={title} />

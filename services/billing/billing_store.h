@@ -77,7 +77,9 @@ std::string PeriodInvoices(absl::string_view period, absl::string_view currency)
 // each counted once. Below the size of Index("invoice"), some invoice was
 // issued without its period's entry (before the sets existed, or by a
 // replica that did not write them): BillingManager::IndexPeriodInvoices
-// adds the missing ones.
+// adds the missing ones. Field "unreadable": index members the last such
+// walk found without a readable document (damaged data, logged), counted
+// with "n" so that they do not make every later call walk again.
 std::string PeriodInvoiceCount();
 std::string Invoiced();
 std::string Voided();

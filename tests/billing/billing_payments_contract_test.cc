@@ -355,6 +355,42 @@ TEST_F(SettlementIndexTest, InvoicesIssuedBeforeThePeriodSetsAreAddedOnce) {
   EXPECT_EQ(Count({"HGET", keys::PeriodInvoiceCount(), "n"}), 3);
 }
 
+// Damaged data (an index member whose document is unreadable, one with no
+// document at all) must not fail every settlement nor make every call walk
+// the whole invoice index again: a retry is answered from its replay before
+// any walk, the walk skips (and logs) what it cannot read, and counts it so
+// that the next call finds the sets complete. Before: every
+// ComputeSettlement, replays included, was INTERNAL CORRUPT_DOCUMENT.
+TEST_F(SettlementIndexTest, UnreadableInvoicesNeitherFailSettlementsNorForceAWalkOnEveryCall) {
+  billing_->set_index_page(2);
+  ASSERT_NO_FATAL_FAILURE(IssueThree());
+  v1::ComputeSettlementRequest r;
+  r.set_period("2027-01");
+  r.set_currency_code("CNY");
+  r.set_request_id("settle-cny-once");
+  auto first = billing_->ComputeSettlement(admin_, r);
+  ASSERT_TRUE(first.ok()) << first.status();
+  // Two members no walk can place: one unreadable, one without a document.
+  ASSERT_TRUE(pool_->Command({"ZADD", keys::Index("invoice"), "0", "LS-CNY-2027|0000000077"}).ok());
+  ASSERT_TRUE(pool_->Command({"HSET", keys::Doc("invoice", "ls-cny-2027-000077"), "d", "\xff\xff\xff", "v", "1"}).ok());
+  ASSERT_TRUE(pool_->Command({"ZADD", keys::Index("invoice"), "0", "LS-CNY-2027|0000000078"}).ok());
+  // The retry: its first answer, and no walk yet.
+  auto again = billing_->ComputeSettlement(admin_, r);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->name(), first->name());
+  EXPECT_EQ(Count({"HGET", keys::PeriodInvoiceCount(), "unreadable"}), 0);
+  // A new computation walks once, skips both, and still nets the three.
+  ASSERT_NO_FATAL_FAILURE(ExpectBothSettled());
+  EXPECT_EQ(Count({"HGET", keys::PeriodInvoiceCount(), "n"}), 3);
+  EXPECT_EQ(Count({"HGET", keys::PeriodInvoiceCount(), "unreadable"}), 2);
+  // Complete now: nothing more to walk (a walk would rewrite the field).
+  ASSERT_TRUE(pool_->Command({"HSET", keys::PeriodInvoiceCount(), "unreadable", "5"}).ok());
+  auto walked = billing_->IndexPeriodInvoices();
+  ASSERT_TRUE(walked.ok()) << walked.status();
+  EXPECT_EQ(*walked, 0);
+  EXPECT_EQ(Count({"HGET", keys::PeriodInvoiceCount(), "unreadable"}), 5);
+}
+
 // ComputeSettlement: "AMOUNT_OUT_OF_RANGE: ... or a transfer would be above
 // 10^15 minor units, more than one payment may pay (nothing is stored)".
 // Lab owes the owner 10^15 + 1 on its January invoice: the one transfer

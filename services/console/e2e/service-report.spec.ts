@@ -4,7 +4,8 @@
 // and its report delivered at 13:30 on the demo day (the demo clock moved
 // there and back: the platform reads it from LABSHARE_E2E_DATA/clock). The
 // client's order view and the staff's work queue say when the report will
-// be accepted (14:30 Shanghai time, in a Berlin browser); at 14:30 the
+// be accepted (14:30 Shanghai time, in a Berlin browser), and the client's
+// stops offering the dispute once the platform's now is past it; at 14:30 the
 // booking sweep accepts it and both say it was accepted automatically, and
 // a dispute then is refused. afterAll puts the clock and the rule back.
 import fs from 'node:fs';
@@ -88,7 +89,25 @@ test.describe.serial('a report accepted automatically', () => {
     await expect(page.getByTestId('order-state')).toHaveText('Report delivered');
     await expect(page.getByTestId('report-deadline')).toHaveText('Accepted automatically on 01/04/2027, 14:30 unless you dispute it.');
     await expect(page.getByTestId('accept-report')).toBeVisible();
+    await expect(page.getByTestId('dispute')).toBeVisible();
     await shot(page, 'lab-order-auto-accept');
+  });
+
+  // Between the deadline and the sweep's next round the order is still
+  // REPORT_DELIVERED, but DisputeReport is refused: the page asks the
+  // platform's now (QueryAvailability's earliest start, here answered as
+  // ten days later) and stops offering the dispute.
+  test('once the period is over the dispute is no longer offered', async ({ page }) => {
+    await page.route('**/labshare.booking.v1.BookingService/QueryAvailability', (route) => route.fulfill({
+      status: 200, contentType: 'application/json', body: JSON.stringify({ earliestStart: '2027-04-11T00:00:00Z' }),
+    }));
+    await signInAs(page, 'chen-jing', `#/lab/orders/${ORDER_ID}`);
+    await expect(page.getByTestId('order-state')).toHaveText('Report delivered');
+    await expect(page.getByTestId('report-deadline')).toHaveText(
+      'The acceptance period ended on 01/04/2027, 14:30: the report counts as accepted and can no longer be disputed. The order is completed and charged shortly.');
+    await expect(page.getByTestId('dispute')).toHaveCount(0);
+    await expect(page.getByTestId('accept-report')).toBeVisible();
+    await shot(page, 'lab-order-acceptance-closed');
   });
 
   test('the staff see it in their work queue', async ({ page }) => {

@@ -12,7 +12,7 @@ import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import { tsMs, instrumentWithZone, orderStateWord, rangeText, timeText } from './common';
 import './lab.css';
-import { ErrorBox, StatusBox, useRequestId } from '../../ui';
+import { ErrorBox, StatusBox, platformNow, useRequestId } from '../../ui';
 import { explain } from '../../errors';
 import { idOf } from '../../names';
 import { zoneLabel } from '../../zones';
@@ -33,6 +33,10 @@ export default function LabOrder({ params }: { params: Record<string, string> })
   const [dispute, setDispute] = useState('');
   const [cancelReason, setCancelReason] = useState('');
   const [busy, setBusy] = useState(false);
+  // The platform's now (not the browser's), asked only while a delivered
+  // report has an acceptance deadline: from it on the report counts as
+  // accepted and DisputeReport is refused (REPORT_ACCEPTANCE_CLOSED).
+  const [platformMs, setPlatformMs] = useState<number>();
 
   useEffect(() => {
     let live = true;
@@ -44,6 +48,10 @@ export default function LabOrder({ params }: { params: Record<string, string> })
       setZone(r.zone);
       setTitle(r.instrument.displayName);
       setEntryName(r.instrument.serviceCatalogue.find((c) => c.entryId === x.serviceEntryId)?.displayName ?? x.serviceEntryId);
+      if (x.state === ServiceOrder_State.REPORT_DELIVERED && tsMs(x.reportAcceptDeadline) > 0) {
+        const now = await platformNow(r.instrument);
+        if (live && now) setPlatformMs(now.getTime());
+      }
     }).catch((e) => live && setError(explain(e)));
     return () => { live = false; };
   }, [name]);
@@ -57,7 +65,10 @@ export default function LabOrder({ params }: { params: Record<string, string> })
       setO(x);
       setStatus(t('lab.list.done', { what, name: idOf(x.name), state: orderStateWord(x.state) }));
     } catch (e) {
-      setError(explain(e));
+      const shown = explain(e);
+      setError(shown);
+      // The platform says the period is over: stop offering the dispute.
+      if (shown.reason === 'REPORT_ACCEPTANCE_CLOSED' && o) setPlatformMs(tsMs(o.reportAcceptDeadline));
     } finally {
       setBusy(false);
     }
@@ -66,6 +77,9 @@ export default function LabOrder({ params }: { params: Record<string, string> })
   if (!o) return <section><h1>{t('lab.order.title', { id: params.id ?? '' })}</h1>{error ? <ErrorBox error={error} /> : <p aria-busy="true">{t('app.loading')}</p>}</section>;
   const q = o.quote;
   const report = o.reports[o.reports.length - 1];
+  // Half-open: the deadline itself is already past the period.
+  const closed = o.state === ServiceOrder_State.REPORT_DELIVERED && tsMs(o.reportAcceptDeadline) > 0 &&
+    platformMs !== undefined && platformMs >= tsMs(o.reportAcceptDeadline);
   return (
     <section>
       <h1>{t('lab.order.title', { id: idOf(o.name) })}</h1>
@@ -126,19 +140,21 @@ export default function LabOrder({ params }: { params: Record<string, string> })
       )}
       {report && o.state === ServiceOrder_State.REPORT_DELIVERED && (
         <div class="card">
-          {tsMs(o.reportAcceptDeadline) > 0 && (
+          {closed ? (
+            <p data-testid="report-deadline">{t('lab.order.acceptanceClosed', { when: timeText(o.reportAcceptDeadline, zone) })}</p>
+          ) : tsMs(o.reportAcceptDeadline) > 0 && (
             <p data-testid="report-deadline">{t('lab.order.autoAcceptAt', { when: timeText(o.reportAcceptDeadline, zone) })}</p>
           )}
           <button type="button" class="primary" disabled={busy} data-testid="accept-report"
             onClick={() => void act(t('lab.order.acceptReport'), () => mutate('acceptReport', { name: o.name }, (r) => booking.acceptReport(r)))}>
             {t('lab.order.acceptReport')}
           </button>
-          <form class="row" onSubmit={(e) => { e.preventDefault(); void act(t('lab.order.dispute'), () => mutate('disputeReport', { name: o.name, reason: dispute }, (r) => booking.disputeReport(r))); }}>
+          {!closed && <form class="row" onSubmit={(e) => { e.preventDefault(); void act(t('lab.order.dispute'), () => mutate('disputeReport', { name: o.name, reason: dispute }, (r) => booking.disputeReport(r))); }}>
             <label class="field lab-grow">{t('lab.order.disputeWhy')}
               <input value={dispute} required onInput={(e) => setDispute((e.target as HTMLInputElement).value)} data-testid="dispute-reason" />
             </label>
             <button type="submit" disabled={busy} data-testid="dispute">{t('lab.order.dispute')}</button>
-          </form>
+          </form>}
         </div>
       )}
       {CANCELLABLE.includes(o.state) && (

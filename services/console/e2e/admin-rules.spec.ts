@@ -4,7 +4,12 @@
 // etag) so that the other modes and every field the person did not touch stay
 // as read; the summary of who books how far ahead; a value the service
 // refuses shown with its sentence and field; lease rules; phone width and
-// Chinese.
+// Chinese. Unsaved edits: two modes edited, one saved, the other keeps its
+// edit (marked unsaved) and is saved after it; closing the panel or leaving
+// the screen with unsaved edits asks first; a save refused with
+// ETAG_MISMATCH (someone else changed the instrument) keeps the edits over
+// "Reload the current version", untouched fields then showing the new
+// stored values.
 import { expect, test, type Locator, type Page } from '@playwright/test';
 import { api, shot, signInAs } from './fixtures';
 
@@ -166,8 +171,8 @@ test('the consortium admin sets a tier horizon in an instrument\'s rules; the re
 
   // Phone width: the open on-site rules fit the screen.
   await page.setViewportSize({ width: 390, height: 844 });
+  // (The on-site rules are still open: saving another mode leaves them as they were.)
   onSite = page.getByTestId('instrument-edit').getByTestId('rules-ON_SITE');
-  await onSite.locator('summary').click();
   await expect(onSite.getByTestId('tier-row').getByLabel('Tier', { exact: true })).toBeVisible();
   expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
   await onSite.scrollIntoViewIfNeeded();
@@ -234,4 +239,158 @@ test('the consortium admin sets how long a technical service\'s client has to ac
   await rules.getByRole('button', { name: 'Save the rules of Technical service' }).click();
   await expect.poll(async () => (await read()).modes).toEqual(before.modes);
   await expect(page.getByTestId('instrument-edit').getByTestId('rules-TECHNICAL_SERVICE').getByLabel(LABEL)).toHaveValue('');
+});
+
+// Unsaved edits in the instrument panel (mode-rules.tsx, rule-drafts.ts):
+// each mode's block is saved on its own, and saving one must not drop what
+// the person typed in another. On an instrument of its own.
+test('two modes edited, one saved: the other keeps its unsaved edit and saves too; leaving asks; someone else\'s change keeps the edits', async ({ page }) => {
+  const ID = `e2e-drafts-${stamp}`;
+  const TITLE = `Profilometer ${stamp}`;
+  await api('admin', `${INV}/CreateInstrument`, {
+    instrumentId: ID, requestId: `e2e-drafts-${stamp}`,
+    instrument: {
+      displayName: TITLE, facility: 'facilities/zju-nano', ownerOrganization: 'organizations/zju', category: 'surface-analysis',
+      originalValue: { currencyCode: 'CNY', amountMinor: '30000000' }, dailyAvailableHours: 8,
+      modes: [
+        { mode: 'ON_SITE', slotRules: slotRules(12, { qualificationValidityDays: 90 }) },
+        { mode: 'JOINT_RESEARCH', approvalRequired: true, slotRules: slotRules(24) },
+        { mode: 'LEASE', approvalRequired: true, leaseRules: {
+          minTermDays: 7, maxTermDays: 180, handoverBuffer: '86400s', returnBuffer: '172800s',
+          deposit: { currencyCode: 'CNY', amountMinor: '4000000' }, rateBasis: 'PER_DAY', countedHoursPerDay: 8,
+        } },
+      ],
+    },
+  });
+  const read = (): Promise<Inst & { category: string }> => api<Inst & { category: string }>('admin', `${INV}/GetInstrument`, { name: `instruments/${ID}` });
+  const before = await read();
+  const slot = (i: Inst, m: string, rules: Record<string, unknown>): Offering =>
+    ({ ...mode(i, m), slotRules: { ...mode(i, m).slotRules, ...rules } });
+  // Leaving with unsaved edits asks (the browser's confirm); the test says stay.
+  const asked: string[] = [];
+  page.on('dialog', (d) => { asked.push(d.message()); void d.dismiss(); });
+  const BUFFER = 'Kept free after each booking (hours)';
+  const MISSED = 'Fee for a missed booking (% of the reserved time’s charge)';
+  const NOTICE = 'Notice before start (hours)';
+  const GRACE = 'Check-in closes this long after the start (hours; 0: at the end)';
+
+  await signInAs(page, 'admin', '#/admin/instruments?facility=zju-nano');
+  await page.getByTestId(`instrument-${ID}`).getByRole('button', { name: `Edit ${TITLE}` }).click();
+  const ed = page.getByTestId('instrument-edit');
+  const onSite = ed.getByTestId('rules-ON_SITE');
+  const joint = ed.getByTestId('rules-JOINT_RESEARCH');
+  const saveOnSite = onSite.getByRole('button', { name: 'Save the rules of On site' });
+  await onSite.locator('summary').click();
+  await joint.locator('summary').click();
+  await expect(ed.getByTestId('rules-unsaved')).toHaveCount(0);
+
+  // Two modes edited (and the instrument's category above them): each
+  // block says it has unsaved changes, the lease rules do not.
+  await onSite.getByLabel(BUFFER).fill('0.75');
+  await joint.getByLabel(MISSED).fill('40');
+  await ed.locator('[name=category]').fill('profilometry');
+  await expect(onSite.getByTestId('rules-unsaved')).toHaveText('Unsaved changes');
+  await expect(joint.getByTestId('rules-unsaved')).toHaveText('Unsaved changes');
+  await expect(ed.getByTestId('details-unsaved')).toHaveText('Unsaved changes');
+  await expect(ed.getByTestId('rules-LEASE').getByTestId('rules-unsaved')).toHaveCount(0);
+  await onSite.scrollIntoViewIfNeeded();
+  await shot(page, 'admin-instrument-rules-unsaved');
+
+  // On site saved: the joint-research edit and the category are still
+  // there, still unsaved; the on-site block is not any more.
+  await saveOnSite.click();
+  await expect(page.getByTestId('done')).toHaveText(`Rules of On site for “${ID}” saved.`);
+  await expect(onSite.getByTestId('rules-unsaved')).toHaveCount(0);
+  await expect(onSite.getByLabel(BUFFER)).toHaveValue('0.75');
+  await expect(joint.getByLabel(MISSED)).toHaveValue('40');
+  await expect(joint.getByTestId('rules-unsaved')).toHaveText('Unsaved changes');
+  await expect(ed.locator('[name=category]')).toHaveValue('profilometry');
+  await expect(ed.getByTestId('details-unsaved')).toBeVisible();
+  const onSiteSaved = await read();
+  expect(mode(onSiteSaved, 'ON_SITE')).toEqual(slot(before, 'ON_SITE', { buffer: '2700s' }));
+  expect(mode(onSiteSaved, 'JOINT_RESEARCH')).toEqual(mode(before, 'JOINT_RESEARCH'));
+
+  // Then joint research, by keyboard (Enter in its field saves its mode),
+  // with the etag the on-site save answered: both are stored, the rest as read.
+  await joint.getByLabel(MISSED).press('Enter');
+  await expect(page.getByTestId('done')).toHaveText(`Rules of Joint research for “${ID}” saved.`);
+  await expect(joint.getByTestId('rules-unsaved')).toHaveCount(0);
+  const both = await read();
+  expect(mode(both, 'ON_SITE')).toEqual(slot(before, 'ON_SITE', { buffer: '2700s' }));
+  expect(mode(both, 'JOINT_RESEARCH')).toEqual(slot(before, 'JOINT_RESEARCH', { missedFeeBps: 4000 }));
+  expect(mode(both, 'LEASE')).toEqual(mode(before, 'LEASE'));
+  expect(both.category).toBe('surface-analysis');
+  await ed.getByRole('button', { name: 'Save changes' }).click();
+  await expect(page.getByTestId('done')).toHaveText(`Instrument “${ID}” saved.`);
+  await expect(ed.getByTestId('details-unsaved')).toHaveCount(0);
+  const described = await read();
+  expect(described.category).toBe('profilometry');
+  expect(described.modes).toEqual(both.modes);
+
+  // Unsaved on-site notice: closing the panel asks (the test stays), and so
+  // does leaving the screen by the menu (the address stays too).
+  await onSite.getByLabel(NOTICE).fill('3');
+  await ed.getByRole('button', { name: 'Close', exact: true }).click();
+  await expect.poll(() => asked.length).toBe(1);
+  expect(asked[0]).toBe(`“${TITLE}” has unsaved changes (On site). Leave without saving them?`);
+  await expect(onSite.getByLabel(NOTICE)).toHaveValue('3');
+  const here = page.url();
+  await page.getByRole('navigation', { name: 'main' }).getByRole('link', { name: 'Organisations' }).click();
+  await expect.poll(() => asked.length).toBe(2);
+  await expect(page).toHaveURL(here);
+  await expect(onSite.getByLabel(NOTICE)).toHaveValue('3');
+
+  // Someone else changes the on-site rules meanwhile: the notice (4 h, which
+  // the person changed too) and the check-in grace (45 min, which they did not).
+  const other = await read();
+  await api('admin', `${INV}/UpdateInstrument`, {
+    requestId: `e2e-drafts-other-${stamp}`, updateMask: 'modes',
+    instrument: { name: other.name, etag: other.etag, modes: other.modes.map((m) => (m.mode === 'ON_SITE' ? slot(other, 'ON_SITE', { minNotice: '14400s', noShowGrace: '2700s' }) : m)) },
+  });
+  const theirs = await read();
+  // The save is refused (ETAG_MISMATCH); the edit stays, nothing is written.
+  await saveOnSite.click();
+  const err = onSite.getByTestId('error');
+  await expect(err).toContainText('Someone changed this in the meantime.');
+  await expect(err.getByTestId('etag-note')).toHaveText(/^Nothing was saved\. Your changes stay in the form: reload the current version/);
+  await expect(onSite.getByLabel(NOTICE)).toHaveValue('3');
+  expect((await read()).etag).toBe(theirs.etag);
+  await shot(page, 'admin-instrument-rules-etag');
+  // Reloaded: the untouched grace shows their 0.75 h, the notice keeps the
+  // person's 3 h with theirs (4) under it, still unsaved.
+  await err.getByRole('button', { name: 'Reload the current version' }).click();
+  await expect(onSite.getByLabel(GRACE)).toHaveValue('0.75');
+  await expect(onSite.getByLabel(NOTICE)).toHaveValue('3');
+  await expect(onSite.getByTestId('field-theirs')).toHaveText('Saved meanwhile by someone else: 4. Yours is kept until you save or undo.');
+  await expect(onSite.getByTestId('rules-unsaved')).toBeVisible();
+  await expect(err).toHaveCount(0);
+
+  // Phone width: the marked block and the note fit.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await onSite.getByLabel(NOTICE).scrollIntoViewIfNeeded();
+  expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+  await shot(page, 'admin-instrument-rules-merge-phone');
+  await page.setViewportSize({ width: 1280, height: 860 });
+  // In Chinese.
+  await page.getByTestId('language').selectOption('zh-CN');
+  await expect(onSite.getByTestId('rules-unsaved')).toHaveText('有未保存的修改');
+  await expect(onSite.getByTestId('field-theirs')).toHaveText('此间他人已保存为：4。在您保存或撤销之前保留您的值。');
+  await shot(page, 'admin-instrument-rules-merge-zh');
+  await page.getByTestId('language').selectOption('en');
+
+  // Saved: their grace and the person's notice, the rest as stored.
+  await saveOnSite.click();
+  await expect(page.getByTestId('done')).toHaveText(`Rules of On site for “${ID}” saved.`);
+  await expect(onSite.getByTestId('field-theirs')).toHaveCount(0);
+  await expect(onSite.getByTestId('rules-unsaved')).toHaveCount(0);
+  const merged = await read();
+  expect(mode(merged, 'ON_SITE')).toEqual(slot(theirs, 'ON_SITE', { minNotice: '10800s' }));
+  expect(mode(merged, 'ON_SITE').slotRules!['noShowGrace']).toBe('2700s');
+  expect(mode(merged, 'JOINT_RESEARCH')).toEqual(mode(both, 'JOINT_RESEARCH'));
+  expect(mode(merged, 'LEASE')).toEqual(mode(before, 'LEASE'));
+
+  // Nothing unsaved: closing asks nothing.
+  await ed.getByRole('button', { name: 'Close', exact: true }).click();
+  await expect(page.getByTestId('instrument-edit')).toHaveCount(0);
+  expect(asked).toHaveLength(2);
 });

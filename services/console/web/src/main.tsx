@@ -9,13 +9,26 @@ import { lang, LANGS, t, type Lang } from './i18n';
 import { useSignal } from './signal';
 import { loadSession, session, signIn, signOut } from './session';
 import { match, routes } from './routes';
+import { mayLeave } from './leave';
 import { signInErrorSentence } from './signin';
 import type { ShownError } from './errors';
 
+// The route. Leaving a screen with unsaved edits (leave.ts) asks first;
+// staying puts the address back as it was.
 function useHash(): string {
   const [hash, setHash] = useState(location.hash || '#/');
+  const shown = useRef(hash);
   useEffect(() => {
-    const on = () => setHash(location.hash || '#/');
+    const on = () => {
+      const next = location.hash || '#/';
+      if (next === shown.current) return;
+      if (!mayLeave()) {
+        history.replaceState(history.state, '', shown.current);
+        return;
+      }
+      shown.current = next;
+      setHash(next);
+    };
     addEventListener('hashchange', on);
     return () => removeEventListener('hashchange', on);
   }, []);
@@ -55,6 +68,7 @@ function Nav({ hash }: { hash: string }) {
           <>
             <span class="who" data-testid="who">{t('app.signedInAs', { name: s.displayName ?? s.user ?? '' })}</span>
             <button type="button" onClick={() => {
+              if (!mayLeave(true)) return;
               setSignOutError(undefined);
               void signOut().then(async (refused) => {
                 if (!refused) return;

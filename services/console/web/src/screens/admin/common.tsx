@@ -25,8 +25,10 @@ export function values<E extends Record<string, string | number>>(e: E): number[
 }
 
 // The service's refusal: the sentence, a sentence for the field the service
-// named (INVALID_FIELD), and the service's own message below.
-export function Refusal({ err, onReload }: { err: unknown; onReload?: () => void }) {
+// named (INVALID_FIELD), and the service's own message below. `etagNote`:
+// what to do on ETAG_MISMATCH, when the form keeps the person's edits over
+// a reload (admin.etagKept) instead of the plain advice.
+export function Refusal({ err, onReload, etagNote }: { err: unknown; onReload?: () => void; etagNote?: string }) {
   useSignal(lang);
   if (!err) return null;
   const e: ShownError = explain(err);
@@ -38,7 +40,7 @@ export function Refusal({ err, onReload }: { err: unknown; onReload?: () => void
       <button type="button" onClick={onReload}>{t('admin.reload')}</button>
     )}>
       {fieldSentence && <p data-testid="error-field">{fieldSentence}</p>}
-      {e.reason === 'ETAG_MISMATCH' && <p>{t('admin.etagMismatch')}</p>}
+      {e.reason === 'ETAG_MISMATCH' && <p data-testid="etag-note">{etagNote ?? t('admin.etagMismatch')}</p>}
     </ErrorBox>
   );
 }

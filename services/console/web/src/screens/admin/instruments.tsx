@@ -5,8 +5,12 @@
 // (UpdateInstrument with mask and etag) and set their state
 // (SetInstrumentState). In the edit panel each offered mode's booking rules
 // are edited on their own (mode-rules.tsx: UpdateInstrument with mask
-// "modes"), with a one-line summary of how far ahead whom may book.
-import { useEffect, useRef, useState } from 'preact/hooks';
+// "modes"), with a one-line summary of how far ahead whom may book. Saving
+// one part of the panel keeps the unsaved edits of the others (re-based onto
+// the instrument the service answered, rule-drafts.ts); they are marked,
+// and closing the panel, editing another instrument or leaving the screen
+// with unsaved edits asks first (leave.ts).
+import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
 import { inventory } from '../../api';
 import { money, moneyText, parseMoney } from '../../format';
 import { lang, t } from '../../i18n';
@@ -20,7 +24,9 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { ModeOfferingSchema } from '../../../../gen/labshare/inventory/v1/inventory_pb';
 import { AmountNote, amountOk, hours, isAdmin, label, Refusal, values } from './common';
 import { allOrganizations } from './organizations';
-import { ModeRules } from './mode-rules';
+import { ModeRules, useDraft } from './mode-rules';
+import { rebase } from './rule-drafts';
+import { mayLeave, useUnsaved } from '../../leave';
 import { Loading, StatusBox, useLoad, useAction, useRequestId } from '../../ui';
 import { idOf, listAll } from '../../names';
 import { setQuery } from '../../nav';
@@ -274,31 +280,57 @@ function NewInstrument({ facilities, orgs, facility, onDone }: { facilities: Fac
 // whether it was just saved.
 export interface RulesOpen { mode: number; saved: boolean }
 
-function EditInstrument({ inst, orgs, rules, onRules, onDone, onClose }: {
+// The panel's own fields as typed.
+interface DetailsForm { displayName: string; category: string; daily: string; value: string; modes: number[] }
+const detailsForm = (i: Instrument): DetailsForm => ({
+  displayName: i.displayName, category: i.category, daily: String(i.dailyAvailableHours), value: moneyText(i.originalValue),
+  modes: i.modes.map((m) => m.mode).sort(),
+});
+
+// The edit panel. It shows the newest instrument it knows: the one a save
+// here answered, or the list's when that is read again (after "Reload the
+// current version"). Every part keeps its unsaved edits across that
+// (useDraft), says so, and closing the panel or leaving the screen with
+// unsaved edits asks first (leave.ts).
+function EditInstrument({ inst: listed, orgs, rules, onRules, onDone, onClose }: {
   inst: Instrument; orgs: Organization[] | undefined; rules: RulesOpen | undefined; onRules: (r: RulesOpen) => void;
   onDone: (i: Instrument, msg: string) => void; onClose: () => void;
 }) {
   const mutate = useRequestId();
-  const cur = inst.originalValue?.currencyCode || 'CNY';
-  const valueText = moneyText(inst.originalValue);
-  const [v, setV] = useState({ displayName: inst.displayName, category: inst.category, daily: String(inst.dailyAvailableHours), value: valueText });
-  const [modes, setModes] = useState<number[]>(inst.modes.map((m) => m.mode).sort());
+  const [inst, setInst] = useState(listed);
+  useEffect(() => { if (listed.etag !== inst.etag) setInst(listed); }, [listed]);
+  const d = useDraft(inst, detailsForm, (mine, base, theirs) => rebase(mine, base, theirs));
+  const { f: v, f0: v0, src: read } = d;
+  const cur = read.originalValue?.currencyCode || 'CNY';
   const [state, setState] = useState(0);
   const [reason, setReason] = useState('');
-  const modesBefore = inst.modes.map((m) => m.mode).sort().join(',');
   const box = useRef<HTMLDivElement>(null);
   useEffect(() => { box.current?.scrollIntoView({ block: 'nearest' }); box.current?.querySelector('h2')?.focus({ preventScroll: true }); }, [inst.name]);
   const { busy, error: err, setError: setErr, run } = useAction();
-  const set = (p: Partial<typeof v>) => setV((o) => ({ ...o, ...p }));
+  const set = (p: Partial<DetailsForm>) => d.setF((o) => ({ ...o, ...p }));
   const paths = [
-    v.displayName !== inst.displayName ? 'display_name' : '',
-    v.category !== inst.category ? 'category' : '',
-    v.daily !== String(inst.dailyAvailableHours) ? 'daily_available_hours' : '',
-    v.value !== valueText ? 'original_value' : '',
-    modes.join(',') !== modesBefore ? 'modes' : '',
+    v.displayName !== v0.displayName ? 'display_name' : '',
+    v.category !== v0.category ? 'category' : '',
+    v.daily !== v0.daily ? 'daily_available_hours' : '',
+    v.value !== v0.value ? 'original_value' : '',
+    v.modes.join(',') !== v0.modes.join(',') ? 'modes' : '',
   ].filter(Boolean);
   const [checked, setChecked] = useState(false);
   const valueBad = paths.includes('original_value') && !amountOk(v.value, cur);
+  // Which parts have unsaved edits: the modes' rules blocks say so.
+  const [dirtyModes, setDirtyModes] = useState<number[]>([]);
+  const onDirty = useCallback((mode: number, dirty: boolean) => setDirtyModes((x) => {
+    if (dirty === x.includes(mode)) return x;
+    return dirty ? [...x, mode] : x.filter((m) => m !== mode);
+  }), []);
+  const unsavedParts = [
+    paths.length ? t('admin.instr.details') : '',
+    ...inst.modes.filter((o) => dirtyModes.includes(o.mode)).map((o) => label('SharingMode', SharingMode, o.mode)),
+  ].filter(Boolean);
+  useUnsaved(unsavedParts.length ? t('admin.instr.leaveUnsaved', { name: inst.displayName, parts: unsavedParts.join(t('admin.rules.sum.sep')) }) : undefined);
+  const saved = (i: Instrument, msg: string) => { setInst(i); onDone(i, msg); };
+  // After the panel's own Save or Set state, whose button may be disabled now.
+  const focusTitle = () => box.current?.querySelector('h2')?.focus({ preventScroll: true });
   async function save(e: Event) {
     e.preventDefault();
     setChecked(true);
@@ -310,20 +342,26 @@ function EditInstrument({ inst, orgs, rules, onRules, onDone, onClose }: {
           dailyAvailableHours: Number(v.daily) || 0,
           originalValue: paths.includes('original_value') ? { currencyCode: cur, amountMinor: parseMoney(v.value, cur)!.amountMinor } : inst.originalValue,
           // Offered modes keep their rules; a newly offered one gets the simple rules.
-          modes: modes.map((m) => inst.modes.find((o) => o.mode === m) ?? defaultOffering(m, DEFAULT_RULES, cur)),
+          modes: v.modes.map((m) => inst.modes.find((o) => o.mode === m) ?? defaultOffering(m, DEFAULT_RULES, cur)),
         },
         updateMask: { paths },
       }, (r) => inventory.updateInstrument(r));
+      d.reset(i);
+      setChecked(false);
       if (rules) onRules({ ...rules, saved: false });
-      onDone(i, t('admin.instr.saved', { id: idOf(i.name) }));
+      saved(i, t('admin.instr.saved', { id: idOf(i.name) }));
+      focusTitle();
     });
   }
   async function setInstrumentState(e: Event) {
     e.preventDefault();
     await run(async () => {
       const i = await mutate('setInstrumentState', { name: inst.name, state, reason: reason.trim(), etag: inst.etag }, (r) => inventory.setInstrumentState(r));
+      setState(0);
+      setReason('');
       if (rules) onRules({ ...rules, saved: false });
-      onDone(i, t('admin.instr.stateSet', { id: idOf(i.name), state: label('InstrumentState', InstrumentState, i.state) }));
+      saved(i, t('admin.instr.stateSet', { id: idOf(i.name), state: label('InstrumentState', InstrumentState, i.state) }));
+      focusTitle();
     });
   }
   return (
@@ -336,11 +374,12 @@ function EditInstrument({ inst, orgs, rules, onRules, onDone, onClose }: {
         <label class="field">{t('admin.instr.valueIn', { currency: cur })}<input name="value" inputMode="decimal" value={v.value} aria-invalid={checked && valueBad}
           aria-describedby={checked && valueBad ? 'edit-value-note' : undefined} onInput={(e) => set({ value: (e.target as HTMLInputElement).value })} />
           <AmountNote show={checked && valueBad} currency={cur} id="edit-value-note" /></label>
-        <ModePicker modes={modes} set={setModes} />
+        <ModePicker modes={v.modes} set={(modes) => set({ modes })} />
         <p class="muted small full">{t('admin.instr.modesEditHint')}</p>
         <div class="form-actions">
           <button type="submit" class="primary" disabled={busy || paths.length === 0}>{t('admin.save')}</button>
-          <button type="button" onClick={onClose}>{t('admin.close')}</button>
+          <button type="button" onClick={() => { if (mayLeave()) onClose(); }}>{t('admin.close')}</button>
+          {paths.length > 0 && <span class="unsaved-note" data-testid="details-unsaved">{t('admin.rules.unsaved')}</span>}
         </div>
       </form>
       <section class="rules-section" aria-labelledby="rules-title" data-testid="instrument-rules">
@@ -348,9 +387,11 @@ function EditInstrument({ inst, orgs, rules, onRules, onDone, onClose }: {
         <p class="muted small">{t('admin.rules.hint')}</p>
         {inst.modes.map((o, i) => (
           <ModeRules key={o.mode} inst={inst} index={i} orgs={orgs} open={rules?.mode === o.mode} saved={rules?.mode === o.mode && rules.saved}
+            onDirty={onDirty}
             onDone={(next, mode) => {
               onRules({ mode, saved: next !== undefined });
-              onDone(next ?? inst, next ? t('admin.rules.saved', { mode: label('SharingMode', SharingMode, mode), id: idOf(next.name) }) : '');
+              if (next) saved(next, t('admin.rules.saved', { mode: label('SharingMode', SharingMode, mode), id: idOf(next.name) }));
+              else onDone(inst, '');
             }} />
         ))}
       </section>
@@ -366,7 +407,7 @@ function EditInstrument({ inst, orgs, rules, onRules, onDone, onClose }: {
         <p class="muted small full">{t('admin.instr.stateHint')}</p>
         <div class="form-actions"><button type="submit" class={state === InstrumentState.RETIRED ? 'danger' : 'primary'} disabled={busy}>{t('admin.instr.applyState')}</button></div>
       </form>
-      <Refusal err={err} onReload={() => { setErr(undefined); onDone(inst, ''); }} />
+      <Refusal err={err} etagNote={t('admin.etagKept')} onReload={() => { setErr(undefined); onDone(inst, ''); }} />
     </div>
   );
 }
@@ -461,7 +502,10 @@ export default function Instruments({ params }: { params: Record<string, string>
                   <td class="num">{money(i.originalValue)}</td>
                   <td><div class="actions">
                     <a href={`#/admin/rates?instrument=${idOf(i.name)}`}>{t('admin.instr.rates')}</a>
-                    {isAdmin() && <button type="button" onClick={() => { setMsg(''); setRules(undefined); setEditing(i.name); }} aria-label={t('admin.instr.editLabel', { name: i.displayName })}>{t('admin.edit')}</button>}
+                    {isAdmin() && <button type="button" onClick={() => {
+                      if (i.name !== editing && !mayLeave()) return;
+                      setMsg(''); setRules(undefined); setEditing(i.name);
+                    }} aria-label={t('admin.instr.editLabel', { name: i.displayName })}>{t('admin.edit')}</button>}
                   </div></td>
                 </tr>
               ))}
@@ -470,7 +514,7 @@ export default function Instruments({ params }: { params: Record<string, string>
         </div>
       )}
       {isAdmin() && edited && (
-        <EditInstrument key={edited.etag + edited.name} inst={edited} orgs={orgs.data} rules={rules} onRules={setRules}
+        <EditInstrument key={edited.name} inst={edited} orgs={orgs.data} rules={rules} onRules={setRules}
           onClose={() => setEditing(undefined)}
           onDone={(_, m) => { setMsg(m); instruments.reload(); }} />
       )}

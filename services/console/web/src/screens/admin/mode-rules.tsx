@@ -8,7 +8,14 @@
 // form does not show stays as it is. The service checks the values; its
 // refusal (INVALID_FIELD with the field's path) is shown with Refusal and
 // the field it names is marked. The browser only reads the numbers.
-import { useEffect, useRef, useState } from 'preact/hooks';
+//
+// Each block keeps its unsaved edits when the panel's instrument is read
+// again (another block saved, or the person reloaded after ETAG_MISMATCH):
+// they are re-based onto the new instrument (useDraft, rule-drafts.ts), the
+// block says it has unsaved changes (also in its summary line, so a closed
+// block shows it), and a field someone else changed meanwhile that the
+// person changed too shows the newly stored value next to theirs.
+import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import { clone, create } from '@bufbuild/protobuf';
 import { DurationSchema, type Duration } from '@bufbuild/protobuf/wkt';
 import { inventory } from '../../api';
@@ -21,10 +28,14 @@ import { idOf } from '../../names';
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
 import {
   BillingBasis, LeaseRateBasis, LeaseRulesSchema, ModeOfferingSchema, SlotRulesSchema, TierHorizonSchema,
-  type Instrument, type ModeOffering, type Organization, type TierHorizon,
+  type Instrument, type ModeOffering, type Organization,
 } from '../../../../gen/labshare/inventory/v1/inventory_pb';
 import { AmountNote, amountOk, label, Refusal, values } from './common';
 import { DAY, HOUR, bpsText, durationText, parseBps, parseDuration, parseInt32 } from './rule-units';
+import {
+  blankRow, leaseKey, rebaseLease, rebaseSlot, slotKey,
+  type LeaseForm, type Rebased, type SlotForm as SlotFormOf, type TierRow,
+} from './rule-drafts';
 
 const isZero = (d: Duration | undefined): boolean => !d || (d.seconds === 0n && d.nanos === 0);
 const days = (d: Duration | undefined): string => durationText(d, DAY) || '0';
@@ -80,19 +91,7 @@ const SLOT_DURATIONS = [
   ['reportAcceptancePeriod', 'report_acceptance_period', DAY],
 ] as const;
 type SlotDuration = typeof SLOT_DURATIONS[number][0];
-
-interface TierRow { id: number; tier: string; horizon: string; orig?: TierHorizon }
-interface SlotForm {
-  approval: boolean;
-  dur: Record<SlotDuration, string>;
-  noNonMembers: boolean;
-  nonMember: string;
-  tiers: TierRow[];
-  basis: number;
-  missed: string;
-  lateFee: string;
-  qualification: string;
-}
+type SlotForm = SlotFormOf<SlotDuration>;
 
 function slotForm(o: ModeOffering): SlotForm {
   const r = o.slotRules ?? create(SlotRulesSchema);
@@ -107,9 +106,6 @@ function slotForm(o: ModeOffering): SlotForm {
     qualification: String(r.qualificationValidityDays),
   };
 }
-
-const blankRow = (row: TierRow): boolean => !row.tier.trim() && !row.horizon.trim();
-const slotKey = (f: SlotForm): string => JSON.stringify({ ...f, tiers: f.tiers.filter((r) => !blankRow(r)).map((r) => [r.tier, r.horizon]) });
 
 // The offering to send: `o` as read, with the fields that differ from the
 // form as first shown (`f0`) replaced; undefined with the inputs whose text
@@ -161,8 +157,6 @@ function buildSlot(o: ModeOffering, f: SlotForm, f0: SlotForm): { next?: ModeOff
   return bad.length ? { bad } : { next, bad };
 }
 
-interface LeaseForm { minTerm: string; maxTerm: string; handover: string; ret: string; deposit: string; basis: number; counted: string; horizon: string }
-
 function leaseForm(o: ModeOffering): LeaseForm {
   const l = o.leaseRules ?? create(LeaseRulesSchema);
   return {
@@ -209,31 +203,81 @@ function refusedField(err: unknown, index: number): string {
   return field.startsWith(prefix) ? field.slice(prefix.length) : '';
 }
 
+// A form over what it was read from (`src`: a mode's offering, or the
+// instrument for the panel's own fields). When a newly read `src` arrives,
+// the person's edits are re-based onto it (`onto`, rule-drafts.ts): the
+// fields they did not touch show the new values, the ones they edited keep
+// their text; `conflicts` names the edited fields someone else changed too.
+// `reset` shows `to` (by default the current `src`) as read: after this
+// form was saved, or on Undo.
+export interface Draft<S, F> {
+  src: S; f0: F; f: F; conflicts: string[];
+  setF: (u: (f: F) => F) => void;
+  reset: (to?: S) => void;
+}
+
+export function useDraft<S, F>(src: S, toForm: (s: S) => F, onto: (mine: F, base: F, theirs: F) => Rebased<F>): Draft<S, F> {
+  const [d, setD] = useState(() => { const f0 = toForm(src); return { src, f0, f: f0, conflicts: [] as string[] }; });
+  // A layout effect: the re-based form is drawn before the browser paints
+  // the new `src` with the old form.
+  useLayoutEffect(() => {
+    setD((x) => {
+      if (x.src === src) return x;
+      const f0 = toForm(src);
+      const r = onto(x.f, x.f0, f0);
+      return { src, f0, f: r.form, conflicts: [...new Set([...x.conflicts, ...r.conflicts])] };
+    });
+  }, [src]);
+  return {
+    ...d,
+    setF: (u) => setD((x) => ({ ...x, f: u(x.f) })),
+    reset: (to = d.src) => { const f0 = toForm(to); setD({ src: to, f0, f: f0, conflicts: [] }); },
+  };
+}
+
+// What the newly read instrument holds in a field the person changed too
+// (shown next to theirs), or undefined.
+function theirsOf(d: { conflicts: string[] }, path: string, differs: boolean, value: string): string | undefined {
+  return differs && d.conflicts.includes(path) ? value || t('admin.rules.theirsEmpty') : undefined;
+}
+
+const noteId = (uid: string, name: string, kind: string) => `${uid}-${name.replace(/[^a-z0-9]+/gi, '-')}-${kind}`;
+
+// "Saved meanwhile by someone else: 0.5. …" under a field.
+function Theirs({ id, value }: { id?: string; value: string | undefined }) {
+  if (value === undefined) return null;
+  return <span id={id} class="field-theirs small" data-testid="field-theirs">{t('admin.rules.theirs', { value })}</span>;
+}
+
 interface FieldProps {
   uid: string; name: string; text: string; onText: (s: string) => void; bad: Bad; refused: string;
-  note: string; disabled?: boolean; hint?: string;
+  note: string; disabled?: boolean; hint?: string; theirs?: string;
 }
 
 // A number typed as text (no browser step checks), its own note when it does
 // not read as a number, marked when the service refused it.
-function NumberField({ uid, name, text, onText, bad, refused, note, disabled, label: title, hint }: FieldProps & { label: string }) {
+function NumberField({ uid, name, text, onText, bad, refused, note, disabled, label: title, hint, theirs }: FieldProps & { label: string }) {
   const isBad = bad.includes(name);
-  const noteId = `${uid}-${name.replace(/[^a-z0-9]+/gi, '-')}-note`;
+  const badId = noteId(uid, name, 'note');
+  const theirsId = noteId(uid, name, 'theirs');
+  const described = [isBad ? badId : '', theirs !== undefined ? theirsId : ''].filter(Boolean).join(' ');
   return (
     <label class="field">{title}
       <input name={name} inputMode="decimal" autoComplete="off" value={text} disabled={disabled}
-        aria-invalid={isBad || refused === name} aria-describedby={isBad ? noteId : undefined}
+        aria-invalid={isBad || refused === name} aria-describedby={described || undefined}
         onInput={(e) => onText((e.target as HTMLInputElement).value)} />
       {hint && <span class="muted small">{hint}</span>}
-      {isBad && <span id={noteId} class="field-error" role="alert" data-testid="field-error">{note}</span>}
+      <Theirs id={theirsId} value={theirs} />
+      {isBad && <span id={badId} class="field-error" role="alert" data-testid="field-error">{note}</span>}
     </label>
   );
 }
 
-function Summary({ o, name }: { o: ModeOffering; name: string }) {
+function Summary({ o, name, unsaved }: { o: ModeOffering; name: string; unsaved: boolean }) {
   return (
     <summary>
       <span class="rules-mode">{name}</span>
+      {unsaved && <span class="pill unsaved" data-testid="rules-unsaved">{t('admin.rules.unsaved')}</span>}
       <span class="muted small rules-summary" data-testid="rules-summary">{rulesSummary(o)}</span>
     </summary>
   );
@@ -245,7 +289,10 @@ export interface ModeRulesProps {
   orgs: Organization[] | undefined;
   open: boolean;
   saved: boolean;
+  // After a save (the instrument as saved) or on "Reload the current version" (undefined).
   onDone: (i: Instrument | undefined, mode: number) => void;
+  // Whether the block has unsaved edits (false again when it goes away).
+  onDirty: (mode: number, dirty: boolean) => void;
 }
 
 export function ModeRules(p: ModeRulesProps) {
@@ -254,10 +301,18 @@ export function ModeRules(p: ModeRulesProps) {
   return o.mode === SharingMode.LEASE ? <LeaseRulesForm {...p} o={o} /> : <SlotRulesForm {...p} o={o} />;
 }
 
-// Saving: the instrument's modes as read, this one replaced. A form whose
-// inputs did not all read as numbers is not sent: the first such input
-// (marked bad) gets the focus.
-function useSave(p: ModeRulesProps, form: { current: HTMLFormElement | null }, setBad: (b: Bad) => void) {
+function useDirty(p: ModeRulesProps, mode: number, dirty: boolean) {
+  useEffect(() => { p.onDirty(mode, dirty); }, [dirty]);
+  useEffect(() => () => p.onDirty(mode, false), []);
+}
+
+// Saving: the instrument's modes as read, this one replaced; once saved, the
+// form shows this mode as the service keeps it (the other blocks re-base
+// their unsaved edits onto the instrument the service answered). A form whose inputs did not
+// all read as numbers is not sent: the first such input (marked bad) gets
+// the focus.
+function useSave(p: ModeRulesProps, form: { current: HTMLFormElement | null }, setBad: (b: Bad) => void,
+  reset: (to: ModeOffering | undefined) => void) {
   const mutate = useRequestId();
   const action = useAction();
   async function save(built: { next?: ModeOffering; bad: Bad }) {
@@ -273,7 +328,10 @@ function useSave(p: ModeRulesProps, form: { current: HTMLFormElement | null }, s
         instrument: { name: p.inst.name, etag: p.inst.etag, modes: p.inst.modes.map((m, k) => (k === p.index ? next : m)) },
         updateMask: { paths: ['modes'] },
       }, (r) => inventory.updateInstrument(r));
+      reset(i.modes.find((m) => m.mode === next.mode));
       p.onDone(i, next.mode);
+      // The Save button is disabled now: the focus goes to the block's summary.
+      form.current?.closest('details')?.querySelector('summary')?.focus();
     });
   }
   return { ...action, save };
@@ -284,24 +342,26 @@ function SavedNote({ show, mode, inst }: { show: boolean; mode: string; inst: In
   return <p class="notice full" data-testid="rules-saved">{t('admin.rules.saved', { mode, id: idOf(inst.name) })}</p>;
 }
 
+const ticked = (on: boolean): string => t(on ? 'admin.rules.ticked' : 'admin.rules.notTicked');
+
 function SlotRulesForm(p: ModeRulesProps & { o: ModeOffering }) {
-  const { o, inst, index } = p;
+  const { inst, index } = p;
+  const d = useDraft(p.o, slotForm, rebaseSlot);
+  const { f, f0, src: o, setF } = d;
   const modeName = label('SharingMode', SharingMode, o.mode);
   const uid = `rules-${SharingMode[o.mode]}`;
-  const [f0] = useState(() => slotForm(o));
-  const [f, setF] = useState(f0);
   const [bad, setBad] = useState<Bad>([]);
   const [open, setOpen] = useState(p.open);
-  const nextId = useRef(f0.tiers.length);
   const focusRow = useRef<number>();
   const addButton = useRef<HTMLButtonElement>(null);
   const form = useRef<HTMLFormElement>(null);
-  const { busy, error: err, setError, save } = useSave(p, form, setBad);
+  const { busy, error: err, setError, save } = useSave(p, form, setBad, (to) => d.reset(to));
   const refused = refusedField(err, index);
   const set = (q: Partial<SlotForm>) => setF((x) => ({ ...x, ...q }));
   const setDur = (k: SlotDuration, s: string) => setF((x) => ({ ...x, dur: { ...x.dur, [k]: s } }));
   const setRow = (id: number, q: Partial<TierRow>) => setF((x) => ({ ...x, tiers: x.tiers.map((r) => (r.id === id ? { ...r, ...q } : r)) }));
   const changed = slotKey(f) !== slotKey(f0);
+  useDirty(p, o.mode, changed);
   const known = tiersOf(p.orgs);
   useEffect(() => {
     if (focusRow.current === undefined) return;
@@ -316,19 +376,24 @@ function SlotRulesForm(p: ModeRulesProps & { o: ModeOffering }) {
   const numberNote = t('admin.rules.notNumber');
   const field = (k: SlotDuration, path: string, title: string, hint?: string) => (
     <NumberField uid={uid} name={`slot_rules.${path}`} text={f.dur[k]} onText={(s) => setDur(k, s)} bad={bad} refused={refused}
-      note={numberNote} label={title} hint={hint} />
+      note={numberNote} label={title} hint={hint} theirs={theirsOf(d, `dur.${k}`, f.dur[k] !== f0.dur[k], f0.dur[k])} />
   );
+  const nonMembersKept = f.noNonMembers !== f0.noNonMembers || (!f.noNonMembers && f.nonMember !== f0.nonMember);
+  const theirsNonMembers = theirsOf(d, 'nonMember', nonMembersKept, f0.noNonMembers ? t('admin.rules.sum.noNonMembers') : f0.nonMember);
+  const theirsTiers = theirsOf(d, 'tiers', slotKey({ ...f0, tiers: f.tiers }) !== slotKey(f0),
+    f0.tiers.map((r) => t('admin.rules.sum.tier', { tier: r.tier, days: r.horizon })).join(t('admin.rules.sum.sep')) || t('admin.rules.noTiers'));
   let sent = 0;
   return (
     <details class="rules" open={open} onToggle={(e) => setOpen((e.currentTarget as HTMLDetailsElement).open)} data-testid={uid}>
-      <Summary o={o} name={modeName} />
+      <Summary o={p.o} name={modeName} unsaved={changed} />
       <form class="form-grid" ref={form} onSubmit={(e) => void submit(e)} aria-label={t('admin.rules.formLabel', { mode: modeName })}>
         <SavedNote show={p.saved && !changed} mode={modeName} inst={inst} />
         <fieldset class="full form-grid"><legend>{t('admin.rules.ahead')}</legend>
           {field('memberHorizon', 'member_horizon', t('admin.rules.memberHorizon'))}
           <div class="non-members">
             <NumberField uid={uid} name="slot_rules.non_member_horizon" text={f.noNonMembers ? '' : f.nonMember} disabled={f.noNonMembers}
-              onText={(s) => set({ nonMember: s })} bad={bad} refused={refused} note={numberNote} label={t('admin.rules.nonMemberHorizon')} />
+              onText={(s) => set({ nonMember: s })} bad={bad} refused={refused} note={numberNote} label={t('admin.rules.nonMemberHorizon')}
+              theirs={theirsNonMembers} />
             <label class="check"><input type="checkbox" name="noNonMembers" checked={f.noNonMembers}
               onChange={(e) => set({ noNonMembers: (e.target as HTMLInputElement).checked })} />{t('admin.rules.noNonMembers')}</label>
           </div>
@@ -356,17 +421,21 @@ function SlotRulesForm(p: ModeRulesProps & { o: ModeOffering }) {
                 );
               })}
             </ul>
+            <Theirs value={theirsTiers} />
             <datalist id={`${uid}-tier-list`}>{known.map((x) => <option key={x} value={x} />)}</datalist>
             <button type="button" ref={addButton} data-testid="add-tier" onClick={() => {
-              const id = nextId.current++;
+              const id = Math.max(-1, ...f.tiers.map((r) => r.id)) + 1;
               focusRow.current = id;
               set({ tiers: [...f.tiers, { id, tier: '', horizon: '' }] });
             }}>{t('admin.rules.addTier')}</button>
           </div>
         </fieldset>
         <fieldset class="full form-grid"><legend>{t('admin.rules.bookings')}</legend>
-          <label class="check full"><input type="checkbox" name="approvalRequired" checked={f.approval}
-            onChange={(e) => set({ approval: (e.target as HTMLInputElement).checked })} />{t('admin.instr.approval')}</label>
+          <div class="full">
+            <label class="check"><input type="checkbox" name="approvalRequired" checked={f.approval}
+              onChange={(e) => set({ approval: (e.target as HTMLInputElement).checked })} />{t('admin.instr.approval')}</label>
+            <Theirs value={theirsOf(d, 'approval', f.approval !== f0.approval, ticked(f0.approval))} />
+          </div>
           {field('minBlock', 'min_block', t('admin.rules.minBlock'))}
           {field('maxBlock', 'max_block', t('admin.instr.maxBlock'))}
           {field('minNotice', 'min_notice', t('admin.instr.notice'))}
@@ -374,7 +443,8 @@ function SlotRulesForm(p: ModeRulesProps & { o: ModeOffering }) {
           {field('approvalThreshold', 'approval_threshold', t('admin.rules.approvalThreshold'))}
           {o.mode === SharingMode.ON_SITE && (
             <NumberField uid={uid} name="slot_rules.qualification_validity_days" text={f.qualification} onText={(s) => set({ qualification: s })}
-              bad={bad} refused={refused} note={t('admin.rules.notWhole')} label={t('admin.instr.qualificationDays')} />
+              bad={bad} refused={refused} note={t('admin.rules.notWhole')} label={t('admin.instr.qualificationDays')}
+              theirs={theirsOf(d, 'qualification', f.qualification !== f0.qualification, f0.qualification)} />
           )}
         </fieldset>
         <fieldset class="full form-grid"><legend>{t('admin.rules.checkIn')}</legend>
@@ -389,50 +459,64 @@ function SlotRulesForm(p: ModeRulesProps & { o: ModeOffering }) {
               {f.basis === 0 && <option value="0">{t('admin.choose')}</option>}
               {values(BillingBasis).map((b) => <option key={b} value={String(b)}>{label('BillingBasis', BillingBasis, b)}</option>)}
             </select>
+            <Theirs value={theirsOf(d, 'basis', f.basis !== f0.basis, label('BillingBasis', BillingBasis, f0.basis))} />
           </label>
           {field('billingUnit', 'billing_unit', t('admin.rules.billingUnit'))}
           {field('minimumCharge', 'minimum_charge', t('admin.rules.minimumCharge'))}
           <NumberField uid={uid} name="slot_rules.missed_fee_bps" text={f.missed} onText={(s) => set({ missed: s })}
-            bad={bad} refused={refused} note={t('admin.rules.notPercent')} label={t('admin.rules.missedFee')} />
+            bad={bad} refused={refused} note={t('admin.rules.notPercent')} label={t('admin.rules.missedFee')}
+            theirs={theirsOf(d, 'missed', f.missed !== f0.missed, f0.missed)} />
           <NumberField uid={uid} name="slot_rules.late_cancel_fee_bps" text={f.lateFee} onText={(s) => set({ lateFee: s })}
-            bad={bad} refused={refused} note={t('admin.rules.notPercent')} label={t('admin.rules.lateCancelFee')} />
+            bad={bad} refused={refused} note={t('admin.rules.notPercent')} label={t('admin.rules.lateCancelFee')}
+            theirs={theirsOf(d, 'lateFee', f.lateFee !== f0.lateFee, f0.lateFee)} />
           <p class="muted small full">{t('admin.rules.billingHint')}</p>
         </fieldset>
-        <div class="form-actions">
-          <button type="submit" class="primary" disabled={busy || !changed}>{t('admin.rules.save', { mode: modeName })}</button>
-          {changed && <button type="button" onClick={() => { setF(f0); setBad([]); setError(undefined); }}>{t('admin.rules.undo')}</button>}
-        </div>
-        <Refusal err={err} onReload={() => { setError(undefined); p.onDone(undefined, o.mode); }} />
+        <Actions changed={changed} busy={busy} modeName={modeName} onUndo={() => { d.reset(); setBad([]); setError(undefined); }} />
+        <Refusal err={err} etagNote={t('admin.etagKept')} onReload={() => { setError(undefined); p.onDone(undefined, o.mode); }} />
       </form>
     </details>
   );
 }
 
+// Save and Undo, and whether there is anything unsaved.
+function Actions({ changed, busy, modeName, onUndo }: { changed: boolean; busy: boolean; modeName: string; onUndo: () => void }) {
+  return (
+    <div class="form-actions">
+      <button type="submit" class="primary" disabled={busy || !changed}>{t('admin.rules.save', { mode: modeName })}</button>
+      {changed && <button type="button" onClick={onUndo}>{t('admin.rules.undo')}</button>}
+      {changed && <span class="unsaved-note">{t('admin.rules.unsaved')}</span>}
+    </div>
+  );
+}
+
 function LeaseRulesForm(p: ModeRulesProps & { o: ModeOffering }) {
-  const { o, inst, index } = p;
+  const { inst, index } = p;
+  const d = useDraft(p.o, leaseForm, rebaseLease);
+  const { f, f0, src: o, setF } = d;
   const modeName = label('SharingMode', SharingMode, o.mode);
   const uid = `rules-${SharingMode[o.mode]}`;
   const currency = o.leaseRules?.deposit?.currencyCode || inst.originalValue?.currencyCode || 'CNY';
-  const [f0] = useState(() => leaseForm(o));
-  const [f, setF] = useState(f0);
   const [bad, setBad] = useState<Bad>([]);
   const [open, setOpen] = useState(p.open);
   const form = useRef<HTMLFormElement>(null);
-  const { busy, error: err, setError, save } = useSave(p, form, setBad);
+  const { busy, error: err, setError, save } = useSave(p, form, setBad, (to) => d.reset(to));
   const refused = refusedField(err, index);
   const set = (q: Partial<LeaseForm>) => setF((x) => ({ ...x, ...q }));
-  const changed = JSON.stringify(f) !== JSON.stringify(f0);
+  const changed = leaseKey(f) !== leaseKey(f0);
+  useDirty(p, o.mode, changed);
   async function submit(e: Event) {
     e.preventDefault();
     await save(buildLease(o, f, f0, currency));
   }
   const num = (k: keyof Omit<LeaseForm, 'basis'>, name: string, title: string, note: string) => (
-    <NumberField uid={uid} name={name} text={f[k]} onText={(s) => set({ [k]: s })} bad={bad} refused={refused} note={note} label={title} />
+    <NumberField uid={uid} name={name} text={f[k]} onText={(s) => set({ [k]: s })} bad={bad} refused={refused} note={note} label={title}
+      theirs={theirsOf(d, k, f[k] !== f0[k], f0[k])} />
   );
   const depositBad = bad.includes('lease_rules.deposit');
+  const depositTheirs = theirsOf(d, 'deposit', f.deposit !== f0.deposit, f0.deposit);
   return (
     <details class="rules" open={open} onToggle={(e) => setOpen((e.currentTarget as HTMLDetailsElement).open)} data-testid={uid}>
-      <Summary o={o} name={modeName} />
+      <Summary o={p.o} name={modeName} unsaved={changed} />
       <form class="form-grid" ref={form} onSubmit={(e) => void submit(e)} aria-label={t('admin.rules.formLabel', { mode: modeName })}>
         <SavedNote show={p.saved && !changed} mode={modeName} inst={inst} />
         {num('minTerm', 'lease_rules.min_term_days', t('admin.instr.leaseMin'), t('admin.rules.notWhole'))}
@@ -442,8 +526,10 @@ function LeaseRulesForm(p: ModeRulesProps & { o: ModeOffering }) {
         {num('ret', 'lease_rules.return_buffer', t('admin.rules.return'), t('admin.rules.notNumber'))}
         <label class="field">{t('admin.instr.deposit', { currency })}
           <input name="lease_rules.deposit" inputMode="decimal" autoComplete="off" value={f.deposit}
-            aria-invalid={depositBad || refused.startsWith('lease_rules.deposit')} aria-describedby={depositBad ? `${uid}-deposit-note` : undefined}
+            aria-invalid={depositBad || refused.startsWith('lease_rules.deposit')}
+            aria-describedby={[depositBad ? `${uid}-deposit-note` : '', depositTheirs !== undefined ? `${uid}-deposit-theirs` : ''].filter(Boolean).join(' ') || undefined}
             onInput={(e) => set({ deposit: (e.target as HTMLInputElement).value })} />
+          <Theirs id={`${uid}-deposit-theirs`} value={depositTheirs} />
           <AmountNote show={depositBad} currency={currency} id={`${uid}-deposit-note`} />
         </label>
         <label class="field">{t('admin.rules.rateBasis')}
@@ -452,14 +538,12 @@ function LeaseRulesForm(p: ModeRulesProps & { o: ModeOffering }) {
             {f.basis === 0 && <option value="0">{t('admin.choose')}</option>}
             {values(LeaseRateBasis).map((b) => <option key={b} value={String(b)}>{label('LeaseRateBasis', LeaseRateBasis, b)}</option>)}
           </select>
+          <Theirs value={theirsOf(d, 'basis', f.basis !== f0.basis, label('LeaseRateBasis', LeaseRateBasis, f0.basis))} />
         </label>
         {num('counted', 'lease_rules.counted_hours_per_day', t('admin.rules.countedHours'), t('admin.rules.notWhole'))}
         <p class="muted small full">{t('admin.rules.leaseHint')}</p>
-        <div class="form-actions">
-          <button type="submit" class="primary" disabled={busy || !changed}>{t('admin.rules.save', { mode: modeName })}</button>
-          {changed && <button type="button" onClick={() => { setF(f0); setBad([]); setError(undefined); }}>{t('admin.rules.undo')}</button>}
-        </div>
-        <Refusal err={err} onReload={() => { setError(undefined); p.onDone(undefined, o.mode); }} />
+        <Actions changed={changed} busy={busy} modeName={modeName} onUndo={() => { d.reset(); setBad([]); setError(undefined); }} />
+        <Refusal err={err} etagNote={t('admin.etagKept')} onReload={() => { setError(undefined); p.onDone(undefined, o.mode); }} />
       </form>
     </details>
   );

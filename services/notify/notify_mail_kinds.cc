@@ -184,6 +184,40 @@ void OrderCancelledNotices(const bk::BookingEvent& e, Interpretation* out) {
   }
 }
 
+// REPORT_AUTO_ACCEPTED: booking's sweep accepted the report at the order's
+// deadline: its requester and the owner's staff. Nothing when the client
+// accepted it (AcceptReport).
+void ReportAutoAcceptedNotices(const bk::BookingEvent& e, Interpretation* out) {
+  const auto& a = e.service_order_report_accepted();
+  if (!a.auto_accepted()) return;
+  const bk::ServiceOrder& so = a.service_order();
+  // When it counts as accepted: report_accept_time is the deadline.
+  const absl::Time accepted = so.has_report_accept_time()        ? FromProto(so.report_accept_time())
+                              : so.has_report_accept_deadline()  ? FromProto(so.report_accept_deadline())
+                              : e.header().has_event_time()      ? FromProto(e.header().event_time())
+                                                                 : absl::InfinitePast();
+  auto notice = [&]() {
+    Notice n = OrderNotice(v1::REPORT_AUTO_ACCEPTED, so);
+    if (accepted != absl::InfinitePast()) n.times["accepted"] = accepted;
+    n.text["amount"] = Money(so.quote().total());
+    return n;
+  };
+  if (!so.requester().empty()) {
+    Notice n = notice();
+    n.users.push_back(so.requester());
+    out->notices.push_back(std::move(n));
+  }
+  if (!so.instrument_owner().empty()) {
+    Notice n = notice();
+    n.org_roles.push_back({so.instrument_owner(), Role::kFacilityStaff});
+    n.discriminator = "staff";
+    n.variant = "staff";
+    n.names["client"] = so.client_organization();
+    n.names["requester"] = so.requester();
+    out->notices.push_back(std::move(n));
+  }
+}
+
 // The update_time of the booking or lease in a booking event's payload
 // (InfinitePast when it has none).
 absl::Time SnapshotVersion(const bk::BookingEvent& e) {
@@ -398,9 +432,20 @@ void InterpretBooking(const bk::BookingEvent& e, const InterpretOptions& o, Inte
       Notice n = OrderNotice(v1::REPORT_DELIVERED, so);
       n.users.push_back(so.requester());
       n.text["summary"] = so.reports().empty() ? "" : so.reports(so.reports_size() - 1).summary();
+      // Accepted automatically unless disputed before the deadline (an
+      // order delivered without an acceptance period, or before the field
+      // existed, has none: the mail says nothing of it).
+      if (so.has_report_accept_deadline()) {
+        n.variant = "deadline";
+        n.times["deadline"] = FromProto(so.report_accept_deadline());
+        n.text["amount"] = Money(so.quote().total());
+      }
       out->notices.push_back(std::move(n));
       break;
     }
+    case P::kServiceOrderReportAccepted:
+      ReportAutoAcceptedNotices(e, out);
+      break;
     case P::kServiceOrderReportDisputed: {
       const bk::ServiceOrder& so = e.service_order_report_disputed().service_order();
       Notice n = OrderNotice(v1::ORDER_DISPUTED, so);
@@ -716,6 +761,32 @@ const KindTemplates kTemplates[] = {
     {v1::REPORT_DELIVERED,
      {"Report delivered: order {order}", "The report of your service order {order} on {instrument} was delivered.\n{summary}"},
      {"报告已交付：订单 {order}", "您在 {instrument} 上的技术服务订单 {order} 的报告已交付。\n{summary}"}},
+    {v1::REPORT_DELIVERED,
+     {"Report delivered: order {order}",
+      "The report of your service order {order} on {instrument} was delivered.\n{summary}\n"
+      "You may dispute it in LabShare before {deadline}. From then on the report is accepted automatically and "
+      "the quote of {amount} is charged."},
+     {"报告已交付：订单 {order}",
+      "您在 {instrument} 上的技术服务订单 {order} 的报告已交付。\n{summary}\n"
+      "如有异议，请在 {deadline} 之前在 LabShare 中提出。此后报告将自动验收，并按报价收取 {amount}。"},
+     "deadline"},
+    {v1::REPORT_AUTO_ACCEPTED,
+     {"Report accepted automatically: order {order}",
+      "The report of your service order {order} on {instrument} was not disputed before its acceptance period "
+      "ended and was accepted automatically on {accepted}.\nThe order is complete; the quote of {amount} is "
+      "charged."},
+     {"报告已自动验收：订单 {order}",
+      "您在 {instrument} 上的技术服务订单 {order} 的报告在验收期内未被提出异议，已于 {accepted} 自动验收。\n"
+      "订单已完成，将按报价收取 {amount}。"}},
+    {v1::REPORT_AUTO_ACCEPTED,
+     {"Report accepted automatically: order {order}",
+      "The report of service order {order} on {instrument} was accepted automatically on {accepted}: the client "
+      "{client} did not dispute it before its acceptance period ended.\nThe order is complete.\n"
+      "Requester: {requester}\nCharged: {amount}"},
+     {"报告已自动验收：订单 {order}",
+      "{instrument} 上技术服务订单 {order} 的报告已于 {accepted} 自动验收：客户 {client} 在验收期内未提出异议。\n"
+      "订单已完成。\n申请人：{requester}\n收费：{amount}"},
+     "staff"},
     {v1::ORDER_DISPUTED,
      {"Order disputed: {order}", "The client {client} disputes the report of service order {order} on {instrument}.\nReason: {reason}"},
      {"订单有异议：{order}", "客户 {client} 对 {instrument} 上技术服务订单 {order} 的报告提出异议。\n原因：{reason}"}},
@@ -962,7 +1033,9 @@ std::string ConsolePath(const Notice& n) {
     case v1::SERVICE_SCHEDULED:
       return absl::StrCat("#/lab/orders/", id(n.resource));
     case v1::ORDER_CANCELLED:
-      // The staff's mail (the client cancelled) goes to the staff's list.
+    case v1::REPORT_AUTO_ACCEPTED:
+      // The staff's mail (the client cancelled; a report accepted
+      // automatically) goes to the staff's list.
       if (!n.org_roles.empty()) return "#/staff/orders";
       return absl::StrCat("#/lab/orders/", id(n.resource));
     case v1::ORDER_DISPUTED:

@@ -904,9 +904,11 @@ TEST_F(NotifyMailE2eTest, CancellationsRejectionsAndOrderStepsReachWhomTheyConce
   org("lab", "Lab University");
   ASSERT_TRUE(cluster_->CreateFacility("fac", "owner").ok());
   CreateInstrument("tem", false);
-  // "svc": technical service (catalogue entry "imaging"); "afm": leases of
-  // 1 to 30 days with 1 h handover and return buffers.
-  auto instrument = [&](const std::string& id, tv::SharingMode mode) {
+  // "svc": technical service (catalogue entry "imaging"); "svc-auto" the
+  // same, its reports accepted automatically 2 h after delivery; "afm":
+  // leases of 1 to 30 days with 1 h handover and return buffers.
+  auto instrument = [&](const std::string& id, tv::SharingMode mode,
+                        absl::Duration report_acceptance = absl::ZeroDuration()) {
     iv::CreateInstrumentRequest r;
     r.set_instrument_id(id);
     auto* in = r.mutable_instrument();
@@ -941,6 +943,9 @@ TEST_F(NotifyMailE2eTest, CancellationsRejectionsAndOrderStepsReachWhomTheyConce
       *sr->mutable_no_show_grace() = ToProto(absl::Minutes(10));
       sr->set_billing_basis(iv::ACTUAL_TIME);
       *sr->mutable_billing_unit() = ToProto(absl::Minutes(15));
+      if (report_acceptance > absl::ZeroDuration()) {
+        *sr->mutable_report_acceptance_period() = ToProto(report_acceptance);
+      }
       auto* entry = in->add_service_catalogue();
       entry->set_entry_id("imaging");
       entry->set_display_name("Imaging, per sample");
@@ -963,19 +968,21 @@ TEST_F(NotifyMailE2eTest, CancellationsRejectionsAndOrderStepsReachWhomTheyConce
     }
   };
   instrument("svc", tv::TECHNICAL_SERVICE);
+  instrument("svc-auto", tv::TECHNICAL_SERVICE, absl::Hours(2));
   instrument("afm", tv::LEASE);
   for (const std::string u : {"ana", "cy", "dan", "bo"}) CreateUser(u, "lab", tv::LAB_USER, u + "@lab.test");
   CreateUser("staff1", "owner", tv::FACILITY_STAFF, "staff1@owner.test");
   CreateUser("staff2", "owner", tv::FACILITY_STAFF, "staff2@owner.test");
+  CreateUser("staff3", "owner", tv::FACILITY_STAFF, "staff3@owner.test");
   CreateUser("billadm", "lab", tv::MEMBER_BILLING_ADMIN, "billadm@lab.test");
   // A consortium administrator of the owner's organisation: said as such,
   // not as the owner's staff.
   CreateUser("root", "owner", tv::CONSORTIUM_ADMIN, "root@owner.test");
   ASSERT_FALSE(HasFailure());
 
-  // ana: English, Berlin; staff1: English; dan: BOOKING_CANCELLED off; bo:
-  // a daily digest. The others: Chinese, the facility's zone (none: the
-  // service's Asia/Shanghai).
+  // ana: English, Berlin; staff1: English; dan: BOOKING_CANCELLED off;
+  // staff3: REPORT_AUTO_ACCEPTED off; bo: a daily digest. The others:
+  // Chinese, the facility's zone (none: the service's Asia/Shanghai).
   auto settings = [&](const std::string& user, const std::function<void(nv::UpdateNotificationSettingsRequest*)>& f) {
     nv::UpdateNotificationSettingsRequest r;
     r.mutable_settings()->set_name("users/" + user + "/notificationSettings");
@@ -996,6 +1003,10 @@ TEST_F(NotifyMailE2eTest, CancellationsRejectionsAndOrderStepsReachWhomTheyConce
   });
   settings("dan", [](nv::UpdateNotificationSettingsRequest* r) {
     r->mutable_settings()->add_disabled_kinds(nv::BOOKING_CANCELLED);
+    r->mutable_update_mask()->add_paths("disabled_kinds");
+  });
+  settings("staff3", [](nv::UpdateNotificationSettingsRequest* r) {
+    r->mutable_settings()->add_disabled_kinds(nv::REPORT_AUTO_ACCEPTED);
     r->mutable_update_mask()->add_paths("disabled_kinds");
   });
   settings("bo", [](nv::UpdateNotificationSettingsRequest* r) {
@@ -1104,11 +1115,11 @@ TEST_F(NotifyMailE2eTest, CancellationsRejectionsAndOrderStepsReachWhomTheyConce
   outage("afm", kT0 + absl::Hours(200), kT0 + absl::Hours(202), "power cut");
 
   // ------------------------------------------------------------ orders
-  auto order = [&](const std::string& id, const std::string& token) {
+  auto order = [&](const std::string& id, const std::string& token, const std::string& instrument = "svc") {
     bk::CreateServiceOrderRequest r;
     r.set_service_order_id(id);
     r.set_request_id("order-" + id);
-    r.mutable_service_order()->set_instrument("instruments/svc");
+    r.mutable_service_order()->set_instrument("instruments/" + instrument);
     r.mutable_service_order()->set_service_entry_id("imaging");
     r.mutable_service_order()->set_sample_count(3);
     r.mutable_service_order()->set_sample_description("three thin films");
@@ -1134,26 +1145,30 @@ TEST_F(NotifyMailE2eTest, CancellationsRejectionsAndOrderStepsReachWhomTheyConce
     ok(booking.ScheduleService(Ctx(staff1).get(), r, &out), step);
     return out;
   };
-  bk::ServiceOrder run = order("order-run", ana);
-  {
+  // Quoted (3 samples at 296.00 CNY), the quote accepted by `client`, the
+  // samples received.
+  auto samples_in = [&](bk::ServiceOrder& o, const std::string& client) {
+    const std::string id(absl::StripPrefix(o.name(), "serviceOrders/"));
     bk::IssueQuoteRequest q;
-    q.set_name(run.name());
+    q.set_name(o.name());
     q.mutable_quote()->mutable_per_sample_fee()->set_currency_code("CNY");
     q.mutable_quote()->mutable_per_sample_fee()->set_amount_minor(29600);
     *q.mutable_quote()->mutable_valid_until() = ToProto(kT0 + absl::Hours(24 * 14));
-    q.set_request_id("quote");
-    ok(booking.IssueQuote(Ctx(staff1).get(), q, &run), "quote");
+    q.set_request_id("quote-" + id);
+    ok(booking.IssueQuote(Ctx(staff1).get(), q, &o), "quote " + id);
     bk::AcceptQuoteRequest a;
-    a.set_name(run.name());
-    a.set_quote_etag(run.quote().quote_etag());
-    a.set_request_id("accept");
-    ok(booking.AcceptQuote(Ctx(ana).get(), a, &run), "accept");
+    a.set_name(o.name());
+    a.set_quote_etag(o.quote().quote_etag());
+    a.set_request_id("accept-" + id);
+    ok(booking.AcceptQuote(Ctx(client).get(), a, &o), "accept " + id);
     bk::ReceiveSamplesRequest rs;
-    rs.set_name(run.name());
+    rs.set_name(o.name());
     rs.set_received_sample_count(3);
-    rs.set_request_id("receive");
-    ok(booking.ReceiveSamples(Ctx(staff1).get(), rs, &run), "receive");
-  }
+    rs.set_request_id("receive-" + id);
+    ok(booking.ReceiveSamples(Ctx(staff1).get(), rs, &o), "receive " + id);
+  };
+  bk::ServiceOrder run = order("order-run", ana);
+  samples_in(run, ana);
   ASSERT_FALSE(HasFailure());
   schedule("order-run", kT0 + absl::Hours(50), "schedule-1");  // 03:00 Berlin, Mar 3
   run = schedule("order-run", kT0 + absl::Hours(54), "schedule-2");  // moved: 07:00 Berlin
@@ -1174,6 +1189,41 @@ TEST_F(NotifyMailE2eTest, CancellationsRejectionsAndOrderStepsReachWhomTheyConce
   cancel_order("order-by-billadm", billadm, "budget frozen");
   order("order-by-admin", ana);
   cancel_order("order-by-admin", root, "duplicate order");
+  ASSERT_FALSE(HasFailure());
+
+  // ------------------------------------------------------------ reports
+  // Run now (kT0), started and its report delivered at once: cy's on svc
+  // (no acceptance period: the mail says nothing of a deadline), which cy
+  // accepts herself (no further mail); ana's on svc-auto (2 h to dispute:
+  // until kT0 + 2 h, 03:00 in Berlin), which the sweep accepts below.
+  auto deliver = [&](const std::string& id, const std::string& client, const std::string& instrument) {
+    bk::ServiceOrder o = order(id, client, instrument);
+    samples_in(o, client);
+    schedule(id, kT0, "schedule-" + id);
+    bk::StartServiceRequest st;
+    st.set_name(o.name());
+    st.set_request_id("start-" + id);
+    ok(booking.StartService(Ctx(staff1).get(), st, &o), "start " + id);
+    bk::DeliverReportRequest d;
+    d.set_name(o.name());
+    d.mutable_report()->set_uri("dms://reports/" + id);
+    d.mutable_report()->set_summary("12 images, grid 2 partly covered");
+    d.set_request_id("deliver-" + id);
+    ok(booking.DeliverReport(Ctx(staff1).get(), d, &o), "deliver " + id);
+    return o;
+  };
+  const bk::ServiceOrder report_cy = deliver("report-cy", cy, "svc");
+  EXPECT_FALSE(report_cy.has_report_accept_deadline());
+  {
+    bk::AcceptReportRequest a;
+    a.set_name(report_cy.name());
+    a.set_request_id("accept-report-cy");
+    bk::ServiceOrder out;
+    ok(booking.AcceptReport(Ctx(cy).get(), a, &out), "accept report-cy");
+    EXPECT_EQ(out.state(), bk::ServiceOrder::COMPLETED);
+  }
+  const bk::ServiceOrder report_ana = deliver("report-ana", ana, "svc-auto");
+  EXPECT_EQ(FromProto(report_ana.report_accept_deadline()), kT0 + absl::Hours(2));
   ASSERT_FALSE(HasFailure());
 
   // ------------------------------------------------------------ two events published again
@@ -1201,7 +1251,7 @@ TEST_F(NotifyMailE2eTest, CancellationsRejectionsAndOrderStepsReachWhomTheyConce
                                                   "serviceOrders/order-by-billadm";
   });
 
-  // ------------------------------------------------------------ the sweep expires a request; bo's digest (09:00)
+  // ------------------------------------------------------------ the sweep expires a request and accepts ana's report; bo's digest (09:00)
   WriteClock(clock_file_, kT0 + absl::Hours(2) + absl::Minutes(30));
   ASSERT_TRUE(WaitFor([&] {
     bk::GetLeaseRequest g;
@@ -1209,24 +1259,38 @@ TEST_F(NotifyMailE2eTest, CancellationsRejectionsAndOrderStepsReachWhomTheyConce
     bk::Lease out;
     return booking.GetLease(Ctx(Admin()).get(), g, &out).ok() && out.state() == bk::Lease::CANCELLED;
   })) << "the sweep never expired the lease request";
+  ASSERT_TRUE(WaitFor([&] {
+    bk::GetServiceOrderRequest g;
+    g.set_name(report_ana.name());
+    bk::ServiceOrder out;
+    return booking.GetServiceOrder(Ctx(Admin()).get(), g, &out).ok() && out.state() == bk::ServiceOrder::COMPLETED &&
+           out.report_auto_accepted();
+  })) << "the sweep never accepted ana's report";
 
   using V = std::vector<std::string>;
-  const V staff_mails = {"APPROVAL_REQUESTED", "APPROVAL_REQUESTED", "APPROVAL_REQUESTED", "APPROVAL_REQUESTED",
-                         "APPROVAL_REQUESTED", "APPROVAL_REQUESTED", "ORDER_CANCELLED", "ORDER_CANCELLED",
-                         "ORDER_RECEIVED", "ORDER_RECEIVED", "ORDER_RECEIVED", "ORDER_RECEIVED", "ORDER_RECEIVED",
-                         "QUOTE_ACCEPTED"};
+  // staff3 turned REPORT_AUTO_ACCEPTED off.
+  const V staff3_mails = {"APPROVAL_REQUESTED", "APPROVAL_REQUESTED", "APPROVAL_REQUESTED", "APPROVAL_REQUESTED",
+                          "APPROVAL_REQUESTED", "APPROVAL_REQUESTED", "ORDER_CANCELLED", "ORDER_CANCELLED",
+                          "ORDER_RECEIVED", "ORDER_RECEIVED", "ORDER_RECEIVED", "ORDER_RECEIVED", "ORDER_RECEIVED",
+                          "ORDER_RECEIVED", "ORDER_RECEIVED", "QUOTE_ACCEPTED", "QUOTE_ACCEPTED", "QUOTE_ACCEPTED"};
+  V staff_mails = staff3_mails;
+  staff_mails.push_back("REPORT_AUTO_ACCEPTED");
   std::map<std::string, V> want = {
       {"ana@lab.test",
        {"BOOKING_CANCELLED", "BOOKING_CANCELLED", "BOOKING_CANCELLED", "BOOKING_CANCELLED_BY_OUTAGE",
         "BOOKING_CONFIRMED", "BOOKING_CONFIRMED", "BOOKING_CONFIRMED", "BOOKING_CONFIRMED", "BOOKING_CONFIRMED",
         "LEASE_APPROVED", "LEASE_CANCELLED", "LEASE_CANCELLED", "LEASE_CANCELLED", "LEASE_CANCELLED",
         "ORDER_CANCELLED", "ORDER_CANCELLED", "ORDER_CANCELLED", "ORDER_CANCELLED", "ORDER_CANCELLED",
-        "QUOTE_ISSUED", "SERVICE_SCHEDULED", "SERVICE_SCHEDULED", "SERVICE_SCHEDULED"}},
-      {"cy@lab.test", {"BOOKING_CANCELLED", "BOOKING_CONFIRMED", "LEASE_REJECTED"}},
+        "QUOTE_ISSUED", "QUOTE_ISSUED", "REPORT_AUTO_ACCEPTED", "REPORT_DELIVERED", "SERVICE_SCHEDULED",
+        "SERVICE_SCHEDULED", "SERVICE_SCHEDULED", "SERVICE_SCHEDULED"}},
+      {"cy@lab.test",
+       {"BOOKING_CANCELLED", "BOOKING_CONFIRMED", "LEASE_REJECTED", "QUOTE_ISSUED", "REPORT_DELIVERED",
+        "SERVICE_SCHEDULED"}},
       {"dan@lab.test", {"BOOKING_CONFIRMED"}},
       {"bo@lab.test", {"DIGEST"}},
       {"staff1@owner.test", staff_mails},
       {"staff2@owner.test", staff_mails},
+      {"staff3@owner.test", staff3_mails},
   };
   size_t total = 0;
   for (const auto& [who, kinds] : want) total += kinds.size();
@@ -1310,7 +1374,7 @@ TEST_F(NotifyMailE2eTest, CancellationsRejectionsAndOrderStepsReachWhomTheyConce
               : "客户：Lab University\n申请人：Dr. ana\n样品数：3\n说明：three thin films");
     has(m, "https://console.test/#/staff/orders");
     EXPECT_FALSE(m.unsubscribe.empty());
-    m = one(who, "QUOTE_ACCEPTED", "");
+    m = one(who, "QUOTE_ACCEPTED", en ? "order order-run on" : "订单 order-run 的报价");
     EXPECT_EQ(m.subject, en ? "Quote accepted: order order-run" : "报价已接受：订单 order-run");
     has(m, en ? "The client Lab University accepted the quote for service order order-run on Instrument svc: 888.00 CNY."
               : "客户 Lab University 已接受 Instrument svc 上技术服务订单 order-run 的报价：888.00 CNY。");
@@ -1343,6 +1407,49 @@ TEST_F(NotifyMailE2eTest, CancellationsRejectionsAndOrderStepsReachWhomTheyConce
   // "staff of Owner Institute".
   has(one("ana@lab.test", "ORDER_CANCELLED", "order-by-admin"),
       "was cancelled by a consortium administrator.\nReason: duplicate order");
+
+  // Reports: the deadline (in ana's zone) and what follows it; none
+  // without a period; the sweep's acceptance to ana and the owner's staff
+  // (staff3 turned it off), cy's own acceptance mailed to nobody.
+  m = one("ana@lab.test", "REPORT_DELIVERED", "report-ana");
+  EXPECT_EQ(m.subject, "Report delivered: order report-ana");
+  has(m, "The report of your service order report-ana on Instrument svc-auto was delivered.\n"
+         "12 images, grid 2 partly covered\nYou may dispute it in LabShare before 2027-03-01 03:00 (Europe/Berlin). "
+         "From then on the report is accepted automatically and the quote of 888.00 CNY is charged.");
+  has(m, "Open in LabShare: https://console.test/#/lab/orders/report-ana");
+  m = one("cy@lab.test", "REPORT_DELIVERED", "report-cy");
+  EXPECT_EQ(m.subject, "报告已交付：订单 report-cy");
+  has(m, "您在 Instrument svc 上的技术服务订单 report-cy 的报告已交付。\n12 images, grid 2 partly covered\n\n"
+         "在 LabShare 中查看：https://console.test/#/lab/orders/report-cy");
+  EXPECT_FALSE(absl::StrContains(m.text, "异议")) << m.text;
+  m = one("ana@lab.test", "REPORT_AUTO_ACCEPTED", "");
+  EXPECT_EQ(m.subject, "Report accepted automatically: order report-ana");
+  has(m, "The report of your service order report-ana on Instrument svc-auto was not disputed before its acceptance "
+         "period ended and was accepted automatically on 2027-03-01 03:00 (Europe/Berlin).\nThe order is complete; "
+         "the quote of 888.00 CNY is charged.");
+  has(m, "Open in LabShare: https://console.test/#/lab/orders/report-ana");
+  ASSERT_TRUE(absl::StartsWith(m.unsubscribe, "https://console.test/unsubscribe?token=")) << m.unsubscribe;
+  {
+    nv::UnsubscribeRequest u;
+    u.set_token(m.unsubscribe.substr(m.unsubscribe.find("token=") + 6));
+    u.set_validate_only(true);
+    nv::UnsubscribeResponse out;
+    grpc::Status s = notify_stub_->Unsubscribe(Ctx("").get(), u, &out);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(out.user(), "users/ana");
+    EXPECT_EQ(out.kind(), nv::REPORT_AUTO_ACCEPTED);
+  }
+  m = one("staff1@owner.test", "REPORT_AUTO_ACCEPTED", "");
+  EXPECT_EQ(m.subject, "Report accepted automatically: order report-ana");
+  has(m, "The report of service order report-ana on Instrument svc-auto was accepted automatically on 2027-03-01 "
+         "10:00 (Asia/Shanghai): the client Lab University did not dispute it before its acceptance period ended.\n"
+         "The order is complete.\nRequester: Dr. ana\nCharged: 888.00 CNY");
+  has(m, "Open in LabShare: https://console.test/#/staff/orders");
+  EXPECT_FALSE(m.unsubscribe.empty());
+  m = one("staff2@owner.test", "REPORT_AUTO_ACCEPTED", "");
+  EXPECT_EQ(m.subject, "报告已自动验收：订单 report-ana");
+  has(m, "Instrument svc-auto 上技术服务订单 report-ana 的报告已于 2027-03-01 10:00 (Asia/Shanghai) 自动验收："
+         "客户 Lab University 在验收期内未提出异议。\n订单已完成。\n申请人：Dr. ana\n收费：888.00 CNY");
 
   // bo's digest carries the new kind with its unsubscribe link.
   m = one("bo@lab.test", "DIGEST", "");

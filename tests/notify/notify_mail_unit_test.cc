@@ -900,6 +900,168 @@ TEST(RenderTest, TheNewKindsInBothLanguages) {
         {"技术服务排期已取消：订单 so1", {"的排期已被 Owner Institute 的工作人员 取消。"}});
 }
 
+// ------------------------------------------------------------ reports accepted automatically (notify.proto)
+
+// REPORT_DELIVERED says until when the requester may dispute the report
+// when the order has a report_accept_deadline (and that the quote is then
+// charged); REPORT_AUTO_ACCEPTED goes to the requester and the owner's
+// staff when booking's sweep accepted the report, never for the client's
+// own AcceptReport. On the code before, the delivery mail said nothing of a
+// deadline and an automatic acceptance made no mail.
+TEST(InterpretTest, AReportAcceptedAutomaticallyTellsTheRequesterAndTheStaff) {
+  const absl::Time deadline = kStart + absl::Hours(72);  // 2027-03-04T02:00:00Z
+  bk::BookingEvent delivered = OrderEvent("users/staff1", "organizations/owner");
+  bk::ServiceOrder* so = delivered.mutable_service_order_report_delivered()->mutable_service_order();
+  *so = AnaOrder();
+  so->add_reports()->set_summary("12 images");
+  // Without a deadline: as before.
+  auto i = Interpret(Entry(delivered), {});
+  ASSERT_TRUE(i.ok());
+  ASSERT_EQ(i->notices.size(), 1u);
+  EXPECT_EQ(i->notices[0].kind, v1::REPORT_DELIVERED);
+  EXPECT_EQ(i->notices[0].users, std::vector<std::string>{"users/ana"});
+  EXPECT_TRUE(i->notices[0].org_roles.empty());
+  EXPECT_EQ(i->notices[0].variant, "");
+  EXPECT_EQ(i->notices[0].times.count("deadline"), 0u);
+  // With one: the deadline and the quote's total.
+  *so->mutable_report_accept_deadline() = ToProto(deadline);
+  i = Interpret(Entry(delivered), {});
+  ASSERT_EQ(i->notices.size(), 1u);
+  EXPECT_EQ(i->notices[0].kind, v1::REPORT_DELIVERED);
+  EXPECT_EQ(i->notices[0].users, std::vector<std::string>{"users/ana"});
+  EXPECT_EQ(i->notices[0].variant, "deadline");
+  EXPECT_EQ(i->notices[0].times.at("deadline"), deadline);
+  EXPECT_EQ(i->notices[0].text.at("amount"), "888.00 CNY");
+
+  // The sweep's acceptance (actor the booking service; the snapshot's
+  // report_accept_time is the deadline, its deadline cleared).
+  bk::BookingEvent accepted = OrderEvent("services/booking", "");
+  *accepted.mutable_header()->mutable_event_time() = ToProto(deadline + absl::Minutes(3));
+  auto* a = accepted.mutable_service_order_report_accepted();
+  *a->mutable_service_order() = AnaOrder();
+  a->mutable_service_order()->set_state(bk::ServiceOrder::COMPLETED);
+  *a->mutable_service_order()->mutable_report_accept_time() = ToProto(deadline);
+  a->mutable_service_order()->set_report_auto_accepted(true);
+  // The client's own acceptance: nothing.
+  i = Interpret(Entry(accepted), {});
+  ASSERT_TRUE(i.ok());
+  EXPECT_TRUE(i->notices.empty());
+  a->set_auto_accepted(true);
+  i = Interpret(Entry(accepted), {});
+  ASSERT_EQ(i->notices.size(), 2u);
+  const Notice& to_requester = i->notices[0];
+  const Notice& to_staff = i->notices[1];
+  EXPECT_EQ(to_requester.kind, v1::REPORT_AUTO_ACCEPTED);
+  EXPECT_EQ(to_requester.users, std::vector<std::string>{"users/ana"});
+  EXPECT_TRUE(to_requester.org_roles.empty());
+  EXPECT_EQ(to_requester.times.at("accepted"), deadline);  // not when the sweep ran
+  EXPECT_EQ(to_requester.text.at("amount"), "888.00 CNY");
+  EXPECT_EQ(to_requester.resource, "serviceOrders/so1");
+  EXPECT_EQ(to_staff.kind, v1::REPORT_AUTO_ACCEPTED);
+  EXPECT_TRUE(to_staff.users.empty());
+  EXPECT_EQ(to_staff.org_roles, (std::vector<std::pair<std::string, Role>>{{"organizations/owner", Role::kFacilityStaff}}));
+  EXPECT_EQ(to_staff.variant, "staff");
+  EXPECT_NE(to_requester.discriminator, to_staff.discriminator);
+  EXPECT_EQ(to_staff.names.at("client"), "organizations/lab");
+  EXPECT_EQ(to_staff.names.at("requester"), "users/ana");
+  // Not a legal notice: turned off, digested and unsubscribed as the others.
+  EXPECT_FALSE(IsLegalNotice(v1::REPORT_AUTO_ACCEPTED));
+  Kind parsed;
+  ASSERT_TRUE(ParseKind("REPORT_AUTO_ACCEPTED", &parsed));
+  EXPECT_EQ(parsed, v1::REPORT_AUTO_ACCEPTED);
+  EXPECT_EQ(static_cast<int>(v1::REPORT_AUTO_ACCEPTED), 27);
+  EXPECT_EQ(ConsolePath(to_requester), "#/lab/orders/so1");
+  EXPECT_EQ(ConsolePath(to_staff), "#/staff/orders");
+}
+
+TEST(RenderTest, TheReportDeadlineAndTheAutomaticAcceptanceInBothLanguages) {
+  const absl::Time deadline = kStart + absl::Hours(72);
+  RenderContext en = Context("en", "Europe/Berlin");
+  RenderContext zh = Context("zh-CN", "Asia/Shanghai");
+  for (RenderContext* c : {&en, &zh}) c->names = {{"client", "Lab University"}, {"requester", "Dr. Ana"}};
+  const std::string berlin = "2027-03-04 03:00 (Europe/Berlin)", shanghai = "2027-03-04 10:00 (Asia/Shanghai)";
+
+  bk::BookingEvent delivered = OrderEvent("users/staff1", "organizations/owner");
+  bk::ServiceOrder* so = delivered.mutable_service_order_report_delivered()->mutable_service_order();
+  *so = AnaOrder();
+  so->add_reports()->set_summary("12 images");
+  // Without a deadline: exactly as before.
+  Notice plain = Interpret(Entry(delivered), {})->notices.at(0);
+  RenderedMail m = Render(plain, en);
+  EXPECT_EQ(m.subject, "Report delivered: order so1");
+  EXPECT_EQ(m.text,
+            "Hello Ana,\n\nThe report of your service order so1 on TEM 2100 was delivered.\n12 images\n\n"
+            "Open in LabShare: https://console.test/#/lab/orders/so1\n\n-- \nLabShare\n"
+            "Unsubscribe from these mails: https://console.test/unsubscribe?token=t\n");
+  m = Render(plain, zh);
+  EXPECT_EQ(m.subject, "报告已交付：订单 so1");
+  EXPECT_TRUE(absl::StrContains(m.text, "您在 TEM 2100 上的技术服务订单 so1 的报告已交付。\n12 images\n\n在 LabShare 中查看："))
+      << m.text;
+  EXPECT_FALSE(absl::StrContains(m.text, "异议")) << m.text;
+
+  // With a deadline: until when to dispute, in the recipient's zone, and
+  // the quote charged after it.
+  *so->mutable_report_accept_deadline() = ToProto(deadline);
+  Notice with_deadline = Interpret(Entry(delivered), {})->notices.at(0);
+  m = Render(with_deadline, en);
+  EXPECT_EQ(m.subject, "Report delivered: order so1");
+  EXPECT_EQ(m.text,
+            "Hello Ana,\n\nThe report of your service order so1 on TEM 2100 was delivered.\n12 images\n"
+            "You may dispute it in LabShare before " + berlin + ". From then on the report is accepted "
+            "automatically and the quote of 888.00 CNY is charged.\n\n"
+            "Open in LabShare: https://console.test/#/lab/orders/so1\n\n-- \nLabShare\n"
+            "Unsubscribe from these mails: https://console.test/unsubscribe?token=t\n");
+  EXPECT_TRUE(absl::StrContains(m.html, "<p>You may dispute it in LabShare before " + berlin)) << m.html;
+  m = Render(with_deadline, zh);
+  EXPECT_EQ(m.subject, "报告已交付：订单 so1");
+  EXPECT_TRUE(absl::StrContains(m.text, "的报告已交付。\n12 images\n如有异议，请在 " + shanghai +
+                                            " 之前在 LabShare 中提出。此后报告将自动验收，并按报价收取 888.00 CNY。"))
+      << m.text;
+  EXPECT_TRUE(absl::StrContains(m.text, "退订此类邮件：https://console.test/unsubscribe?token=t")) << m.text;
+
+  bk::BookingEvent accepted = OrderEvent("services/booking", "");
+  auto* a = accepted.mutable_service_order_report_accepted();
+  a->set_auto_accepted(true);
+  *a->mutable_service_order() = AnaOrder();
+  *a->mutable_service_order()->mutable_report_accept_time() = ToProto(deadline);
+  a->mutable_service_order()->set_report_auto_accepted(true);
+  const auto notices = Interpret(Entry(accepted), {})->notices;
+  ASSERT_EQ(notices.size(), 2u);
+  m = Render(notices[0], en);
+  EXPECT_EQ(m.subject, "Report accepted automatically: order so1");
+  EXPECT_EQ(m.text,
+            "Hello Ana,\n\nThe report of your service order so1 on TEM 2100 was not disputed before its acceptance "
+            "period ended and was accepted automatically on " + berlin + ".\nThe order is complete; the quote of "
+            "888.00 CNY is charged.\n\nOpen in LabShare: https://console.test/#/lab/orders/so1\n\n-- \nLabShare\n"
+            "Unsubscribe from these mails: https://console.test/unsubscribe?token=t\n");
+  m = Render(notices[0], zh);
+  EXPECT_EQ(m.subject, "报告已自动验收：订单 so1");
+  EXPECT_TRUE(absl::StrContains(m.text, "您在 TEM 2100 上的技术服务订单 so1 的报告在验收期内未被提出异议，已于 " + shanghai +
+                                            " 自动验收。\n订单已完成，将按报价收取 888.00 CNY。"))
+      << m.text;
+  EXPECT_TRUE(absl::StrContains(m.text, "在 LabShare 中查看：https://console.test/#/lab/orders/so1")) << m.text;
+  m = Render(notices[1], en);
+  EXPECT_EQ(m.subject, "Report accepted automatically: order so1");
+  EXPECT_TRUE(absl::StrContains(m.text,
+                                "The report of service order so1 on TEM 2100 was accepted automatically on " + berlin +
+                                    ": the client Lab University did not dispute it before its acceptance period "
+                                    "ended.\nThe order is complete.\nRequester: Dr. Ana\nCharged: 888.00 CNY\n\n"
+                                    "Open in LabShare: https://console.test/#/staff/orders\n"))
+      << m.text;
+  EXPECT_TRUE(absl::StrContains(m.text, "Unsubscribe from these mails: https://console.test/unsubscribe?token=t"));
+  m = Render(notices[1], zh);
+  EXPECT_EQ(m.subject, "报告已自动验收：订单 so1");
+  EXPECT_TRUE(absl::StrContains(m.text, "TEM 2100 上技术服务订单 so1 的报告已于 " + shanghai +
+                                            " 自动验收：客户 Lab University 在验收期内未提出异议。\n订单已完成。\n"
+                                            "申请人：Dr. Ana\n收费：888.00 CNY"))
+      << m.text;
+  // Names by their ids when inventory has no display name.
+  m = Render(notices[1], Context("en", "UTC"));
+  EXPECT_TRUE(absl::StrContains(m.text, "the client lab did not dispute it")) << m.text;
+  EXPECT_TRUE(absl::StrContains(m.text, "Requester: ana\n")) << m.text;
+  EXPECT_FALSE(absl::StrContains(m.text, "organizations/")) << m.text;
+}
+
 TEST(FormatTest, MoneyAndMessageIds) {
   EXPECT_EQ(FormatMoney(0, "CNY"), "0.00 CNY");
   EXPECT_EQ(FormatMoney(5, "CNY"), "0.05 CNY");

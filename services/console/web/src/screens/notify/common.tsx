@@ -22,7 +22,7 @@ export const KIND_GROUPS: [string, NotificationKind[]][] = [
   ['leases', [NotificationKind.LEASE_APPROVED, NotificationKind.LEASE_REJECTED, NotificationKind.LEASE_CANCELLED,
     NotificationKind.LEASE_HANDOVER_DUE, NotificationKind.LEASE_RETURN_DUE]],
   ['orders', [NotificationKind.QUOTE_ISSUED, NotificationKind.SERVICE_SCHEDULED, NotificationKind.REPORT_DELIVERED,
-    NotificationKind.ORDER_CANCELLED]],
+    NotificationKind.REPORT_AUTO_ACCEPTED, NotificationKind.ORDER_CANCELLED]],
   ['staff', [NotificationKind.APPROVAL_REQUESTED, NotificationKind.ORDER_RECEIVED, NotificationKind.QUOTE_ACCEPTED,
     NotificationKind.ORDER_DISPUTED]],
   ['billing', [NotificationKind.INVOICE_ISSUED, NotificationKind.PAYMENT_RECEIVED, NotificationKind.SETTLEMENT_TRANSFERS_DUE,

@@ -253,7 +253,7 @@ void InterpretBooking(const bk::BookingEvent& e, const InterpretOptions& o, Inte
         n.users.clear();
         n.org_roles.push_back({b.instrument_owner(), Role::kFacilityStaff});
         n.text["purpose"] = b.purpose();
-        n.text["requester"] = b.user();
+        n.names["requester"] = b.user();
         out->notices.push_back(std::move(n));
       } else if (b.state() == bk::Booking::CONFIRMED && SlotMode(b)) {
         // Confirmed at creation: only this event says so.
@@ -491,7 +491,8 @@ void InterpretBilling(const bl::BillingEvent& e, const InterpretOptions& o, Inte
       n.text["amount"] = Money(p.amount());
       n.names["payer"] = p.payer();  // a pool ("subsidyPools/{id}") by its id
       n.names["payee"] = p.payee();
-      n.text["invoice"] = p.invoice();
+      // The invoice by its id ("invoices/{id}": the link's page too).
+      n.text["invoice"] = std::string(absl::StripPrefix(p.invoice(), "invoices/"));
       n.text["reference"] = p.external_reference();
       if (p.has_paid_time()) n.times["paid"] = FromProto(p.paid_time());
       out->notices.push_back(std::move(n));
@@ -508,11 +509,12 @@ void InterpretBilling(const bl::BillingEvent& e, const InterpretOptions& o, Inte
         n.org_roles.push_back({org, Role::kMemberBillingAdmin});
         n.resource = s.name();
         n.text["period"] = s.period();
-        std::string lines;
-        for (const auto* t : transfers) {
-          absl::StrAppend(&lines, "  -> ", t->to_organization(), ": ", Money(t->amount()), "\n");
+        // One line each ({transfers}, made by Render): the payee by its
+        // display name, the amount.
+        for (size_t k = 0; k < transfers.size(); ++k) {
+          n.names[absl::StrCat("to_", k)] = transfers[k]->to_organization();
+          n.text[absl::StrCat("amount_", k)] = Money(transfers[k]->amount());
         }
-        n.text["transfers"] = lines;
         out->notices.push_back(std::move(n));
       }
       break;
@@ -527,7 +529,7 @@ void InterpretBilling(const bl::BillingEvent& e, const InterpretOptions& o, Inte
         n.kind = v1::SUBSIDY_POOL_LOW;
         n.org_roles.push_back({"", Role::kConsortiumAdmin});
         n.resource = a.line().subsidy_pool();
-        n.text["pool"] = a.line().subsidy_pool();
+        n.names["pool"] = a.line().subsidy_pool();  // "subsidyPools/{id}": by its id
         n.text["balance"] = Money(a.pool_balance());
         n.text["threshold"] = FormatMoney(o.subsidy_pool_low_minor, a.pool_balance().currency_code());
         out->notices.push_back(std::move(n));
@@ -1074,6 +1076,14 @@ RenderedMail Render(const Notice& notice, const RenderContext& c) {
     values[k] = it != c.names.end() && !it->second.empty() ? it->second
                 : slash == std::string::npos                ? name
                                                             : name.substr(slash + 1);
+  }
+  // SETTLEMENT_TRANSFERS_DUE: a line per transfer (to_0, amount_0, ...).
+  if (notice.kind == v1::SETTLEMENT_TRANSFERS_DUE) {
+    std::string lines;
+    for (size_t k = 0; notice.names.count(absl::StrCat("to_", k)) > 0; ++k) {
+      absl::StrAppend(&lines, "  -> ", values[absl::StrCat("to_", k)], ": ", values[absl::StrCat("amount_", k)], "\n");
+    }
+    values["transfers"] = lines;
   }
   if (auto role = notice.text.find("by_role"); role != notice.text.end()) {
     values["by"] = ByText(role->second, values["by_org"], En(c));

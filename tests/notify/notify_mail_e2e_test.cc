@@ -777,9 +777,23 @@ TEST_F(NotifyMailE2eTest, EveryKindReachesTheRightPeopleExactlyOnceAcrossAKill9)
       EXPECT_TRUE(absl::StrContains(m.text, "Open in LabShare: https://console.test/#/lab/bookings")) << m.text;
       EXPECT_EQ(m.subject, "Booking confirmed: Instrument tem, 2027-03-03 03:00 (Europe/Berlin)");
     }
+    // People, organisations, pools and invoices by their display names or
+    // ids (notify.proto "Messages"; the organisations' display names are
+    // their ids here), never as resource names.
     if (m.to == "staff1@owner.test" && m.kind == "APPROVAL_REQUESTED") {
       EXPECT_TRUE(absl::StartsWith(m.subject, "待审批：Instrument nmr，")) << m.subject;
       EXPECT_TRUE(absl::StrContains(m.text, "(Asia/Shanghai)")) << m.text;
+      EXPECT_TRUE(absl::StrContains(m.text, "\n申请人：Dr. ana\n")) << m.text;
+    }
+    if (m.to == "billadm@lab.test" && m.kind == "SETTLEMENT_TRANSFERS_DUE") {
+      EXPECT_TRUE(absl::StrContains(m.text, "2027-02 的结算已完成。贵单位应付的转账：\n  -> owner: 50.00 CNY\n")) << m.text;
+    }
+    if (m.to == "billadm@lab.test" && m.kind == "PAYMENT_RECEIVED") {
+      EXPECT_TRUE(absl::StrContains(m.text, "\n发票：inv-1\n")) << m.text;
+    }
+    if (m.kind == "SUBSIDY_POOL_LOW") {
+      EXPECT_EQ(m.subject, "补贴资金池余额不足：sme");
+      EXPECT_TRUE(absl::StrContains(m.text, "补贴资金池 sme 的余额已降至 600.00 CNY，低于 1,000.00 CNY。")) << m.text;
     }
     if (m.kind == "INVOICE_ISSUED") {
       EXPECT_TRUE(m.unsubscribe.empty()) << "a legal notice has no unsubscribe link";

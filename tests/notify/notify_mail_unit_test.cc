@@ -369,26 +369,48 @@ TEST(RenderTest, LinksGoToTheConsolesPages) {
   EXPECT_EQ(ConsolePath(n), "#/lab/bookings");
 }
 
-// notify.proto: organisations a mail names by their display names, their
-// ids when inventory has none; a subsidy pool by its id. PAYMENT_RECEIVED
-// and ORDER_DISPUTED wrote "organizations/lab" before.
-TEST(RenderTest, PaymentsAndDisputesNameOrganisationsByTheirDisplayNames) {
+// A mail's whole text as Wrap makes it: the greeting, the body, the link
+// and the footer (a legal notice's, or the unsubscribe line).
+std::string MailText(bool en, const std::string& body, const std::string& path, bool legal = false) {
+  const std::string footer =
+      legal ? (en ? "This is a required notice; it cannot be turned off." : "这是必要通知，无法退订。")
+            : absl::StrCat(en ? "Unsubscribe from these mails: " : "退订此类邮件：", "https://console.test/unsubscribe?token=t");
+  return absl::StrCat(en ? "Hello Ana,\n\n" : "Ana，您好：\n\n", body, "\n\n", en ? "Open in LabShare: " : "在 LabShare 中查看：",
+                      "https://console.test/", path, "\n\n-- \nLabShare\n", footer, "\n");
+}
+
+// notify.proto "Messages": organisations and people a mail names by their
+// display names in inventory, their ids when it has none; a subsidy pool
+// (no organisation) by its id, and so is an invoice. PAYMENT_RECEIVED and
+// ORDER_DISPUTED wrote "organizations/lab" before 81400c6; the approval's
+// requester ("users/ana"), the settlement's payees ("organizations/b"),
+// the low pool ("subsidyPools/p") and the paid invoice ("invoices/inv-7")
+// were written as resource names until the audit of 2026-12-07.
+TEST(RenderTest, MailsNameOrganisationsAndPeopleByTheirDisplayNames) {
   bl::BillingEvent e;
   e.mutable_header()->set_event_id("p1");
   auto* p = e.mutable_payment_recorded()->mutable_payment();
   p->set_name("payments/p1");
   p->set_payer("organizations/lab");
   p->set_payee("organizations/owner");
+  p->set_invoice("invoices/inv-7");
   p->mutable_amount()->set_currency_code("CNY");
   p->mutable_amount()->set_amount_minor(500000);
   auto i = Interpret(Entry(e), {});
   ASSERT_TRUE(i.ok());
   ASSERT_EQ(i->notices.size(), 1u);  // to the payee's and the payer's billing admins
   RenderContext c = Context("en", "UTC");
+  c.unsubscribe_url.clear();         // a legal notice
   c.names["payer"] = "Lab University";  // the payee has no display name
   RenderedMail m = Render(i->notices[0], c);
-  EXPECT_TRUE(absl::StrContains(m.text, "from Lab University to owner")) << m.text;
-  EXPECT_FALSE(absl::StrContains(m.text, "organizations/")) << m.text;
+  EXPECT_EQ(m.text, MailText(true,
+                             "A payment of 5,000.00 CNY from Lab University to owner was recorded (-).\n"
+                             "Invoice: inv-7\nReference: ",
+                             "#/billing/invoices/inv-7", /*legal=*/true));
+  c.language = "zh-CN";
+  EXPECT_EQ(Render(i->notices[0], c).text,
+            MailText(false, "已记录 Lab University 向 owner 的付款 5,000.00 CNY（-）。\n发票：inv-7\n参考号：",
+                     "#/billing/invoices/inv-7", /*legal=*/true));
   p->set_payer("subsidyPools/pool-1");
   i = Interpret(Entry(e), {});
   ASSERT_TRUE(i.ok());
@@ -410,6 +432,85 @@ TEST(RenderTest, PaymentsAndDisputesNameOrganisationsByTheirDisplayNames) {
   c.names["client"] = "Lab University";
   m = Render(di->notices[0], c);
   EXPECT_TRUE(absl::StrContains(m.text, "The client Lab University disputes")) << m.text;
+
+  // APPROVAL_REQUESTED: the requester by their display name, else the id.
+  bk::BookingEvent a;
+  a.mutable_header()->set_event_id("a1");
+  *a.mutable_booking_created()->mutable_booking() = OnSite(bk::Booking::PENDING_APPROVAL);
+  a.mutable_booking_created()->mutable_booking()->set_purpose("grain boundaries");
+  auto ai = Interpret(Entry(a), {});
+  ASSERT_TRUE(ai.ok());
+  ASSERT_EQ(ai->notices.size(), 1u);
+  EXPECT_EQ(ai->notices[0].names, (std::map<std::string, std::string>{{"requester", "users/ana"}}));
+  RenderContext en = Context("en", "UTC"), zh = Context("zh-CN", "Asia/Shanghai");
+  en.names["requester"] = zh.names["requester"] = "Ana Li";
+  m = Render(ai->notices[0], en);
+  EXPECT_EQ(m.text, MailText(true,
+                             "A booking of TEM 2100 waits for your approval.\nBooking: b1\nBy: Ana Li\n"
+                             "Time: 2027-03-01 02:00 (UTC) - 2027-03-01 03:00 (UTC)\nPurpose: grain boundaries",
+                             "#/staff/approvals"));
+  EXPECT_EQ(Render(ai->notices[0], zh).text,
+            MailText(false,
+                     "一项 TEM 2100 的预约等待您审批。\n预约：b1\n申请人：Ana Li\n"
+                     "时间：2027-03-01 10:00 (Asia/Shanghai) - 2027-03-01 11:00 (Asia/Shanghai)\n用途：grain boundaries",
+                     "#/staff/approvals"));
+  EXPECT_TRUE(absl::StrContains(Render(ai->notices[0], Context("en", "UTC")).text, "\nBy: ana\n"));
+
+  // SETTLEMENT_TRANSFERS_DUE (a legal notice: whom to pay): every payee by
+  // its display name, else its id, one line each in the event's order.
+  bl::BillingEvent s;
+  s.mutable_header()->set_event_id("s1");
+  auto* st = s.mutable_settlement_computed()->mutable_settlement();
+  st->set_name("settlements/2027-02");
+  st->set_period("2027-02");
+  for (const auto& [to, minor] : std::vector<std::pair<std::string, int64_t>>{
+           {"organizations/b", 100}, {"organizations/c", 123456}}) {
+    auto* t = st->add_transfers();
+    t->set_from_organization("organizations/a");
+    t->set_to_organization(to);
+    t->mutable_amount()->set_currency_code("CNY");
+    t->mutable_amount()->set_amount_minor(minor);
+  }
+  auto si = Interpret(Entry(s), {});
+  ASSERT_TRUE(si.ok());
+  ASSERT_EQ(si->notices.size(), 1u);
+  EXPECT_EQ(si->notices[0].names,
+            (std::map<std::string, std::string>{{"to_0", "organizations/b"}, {"to_1", "organizations/c"}}));
+  en = Context("en", "UTC");
+  zh = Context("zh-CN", "Asia/Shanghai");
+  en.unsubscribe_url.clear();
+  zh.unsubscribe_url.clear();
+  en.names["to_0"] = "B Institute";  // c has no display name
+  zh.names["to_0"] = "B 研究所";
+  m = Render(si->notices[0], en);
+  EXPECT_EQ(m.text, MailText(true,
+                             "The settlement of 2027-02 was computed. Your organisation's transfers:\n"
+                             "  -> B Institute: 1.00 CNY\n  -> c: 1,234.56 CNY\n",
+                             "#/billing/settlements", /*legal=*/true));
+  EXPECT_EQ(Render(si->notices[0], zh).text,
+            MailText(false, "2027-02 的结算已完成。贵单位应付的转账：\n  -> B 研究所: 1.00 CNY\n  -> c: 1,234.56 CNY\n",
+                     "#/billing/settlements", /*legal=*/true));
+
+  // SUBSIDY_POOL_LOW: the pool by its id.
+  InterpretOptions o;
+  o.subsidy_pool_low_minor = 100000;
+  bl::BillingEvent low;
+  low.mutable_header()->set_event_id("l1");
+  low.mutable_subsidy_applied()->mutable_line()->set_subsidy_pool("subsidyPools/sme-vouchers");
+  low.mutable_subsidy_applied()->mutable_line()->mutable_amount()->set_amount_minor(5000);
+  low.mutable_subsidy_applied()->mutable_pool_balance()->set_currency_code("CNY");
+  low.mutable_subsidy_applied()->mutable_pool_balance()->set_amount_minor(99999);
+  auto li = Interpret(Entry(low), o);
+  ASSERT_TRUE(li.ok());
+  ASSERT_EQ(li->notices.size(), 1u);
+  m = Render(li->notices[0], Context("en", "UTC"));
+  EXPECT_EQ(m.subject, "Subsidy pool low: sme-vouchers");
+  EXPECT_EQ(m.text, MailText(true, "The balance of subsidy pool sme-vouchers fell to 999.99 CNY, below 1,000.00 CNY.",
+                             "#/billing/subsidies"));
+  m = Render(li->notices[0], Context("zh-CN", "UTC"));
+  EXPECT_EQ(m.subject, "补贴资金池余额不足：sme-vouchers");
+  EXPECT_EQ(m.text, MailText(false, "补贴资金池 sme-vouchers 的余额已降至 999.99 CNY，低于 1,000.00 CNY。",
+                             "#/billing/subsidies"));
 }
 
 TEST(RenderTest, HtmlIsEscapedAndLegalNoticesSaySo) {

@@ -14,6 +14,7 @@
 #include "labshare/billing/v1/billing_events.pb.h"
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "labshare/notify/v1/notify_events.pb.h"
+#include "services/billing/billing_rules.h"
 
 namespace labshare::notify {
 namespace {
@@ -151,8 +152,33 @@ void LeaseCancelledNotice(const bk::BookingEvent& e, Interpretation* out) {
   out->notices.push_back(std::move(n));
 }
 
+// What billing charges for a late cancellation (billing_manager.cc,
+// ServiceOrderCancelled): the fee pinned on the order
+// (late_cancel_fee_bps) of the quote's total, priced by billing's own rule
+// (PriceServiceOrderCancellation); nothing when the event is not late, the
+// fee is 0 bps, the order has no quote or the fee rounds to 0 minor units.
+// Unknown when the order predates the pinned fee (billing then reads the
+// instrument's rule when it applies the cancellation) or when billing
+// could not price it either.
+enum class LateFee { kCharged, kNone, kUnknown };
+
+LateFee LateFeeOf(const bk::ServiceOrderCancelled& c, std::string* amount) {
+  const bk::ServiceOrder& so = c.service_order();
+  if (!c.late_cancellation()) return LateFee::kNone;
+  if (!so.has_late_cancel_fee_bps()) return LateFee::kUnknown;
+  if (so.late_cancel_fee_bps() == 0 || !so.has_quote()) return LateFee::kNone;
+  auto charge = billing::PriceServiceOrderCancellation(so, so.late_cancel_fee_bps());
+  if (!charge.ok()) return LateFee::kUnknown;
+  if (!charge->has_value()) return LateFee::kNone;
+  *amount = Money((*charge)->amount());
+  return LateFee::kCharged;
+}
+
 // ORDER_CANCELLED: to the requester when someone else cancelled the order;
-// to the owner's staff when the client's side did.
+// to the owner's staff when the client's side did. A late cancellation's
+// text says the fee billing charges ("late", "client_late": its amount),
+// that none is charged ("..._no_fee"), or, when that cannot be known, that
+// one may apply ("..._fee_unknown").
 void OrderCancelledNotices(const bk::BookingEvent& e, Interpretation* out) {
   const auto& c = e.service_order_cancelled();
   const bk::ServiceOrder& so = c.service_order();
@@ -160,11 +186,17 @@ void OrderCancelledNotices(const bk::BookingEvent& e, Interpretation* out) {
   const std::string& actor_org = e.header().actor_organization();
   const bool late = c.late_cancellation() || so.late_cancellation();
   const std::string reason = !c.reason().empty() ? c.reason() : so.cancel_reason();
+  std::string fee;
+  const LateFee late_fee = late ? LateFeeOf(c, &fee) : LateFee::kNone;
+  const std::string fee_suffix = late_fee == LateFee::kCharged ? ""
+                                 : late_fee == LateFee::kNone  ? "_no_fee"
+                                                               : "_fee_unknown";
   if (!so.requester().empty() && !actor.empty() && actor != so.requester()) {
     Notice n = OrderNotice(v1::ORDER_CANCELLED, so);
     n.users.push_back(so.requester());
     n.text["reason"] = reason;
-    if (late) n.variant = "late";
+    if (late) n.variant = "late" + fee_suffix;
+    if (late_fee == LateFee::kCharged) n.text["fee"] = fee;
     ByFromHeader(e.header(), so.instrument_owner(), &n);
     out->notices.push_back(std::move(n));
   }
@@ -175,10 +207,11 @@ void OrderCancelledNotices(const bk::BookingEvent& e, Interpretation* out) {
     Notice n = OrderNotice(v1::ORDER_CANCELLED, so);
     n.org_roles.push_back({so.instrument_owner(), Role::kFacilityStaff});
     n.discriminator = "client";
-    n.variant = late ? "client_late" : "client";
+    n.variant = late ? "client_late" + fee_suffix : "client";
     n.names["client"] = so.client_organization();
     n.names["requester"] = so.requester();
     n.text["reason"] = reason;
+    if (late_fee == LateFee::kCharged) n.text["fee"] = fee;
     ByFromHeader(e.header(), so.instrument_owner(), &n);
     out->notices.push_back(std::move(n));
   }
@@ -867,10 +900,24 @@ const KindTemplates kTemplates[] = {
     {v1::ORDER_CANCELLED,
      {"Service order cancelled: {order}",
       "Your service order {order} on {instrument} was cancelled by {by}, later than the instrument's cancellation "
-      "notice before its run.\nReason: {reason}\nThe late-cancellation fee applies."},
+      "notice before its run.\nReason: {reason}\nA late-cancellation fee of {fee} is charged."},
      {"技术服务订单已取消：{order}",
-      "您在 {instrument} 上的技术服务订单 {order} 已被 {by} 取消，晚于运行前的取消期限。\n原因：{reason}\n将收取逾期取消费。"},
+      "您在 {instrument} 上的技术服务订单 {order} 已被 {by} 取消，晚于运行前的取消期限。\n原因：{reason}\n将收取逾期取消费 {fee}。"},
      "late"},
+    {v1::ORDER_CANCELLED,
+     {"Service order cancelled: {order}",
+      "Your service order {order} on {instrument} was cancelled by {by}, later than the instrument's cancellation "
+      "notice before its run.\nReason: {reason}\nNo late-cancellation fee is charged."},
+     {"技术服务订单已取消：{order}",
+      "您在 {instrument} 上的技术服务订单 {order} 已被 {by} 取消，晚于运行前的取消期限。\n原因：{reason}\n不收取逾期取消费。"},
+     "late_no_fee"},
+    {v1::ORDER_CANCELLED,
+     {"Service order cancelled: {order}",
+      "Your service order {order} on {instrument} was cancelled by {by}, later than the instrument's cancellation "
+      "notice before its run.\nReason: {reason}\nA late-cancellation fee may apply."},
+     {"技术服务订单已取消：{order}",
+      "您在 {instrument} 上的技术服务订单 {order} 已被 {by} 取消，晚于运行前的取消期限。\n原因：{reason}\n可能收取逾期取消费。"},
+     "late_fee_unknown"},
     {v1::ORDER_CANCELLED,
      {"Service order cancelled by the client: {order}",
       "The client {client} cancelled service order {order} on {instrument}.\nRequester: {requester}\n"
@@ -881,12 +928,27 @@ const KindTemplates kTemplates[] = {
     {v1::ORDER_CANCELLED,
      {"Service order cancelled by the client: {order}",
       "The client {client} cancelled service order {order} on {instrument}, later than the cancellation notice "
-      "before its run.\nRequester: {requester}\nCancelled by: {by}\nReason: {reason}\nThe late-cancellation fee "
-      "applies."},
+      "before its run.\nRequester: {requester}\nCancelled by: {by}\nReason: {reason}\nA late-cancellation fee of {fee} is charged."},
      {"客户取消了技术服务订单：{order}",
       "客户 {client} 取消了 {instrument} 上的技术服务订单 {order}，晚于运行前的取消期限。\n申请人：{requester}\n"
-      "取消人：{by}\n原因：{reason}\n将收取逾期取消费。"},
+      "取消人：{by}\n原因：{reason}\n将收取逾期取消费 {fee}。"},
      "client_late"},
+    {v1::ORDER_CANCELLED,
+     {"Service order cancelled by the client: {order}",
+      "The client {client} cancelled service order {order} on {instrument}, later than the cancellation notice "
+      "before its run.\nRequester: {requester}\nCancelled by: {by}\nReason: {reason}\nNo late-cancellation fee is charged."},
+     {"客户取消了技术服务订单：{order}",
+      "客户 {client} 取消了 {instrument} 上的技术服务订单 {order}，晚于运行前的取消期限。\n申请人：{requester}\n"
+      "取消人：{by}\n原因：{reason}\n不收取逾期取消费。"},
+     "client_late_no_fee"},
+    {v1::ORDER_CANCELLED,
+     {"Service order cancelled by the client: {order}",
+      "The client {client} cancelled service order {order} on {instrument}, later than the cancellation notice "
+      "before its run.\nRequester: {requester}\nCancelled by: {by}\nReason: {reason}\nA late-cancellation fee may apply."},
+     {"客户取消了技术服务订单：{order}",
+      "客户 {client} 取消了 {instrument} 上的技术服务订单 {order}，晚于运行前的取消期限。\n申请人：{requester}\n"
+      "取消人：{by}\n原因：{reason}\n可能收取逾期取消费。"},
+     "client_late_fee_unknown"},
     {v1::ORDER_CANCELLED,
      {"Service run cancelled: order {order}",
       "The scheduled run of your service order {order} on {instrument} was cancelled by {by}. The order stays "

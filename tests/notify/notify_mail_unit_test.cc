@@ -3,6 +3,8 @@
 // link, unsubscribe), money, MIME and message ids.
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
 #include "absl/strings/escaping.h"
@@ -725,6 +727,9 @@ bk::ServiceOrder AnaOrder() {
   so.set_service_entry_id("imaging");
   so.set_sample_count(3);
   so.set_sample_description("three thin films");
+  // A quote billing can price: 3 x 296.00 = 888.00 CNY.
+  so.mutable_quote()->mutable_per_sample_fee()->set_currency_code("CNY");
+  so.mutable_quote()->mutable_per_sample_fee()->set_amount_minor(29600);
   so.mutable_quote()->mutable_total()->set_currency_code("CNY");
   so.mutable_quote()->mutable_total()->set_amount_minor(88800);
   return so;
@@ -791,11 +796,16 @@ TEST(InterpretTest, OrdersTellStaffOfNewOrdersAndTheRequesterOfRunsAndCancellati
   EXPECT_EQ(n.variant, "run_outage");
   EXPECT_TRUE(n.by_actor.empty());
 
+  // Late: as booking cancels late, the rule's fee (25 %) pinned on the order.
   auto cancelled = [](const std::string& actor, const std::string& org, bool late) {
     bk::BookingEvent e = OrderEvent(actor, org);
     *e.mutable_service_order_cancelled()->mutable_service_order() = AnaOrder();
     e.mutable_service_order_cancelled()->set_reason("no capacity");
     e.mutable_service_order_cancelled()->set_late_cancellation(late);
+    if (late) {
+      e.mutable_service_order_cancelled()->mutable_service_order()->set_late_cancellation(true);
+      e.mutable_service_order_cancelled()->mutable_service_order()->set_late_cancel_fee_bps(2500);
+    }
     return e;
   };
   // Owner staff: the requester only.
@@ -812,14 +822,64 @@ TEST(InterpretTest, OrdersTellStaffOfNewOrdersAndTheRequesterOfRunsAndCancellati
   EXPECT_EQ(i->notices[0].org_roles, staff);
   EXPECT_EQ(i->notices[0].variant, "client");
   EXPECT_EQ(i->notices[0].discriminator, "client");
-  // Another person of the client (its billing admin), late: both.
+  // Another person of the client (its billing admin), late: both, with
+  // the fee billing charges (25 % of 888.00 CNY).
   i = Interpret(Entry(cancelled("users/billadm", "organizations/lab", true)), {});
   ASSERT_EQ(i->notices.size(), 2u);
   EXPECT_EQ(i->notices[0].users, std::vector<std::string>{"users/ana"});
   EXPECT_EQ(i->notices[0].variant, "late");
+  EXPECT_EQ(i->notices[0].text.count("fee") ? i->notices[0].text.at("fee") : "", "222.00 CNY");
   EXPECT_EQ(i->notices[1].org_roles, staff);
   EXPECT_EQ(i->notices[1].variant, "client_late");
+  EXPECT_EQ(i->notices[1].text.count("fee") ? i->notices[1].text.at("fee") : "", "222.00 CNY");
   EXPECT_NE(i->notices[0].discriminator, i->notices[1].discriminator);
+  // What billing charges decides the text (billing_manager.cc,
+  // ServiceOrderCancelled): nothing for a pinned fee of 0 bps, an order
+  // without a quote, or a fee that rounds to 0 minor units; unknown for an
+  // order cancelled before the fee was pinned (billing reads the rule
+  // then) or a quote billing cannot price.
+  struct FeeCase {
+    std::string what;
+    std::function<void(bk::ServiceOrder*)> change;
+    std::string suffix, fee;
+  };
+  const std::vector<FeeCase> fee_cases = {
+      {"0 bps pinned", [](bk::ServiceOrder* o) { o->set_late_cancel_fee_bps(0); }, "_no_fee", ""},
+      {"no quote", [](bk::ServiceOrder* o) { o->clear_quote(); }, "_no_fee", ""},
+      {"rounds to 0",
+       [](bk::ServiceOrder* o) {
+         o->set_late_cancel_fee_bps(1);  // 0.01 % of 1.50 CNY: 0.015 fen
+         o->mutable_quote()->mutable_per_sample_fee()->set_amount_minor(50);
+         o->mutable_quote()->mutable_total()->set_amount_minor(150);
+       },
+       "_no_fee", ""},
+      {"rounds half up",
+       [](bk::ServiceOrder* o) { o->set_late_cancel_fee_bps(1); },  // 0.01 % of 888.00 CNY: 8.88 fen
+       "", "0.09 CNY"},
+      {"not pinned (an older order)", [](bk::ServiceOrder* o) { o->clear_late_cancel_fee_bps(); }, "_fee_unknown", ""},
+      {"a quote billing refuses (total mismatch)",
+       [](bk::ServiceOrder* o) { o->mutable_quote()->mutable_total()->set_amount_minor(88801); }, "_fee_unknown", ""},
+  };
+  for (const FeeCase& fc : fee_cases) {
+    bk::BookingEvent e = cancelled("users/billadm", "organizations/lab", true);
+    fc.change(e.mutable_service_order_cancelled()->mutable_service_order());
+    i = Interpret(Entry(e), {});
+    ASSERT_EQ(i->notices.size(), 2u) << fc.what;
+    EXPECT_EQ(i->notices[0].variant, "late" + fc.suffix) << fc.what;
+    EXPECT_EQ(i->notices[1].variant, "client_late" + fc.suffix) << fc.what;
+    for (const Notice& n : i->notices) {
+      EXPECT_EQ(n.text.count("fee") ? n.text.at("fee") : "", fc.fee) << fc.what;
+    }
+  }
+  // Not late on the event (billing charges only a late ServiceOrderCancelled).
+  {
+    bk::BookingEvent e = cancelled("users/billadm", "organizations/lab", true);
+    e.mutable_service_order_cancelled()->set_late_cancellation(false);
+    i = Interpret(Entry(e), {});
+    ASSERT_EQ(i->notices.size(), 2u);
+    EXPECT_EQ(i->notices[0].variant, "late_no_fee");
+    EXPECT_EQ(i->notices[1].variant, "client_late_no_fee");
+  }
   // An administrator: the requester.
   i = Interpret(Entry(cancelled("users/root", "", false)), {});
   ASSERT_EQ(i->notices.size(), 1u);
@@ -981,9 +1041,6 @@ TEST(RenderTest, TheNewKindsInBothLanguages) {
           "Cancelled by: a user of Lab University\nReason: no capacity",
           "Open in LabShare: https://console.test/#/staff/orders"}},
         {"客户取消了技术服务订单：so1", {"客户 Lab University 取消了 TEM 2100 上的技术服务订单 so1。", "取消人：Lab University 的用户"}});
-  to_staff.variant = "client_late";
-  check(to_staff, {"Service order cancelled by the client: so1", {"The late-cancellation fee applies."}},
-        {"客户取消了技术服务订单：so1", {"将收取逾期取消费。"}});
   bk::BookingEvent unscheduled = OrderEvent("services/booking", "");
   *unscheduled.mutable_service_order_unscheduled()->mutable_service_order() = AnaOrder();
   unscheduled.mutable_service_order_unscheduled()->set_cancelled_by_outage(true);
@@ -999,6 +1056,69 @@ TEST(RenderTest, TheNewKindsInBothLanguages) {
   check(Interpret(Entry(unscheduled), {})->notices.at(0),
         {"Service run cancelled: order so1", {"was cancelled by staff of Owner Institute. The order stays open"}},
         {"技术服务排期已取消：订单 so1", {"的排期已被 Owner Institute 的工作人员 取消。"}});
+}
+
+// ORDER_CANCELLED, late: the requester's and the staff's mails say the fee
+// billing charges, exactly (the fee pinned on the order of the quote's
+// total, billing's rounding), that none is charged (a pinned fee of 0),
+// or that one may apply (an order from before the fee was pinned). On the
+// code before, every late cancellation said "The late-cancellation fee
+// applies" (将收取逾期取消费), also when billing charged nothing.
+TEST(RenderTest, ALateOrderCancellationSaysTheFeeBillingCharges) {
+  bk::BookingEvent e = OrderEvent("users/billadm", "organizations/lab");
+  auto* c = e.mutable_service_order_cancelled();
+  *c->mutable_service_order() = AnaOrder();
+  c->set_reason("budget frozen");
+  c->set_late_cancellation(true);
+  c->mutable_service_order()->set_late_cancellation(true);
+  c->mutable_service_order()->set_late_cancel_fee_bps(2500);
+  RenderContext en = Context("en", "UTC"), zh = Context("zh-CN", "Asia/Shanghai");
+  for (RenderContext* r : {&en, &zh}) {
+    r->names = {{"by_org", "Lab University"}, {"client", "Lab University"}, {"requester", "Dr. Ana"}};
+  }
+  struct Case {
+    std::function<void(bk::ServiceOrder*)> change;
+    std::string en, zh;  // the last line
+  };
+  const std::vector<Case> cases = {
+      {[](bk::ServiceOrder*) {}, "A late-cancellation fee of 222.00 CNY is charged.", "将收取逾期取消费 222.00 CNY。"},
+      {[](bk::ServiceOrder* o) { o->set_late_cancel_fee_bps(0); }, "No late-cancellation fee is charged.",
+       "不收取逾期取消费。"},
+      {[](bk::ServiceOrder* o) { o->clear_late_cancel_fee_bps(); }, "A late-cancellation fee may apply.",
+       "可能收取逾期取消费。"},
+  };
+  for (const Case& k : cases) {
+    bk::BookingEvent ev = e;
+    k.change(ev.mutable_service_order_cancelled()->mutable_service_order());
+    auto i = Interpret(Entry(ev), {});
+    ASSERT_TRUE(i.ok());
+    ASSERT_EQ(i->notices.size(), 2u);
+    const Notice& to_requester = i->notices[0];
+    Notice to_staff = i->notices[1];
+    to_staff.text["by_role"] = kByBillingAdmin;  // as inventory has the actor
+    RenderedMail m = Render(to_requester, en);
+    EXPECT_EQ(m.text, MailText(true,
+                               "Your service order so1 on TEM 2100 was cancelled by a user of Lab University, later "
+                               "than the instrument's cancellation notice before its run.\nReason: budget frozen\n" +
+                                   k.en,
+                               "#/lab/orders/so1"));
+    m = Render(to_requester, zh);
+    EXPECT_EQ(m.text, MailText(false,
+                               "您在 TEM 2100 上的技术服务订单 so1 已被 Lab University 的用户 取消，晚于运行前的取消期限。\n"
+                               "原因：budget frozen\n" + k.zh,
+                               "#/lab/orders/so1"));
+    m = Render(to_staff, en);
+    EXPECT_EQ(m.text, MailText(true,
+                               "The client Lab University cancelled service order so1 on TEM 2100, later than the "
+                               "cancellation notice before its run.\nRequester: Dr. Ana\nCancelled by: a billing "
+                               "administrator of Lab University\nReason: budget frozen\n" + k.en,
+                               "#/staff/orders"));
+    m = Render(to_staff, zh);
+    EXPECT_EQ(m.text, MailText(false,
+                               "客户 Lab University 取消了 TEM 2100 上的技术服务订单 so1，晚于运行前的取消期限。\n"
+                               "申请人：Dr. Ana\n取消人：Lab University 的财务管理员\n原因：budget frozen\n" + k.zh,
+                               "#/staff/orders"));
+  }
 }
 
 // ------------------------------------------------------------ reports accepted automatically (notify.proto)

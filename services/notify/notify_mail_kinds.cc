@@ -14,6 +14,7 @@
 #include "labshare/billing/v1/billing_events.pb.h"
 #include "labshare/booking/v1/booking_events.pb.h"
 #include "labshare/notify/v1/notify_events.pb.h"
+#include "services/billing/billing_rules.h"
 
 namespace labshare::notify {
 namespace {
@@ -151,8 +152,33 @@ void LeaseCancelledNotice(const bk::BookingEvent& e, Interpretation* out) {
   out->notices.push_back(std::move(n));
 }
 
+// What billing charges for a late cancellation (billing_manager.cc,
+// ServiceOrderCancelled): the fee pinned on the order
+// (late_cancel_fee_bps) of the quote's total, priced by billing's own rule
+// (PriceServiceOrderCancellation); nothing when the event is not late, the
+// fee is 0 bps, the order has no quote or the fee rounds to 0 minor units.
+// Unknown when the order predates the pinned fee (billing then reads the
+// instrument's rule when it applies the cancellation) or when billing
+// could not price it either.
+enum class LateFee { kCharged, kNone, kUnknown };
+
+LateFee LateFeeOf(const bk::ServiceOrderCancelled& c, std::string* amount) {
+  const bk::ServiceOrder& so = c.service_order();
+  if (!c.late_cancellation()) return LateFee::kNone;
+  if (!so.has_late_cancel_fee_bps()) return LateFee::kUnknown;
+  if (so.late_cancel_fee_bps() == 0 || !so.has_quote()) return LateFee::kNone;
+  auto charge = billing::PriceServiceOrderCancellation(so, so.late_cancel_fee_bps());
+  if (!charge.ok()) return LateFee::kUnknown;
+  if (!charge->has_value()) return LateFee::kNone;
+  *amount = Money((*charge)->amount());
+  return LateFee::kCharged;
+}
+
 // ORDER_CANCELLED: to the requester when someone else cancelled the order;
-// to the owner's staff when the client's side did.
+// to the owner's staff when the client's side did. A late cancellation's
+// text says the fee billing charges ("late", "client_late": its amount),
+// that none is charged ("..._no_fee"), or, when that cannot be known, that
+// one may apply ("..._fee_unknown").
 void OrderCancelledNotices(const bk::BookingEvent& e, Interpretation* out) {
   const auto& c = e.service_order_cancelled();
   const bk::ServiceOrder& so = c.service_order();
@@ -160,11 +186,17 @@ void OrderCancelledNotices(const bk::BookingEvent& e, Interpretation* out) {
   const std::string& actor_org = e.header().actor_organization();
   const bool late = c.late_cancellation() || so.late_cancellation();
   const std::string reason = !c.reason().empty() ? c.reason() : so.cancel_reason();
+  std::string fee;
+  const LateFee late_fee = late ? LateFeeOf(c, &fee) : LateFee::kNone;
+  const std::string fee_suffix = late_fee == LateFee::kCharged ? ""
+                                 : late_fee == LateFee::kNone  ? "_no_fee"
+                                                               : "_fee_unknown";
   if (!so.requester().empty() && !actor.empty() && actor != so.requester()) {
     Notice n = OrderNotice(v1::ORDER_CANCELLED, so);
     n.users.push_back(so.requester());
     n.text["reason"] = reason;
-    if (late) n.variant = "late";
+    if (late) n.variant = "late" + fee_suffix;
+    if (late_fee == LateFee::kCharged) n.text["fee"] = fee;
     ByFromHeader(e.header(), so.instrument_owner(), &n);
     out->notices.push_back(std::move(n));
   }
@@ -175,10 +207,11 @@ void OrderCancelledNotices(const bk::BookingEvent& e, Interpretation* out) {
     Notice n = OrderNotice(v1::ORDER_CANCELLED, so);
     n.org_roles.push_back({so.instrument_owner(), Role::kFacilityStaff});
     n.discriminator = "client";
-    n.variant = late ? "client_late" : "client";
+    n.variant = late ? "client_late" + fee_suffix : "client";
     n.names["client"] = so.client_organization();
     n.names["requester"] = so.requester();
     n.text["reason"] = reason;
+    if (late_fee == LateFee::kCharged) n.text["fee"] = fee;
     ByFromHeader(e.header(), so.instrument_owner(), &n);
     out->notices.push_back(std::move(n));
   }
@@ -253,7 +286,7 @@ void InterpretBooking(const bk::BookingEvent& e, const InterpretOptions& o, Inte
         n.users.clear();
         n.org_roles.push_back({b.instrument_owner(), Role::kFacilityStaff});
         n.text["purpose"] = b.purpose();
-        n.text["requester"] = b.user();
+        n.names["requester"] = b.user();
         out->notices.push_back(std::move(n));
       } else if (b.state() == bk::Booking::CONFIRMED && SlotMode(b)) {
         // Confirmed at creation: only this event says so.
@@ -491,7 +524,8 @@ void InterpretBilling(const bl::BillingEvent& e, const InterpretOptions& o, Inte
       n.text["amount"] = Money(p.amount());
       n.names["payer"] = p.payer();  // a pool ("subsidyPools/{id}") by its id
       n.names["payee"] = p.payee();
-      n.text["invoice"] = p.invoice();
+      // The invoice by its id ("invoices/{id}": the link's page too).
+      n.text["invoice"] = std::string(absl::StripPrefix(p.invoice(), "invoices/"));
       n.text["reference"] = p.external_reference();
       if (p.has_paid_time()) n.times["paid"] = FromProto(p.paid_time());
       out->notices.push_back(std::move(n));
@@ -508,11 +542,12 @@ void InterpretBilling(const bl::BillingEvent& e, const InterpretOptions& o, Inte
         n.org_roles.push_back({org, Role::kMemberBillingAdmin});
         n.resource = s.name();
         n.text["period"] = s.period();
-        std::string lines;
-        for (const auto* t : transfers) {
-          absl::StrAppend(&lines, "  -> ", t->to_organization(), ": ", Money(t->amount()), "\n");
+        // One line each ({transfers}, made by Render): the payee by its
+        // display name, the amount.
+        for (size_t k = 0; k < transfers.size(); ++k) {
+          n.names[absl::StrCat("to_", k)] = transfers[k]->to_organization();
+          n.text[absl::StrCat("amount_", k)] = Money(transfers[k]->amount());
         }
-        n.text["transfers"] = lines;
         out->notices.push_back(std::move(n));
       }
       break;
@@ -527,7 +562,7 @@ void InterpretBilling(const bl::BillingEvent& e, const InterpretOptions& o, Inte
         n.kind = v1::SUBSIDY_POOL_LOW;
         n.org_roles.push_back({"", Role::kConsortiumAdmin});
         n.resource = a.line().subsidy_pool();
-        n.text["pool"] = a.line().subsidy_pool();
+        n.names["pool"] = a.line().subsidy_pool();  // "subsidyPools/{id}": by its id
         n.text["balance"] = Money(a.pool_balance());
         n.text["threshold"] = FormatMoney(o.subsidy_pool_low_minor, a.pool_balance().currency_code());
         out->notices.push_back(std::move(n));
@@ -865,10 +900,24 @@ const KindTemplates kTemplates[] = {
     {v1::ORDER_CANCELLED,
      {"Service order cancelled: {order}",
       "Your service order {order} on {instrument} was cancelled by {by}, later than the instrument's cancellation "
-      "notice before its run.\nReason: {reason}\nThe late-cancellation fee applies."},
+      "notice before its run.\nReason: {reason}\nA late-cancellation fee of {fee} is charged."},
      {"技术服务订单已取消：{order}",
-      "您在 {instrument} 上的技术服务订单 {order} 已被 {by} 取消，晚于运行前的取消期限。\n原因：{reason}\n将收取逾期取消费。"},
+      "您在 {instrument} 上的技术服务订单 {order} 已被 {by} 取消，晚于运行前的取消期限。\n原因：{reason}\n将收取逾期取消费 {fee}。"},
      "late"},
+    {v1::ORDER_CANCELLED,
+     {"Service order cancelled: {order}",
+      "Your service order {order} on {instrument} was cancelled by {by}, later than the instrument's cancellation "
+      "notice before its run.\nReason: {reason}\nNo late-cancellation fee is charged."},
+     {"技术服务订单已取消：{order}",
+      "您在 {instrument} 上的技术服务订单 {order} 已被 {by} 取消，晚于运行前的取消期限。\n原因：{reason}\n不收取逾期取消费。"},
+     "late_no_fee"},
+    {v1::ORDER_CANCELLED,
+     {"Service order cancelled: {order}",
+      "Your service order {order} on {instrument} was cancelled by {by}, later than the instrument's cancellation "
+      "notice before its run.\nReason: {reason}\nA late-cancellation fee may apply."},
+     {"技术服务订单已取消：{order}",
+      "您在 {instrument} 上的技术服务订单 {order} 已被 {by} 取消，晚于运行前的取消期限。\n原因：{reason}\n可能收取逾期取消费。"},
+     "late_fee_unknown"},
     {v1::ORDER_CANCELLED,
      {"Service order cancelled by the client: {order}",
       "The client {client} cancelled service order {order} on {instrument}.\nRequester: {requester}\n"
@@ -879,12 +928,27 @@ const KindTemplates kTemplates[] = {
     {v1::ORDER_CANCELLED,
      {"Service order cancelled by the client: {order}",
       "The client {client} cancelled service order {order} on {instrument}, later than the cancellation notice "
-      "before its run.\nRequester: {requester}\nCancelled by: {by}\nReason: {reason}\nThe late-cancellation fee "
-      "applies."},
+      "before its run.\nRequester: {requester}\nCancelled by: {by}\nReason: {reason}\nA late-cancellation fee of {fee} is charged."},
      {"客户取消了技术服务订单：{order}",
       "客户 {client} 取消了 {instrument} 上的技术服务订单 {order}，晚于运行前的取消期限。\n申请人：{requester}\n"
-      "取消人：{by}\n原因：{reason}\n将收取逾期取消费。"},
+      "取消人：{by}\n原因：{reason}\n将收取逾期取消费 {fee}。"},
      "client_late"},
+    {v1::ORDER_CANCELLED,
+     {"Service order cancelled by the client: {order}",
+      "The client {client} cancelled service order {order} on {instrument}, later than the cancellation notice "
+      "before its run.\nRequester: {requester}\nCancelled by: {by}\nReason: {reason}\nNo late-cancellation fee is charged."},
+     {"客户取消了技术服务订单：{order}",
+      "客户 {client} 取消了 {instrument} 上的技术服务订单 {order}，晚于运行前的取消期限。\n申请人：{requester}\n"
+      "取消人：{by}\n原因：{reason}\n不收取逾期取消费。"},
+     "client_late_no_fee"},
+    {v1::ORDER_CANCELLED,
+     {"Service order cancelled by the client: {order}",
+      "The client {client} cancelled service order {order} on {instrument}, later than the cancellation notice "
+      "before its run.\nRequester: {requester}\nCancelled by: {by}\nReason: {reason}\nA late-cancellation fee may apply."},
+     {"客户取消了技术服务订单：{order}",
+      "客户 {client} 取消了 {instrument} 上的技术服务订单 {order}，晚于运行前的取消期限。\n申请人：{requester}\n"
+      "取消人：{by}\n原因：{reason}\n可能收取逾期取消费。"},
+     "client_late_fee_unknown"},
     {v1::ORDER_CANCELLED,
      {"Service run cancelled: order {order}",
       "The scheduled run of your service order {order} on {instrument} was cancelled by {by}. The order stays "
@@ -1074,6 +1138,14 @@ RenderedMail Render(const Notice& notice, const RenderContext& c) {
     values[k] = it != c.names.end() && !it->second.empty() ? it->second
                 : slash == std::string::npos                ? name
                                                             : name.substr(slash + 1);
+  }
+  // SETTLEMENT_TRANSFERS_DUE: a line per transfer (to_0, amount_0, ...).
+  if (notice.kind == v1::SETTLEMENT_TRANSFERS_DUE) {
+    std::string lines;
+    for (size_t k = 0; notice.names.count(absl::StrCat("to_", k)) > 0; ++k) {
+      absl::StrAppend(&lines, "  -> ", values[absl::StrCat("to_", k)], ": ", values[absl::StrCat("amount_", k)], "\n");
+    }
+    values["transfers"] = lines;
   }
   if (auto role = notice.text.find("by_role"); role != notice.text.end()) {
     values["by"] = ByText(role->second, values["by_org"], En(c));

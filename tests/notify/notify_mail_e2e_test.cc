@@ -777,9 +777,23 @@ TEST_F(NotifyMailE2eTest, EveryKindReachesTheRightPeopleExactlyOnceAcrossAKill9)
       EXPECT_TRUE(absl::StrContains(m.text, "Open in LabShare: https://console.test/#/lab/bookings")) << m.text;
       EXPECT_EQ(m.subject, "Booking confirmed: Instrument tem, 2027-03-03 03:00 (Europe/Berlin)");
     }
+    // People, organisations, pools and invoices by their display names or
+    // ids (notify.proto "Messages"; the organisations' display names are
+    // their ids here), never as resource names.
     if (m.to == "staff1@owner.test" && m.kind == "APPROVAL_REQUESTED") {
       EXPECT_TRUE(absl::StartsWith(m.subject, "待审批：Instrument nmr，")) << m.subject;
       EXPECT_TRUE(absl::StrContains(m.text, "(Asia/Shanghai)")) << m.text;
+      EXPECT_TRUE(absl::StrContains(m.text, "\n申请人：Dr. ana\n")) << m.text;
+    }
+    if (m.to == "billadm@lab.test" && m.kind == "SETTLEMENT_TRANSFERS_DUE") {
+      EXPECT_TRUE(absl::StrContains(m.text, "2027-02 的结算已完成。贵单位应付的转账：\n  -> owner: 50.00 CNY\n")) << m.text;
+    }
+    if (m.to == "billadm@lab.test" && m.kind == "PAYMENT_RECEIVED") {
+      EXPECT_TRUE(absl::StrContains(m.text, "\n发票：inv-1\n")) << m.text;
+    }
+    if (m.kind == "SUBSIDY_POOL_LOW") {
+      EXPECT_EQ(m.subject, "补贴资金池余额不足：sme");
+      EXPECT_TRUE(absl::StrContains(m.text, "补贴资金池 sme 的余额已降至 600.00 CNY，低于 1,000.00 CNY。")) << m.text;
     }
     if (m.kind == "INVOICE_ISSUED") {
       EXPECT_TRUE(m.unsubscribe.empty()) << "a legal notice has no unsubscribe link";
@@ -905,10 +919,12 @@ TEST_F(NotifyMailE2eTest, CancellationsRejectionsAndOrderStepsReachWhomTheyConce
   ASSERT_TRUE(cluster_->CreateFacility("fac", "owner").ok());
   CreateInstrument("tem", false);
   // "svc": technical service (catalogue entry "imaging"); "svc-auto" the
-  // same, its reports accepted automatically 2 h after delivery; "afm":
-  // leases of 1 to 30 days with 1 h handover and return buffers.
+  // same, its reports accepted automatically 2 h after delivery;
+  // "svc-late" and "svc-late-free" the same, cancelled late within 24 h of
+  // the run, for 25 % of the quote and for nothing; "afm": leases of 1 to
+  // 30 days with 1 h handover and return buffers.
   auto instrument = [&](const std::string& id, tv::SharingMode mode,
-                        absl::Duration report_acceptance = absl::ZeroDuration()) {
+                        absl::Duration report_acceptance = absl::ZeroDuration(), int32_t late_fee_bps = -1) {
     iv::CreateInstrumentRequest r;
     r.set_instrument_id(id);
     auto* in = r.mutable_instrument();
@@ -946,6 +962,10 @@ TEST_F(NotifyMailE2eTest, CancellationsRejectionsAndOrderStepsReachWhomTheyConce
       if (report_acceptance > absl::ZeroDuration()) {
         *sr->mutable_report_acceptance_period() = ToProto(report_acceptance);
       }
+      if (late_fee_bps >= 0) {
+        *sr->mutable_late_cancel_notice() = ToProto(absl::Hours(24));
+        sr->set_late_cancel_fee_bps(late_fee_bps);
+      }
       auto* entry = in->add_service_catalogue();
       entry->set_entry_id("imaging");
       entry->set_display_name("Imaging, per sample");
@@ -969,6 +989,8 @@ TEST_F(NotifyMailE2eTest, CancellationsRejectionsAndOrderStepsReachWhomTheyConce
   };
   instrument("svc", tv::TECHNICAL_SERVICE);
   instrument("svc-auto", tv::TECHNICAL_SERVICE, absl::Hours(2));
+  instrument("svc-late", tv::TECHNICAL_SERVICE, absl::ZeroDuration(), 2500);
+  instrument("svc-late-free", tv::TECHNICAL_SERVICE, absl::ZeroDuration(), 0);
   instrument("afm", tv::LEASE);
   for (const std::string u : {"ana", "cy", "dan", "bo"}) CreateUser(u, "lab", tv::LAB_USER, u + "@lab.test");
   CreateUser("staff1", "owner", tv::FACILITY_STAFF, "staff1@owner.test");
@@ -1189,6 +1211,15 @@ TEST_F(NotifyMailE2eTest, CancellationsRejectionsAndOrderStepsReachWhomTheyConce
   cancel_order("order-by-billadm", billadm, "budget frozen");
   order("order-by-admin", ana);
   cancel_order("order-by-admin", root, "duplicate order");
+  // Cancelled by ana's billing admin 12 h before the run, within the 24 h
+  // notice: late, with the fee in force pinned on the order (25 %; 0).
+  for (const auto& [id, instrument] : std::vector<std::pair<std::string, std::string>>{
+           {"order-late-fee", "svc-late"}, {"order-late-free", "svc-late-free"}}) {
+    bk::ServiceOrder o = order(id, ana, instrument);
+    samples_in(o, ana);
+    schedule(id, kT0 + absl::Hours(12), "schedule-" + id);
+    cancel_order(id, billadm, "budget frozen");
+  }
   ASSERT_FALSE(HasFailure());
 
   // ------------------------------------------------------------ reports
@@ -1271,8 +1302,10 @@ TEST_F(NotifyMailE2eTest, CancellationsRejectionsAndOrderStepsReachWhomTheyConce
   // staff3 turned REPORT_AUTO_ACCEPTED off.
   const V staff3_mails = {"APPROVAL_REQUESTED", "APPROVAL_REQUESTED", "APPROVAL_REQUESTED", "APPROVAL_REQUESTED",
                           "APPROVAL_REQUESTED", "APPROVAL_REQUESTED", "ORDER_CANCELLED", "ORDER_CANCELLED",
+                          "ORDER_CANCELLED", "ORDER_CANCELLED", "ORDER_RECEIVED", "ORDER_RECEIVED", "ORDER_RECEIVED",
                           "ORDER_RECEIVED", "ORDER_RECEIVED", "ORDER_RECEIVED", "ORDER_RECEIVED", "ORDER_RECEIVED",
-                          "ORDER_RECEIVED", "ORDER_RECEIVED", "QUOTE_ACCEPTED", "QUOTE_ACCEPTED", "QUOTE_ACCEPTED"};
+                          "ORDER_RECEIVED", "QUOTE_ACCEPTED", "QUOTE_ACCEPTED", "QUOTE_ACCEPTED", "QUOTE_ACCEPTED",
+                          "QUOTE_ACCEPTED"};
   V staff_mails = staff3_mails;
   staff_mails.push_back("REPORT_AUTO_ACCEPTED");
   std::map<std::string, V> want = {
@@ -1281,7 +1314,8 @@ TEST_F(NotifyMailE2eTest, CancellationsRejectionsAndOrderStepsReachWhomTheyConce
         "BOOKING_CONFIRMED", "BOOKING_CONFIRMED", "BOOKING_CONFIRMED", "BOOKING_CONFIRMED", "BOOKING_CONFIRMED",
         "LEASE_APPROVED", "LEASE_CANCELLED", "LEASE_CANCELLED", "LEASE_CANCELLED", "LEASE_CANCELLED",
         "ORDER_CANCELLED", "ORDER_CANCELLED", "ORDER_CANCELLED", "ORDER_CANCELLED", "ORDER_CANCELLED",
-        "QUOTE_ISSUED", "QUOTE_ISSUED", "REPORT_AUTO_ACCEPTED", "REPORT_DELIVERED", "SERVICE_SCHEDULED",
+        "ORDER_CANCELLED", "ORDER_CANCELLED", "QUOTE_ISSUED", "QUOTE_ISSUED", "QUOTE_ISSUED", "QUOTE_ISSUED",
+        "REPORT_AUTO_ACCEPTED", "REPORT_DELIVERED", "SERVICE_SCHEDULED", "SERVICE_SCHEDULED", "SERVICE_SCHEDULED",
         "SERVICE_SCHEDULED", "SERVICE_SCHEDULED", "SERVICE_SCHEDULED"}},
       {"cy@lab.test",
        {"BOOKING_CANCELLED", "BOOKING_CONFIRMED", "LEASE_REJECTED", "QUOTE_ISSUED", "REPORT_DELIVERED",
@@ -1385,6 +1419,17 @@ TEST_F(NotifyMailE2eTest, CancellationsRejectionsAndOrderStepsReachWhomTheyConce
               : "申请人：Dr. cy\n取消人：Lab University 的用户\n原因：samples degraded");
     has(one(who, "ORDER_CANCELLED", "order-by-billadm"),
         en ? "Cancelled by: a billing administrator of Lab University" : "取消人：Lab University 的财务管理员");
+    // Late: the fee booking pinned on the order, as billing charges it
+    // (25 % of 888.00 CNY; 0: none). It used to say "The late-cancellation
+    // fee applies" whatever the fee.
+    m = one(who, "ORDER_CANCELLED", "order-late-fee");
+    has(m, en ? "The client Lab University cancelled service order order-late-fee on Instrument svc-late, later than "
+                "the cancellation notice before its run.\nRequester: Dr. ana\nCancelled by: a billing administrator "
+                "of Lab University\nReason: budget frozen\nA late-cancellation fee of 222.00 CNY is charged."
+              : "客户 Lab University 取消了 Instrument svc-late 上的技术服务订单 order-late-fee，晚于运行前的取消期限。\n"
+                "申请人：Dr. ana\n取消人：Lab University 的财务管理员\n原因：budget frozen\n将收取逾期取消费 222.00 CNY。");
+    has(one(who, "ORDER_CANCELLED", "order-late-free"),
+        en ? "Reason: budget frozen\nNo late-cancellation fee is charged." : "原因：budget frozen\n不收取逾期取消费。");
   }
   m = one("ana@lab.test", "SERVICE_SCHEDULED", "is scheduled.\nTime: 2027-03-03 03:00 (Europe/Berlin)");
   EXPECT_EQ(m.subject, "Service run scheduled: order order-run, 2027-03-03 03:00 (Europe/Berlin)");
@@ -1403,6 +1448,12 @@ TEST_F(NotifyMailE2eTest, CancellationsRejectionsAndOrderStepsReachWhomTheyConce
   has(m, "Open in LabShare: https://console.test/#/lab/orders/order-by-staff");
   has(one("ana@lab.test", "ORDER_CANCELLED", "order-by-billadm"),
       "was cancelled by a billing administrator of Lab University.\nReason: budget frozen");
+  m = one("ana@lab.test", "ORDER_CANCELLED", "order-late-fee");
+  has(m, "Your service order order-late-fee on Instrument svc-late was cancelled by a billing administrator of Lab "
+         "University, later than the instrument's cancellation notice before its run.\nReason: budget frozen\n"
+         "A late-cancellation fee of 222.00 CNY is charged.");
+  has(one("ana@lab.test", "ORDER_CANCELLED", "order-late-free"),
+      "Reason: budget frozen\nNo late-cancellation fee is charged.");
   // root belongs to the owner's organisation: the event alone would say
   // "staff of Owner Institute".
   has(one("ana@lab.test", "ORDER_CANCELLED", "order-by-admin"),

@@ -3,6 +3,8 @@
 // link, unsubscribe), money, MIME and message ids.
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
 #include "absl/strings/escaping.h"
@@ -369,26 +371,48 @@ TEST(RenderTest, LinksGoToTheConsolesPages) {
   EXPECT_EQ(ConsolePath(n), "#/lab/bookings");
 }
 
-// notify.proto: organisations a mail names by their display names, their
-// ids when inventory has none; a subsidy pool by its id. PAYMENT_RECEIVED
-// and ORDER_DISPUTED wrote "organizations/lab" before.
-TEST(RenderTest, PaymentsAndDisputesNameOrganisationsByTheirDisplayNames) {
+// A mail's whole text as Wrap makes it: the greeting, the body, the link
+// and the footer (a legal notice's, or the unsubscribe line).
+std::string MailText(bool en, const std::string& body, const std::string& path, bool legal = false) {
+  const std::string footer =
+      legal ? (en ? "This is a required notice; it cannot be turned off." : "这是必要通知，无法退订。")
+            : absl::StrCat(en ? "Unsubscribe from these mails: " : "退订此类邮件：", "https://console.test/unsubscribe?token=t");
+  return absl::StrCat(en ? "Hello Ana,\n\n" : "Ana，您好：\n\n", body, "\n\n", en ? "Open in LabShare: " : "在 LabShare 中查看：",
+                      "https://console.test/", path, "\n\n-- \nLabShare\n", footer, "\n");
+}
+
+// notify.proto "Messages": organisations and people a mail names by their
+// display names in inventory, their ids when it has none; a subsidy pool
+// (no organisation) by its id, and so is an invoice. PAYMENT_RECEIVED and
+// ORDER_DISPUTED wrote "organizations/lab" before 81400c6; the approval's
+// requester ("users/ana"), the settlement's payees ("organizations/b"),
+// the low pool ("subsidyPools/p") and the paid invoice ("invoices/inv-7")
+// were written as resource names until the audit of 2026-12-07.
+TEST(RenderTest, MailsNameOrganisationsAndPeopleByTheirDisplayNames) {
   bl::BillingEvent e;
   e.mutable_header()->set_event_id("p1");
   auto* p = e.mutable_payment_recorded()->mutable_payment();
   p->set_name("payments/p1");
   p->set_payer("organizations/lab");
   p->set_payee("organizations/owner");
+  p->set_invoice("invoices/inv-7");
   p->mutable_amount()->set_currency_code("CNY");
   p->mutable_amount()->set_amount_minor(500000);
   auto i = Interpret(Entry(e), {});
   ASSERT_TRUE(i.ok());
   ASSERT_EQ(i->notices.size(), 1u);  // to the payee's and the payer's billing admins
   RenderContext c = Context("en", "UTC");
+  c.unsubscribe_url.clear();         // a legal notice
   c.names["payer"] = "Lab University";  // the payee has no display name
   RenderedMail m = Render(i->notices[0], c);
-  EXPECT_TRUE(absl::StrContains(m.text, "from Lab University to owner")) << m.text;
-  EXPECT_FALSE(absl::StrContains(m.text, "organizations/")) << m.text;
+  EXPECT_EQ(m.text, MailText(true,
+                             "A payment of 5,000.00 CNY from Lab University to owner was recorded (-).\n"
+                             "Invoice: inv-7\nReference: ",
+                             "#/billing/invoices/inv-7", /*legal=*/true));
+  c.language = "zh-CN";
+  EXPECT_EQ(Render(i->notices[0], c).text,
+            MailText(false, "已记录 Lab University 向 owner 的付款 5,000.00 CNY（-）。\n发票：inv-7\n参考号：",
+                     "#/billing/invoices/inv-7", /*legal=*/true));
   p->set_payer("subsidyPools/pool-1");
   i = Interpret(Entry(e), {});
   ASSERT_TRUE(i.ok());
@@ -410,6 +434,85 @@ TEST(RenderTest, PaymentsAndDisputesNameOrganisationsByTheirDisplayNames) {
   c.names["client"] = "Lab University";
   m = Render(di->notices[0], c);
   EXPECT_TRUE(absl::StrContains(m.text, "The client Lab University disputes")) << m.text;
+
+  // APPROVAL_REQUESTED: the requester by their display name, else the id.
+  bk::BookingEvent a;
+  a.mutable_header()->set_event_id("a1");
+  *a.mutable_booking_created()->mutable_booking() = OnSite(bk::Booking::PENDING_APPROVAL);
+  a.mutable_booking_created()->mutable_booking()->set_purpose("grain boundaries");
+  auto ai = Interpret(Entry(a), {});
+  ASSERT_TRUE(ai.ok());
+  ASSERT_EQ(ai->notices.size(), 1u);
+  EXPECT_EQ(ai->notices[0].names, (std::map<std::string, std::string>{{"requester", "users/ana"}}));
+  RenderContext en = Context("en", "UTC"), zh = Context("zh-CN", "Asia/Shanghai");
+  en.names["requester"] = zh.names["requester"] = "Ana Li";
+  m = Render(ai->notices[0], en);
+  EXPECT_EQ(m.text, MailText(true,
+                             "A booking of TEM 2100 waits for your approval.\nBooking: b1\nBy: Ana Li\n"
+                             "Time: 2027-03-01 02:00 (UTC) - 2027-03-01 03:00 (UTC)\nPurpose: grain boundaries",
+                             "#/staff/approvals"));
+  EXPECT_EQ(Render(ai->notices[0], zh).text,
+            MailText(false,
+                     "一项 TEM 2100 的预约等待您审批。\n预约：b1\n申请人：Ana Li\n"
+                     "时间：2027-03-01 10:00 (Asia/Shanghai) - 2027-03-01 11:00 (Asia/Shanghai)\n用途：grain boundaries",
+                     "#/staff/approvals"));
+  EXPECT_TRUE(absl::StrContains(Render(ai->notices[0], Context("en", "UTC")).text, "\nBy: ana\n"));
+
+  // SETTLEMENT_TRANSFERS_DUE (a legal notice: whom to pay): every payee by
+  // its display name, else its id, one line each in the event's order.
+  bl::BillingEvent s;
+  s.mutable_header()->set_event_id("s1");
+  auto* st = s.mutable_settlement_computed()->mutable_settlement();
+  st->set_name("settlements/2027-02");
+  st->set_period("2027-02");
+  for (const auto& [to, minor] : std::vector<std::pair<std::string, int64_t>>{
+           {"organizations/b", 100}, {"organizations/c", 123456}}) {
+    auto* t = st->add_transfers();
+    t->set_from_organization("organizations/a");
+    t->set_to_organization(to);
+    t->mutable_amount()->set_currency_code("CNY");
+    t->mutable_amount()->set_amount_minor(minor);
+  }
+  auto si = Interpret(Entry(s), {});
+  ASSERT_TRUE(si.ok());
+  ASSERT_EQ(si->notices.size(), 1u);
+  EXPECT_EQ(si->notices[0].names,
+            (std::map<std::string, std::string>{{"to_0", "organizations/b"}, {"to_1", "organizations/c"}}));
+  en = Context("en", "UTC");
+  zh = Context("zh-CN", "Asia/Shanghai");
+  en.unsubscribe_url.clear();
+  zh.unsubscribe_url.clear();
+  en.names["to_0"] = "B Institute";  // c has no display name
+  zh.names["to_0"] = "B 研究所";
+  m = Render(si->notices[0], en);
+  EXPECT_EQ(m.text, MailText(true,
+                             "The settlement of 2027-02 was computed. Your organisation's transfers:\n"
+                             "  -> B Institute: 1.00 CNY\n  -> c: 1,234.56 CNY\n",
+                             "#/billing/settlements", /*legal=*/true));
+  EXPECT_EQ(Render(si->notices[0], zh).text,
+            MailText(false, "2027-02 的结算已完成。贵单位应付的转账：\n  -> B 研究所: 1.00 CNY\n  -> c: 1,234.56 CNY\n",
+                     "#/billing/settlements", /*legal=*/true));
+
+  // SUBSIDY_POOL_LOW: the pool by its id.
+  InterpretOptions o;
+  o.subsidy_pool_low_minor = 100000;
+  bl::BillingEvent low;
+  low.mutable_header()->set_event_id("l1");
+  low.mutable_subsidy_applied()->mutable_line()->set_subsidy_pool("subsidyPools/sme-vouchers");
+  low.mutable_subsidy_applied()->mutable_line()->mutable_amount()->set_amount_minor(5000);
+  low.mutable_subsidy_applied()->mutable_pool_balance()->set_currency_code("CNY");
+  low.mutable_subsidy_applied()->mutable_pool_balance()->set_amount_minor(99999);
+  auto li = Interpret(Entry(low), o);
+  ASSERT_TRUE(li.ok());
+  ASSERT_EQ(li->notices.size(), 1u);
+  m = Render(li->notices[0], Context("en", "UTC"));
+  EXPECT_EQ(m.subject, "Subsidy pool low: sme-vouchers");
+  EXPECT_EQ(m.text, MailText(true, "The balance of subsidy pool sme-vouchers fell to 999.99 CNY, below 1,000.00 CNY.",
+                             "#/billing/subsidies"));
+  m = Render(li->notices[0], Context("zh-CN", "UTC"));
+  EXPECT_EQ(m.subject, "补贴资金池余额不足：sme-vouchers");
+  EXPECT_EQ(m.text, MailText(false, "补贴资金池 sme-vouchers 的余额已降至 999.99 CNY，低于 1,000.00 CNY。",
+                             "#/billing/subsidies"));
 }
 
 TEST(RenderTest, HtmlIsEscapedAndLegalNoticesSaySo) {
@@ -624,6 +727,9 @@ bk::ServiceOrder AnaOrder() {
   so.set_service_entry_id("imaging");
   so.set_sample_count(3);
   so.set_sample_description("three thin films");
+  // A quote billing can price: 3 x 296.00 = 888.00 CNY.
+  so.mutable_quote()->mutable_per_sample_fee()->set_currency_code("CNY");
+  so.mutable_quote()->mutable_per_sample_fee()->set_amount_minor(29600);
   so.mutable_quote()->mutable_total()->set_currency_code("CNY");
   so.mutable_quote()->mutable_total()->set_amount_minor(88800);
   return so;
@@ -690,11 +796,16 @@ TEST(InterpretTest, OrdersTellStaffOfNewOrdersAndTheRequesterOfRunsAndCancellati
   EXPECT_EQ(n.variant, "run_outage");
   EXPECT_TRUE(n.by_actor.empty());
 
+  // Late: as booking cancels late, the rule's fee (25 %) pinned on the order.
   auto cancelled = [](const std::string& actor, const std::string& org, bool late) {
     bk::BookingEvent e = OrderEvent(actor, org);
     *e.mutable_service_order_cancelled()->mutable_service_order() = AnaOrder();
     e.mutable_service_order_cancelled()->set_reason("no capacity");
     e.mutable_service_order_cancelled()->set_late_cancellation(late);
+    if (late) {
+      e.mutable_service_order_cancelled()->mutable_service_order()->set_late_cancellation(true);
+      e.mutable_service_order_cancelled()->mutable_service_order()->set_late_cancel_fee_bps(2500);
+    }
     return e;
   };
   // Owner staff: the requester only.
@@ -711,14 +822,64 @@ TEST(InterpretTest, OrdersTellStaffOfNewOrdersAndTheRequesterOfRunsAndCancellati
   EXPECT_EQ(i->notices[0].org_roles, staff);
   EXPECT_EQ(i->notices[0].variant, "client");
   EXPECT_EQ(i->notices[0].discriminator, "client");
-  // Another person of the client (its billing admin), late: both.
+  // Another person of the client (its billing admin), late: both, with
+  // the fee billing charges (25 % of 888.00 CNY).
   i = Interpret(Entry(cancelled("users/billadm", "organizations/lab", true)), {});
   ASSERT_EQ(i->notices.size(), 2u);
   EXPECT_EQ(i->notices[0].users, std::vector<std::string>{"users/ana"});
   EXPECT_EQ(i->notices[0].variant, "late");
+  EXPECT_EQ(i->notices[0].text.count("fee") ? i->notices[0].text.at("fee") : "", "222.00 CNY");
   EXPECT_EQ(i->notices[1].org_roles, staff);
   EXPECT_EQ(i->notices[1].variant, "client_late");
+  EXPECT_EQ(i->notices[1].text.count("fee") ? i->notices[1].text.at("fee") : "", "222.00 CNY");
   EXPECT_NE(i->notices[0].discriminator, i->notices[1].discriminator);
+  // What billing charges decides the text (billing_manager.cc,
+  // ServiceOrderCancelled): nothing for a pinned fee of 0 bps, an order
+  // without a quote, or a fee that rounds to 0 minor units; unknown for an
+  // order cancelled before the fee was pinned (billing reads the rule
+  // then) or a quote billing cannot price.
+  struct FeeCase {
+    std::string what;
+    std::function<void(bk::ServiceOrder*)> change;
+    std::string suffix, fee;
+  };
+  const std::vector<FeeCase> fee_cases = {
+      {"0 bps pinned", [](bk::ServiceOrder* o) { o->set_late_cancel_fee_bps(0); }, "_no_fee", ""},
+      {"no quote", [](bk::ServiceOrder* o) { o->clear_quote(); }, "_no_fee", ""},
+      {"rounds to 0",
+       [](bk::ServiceOrder* o) {
+         o->set_late_cancel_fee_bps(1);  // 0.01 % of 1.50 CNY: 0.015 fen
+         o->mutable_quote()->mutable_per_sample_fee()->set_amount_minor(50);
+         o->mutable_quote()->mutable_total()->set_amount_minor(150);
+       },
+       "_no_fee", ""},
+      {"rounds half up",
+       [](bk::ServiceOrder* o) { o->set_late_cancel_fee_bps(1); },  // 0.01 % of 888.00 CNY: 8.88 fen
+       "", "0.09 CNY"},
+      {"not pinned (an older order)", [](bk::ServiceOrder* o) { o->clear_late_cancel_fee_bps(); }, "_fee_unknown", ""},
+      {"a quote billing refuses (total mismatch)",
+       [](bk::ServiceOrder* o) { o->mutable_quote()->mutable_total()->set_amount_minor(88801); }, "_fee_unknown", ""},
+  };
+  for (const FeeCase& fc : fee_cases) {
+    bk::BookingEvent e = cancelled("users/billadm", "organizations/lab", true);
+    fc.change(e.mutable_service_order_cancelled()->mutable_service_order());
+    i = Interpret(Entry(e), {});
+    ASSERT_EQ(i->notices.size(), 2u) << fc.what;
+    EXPECT_EQ(i->notices[0].variant, "late" + fc.suffix) << fc.what;
+    EXPECT_EQ(i->notices[1].variant, "client_late" + fc.suffix) << fc.what;
+    for (const Notice& n : i->notices) {
+      EXPECT_EQ(n.text.count("fee") ? n.text.at("fee") : "", fc.fee) << fc.what;
+    }
+  }
+  // Not late on the event (billing charges only a late ServiceOrderCancelled).
+  {
+    bk::BookingEvent e = cancelled("users/billadm", "organizations/lab", true);
+    e.mutable_service_order_cancelled()->set_late_cancellation(false);
+    i = Interpret(Entry(e), {});
+    ASSERT_EQ(i->notices.size(), 2u);
+    EXPECT_EQ(i->notices[0].variant, "late_no_fee");
+    EXPECT_EQ(i->notices[1].variant, "client_late_no_fee");
+  }
   // An administrator: the requester.
   i = Interpret(Entry(cancelled("users/root", "", false)), {});
   ASSERT_EQ(i->notices.size(), 1u);
@@ -880,9 +1041,6 @@ TEST(RenderTest, TheNewKindsInBothLanguages) {
           "Cancelled by: a user of Lab University\nReason: no capacity",
           "Open in LabShare: https://console.test/#/staff/orders"}},
         {"客户取消了技术服务订单：so1", {"客户 Lab University 取消了 TEM 2100 上的技术服务订单 so1。", "取消人：Lab University 的用户"}});
-  to_staff.variant = "client_late";
-  check(to_staff, {"Service order cancelled by the client: so1", {"The late-cancellation fee applies."}},
-        {"客户取消了技术服务订单：so1", {"将收取逾期取消费。"}});
   bk::BookingEvent unscheduled = OrderEvent("services/booking", "");
   *unscheduled.mutable_service_order_unscheduled()->mutable_service_order() = AnaOrder();
   unscheduled.mutable_service_order_unscheduled()->set_cancelled_by_outage(true);
@@ -898,6 +1056,69 @@ TEST(RenderTest, TheNewKindsInBothLanguages) {
   check(Interpret(Entry(unscheduled), {})->notices.at(0),
         {"Service run cancelled: order so1", {"was cancelled by staff of Owner Institute. The order stays open"}},
         {"技术服务排期已取消：订单 so1", {"的排期已被 Owner Institute 的工作人员 取消。"}});
+}
+
+// ORDER_CANCELLED, late: the requester's and the staff's mails say the fee
+// billing charges, exactly (the fee pinned on the order of the quote's
+// total, billing's rounding), that none is charged (a pinned fee of 0),
+// or that one may apply (an order from before the fee was pinned). On the
+// code before, every late cancellation said "The late-cancellation fee
+// applies" (将收取逾期取消费), also when billing charged nothing.
+TEST(RenderTest, ALateOrderCancellationSaysTheFeeBillingCharges) {
+  bk::BookingEvent e = OrderEvent("users/billadm", "organizations/lab");
+  auto* c = e.mutable_service_order_cancelled();
+  *c->mutable_service_order() = AnaOrder();
+  c->set_reason("budget frozen");
+  c->set_late_cancellation(true);
+  c->mutable_service_order()->set_late_cancellation(true);
+  c->mutable_service_order()->set_late_cancel_fee_bps(2500);
+  RenderContext en = Context("en", "UTC"), zh = Context("zh-CN", "Asia/Shanghai");
+  for (RenderContext* r : {&en, &zh}) {
+    r->names = {{"by_org", "Lab University"}, {"client", "Lab University"}, {"requester", "Dr. Ana"}};
+  }
+  struct Case {
+    std::function<void(bk::ServiceOrder*)> change;
+    std::string en, zh;  // the last line
+  };
+  const std::vector<Case> cases = {
+      {[](bk::ServiceOrder*) {}, "A late-cancellation fee of 222.00 CNY is charged.", "将收取逾期取消费 222.00 CNY。"},
+      {[](bk::ServiceOrder* o) { o->set_late_cancel_fee_bps(0); }, "No late-cancellation fee is charged.",
+       "不收取逾期取消费。"},
+      {[](bk::ServiceOrder* o) { o->clear_late_cancel_fee_bps(); }, "A late-cancellation fee may apply.",
+       "可能收取逾期取消费。"},
+  };
+  for (const Case& k : cases) {
+    bk::BookingEvent ev = e;
+    k.change(ev.mutable_service_order_cancelled()->mutable_service_order());
+    auto i = Interpret(Entry(ev), {});
+    ASSERT_TRUE(i.ok());
+    ASSERT_EQ(i->notices.size(), 2u);
+    const Notice& to_requester = i->notices[0];
+    Notice to_staff = i->notices[1];
+    to_staff.text["by_role"] = kByBillingAdmin;  // as inventory has the actor
+    RenderedMail m = Render(to_requester, en);
+    EXPECT_EQ(m.text, MailText(true,
+                               "Your service order so1 on TEM 2100 was cancelled by a user of Lab University, later "
+                               "than the instrument's cancellation notice before its run.\nReason: budget frozen\n" +
+                                   k.en,
+                               "#/lab/orders/so1"));
+    m = Render(to_requester, zh);
+    EXPECT_EQ(m.text, MailText(false,
+                               "您在 TEM 2100 上的技术服务订单 so1 已被 Lab University 的用户 取消，晚于运行前的取消期限。\n"
+                               "原因：budget frozen\n" + k.zh,
+                               "#/lab/orders/so1"));
+    m = Render(to_staff, en);
+    EXPECT_EQ(m.text, MailText(true,
+                               "The client Lab University cancelled service order so1 on TEM 2100, later than the "
+                               "cancellation notice before its run.\nRequester: Dr. Ana\nCancelled by: a billing "
+                               "administrator of Lab University\nReason: budget frozen\n" + k.en,
+                               "#/staff/orders"));
+    m = Render(to_staff, zh);
+    EXPECT_EQ(m.text, MailText(false,
+                               "客户 Lab University 取消了 TEM 2100 上的技术服务订单 so1，晚于运行前的取消期限。\n"
+                               "申请人：Dr. Ana\n取消人：Lab University 的财务管理员\n原因：budget frozen\n" + k.zh,
+                               "#/staff/orders"));
+  }
 }
 
 // ------------------------------------------------------------ reports accepted automatically (notify.proto)

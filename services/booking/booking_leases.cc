@@ -106,7 +106,7 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseAs(const Principal& p, abs
   absl::StatusOr<v1::Lease> out =
       RequestLeaseChecked(p, method, request, in, lease_id, request_id, validate_only, booking_answer);
   // A refusal from a check that runs before the step reads the stored answer
-  // (the instrument no longer offers LEASE, its buffers grew, ...): a retry
+  // (the instrument's lease buffers grew, the lessee is gone, ...): a retry
   // of a request answered before gets its first answer all the same
   // (types.proto), whatever became of the instrument since.
   const absl::StatusCode code = out.status().code();
@@ -165,18 +165,24 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseChecked(const Principal& p
   LS_RETURN_IF_ERROR(
       ParseName(lessee, "organizations", as_booking ? "booking.payer_organization" : "lease.lessee_organization")
           .status());
-  const inv::ModeOffering* offering = FindMode(instrument, labshare::type::v1::LEASE);
-  if (offering == nullptr) {
-    return Precondition("MODE_NOT_OFFERED", in.instrument() + " is not offered for lease");
-  }
-  const auto& rules = offering->lease_rules();
-  const absl::Duration handover = in.has_handover_buffer() ? FromProto(in.handover_buffer()) : FromProto(rules.handover_buffer());
-  const absl::Duration ret = in.has_return_buffer() ? FromProto(in.return_buffer()) : FromProto(rules.return_buffer());
-  if (handover < FromProto(rules.handover_buffer()) || ret < FromProto(rules.return_buffer())) {
-    return Precondition("BUFFER_TOO_SHORT", "handover and return buffers may not be shorter than the instrument's lease rules");
-  }
+  // The named resources (NOT_FOUND) before any FAILED_PRECONDITION.
   LS_ASSIGN_OR_RETURN(inv::Organization payer, inventory_->GetOrganization(lessee));
   LS_ASSIGN_OR_RETURN(inv::Facility facility, inventory_->GetFacility(instrument.facility()));
+  // An instrument that does not offer LEASE is the access check's
+  // MODE_NOT_OFFERED, in its place among the denials (after USER_DISABLED,
+  // INSTRUMENT_NOT_ACTIVE, ACCESS_POLICY_FORBIDS; with "denials") and after
+  // a chosen id already taken (RequestLease's comment). Its block then has
+  // the requested buffers (none: zero), and no lease rule applies to them.
+  const inv::ModeOffering* offering = FindMode(instrument, labshare::type::v1::LEASE);
+  const absl::Duration rule_handover =
+      offering == nullptr ? absl::ZeroDuration() : FromProto(offering->lease_rules().handover_buffer());
+  const absl::Duration rule_return =
+      offering == nullptr ? absl::ZeroDuration() : FromProto(offering->lease_rules().return_buffer());
+  const absl::Duration handover = in.has_handover_buffer() ? FromProto(in.handover_buffer()) : rule_handover;
+  const absl::Duration ret = in.has_return_buffer() ? FromProto(in.return_buffer()) : rule_return;
+  if (offering != nullptr && (handover < rule_handover || ret < rule_return)) {
+    return Precondition("BUFFER_TOO_SHORT", "handover and return buffers may not be shorter than the instrument's lease rules");
+  }
   labshare::inventory::AccessFacts facts;
   facts.user = &user;
   facts.payer = &payer;
@@ -187,7 +193,7 @@ absl::StatusOr<v1::Lease> BookingManager::RequestLeaseChecked(const Principal& p
   // a handover buffer before the term, and a block already started could
   // never be approved: LEASE_STARTED).
   inv::Instrument with_buffer;
-  if (handover > FromProto(rules.handover_buffer())) {
+  if (offering != nullptr && handover > rule_handover) {
     with_buffer = instrument;
     for (auto& m : *with_buffer.mutable_modes()) {
       if (m.mode() == labshare::type::v1::LEASE) *m.mutable_lease_rules()->mutable_handover_buffer() = ToProto(handover);
@@ -859,7 +865,9 @@ absl::StatusOr<v1::Lease> BookingManager::ExtendLease(const Principal& p, const 
   if (!r.has_new_end_time()) return InvalidField("new_end_time", "required");
   return LeaseTransition(p, "ExtendLease", r, r.name(), r.request_id(),
                          [&](const LoadedLease& cur, absl::Time now) -> absl::StatusOr<LeaseChange> {
-    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(cur.lease.instrument()));
+    // In the comment's order: what the lease alone decides first, so that
+    // inventory out of reach does not hide a stale etag, a lease in the
+    // wrong state or a new_end_time that is no extension.
     LS_RETURN_IF_ERROR(CheckLeaseEtag(r.etag(), cur.lease_version));
     if (cur.lease.state() != v1::Lease::APPROVED && cur.lease.state() != v1::Lease::HANDED_OVER) {
       return LeaseState(cur.lease, "APPROVED or HANDED_OVER");
@@ -867,6 +875,7 @@ absl::StatusOr<v1::Lease> BookingManager::ExtendLease(const Principal& p, const 
     const absl::Time old_end = FromProto(cur.lease.term().end_time());
     const absl::Time new_end = FromProto(r.new_end_time());
     if (new_end <= old_end) return InvalidField("new_end_time", "must be after the current term end");
+    LS_ASSIGN_OR_RETURN(inv::Instrument instrument, inventory_->GetInstrument(cur.lease.instrument()));
     const inv::ModeOffering* offering = FindMode(instrument, labshare::type::v1::LEASE);
     if (offering == nullptr) {
       // Its lease rules (the longest term) went with the mode.

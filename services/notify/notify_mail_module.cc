@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <set>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -49,12 +50,15 @@ std::string RandomHex(int bytes) {
   return absl::BytesToHexString(b);
 }
 
+// An unsubscribe token's signature: 128 bits, 32 hex digits on the link.
+constexpr size_t kUnsubscribeMacBytes = 16;
+
 std::string Hmac(const std::string& key, const std::string& data) {
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(data.data()),
        data.size(), out, &len);
-  return std::string(reinterpret_cast<char*>(out), 16);  // 128 bits
+  return std::string(reinterpret_cast<char*>(out), kUnsubscribeMacBytes);
 }
 
 v1::NotificationSettings SettingsProto(const std::string& user_id, const Fields& f) {
@@ -503,20 +507,29 @@ absl::StatusOr<std::string> MailModule::UnsubscribeToken(const std::string& user
 
 absl::StatusOr<MailModule::TokenCheck> MailModule::CheckUnsubscribeToken(const std::string& token,
                                                                          std::string* user_id, Kind* kind) {
-  LS_ASSIGN_OR_RETURN(std::string key, UnsubscribeKey());
+  // The form a link's token has, judged before anything is read (the key
+  // out of reach does not turn a malformed token into a retry): base64url
+  // without padding (nothing outside [A-Za-z0-9_-]: the decoder would skip
+  // whitespace), '.', 32 lower-case hex digits. A malformed token is
+  // INVALID_FIELD whatever its first part.
   std::pair<std::string, std::string> parts = absl::StrSplit(token, absl::MaxSplits('.', 1));
+  const auto base64url = [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_';
+  };
+  const auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); };
   std::string payload;
-  if (parts.first.empty() || !absl::WebSafeBase64Unescape(parts.first, &payload)) return TokenCheck::kMalformed;
-  const std::string want = absl::BytesToHexString(Hmac(key, payload));
-  if (parts.second.size() != want.size() ||
-      !std::all_of(parts.second.begin(), parts.second.end(),
-                   [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); })) {
+  if (parts.first.empty() || !std::all_of(parts.first.begin(), parts.first.end(), base64url) ||
+      !absl::WebSafeBase64Unescape(parts.first, &payload)) {
     return TokenCheck::kMalformed;
   }
+  if (parts.second.size() != 2 * kUnsubscribeMacBytes || !std::all_of(parts.second.begin(), parts.second.end(), hex)) {
+    return TokenCheck::kMalformed;
+  }
+  LS_ASSIGN_OR_RETURN(std::string key, UnsubscribeKey());
+  const std::string want = absl::BytesToHexString(Hmac(key, payload));
   // Well-formed; only the form the link was made with (spare low bits of
   // the final character altered decode the same payload), else a forged
-  // link. After the format checks: a malformed token is INVALID_FIELD
-  // whatever its first part.
+  // link.
   if (absl::WebSafeBase64Escape(payload) != parts.first) return TokenCheck::kInvalid;
   if (CRYPTO_memcmp(parts.second.data(), want.data(), want.size()) != 0) return TokenCheck::kInvalid;
   std::vector<std::string> f = absl::StrSplit(payload, ':');

@@ -94,8 +94,10 @@ class MailModule final : public NotifyModule {
   // The unsubscribe token for (user id, kind), valid for
   // options.unsubscribe_validity from now (domain clock), and back.
   absl::StatusOr<std::string> UnsubscribeToken(const std::string& user_id, Kind kind);
-  // kMalformed: not of the form a link carries (not base64url, a signature
-  // that is not 64 hex digits); kInvalid: well formed but not signed by us.
+  // kMalformed: not of the form a link carries (a first part with anything
+  // outside base64url's [A-Za-z0-9_-], or that does not decode; a signature
+  // that is not 32 lower-case hex digits), judged before the key is read;
+  // kInvalid: well formed but not signed by us.
   enum class TokenCheck { kValid, kMalformed, kInvalid, kExpired };
   // kExpired: signed by us, for user_id and kind, but past its expiry (a
   // token without one, from before expiries: one validity after this

@@ -11,6 +11,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include "common/error.h"
 #include "common/grpc_status.h"
 #include "common/proto_util.h"
 #include "google/rpc/error_details.pb.h"
@@ -950,6 +951,173 @@ TEST_F(CreateBookingContractTest, ValidateOnlyPreviewsRunsAndLeasesAsTheyWouldBe
   EXPECT_EQ(preview.payer_class(), labshare::type::v1::MEMBER);
   EXPECT_EQ(preview.approval_reason(), v1::Booking::LEASE_CONTRACT);
   EXPECT_EQ(preview.state(), v1::Booking::PENDING_APPROVAL);
+}
+
+// RequestLease: "A chosen lease_id already taken (LEASE_EXISTS;
+// BOOKING_EXISTS through CreateBooking) is answered before the access
+// check's denials, with validate_only too", and MODE_NOT_OFFERED is one of
+// those denials, in CreateBooking's order (USER_DISABLED,
+// INSTRUMENT_NOT_ACTIVE, ACCESS_POLICY_FORBIDS, MODE_NOT_OFFERED), after
+// the named resources (NOT_FOUND) and with metadata "denials". An
+// instrument without LEASE was answered MODE_NOT_OFFERED before all of
+// them, without "denials" (morning audit of 2026-12-07, finding 1).
+TEST_F(CreateBookingContractTest, AnInstrumentWithoutLeaseIsRefusedInTheAccessChecksOrder) {
+  // tem offers no LEASE. ana is the contact whoever asks.
+  const auto lease_tem = [&](const std::string& id, bool validate_only, const std::string& token,
+                             const std::string& lessee = "") {
+    v1::RequestLeaseRequest r;
+    r.mutable_lease()->set_instrument("instruments/tem");
+    r.mutable_lease()->set_contact_user("users/ana");
+    r.mutable_lease()->set_lessee_organization(lessee);
+    *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24 * 20));
+    *r.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 30));
+    r.set_lease_id(id);
+    r.set_validate_only(validate_only);
+    v1::Lease out;
+    return Call(stub_.get(), &Stub::RequestLease, r, &out, token);
+  };
+  const auto book_tem = [&](const std::string& id, bool validate_only) {
+    v1::CreateBookingRequest r = Request("instruments/tem", labshare::type::v1::LEASE, day_ + absl::Hours(24 * 20),
+                                         day_ + absl::Hours(24 * 30), "", id);
+    r.set_validate_only(validate_only);
+    v1::Booking out;
+    return Create(r, &out);
+  };
+  const auto denials = [](const grpc::Status& s) { return ErrorMetadataOf(FromGrpcStatus(s))["denials"]; };
+  const auto lease_requests = [&] {
+    int n = 0;
+    for (const auto& e : Events()) n += e.has_lease_requested();
+    return n;
+  };
+  v1::Lease taken;
+  ASSERT_TRUE(LeaseAfm(&taken, "lease-one").ok());
+  for (bool validate_only : {true, false}) {
+    const std::string what = validate_only ? " (validate_only)" : "";
+    ExpectGrpcError(lease_tem("lease-one", validate_only, ana_), grpc::StatusCode::ALREADY_EXISTS, "LEASE_EXISTS",
+                    "RequestLease of a taken lease_id on tem" + what);
+    ExpectGrpcError(book_tem("lease-one", validate_only), grpc::StatusCode::ALREADY_EXISTS, "BOOKING_EXISTS",
+                    "CreateBooking LEASE of a taken booking_id on tem" + what);
+    grpc::Status s = lease_tem("lease-two", validate_only, ana_);
+    ExpectGrpcError(s, grpc::StatusCode::FAILED_PRECONDITION, "MODE_NOT_OFFERED", "RequestLease on tem" + what);
+    EXPECT_EQ(denials(s), "MODE_NOT_OFFERED") << what;
+    s = book_tem("lease-two", validate_only);
+    ExpectGrpcError(s, grpc::StatusCode::FAILED_PRECONDITION, "MODE_NOT_OFFERED", "CreateBooking LEASE on tem" + what);
+    EXPECT_EQ(denials(s), "MODE_NOT_OFFERED") << what;
+  }
+  // The named resources first: a lessee that does not exist (an
+  // administrator may name any), also on afm with a buffer below its rules.
+  ExpectGrpcError(lease_tem("", false, admin_, "organizations/nowhere"), grpc::StatusCode::NOT_FOUND,
+                  "ORGANIZATION_NOT_FOUND", "an unknown lessee on tem");
+  v1::RequestLeaseRequest short_buffer;
+  short_buffer.mutable_lease()->set_instrument("instruments/afm");
+  short_buffer.mutable_lease()->set_contact_user("users/ana");
+  short_buffer.mutable_lease()->set_lessee_organization("organizations/nowhere");
+  *short_buffer.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24 * 20));
+  *short_buffer.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 30));
+  *short_buffer.mutable_lease()->mutable_handover_buffer() = ToProto(absl::Hours(1));  // afm's rules: 24 h
+  v1::Lease out;
+  ExpectGrpcError(Call(stub_.get(), &Stub::RequestLease, short_buffer, &out, admin_), grpc::StatusCode::NOT_FOUND,
+                  "ORGANIZATION_NOT_FOUND", "an unknown lessee on afm, buffer too short");
+  short_buffer.mutable_lease()->clear_lessee_organization();
+  ExpectGrpcError(Call(stub_.get(), &Stub::RequestLease, short_buffer, &out, admin_),
+                  grpc::StatusCode::FAILED_PRECONDITION, "BUFFER_TOO_SHORT", "afm, buffer too short");
+  // No lease rules, so no buffer is too short for them: the mode is what is missing.
+  short_buffer.mutable_lease()->set_instrument("instruments/tem");
+  ExpectGrpcError(Call(stub_.get(), &Stub::RequestLease, short_buffer, &out, admin_),
+                  grpc::StatusCode::FAILED_PRECONDITION, "MODE_NOT_OFFERED", "tem, a 1 h handover buffer");
+
+  // A lessee the facility's policy (members only) does not admit.
+  iv::CreateOrganizationRequest org;
+  org.set_organization_id("guest");
+  org.mutable_organization()->set_display_name("guest");
+  org.mutable_organization()->set_type(iv::UNIVERSITY);
+  org.mutable_organization()->set_membership_state(iv::NON_MEMBER);
+  Inv(&iv::InventoryService::Stub::CreateOrganization, org);
+  grpc::Status s = lease_tem("", false, admin_, "organizations/guest");
+  ExpectGrpcError(s, grpc::StatusCode::FAILED_PRECONDITION, "ACCESS_POLICY_FORBIDS", "a non-member lessee of tem");
+  EXPECT_EQ(denials(s), "ACCESS_POLICY_FORBIDS,MODE_NOT_OFFERED");
+  // tem out of service.
+  SetTemState(iv::MAINTENANCE);
+  s = lease_tem("", false, ana_);
+  ExpectGrpcError(s, grpc::StatusCode::FAILED_PRECONDITION, "INSTRUMENT_NOT_ACTIVE", "tem under maintenance");
+  EXPECT_EQ(denials(s), "INSTRUMENT_NOT_ACTIVE,MODE_NOT_OFFERED");
+  // ana's account disabled.
+  iv::UpdateUserRequest u;
+  u.mutable_user()->set_name("users/ana");
+  u.mutable_user()->set_disabled(true);
+  u.mutable_update_mask()->add_paths("disabled");
+  Inv(&iv::InventoryService::Stub::UpdateUser, u);
+  for (bool validate_only : {true, false}) {
+    const std::string what = validate_only ? " (validate_only)" : "";
+    s = lease_tem("", validate_only, ana_);
+    ExpectGrpcError(s, grpc::StatusCode::FAILED_PRECONDITION, "USER_DISABLED", "RequestLease by disabled ana" + what);
+    EXPECT_EQ(denials(s), "USER_DISABLED,INSTRUMENT_NOT_ACTIVE,MODE_NOT_OFFERED") << what;
+    s = book_tem("", validate_only);
+    ExpectGrpcError(s, grpc::StatusCode::FAILED_PRECONDITION, "USER_DISABLED", "CreateBooking by disabled ana" + what);
+    // The taken id still comes first.
+    ExpectGrpcError(lease_tem("lease-one", validate_only, ana_), grpc::StatusCode::ALREADY_EXISTS, "LEASE_EXISTS",
+                    "a taken lease_id, by disabled ana" + what);
+  }
+  // Only the first lease was ever requested; nothing holds the refused id.
+  EXPECT_EQ(lease_requests(), 1);
+  v1::GetLeaseRequest g;
+  g.set_name("leases/lease-two");
+  ExpectGrpcError(Call(stub_.get(), &Stub::GetLease, g, &out, admin_), grpc::StatusCode::NOT_FOUND, "LEASE_NOT_FOUND",
+                  "the refused lease_id");
+}
+
+// ExtendLease: "Checked in this order once the lease is read: the etag
+// (ETAG_MISMATCH), the state (LEASE_STATE), new_end_time against the
+// current term end (INVALID_FIELD), MODE_NOT_OFFERED, ...": the first three
+// need nothing from inventory, so inventory out of reach hides none of
+// them. The instrument was read first: each answered UNAVAILABLE
+// INVENTORY_UNAVAILABLE, which no retry mends (morning audit of
+// 2026-12-07, finding 2).
+TEST_F(LeaseOrderContractTest, ExtendLeaseAnswersTheLeasesOwnChecksWithoutInventory) {
+  v1::Lease lease, approved, other, cancelled;
+  ApprovedLeaseAfm(&lease, &approved);
+  ASSERT_EQ(approved.etag(), "2");
+  v1::RequestLeaseRequest r;
+  r.mutable_lease()->set_instrument("instruments/afm");
+  *r.mutable_lease()->mutable_term()->mutable_start_time() = ToProto(day_ + absl::Hours(24 * 20));
+  *r.mutable_lease()->mutable_term()->mutable_end_time() = ToProto(day_ + absl::Hours(24 * 30));
+  ASSERT_TRUE(Call(stub_.get(), &Stub::RequestLease, r, &other, ana_).ok());
+  v1::CancelLeaseRequest c;
+  c.set_name(other.name());
+  ASSERT_TRUE(Call(stub_.get(), &Stub::CancelLease, c, &cancelled, ana_).ok());
+  ASSERT_EQ(cancelled.state(), v1::Lease::CANCELLED);
+
+  const Principal admin{"admin", "", {Role::kConsortiumAdmin}, clock_.Now() + absl::Hours(24)};
+  // The fixture's inventory client keeps nothing: under CacheOnly every
+  // read of inventory is INVENTORY_UNAVAILABLE, as with inventory down.
+  const auto extend = [&](const std::string& name, const std::string& etag, int end_day) {
+    v1::ExtendLeaseRequest e;
+    e.set_name(name);
+    e.set_etag(etag);
+    *e.mutable_new_end_time() = ToProto(day_ + absl::Hours(24 * end_day));
+    InventoryClient::CacheOnly cached;
+    return manager_->ExtendLease(admin, e).status();
+  };
+  const auto expect = [](const absl::Status& s, absl::StatusCode code, const std::string& reason,
+                         const std::string& what) {
+    EXPECT_EQ(s.code(), code) << what << ": " << s;
+    EXPECT_EQ(ErrorReason(s), reason) << what << ": " << s;
+  };
+  expect(extend(approved.name(), "1", 15), absl::StatusCode::kAborted, "ETAG_MISMATCH", "a stale etag");
+  expect(extend(cancelled.name(), "", 35), absl::StatusCode::kFailedPrecondition, "LEASE_STATE", "a cancelled lease");
+  expect(extend(approved.name(), "", 5), absl::StatusCode::kInvalidArgument, "INVALID_FIELD",
+         "a new end before the term end");
+  // The mode check is the first that needs the instrument.
+  expect(extend(approved.name(), "2", 15), absl::StatusCode::kUnavailable, "INVENTORY_UNAVAILABLE",
+         "a real extension, inventory out of reach");
+  v1::ExtendLeaseRequest e;
+  e.set_name(approved.name());
+  e.set_etag("2");
+  *e.mutable_new_end_time() = ToProto(day_ + absl::Hours(24 * 15));
+  v1::Lease extended;
+  grpc::Status s = Call(stub_.get(), &Stub::ExtendLease, e, &extended, staff_);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << ": " << s.error_message();
+  EXPECT_EQ(FromProto(extended.term().end_time()), day_ + absl::Hours(24 * 15));
 }
 
 }  // namespace

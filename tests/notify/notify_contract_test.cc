@@ -490,6 +490,81 @@ TEST_F(NotifyContractTest, UnsubscribeWithAMalformedSignatureIsInvalidFieldWhate
   EXPECT_TRUE(OutboxEvents().empty());
 }
 
+// "INVALID_FIELD: token empty or malformed", UNSUBSCRIBE_TOKEN_NOT_FOUND an
+// "unknown token": a first part with anything outside base64url
+// ([A-Za-z0-9_-]: no '+', '/', '=' padding) is malformed, also whitespace,
+// which the decoder skips (the genuine payload came out and the token was
+// answered UNSUBSCRIBE_TOKEN_NOT_FOUND); and the form is judged before the
+// token key is read, so Redis out of reach does not turn a malformed token
+// into STORAGE_UNAVAILABLE ("retry"). Morning audit of 2026-12-07, finding 3.
+TEST_F(NotifyContractTest, UnsubscribeTokenOutsideBase64UrlIsMalformedAndJudgedBeforeTheKeyIsRead) {
+  StartMail();
+  auto token = mail_->UnsubscribeToken("ana", v1::BOOKING_REMINDER);
+  ASSERT_TRUE(token.ok());
+  const std::string& t = *token;
+  const size_t dot = t.find('.');
+  ASSERT_NE(dot, std::string::npos);
+  ASSERT_GT(dot, 5u);
+  ASSERT_NE(dot % 4, 0u);  // "ana:BOOKING_REMINDER:<expiry>": not a multiple of 3 bytes, so padding fits
+  auto call = [&](const std::string& tok) {
+    v1::UnsubscribeRequest r;
+    r.set_validate_only(true);
+    r.set_token(tok);
+    v1::UnsubscribeResponse out;
+    return stub_->Unsubscribe(As(Principal{}).get(), r, &out);  // no LabShare token
+  };
+  grpc::Status s = call(t);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  const std::string head = t.substr(0, 4), rest = t.substr(4);
+  const std::string padded = t.substr(0, dot) + std::string(4 - dot % 4, '=') + t.substr(dot);
+  std::vector<std::string> malformed = {head + " " + rest, head + "\n" + rest, head + "\r\n" + rest, "\t" + t,
+                                        padded, head + "+" + t.substr(5), head + "/" + t.substr(5)};
+  for (const std::string& bad : malformed) {
+    s = call(bad);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << "[" << bad << "]: " << s.error_message();
+    EXPECT_EQ(GrpcErrorReason(s), "INVALID_FIELD") << "[" << bad << "]";
+    EXPECT_EQ(ErrorMetadataOf(FromGrpcStatus(s))["field"], "token") << "[" << bad << "]";
+  }
+  // The whitespace does hide the genuine payload.
+  std::string decoded, genuine;
+  ASSERT_TRUE(absl::WebSafeBase64Unescape(t.substr(0, dot), &genuine));
+  ASSERT_TRUE(absl::WebSafeBase64Unescape(malformed[0].substr(0, dot + 1), &decoded));
+  EXPECT_EQ(decoded, genuine);
+  // A token of the right form that we did not sign stays unknown.
+  std::string forged = t;
+  forged[dot + 1] = forged[dot + 1] == '0' ? '1' : '0';
+  s = call(forged);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
+  EXPECT_EQ(GrpcErrorReason(s), "UNSUBSCRIBE_TOKEN_NOT_FOUND");
+  EXPECT_TRUE(OutboxEvents().empty());
+
+  // A module that has not read its key yet, while its Redis is down: the
+  // form first (kMalformed, Unsubscribe's INVALID_FIELD); a token of the
+  // right form needs the key (STORAGE_UNAVAILABLE).
+  auto own = testing::RedisServer::Start();
+  ASSERT_TRUE(own.ok()) << own.status();
+  RedisOptions o = (*own)->options();
+  o.wait_timeout = absl::Milliseconds(300);
+  (*own)->Kill9();
+  RedisPool down(o);
+  NotifyContext ctx;
+  ctx.redis = &down;
+  ctx.clock = &clock_;
+  ctx.wall = &clock_;
+  ctx.inventory = grpc::CreateChannel("127.0.0.1:1", grpc::InsecureChannelCredentials());  // never called here
+  MailModule fresh(ctx, MailOptions(), nullptr);
+  std::string user;
+  Kind kind;
+  for (const std::string& bad : {malformed[0], padded, t.substr(0, dot) + ".zz", "%%%." + t.substr(dot + 1)}) {
+    auto check = fresh.CheckUnsubscribeToken(bad, &user, &kind);
+    ASSERT_TRUE(check.ok()) << "[" << bad << "]: " << check.status();
+    EXPECT_EQ(*check, MailModule::TokenCheck::kMalformed) << "[" << bad << "]";
+  }
+  auto check = fresh.CheckUnsubscribeToken(t, &user, &kind);
+  EXPECT_EQ(check.status().code(), absl::StatusCode::kUnavailable) << check.status();
+  EXPECT_EQ(ErrorReason(check.status()), "STORAGE_UNAVAILABLE");
+}
+
 // The retry of a click made just before the link expired (its answer lost,
 // e.g. REPLICA_ACK_TIMEOUT) answers the first answer, not
 // UNSUBSCRIBE_TOKEN_EXPIRED: the kind was turned off. A new request with

@@ -8,7 +8,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${1:-$root/build-test}"
 LABSHARE_TEST_DEPS=1 "$root/deploy/install-deps.sh"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Debug -DLABSHARE_WERROR=ON -DLABSHARE_SANITIZE=ON \
-  -DLABSHARE_SHARED_LIBS=ON >/dev/null
+  -DLABSHARE_SHARED_LIBS=ON -DLABSHARE_TEST_PCH=ON >/dev/null
 cmake --build "$build" -j2
 # The development OpenID provider's packages, once, before tests that start it
 # run in parallel (the identity and end-to-end tests would otherwise each run

@@ -37,6 +37,17 @@ class LeaseOrderContractTest : public BookingServiceTest {
     return Call(stub_.get(), &Stub::CreateServiceOrder, r, out, token);
   }
 
+  // organizations/guest: a NON_MEMBER university (tem's facility admits
+  // members only).
+  void CreateGuestOrganization() {
+    iv::CreateOrganizationRequest org;
+    org.set_organization_id("guest");
+    org.mutable_organization()->set_display_name("guest");
+    org.mutable_organization()->set_type(iv::UNIVERSITY);
+    org.mutable_organization()->set_membership_state(iv::NON_MEMBER);
+    Inv(&iv::InventoryService::Stub::CreateOrganization, org);
+  }
+
   // A quote of 100.00 per sample, valid for `validity` from now.
   grpc::Status QuoteOrder(const std::string& name, absl::Duration validity, v1::ServiceOrder* out) {
     v1::IssueQuoteRequest q;
@@ -142,12 +153,7 @@ TEST_F(LeaseOrderContractTest, CreateServiceOrderRefusesAnInstrumentOutOfService
 // admits members only, so a non-member client cannot order, whoever places
 // the order; the owner's own orders are always admitted.
 TEST_F(LeaseOrderContractTest, CreateServiceOrderRefusesAClientTheAccessPolicyDoesNotAdmit) {
-  iv::CreateOrganizationRequest org;
-  org.set_organization_id("guest");
-  org.mutable_organization()->set_display_name("guest");
-  org.mutable_organization()->set_type(iv::UNIVERSITY);
-  org.mutable_organization()->set_membership_state(iv::NON_MEMBER);
-  Inv(&iv::InventoryService::Stub::CreateOrganization, org);
+  CreateGuestOrganization();
   iv::CreateUserRequest user;
   user.set_user_id("gil");
   user.mutable_user()->set_display_name("gil");
@@ -1027,12 +1033,7 @@ TEST_F(CreateBookingContractTest, AnInstrumentWithoutLeaseIsRefusedInTheAccessCh
                   grpc::StatusCode::FAILED_PRECONDITION, "MODE_NOT_OFFERED", "tem, a 1 h handover buffer");
 
   // A lessee the facility's policy (members only) does not admit.
-  iv::CreateOrganizationRequest org;
-  org.set_organization_id("guest");
-  org.mutable_organization()->set_display_name("guest");
-  org.mutable_organization()->set_type(iv::UNIVERSITY);
-  org.mutable_organization()->set_membership_state(iv::NON_MEMBER);
-  Inv(&iv::InventoryService::Stub::CreateOrganization, org);
+  CreateGuestOrganization();
   grpc::Status s = lease_tem("", false, admin_, "organizations/guest");
   ExpectGrpcError(s, grpc::StatusCode::FAILED_PRECONDITION, "ACCESS_POLICY_FORBIDS", "a non-member lessee of tem");
   EXPECT_EQ(denials(s), "ACCESS_POLICY_FORBIDS,MODE_NOT_OFFERED");

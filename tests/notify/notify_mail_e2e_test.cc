@@ -1348,23 +1348,25 @@ TEST_F(NotifyMailE2eTest, CancellationsRejectionsAndOrderStepsReachWhomTheyConce
     EXPECT_TRUE(absl::StrContains(m.text, text)) << m.kind << " to " << m.to << " lacks \"" << text << "\":\n"
                                                  << m.text;
   };
-  const std::string id_of_staff = std::string(absl::StripPrefix(by_staff.name(), "bookings/"));
-  Mail m = one("ana@lab.test", "BOOKING_CANCELLED", id_of_staff);
-  EXPECT_EQ(m.subject, "Booking cancelled: Instrument tem, 2027-03-02 01:00 (Europe/Berlin)");
-  has(m, "Hello Dr. ana,");
-  has(m, "was cancelled by staff of Owner Institute.\nReason: magnet quench\nYou will not be charged.");
-  has(m, "Open in LabShare: https://console.test/#/lab/bookings");
-  ASSERT_TRUE(absl::StartsWith(m.unsubscribe, "https://console.test/unsubscribe?token=")) << m.unsubscribe;
-  {
+  // The mail's unsubscribe link names its recipient and kind (validate_only).
+  auto unsubscribes = [&](const Mail& m, const std::string& user, nv::NotificationKind kind) {
+    ASSERT_TRUE(absl::StartsWith(m.unsubscribe, "https://console.test/unsubscribe?token=")) << m.unsubscribe;
     nv::UnsubscribeRequest u;
     u.set_token(m.unsubscribe.substr(m.unsubscribe.find("token=") + 6));
     u.set_validate_only(true);
     nv::UnsubscribeResponse out;
     grpc::Status s = notify_stub_->Unsubscribe(Ctx("").get(), u, &out);
     ASSERT_TRUE(s.ok()) << s.error_message();
-    EXPECT_EQ(out.user(), "users/ana");
-    EXPECT_EQ(out.kind(), nv::BOOKING_CANCELLED);
-  }
+    EXPECT_EQ(out.user(), user);
+    EXPECT_EQ(out.kind(), kind);
+  };
+  const std::string id_of_staff = std::string(absl::StripPrefix(by_staff.name(), "bookings/"));
+  Mail m = one("ana@lab.test", "BOOKING_CANCELLED", id_of_staff);
+  EXPECT_EQ(m.subject, "Booking cancelled: Instrument tem, 2027-03-02 01:00 (Europe/Berlin)");
+  has(m, "Hello Dr. ana,");
+  has(m, "was cancelled by staff of Owner Institute.\nReason: magnet quench\nYou will not be charged.");
+  has(m, "Open in LabShare: https://console.test/#/lab/bookings");
+  ASSERT_NO_FATAL_FAILURE(unsubscribes(m, "users/ana", nv::BOOKING_CANCELLED));
   has(one("ana@lab.test", "BOOKING_CANCELLED", std::string(absl::StripPrefix(by_admin.name(), "bookings/"))),
       "was cancelled by a consortium administrator.\nReason: consortium audit");
   has(one("ana@lab.test", "BOOKING_CANCELLED", std::string(absl::StripPrefix(by_billadm.name(), "bookings/"))),
@@ -1479,17 +1481,7 @@ TEST_F(NotifyMailE2eTest, CancellationsRejectionsAndOrderStepsReachWhomTheyConce
          "period ended and was accepted automatically on 2027-03-01 03:00 (Europe/Berlin).\nThe order is complete; "
          "the quote of 888.00 CNY is charged.");
   has(m, "Open in LabShare: https://console.test/#/lab/orders/report-ana");
-  ASSERT_TRUE(absl::StartsWith(m.unsubscribe, "https://console.test/unsubscribe?token=")) << m.unsubscribe;
-  {
-    nv::UnsubscribeRequest u;
-    u.set_token(m.unsubscribe.substr(m.unsubscribe.find("token=") + 6));
-    u.set_validate_only(true);
-    nv::UnsubscribeResponse out;
-    grpc::Status s = notify_stub_->Unsubscribe(Ctx("").get(), u, &out);
-    ASSERT_TRUE(s.ok()) << s.error_message();
-    EXPECT_EQ(out.user(), "users/ana");
-    EXPECT_EQ(out.kind(), nv::REPORT_AUTO_ACCEPTED);
-  }
+  ASSERT_NO_FATAL_FAILURE(unsubscribes(m, "users/ana", nv::REPORT_AUTO_ACCEPTED));
   m = one("staff1@owner.test", "REPORT_AUTO_ACCEPTED", "");
   EXPECT_EQ(m.subject, "Report accepted automatically: order report-ana");
   has(m, "The report of service order report-ana on Instrument svc-auto was accepted automatically on 2027-03-01 "

@@ -12,6 +12,7 @@ import { match, routes } from './routes';
 import { mayLeave } from './leave';
 import { signInErrorSentence } from './signin';
 import type { ShownError } from './errors';
+import { watchStackTables } from './stack';
 
 // The route. Leaving a screen with unsaved edits (leave.ts) asks first;
 // staying puts the address back as it was.
@@ -159,4 +160,8 @@ function App() {
   );
 }
 
-void loadSession().finally(() => render(<App />, document.getElementById('app')!));
+void loadSession().finally(() => {
+  const app = document.getElementById('app')!;
+  render(<App />, app);
+  watchStackTables(app);
+});

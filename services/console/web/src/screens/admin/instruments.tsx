@@ -13,7 +13,7 @@
 import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
 import { inventory } from '../../api';
 import { money, moneyText, parseMoney } from '../../format';
-import { lang, t } from '../../i18n';
+import { lang, t, listText } from '../../i18n';
 import { useSignal } from '../../signal';
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
 import {
@@ -51,8 +51,8 @@ const ZONES = ['Asia/Shanghai', 'Asia/Hong_Kong', 'Asia/Taipei', 'Asia/Tokyo', '
 function policyText(f: Facility): string {
   const p = f.accessPolicy;
   if (!p) return '—';
-  return [p.allowMembers ? t('admin.fac.members') : '', p.allowNonMembers ? t('admin.fac.nonMembers') : '', p.allowForeign ? t('admin.fac.foreignOrgs') : '']
-    .filter(Boolean).join(', ') || t('admin.fac.nobody');
+  return listText([p.allowMembers ? t('admin.fac.members') : '', p.allowNonMembers ? t('admin.fac.nonMembers') : '', p.allowForeign ? t('admin.fac.foreignOrgs') : '']
+    .filter(Boolean)) || t('admin.fac.nobody');
 }
 
 function NewFacility({ orgs, onDone }: { orgs: Organization[]; onDone: (f: Facility) => void }) {
@@ -349,7 +349,7 @@ function EditInstrument({ inst: listed, orgs, rules, onRules, onDone, onClose }:
       d.reset(i);
       setChecked(false);
       if (rules) onRules({ ...rules, saved: false });
-      saved(i, t('admin.instr.saved', { id: idOf(i.name) }));
+      saved(i, t('admin.instr.saved', { name: i.displayName || idOf(i.name) }));
       focusTitle();
     });
   }
@@ -360,7 +360,7 @@ function EditInstrument({ inst: listed, orgs, rules, onRules, onDone, onClose }:
       setState(0);
       setReason('');
       if (rules) onRules({ ...rules, saved: false });
-      saved(i, t('admin.instr.stateSet', { id: idOf(i.name), state: label('InstrumentState', InstrumentState, i.state) }));
+      saved(i, t('admin.instr.stateSet', { name: i.displayName || idOf(i.name), state: label('InstrumentState', InstrumentState, i.state) }));
       focusTitle();
     });
   }
@@ -390,7 +390,7 @@ function EditInstrument({ inst: listed, orgs, rules, onRules, onDone, onClose }:
             onDirty={onDirty}
             onDone={(next, mode) => {
               onRules({ mode, saved: next !== undefined });
-              if (next) saved(next, t('admin.rules.saved', { mode: label('SharingMode', SharingMode, mode), id: idOf(next.name) }));
+              if (next) saved(next, t('admin.rules.saved', { mode: label('SharingMode', SharingMode, mode), name: next.displayName || idOf(next.name) }));
               else onDone(inst, '');
             }} />
         ))}
@@ -413,7 +413,7 @@ function EditInstrument({ inst: listed, orgs, rules, onRules, onDone, onClose }:
 }
 
 function modeList(i: Instrument): string {
-  return i.modes.map((m: ModeOffering) => label('SharingMode', SharingMode, m.mode)).join(', ');
+  return listText(i.modes.map((m: ModeOffering) => label('SharingMode', SharingMode, m.mode)));
 }
 
 export default function Instruments({ params }: { params: Record<string, string> }) {
@@ -439,7 +439,7 @@ export default function Instruments({ params }: { params: Record<string, string>
       <Loading load={facilities} />
       {facilities.data && (
         <div class="table-wrap">
-          <table data-testid="facilities">
+          <table class="stack" data-testid="facilities">
             <thead><tr>
               <th>{t('admin.fac.displayName')}</th><th>{t('admin.fac.owner')}</th><th>{t('admin.fac.operator')}</th>
               <th>{t('admin.fac.timeZone')}</th><th>{t('admin.fac.policy')}</th><th>{t('admin.fac.funder')}</th>
@@ -460,7 +460,7 @@ export default function Instruments({ params }: { params: Record<string, string>
         </div>
       )}
       {isAdmin() && orgs.data && (
-        <NewFacility orgs={orgs.data} onDone={(f) => { setMsg(t('admin.fac.created', { id: idOf(f.name) })); facilities.reload(); }} />
+        <NewFacility orgs={orgs.data} onDone={(f) => { setMsg(t('admin.fac.created', { name: f.displayName || idOf(f.name) })); facilities.reload(); }} />
       )}
 
       <h2>{t('admin.instr.list')}</h2>
@@ -482,7 +482,7 @@ export default function Instruments({ params }: { params: Record<string, string>
       {instruments.data && instruments.data.length === 0 && <p class="muted">{t('admin.instr.none')}</p>}
       {instruments.data && instruments.data.length > 0 && (
         <div class="table-wrap">
-          <table data-testid="instruments">
+          <table class="stack" data-testid="instruments">
             <thead><tr>
               <th>{t('admin.instr.displayName')}</th><th>{t('admin.instr.facility')}</th><th>{t('admin.instr.owner')}</th>
               <th>{t('admin.instr.category')}</th><th>{t('admin.instr.modes')}</th><th>{t('admin.instr.state')}</th>
@@ -520,7 +520,7 @@ export default function Instruments({ params }: { params: Record<string, string>
       )}
       {isAdmin() && facilities.data && orgs.data && (
         <NewInstrument facilities={facilities.data} orgs={orgs.data} facility={facility}
-          onDone={(i) => { setMsg(t('admin.instr.created', { id: idOf(i.name) })); instruments.reload(); }} />
+          onDone={(i) => { setMsg(t('admin.instr.created', { name: i.displayName || idOf(i.name) })); instruments.reload(); }} />
       )}
     </section>
   );

@@ -5,7 +5,7 @@
 import { useEffect, useState } from 'preact/hooks';
 import { inventory } from '../../api';
 import { dateTime } from '../../format';
-import { lang, t } from '../../i18n';
+import { lang, t, listText } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
   MembershipState, OrganizationType, SizeClass, type Organization,
@@ -126,7 +126,7 @@ export default function OrganizationScreen({ params }: { params: Record<string, 
             <dt>{t('admin.orgs.membership')}</dt><dd data-testid="membership">{label('MembershipState', MembershipState, o.membershipState)}</dd>
             <dt>{t('admin.orgs.tier')}</dt><dd>{o.tier || '—'}</dd>
             <dt>{t('admin.orgs.sector')}</dt><dd>{o.sector || '—'}</dd>
-            <dt>{t('admin.orgs.flags')}</dt><dd>{[o.stateOwned ? t('admin.orgs.stateOwned') : '', o.foreign ? t('admin.orgs.foreign') : ''].filter(Boolean).join(', ') || '—'}</dd>
+            <dt>{t('admin.orgs.flags')}</dt><dd>{listText([o.stateOwned ? t('admin.orgs.stateOwned') : '', o.foreign ? t('admin.orgs.foreign') : ''].filter(Boolean)) || '—'}</dd>
             <dt>{t('admin.users.title')}</dt><dd><a href={`#/admin/users?org=${id}`}>{t('admin.orgs.usersOf')}</a></dd>
           </dl>
           {isAdmin() && <EditOrganization org={o} onSaved={saved} />}
@@ -138,7 +138,7 @@ export default function OrganizationScreen({ params }: { params: Record<string, 
       {history.data && history.data.length === 0 && <p class="muted">{t('admin.orgs.noHistory')}</p>}
       {history.data && history.data.length > 0 && (
         <div class="table-wrap">
-          <table data-testid="membership-history">
+          <table class="stack" data-testid="membership-history">
             <thead><tr>
               <th>{t('admin.orgs.when')}</th><th>{t('admin.orgs.from')}</th><th>{t('admin.orgs.to')}</th>
               <th>{t('admin.orgs.tier')}</th><th>{t('admin.orgs.reason')}</th><th>{t('admin.orgs.actor')}</th>

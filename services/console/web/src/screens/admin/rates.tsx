@@ -221,7 +221,7 @@ export default function Rates({ params }: { params: Record<string, string> }) {
       {rates.data && rates.data.length === 0 && <p class="muted">{t('admin.rates.none')}</p>}
       {rates.data && rates.data.length > 0 && (
         <div class="table-wrap">
-          <table data-testid="rates">
+          <table class="stack" data-testid="rates">
             <thead><tr>
               <th>{t('admin.rates.mode')}</th><th>{t('admin.rates.payerClass')}</th><th>{t('admin.rates.tier')}</th>
               <th>{t('admin.rates.entry')}</th><th class="num">{t('admin.rates.priceShort')}</th>

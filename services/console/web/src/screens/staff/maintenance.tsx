@@ -227,7 +227,7 @@ function instrumentLabel2(world: StaffWorld, name: string): string {
 function BookingTable({ bookings, zone, fate, testid }: { bookings: Booking[]; zone: string; fate?: boolean; testid: string }) {
   return (
     <div class="table-wrap">
-      <table data-testid={`maintenance-${testid}-bookings`}>
+      <table class="stack" data-testid={`maintenance-${testid}-bookings`}>
         <thead>
           <tr>
             <th>{t('staff.col.booking')}</th>
@@ -285,7 +285,7 @@ function Windows({ world, instrument, tick, onChanged }: { world: StaffWorld; in
         <p class="muted">{t('staff.maint.noWindows')}</p>
       ) : (
         <div class="table-wrap">
-          <table data-testid="maintenance-windows">
+          <table class="stack" data-testid="maintenance-windows">
             <ColumnHeads prefix="staff." cols={['col.time', 'maint.reason', 'maint.kind', 'col.state', 'col.actions']} />
             <tbody>
               {windows.map((w) => <WindowRow key={w.name} w={w} zone={zone} onChanged={onChanged} />)}

@@ -14,6 +14,7 @@ import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
 import { inventory } from '../../api';
 import { money, moneyText, parseMoney } from '../../format';
 import { lang, t, listText } from '../../i18n';
+import { categoryLabel } from '../../categories';
 import { useSignal } from '../../signal';
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
 import {
@@ -495,7 +496,7 @@ export default function Instruments({ params }: { params: Record<string, string>
                   <td>{i.displayName}<div class="muted small">{idOf(i.name)}</div></td>
                   <td>{facName(i.facility)}</td>
                   <td>{orgName(i.ownerOrganization)}</td>
-                  <td>{i.category}</td>
+                  <td>{categoryLabel(i.category)}<div class="muted small">{i.category}</div></td>
                   <td>{modeList(i)}</td>
                   <td data-testid="state"><span class={`pill state-${InstrumentState[i.state]}`}>{label('InstrumentState', InstrumentState, i.state)}</span></td>
                   <td class="num">{i.dailyAvailableHours}</td>

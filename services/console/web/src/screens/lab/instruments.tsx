@@ -142,7 +142,7 @@ export default function LabInstruments({ params }: { params: Record<string, stri
                 const z = facZone(inst.facility);
                 return (
                   <tr key={inst.name} data-testid={`result-${idOf(inst.name)}`}>
-                    <td><strong>{inst.displayName}</strong><div class="muted">{categoryLabel(inst.category)}</div></td>
+                    <td><strong>{inst.displayName}</strong><div class="muted">{idOf(inst.name)} · {categoryLabel(inst.category)}</div></td>
                     <td>{facName(inst.facility)}</td>
                     <td>{orgName(orgs, inst.ownerOrganization)}</td>
                     <td>{listText(inst.modes.map((m) => modeWord(m.mode)))}</td>

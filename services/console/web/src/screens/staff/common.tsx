@@ -137,10 +137,12 @@ const DAY: Intl.DateTimeFormatOptions = { year: 'numeric', month: '2-digit', day
 const HM: Intl.DateTimeFormatOptions = { hour: '2-digit', minute: '2-digit' };
 
 // The day with its weekday: "Wed, 14/04/2027"; in Chinese the weekday after
-// the date and a space ("2027/04/14 周三": Intl glues them, "2027/04/14周三").
+// the date and a space ("2027/04/14 周三": Intl glues them, "2027/04/14周三"),
+// its two characters joined (U+2060) so a narrow column does not split it.
 function day(ts: Timestamp, timeZone: string): string {
   if (!dateLocale().startsWith('zh')) return fmt(ts, timeZone, DAY);
-  return `${fmt(ts, timeZone, { year: 'numeric', month: '2-digit', day: '2-digit' })} ${fmt(ts, timeZone, { weekday: 'short' })}`;
+  const weekday = [...fmt(ts, timeZone, { weekday: 'short' })].join('\u2060');
+  return `${fmt(ts, timeZone, { year: 'numeric', month: '2-digit', day: '2-digit' })} ${weekday}`;
 }
 
 // The services leave a time unset or at the epoch when there is none.

@@ -185,6 +185,8 @@ test('the consortium admin sets a tier horizon in an instrument\'s rules; the re
   await page.getByTestId('language').selectOption('zh-CN');
   await expect(onSite.getByTestId('rules-summary')).toHaveText('成员 60 天，CORE 级 120 天，非成员不可预约');
   await expect(onSite.getByRole('button', { name: '保存场所共用规则' })).toBeVisible();
+  // The success line above follows the language too.
+  await expect(page.getByTestId('done')).toHaveText(`“${NAME}”的出租租赁规则已保存。`);
   await shot(page, 'admin-instrument-rules-zh');
   await page.getByTestId('language').selectOption('en');
 });

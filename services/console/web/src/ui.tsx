@@ -74,6 +74,15 @@ export function Loaded<T>({ load, children }: { load: Load<T>; children: (data: 
   return <>{children(load.data)}</>;
 }
 
+// A success line set once and worded at each render, so it follows a change
+// of language: set(() => t('...', {...})) (a plain string stays as it is).
+export type Worded = string | (() => string);
+export function useWorded(): [string, (w: Worded) => void] {
+  const [w, setW] = useState<{ f: () => string }>({ f: () => '' });
+  const set = useCallback((x: Worded) => setW({ f: typeof x === 'function' ? x : () => x }), []);
+  return [w.f(), set];
+}
+
 // One user action: keeps the busy flag, the error (for ErrorBox) and the
 // success line. A fresh request id is the caller's business. run() answers
 // undefined when the action failed. The success line is `ok(answer)` worked

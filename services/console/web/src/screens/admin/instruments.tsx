@@ -28,7 +28,7 @@ import { allOrganizations } from './organizations';
 import { ModeRules, useDraft } from './mode-rules';
 import { rebase } from './rule-drafts';
 import { mayLeave, useUnsaved } from '../../leave';
-import { Loading, StatusBox, useLoad, useAction, useRequestId } from '../../ui';
+import { Loading, StatusBox, useLoad, useAction, useRequestId, useWorded, type Worded } from '../../ui';
 import { idOf, listAll } from '../../names';
 import { setQuery } from '../../nav';
 import { zoneOr } from '../../zones';
@@ -295,7 +295,7 @@ const detailsForm = (i: Instrument): DetailsForm => ({
 // unsaved edits asks first (leave.ts).
 function EditInstrument({ inst: listed, orgs, rules, onRules, onDone, onClose }: {
   inst: Instrument; orgs: Organization[] | undefined; rules: RulesOpen | undefined; onRules: (r: RulesOpen) => void;
-  onDone: (i: Instrument, msg: string) => void; onClose: () => void;
+  onDone: (i: Instrument, msg: Worded) => void; onClose: () => void;
 }) {
   const mutate = useRequestId();
   const [inst, setInst] = useState(listed);
@@ -329,7 +329,7 @@ function EditInstrument({ inst: listed, orgs, rules, onRules, onDone, onClose }:
     ...inst.modes.filter((o) => dirtyModes.includes(o.mode)).map((o) => label('SharingMode', SharingMode, o.mode)),
   ].filter(Boolean);
   useUnsaved(unsavedParts.length ? t('admin.instr.leaveUnsaved', { name: inst.displayName, parts: unsavedParts.join(t('admin.rules.sum.sep')) }) : undefined);
-  const saved = (i: Instrument, msg: string) => { setInst(i); onDone(i, msg); };
+  const saved = (i: Instrument, msg: Worded) => { setInst(i); onDone(i, msg); };
   // After the panel's own Save or Set state, whose button may be disabled now.
   const focusTitle = () => box.current?.querySelector('h2')?.focus({ preventScroll: true });
   async function save(e: Event) {
@@ -350,7 +350,7 @@ function EditInstrument({ inst: listed, orgs, rules, onRules, onDone, onClose }:
       d.reset(i);
       setChecked(false);
       if (rules) onRules({ ...rules, saved: false });
-      saved(i, t('admin.instr.saved', { name: i.displayName || idOf(i.name) }));
+      saved(i, () => t('admin.instr.saved', { name: i.displayName || idOf(i.name) }));
       focusTitle();
     });
   }
@@ -361,7 +361,7 @@ function EditInstrument({ inst: listed, orgs, rules, onRules, onDone, onClose }:
       setState(0);
       setReason('');
       if (rules) onRules({ ...rules, saved: false });
-      saved(i, t('admin.instr.stateSet', { name: i.displayName || idOf(i.name), state: label('InstrumentState', InstrumentState, i.state) }));
+      saved(i, () => t('admin.instr.stateSet', { name: i.displayName || idOf(i.name), state: label('InstrumentState', InstrumentState, i.state) }));
       focusTitle();
     });
   }
@@ -391,7 +391,7 @@ function EditInstrument({ inst: listed, orgs, rules, onRules, onDone, onClose }:
             onDirty={onDirty}
             onDone={(next, mode) => {
               onRules({ mode, saved: next !== undefined });
-              if (next) saved(next, t('admin.rules.saved', { mode: label('SharingMode', SharingMode, mode), name: next.displayName || idOf(next.name) }));
+              if (next) saved(next, () => t('admin.rules.saved', { mode: label('SharingMode', SharingMode, mode), name: next.displayName || idOf(next.name) }));
               else onDone(inst, '');
             }} />
         ))}
@@ -428,7 +428,7 @@ export default function Instruments({ params }: { params: Record<string, string>
   }), [facility, owner]);
   const [editing, setEditing] = useState<string>();
   const [rules, setRules] = useState<RulesOpen>();
-  const [msg, setMsg] = useState('');
+  const [msg, setMsg] = useWorded();
   const orgName = (n: string) => orgs.data?.find((o) => o.name === n)?.displayName ?? idOf(n);
   const facName = (n: string) => facilities.data?.find((f) => f.name === n)?.displayName ?? idOf(n);
   const edited = instruments.data?.find((i) => i.name === editing);
@@ -461,7 +461,7 @@ export default function Instruments({ params }: { params: Record<string, string>
         </div>
       )}
       {isAdmin() && orgs.data && (
-        <NewFacility orgs={orgs.data} onDone={(f) => { setMsg(t('admin.fac.created', { name: f.displayName || idOf(f.name) })); facilities.reload(); }} />
+        <NewFacility orgs={orgs.data} onDone={(f) => { setMsg(() => t('admin.fac.created', { name: f.displayName || idOf(f.name) })); facilities.reload(); }} />
       )}
 
       <h2>{t('admin.instr.list')}</h2>
@@ -521,7 +521,7 @@ export default function Instruments({ params }: { params: Record<string, string>
       )}
       {isAdmin() && facilities.data && orgs.data && (
         <NewInstrument facilities={facilities.data} orgs={orgs.data} facility={facility}
-          onDone={(i) => { setMsg(t('admin.instr.created', { name: i.displayName || idOf(i.name) })); instruments.reload(); }} />
+          onDone={(i) => { setMsg(() => t('admin.instr.created', { name: i.displayName || idOf(i.name) })); instruments.reload(); }} />
       )}
     </section>
   );

@@ -12,7 +12,7 @@ import {
 } from '../../../../gen/labshare/inventory/v1/inventory_pb';
 import { isAdmin, label, Refusal, values } from './common';
 import { OrgFieldset, type OrgFields } from './organization-new';
-import { Loading, StatusBox, useLoad, useAction, useRequestId } from '../../ui';
+import { Loading, StatusBox, useLoad, useAction, useRequestId, useWorded, type Worded } from '../../ui';
 import { idOf, listAll } from '../../names';
 
 const SNAKE: Record<keyof OrgFields, string> = {
@@ -23,7 +23,7 @@ function fieldsOf(o: Organization): OrgFields {
   return { displayName: o.displayName, type: o.type, sizeClass: o.sizeClass, stateOwned: o.stateOwned, foreign: o.foreign, sector: o.sector };
 }
 
-function EditOrganization({ org, onSaved }: { org: Organization; onSaved: (o: Organization, msg: string) => void }) {
+function EditOrganization({ org, onSaved }: { org: Organization; onSaved: (o: Organization, msg: Worded) => void }) {
   const mutate = useRequestId();
   const [v, setV] = useState<OrgFields>(fieldsOf(org));
   const { busy, error: err, setError: setErr, run } = useAction();
@@ -38,7 +38,7 @@ function EditOrganization({ org, onSaved }: { org: Organization; onSaved: (o: Or
         organization: { ...v, name: org.name, etag: org.etag },
         updateMask: { paths: changed.map((k) => SNAKE[k]) },
       }, (r) => inventory.updateOrganization(r));
-      onSaved(o, t('admin.orgs.saved'));
+      onSaved(o, () => t('admin.orgs.saved'));
     });
   }
   return (
@@ -54,7 +54,7 @@ function EditOrganization({ org, onSaved }: { org: Organization; onSaved: (o: Or
   );
 }
 
-function ChangeMembership({ org, onSaved }: { org: Organization; onSaved: (o: Organization, msg: string) => void }) {
+function ChangeMembership({ org, onSaved }: { org: Organization; onSaved: (o: Organization, msg: Worded) => void }) {
   const mutate = useRequestId();
   const [to, setTo] = useState(0);
   const [tier, setTier] = useState('');
@@ -69,7 +69,7 @@ function ChangeMembership({ org, onSaved }: { org: Organization; onSaved: (o: Or
       setReason('');
       setTier('');
       setTo(0);
-      onSaved(o, t('admin.orgs.membershipChanged', { state: label('MembershipState', MembershipState, o.membershipState) }));
+      onSaved(o, () => t('admin.orgs.membershipChanged', { state: label('MembershipState', MembershipState, o.membershipState) }));
     });
   }
   return (
@@ -109,9 +109,9 @@ export default function OrganizationScreen({ params }: { params: Record<string, 
     const r = await inventory.listMembershipChanges({ parent: name, pageSize: 200, pageToken });
     return { items: r.membershipChanges, next: r.nextPageToken };
   }), [name]);
-  const [msg, setMsg] = useState('');
+  const [msg, setMsg] = useWorded();
   const o = org.data;
-  const saved = (_: Organization, m: string) => { setMsg(m); org.reload(); history.reload(); };
+  const saved = (_: Organization, m: Worded) => { setMsg(m); org.reload(); history.reload(); };
   return (
     <section class="admin">
       <p><a href="#/admin/organizations">← {t('admin.orgs.title')}</a></p>

@@ -10,7 +10,7 @@ import { Role } from '../../../../gen/labshare/type/v1/types_pb';
 import type { User } from '../../../../gen/labshare/inventory/v1/inventory_pb';
 import { isAdmin, label, Refusal } from './common';
 import { allOrganizations } from './organizations';
-import { Loading, StatusBox, useLoad, useAction, useRequestId } from '../../ui';
+import { Loading, StatusBox, useLoad, useAction, useRequestId, useWorded } from '../../ui';
 import { idOf, listAll } from '../../names';
 import { setQuery } from '../../nav';
 import { userUpdatePaths } from './user-mask';
@@ -137,7 +137,7 @@ export default function Users({ params }: { params: Record<string, string> }) {
     return { items: r.users, next: r.nextPageToken };
   }), [org]);
   const [editing, setEditing] = useState<string>();
-  const [msg, setMsg] = useState('');
+  const [msg, setMsg] = useWorded();
   const edited = users.data?.find((u) => u.name === editing);
   return (
     <section class="admin">
@@ -178,9 +178,9 @@ export default function Users({ params }: { params: Record<string, string> }) {
       )}
       {isAdmin() && edited && (
         <EditUser user={edited} onClose={() => setEditing(undefined)}
-          onDone={(u) => { if (u.etag !== edited.etag) { setMsg(t('admin.users.saved', { name: u.displayName || idOf(u.name) })); setEditing(undefined); } users.reload(); }} />
+          onDone={(u) => { if (u.etag !== edited.etag) { setMsg(() => t('admin.users.saved', { name: u.displayName || idOf(u.name) })); setEditing(undefined); } users.reload(); }} />
       )}
-      {isAdmin() && <NewUser org={org} orgTitle={orgs.data?.find((o) => idOf(o.name) === org)?.displayName || org} onDone={(u) => { setMsg(t('admin.users.created', { name: u.displayName || idOf(u.name) })); users.reload(); }} />}
+      {isAdmin() && <NewUser org={org} orgTitle={orgs.data?.find((o) => idOf(o.name) === org)?.displayName || org} onDone={(u) => { setMsg(() => t('admin.users.created', { name: u.displayName || idOf(u.name) })); users.reload(); }} />}
     </section>
   );
 }

@@ -139,7 +139,7 @@ export default function Maintenance({ params }: { params: Record<string, string>
       <form class="card" onSubmit={(e) => { e.preventDefault(); void check(); }} aria-labelledby="maint-form">
         <h2 id="maint-form">{t('staff.maint.declare')}</h2>
         <div class="staff-form">
-          <label class="field">
+          <label class="field span2">
             <span>{t('staff.col.instrument')}</span>
             <select data-testid="maint-instrument" value={draft.instrument}
               onChange={(e) => set({ instrument: (e.target as HTMLSelectElement).value })}>

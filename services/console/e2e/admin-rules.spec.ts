@@ -99,7 +99,7 @@ test('the consortium admin sets a tier horizon in an instrument\'s rules; the re
   expect(updates).toBe(0);
   await onSite.getByLabel('Notice before start (hours)').fill('2');
   await onSite.getByRole('button', { name: 'Save the rules of On site' }).click();
-  await expect(page.getByTestId('done')).toHaveText(`Rules of On site for “${INSTR}” saved.`);
+  await expect(page.getByTestId('done')).toHaveText(`Rules of On site for “${NAME}” saved.`);
   onSite = page.getByTestId('instrument-edit').getByTestId('rules-ON_SITE');
   await expect(onSite.getByTestId('rules-summary')).toHaveText('members 60 d, tier CORE 120 d, non-members 14 d');
   await expect(onSite.getByTestId('rules-saved')).toBeVisible();
@@ -135,7 +135,9 @@ test('the consortium admin sets a tier horizon in an instrument\'s rules; the re
   await horizon.fill('7');
   await onSite.getByRole('button', { name: 'Save the rules of On site' }).click();
   const err = onSite.getByTestId('error');
-  await expect(err).toContainText('A value you entered is not accepted (instrument.modes[0].slot_rules.tier_horizons[0].horizon).');
+  // The sentence is words (no proto path in it); the field's own sentence
+  // says what is wrong, the service's message below names the field.
+  await expect(err.getByText('A value you entered is not accepted. Correct it and try again.', { exact: true })).toBeVisible();
   await expect(err.getByTestId('error-field')).toHaveText('A tier’s horizon must be more than zero days and not shorter than the non-members’ horizon.');
   await expect(err).toContainText('instrument.modes[0].slot_rules.tier_horizons[0].horizon: must not be shorter than non_member_horizon');
   await expect(horizon).toHaveAttribute('aria-invalid', 'true');
@@ -148,7 +150,7 @@ test('the consortium admin sets a tier horizon in an instrument\'s rules; the re
   await onSite.getByLabel('Non-members may not book at all').check();
   await expect(onSite.getByLabel('Non-members book up to (days ahead)')).toBeDisabled();
   await onSite.getByRole('button', { name: 'Save the rules of On site' }).click();
-  await expect(page.getByTestId('done')).toHaveText(`Rules of On site for “${INSTR}” saved.`);
+  await expect(page.getByTestId('done')).toHaveText(`Rules of On site for “${NAME}” saved.`);
   onSite = page.getByTestId('instrument-edit').getByTestId('rules-ON_SITE');
   await expect(onSite.getByTestId('rules-summary')).toHaveText('members 60 d, tier CORE 120 d, non-members may not book');
   const closed = await get();
@@ -162,7 +164,7 @@ test('the consortium admin sets a tier horizon in an instrument\'s rules; the re
   await expect(lease.getByLabel('Handover before the term (hours)')).toHaveValue('24');
   await lease.getByLabel('A term starts at most (days ahead; empty: no limit)').fill('90');
   await lease.getByRole('button', { name: 'Save the rules of Lease' }).click();
-  await expect(page.getByTestId('done')).toHaveText(`Rules of Lease for “${INSTR}” saved.`);
+  await expect(page.getByTestId('done')).toHaveText(`Rules of Lease for “${NAME}” saved.`);
   await expect(page.getByTestId('instrument-edit').getByTestId('rules-LEASE').getByTestId('rules-summary')).toHaveText('terms 7–180 d, starting within 90 d');
   const leased = await get();
   expect(mode(leased, 'LEASE')).toEqual({ ...mode(before, 'LEASE'), leaseRules: { ...mode(before, 'LEASE').leaseRules, horizon: '7776000s' } });
@@ -183,6 +185,8 @@ test('the consortium admin sets a tier horizon in an instrument\'s rules; the re
   await page.getByTestId('language').selectOption('zh-CN');
   await expect(onSite.getByTestId('rules-summary')).toHaveText('成员 60 天，CORE 级 120 天，非成员不可预约');
   await expect(onSite.getByRole('button', { name: '保存场所共用规则' })).toBeVisible();
+  // The success line above follows the language too.
+  await expect(page.getByTestId('done')).toHaveText(`“${NAME}”的出租租赁规则已保存。`);
   await shot(page, 'admin-instrument-rules-zh');
   await page.getByTestId('language').selectOption('en');
 });
@@ -223,7 +227,7 @@ test('the consortium admin sets how long a technical service\'s client has to ac
 
   await rules.getByLabel(LABEL).fill('14');
   await rules.getByRole('button', { name: 'Save the rules of Technical service' }).click();
-  await expect(page.getByTestId('done')).toHaveText('Rules of Technical service for “confocal” saved.');
+  await expect(page.getByTestId('done')).toHaveText(`Rules of Technical service for “${before.displayName}” saved.`);
   const saved = await read();
   expect(saved.modes[ts]).toEqual({
     ...before.modes[ts], slotRules: { ...before.modes[ts]!.slotRules, reportAcceptancePeriod: '1209600s' },
@@ -299,7 +303,7 @@ test('two modes edited, one saved: the other keeps its unsaved edit and saves to
   // On site saved: the joint-research edit and the category are still
   // there, still unsaved; the on-site block is not any more.
   await saveOnSite.click();
-  await expect(page.getByTestId('done')).toHaveText(`Rules of On site for “${ID}” saved.`);
+  await expect(page.getByTestId('done')).toHaveText(`Rules of On site for “${TITLE}” saved.`);
   await expect(onSite.getByTestId('rules-unsaved')).toHaveCount(0);
   await expect(onSite.getByLabel(BUFFER)).toHaveValue('0.75');
   await expect(joint.getByLabel(MISSED)).toHaveValue('40');
@@ -313,7 +317,7 @@ test('two modes edited, one saved: the other keeps its unsaved edit and saves to
   // Then joint research, by keyboard (Enter in its field saves its mode),
   // with the etag the on-site save answered: both are stored, the rest as read.
   await joint.getByLabel(MISSED).press('Enter');
-  await expect(page.getByTestId('done')).toHaveText(`Rules of Joint research for “${ID}” saved.`);
+  await expect(page.getByTestId('done')).toHaveText(`Rules of Joint research for “${TITLE}” saved.`);
   await expect(joint.getByTestId('rules-unsaved')).toHaveCount(0);
   const both = await read();
   expect(mode(both, 'ON_SITE')).toEqual(slot(before, 'ON_SITE', { buffer: '2700s' }));
@@ -321,7 +325,7 @@ test('two modes edited, one saved: the other keeps its unsaved edit and saves to
   expect(mode(both, 'LEASE')).toEqual(mode(before, 'LEASE'));
   expect(both.category).toBe('surface-analysis');
   await ed.getByRole('button', { name: 'Save changes' }).click();
-  await expect(page.getByTestId('done')).toHaveText(`Instrument “${ID}” saved.`);
+  await expect(page.getByTestId('done')).toHaveText(`Instrument “${TITLE}” saved.`);
   await expect(ed.getByTestId('details-unsaved')).toHaveCount(0);
   const described = await read();
   expect(described.category).toBe('profilometry');
@@ -380,7 +384,7 @@ test('two modes edited, one saved: the other keeps its unsaved edit and saves to
 
   // Saved: their grace and the person's notice, the rest as stored.
   await saveOnSite.click();
-  await expect(page.getByTestId('done')).toHaveText(`Rules of On site for “${ID}” saved.`);
+  await expect(page.getByTestId('done')).toHaveText(`Rules of On site for “${TITLE}” saved.`);
   await expect(onSite.getByTestId('field-theirs')).toHaveCount(0);
   await expect(onSite.getByTestId('rules-unsaved')).toHaveCount(0);
   const merged = await read();

@@ -56,7 +56,7 @@ test('the consortium admin lists organisations, registers one, changes its membe
   await field(page, 'organization-form', 'sector', 'photonics');
   await shot(page, 'admin-organization-new');
   await page.getByRole('button', { name: 'Register organisation' }).click();
-  await expect(page.getByTestId('done')).toHaveText(`Organisation “${ORG}” registered.`);
+  await expect(page.getByTestId('done')).toHaveText(`Organisation “Photonix ${stamp}” registered.`);
   const row = page.getByTestId(`org-${ORG}`);
   await expect(row).toBeVisible();
   await expect(row.getByTestId('membership')).toHaveText('Applicant');
@@ -103,12 +103,14 @@ test('the consortium admin lists organisations, registers one, changes its membe
   // A user in the new organisation.
   await page.goto(`${new URL(page.url()).origin}/#/admin/users?org=${ORG}`);
   await expect(page.getByText('This organisation has no users yet.')).toBeVisible();
+  // The form names the organisation, not its id.
+  await expect(page.getByTestId('user-form').getByRole('heading')).toHaveText(`New user in Photonix ${stamp}`);
   await field(page, 'user-form', 'userId', USER);
   await field(page, 'user-form', 'displayName', 'Gao Min');
   await field(page, 'user-form', 'email', `${USER}@photonix.example`);
   await page.getByTestId('user-form').locator('[name=role-MEMBER_BILLING_ADMIN]').check();
   await page.getByRole('button', { name: 'Create user' }).click();
-  await expect(page.getByTestId('done')).toHaveText(`User “${USER}” created.`);
+  await expect(page.getByTestId('done')).toHaveText('User “Gao Min” created.');
   const urow = page.getByTestId(`user-${USER}`);
   await expect(urow.getByTestId('roles')).toHaveText('Lab user, Billing administrator');
   const user = await api<{ organization: string; email: string; roles: string[]; disabled?: boolean }>('admin', `${INV}/GetUser`, { name: `users/${USER}` });
@@ -117,7 +119,7 @@ test('the consortium admin lists organisations, registers one, changes its membe
   await urow.getByRole('button', { name: 'Edit Gao Min' }).click();
   await page.getByTestId('user-edit').locator('[name=disabled]').check();
   await page.getByTestId('user-edit').getByRole('button', { name: 'Save changes' }).click();
-  await expect(page.getByTestId('done')).toHaveText(`User “${USER}” saved.`);
+  await expect(page.getByTestId('done')).toHaveText('User “Gao Min” saved.');
   await expect(urow).toContainText('Disabled');
   expect((await api<{ disabled?: boolean }>('admin', `${INV}/GetUser`, { name: `users/${USER}` })).disabled).toBe(true);
   await shot(page, 'admin-users');
@@ -139,7 +141,7 @@ test('the consortium admin registers an instrument, prices it and looks the rate
   await expect(ff.getByTestId('error')).toContainText('The time zone is not known; use a name such as Asia/Shanghai.');
   await ff.locator('[name=timeZone]').fill('Europe/Berlin');
   await ff.getByRole('button', { name: 'Create facility' }).click();
-  await expect(page.getByTestId('done')).toHaveText(`Facility “${FAC}” created.`);
+  await expect(page.getByTestId('done')).toHaveText(`Facility “Berlin satellite lab ${stamp}” created.`);
   await expect(page.getByTestId(`facility-${FAC}`).getByTestId('time-zone')).toHaveText('Europe/Berlin');
   const fac = await api<{ timeZone: string; ownerOrganization: string; operatorOrganization: string }>('admin', `${INV}/GetFacility`, { name: `facilities/${FAC}` });
   expect(fac).toMatchObject({ timeZone: 'Europe/Berlin', ownerOrganization: 'organizations/zju', operatorOrganization: 'organizations/zju' });
@@ -156,7 +158,7 @@ test('the consortium admin registers an instrument, prices it and looks the rate
   await form.locator('[name=displayName]').fill(`FTIR spectrometer ${stamp}`);
   await form.locator('[name=mode-JOINT_RESEARCH]').check();
   await form.getByRole('button', { name: 'Register instrument' }).click();
-  await expect(page.getByTestId('done')).toHaveText(`Instrument “${INSTR}” registered.`);
+  await expect(page.getByTestId('done')).toHaveText(`Instrument “FTIR spectrometer ${stamp}” registered.`);
   await expect(page.getByTestId(`instrument-${INSTR}`)).toContainText('On site, Joint research');
   await expect(page.getByTestId(`instrument-${INSTR}`).getByTestId('state')).toHaveText('In service');
   const inst = await api<{ facility: string; ownerOrganization: string; originalValue: { currencyCode: string; amountMinor: string }; modes: { mode: string }[]; state: string }>(
@@ -237,7 +239,7 @@ test('the consortium admin registers an instrument, prices it and looks the rate
   await ed.locator('[name=dailyHours]').fill('10');
   await ed.locator('[name=mode-TECHNICAL_SERVICE]').check();
   await ed.getByRole('button', { name: 'Save changes' }).click();
-  await expect(page.getByTestId('done')).toHaveText(`Instrument “${INSTR}” saved.`);
+  await expect(page.getByTestId('done')).toHaveText(`Instrument “FTIR spectrometer ${stamp}” saved.`);
   await expect(page.getByTestId(`instrument-${INSTR}`)).toContainText('On site, Joint research, Technical service');
   const edited = await api<{ dailyAvailableHours: number; modes: { mode: string }[] }>('admin', `${INV}/GetInstrument`, { name: `instruments/${INSTR}` });
   expect(edited.dailyAvailableHours).toBe(10);
@@ -246,7 +248,7 @@ test('the consortium admin registers an instrument, prices it and looks the rate
   await sf.locator('[name=state]').selectOption({ label: 'Maintenance' });
   await sf.locator('[name=reason]').fill('detector replacement');
   await sf.getByRole('button', { name: 'Set state' }).click();
-  await expect(page.getByTestId('done')).toHaveText(`“${INSTR}” is now: Maintenance.`);
+  await expect(page.getByTestId('done')).toHaveText(`“FTIR spectrometer ${stamp}” is now: Maintenance.`);
   await expect(page.getByTestId(`instrument-${INSTR}`).getByTestId('state')).toHaveText('Maintenance');
   expect((await api<{ state: string }>('admin', `${INV}/GetInstrument`, { name: `instruments/${INSTR}` })).state).toBe('MAINTENANCE');
   await shot(page, 'admin-instrument-edit');

@@ -172,6 +172,9 @@ test('the annual report downloads as CSV with the SEM line the service computes'
   expect(sem![col('bookings')]).toBe(semRow!.figures.bookings ?? '0');
   expect(sem![col('utilization_bp')]).toBe(semRow!.figures.utilization?.basisPoints ?? '');
   expect(sem![col('currency_code')]).toBe('CNY');
+  // Categories in words (the CSV keeps the keys).
+  await expect(page.getByTestId('sum-category')).toContainText('Electron microscopy');
+  await expect(page.getByTestId('sum-category')).not.toContainText('electron-microscopy');
   await shot(page, 'dash-annual');
 });
 
@@ -179,6 +182,9 @@ test('the auditor verifies the audit trail', async ({ page }) => {
   await open(page, 'auditor', '#/dash/audit');
   await expect(page.getByRole('heading', { level: 1 })).toHaveText('Audit trail');
   await expect(page.getByTestId('entry').first()).toBeVisible();
+  // Who: the user and the organisation's name (the resource names in the cell's title).
+  await expect(page.getByTestId('actor').filter({ hasText: 'Provincial Metrology Institute' }).first()).toBeVisible();
+  await expect(page.getByTestId('actor').filter({ hasText: 'organizations/' })).toHaveCount(0);
   await page.getByTestId('verify').click();
   await expect(page.getByTestId('verify-outcome')).toHaveText('VERIFIED: the audit trail is intact.');
   await expect(page.getByTestId('verify-result')).toContainText(/\d+ entries checked/);

@@ -52,6 +52,10 @@ test('li-wei finds the SEM free on Tuesday 6 April and opens its week', async ({
   await expect(row).toContainText('00:00–24:00');
   await expect(page.getByTestId('result-cryo-tem')).toBeVisible();
   await expect(page.getByTestId('category')).toHaveValue('electron-microscopy');
+  // The category in words, not its key.
+  await expect(page.getByTestId('category').locator('option:checked')).toHaveText('Electron microscopy');
+  await expect(row).toContainText('Electron microscopy');
+  await expect(row).not.toContainText('electron-microscopy');
   // Narrow to the ZJU facility with the form.
   await page.getByLabel('Facility').selectOption({ label: 'ZJU Micro-Nano Fabrication Centre' });
   await page.getByTestId('search').click();
@@ -141,6 +145,9 @@ test('the bookings list shows the demo month and previews, then makes, the cance
   await expect(table.getByTestId('booking-demo-onsite').getByTestId('state')).toHaveText('Completed');
   await expect(table.getByTestId('booking-demo-missed').getByTestId('state')).toHaveText('Missed (no check-in)');
   await expect(table.getByTestId('booking-demo-joint')).toContainText('Joint research');
+  // The project by its title, not its id.
+  await expect(table.getByTestId('booking-demo-joint')).toContainText('project Wide-bandgap thin films');
+  await expect(table.getByTestId('booking-demo-joint')).not.toContainText('prj-demo');
   await expect(table.getByTestId('booking-demo-joint')).toContainText('04/03/2027, 09:00 – 10:00');
   await expect(page.getByTestId('leases-table')).toContainText('Closed');
   await shot(page, 'lab-bookings');
@@ -240,6 +247,8 @@ test('li-wei books joint-research time on prj-demo with the keyboard and sees th
   await expect(card).toContainText('Zhejiang University 50%');
   const budget = card.getByTestId('budget-sem-1');
   await expect(budget).toContainText('20 h');
+  // The instrument by its name, not its id.
+  await expect(budget.getByTestId('budget-instrument')).toHaveText('Field-emission SEM (Zhejiang University)');
   await expect(budget.getByTestId('remaining')).toHaveText('18 h'); // 20 - 1 used (demo-joint) - 1 booked now
   await shot(page, 'lab-projects');
   await api('li-wei', 'labshare.booking.v1.BookingService/CancelBooking', { name: b!.name, reason: 'e2e clean-up' });

@@ -159,6 +159,8 @@ test('a lab user creates a calendar feed, the gateway serves it; a new address r
   await page.setViewportSize({ width: 390, height: 844 });
   await page.getByTestId('language').selectOption('zh-CN');
   await expect(page.getByRole('heading', { level: 1 })).toHaveText('日历订阅');
+  // The success line follows the language too (it was worded once, in English).
+  await expect(page.getByTestId('feed-status')).toHaveText('订阅“SEM busy”已创建。');
   await shot(page, 'notify-feeds-phone-zh');
   await page.getByTestId('language').selectOption('en');
   await page.setViewportSize({ width: 1280, height: 860 });
@@ -237,7 +239,7 @@ test('NanoCraft’s billing admin registers a webhook: secret shown once, disabl
   await expect(form.getByTestId('error')).toHaveText('Enter the endpoint’s address, starting with https://.');
   await page.getByTestId('webhook-url').fill('https://erp.nanocraft.example/labshare/events');
   await page.getByTestId('webhook-description').fill('ERP (e2e)');
-  await page.getByTestId('webhook-group-billing').getByRole('button', { name: 'all: Charges, invoices, payments, settlements' }).click();
+  await page.getByTestId('webhook-group-billing').getByRole('button', { name: 'Select all: Charges, invoices, payments, settlements' }).click();
   await page.getByTestId('webhook-group-booking').getByRole('checkbox', { name: 'BookingConfirmed' }).check();
   await page.getByTestId('webhook-create').click();
   await expect(page.getByTestId('webhook-status')).toHaveText('The webhook is registered.');

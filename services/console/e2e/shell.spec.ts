@@ -50,3 +50,23 @@ test('after a route change focus is on the new page; a screen that fails to load
   await expect(page.getByTestId('error')).toContainText('This page could not be loaded');
   await expect(page.getByRole('button', { name: 'Reload' })).toBeVisible();
 });
+
+test('at phone width the destinations open with the Menu button and fold again on the new page', async ({ page }) => {
+  await page.setViewportSize({ width: 390, height: 844 });
+  await signInAs(page, 'li-wei', '#/');
+  const nav = page.getByRole('navigation', { name: 'main' });
+  const bookings = nav.getByRole('link', { name: 'My bookings' });
+  await expect(bookings).toBeHidden();
+  const menu = nav.getByRole('button', { name: 'Menu' });
+  await expect(menu).toHaveAttribute('aria-expanded', 'false');
+  await menu.click();
+  await expect(menu).toHaveAttribute('aria-expanded', 'true');
+  await shot(page, 'nav-phone-open');
+  await bookings.click();
+  await expect(page.getByRole('heading', { level: 1 })).toHaveText('My bookings, leases and orders');
+  await expect(bookings).toBeHidden();
+  // The language and the session stay in reach without opening the menu.
+  await expect(page.getByTestId('language')).toBeVisible();
+  await expect(page.getByTestId('who')).toBeVisible();
+  expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+});

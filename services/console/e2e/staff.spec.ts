@@ -113,6 +113,13 @@ test.describe.serial('facility staff', () => {
     await shot(page, 'staff-approvals');
     await page.setViewportSize({ width: 390, height: 844 });
     await expect(row).toBeVisible();
+    // At phone width each request is a block: its buttons lie within the
+    // screen (they were beyond its right edge, in a sideways-scrolling table),
+    // and the page itself does not scroll sideways.
+    const approve = row.getByRole('button', { name: `Approve booking ${BOOKING_ID}` });
+    const box = await approve.boundingBox();
+    expect(box && box.x >= 0 && box.x + box.width <= 390, `the Approve button at ${JSON.stringify(box)}`).toBe(true);
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
     await shot(page, 'staff-approvals-390');
     await page.setViewportSize({ width: 1280, height: 860 });
 

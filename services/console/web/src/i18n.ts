@@ -33,3 +33,8 @@ export function t(key: string, vars?: Record<string, string | number>): string {
 export function hasMessage(key: string): boolean {
   return key in dicts[lang.value] || key in dicts.en;
 }
+
+// Words in a list, separated as the language writes them ("a, b"; "甲、乙").
+export function listText(items: string[]): string {
+  return items.join(lang.value === 'zh-CN' ? '、' : ', ');
+}

@@ -12,6 +12,7 @@ import { match, routes } from './routes';
 import { mayLeave } from './leave';
 import { signInErrorSentence } from './signin';
 import type { ShownError } from './errors';
+import { watchStackTables } from './stack';
 
 // The route. Leaving a screen with unsaved edits (leave.ts) asks first;
 // staying puts the address back as it was.
@@ -40,13 +41,22 @@ function Nav({ hash }: { hash: string }) {
   useSignal(lang);
   // Why the last sign-out did not happen (the session lives on).
   const [signOutError, setSignOutError] = useState<ShownError>();
+  // At phone width the destinations fold behind a Menu button (style.css);
+  // a new page folds them again.
+  const [open, setOpen] = useState(false);
+  useEffect(() => setOpen(false), [hash]);
   const visible = routes.filter(
     (r) => r.nav && s.signedIn && (r.roles === 'any' || r.roles.some((role) => s.roles.includes(role))),
   );
   return (
-    <nav class="nav" aria-label="main">
+    <nav class={open ? 'nav open' : 'nav'} aria-label="main">
       <a class="brand" href="#/">{t('app.name')}</a>
-      <ul>
+      {visible.length > 0 && (
+        <button type="button" class="nav-toggle" aria-expanded={open} aria-controls="nav-links" onClick={() => setOpen(!open)}>
+          {t('app.menu')}
+        </button>
+      )}
+      <ul id="nav-links">
         {visible.map((r) => (
           <li key={r.path}>
             <a href={r.path} aria-current={hash.split('?')[0] === r.path ? 'page' : undefined}>{t(r.title)}</a>
@@ -159,4 +169,8 @@ function App() {
   );
 }
 
-void loadSession().finally(() => render(<App />, document.getElementById('app')!));
+void loadSession().finally(() => {
+  const app = document.getElementById('app')!;
+  render(<App />, app);
+  watchStackTables(app);
+});

@@ -17,6 +17,7 @@ registerMessages({
     'app.welcome': 'Book shared instruments, follow your bookings and invoices, and see how the consortium’s instruments are used.',
     'app.pleaseSignIn': 'Sign in with your consortium account to continue.',
     'app.skipToContent': 'Skip to content',
+    'app.menu': 'Menu',
     'nav.home': 'Home',
     // Navigation labels of every area (the bar shows them before any screen loads).
     'nav.lab.instruments': 'Find instruments',
@@ -70,6 +71,7 @@ registerMessages({
     'app.welcome': '预约共享仪器，跟踪您的预约与发票，查看联盟仪器的使用情况。',
     'app.pleaseSignIn': '请使用联盟账号登录后继续。',
     'app.skipToContent': '跳到正文',
+    'app.menu': '菜单',
     'nav.home': '首页',
     'nav.lab.instruments': '查找仪器',
     'nav.lab.bookings': '我的预约',

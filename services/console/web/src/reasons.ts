@@ -8,7 +8,9 @@
 // A sentence says what happened and what the person can do. A {placeholder}
 // names an ErrorInfo metadata key that the services always attach to that
 // reason (grep MakeError / InvalidFields in services/ and common/):
-//   INVALID_FIELD: field (the first bad field, proto path)
+//   INVALID_FIELD: field (the first bad field, proto path; not worded into
+//     the sentence: a proto path is no word for a person, and the service's
+//     message under the sentence names it)
 //   *_EXISTS of inventory (ORGANIZATION, USER, FACILITY, INSTRUMENT): name
 //   EXPORT_LIMIT: limit; SEQUENCE_OUT_OF_RANGE: head_sequence
 // Keys that only some raise sites attach (state, user, denials, cause, ...)
@@ -58,7 +60,7 @@ registerMessages({
     'reason.CONCURRENT_MODIFICATION': 'Another change was made at the same moment. Please press the same button again: it is not done twice.',
     'reason.REQUEST_ID_REUSED': 'This request was already sent with different content. Reload the page and try again.',
     // ----------------------------------------------------------- bad input
-    'reason.INVALID_FIELD': 'A value you entered is not accepted ({field}). Correct it and try again.',
+    'reason.INVALID_FIELD': 'A value you entered is not accepted. Correct it and try again.',
     'reason.INVALID_NAME': 'A name or ID in the request is not well formed. Use IDs of lowercase letters, digits and hyphens.',
     'reason.INVALID_INTERVAL': 'The time range is empty or its end is before its start. Choose a start before the end.',
     'reason.INVALID_PAGE_TOKEN': 'The list changed or the link to this page is no longer valid. Reload the list from the first page.',
@@ -245,7 +247,7 @@ registerMessages({
     'reason.CONCURRENT_MODIFICATION': '同一时间有其他修改，请再次点击同一按钮：不会重复执行。',
     'reason.REQUEST_ID_REUSED': '该请求已以不同内容提交过，请刷新页面后重试。',
     // ----------------------------------------------------------- bad input
-    'reason.INVALID_FIELD': '您输入的某项内容不被接受（{field}），请修改后重试。',
+    'reason.INVALID_FIELD': '您输入的某项内容不被接受，请修改后重试。',
     'reason.INVALID_NAME': '请求中的名称或编号格式不正确，编号只能包含小写字母、数字和连字符。',
     'reason.INVALID_INTERVAL': '时间范围为空，或结束时间早于开始时间，请确保开始时间早于结束时间。',
     'reason.INVALID_PAGE_TOKEN': '列表已变化或此分页链接已失效，请从第一页重新加载列表。',

@@ -74,20 +74,33 @@ export function Loaded<T>({ load, children }: { load: Load<T>; children: (data: 
   return <>{children(load.data)}</>;
 }
 
+// A success line set once and worded at each render, so it follows a change
+// of language: set(() => t('...', {...})) (a plain string stays as it is).
+export type Worded = string | (() => string);
+export function useWorded(): [string, (w: Worded) => void] {
+  const [w, setW] = useState<{ f: () => string }>({ f: () => '' });
+  const set = useCallback((x: Worded) => setW({ f: typeof x === 'function' ? x : () => x }), []);
+  return [w.f(), set];
+}
+
 // One user action: keeps the busy flag, the error (for ErrorBox) and the
 // success line. A fresh request id is the caller's business. run() answers
-// undefined when the action failed.
+// undefined when the action failed. The success line is `ok(answer)` worked
+// out again at each render, so it follows a change of language (ok only
+// words the answer: t(...) and formatting, no side effects).
 export function useAction() {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>();
-  const [done, setDone] = useState<string>();
+  const [doneText, setDoneText] = useState<{ text: () => string }>();
+  const setDone = useCallback((s: string | undefined) => setDoneText(s === undefined ? undefined : { text: () => s }), []);
+  const done = doneText?.text();
   async function run<T>(f: () => Promise<T>, ok?: (v: T) => string): Promise<T | undefined> {
     setBusy(true);
     setError(undefined);
     setDone(undefined);
     try {
       const v = await f();
-      if (ok) setDone(ok(v));
+      if (ok) setDoneText({ text: () => ok(v) });
       return v;
     } catch (err) {
       setError(err);

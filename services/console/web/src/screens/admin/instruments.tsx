@@ -13,7 +13,8 @@
 import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
 import { inventory } from '../../api';
 import { money, moneyText, parseMoney } from '../../format';
-import { lang, t } from '../../i18n';
+import { lang, t, listText } from '../../i18n';
+import { categoryLabel } from '../../categories';
 import { useSignal } from '../../signal';
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
 import {
@@ -27,7 +28,7 @@ import { allOrganizations } from './organizations';
 import { ModeRules, useDraft } from './mode-rules';
 import { rebase } from './rule-drafts';
 import { mayLeave, useUnsaved } from '../../leave';
-import { Loading, StatusBox, useLoad, useAction, useRequestId } from '../../ui';
+import { Loading, StatusBox, useLoad, useAction, useRequestId, useWorded, type Worded } from '../../ui';
 import { idOf, listAll } from '../../names';
 import { setQuery } from '../../nav';
 import { zoneOr } from '../../zones';
@@ -51,8 +52,8 @@ const ZONES = ['Asia/Shanghai', 'Asia/Hong_Kong', 'Asia/Taipei', 'Asia/Tokyo', '
 function policyText(f: Facility): string {
   const p = f.accessPolicy;
   if (!p) return '—';
-  return [p.allowMembers ? t('admin.fac.members') : '', p.allowNonMembers ? t('admin.fac.nonMembers') : '', p.allowForeign ? t('admin.fac.foreignOrgs') : '']
-    .filter(Boolean).join(', ') || t('admin.fac.nobody');
+  return listText([p.allowMembers ? t('admin.fac.members') : '', p.allowNonMembers ? t('admin.fac.nonMembers') : '', p.allowForeign ? t('admin.fac.foreignOrgs') : '']
+    .filter(Boolean)) || t('admin.fac.nobody');
 }
 
 function NewFacility({ orgs, onDone }: { orgs: Organization[]; onDone: (f: Facility) => void }) {
@@ -294,7 +295,7 @@ const detailsForm = (i: Instrument): DetailsForm => ({
 // unsaved edits asks first (leave.ts).
 function EditInstrument({ inst: listed, orgs, rules, onRules, onDone, onClose }: {
   inst: Instrument; orgs: Organization[] | undefined; rules: RulesOpen | undefined; onRules: (r: RulesOpen) => void;
-  onDone: (i: Instrument, msg: string) => void; onClose: () => void;
+  onDone: (i: Instrument, msg: Worded) => void; onClose: () => void;
 }) {
   const mutate = useRequestId();
   const [inst, setInst] = useState(listed);
@@ -328,7 +329,7 @@ function EditInstrument({ inst: listed, orgs, rules, onRules, onDone, onClose }:
     ...inst.modes.filter((o) => dirtyModes.includes(o.mode)).map((o) => label('SharingMode', SharingMode, o.mode)),
   ].filter(Boolean);
   useUnsaved(unsavedParts.length ? t('admin.instr.leaveUnsaved', { name: inst.displayName, parts: unsavedParts.join(t('admin.rules.sum.sep')) }) : undefined);
-  const saved = (i: Instrument, msg: string) => { setInst(i); onDone(i, msg); };
+  const saved = (i: Instrument, msg: Worded) => { setInst(i); onDone(i, msg); };
   // After the panel's own Save or Set state, whose button may be disabled now.
   const focusTitle = () => box.current?.querySelector('h2')?.focus({ preventScroll: true });
   async function save(e: Event) {
@@ -349,7 +350,7 @@ function EditInstrument({ inst: listed, orgs, rules, onRules, onDone, onClose }:
       d.reset(i);
       setChecked(false);
       if (rules) onRules({ ...rules, saved: false });
-      saved(i, t('admin.instr.saved', { id: idOf(i.name) }));
+      saved(i, () => t('admin.instr.saved', { name: i.displayName || idOf(i.name) }));
       focusTitle();
     });
   }
@@ -360,7 +361,7 @@ function EditInstrument({ inst: listed, orgs, rules, onRules, onDone, onClose }:
       setState(0);
       setReason('');
       if (rules) onRules({ ...rules, saved: false });
-      saved(i, t('admin.instr.stateSet', { id: idOf(i.name), state: label('InstrumentState', InstrumentState, i.state) }));
+      saved(i, () => t('admin.instr.stateSet', { name: i.displayName || idOf(i.name), state: label('InstrumentState', InstrumentState, i.state) }));
       focusTitle();
     });
   }
@@ -390,7 +391,7 @@ function EditInstrument({ inst: listed, orgs, rules, onRules, onDone, onClose }:
             onDirty={onDirty}
             onDone={(next, mode) => {
               onRules({ mode, saved: next !== undefined });
-              if (next) saved(next, t('admin.rules.saved', { mode: label('SharingMode', SharingMode, mode), id: idOf(next.name) }));
+              if (next) saved(next, () => t('admin.rules.saved', { mode: label('SharingMode', SharingMode, mode), name: next.displayName || idOf(next.name) }));
               else onDone(inst, '');
             }} />
         ))}
@@ -413,7 +414,7 @@ function EditInstrument({ inst: listed, orgs, rules, onRules, onDone, onClose }:
 }
 
 function modeList(i: Instrument): string {
-  return i.modes.map((m: ModeOffering) => label('SharingMode', SharingMode, m.mode)).join(', ');
+  return listText(i.modes.map((m: ModeOffering) => label('SharingMode', SharingMode, m.mode)));
 }
 
 export default function Instruments({ params }: { params: Record<string, string> }) {
@@ -427,7 +428,7 @@ export default function Instruments({ params }: { params: Record<string, string>
   }), [facility, owner]);
   const [editing, setEditing] = useState<string>();
   const [rules, setRules] = useState<RulesOpen>();
-  const [msg, setMsg] = useState('');
+  const [msg, setMsg] = useWorded();
   const orgName = (n: string) => orgs.data?.find((o) => o.name === n)?.displayName ?? idOf(n);
   const facName = (n: string) => facilities.data?.find((f) => f.name === n)?.displayName ?? idOf(n);
   const edited = instruments.data?.find((i) => i.name === editing);
@@ -439,7 +440,7 @@ export default function Instruments({ params }: { params: Record<string, string>
       <Loading load={facilities} />
       {facilities.data && (
         <div class="table-wrap">
-          <table data-testid="facilities">
+          <table class="stack" data-testid="facilities">
             <thead><tr>
               <th>{t('admin.fac.displayName')}</th><th>{t('admin.fac.owner')}</th><th>{t('admin.fac.operator')}</th>
               <th>{t('admin.fac.timeZone')}</th><th>{t('admin.fac.policy')}</th><th>{t('admin.fac.funder')}</th>
@@ -460,7 +461,7 @@ export default function Instruments({ params }: { params: Record<string, string>
         </div>
       )}
       {isAdmin() && orgs.data && (
-        <NewFacility orgs={orgs.data} onDone={(f) => { setMsg(t('admin.fac.created', { id: idOf(f.name) })); facilities.reload(); }} />
+        <NewFacility orgs={orgs.data} onDone={(f) => { setMsg(() => t('admin.fac.created', { name: f.displayName || idOf(f.name) })); facilities.reload(); }} />
       )}
 
       <h2>{t('admin.instr.list')}</h2>
@@ -482,7 +483,7 @@ export default function Instruments({ params }: { params: Record<string, string>
       {instruments.data && instruments.data.length === 0 && <p class="muted">{t('admin.instr.none')}</p>}
       {instruments.data && instruments.data.length > 0 && (
         <div class="table-wrap">
-          <table data-testid="instruments">
+          <table class="stack" data-testid="instruments">
             <thead><tr>
               <th>{t('admin.instr.displayName')}</th><th>{t('admin.instr.facility')}</th><th>{t('admin.instr.owner')}</th>
               <th>{t('admin.instr.category')}</th><th>{t('admin.instr.modes')}</th><th>{t('admin.instr.state')}</th>
@@ -495,7 +496,7 @@ export default function Instruments({ params }: { params: Record<string, string>
                   <td>{i.displayName}<div class="muted small">{idOf(i.name)}</div></td>
                   <td>{facName(i.facility)}</td>
                   <td>{orgName(i.ownerOrganization)}</td>
-                  <td>{i.category}</td>
+                  <td>{categoryLabel(i.category)}<div class="muted small">{i.category}</div></td>
                   <td>{modeList(i)}</td>
                   <td data-testid="state"><span class={`pill state-${InstrumentState[i.state]}`}>{label('InstrumentState', InstrumentState, i.state)}</span></td>
                   <td class="num">{i.dailyAvailableHours}</td>
@@ -520,7 +521,7 @@ export default function Instruments({ params }: { params: Record<string, string>
       )}
       {isAdmin() && facilities.data && orgs.data && (
         <NewInstrument facilities={facilities.data} orgs={orgs.data} facility={facility}
-          onDone={(i) => { setMsg(t('admin.instr.created', { id: idOf(i.name) })); instruments.reload(); }} />
+          onDone={(i) => { setMsg(() => t('admin.instr.created', { name: i.displayName || idOf(i.name) })); instruments.reload(); }} />
       )}
     </section>
   );

@@ -339,7 +339,7 @@ function useSave(p: ModeRulesProps, form: { current: HTMLFormElement | null }, s
 
 function SavedNote({ show, mode, inst }: { show: boolean; mode: string; inst: Instrument }) {
   if (!show) return null;
-  return <p class="notice full" data-testid="rules-saved">{t('admin.rules.saved', { mode, id: idOf(inst.name) })}</p>;
+  return <p class="notice full" data-testid="rules-saved">{t('admin.rules.saved', { mode, name: inst.displayName || idOf(inst.name) })}</p>;
 }
 
 const ticked = (on: boolean): string => t(on ? 'admin.rules.ticked' : 'admin.rules.notTicked');

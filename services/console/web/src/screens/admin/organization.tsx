@@ -5,14 +5,14 @@
 import { useEffect, useState } from 'preact/hooks';
 import { inventory } from '../../api';
 import { dateTime } from '../../format';
-import { lang, t } from '../../i18n';
+import { lang, t, listText } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
   MembershipState, OrganizationType, SizeClass, type Organization,
 } from '../../../../gen/labshare/inventory/v1/inventory_pb';
 import { isAdmin, label, Refusal, values } from './common';
 import { OrgFieldset, type OrgFields } from './organization-new';
-import { Loading, StatusBox, useLoad, useAction, useRequestId } from '../../ui';
+import { Loading, StatusBox, useLoad, useAction, useRequestId, useWorded, type Worded } from '../../ui';
 import { idOf, listAll } from '../../names';
 
 const SNAKE: Record<keyof OrgFields, string> = {
@@ -23,7 +23,7 @@ function fieldsOf(o: Organization): OrgFields {
   return { displayName: o.displayName, type: o.type, sizeClass: o.sizeClass, stateOwned: o.stateOwned, foreign: o.foreign, sector: o.sector };
 }
 
-function EditOrganization({ org, onSaved }: { org: Organization; onSaved: (o: Organization, msg: string) => void }) {
+function EditOrganization({ org, onSaved }: { org: Organization; onSaved: (o: Organization, msg: Worded) => void }) {
   const mutate = useRequestId();
   const [v, setV] = useState<OrgFields>(fieldsOf(org));
   const { busy, error: err, setError: setErr, run } = useAction();
@@ -38,7 +38,7 @@ function EditOrganization({ org, onSaved }: { org: Organization; onSaved: (o: Or
         organization: { ...v, name: org.name, etag: org.etag },
         updateMask: { paths: changed.map((k) => SNAKE[k]) },
       }, (r) => inventory.updateOrganization(r));
-      onSaved(o, t('admin.orgs.saved'));
+      onSaved(o, () => t('admin.orgs.saved'));
     });
   }
   return (
@@ -54,7 +54,7 @@ function EditOrganization({ org, onSaved }: { org: Organization; onSaved: (o: Or
   );
 }
 
-function ChangeMembership({ org, onSaved }: { org: Organization; onSaved: (o: Organization, msg: string) => void }) {
+function ChangeMembership({ org, onSaved }: { org: Organization; onSaved: (o: Organization, msg: Worded) => void }) {
   const mutate = useRequestId();
   const [to, setTo] = useState(0);
   const [tier, setTier] = useState('');
@@ -69,7 +69,7 @@ function ChangeMembership({ org, onSaved }: { org: Organization; onSaved: (o: Or
       setReason('');
       setTier('');
       setTo(0);
-      onSaved(o, t('admin.orgs.membershipChanged', { state: label('MembershipState', MembershipState, o.membershipState) }));
+      onSaved(o, () => t('admin.orgs.membershipChanged', { state: label('MembershipState', MembershipState, o.membershipState) }));
     });
   }
   return (
@@ -109,9 +109,9 @@ export default function OrganizationScreen({ params }: { params: Record<string, 
     const r = await inventory.listMembershipChanges({ parent: name, pageSize: 200, pageToken });
     return { items: r.membershipChanges, next: r.nextPageToken };
   }), [name]);
-  const [msg, setMsg] = useState('');
+  const [msg, setMsg] = useWorded();
   const o = org.data;
-  const saved = (_: Organization, m: string) => { setMsg(m); org.reload(); history.reload(); };
+  const saved = (_: Organization, m: Worded) => { setMsg(m); org.reload(); history.reload(); };
   return (
     <section class="admin">
       <p><a href="#/admin/organizations">← {t('admin.orgs.title')}</a></p>
@@ -126,7 +126,7 @@ export default function OrganizationScreen({ params }: { params: Record<string, 
             <dt>{t('admin.orgs.membership')}</dt><dd data-testid="membership">{label('MembershipState', MembershipState, o.membershipState)}</dd>
             <dt>{t('admin.orgs.tier')}</dt><dd>{o.tier || '—'}</dd>
             <dt>{t('admin.orgs.sector')}</dt><dd>{o.sector || '—'}</dd>
-            <dt>{t('admin.orgs.flags')}</dt><dd>{[o.stateOwned ? t('admin.orgs.stateOwned') : '', o.foreign ? t('admin.orgs.foreign') : ''].filter(Boolean).join(', ') || '—'}</dd>
+            <dt>{t('admin.orgs.flags')}</dt><dd>{listText([o.stateOwned ? t('admin.orgs.stateOwned') : '', o.foreign ? t('admin.orgs.foreign') : ''].filter(Boolean)) || '—'}</dd>
             <dt>{t('admin.users.title')}</dt><dd><a href={`#/admin/users?org=${id}`}>{t('admin.orgs.usersOf')}</a></dd>
           </dl>
           {isAdmin() && <EditOrganization org={o} onSaved={saved} />}
@@ -138,7 +138,7 @@ export default function OrganizationScreen({ params }: { params: Record<string, 
       {history.data && history.data.length === 0 && <p class="muted">{t('admin.orgs.noHistory')}</p>}
       {history.data && history.data.length > 0 && (
         <div class="table-wrap">
-          <table data-testid="membership-history">
+          <table class="stack" data-testid="membership-history">
             <thead><tr>
               <th>{t('admin.orgs.when')}</th><th>{t('admin.orgs.from')}</th><th>{t('admin.orgs.to')}</th>
               <th>{t('admin.orgs.tier')}</th><th>{t('admin.orgs.reason')}</th><th>{t('admin.orgs.actor')}</th>

@@ -2,7 +2,7 @@
 // class and membership (ListOrganizations), filtered by membership state
 // and type. Consortium admins register new ones (#/admin/organizations/new).
 import { inventory } from '../../api';
-import { lang, t } from '../../i18n';
+import { lang, t, listText } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
   MembershipState, OrganizationType, SizeClass, type Organization,
@@ -31,7 +31,7 @@ export default function Organizations({ params }: { params: Record<string, strin
         <h1>{t('admin.orgs.title')}</h1>
         {isAdmin() && <a class="button primary" href="#/admin/organizations/new" data-testid="new-organization">{t('admin.orgs.new')}</a>}
       </div>
-      {created && <StatusBox testid="done">{t('admin.orgs.created', { id: created })}</StatusBox>}
+      {created && <StatusBox testid="done">{t('admin.orgs.created', { name: orgs.data?.find((o) => idOf(o.name) === created)?.displayName || created })}</StatusBox>}
       <div class="row card" role="search">
         <label class="field">
           {t('admin.orgs.filterState')}
@@ -52,7 +52,7 @@ export default function Organizations({ params }: { params: Record<string, strin
       {orgs.data && orgs.data.length === 0 && <p class="muted">{t('admin.orgs.none')}</p>}
       {orgs.data && orgs.data.length > 0 && (
         <div class="table-wrap">
-          <table data-testid="organizations">
+          <table class="stack" data-testid="organizations">
             <ColumnHeads prefix="admin.orgs." cols={['name', 'type', 'sizeClass', 'membership', 'tier', 'sector', 'flags']} />
             <tbody>
               {orgs.data.map((o) => {
@@ -65,7 +65,7 @@ export default function Organizations({ params }: { params: Record<string, strin
                     <td data-testid="membership"><span class={`pill state-${MembershipState[o.membershipState]}`}>{label('MembershipState', MembershipState, o.membershipState)}</span></td>
                     <td>{o.tier || '—'}</td>
                     <td>{o.sector || '—'}</td>
-                    <td>{[o.stateOwned ? t('admin.orgs.stateOwned') : '', o.foreign ? t('admin.orgs.foreign') : ''].filter(Boolean).join(', ') || '—'}</td>
+                    <td>{listText([o.stateOwned ? t('admin.orgs.stateOwned') : '', o.foreign ? t('admin.orgs.foreign') : ''].filter(Boolean)) || '—'}</td>
                   </tr>
                 );
               })}

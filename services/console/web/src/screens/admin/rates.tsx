@@ -14,7 +14,7 @@ import { RateUnit, type Instrument, type LookupRateResponse, type Organization, 
 import { AmountNote, amountOk, isAdmin, label, Refusal, values } from './common';
 import { allFacilities, allInstruments } from './instruments';
 import { allOrganizations } from './organizations';
-import { Loading, StatusBox, useLoad, useAction, useRequestId, platformNow } from '../../ui';
+import { Loading, StatusBox, useLoad, useAction, useRequestId, platformNow, useWorded } from '../../ui';
 import { idOf, listAll } from '../../names';
 import { setQuery } from '../../nav';
 import { dateToZonedInput, zonedInputToDate, zoneOr } from '../../zones';
@@ -194,7 +194,7 @@ export default function Rates({ params }: { params: Record<string, string> }) {
     const r = await inventory.listRates({ parent: `instruments/${id}`, mode, pageSize: 200, pageToken });
     return { items: r.rates, next: r.nextPageToken };
   }) : [], [id, mode]);
-  const [msg, setMsg] = useState('');
+  const [msg, setMsg] = useWorded();
   const inst = instruments.data?.find((i) => idOf(i.name) === id);
   const zone = zoneOr(facilities.data?.find((f) => f.name === inst?.facility)?.timeZone);
   return (
@@ -221,7 +221,7 @@ export default function Rates({ params }: { params: Record<string, string> }) {
       {rates.data && rates.data.length === 0 && <p class="muted">{t('admin.rates.none')}</p>}
       {rates.data && rates.data.length > 0 && (
         <div class="table-wrap">
-          <table data-testid="rates">
+          <table class="stack" data-testid="rates">
             <thead><tr>
               <th>{t('admin.rates.mode')}</th><th>{t('admin.rates.payerClass')}</th><th>{t('admin.rates.tier')}</th>
               <th>{t('admin.rates.entry')}</th><th class="num">{t('admin.rates.priceShort')}</th>
@@ -245,7 +245,7 @@ export default function Rates({ params }: { params: Record<string, string> }) {
       )}
       {inst && isAdmin() && (
         <NewRate key={inst.name} inst={inst} zone={zone}
-          onDone={(r) => { setMsg(t('admin.rates.created', { price: priceText(r) })); rates.reload(); }} />
+          onDone={(r) => { setMsg(() => t('admin.rates.created', { price: priceText(r) })); rates.reload(); }} />
       )}
       {inst && orgs.data && <Lookup key={inst.name} inst={inst} zone={zone} orgs={orgs.data} at={params['at'] ?? ''} />}
     </section>

@@ -4,13 +4,13 @@
 // mask and etag).
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { inventory } from '../../api';
-import { lang, t } from '../../i18n';
+import { lang, t, listText } from '../../i18n';
 import { useSignal } from '../../signal';
 import { Role } from '../../../../gen/labshare/type/v1/types_pb';
 import type { User } from '../../../../gen/labshare/inventory/v1/inventory_pb';
 import { isAdmin, label, Refusal } from './common';
 import { allOrganizations } from './organizations';
-import { Loading, StatusBox, useLoad, useAction, useRequestId } from '../../ui';
+import { Loading, StatusBox, useLoad, useAction, useRequestId, useWorded } from '../../ui';
 import { idOf, listAll } from '../../names';
 import { setQuery } from '../../nav';
 import { userUpdatePaths } from './user-mask';
@@ -32,7 +32,7 @@ function RolePicker({ roles, set, legend }: { roles: number[]; set: (r: number[]
   );
 }
 
-function NewUser({ org, onDone }: { org: string; onDone: (u: User) => void }) {
+function NewUser({ org, orgTitle, onDone }: { org: string; orgTitle: string; onDone: (u: User) => void }) {
   const mutate = useRequestId();
   const [id, setId] = useState('');
   const [displayName, setName] = useState('');
@@ -53,7 +53,7 @@ function NewUser({ org, onDone }: { org: string; onDone: (u: User) => void }) {
   }
   return (
     <form class="card form-grid" onSubmit={(e) => void submit(e)} data-testid="user-form">
-      <h2>{t('admin.users.new', { org })}</h2>
+      <h2>{t('admin.users.new', { org: orgTitle })}</h2>
       <label class="field">{t('admin.users.id')}
         <input name="userId" value={id} autoComplete="off" onInput={(e) => setId((e.target as HTMLInputElement).value)} />
         <span class="muted small">{t('admin.idHint')}</span>
@@ -137,7 +137,7 @@ export default function Users({ params }: { params: Record<string, string> }) {
     return { items: r.users, next: r.nextPageToken };
   }), [org]);
   const [editing, setEditing] = useState<string>();
-  const [msg, setMsg] = useState('');
+  const [msg, setMsg] = useWorded();
   const edited = users.data?.find((u) => u.name === editing);
   return (
     <section class="admin">
@@ -155,7 +155,7 @@ export default function Users({ params }: { params: Record<string, string> }) {
       {users.data && users.data.length === 0 && <p class="muted">{t('admin.users.none')}</p>}
       {users.data && users.data.length > 0 && (
         <div class="table-wrap">
-          <table data-testid="users">
+          <table class="stack" data-testid="users">
             <thead><tr>
               <th>{t('admin.users.displayName')}</th><th>{t('admin.users.email')}</th><th>{t('admin.users.roles')}</th>
               <th>{t('admin.users.status')}</th>{isAdmin() && <th><span class="sr-only">{t('admin.actions')}</span></th>}
@@ -165,7 +165,7 @@ export default function Users({ params }: { params: Record<string, string> }) {
                 <tr key={u.name} data-testid={`user-${idOf(u.name)}`}>
                   <td>{u.displayName}<div class="muted small">{idOf(u.name)}</div></td>
                   <td>{u.email || '—'}</td>
-                  <td data-testid="roles">{u.roles.map((r) => label('Role', Role, r)).join(', ')}</td>
+                  <td data-testid="roles">{listText(u.roles.map((r) => label('Role', Role, r)))}</td>
                   <td>{u.disabled ? <span class="pill state-off">{t('admin.users.isDisabled')}</span> : t('admin.users.active')}</td>
                   {isAdmin() && (
                     <td><button type="button" onClick={() => { setMsg(''); setEditing(u.name); }} aria-label={t('admin.users.editLabel', { name: u.displayName })}>{t('admin.edit')}</button></td>
@@ -178,9 +178,9 @@ export default function Users({ params }: { params: Record<string, string> }) {
       )}
       {isAdmin() && edited && (
         <EditUser user={edited} onClose={() => setEditing(undefined)}
-          onDone={(u) => { if (u.etag !== edited.etag) { setMsg(t('admin.users.saved', { id: idOf(u.name) })); setEditing(undefined); } users.reload(); }} />
+          onDone={(u) => { if (u.etag !== edited.etag) { setMsg(() => t('admin.users.saved', { name: u.displayName || idOf(u.name) })); setEditing(undefined); } users.reload(); }} />
       )}
-      {isAdmin() && <NewUser org={org} onDone={(u) => { setMsg(t('admin.users.created', { id: idOf(u.name) })); users.reload(); }} />}
+      {isAdmin() && <NewUser org={org} orgTitle={orgs.data?.find((o) => idOf(o.name) === org)?.displayName || org} onDone={(u) => { setMsg(() => t('admin.users.created', { name: u.displayName || idOf(u.name) })); users.reload(); }} />}
     </section>
   );
 }

@@ -60,7 +60,8 @@ export function periodLabel(p: string): string {
 
 export function date(ts: Timestamp | undefined, timeZone = CONSORTIUM_TZ): string {
   if (!ts) return '—';
-  return new Intl.DateTimeFormat(dateLocale(), { timeZone, dateStyle: 'medium' }).format(timestampDate(ts));
+  // Numeric, as every date and time of the console (format.ts dateTime): "01/04/2027", "2027/04/01".
+  return new Intl.DateTimeFormat(dateLocale(), { timeZone, year: 'numeric', month: '2-digit', day: '2-digit' }).format(timestampDate(ts));
 }
 
 export function quantity(milli: bigint): string {

@@ -30,7 +30,7 @@ function Form({ org, onSaved }: { org: Organization; onSaved: (o: Organization) 
   useEffect(() => setV(fieldsOf(org)), [org.etag]);
   const changed = KEYS.some((k) => v[k] !== fieldsOf(org)[k]);
   return (
-    <form class="card form-grid" data-testid="invoicing-form" onSubmit={(e) => {
+    <form class="card form-grid billing-form" data-testid="invoicing-form" onSubmit={(e) => {
       e.preventDefault();
       void run(async () => {
         const o = await mutate('updateOrganization', {
@@ -65,8 +65,8 @@ export default function InvoicingScreen({ params }: { params: Record<string, str
   const org = useLoad(() => inventory.getOrganization({ name }), [name]);
   return (
     <section>
-      <BillingHeader params={params} names={names} chooser={true} />
       <h1>{t('billing.invoicing.title', { org: names.org(name) })}</h1>
+      <BillingHeader params={params} names={names} chooser={true} />
       <p class="muted">{t('billing.invoicing.note')}</p>
       <Loaded load={org}>{(o) => <Form org={fresh?.name === o.name ? fresh : o} onSaved={setFresh} />}</Loaded>
     </section>

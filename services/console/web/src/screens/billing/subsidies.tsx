@@ -11,7 +11,8 @@ import {
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
 import { billing } from '../../api';
 import { money, percentBps } from '../../format';
-import { lang, t } from '../../i18n';
+import { lang, t, listText } from '../../i18n';
+import { categoryLabel } from '../../categories';
 import { useSignal } from '../../signal';
 import {
   BillingHeader, chosenOrg, date, Facts, isPeriod, periodLabel, useNames, word, type Names, useStackedTables,
@@ -40,10 +41,10 @@ function eligibility(pool: SubsidyPool): string {
   const parts = [
     ...(e?.sizeClasses ?? []).map((s) => word('size', SizeClass, s)),
     ...(e?.modes ?? []).map((m) => word('mode', SharingMode, m)),
-    ...(e?.instrumentCategories ?? []),
+    ...(e?.instrumentCategories ?? []).map(categoryLabel),
     ...(e?.feeKinds ?? []).map((f) => word('feeKind', FeeKind, f)),
   ].filter(Boolean);
-  return parts.length ? parts.join(', ') : t('billing.subsidies.everything');
+  return parts.length ? listText(parts) : t('billing.subsidies.everything');
 }
 
 function validity(pool: SubsidyPool): string {

@@ -6,6 +6,7 @@ import type { AnnualReport, AssessmentCounts, InstrumentAssessment, ReportSummar
 import { Dimension } from '../../../../gen/labshare/usage/v1/usage_pb';
 import { usage } from '../../api';
 import { lang, t } from '../../i18n';
+import { categoryLabel } from '../../categories';
 import { useSignal } from '../../signal';
 import { ComputedNote, hours, int, modeLabel, monthKey, noteZone, ratio, Section, zone } from './common';
 import { ErrorBox, Loading, useLoad, ColumnHeads } from '../../ui';
@@ -143,7 +144,9 @@ function Platform({ r }: { r: AnnualReport }) {
 
 function summaryName(s: ReportSummary): string {
   if (s.dimension === Dimension.SHARING_MODE) return modeLabel(s.key!.mode);
-  return s.displayName || s.key?.category || idOf(s.key?.ownerOrganization || s.key?.facility || '');
+  // A category's display name is its key ("electron-microscopy"): words instead.
+  if (s.dimension === Dimension.CATEGORY && s.key?.category) return categoryLabel(s.key.category);
+  return s.displayName || idOf(s.key?.ownerOrganization || s.key?.facility || '');
 }
 
 function Summaries({ title, rows, testid }: { title: string; rows: ReportSummary[]; testid: string }) {

@@ -9,7 +9,8 @@ import { AuditEntryView, BreakKind, VerificationResult } from '../../../../gen/l
 import { usage } from '../../api';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
-import { hex, int, unhex, zonedTime } from './common';
+import { hex, int, orgName, unhex, useNames, zonedTime } from './common';
+import { idOf } from '../../names';
 import { ErrorBox, Loading, useLoad, ColumnHeads, useRequestId } from '../../ui';
 import { go } from '../../nav';
 
@@ -131,6 +132,7 @@ function eventWords(type: string): string {
 }
 
 function Entries({ resource, source }: { resource: string; source: string }) {
+  const names = useNames();
   const [res, setRes] = useState(resource);
   const [extra, setExtra] = useState<{ key: string; entries: AuditEntry[]; token: string; busy: boolean; error?: unknown }>();
   const key = `${resource}|${source}`;
@@ -201,7 +203,8 @@ function Entries({ resource, source }: { resource: string; source: string }) {
                       <td>{zonedTime(e.eventTime)}</td>
                       <td>{SOURCES.includes(e.sourceService as (typeof SOURCES)[number]) ? t(`dash.audit.source.${e.sourceService}`) : e.sourceService}</td>
                       <td title={e.eventType}>{eventWords(e.eventType)}</td>
-                      <td>{e.actor || '—'}{e.actorOrganization ? <><br /><small class="muted">{e.actorOrganization}</small></> : null}</td>
+                      <td data-testid="actor" title={[e.actor, e.actorOrganization].filter(Boolean).join(' · ')}>{e.actor ? idOf(e.actor) : '—'}
+                        {e.actorOrganization ? <><br /><small class="muted">{orgName(names, e.actorOrganization)}</small></> : null}</td>
                       <td class="dash-resources">{e.resources.join(', ') || '—'}</td>
                       <td><code class="dash-hash" title={hex(e.hash)}>{hex(e.hash).slice(0, 12)}…</code></td>
                     </tr>

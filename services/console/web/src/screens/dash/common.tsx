@@ -97,11 +97,12 @@ export function dayLabel(t0: Timestamp | undefined): string {
   return new Intl.DateTimeFormat(dateLocale(), { timeZone: zone(), month: 'short', day: 'numeric' }).format(timestampDate(t0));
 }
 
-// Date and time in the reporting zone, with the zone named.
+// Date and time to the second in the reporting zone, with the zone named;
+// numeric like every date of the console ("01/04/2027, 10:00:00").
 export function zonedTime(t0: Timestamp | undefined): string {
   if (!t0) return '—';
   return new Intl.DateTimeFormat(dateLocale(), {
-    timeZone: zone(), dateStyle: 'medium', timeStyle: 'medium', hourCycle: 'h23',
+    timeZone: zone(), year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23',
   }).format(timestampDate(t0)) + ` (${zone()})`;
 }
 
@@ -129,6 +130,11 @@ export function ratio(r: Ratio | undefined): string {
   if (!r || !r.defined) return t('dash.undefined');
   return percentBps(r.basisPoints);
 }
+// A chart's percentage (0–100) as the tables write it: "16%", "6.25%".
+export function percentText(v: number): string {
+  return new Intl.NumberFormat(lang.value, { style: 'percent', maximumFractionDigits: 2 }).format(v / 100);
+}
+
 export function ratioPercent(r: Ratio | undefined): number | null {
   if (!r || !r.defined) return null;
   return n(r.basisPoints) / 100;

@@ -7,6 +7,7 @@ import type { UsageFigures } from '../../../../gen/labshare/usage/v1/usage_pb';
 import { usage } from '../../api';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
+import { categoryLabel } from '../../categories';
 import {
   addMonths, ComputedNote, DataTable, dayLabel, facilityName, hours, hoursValue, int, monthKey, monthLabel, monthsRange, noteZone, orgName, parseMonth, ratio, Section, useNames, zone,
 } from './common';
@@ -44,7 +45,7 @@ export default function InstrumentFigures({ params }: { params: Record<string, s
         {info ? (
           <p class="muted">
             {t('dash.instrument.meta', {
-              owner: orgName(names, info.owner), facility: facilityName(names, info.facility), category: info.category || '—',
+              owner: orgName(names, info.owner), facility: facilityName(names, info.facility), category: categoryLabel(info.category),
             })}
           </p>
         ) : null}

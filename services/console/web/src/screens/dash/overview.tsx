@@ -14,7 +14,7 @@ import { usage } from '../../api';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import {
-  addMonths, ComputedNote, DataTable, hours, hoursValue, instrumentName, int, modeLabel, monthKey, monthLabel, monthOf, monthsRange, n, noteZone, orgName, parseMonth, ratio, ratioPercent, Section, useNames, zone, type Month, type Names,
+  addMonths, ComputedNote, DataTable, hours, hoursValue, instrumentName, int, modeLabel, monthKey, monthLabel, monthOf, monthsRange, n, noteZone, orgName, parseMonth, percentText, ratio, ratioPercent, Section, useNames, zone, type Month, type Names,
 } from './common';
 import { EChart, narrow, type ChartOption } from './chart';
 import { ErrorBox, Loading, useLoad, ColumnHeads } from '../../ui';
@@ -236,10 +236,10 @@ function PerInstrumentCharts({ lines, mo }: { lines: InstrumentLine[]; mo: Month
   const rateOption = useMemo((): ChartOption => {
     const bands = [...new Set(shown.map((x) => x.minSharingBp).filter((x): x is number => x !== undefined))];
     return {
-      tooltip: { trigger: 'axis', axisPointer: { type: 'shadow' }, valueFormatter: (v: unknown) => (v == null ? t('dash.undefined') : `${v} %`) },
+      tooltip: { trigger: 'axis', axisPointer: { type: 'shadow' }, valueFormatter: (v: unknown) => (v == null ? t('dash.undefined') : percentText(Number(v))) },
       legend: { top: 0 },
       grid: { left: 8, right: 48, top: 36, bottom: 8, containLabel: true },
-      xAxis: { type: 'value', max: (v: { max: number }) => Math.max(100, Math.ceil(v.max)), splitNumber: narrow() ? 3 : 5, axisLabel: { formatter: '{value} %', hideOverlap: true } },
+      xAxis: { type: 'value', max: (v: { max: number }) => Math.max(100, Math.ceil(v.max)), splitNumber: narrow() ? 3 : 5, axisLabel: { formatter: (v: number) => percentText(v), hideOverlap: true } },
       yAxis: { type: 'category', inverse: true, data: shown.map((x) => x.label), axisLabel: { width: narrow() ? 90 : 150, overflow: 'truncate' } },
       series: [
         { name: t('dash.series.utilization'), type: 'bar', data: shown.map((x) => ratioPercent(x.f.utilization)) },
@@ -247,7 +247,7 @@ function PerInstrumentCharts({ lines, mo }: { lines: InstrumentLine[]; mo: Month
           name: t('dash.series.sharing'), type: 'bar', data: shown.map((x) => ratioPercent(x.f.sharingRate)),
           markLine: {
             symbol: 'none', silent: true, lineStyle: { type: 'dashed', color: '#b3261e', width: 2 },
-            label: { formatter: (p: { value: number }) => t('dash.yardstick.sharing', { v: `${p.value} %` }), position: 'insideEndTop', color: '#b3261e' },
+            label: { formatter: (p: { value: number }) => t('dash.yardstick.sharing', { v: percentText(p.value) }), position: 'insideEndTop', color: '#b3261e', backgroundColor: 'rgba(255,255,255,0.9)', padding: [1, 3] },
             data: bands.map((b) => ({ xAxis: b / 100 })),
           },
         },
@@ -268,7 +268,8 @@ function PerInstrumentCharts({ lines, mo }: { lines: InstrumentLine[]; mo: Month
         markLine: {
           symbol: 'none', silent: true, lineStyle: { type: 'dashed', color: '#b3261e', width: 2 },
           label: {
-            position: 'insideEndTop', color: '#b3261e',
+            // On a white ground: the line runs over the bars, so must its words.
+            position: 'insideEndTop', color: '#b3261e', backgroundColor: 'rgba(255,255,255,0.9)', padding: [1, 3],
             formatter: (p: { name: string; value: number }) =>
               t(p.name === 'idle' ? 'dash.yardstick.idle' : 'dash.yardstick.external', { v: t('dash.unit.hours', { n: p.value }) }),
           },
@@ -442,7 +443,7 @@ function Trend({ mo, n: count, onN }: { mo: Month; n: number; onN: (n: number) =
     xAxis: { type: 'category', data: rows.map(({ m }) => monthLabel(m, 'short')) },
     yAxis: [
       { type: 'value', name: t('dash.unit.hoursAxis'), axisLabel: { formatter: '{value}' } },
-      { type: 'value', name: '%', axisLabel: { formatter: '{value} %' }, splitLine: { show: false } },
+      { type: 'value', name: '%', axisLabel: { formatter: (v: number) => percentText(v) }, splitLine: { show: false } },
     ],
     series: [
       { name: t('dash.series.effective'), type: 'bar', data: rows.map(({ r }) => (r ? hoursValue(r.figures?.effectiveSeconds) : null)) },
@@ -516,7 +517,7 @@ function Income({ mo, names }: { mo: Month; names: Names }) {
     legend: { bottom: 0 },
     series: [{
       name: t('dash.income.byMode'), type: 'pie', radius: ['35%', '65%'], center: ['50%', '45%'],
-      label: { formatter: '{b}\n{d} %' },
+      label: { formatter: (p: { name: string; percent: number }) => `${p.name}\n${percentText(p.percent)}` },
       data: modeRows.filter((r) => moneyValue(r.figures?.serviceIncome) !== 0)
         .map((r) => ({ name: modeLabel(r.key!.mode), value: moneyValue(r.figures?.serviceIncome) })),
     }],

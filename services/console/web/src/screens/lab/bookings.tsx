@@ -19,7 +19,7 @@ import { cancelConfirmable, durationMs, lateCancelFee, type FeePreview } from '.
 import './lab.css';
 import { ErrorBox, StatusBox, useRequestId } from '../../ui';
 import { explain } from '../../errors';
-import { allFacilities, idOf } from '../../names';
+import { allFacilities, idOf, listAll } from '../../names';
 import { DEFAULT_ZONE, fromWall, toWall, zoneLabel } from '../../zones';
 
 const PAGE = 20;
@@ -113,6 +113,17 @@ export default function LabBookings({ params }: { params: Record<string, string>
     ...(leases.page?.items ?? []).map((l) => l.instrument),
     ...(orders.page?.items ?? []).map((o) => o.instrument),
   ]);
+  // Project titles for the joint-research bookings (ListProjects: the
+  // caller's organisation's projects); the id until they are there.
+  const [projectTitles, setProjectTitles] = useState<Record<string, string>>({});
+  useEffect(() => {
+    let live = true;
+    listAll(async (pageToken) => {
+      const r = await booking.listProjects({ pageSize: 100, pageToken });
+      return { items: r.projects, next: r.nextPageToken };
+    }).then((ps) => live && setProjectTitles(Object.fromEntries(ps.map((x) => [x.name, x.title || idOf(x.name)]))), () => undefined);
+    return () => { live = false; };
+  }, []);
   const zoneOf = (inst: string) => zones[inst]?.zone ?? 'Asia/Shanghai';
   const title = (inst: string) => zones[inst]?.title ?? idOf(inst);
 
@@ -168,7 +179,7 @@ export default function LabBookings({ params }: { params: Record<string, string>
       {bookings.page && bookings.page.items.length === 0 && <p class="muted">{t('lab.list.noBookings')}</p>}
       {bookings.page && bookings.page.items.length > 0 && (
         <div class="table-wrap">
-          <table data-testid="bookings-table">
+          <table class="stack" data-testid="bookings-table">
             <thead><tr>
               <th>{t('lab.list.booking')}</th><th>{t('lab.list.instrument')}</th><th>{t('lab.list.when')}</th>
               <th>{t('lab.list.mode')}</th><th>{t('lab.list.state')}</th><th>{t('lab.list.actions')}</th>
@@ -179,7 +190,7 @@ export default function LabBookings({ params }: { params: Record<string, string>
                 const slotMode = b.mode === SharingMode.ON_SITE || b.mode === SharingMode.JOINT_RESEARCH;
                 return (
                   <tr key={b.name} data-testid={`booking-${idOf(b.name)}`}>
-                    <td>{idOf(b.name)}{b.project && <div class="muted">{t('lab.list.project', { p: idOf(b.project) })}</div>}</td>
+                    <td>{idOf(b.name)}{b.project && <div class="muted">{t('lab.list.project', { p: projectTitles[b.project] ?? idOf(b.project) })}</div>}</td>
                     <td><a href={`#/lab/instruments/${idOf(b.instrument)}?week=${weekOf(b, z)}`}>{title(b.instrument)}</a></td>
                     <td>{rangeText(b.reservedInterval?.startTime, b.reservedInterval?.endTime, z)}<div class="muted">{z}</div></td>
                     <td>{modeWord(b.mode)}</td>
@@ -209,7 +220,7 @@ export default function LabBookings({ params }: { params: Record<string, string>
       {leases.page && leases.page.items.length === 0 && <p class="muted">{t('lab.list.noLeases')}</p>}
       {leases.page && leases.page.items.length > 0 && (
         <div class="table-wrap">
-          <table data-testid="leases-table">
+          <table class="stack" data-testid="leases-table">
             <thead><tr>
               <th>{t('lab.list.lease')}</th><th>{t('lab.list.instrument')}</th><th>{t('lab.list.term')}</th>
               <th>{t('lab.list.state')}</th><th>{t('lab.list.contract')}</th><th>{t('lab.list.actions')}</th>
@@ -246,7 +257,7 @@ export default function LabBookings({ params }: { params: Record<string, string>
       {orders.page && orders.page.items.length === 0 && <p class="muted">{t('lab.list.noOrders')}</p>}
       {orders.page && orders.page.items.length > 0 && (
         <div class="table-wrap">
-          <table data-testid="orders-table">
+          <table class="stack" data-testid="orders-table">
             <thead><tr>
               <th>{t('lab.list.order')}</th><th>{t('lab.list.instrument')}</th><th>{t('lab.order.samples')}</th>
               <th>{t('lab.list.created')}</th><th>{t('lab.list.state')}</th><th>{t('lab.order.total')}</th>

@@ -10,9 +10,10 @@ import type { AvailableInstrument } from '../../../../gen/labshare/booking/v1/bo
 import { SharingMode } from '../../../../gen/labshare/type/v1/types_pb';
 import { booking } from '../../api';
 import type { ShownError } from '../../errors';
-import { lang, t } from '../../i18n';
+import { lang, t, listText } from '../../i18n';
 import { useSignal } from '../../signal';
 import { BOOKABLE_MODES, hhmm, isoDay, mondayOf, modeWord, msTs, parseDay, todayWall, tsMs, zoneOf } from './common';
+import { categoryLabel } from '../../categories';
 import './lab.css';
 import { ErrorBox } from '../../ui';
 import { explain } from '../../errors';
@@ -73,7 +74,7 @@ export default function LabInstruments({ params }: { params: Record<string, stri
     return () => { live = false; };
   }, [category, facility, mode, day, minHours, zone, !instruments]);
 
-  const categories = [...new Set((instruments ?? []).map((i) => i.category))].sort();
+  const categories = [...new Set((instruments ?? []).map((i) => i.category))].sort((a, b) => categoryLabel(a).localeCompare(categoryLabel(b), lang.value));
   const byName = new Map((instruments ?? []).map((i) => [i.name, i]));
   const facName = (name: string) => facilities.find((f) => f.name === name)?.displayName ?? idOf(name);
   const facZone = (name: string) => zoneOf(facilities.find((f) => f.name === name));
@@ -103,7 +104,7 @@ export default function LabInstruments({ params }: { params: Record<string, stri
         <label class="field">{t('lab.search.category')}
           <select name="category" data-testid="category">
             <option value="">{t('lab.search.anyCategory')}</option>
-            {categories.map((c) => <option key={c} value={c} selected={c === category}>{c}</option>)}
+            {categories.map((c) => <option key={c} value={c} selected={c === category}>{categoryLabel(c)}</option>)}
           </select>
         </label>
         <label class="field">{t('lab.search.facility')}
@@ -131,7 +132,7 @@ export default function LabInstruments({ params }: { params: Record<string, stri
       {instruments && !searching && listed.length === 0 && <p class="muted" data-testid="no-results">{t('lab.search.none')}</p>}
       {instruments && !searching && listed.length > 0 && (
         <div class="table-wrap">
-          <table data-testid="results">
+          <table class="stack" data-testid="results">
             <thead><tr>
               <th>{t('lab.search.instrument')}</th><th>{t('lab.search.facility')}</th><th>{t('lab.search.owner')}</th>
               <th>{t('lab.search.modes')}</th>{category && <th>{t('lab.search.free')}</th>}<th>{t('lab.list.actions')}</th>
@@ -141,10 +142,10 @@ export default function LabInstruments({ params }: { params: Record<string, stri
                 const z = facZone(inst.facility);
                 return (
                   <tr key={inst.name} data-testid={`result-${idOf(inst.name)}`}>
-                    <td><strong>{inst.displayName}</strong><div class="muted">{idOf(inst.name)} · {inst.category}</div></td>
+                    <td><strong>{inst.displayName}</strong><div class="muted">{idOf(inst.name)} · {categoryLabel(inst.category)}</div></td>
                     <td>{facName(inst.facility)}</td>
                     <td>{orgName(orgs, inst.ownerOrganization)}</td>
-                    <td>{inst.modes.map((m) => modeWord(m.mode)).join(', ')}</td>
+                    <td>{listText(inst.modes.map((m) => modeWord(m.mode)))}</td>
                     {category && (
                       <td>{(free?.freeIntervals ?? []).map((iv, k) => {
                         const s = toWall(tsMs(iv.startTime), z);

@@ -2,7 +2,7 @@
 // to participant organisations): participants and cost shares, period,
 // hour budgets per instrument with used and committed hoursNumber.
 import { useEffect, useState } from 'preact/hooks';
-import type { Organization } from '../../../../gen/labshare/inventory/v1/inventory_pb';
+import type { Instrument, Organization } from '../../../../gen/labshare/inventory/v1/inventory_pb';
 import type { Project } from '../../../../gen/labshare/booking/v1/booking_pb';
 import { booking } from '../../api';
 import type { ShownError } from '../../errors';
@@ -13,13 +13,14 @@ import { projectStateWord, timeText, tsMs, isoDay, mondayOf, todayWall } from '.
 import './lab.css';
 import { ErrorBox } from '../../ui';
 import { explain } from '../../errors';
-import { allOrganizations, idOf, listAll, orgName } from '../../names';
+import { allInstruments, allOrganizations, idOf, listAll, orgName } from '../../names';
 import { DEFAULT_ZONE, toWall } from '../../zones';
 
 export default function LabProjects() {
   useSignal(lang);
   const [projects, setProjects] = useState<Project[]>();
   const [orgs, setOrgs] = useState<Organization[]>();
+  const [instruments, setInstruments] = useState<Instrument[]>();
   const [error, setError] = useState<ShownError>();
   useEffect(() => {
     listAll(async (pageToken) => {
@@ -27,6 +28,7 @@ export default function LabProjects() {
       return { items: r.projects, next: r.nextPageToken };
     }).then(setProjects, (e) => setError(explain(e)));
     allOrganizations().then(setOrgs, () => undefined);
+    allInstruments().then(setInstruments, () => undefined);
   }, []);
   const zone = DEFAULT_ZONE;
   return (
@@ -46,7 +48,7 @@ export default function LabProjects() {
               {p.externalReference && ` · ${p.externalReference}`}</p>
             <p>{t('lab.projects.participants')}: {p.participants.map((x) => `${orgName(orgs, x.organization)} ${percentBps(x.shareBps)}${x.lead ? ' ★' : ''}`).join(' · ')}</p>
             <div class="table-wrap">
-              <table>
+              <table class="stack">
                 <thead><tr>
                   <th>{t('lab.search.instrument')}</th><th class="num">{t('lab.projects.budget')}</th><th class="num">{t('lab.projects.used')}</th>
                   <th class="num">{t('lab.projects.committed')}</th><th class="num">{t('lab.projects.remaining')}</th><th>{t('lab.list.actions')}</th>
@@ -56,7 +58,8 @@ export default function LabProjects() {
                     const rem = Number(b.budget?.seconds ?? 0n) - Number(b.used?.seconds ?? 0n) - Number(b.committed?.seconds ?? 0n);
                     return (
                       <tr key={b.instrument} data-testid={`budget-${idOf(b.instrument)}`}>
-                        <td>{idOf(b.instrument)} <span class="muted">({orgName(orgs, b.instrumentOwner)})</span></td>
+                        <td data-testid="budget-instrument">{instruments?.find((i) => i.name === b.instrument)?.displayName || idOf(b.instrument)}
+                          {' '}<span class="muted">({orgName(orgs, b.instrumentOwner)})</span></td>
                         <td class="num">{t('lab.projects.h', { h: hoursNumber(b.budget?.seconds) })}</td>
                         <td class="num">{t('lab.projects.h', { h: hoursNumber(b.used?.seconds) })}</td>
                         <td class="num">{t('lab.projects.h', { h: hoursNumber(b.committed?.seconds) })}</td>

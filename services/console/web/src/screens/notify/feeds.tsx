@@ -31,7 +31,8 @@ export default function CalendarFeeds() {
   const [missing, setMissing] = useState<string>();
   // The secret address of the feed just created or rotated: shown once.
   const [shown, setShown] = useState<Shown>();
-  const [done, setDone] = useState<string>();
+  // What the last rotation or revocation did, worded at each render (in the current language).
+  const [done, setDone] = useState<{ text: () => string }>();
 
   const label = (f: CalendarFeed) => f.displayName || idOf(f.name);
   const instrumentName = (n: string) => instruments.data?.find((i) => i.name === n)?.displayName || idOf(n);
@@ -101,7 +102,7 @@ export default function CalendarFeeds() {
       </form>
 
       {shown && <SecretBox testid="feed-secret" label={t('notify.feeds.secret')} value={shown.url} note={t('notify.feeds.secretNote')} />}
-      <StatusBox testid="feed-done">{done}</StatusBox>
+      <StatusBox testid="feed-done">{done?.text()}</StatusBox>
 
       <h2>{t('notify.feeds.list')}</h2>
       <Loading load={list} />
@@ -112,8 +113,8 @@ export default function CalendarFeeds() {
             <tbody>
               {list.data.map((f) => (
                 <FeedRow key={f.name} feed={f} label={label(f)} instrumentName={instrumentName}
-                  onRotated={(url, name) => { setShown(url ? { feed: f.name, url } : undefined); setDone(t('notify.feeds.rotated', { name })); list.reload(); }}
-                  onRevoked={(name) => { if (shown?.feed === f.name) setShown(undefined); setDone(t('notify.feeds.revoked', { name })); list.reload(); }} />
+                  onRotated={(url, name) => { setShown(url ? { feed: f.name, url } : undefined); setDone({ text: () => t('notify.feeds.rotated', { name }) }); list.reload(); }}
+                  onRevoked={(name) => { if (shown?.feed === f.name) setShown(undefined); setDone({ text: () => t('notify.feeds.revoked', { name }) }); list.reload(); }} />
               ))}
             </tbody>
           </table>

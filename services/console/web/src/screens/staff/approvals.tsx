@@ -70,7 +70,7 @@ export default function Approvals(_: { params: Record<string, string> }) {
           <h2>{t('staff.approvals.bookings', { n: queue.bookings.length })}</h2>
           {queue.bookings.length === 0 ? <p class="muted" data-testid="approvals-empty">{t('staff.approvals.noBookings')}</p> : (
             <div class="table-wrap">
-              <table data-testid="approvals-bookings">
+              <table class="stack" data-testid="approvals-bookings">
                 <ColumnHeads prefix="staff.col." cols={['instrument', 'requester', 'time', 'why', 'actions']} />
                 <tbody>
                   {queue.bookings.map((b) => <BookingRow key={b.name} b={b} world={world} onDone={done} />)}
@@ -81,7 +81,7 @@ export default function Approvals(_: { params: Record<string, string> }) {
           <h2 class="staff-section">{t('staff.approvals.leases', { n: queue.leases.length })}</h2>
           {queue.leases.length === 0 ? <p class="muted">{t('staff.approvals.noLeases')}</p> : (
             <div class="table-wrap">
-              <table data-testid="approvals-leases">
+              <table class="stack" data-testid="approvals-leases">
                 <ColumnHeads prefix="staff.col." cols={['instrument', 'lessee', 'term', 'purpose', 'actions']} />
                 <tbody>
                   {queue.leases.map((l) => <LeaseRow key={l.name} l={l} world={world} onDone={done} />)}

@@ -136,6 +136,15 @@ function fmt(ts: Timestamp, timeZone: string, opts: Intl.DateTimeFormatOptions):
 const DAY: Intl.DateTimeFormatOptions = { year: 'numeric', month: '2-digit', day: '2-digit', weekday: 'short' };
 const HM: Intl.DateTimeFormatOptions = { hour: '2-digit', minute: '2-digit' };
 
+// The day with its weekday: "Wed, 14/04/2027"; in Chinese the weekday after
+// the date and a space ("2027/04/14 周三": Intl glues them, "2027/04/14周三"),
+// its two characters joined (U+2060) so a narrow column does not split it.
+function day(ts: Timestamp, timeZone: string): string {
+  if (!dateLocale().startsWith('zh')) return fmt(ts, timeZone, DAY);
+  const weekday = [...fmt(ts, timeZone, { weekday: 'short' })].join('\u2060');
+  return `${fmt(ts, timeZone, { year: 'numeric', month: '2-digit', day: '2-digit' })} ${weekday}`;
+}
+
 // The services leave a time unset or at the epoch when there is none.
 export function isSet(ts: Timestamp | undefined): ts is Timestamp {
   return !!ts && (ts.seconds !== 0n || ts.nanos !== 0);
@@ -143,15 +152,15 @@ export function isSet(ts: Timestamp | undefined): ts is Timestamp {
 
 export function when(ts: Timestamp | undefined, timeZone: string): string {
   if (!isSet(ts)) return '—';
-  return `${fmt(ts, timeZone, DAY)} ${fmt(ts, timeZone, HM)}`;
+  return `${day(ts, timeZone)} ${fmt(ts, timeZone, HM)}`;
 }
 
 // An interval in the facility's zone: "Wed 14/04/2027 09:00–12:00", or both
 // dates when it spans days; the zone is shown next to it (ZoneNote).
 export function span(iv: Interval | undefined, timeZone: string): string {
   if (!iv?.startTime || !iv.endTime) return '—';
-  const d1 = fmt(iv.startTime, timeZone, DAY);
-  const d2 = fmt(iv.endTime, timeZone, DAY);
+  const d1 = day(iv.startTime, timeZone);
+  const d2 = day(iv.endTime, timeZone);
   const h1 = fmt(iv.startTime, timeZone, HM);
   const h2 = fmt(iv.endTime, timeZone, HM);
   return d1 === d2 ? `${d1} ${h1}–${h2}` : `${d1} ${h1} – ${d2} ${h2}`;

@@ -46,7 +46,7 @@ export default function Leases({ params }: { params: Record<string, string> }) {
         <p class="muted">{t('staff.leases.none')}</p>
       ) : (
         <div class="table-wrap">
-          <table data-testid="leases">
+          <table class="stack" data-testid="leases">
             <ColumnHeads prefix="staff." cols={['col.instrument', 'col.lessee', 'col.term', 'col.state', 'leases.contract', 'col.actions']} />
             <tbody>
               {leases.map((l) => <LeaseRow key={l.name} l={l} world={world}

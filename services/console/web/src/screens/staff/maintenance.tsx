@@ -139,7 +139,7 @@ export default function Maintenance({ params }: { params: Record<string, string>
       <form class="card" onSubmit={(e) => { e.preventDefault(); void check(); }} aria-labelledby="maint-form">
         <h2 id="maint-form">{t('staff.maint.declare')}</h2>
         <div class="staff-form">
-          <label class="field">
+          <label class="field span2">
             <span>{t('staff.col.instrument')}</span>
             <select data-testid="maint-instrument" value={draft.instrument}
               onChange={(e) => set({ instrument: (e.target as HTMLSelectElement).value })}>
@@ -227,7 +227,7 @@ function instrumentLabel2(world: StaffWorld, name: string): string {
 function BookingTable({ bookings, zone, fate, testid }: { bookings: Booking[]; zone: string; fate?: boolean; testid: string }) {
   return (
     <div class="table-wrap">
-      <table data-testid={`maintenance-${testid}-bookings`}>
+      <table class="stack" data-testid={`maintenance-${testid}-bookings`}>
         <thead>
           <tr>
             <th>{t('staff.col.booking')}</th>
@@ -285,7 +285,7 @@ function Windows({ world, instrument, tick, onChanged }: { world: StaffWorld; in
         <p class="muted">{t('staff.maint.noWindows')}</p>
       ) : (
         <div class="table-wrap">
-          <table data-testid="maintenance-windows">
+          <table class="stack" data-testid="maintenance-windows">
             <ColumnHeads prefix="staff." cols={['col.time', 'maint.reason', 'maint.kind', 'col.state', 'col.actions']} />
             <tbody>
               {windows.map((w) => <WindowRow key={w.name} w={w} zone={zone} onChanged={onChanged} />)}

@@ -56,7 +56,7 @@ export default function Orders({ params }: { params: Record<string, string> }) {
         <p class="muted">{t('staff.orders.none')}</p>
       ) : (
         <div class="table-wrap">
-          <table data-testid="orders">
+          <table class="stack" data-testid="orders">
             <ColumnHeads prefix="staff." cols={['orders.service', 'orders.client', 'orders.samples', 'col.state', 'orders.quote', 'orders.run', 'col.actions']} />
             <tbody>
               {orders.map((o) => <OrderRow key={o.name} o={o} world={world} monday={monday}

@@ -99,7 +99,7 @@ export default function Qualifications({ params }: { params: Record<string, stri
         <p class="muted">{t('staff.quals.none')}</p>
       ) : (
         <div class="table-wrap">
-          <table data-testid="qualifications">
+          <table class="stack" data-testid="qualifications">
             <ColumnHeads prefix="staff." cols={['quals.userCol', 'col.state', 'quals.granted.col', 'quals.lastUse', 'quals.expires', 'col.actions']} />
             <tbody>
               {list.map((q) => <QualRow key={q.name} q={q} zone={zone} onChanged={() => setTick((n) => n + 1)} />)}

@@ -908,7 +908,7 @@ absl::StatusOr<int> BillingManager::IndexPeriodInvoices() {
         // Damaged data: said, skipped (it cannot be netted), and counted so
         // that the next call does not walk the whole index again for it.
         LogError("invoice index member without a readable document; left out of its period's set",
-                   {{"member", members[i]}, {"error", std::string(parsed.status().message())}});
+                 {{"member", members[i]}, {"error", std::string(parsed.status().message())}});
         ++unreadable;
         continue;
       }

@@ -91,16 +91,16 @@ export function useWorded(): [string, (w: Worded) => void] {
 export function useAction() {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>();
-  const [doneText, setDoneText] = useState<{ text: () => string }>();
-  const setDone = useCallback((s: string | undefined) => setDoneText(s === undefined ? undefined : { text: () => s }), []);
-  const done = doneText?.text();
+  const [doneText, setWorded] = useWorded();
+  const setDone = useCallback((s: string | undefined) => setWorded(s ?? ''), [setWorded]);
+  const done = doneText || undefined;
   async function run<T>(f: () => Promise<T>, ok?: (v: T) => string): Promise<T | undefined> {
     setBusy(true);
     setError(undefined);
     setDone(undefined);
     try {
       const v = await f();
-      if (ok) setDoneText({ text: () => ok(v) });
+      if (ok) setWorded(() => ok(v));
       return v;
     } catch (err) {
       setError(err);

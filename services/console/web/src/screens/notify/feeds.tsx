@@ -9,7 +9,7 @@ import { lang, t } from '../../i18n';
 import { allInstruments, listAll } from '../../names';
 import { session } from '../../session';
 import { useSignal } from '../../signal';
-import { ColumnHeads, ErrorBox, Loading, StatusBox, useAction, useLoad, useRequestId } from '../../ui';
+import { ColumnHeads, ErrorBox, Loading, StatusBox, useAction, useLoad, useRequestId, useWorded } from '../../ui';
 import { idOf, PersonalHeader, SecretBox, when } from './common';
 
 interface Shown { feed: string; url: string }
@@ -32,7 +32,7 @@ export default function CalendarFeeds() {
   // The secret address of the feed just created or rotated: shown once.
   const [shown, setShown] = useState<Shown>();
   // What the last rotation or revocation did, worded at each render (in the current language).
-  const [done, setDone] = useState<{ text: () => string }>();
+  const [done, setDone] = useWorded();
 
   const label = (f: CalendarFeed) => f.displayName || idOf(f.name);
   const instrumentName = (n: string) => instruments.data?.find((i) => i.name === n)?.displayName || idOf(n);
@@ -43,7 +43,7 @@ export default function CalendarFeeds() {
       return;
     }
     setMissing(undefined);
-    setDone(undefined);
+    setDone('');
     const calendarFeed = { kind, instrument: kind === CalendarFeed_Kind.INSTRUMENT ? instrument : '', displayName: displayName.trim() };
     void create.run(() => mutate('createCalendarFeed', { parent, calendarFeed }, (r) => feeds.createCalendarFeed(r)),
       (f) => t('notify.feeds.created', { name: label(f) }))
@@ -102,7 +102,7 @@ export default function CalendarFeeds() {
       </form>
 
       {shown && <SecretBox testid="feed-secret" label={t('notify.feeds.secret')} value={shown.url} note={t('notify.feeds.secretNote')} />}
-      <StatusBox testid="feed-done">{done?.text()}</StatusBox>
+      <StatusBox testid="feed-done">{done}</StatusBox>
 
       <h2>{t('notify.feeds.list')}</h2>
       <Loading load={list} />
@@ -113,8 +113,8 @@ export default function CalendarFeeds() {
             <tbody>
               {list.data.map((f) => (
                 <FeedRow key={f.name} feed={f} label={label(f)} instrumentName={instrumentName}
-                  onRotated={(url, name) => { setShown(url ? { feed: f.name, url } : undefined); setDone({ text: () => t('notify.feeds.rotated', { name }) }); list.reload(); }}
-                  onRevoked={(name) => { if (shown?.feed === f.name) setShown(undefined); setDone({ text: () => t('notify.feeds.revoked', { name }) }); list.reload(); }} />
+                  onRotated={(url, name) => { setShown(url ? { feed: f.name, url } : undefined); setDone(() => t('notify.feeds.rotated', { name })); list.reload(); }}
+                  onRevoked={(name) => { if (shown?.feed === f.name) setShown(undefined); setDone(() => t('notify.feeds.revoked', { name })); list.reload(); }} />
               ))}
             </tbody>
           </table>

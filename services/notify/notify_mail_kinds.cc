@@ -64,6 +64,14 @@ Notice OrderNotice(Kind kind, const bk::ServiceOrder& o) {
   return n;
 }
 
+}  // namespace
+
+std::string ServiceEntryRef(absl::string_view instrument, absl::string_view entry_id) {
+  return absl::StrCat(instrument, kServiceEntryRefInfix, entry_id);
+}
+
+namespace {
+
 std::string Member(Kind kind, absl::string_view resource) { return absl::StrCat(KindName(kind), "|", resource); }
 
 bool IsService(absl::string_view actor) { return absl::StartsWith(actor, "services/"); }
@@ -402,7 +410,7 @@ void InterpretBooking(const bk::BookingEvent& e, const InterpretOptions& o, Inte
       n.org_roles.push_back({so.instrument_owner(), Role::kFacilityStaff});
       n.names["client"] = so.client_organization();
       n.names["requester"] = so.requester();
-      n.text["service"] = so.service_entry_id();
+      n.names["service"] = ServiceEntryRef(so.instrument(), so.service_entry_id());
       n.text["samples"] = absl::StrCat(so.sample_count());
       n.text["description"] = so.sample_description();
       if (so.has_requested_completion_time()) n.times["wanted"] = FromProto(so.requested_completion_time());

@@ -25,6 +25,12 @@ bool ParseKind(absl::string_view name, Kind* kind);
 // sent, immediately, never unsubscribed.
 bool IsLegalNotice(Kind kind);
 
+// A service catalogue entry as Notice::names holds it:
+// "<instrument>/serviceCatalogue/<entry id>" (not a resource name of the
+// API; the mail module looks its display name up in the instrument).
+inline constexpr char kServiceEntryRefInfix[] = "/serviceCatalogue/";
+std::string ServiceEntryRef(absl::string_view instrument, absl::string_view entry_id);
+
 // One mail to one or more people about one event.
 struct Notice {
   Kind kind = v1::NOTIFICATION_KIND_UNSPECIFIED;
@@ -48,9 +54,10 @@ struct Notice {
   // Which of the kind's texts (a reschedule's "moved", a late
   // cancellation's "late"...); usually empty.
   std::string variant;
-  // Organisations and people ({name} in the templates): "organizations/x"
-  // or "users/x", written by their display names (RenderContext::names,
-  // looked up when the mail is made), else their ids.
+  // Organisations, people and service catalogue entries ({name} in the
+  // templates): "organizations/x", "users/x" or ServiceEntryRef(...),
+  // written by their display names (RenderContext::names, looked up when
+  // the mail is made), else their ids (the part after the last '/').
   std::map<std::string, std::string> names;
   // Who did what the mail tells ({by}): text["by_role"] (kBy* below) and
   // names["by_org"], as the event says. When by_actor ("users/{id}") is

@@ -664,6 +664,8 @@ absl::Status MailModule::Deliver(const Notice& event_notice, const std::string& 
     } else if (absl::StartsWith(name, "users/")) {
       auto p = people_->User(name);
       if (p.ok() && !p->display_name.empty()) base.names[key] = p->display_name;
+    } else if (const size_t at = name.find(kServiceEntryRefInfix); at != std::string::npos) {
+      base.names[key] = people_->ServiceEntryName(name.substr(0, at), name.substr(at + sizeof(kServiceEntryRefInfix) - 1));
     }
   }
   if (!notice.maintenance_window.empty()) {

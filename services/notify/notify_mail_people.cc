@@ -105,6 +105,12 @@ class GrpcPeople final : public People {
 
   std::string InstrumentZone(const std::string& name) override { return LoadInstrument(name).zone; }
 
+  std::string ServiceEntryName(const std::string& instrument, const std::string& entry_id) override {
+    const Instrument in = LoadInstrument(instrument);
+    auto it = in.services.find(entry_id);
+    return it == in.services.end() || it->second.empty() ? entry_id : it->second;
+  }
+
   std::string OrganizationName(const std::string& name) override {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -140,6 +146,7 @@ class GrpcPeople final : public People {
   struct Instrument {
     std::string display_name;
     std::string zone;  // of its facility
+    std::map<std::string, std::string> services;  // catalogue entry id -> display name
     absl::Time expires;
   };
 
@@ -159,6 +166,7 @@ class GrpcPeople final : public People {
     iv::Instrument in;
     if (!stub_->GetInstrument(&ctx, req, &in).ok()) return out;  // not cached: asked again next time
     out.display_name = in.display_name();
+    for (const auto& e : in.service_catalogue()) out.services[e.entry_id()] = e.display_name();
     if (!in.facility().empty()) {
       grpc::ClientContext fctx;
       fctx.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));

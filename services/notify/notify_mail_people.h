@@ -49,6 +49,12 @@ class People {
   // The IANA time zone of the instrument's facility ("" when unknown or
   // unset).
   virtual std::string InstrumentZone(const std::string& name) = 0;
+  // The display name of the instrument's service catalogue entry
+  // `entry_id` (the id itself when unknown or unset).
+  virtual std::string ServiceEntryName(const std::string& instrument, const std::string& entry_id) {
+    (void)instrument;
+    return entry_id;
+  }
   // A maintenance window's [start, end); NOT_FOUND when unknown.
   virtual absl::StatusOr<std::pair<absl::Time, absl::Time>> Window(const std::string& name) = 0;
 };

@@ -1406,8 +1406,9 @@ TEST_F(NotifyMailE2eTest, CancellationsRejectionsAndOrderStepsReachWhomTheyConce
     const bool en = who == "staff1@owner.test";
     m = one(who, "ORDER_RECEIVED", en ? "Order: order-run" : "订单：order-run");
     EXPECT_EQ(m.subject, en ? "New service order: order-run on Instrument svc" : "新技术服务订单：order-run（Instrument svc）");
-    has(m, en ? "Client: Lab University\nRequester: Dr. ana\nSamples: 3\nDescription: three thin films"
-              : "客户：Lab University\n申请人：Dr. ana\n样品数：3\n说明：three thin films");
+    has(m, en ? "Service: Imaging, per sample\nClient: Lab University\nRequester: Dr. ana\nSamples: 3\n"
+                "Description: three thin films"
+              : "服务项目：Imaging, per sample\n客户：Lab University\n申请人：Dr. ana\n样品数：3\n说明：three thin films");
     has(m, "https://console.test/#/staff/orders");
     EXPECT_FALSE(m.unsubscribe.empty());
     m = one(who, "QUOTE_ACCEPTED", en ? "order order-run on" : "订单 order-run 的报价");

@@ -27,6 +27,11 @@ bool BlockingExecutor::Submit(std::function<void()> task) {
   return true;
 }
 
+size_t BlockingExecutor::queued() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return queue_.size();
+}
+
 void BlockingExecutor::Run() {
   for (;;) {
     std::function<void()> task;

@@ -26,6 +26,8 @@ class BlockingExecutor {
 
   // False (and `task` not run) when the queue is full.
   [[nodiscard]] bool Submit(std::function<void()> task);
+  // Tasks accepted and not started yet.
+  size_t queued();
 
  private:
   void Run();

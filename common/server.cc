@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <map>
 
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/message.h>
@@ -39,6 +40,7 @@
 #include "common/redis_flags.h"
 #include "common/reflection_v1.h"
 #include "common/secret_file.h"
+#include "common/unary.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:0",
@@ -76,6 +78,12 @@ ABSL_FLAG(int, access_log_sample, 100,
           "Access log: log 1 in N successful calls per method (the 1st, the N+1-th, ...; 1 logs "
           "every call). Failed calls and calls slower than --access_log_slow are always logged; "
           "every call is counted in the metrics.");
+// Workers of the callback methods whose use cases block (common/unary.h
+// HandleUnaryBlocking): a fixed pool, not a thread per call.
+ABSL_FLAG(int, worker_threads, 32,
+          "Threads that run blocking use cases (inventory, billing); calls beyond them wait in a queue.");
+ABSL_FLAG(int, worker_queue, 4096,
+          "Calls that may wait for a worker; more are answered UNAVAILABLE (SERVER_BUSY) with a retry delay.");
 ABSL_FLAG(absl::Duration, access_log_slow, absl::Milliseconds(250),
           "Access log: a successful call at least this long is always logged.");
 ABSL_FLAG(std::string, clock_file, "",
@@ -83,6 +91,26 @@ ABSL_FLAG(std::string, clock_file, "",
           "instead of the system clock.");
 
 namespace labshare {
+
+absl::Status ServerBusy() {
+  return WithRetryDelay(MakeError(absl::StatusCode::kUnavailable, "SERVER_BUSY",
+                                  "the service has too many calls waiting; try again shortly"),
+                        absl::Milliseconds(200));
+}
+
+BlockingExecutor* ServiceWorkers(absl::string_view service) {
+  static absl::Mutex mu(absl::kConstInit);
+  static auto* const pools = new std::map<std::string, BlockingExecutor*, std::less<>>();
+  absl::MutexLock lock(&mu);
+  auto it = pools->find(service);
+  if (it == pools->end()) {
+    it = pools->emplace(std::string(service),
+                        new BlockingExecutor(std::max(1, absl::GetFlag(FLAGS_worker_threads)),
+                                             static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_worker_queue)))))
+             .first;
+  }
+  return it->second;
+}
 namespace {
 
 std::string HeaderValue(const std::multimap<grpc::string_ref, grpc::string_ref>& md,

@@ -1,11 +1,15 @@
 // The body every unary RPC adapter shares: authorize the call, run the use
 // case, convert its status. Services keep their methods about one line.
 //
-// Two forms with the same behaviour: HandleUnary for the synchronous API,
+// Three forms with the same behaviour: HandleUnary for the synchronous API,
 // HandleUnaryAsync for the callback API (no thread waits: the use case
-// answers through a callback, typically from a RedisPipeline thread). Both
+// answers through a callback, typically from a RedisPipeline thread), and
+// HandleUnaryBlocking for the callback API with a use case that blocks
+// (synchronous Redis or gRPC calls): it runs on a bounded pool of workers
+// (ServiceWorkers), so no thread is made per call and a flood of calls
+// waits in a bounded queue instead of growing the process's threads. All
 // run inside the same server interceptor (common/server.cc: token and role
-// check, trace id, metrics, access log), and both convert statuses with
+// check, trace id, metrics, access log), and all convert statuses with
 // ToGrpcStatus (reason, ErrorInfo, retry delay).
 #ifndef LABSHARE_COMMON_UNARY_H_
 #define LABSHARE_COMMON_UNARY_H_
@@ -18,7 +22,10 @@
 #include <functional>
 #include <utility>
 
+#include "absl/time/time.h"
 #include "common/auth.h"
+#include "common/blocking_executor.h"
+#include "common/error.h"
 #include "common/grpc_status.h"
 
 namespace labshare {
@@ -62,6 +69,52 @@ grpc::ServerUnaryReactor* HandleUnaryAsync(const Authorizer& auth, grpc::Callbac
        *resp = *std::move(result);
        reactor->Finish(grpc::Status::OK);
      }));
+  return reactor;
+}
+
+// What a call answers when the workers' queue is full: UNAVAILABLE
+// (SERVER_BUSY, types.proto) with a retry delay.
+absl::Status ServerBusy();
+
+// The workers HandleUnaryBlocking runs `service`'s use cases on: one pool
+// per service name in the process (--worker_threads threads, at most
+// --worker_queue calls waiting; flags of common/server.cc), made on first
+// use and never destroyed. One per service, not one per process: a use
+// case that calls another service in the same process (tests run several
+// in one) must not wait for a worker its own calls hold.
+BlockingExecutor* ServiceWorkers(absl::string_view service);
+
+// The blocking form: fn(const Principal&) returns absl::StatusOr<Resp> and
+// may block; it runs on `workers` (e.g. ServiceWorkers("billing")); copies of
+// what it captures must stay valid until the call is answered (the request,
+// the response and the service do). A call whose deadline passed, or that
+// its client cancelled, while it waited is answered without running fn
+// (DEADLINE_EXCEEDED / CANCELLED); a full queue answers ServerBusy().
+template <typename Resp, typename Fn>
+grpc::ServerUnaryReactor* HandleUnaryBlocking(const Authorizer& auth, grpc::CallbackServerContext* ctx,
+                                              absl::string_view domain, Resp* resp, Fn&& fn,
+                                              BlockingExecutor* workers) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  auto principal = auth.Authorize(ctx);
+  if (!principal.ok()) {
+    reactor->Finish(ToGrpcStatus(principal.status(), domain));
+    return reactor;
+  }
+  const bool accepted = workers->Submit([reactor, ctx, resp, domain, p = *std::move(principal),
+                                      fn = std::forward<Fn>(fn)]() mutable {
+                              if (ctx->IsCancelled()) return reactor->Finish(grpc::Status::CANCELLED);
+                              if (absl::FromChrono(ctx->deadline()) <= absl::Now()) {
+                                return reactor->Finish(ToGrpcStatus(
+                                    MakeError(absl::StatusCode::kDeadlineExceeded, "DEADLINE_EXCEEDED",
+                                              "the call's deadline passed while it waited for a worker"),
+                                    domain));
+                              }
+                              auto result = fn(p);
+                              if (!result.ok()) return reactor->Finish(ToGrpcStatus(result.status(), domain));
+                              *resp = *std::move(result);
+                              reactor->Finish(grpc::Status::OK);
+                            });
+  if (!accepted) reactor->Finish(ToGrpcStatus(ServerBusy(), domain));
   return reactor;
 }
 

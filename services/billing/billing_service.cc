@@ -67,13 +67,15 @@ ScopeFacts ChargeFacts(const v1::Charge& c) {
 
 ScopeFacts DepositFacts(const v1::Deposit& d) { return {"", {d.lessee_organization()}, {d.owner_organization()}}; }
 
-#define LABSHARE_BILLING_RPC(Method, Req, Resp)                                                      \
-  grpc::Status BillingService::Method(grpc::ServerContext* ctx, const v1::Req* req, v1::Resp* resp) { \
-    return HandleUnary(*auth_, ctx, kDomain, resp,                                                    \
-                       [&](const Principal& p) -> absl::StatusOr<v1::Resp> {                         \
-                         LS_RETURN_IF_ERROR(CheckInputRanges(*req)); /* types.proto: first */         \
-                         return manager_->Method(p, *req);                                            \
-                       });                                                                            \
+#define LABSHARE_BILLING_RPC(Method, Req, Resp)                                                          \
+  grpc::ServerUnaryReactor* BillingService::Method(grpc::CallbackServerContext* ctx, const v1::Req* req, \
+                                                   v1::Resp* resp) {                                     \
+    return HandleUnaryBlocking(*auth_, ctx, kDomain, resp,                                                \
+                               [this, req](const Principal& p) -> absl::StatusOr<v1::Resp> {             \
+                                 LS_RETURN_IF_ERROR(CheckInputRanges(*req)); /* types.proto: first */     \
+                                 return manager_->Method(p, *req);                                        \
+                               },                                                                         \
+                               workers_);                                                                 \
   }
 #include "services/billing/billing_methods.inc"
 #undef LABSHARE_BILLING_RPC

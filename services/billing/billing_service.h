@@ -10,6 +10,7 @@
 
 #include "common/auth.h"
 #include "common/events.h"
+#include "common/unary.h"
 #include "labshare/billing/v1/billing.grpc.pb.h"
 #include "services/billing/billing_manager.h"
 
@@ -20,17 +21,22 @@ const MethodPolicy& BillingPolicy();
 // Consumer group of billing on the booking outboxes.
 inline constexpr char kBookingEventsGroup[] = "billing";
 
-class BillingService final : public v1::BillingService::Service {
+// On the callback API: each use case runs on the process's workers
+// (common/unary.h HandleUnaryBlocking; it blocks on Redis and inventory),
+// not on a thread of its own per call.
+class BillingService final : public v1::BillingService::CallbackService {
  public:
   BillingService(BillingManager* manager, const Authorizer* authorizer) : manager_(manager), auth_(authorizer) {}
-#define LABSHARE_BILLING_RPC(Method, Req, Resp) \
-  grpc::Status Method(grpc::ServerContext* ctx, const v1::Req* req, v1::Resp* resp) override;
+#define LABSHARE_BILLING_RPC(Method, Req, Resp)                                                   \
+  grpc::ServerUnaryReactor* Method(grpc::CallbackServerContext* ctx, const v1::Req* req, v1::Resp* resp) \
+      override;
 #include "services/billing/billing_methods.inc"
 #undef LABSHARE_BILLING_RPC
 
  private:
   BillingManager* manager_;
   const Authorizer* auth_;
+  BlockingExecutor* const workers_ = ServiceWorkers("billing");
 };
 
 // Reads inventory over gRPC; the channel proves billing's identity (its

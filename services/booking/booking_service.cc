@@ -120,13 +120,15 @@ LABSHARE_BOOKING_IN_PLACE_RPC(ListBookings, ListBookingsRequest, ListBookingsRes
 LABSHARE_BOOKING_IN_PLACE_RPC(QueryAvailability, QueryAvailabilityRequest, QueryAvailabilityResponse)
 #undef LABSHARE_BOOKING_IN_PLACE_RPC
 
-#define LABSHARE_BOOKING_RPC(Method, Req, Resp)                                      \
-  grpc::Status BookingService::Method(grpc::ServerContext* ctx, const v1::Req* req, v1::Resp* resp) { \
-    return HandleUnary(*auth_, ctx, kDomain, resp,                                        \
-                       [&](const Principal& p) -> absl::StatusOr<v1::Resp> {              \
-                         LS_RETURN_IF_ERROR(CheckInputRanges(*req));  /* before arithmetic */ \
-                         return manager_->Method(p, *req);                                 \
-                       });                                                                \
+#define LABSHARE_BOOKING_RPC(Method, Req, Resp)                                                          \
+  grpc::ServerUnaryReactor* BookingService::Method(grpc::CallbackServerContext* ctx, const v1::Req* req, \
+                                                   v1::Resp* resp) {                                     \
+    return HandleUnaryBlocking(*auth_, ctx, kDomain, resp,                                                \
+                               [this, req](const Principal& p) -> absl::StatusOr<v1::Resp> {             \
+                                 LS_RETURN_IF_ERROR(CheckInputRanges(*req)); /* before arithmetic */      \
+                                 return manager_->Method(p, *req);                                        \
+                               },                                                                         \
+                               workers_);                                                                 \
   }
 #include "services/booking/booking_methods.inc"
 #undef LABSHARE_BOOKING_RPC

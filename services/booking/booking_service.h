@@ -17,12 +17,10 @@
 
 namespace labshare::booking {
 
-class BookingService final
-    : public v1::BookingService::WithCallbackMethod_CreateBooking<
-          v1::BookingService::WithCallbackMethod_GetBooking<v1::BookingService::WithCallbackMethod_ListBookings<
-              v1::BookingService::WithCallbackMethod_QueryAvailability<
-                  v1::BookingService::WithCallbackMethod_SearchAvailableInstruments<
-                      v1::BookingService::Service>>>>> {
+// Every method on the callback API: the five hot ones answer from the Redis
+// pipeline (HandleUnaryAsync), the others run their synchronous use cases on
+// booking's bounded workers (HandleUnaryBlocking): no thread per call.
+class BookingService final : public v1::BookingService::CallbackService {
  public:
   // manager and authorizer must outlive the service.
   BookingService(BookingManager* manager, const Authorizer* authorizer)
@@ -45,14 +43,16 @@ class BookingService final
                                                        const v1::SearchAvailableInstrumentsRequest* req,
                                                        v1::SearchAvailableInstrumentsResponse* resp) override;
 
-#define LABSHARE_BOOKING_RPC(Method, Req, Resp) \
-  grpc::Status Method(grpc::ServerContext* ctx, const v1::Req* req, v1::Resp* resp) override;
+#define LABSHARE_BOOKING_RPC(Method, Req, Resp)                                                      \
+  grpc::ServerUnaryReactor* Method(grpc::CallbackServerContext* ctx, const v1::Req* req, v1::Resp* resp) \
+      override;
 #include "services/booking/booking_methods.inc"
 #undef LABSHARE_BOOKING_RPC
 
  private:
   BookingManager* manager_;
   const Authorizer* auth_;
+  BlockingExecutor* const workers_ = ServiceWorkers("booking");
   // ListBookings' and QueryAvailability's request and response on one arena
   // per call.
   ArenaMessages<v1::ListBookingsRequest, v1::ListBookingsResponse> list_messages_;

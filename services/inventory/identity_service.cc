@@ -125,23 +125,29 @@ SignIn SignInFromFlags(RedisPool* redis, const InventoryStore* inventory, const 
   return out;
 }
 
-grpc::Status IdentityService::ExchangeToken(grpc::ServerContext* ctx, const identity::v1::ExchangeTokenRequest* req,
-                                            identity::v1::TokenResponse* resp) {
-  return HandleUnary(*auth_, ctx, kDomain, resp, [&](const Principal&) { return manager_->ExchangeToken(*req); });
+grpc::ServerUnaryReactor* IdentityService::ExchangeToken(grpc::CallbackServerContext* ctx,
+                                                         const identity::v1::ExchangeTokenRequest* req,
+                                                         identity::v1::TokenResponse* resp) {
+  return HandleUnaryBlocking(*auth_, ctx, kDomain, resp,
+                             [this, req](const Principal&) { return manager_->ExchangeToken(*req); }, workers_);
 }
 
-grpc::Status IdentityService::RefreshToken(grpc::ServerContext* ctx, const identity::v1::RefreshTokenRequest* req,
-                                           identity::v1::TokenResponse* resp) {
-  return HandleUnary(*auth_, ctx, kDomain, resp, [&](const Principal&) { return manager_->RefreshToken(*req); });
+grpc::ServerUnaryReactor* IdentityService::RefreshToken(grpc::CallbackServerContext* ctx,
+                                                        const identity::v1::RefreshTokenRequest* req,
+                                                        identity::v1::TokenResponse* resp) {
+  return HandleUnaryBlocking(*auth_, ctx, kDomain, resp,
+                             [this, req](const Principal&) { return manager_->RefreshToken(*req); }, workers_);
 }
 
-grpc::Status IdentityService::RevokeToken(grpc::ServerContext* ctx, const identity::v1::RevokeTokenRequest* req,
-                                          identity::v1::RevokeTokenResponse* resp) {
-  return HandleUnary(*auth_, ctx, kDomain, resp,
-                     [&](const Principal&) -> absl::StatusOr<identity::v1::RevokeTokenResponse> {
-                       LS_RETURN_IF_ERROR(manager_->RevokeToken(*req));
-                       return identity::v1::RevokeTokenResponse();
-                     });
+grpc::ServerUnaryReactor* IdentityService::RevokeToken(grpc::CallbackServerContext* ctx,
+                                                       const identity::v1::RevokeTokenRequest* req,
+                                                       identity::v1::RevokeTokenResponse* resp) {
+  return HandleUnaryBlocking(*auth_, ctx, kDomain, resp,
+                             [this, req](const Principal&) -> absl::StatusOr<identity::v1::RevokeTokenResponse> {
+                               LS_RETURN_IF_ERROR(manager_->RevokeToken(*req));
+                               return identity::v1::RevokeTokenResponse();
+                             },
+                             workers_);
 }
 
 }  // namespace labshare::inventory

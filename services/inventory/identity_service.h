@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/auth.h"
+#include "common/unary.h"
 #include "labshare/identity/v1/identity.grpc.pb.h"
 #include "services/inventory/identity_manager.h"
 
@@ -40,21 +41,26 @@ struct SignIn {
 SignIn SignInFromFlags(RedisPool* redis, const InventoryStore* inventory, const TokenIssuer* issuer,
                        const Clock* clock);
 
-class IdentityService final : public identity::v1::IdentityService::Service {
+// On the callback API, use cases on the process's workers (as
+// InventoryService).
+class IdentityService final : public identity::v1::IdentityService::CallbackService {
  public:
   // manager and authorizer must outlive the service.
   IdentityService(IdentityManager* manager, const Authorizer* authorizer) : manager_(manager), auth_(authorizer) {}
 
-  grpc::Status ExchangeToken(grpc::ServerContext* ctx, const identity::v1::ExchangeTokenRequest* req,
-                             identity::v1::TokenResponse* resp) override;
-  grpc::Status RefreshToken(grpc::ServerContext* ctx, const identity::v1::RefreshTokenRequest* req,
-                            identity::v1::TokenResponse* resp) override;
-  grpc::Status RevokeToken(grpc::ServerContext* ctx, const identity::v1::RevokeTokenRequest* req,
-                           identity::v1::RevokeTokenResponse* resp) override;
+  grpc::ServerUnaryReactor* ExchangeToken(grpc::CallbackServerContext* ctx,
+                                          const identity::v1::ExchangeTokenRequest* req,
+                                          identity::v1::TokenResponse* resp) override;
+  grpc::ServerUnaryReactor* RefreshToken(grpc::CallbackServerContext* ctx,
+                                         const identity::v1::RefreshTokenRequest* req,
+                                         identity::v1::TokenResponse* resp) override;
+  grpc::ServerUnaryReactor* RevokeToken(grpc::CallbackServerContext* ctx, const identity::v1::RevokeTokenRequest* req,
+                                        identity::v1::RevokeTokenResponse* resp) override;
 
  private:
   IdentityManager* manager_;
   const Authorizer* auth_;
+  BlockingExecutor* const workers_ = ServiceWorkers("identity");
 };
 
 }  // namespace labshare::inventory

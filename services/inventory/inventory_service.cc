@@ -48,13 +48,15 @@ const MethodPolicy& InventoryPolicy() {
   return *kPolicy;
 }
 
-#define LABSHARE_INVENTORY_RPC(Method, Req, Resp)                                      \
-  grpc::Status InventoryService::Method(grpc::ServerContext* ctx, const v1::Req* req, v1::Resp* resp) { \
-    return HandleUnary(*auth_, ctx, kDomain, resp,                                        \
-                       [&](const Principal& p) -> absl::StatusOr<v1::Resp> {              \
-                         LS_RETURN_IF_ERROR(CheckInputRanges(*req));  /* before arithmetic */ \
-                         return manager_->Method(p, *req);                                 \
-                       });                                                                \
+#define LABSHARE_INVENTORY_RPC(Method, Req, Resp)                                                          \
+  grpc::ServerUnaryReactor* InventoryService::Method(grpc::CallbackServerContext* ctx, const v1::Req* req, \
+                                                     v1::Resp* resp) {                                     \
+    return HandleUnaryBlocking(*auth_, ctx, kDomain, resp,                                                  \
+                               [this, req](const Principal& p) -> absl::StatusOr<v1::Resp> {               \
+                                 LS_RETURN_IF_ERROR(CheckInputRanges(*req)); /* before arithmetic */        \
+                                 return manager_->Method(p, *req);                                          \
+                               },                                                                           \
+                               workers_);                                                                   \
   }
 #include "services/inventory/inventory_methods.inc"
 #undef LABSHARE_INVENTORY_RPC

@@ -5,6 +5,7 @@
 #define LABSHARE_SERVICES_INVENTORY_INVENTORY_SERVICE_H_
 
 #include "common/auth.h"
+#include "common/unary.h"
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
 #include "services/inventory/inventory_manager.h"
 
@@ -13,20 +14,24 @@ namespace labshare::inventory {
 // Which roles may call which InventoryService method.
 const MethodPolicy& InventoryPolicy();
 
-class InventoryService final : public v1::InventoryService::Service {
+// On the callback API: each use case runs on the process's workers
+// (common/unary.h HandleUnaryBlocking), not on a thread of its own per call.
+class InventoryService final : public v1::InventoryService::CallbackService {
  public:
   // manager and authorizer must outlive the service.
   InventoryService(InventoryManager* manager, const Authorizer* authorizer)
       : manager_(manager), auth_(authorizer) {}
 
-#define LABSHARE_INVENTORY_RPC(Method, Req, Resp) \
-  grpc::Status Method(grpc::ServerContext* ctx, const v1::Req* req, v1::Resp* resp) override;
+#define LABSHARE_INVENTORY_RPC(Method, Req, Resp)                                                    \
+  grpc::ServerUnaryReactor* Method(grpc::CallbackServerContext* ctx, const v1::Req* req, v1::Resp* resp) \
+      override;
 #include "services/inventory/inventory_methods.inc"
 #undef LABSHARE_INVENTORY_RPC
 
  private:
   InventoryManager* manager_;
   const Authorizer* auth_;
+  BlockingExecutor* const workers_ = ServiceWorkers("inventory");
 };
 
 }  // namespace labshare::inventory

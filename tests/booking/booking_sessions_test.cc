@@ -185,18 +185,21 @@ TEST_F(SessionsTest, ReplicasSweepingAtOnceCheckTheSessionOutOnce) {
 // Inventory as booking reaches it: RecordQualificationUse answers
 // UNAVAILABLE while `down` (inventory restarting); every other call, and
 // RecordQualificationUse otherwise, goes to the real service.
-class FlakyInventory final : public iv::InventoryService::Service {
+class FlakyInventory final : public iv::InventoryService::CallbackService {
  public:
   explicit FlakyInventory(labshare::inventory::InventoryService* real) : real_(real) {}
-#define LABSHARE_INVENTORY_RPC(Method, Req, Resp)                                              \
-  grpc::Status Method(grpc::ServerContext* ctx, const iv::Req* req, iv::Resp* resp) override { \
-    if (down.load() && absl::string_view(#Method) == "RecordQualificationUse") {               \
-      ++refused;                                                                               \
-      return ToGrpcStatus(MakeError(absl::StatusCode::kUnavailable, "STORAGE_UNAVAILABLE",     \
-                                    "inventory is restarting"),                                \
-                          "inventory.labshare");                                               \
-    }                                                                                          \
-    return real_->Method(ctx, req, resp);                                                      \
+#define LABSHARE_INVENTORY_RPC(Method, Req, Resp)                                                    \
+  grpc::ServerUnaryReactor* Method(grpc::CallbackServerContext* ctx, const iv::Req* req, iv::Resp* resp) \
+      override {                                                                                      \
+    if (down.load() && absl::string_view(#Method) == "RecordQualificationUse") {                     \
+      ++refused;                                                                                     \
+      grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();                                     \
+      reactor->Finish(ToGrpcStatus(MakeError(absl::StatusCode::kUnavailable, "STORAGE_UNAVAILABLE",  \
+                                             "inventory is restarting"),                             \
+                                   "inventory.labshare"));                                           \
+      return reactor;                                                                                \
+    }                                                                                                \
+    return real_->Method(ctx, req, resp);                                                            \
   }
 #include "services/inventory/inventory_methods.inc"
 #undef LABSHARE_INVENTORY_RPC

@@ -12,6 +12,7 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/impl/codegen/client_unary_call.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -19,6 +20,7 @@
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "absl/synchronization/notification.h"
 #include "absl/strings/str_split.h"
 #include "common/error.h"
 #include "common/grpc_status.h"
@@ -335,6 +337,170 @@ TEST(Server, CallbackMethodsAnswerThroughTheSameInterceptorAndTheAccessLogSample
   EXPECT_NE(metrics.find("code=\"NOT_FOUND\",method=\"/labshare.booking.v1.BookingService/GetBooking\"} 2"),
             std::string::npos)
       << metrics;
+}
+
+// GetBooking on the callback API through HandleUnaryBlocking on a pool of
+// its own: "bookings/hold" blocks its worker until released; every run
+// records its thread.
+class BlockingStub final
+    : public labshare::booking::v1::BookingService::WithCallbackMethod_GetBooking<
+          labshare::booking::v1::BookingService::Service> {
+ public:
+  BlockingStub(const Authorizer* auth, BlockingExecutor* workers) : auth_(auth), workers_(workers) {}
+  grpc::ServerUnaryReactor* GetBooking(grpc::CallbackServerContext* ctx,
+                                       const labshare::booking::v1::GetBookingRequest* req,
+                                       labshare::booking::v1::Booking* resp) override {
+    return HandleUnaryBlocking(
+        *auth_, ctx, "booking.labshare", resp,
+        [this, req](const Principal&) -> absl::StatusOr<labshare::booking::v1::Booking> {
+          {
+            std::lock_guard<std::mutex> lock(mu_);
+            ran_.push_back(req->name());
+            threads_.insert(std::this_thread::get_id());
+          }
+          if (req->name() == "bookings/hold") {
+            holding_.Notify();
+            release_.WaitForNotification();
+          }
+          labshare::booking::v1::Booking b;
+          b.set_name(req->name());
+          return b;
+        },
+        workers_);
+  }
+  std::vector<std::string> ran() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return ran_;
+  }
+  size_t threads() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return threads_.size();
+  }
+  absl::Notification holding_, release_;
+
+ private:
+  const Authorizer* auth_;
+  BlockingExecutor* workers_;
+  std::mutex mu_;
+  std::vector<std::string> ran_;
+  std::set<std::thread::id> threads_;
+};
+
+grpc::Status GetBookingCall(labshare::booking::v1::BookingService::Stub* stub, const std::string& name,
+                            absl::Duration timeout = absl::Seconds(30)) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  labshare::booking::v1::GetBookingRequest req;
+  req.set_name(name);
+  labshare::booking::v1::Booking resp;
+  grpc::Status s = stub->GetBooking(&ctx, req, &resp);
+  if (s.ok() && resp.name() != name) return grpc::Status(grpc::StatusCode::INTERNAL, "wrong answer " + resp.name());
+  return s;
+}
+
+TEST(Server, BlockingMethodsRunOnABoundedPoolAndAFullQueueIsServerBusy) {
+  testing::RedisServer* redis = testing::SharedRedisServer();
+  ASSERT_NE(redis, nullptr);
+  RedisPool pool(redis->options());
+  FakeClock clock;
+  MethodPolicy policy;
+  policy.AllowUnauthenticated("/labshare.booking.v1.BookingService/GetBooking");
+  Authorizer auth(labshare::testing::TestVerifier(), policy, &clock);
+  BlockingExecutor workers(/*threads=*/1, /*max_queue=*/1);
+  BlockingStub service(&auth, &workers);
+  ServerConfig config;
+  config.service_name = "booking";
+  config.redis = &pool;
+  config.authorizer = &auth;
+  auto server = Server::Start(config, {&service});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = labshare::booking::v1::BookingService::NewStub(
+      grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials()));
+  // The one worker is held; one call waits in the queue; the next is
+  // refused at once, before its use case runs.
+  grpc::Status held, queued;
+  std::thread a([&] { held = GetBookingCall(stub.get(), "bookings/hold"); });
+  ASSERT_TRUE(service.holding_.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  std::thread b([&] { queued = GetBookingCall(stub.get(), "bookings/queued"); });
+  for (int i = 0; i < 3000 && workers.queued() < 1; ++i) absl::SleepFor(absl::Milliseconds(10));  // readiness
+  ASSERT_EQ(workers.queued(), 1u);
+  grpc::Status busy = GetBookingCall(stub.get(), "bookings/refused");
+  EXPECT_EQ(busy.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(GrpcErrorReason(busy), "SERVER_BUSY");
+  EXPECT_EQ(GrpcRetryDelay(busy), absl::Milliseconds(200));
+  // Release: the held and the queued call are answered, on the one worker.
+  service.release_.Notify();
+  a.join();
+  b.join();
+  EXPECT_TRUE(held.ok()) << held.error_message();
+  EXPECT_TRUE(queued.ok()) << queued.error_message();
+  EXPECT_EQ(service.ran(), (std::vector<std::string>{"bookings/hold", "bookings/queued"}));
+  EXPECT_EQ(service.threads(), 1u);
+  (*server)->Shutdown(absl::Seconds(1));
+}
+
+TEST(Server, ABlockingCallWhoseDeadlinePassedInTheQueueIsNotRun) {
+  testing::RedisServer* redis = testing::SharedRedisServer();
+  ASSERT_NE(redis, nullptr);
+  RedisPool pool(redis->options());
+  FakeClock clock;
+  MethodPolicy policy;
+  policy.AllowUnauthenticated("/labshare.booking.v1.BookingService/GetBooking");
+  Authorizer auth(labshare::testing::TestVerifier(), policy, &clock);
+  BlockingExecutor workers(/*threads=*/1, /*max_queue=*/8);
+  BlockingStub service(&auth, &workers);
+  ServerConfig config;
+  config.service_name = "booking";
+  config.redis = &pool;
+  config.authorizer = &auth;
+  auto server = Server::Start(config, {&service});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = labshare::booking::v1::BookingService::NewStub(
+      grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials()));
+  grpc::Status held;
+  std::thread a([&] { held = GetBookingCall(stub.get(), "bookings/hold"); });
+  ASSERT_TRUE(service.holding_.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  // Waits behind the held call until its deadline has passed (the client
+  // gives up), then the worker is freed.
+  grpc::Status late = GetBookingCall(stub.get(), "bookings/late", absl::Milliseconds(300));
+  EXPECT_EQ(late.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  service.release_.Notify();
+  a.join();
+  EXPECT_TRUE(held.ok()) << held.error_message();
+  // A call after it is served: the late one was taken off the queue unrun.
+  EXPECT_TRUE(GetBookingCall(stub.get(), "bookings/after").ok());
+  EXPECT_EQ(service.ran(), (std::vector<std::string>{"bookings/hold", "bookings/after"}));
+  (*server)->Shutdown(absl::Seconds(1));
+}
+
+TEST(Server, ManyBlockingCallsAtOnceShareTheWorkersAndAllAnswer) {
+  testing::RedisServer* redis = testing::SharedRedisServer();
+  ASSERT_NE(redis, nullptr);
+  RedisPool pool(redis->options());
+  FakeClock clock;
+  MethodPolicy policy;
+  policy.AllowUnauthenticated("/labshare.booking.v1.BookingService/GetBooking");
+  Authorizer auth(labshare::testing::TestVerifier(), policy, &clock);
+  BlockingExecutor workers(/*threads=*/2, /*max_queue=*/4096);
+  BlockingStub service(&auth, &workers);
+  ServerConfig config;
+  config.service_name = "booking";
+  config.redis = &pool;
+  config.authorizer = &auth;
+  auto server = Server::Start(config, {&service});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = labshare::booking::v1::BookingService::NewStub(
+      grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials()));
+  std::vector<std::thread> clients;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 64; ++i) {
+    clients.emplace_back([&, i] { ok += GetBookingCall(stub.get(), "bookings/b" + std::to_string(i)).ok() ? 1 : 0; });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(ok.load(), 64);
+  EXPECT_EQ(service.ran().size(), 64u);
+  EXPECT_LE(service.threads(), 2u);
+  (*server)->Shutdown(absl::Seconds(1));
 }
 
 TEST(Server, PortZeroOpensExactlyOnePort) {

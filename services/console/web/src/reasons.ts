@@ -49,6 +49,7 @@ registerMessages({
     'reason.UNSUPPORTED_CONTENT_TYPE': 'The request was sent in a format this console does not accept. Reload the page and try again.',
     // ---------------------------------------------------- platform trouble
     'reason.STORAGE_UNAVAILABLE': 'The platform cannot save or read data right now. Please try again in a moment.',
+    'reason.SERVER_BUSY': 'The platform is busy with many requests; nothing was changed. Please try again in a moment.',
     'reason.INVENTORY_UNAVAILABLE': 'The instrument directory cannot be reached right now. Please try again in a moment.',
     'reason.DEADLINE_EXCEEDED': 'The platform took too long to answer. Please try again, or ask for less at once.',
     'reason.STORAGE_ERROR': 'Something went wrong on the platform. Please try again later; if it keeps happening, tell the platform operator.',
@@ -236,6 +237,7 @@ registerMessages({
     'reason.UNSUPPORTED_CONTENT_TYPE': '请求的格式不被控制台接受，请刷新页面后重试。',
     // ---------------------------------------------------- platform trouble
     'reason.STORAGE_UNAVAILABLE': '平台暂时无法读写数据，请稍后重试。',
+    'reason.SERVER_BUSY': '平台当前请求过多，未作任何更改，请稍后重试。',
     'reason.INVENTORY_UNAVAILABLE': '仪器目录服务暂时无法访问，请稍后重试。',
     'reason.DEADLINE_EXCEEDED': '平台响应超时，请重试，或缩小查询范围。',
     'reason.STORAGE_ERROR': '平台内部出错，请稍后再试；如问题持续，请告知平台运维人员。',

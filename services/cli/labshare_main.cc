@@ -3,6 +3,7 @@
 //   labshare [global flags] <service> <Method> [NAME] [--field=value ...]
 //   labshare [global flags] <service> <Method> --request='{"json": ...}'
 //   labshare services | labshare <service> [--help] | labshare <service> <Method> --help
+//   labshare [global flags] batch [FILE]
 //
 // Every RPC of inventory, booking, billing and usage is reachable: the
 // request is built by reflection from --field=value flags (dotted paths into
@@ -27,6 +28,18 @@
 // in the zone of the instrument's facility, read from inventory once per
 // run, and the column header names the zone ("START_TIME (Asia/Shanghai)").
 // Columns line up by display width (Chinese characters take two columns).
+// --output=FILE writes the answer into FILE (a new file replacing FILE once
+// the call has succeeded); --all_pages follows next_page_token, printing
+// every page in turn (--max_pages=N: exit 3 rather than read more).
+//
+// batch: the calls of FILE (stdin when none or "-"), one a line as it would
+// follow `labshare` on a command line (words split at blanks, '...' and
+// "..." quote; blank and # lines skipped), in order, in one process: one
+// channel per service, the token read once. The batch's command line gives
+// addresses, TLS and token for every line and its --json, --all_pages,
+// --max_pages, --timeout as defaults. The first failing line stops the
+// batch with its exit code; its error names it ("error: line N (LINE): ...";
+// under --json "line" and "command" lead the object).
 //
 // Configuration, first match wins: flags, then the environment
 // (LABSHARE_INVENTORY, LABSHARE_BOOKING, LABSHARE_BILLING, LABSHARE_USAGE,
@@ -60,10 +73,19 @@
 #include <grpcpp/impl/rpc_method.h>
 #include <grpcpp/support/sync_stream.h>
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <map>
+#include <memory>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -113,13 +135,45 @@ const ServiceInfo kServices[] = {
 // (services/cli/format.h); set before anything can fail.
 bool g_json_errors = false;
 
+// A failed command: the client's own failure (bad flag, unreadable file:
+// exit 2 or 3) or the service's answer (10 + the gRPC code). Fail throws
+// one; whoever runs the command (main, or a batch for each of its lines)
+// catches it, prints it (PrintError) and exits with its code.
+struct CliError {
+  int exit_code;
+  std::string text;  // printed as "error: TEXT"
+  std::string json;  // under --json: one JSON object
+};
+
 [[noreturn]] void Fail(int code, const std::string& message) {
+  throw CliError{code, message, labshare::cli::LocalErrorJson(code == kUsage ? "USAGE" : "LOCAL", message, code)};
+}
+
+// A failed call: "CODE REASON: message", 10 + the gRPC code.
+CliError CallError(const grpc::Status& status) {
+  const int code = static_cast<int>(status.error_code());
+  const std::string reason = labshare::GrpcErrorReason(status);
+  return CliError{10 + code,
+                  labshare::cli::CodeName(code) + (reason.empty() ? "" : " " + reason) + ": " + status.error_message(),
+                  labshare::cli::StatusJson(status, 10 + code)};
+}
+
+// On stderr, one line. A batch line's error names the line: "error: line 3
+// (booking GetBooking bookings/x): ..."; under --json the object starts
+// with "line" and "command".
+void PrintError(const CliError& e, int line = 0, const std::string& command = "") {
   if (g_json_errors) {
-    std::cerr << labshare::cli::LocalErrorJson(code == kUsage ? "USAGE" : "LOCAL", message, code) << "\n";
+    std::string json = e.json;
+    if (line > 0 && absl::StartsWith(json, "{")) {
+      json = absl::StrCat("{\"line\":", line, ",\"command\":", labshare::cli::JsonQuote(command),
+                          json.size() > 2 ? "," : "", json.substr(1));
+    }
+    std::cerr << json << "\n";
+  } else if (line > 0) {
+    std::cerr << "error: line " << line << " (" << command << "): " << e.text << "\n";
   } else {
-    std::cerr << "error: " << message << "\n";
+    std::cerr << "error: " << e.text << "\n";
   }
-  std::exit(code);
 }
 
 // The field a dotted flag path names in a request type, or nullptr.
@@ -300,18 +354,18 @@ void SetPath(pb::Message* msg, const std::string& path, const std::string& value
 
 // --- printing answers (services/cli/format.h) ------------------------------
 
-void PrintAnswer(const pb::Message& m, bool json, const labshare::cli::PrintOptions& options) {
+void PrintAnswer(const pb::Message& m, bool json, const labshare::cli::PrintOptions& options, std::ostream& out) {
   if (json) {
-    std::string out;
+    std::string text;
     pb::util::JsonPrintOptions o;
     o.preserve_proto_field_names = true;
     o.add_whitespace = true;
-    (void)pb::util::MessageToJsonString(m, &out, o);
-    std::cout << out;
-    if (out.empty() || out.back() != '\n') std::cout << "\n";
+    (void)pb::util::MessageToJsonString(m, &text, o);
+    out << text;
+    if (text.empty() || text.back() != '\n') out << "\n";
     return;
   }
-  if (!labshare::cli::PrintTable(m, options, std::cout)) labshare::cli::PrintFields(m, options, std::cout);
+  if (!labshare::cli::PrintTable(m, options, out)) labshare::cli::PrintFields(m, options, out);
 }
 
 void Usage(std::ostream& out) {
@@ -321,7 +375,28 @@ void Usage(std::ostream& out) {
          "       labshare health --liveness HOST:PORT   exit 0 while the process answers at all\n"
          "       labshare <service>           list its methods\n"
          "       labshare <service> <Method> --help   its request fields\n"
-         "services: inventory, booking, billing, usage\n";
+         "       labshare [flags] batch [FILE]   many calls, one a line of FILE (none or -: stdin), over one\n"
+         "                                    connection per service (below)\n"
+         "services: inventory, booking, billing, usage\n"
+         "\n"
+         "answers: --json         protobuf JSON instead of tables and field: value lines\n"
+         "         --output=FILE  the answer into FILE (replaced only once the call has succeeded)\n"
+         "         --all_pages    follow next_page_token: every page of a list, one after the other\n"
+         "         --max_pages=N  with --all_pages: fail (exit 3) rather than read more than N pages\n"
+         "\n"
+         "batch: each line is a call as it follows `labshare` on a command line: <service> <Method> [NAME]\n"
+         "  [--field=value ...] with --json, --output, --all_pages, --max_pages, --request, --request_file=FILE,\n"
+         "  --timeout as it needs. Words split at blanks; '...' and \"...\" quote; blank lines and lines\n"
+         "  starting with # are skipped. Addresses, TLS and the token come from the batch's command line\n"
+         "  (then the environment and the config file) and hold for every line; its --json, --all_pages,\n"
+         "  --max_pages and --timeout are every line's defaults. Lines run in order; the first that fails\n"
+         "  stops the batch with its exit code, its error naming it: \"error: line N (the line): ...\" (under\n"
+         "  --json the object has \"line\" and \"command\"). Exit 0 when every line succeeded. Example:\n"
+         "    labshare --json --all_pages batch <<'EOF'\n"
+         "    billing ListInvoices --page_size=50 --output=invoices.json\n"
+         "    usage GetAnnualReport --year=2027 --output=report-2027.json\n"
+         "    usage ExportAnnualReportCsv --year=2027 --json=false --output=report-2027.csv\n"
+         "    EOF\n";
 }
 
 void ListMethods(const pb::ServiceDescriptor* s) {
@@ -360,73 +435,462 @@ const pb::MethodDescriptor* MethodNamed(const std::vector<std::string>& position
   return nullptr;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  // Link the generated services so their descriptors are in the pool.
-  (void)labshare::inventory::v1::GetInstrumentRequest::descriptor();
-  (void)labshare::booking::v1::GetBookingRequest::descriptor();
-  (void)labshare::billing::v1::GetChargeRequest::descriptor();
-  (void)labshare::usage::v1::GetUsageFiguresRequest::descriptor();
-
-  for (int i = 1; i < argc; ++i) {
-    bool json = false;
-    if (absl::string_view(argv[i]) == "--json" ||
-        (absl::StartsWith(argv[i], "--json=") && absl::SimpleAtob(argv[i] + 7, &json) && json)) {
-      g_json_errors = true;
-    }
-  }
-  std::map<std::string, std::string> global;  // json, token, addresses
+// A command line, or one line of a batch, taken apart.
+struct CommandLine {
+  std::map<std::string, std::string> global;  // the client's own flags: json, token, addresses, ...
   std::vector<std::string> positional;
-  std::vector<std::pair<std::string, std::string>> fields;
+  std::vector<std::pair<std::string, std::string>> fields;  // the request's --field=value
   std::set<std::string> bare;  // field flags given without a value before the method was known
   bool help = false;
+};
+
+// The flags that say where and as whom to call: a batch's command line
+// gives them for all its lines.
+const std::set<std::string>& ConnectionFlags() {
+  static const std::set<std::string> kConnection = {"token",   "token_file", "inventory", "booking", "billing",
+                                                    "usage",   "tls_ca",     "tls_cert",  "tls_key", "liveness"};
+  return kConnection;
+}
+
+CommandLine ParseCommandLine(const std::vector<std::string>& args) {
+  CommandLine c;
   // The client's own flags; kBoolGlobal need no value ("--json" = "--json=true").
-  static const std::set<std::string> kGlobal = {"json", "token", "token_file", "inventory", "booking",
-                                                "billing", "usage", "request", "request_file", "timeout",
-                                                "tls_ca", "tls_cert", "tls_key", "liveness"};
-  static const std::set<std::string> kBoolGlobal = {"json", "liveness"};
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
+  static const std::set<std::string> kGlobal = {"json",      "token",   "token_file", "inventory",    "booking",
+                                                "billing",   "usage",   "request",    "request_file", "timeout",
+                                                "tls_ca",    "tls_cert", "tls_key",   "liveness",     "output",
+                                                "all_pages", "max_pages"};
+  static const std::set<std::string> kBoolGlobal = {"json", "liveness", "all_pages"};
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
     if (a == "--help" || a == "-h") {
-      help = true;
+      c.help = true;
     } else if (absl::StartsWith(a, "--")) {
       std::string key = a.substr(2), value;
       const size_t eq = key.find('=');
       // Before the method, service names are addresses; after it, fields.
       static const std::set<std::string> kAddresses = {"inventory", "booking", "billing", "usage"};
       const std::string name = key.substr(0, eq);
-      const bool is_global = kGlobal.count(name) && (positional.size() < 2 || kAddresses.count(name) == 0);
-      const pb::MethodDescriptor* method = MethodNamed(positional);
+      const bool is_global = kGlobal.count(name) && (c.positional.size() < 2 || kAddresses.count(name) == 0);
+      const pb::MethodDescriptor* method = MethodNamed(c.positional);
       if (eq != std::string::npos) {
         value = key.substr(eq + 1);
         key = key.substr(0, eq);
       } else if (is_global ? kBoolGlobal.count(key) > 0
                            : method != nullptr && IsBool(ResolvePath(method->input_type(), key))) {
         value = "true";  // a boolean flag without a value
-      } else if (!is_global && method == nullptr && (i + 1 == argc || absl::StartsWith(argv[i + 1], "--"))) {
+      } else if (!is_global && method == nullptr && (i + 1 == args.size() || absl::StartsWith(args[i + 1], "--"))) {
         value = "true";  // checked to be a boolean field once the method is known
-        bare.insert(key);
-      } else if (i + 1 < argc) {
-        value = argv[++i];
+        c.bare.insert(key);
+      } else if (i + 1 < args.size()) {
+        value = args[++i];
       } else {
         Fail(kUsage, "--" + key + " needs a value");
       }
       if (is_global) {
-        global[key] = value;
+        c.global[key] = value;
       } else {
-        fields.emplace_back(key, value);
+        c.fields.emplace_back(key, value);
       }
     } else {
-      positional.push_back(a);
+      c.positional.push_back(a);
     }
   }
+  return c;
+}
+
+// What the calls of one run share: the command line's own flags, the config
+// file, one channel per address (a batch's lines share one connection, one
+// TLS handshake, per service), the token (read once, at the first call) and
+// the facility zones of tables (looked up once per instrument and facility).
+class Session {
+ public:
+  explicit Session(std::map<std::string, std::string> global) : global_(std::move(global)), config_(ReadConfig()) {}
+
+  const std::map<std::string, std::string>& global() const { return global_; }
+
+  // The flag, else LABSHARE_<KEY>, else the config file's key; "" when none.
+  std::string Setting(const std::string& key) const {
+    if (auto it = global_.find(key); it != global_.end()) return it->second;
+    if (const char* e = std::getenv(("LABSHARE_" + absl::AsciiStrToUpper(key)).c_str())) return e;
+    auto it = config_.find(key);
+    return it == config_.end() ? "" : it->second;
+  }
+
+  std::string Address(const ServiceInfo& service) const {
+    const std::string address = Setting(service.name);
+    return address.empty() ? service.default_address : address;
+  }
+
+  std::shared_ptr<grpc::Channel> Channel(const std::string& address) {
+    std::shared_ptr<grpc::Channel>& channel = channels_[address];
+    if (channel == nullptr) channel = ChannelOrFail(address, global_);
+    return channel;
+  }
+
+  // The token, source by source: the flags (--token, then --token_file), the
+  // environment (LABSHARE_TOKEN, then LABSHARE_TOKEN_FILE), the config file
+  // (token, then token_file); then the stored sign-in.
+  const std::string& Token() {
+    if (token_.has_value()) return *token_;
+    auto read_token_file = [&](const std::string& path) {
+      std::ifstream in(path);
+      if (!in) Fail(kLocal, "cannot read token file " + path);
+      std::string line;
+      std::getline(in, line);
+      return line;
+    };
+    auto from_source = [&](const char* t, const char* t_file) {
+      if (t != nullptr && *t != '\0') return std::string(t);
+      if (t_file != nullptr && *t_file != '\0') return read_token_file(t_file);
+      return std::string();
+    };
+    auto flag = [&](const char* key) { return global_.count(key) ? global_.at(key).c_str() : nullptr; };
+    auto conf = [&](const char* key) {
+      auto it = config_.find(key);
+      return it == config_.end() ? nullptr : it->second.c_str();
+    };
+    std::string token = from_source(flag("token"), flag("token_file"));
+    if (token.empty()) token = from_source(std::getenv("LABSHARE_TOKEN"), std::getenv("LABSHARE_TOKEN_FILE"));
+    if (token.empty()) token = from_source(conf("token"), conf("token_file"));
+    if (token.empty()) token = labshare::cli::StoredAccessToken(global_);  // from `labshare login`
+    token_ = std::string(absl::StripAsciiWhitespace(token));
+    return *token_;
+  }
+
+  // Times in the caller's zone; table rows of instrument-bound resources in
+  // their facility's.
+  const labshare::cli::PrintOptions& Printing(absl::Duration timeout) {
+    if (!options_.has_value()) {
+      options_.emplace();
+      options_->caller_zone = labshare::cli::CallerZone();
+      const std::string inventory = Address(kServices[0]);
+      zones_ = std::make_unique<labshare::cli::FacilityZones>([this, inventory] { return Channel(inventory); },
+                                                              Token(), timeout);
+      options_->row_zone = [this](const pb::Message& row) { return zones_->ForRow(row); };
+    }
+    return *options_;
+  }
+
+ private:
+  const std::map<std::string, std::string> global_;
+  const std::map<std::string, std::string> config_;
+  std::map<std::string, std::shared_ptr<grpc::Channel>> channels_;
+  std::optional<std::string> token_;
+  std::optional<labshare::cli::PrintOptions> options_;
+  std::unique_ptr<labshare::cli::FacilityZones> zones_;
+};
+
+// Where an answer goes: stdout, or with --output=FILE a new file next to
+// FILE that replaces it once the call has succeeded (a failed call leaves
+// FILE as it was).
+class AnswerOutput {
+ public:
+  explicit AnswerOutput(const std::string* path) {
+    if (path == nullptr) return;
+    if (path->empty()) Fail(kUsage, "--output: name a file");
+    path_ = *path;
+    temp_ = absl::StrCat(path_, ".labshare-", getpid(), ".tmp");
+    file_.open(temp_, std::ios::binary | std::ios::trunc);
+    if (!file_) Fail(kLocal, absl::StrCat("cannot write ", path_, ": ", std::strerror(errno)));
+  }
+  ~AnswerOutput() {
+    if (!temp_.empty() && !committed_) {
+      file_.close();
+      std::remove(temp_.c_str());
+    }
+  }
+  AnswerOutput(const AnswerOutput&) = delete;
+  AnswerOutput& operator=(const AnswerOutput&) = delete;
+
+  std::ostream& stream() { return temp_.empty() ? std::cout : file_; }
+
+  void Commit() {
+    if (temp_.empty()) {
+      std::cout.flush();
+      return;
+    }
+    file_.close();
+    if (file_.fail() || std::rename(temp_.c_str(), path_.c_str()) != 0) {
+      Fail(kLocal, absl::StrCat("cannot write ", path_, ": ", std::strerror(errno)));
+    }
+    committed_ = true;
+  }
+
+ private:
+  std::string path_, temp_;
+  std::ofstream file_;
+  bool committed_ = false;
+};
+
+// A string field of that name, or nullptr (paging: page_token in the
+// request, next_page_token in the answer).
+const pb::FieldDescriptor* StringField(const pb::Descriptor* d, const char* name) {
+  const pb::FieldDescriptor* f = d->FindFieldByName(name);
+  return f != nullptr && f->type() == pb::FieldDescriptor::TYPE_STRING && !f->is_repeated() ? f : nullptr;
+}
+
+// One call, of the command line or of a batch line: builds the request,
+// calls, prints the answer (to stdout or --output). Throws CliError when it
+// fails. The line's own flags (json, output, all_pages, max_pages, request,
+// request_file, timeout) come first, then the session's.
+void RunCall(Session& session, const CommandLine& line, bool in_batch) {
+  const std::vector<std::string>& positional = line.positional;
+  auto flag = [&](const std::string& key) -> const std::string* {
+    if (auto it = line.global.find(key); it != line.global.end()) return &it->second;
+    if (auto it = session.global().find(key); it != session.global().end()) return &it->second;
+    return nullptr;
+  };
+  const ServiceInfo* service = nullptr;
+  for (const auto& s : kServices) {
+    if (positional[0] == s.name) service = &s;
+  }
+  if (service == nullptr) {
+    if (!g_json_errors && !in_batch) Usage(std::cerr);
+    Fail(kUsage, "unknown service \"" + positional[0] + "\"");
+  }
+  const pb::ServiceDescriptor* sd = pb::DescriptorPool::generated_pool()->FindServiceByName(service->full_name);
+  if (sd == nullptr) Fail(kLocal, "service descriptor missing");
+  if (positional.size() < 2) {
+    ListMethods(sd);
+    return;
+  }
+  const pb::MethodDescriptor* md = sd->FindMethodByName(positional[1]);
+  if (md == nullptr) {
+    for (int i = 0; i < sd->method_count(); ++i) {
+      if (absl::EqualsIgnoreCase(sd->method(i)->name(), positional[1])) md = sd->method(i);
+    }
+  }
+  if (md == nullptr) Fail(kUsage, absl::StrCat("unknown method \"", positional[1], "\"; `labshare ", service->name, "` lists them"));
+  if (line.help) {
+    std::cout << service->name << " " << md->name() << ": " << md->input_type()->full_name() << "\n";
+    DescribeFields(md->input_type(), "", 0);
+    return;
+  }
+
+  pb::DynamicMessageFactory factory(pb::DescriptorPool::generated_pool());
+  std::unique_ptr<pb::Message> request(factory.GetPrototype(md->input_type())->New());
+  std::unique_ptr<pb::Message> response(factory.GetPrototype(md->output_type())->New());
+  std::string json_request = flag("request") != nullptr ? *flag("request") : "";
+  if (const std::string* request_file = flag("request_file")) {
+    std::stringstream buf;
+    if (*request_file == "-") {
+      buf << std::cin.rdbuf();
+    } else {
+      std::ifstream in(*request_file);
+      if (!in) Fail(kLocal, "cannot read " + *request_file);
+      buf << in.rdbuf();
+    }
+    json_request = buf.str();
+  }
+  if (!json_request.empty()) {
+    auto s = pb::util::JsonStringToMessage(json_request, request.get());
+    if (!s.ok()) Fail(kUsage, "request JSON: " + s.ToString());
+  }
+  if (positional.size() > 2) {
+    const pb::FieldDescriptor* target = md->input_type()->FindFieldByName("name");
+    if (target == nullptr) {
+      for (int i = 0; i < md->input_type()->field_count(); ++i) {
+        const auto* f = md->input_type()->field(i);
+        if (f->type() == pb::FieldDescriptor::TYPE_STRING && !f->is_repeated()) {
+          if (target != nullptr) Fail(kUsage, "name the field: --field=value");
+          target = f;
+        }
+      }
+    }
+    if (target == nullptr || positional.size() > 3) Fail(kUsage, "too many arguments; use --field=value");
+    SetScalar(request.get(), target, positional[2]);
+  }
+  for (const auto& key : line.bare) {
+    if (!IsBool(ResolvePath(md->input_type(), key))) Fail(kUsage, "--" + key + " needs a value");
+  }
+  for (const auto& [path, value] : line.fields) SetPath(request.get(), path, value);
+
+  absl::Duration timeout = absl::Seconds(30);
+  if (const std::string* t = flag("timeout"); t != nullptr && !absl::ParseDuration(*t, &timeout)) {
+    Fail(kUsage, "--timeout like 30s");
+  }
+  bool json = false, all_pages = false;
+  if (const std::string* j = flag("json"); j != nullptr && !absl::SimpleAtob(*j, &json)) {
+    Fail(kUsage, "--json: true or false");
+  }
+  if (const std::string* a = flag("all_pages"); a != nullptr && !absl::SimpleAtob(*a, &all_pages)) {
+    Fail(kUsage, "--all_pages: true or false");
+  }
+  int64_t max_pages = 0;  // no limit
+  if (const std::string* m = flag("max_pages"); m != nullptr && (!absl::SimpleAtoi(*m, &max_pages) || max_pages < 1)) {
+    Fail(kUsage, "--max_pages: a number from 1");
+  }
+
+  const std::string& token = session.Token();
+  auto channel = session.Channel(session.Address(*service));
+  const labshare::cli::PrintOptions& options = session.Printing(timeout);
+  AnswerOutput out(flag("output"));
+  auto context = [&] {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    if (!token.empty()) ctx->AddMetadata("authorization", "Bearer " + token);
+    ctx->set_deadline(std::chrono::system_clock::now() +
+                      std::chrono::milliseconds(absl::ToInt64Milliseconds(timeout)));
+    return ctx;
+  };
+  const std::string path = absl::StrCat("/", sd->full_name(), "/", md->name());
+  const pb::FieldDescriptor* raw = labshare::cli::RawContentField(md->output_type());
+  if (md->server_streaming()) {
+    const grpc::internal::RpcMethod method(path.c_str(), grpc::internal::RpcMethod::SERVER_STREAMING);
+    auto ctx = context();
+    std::unique_ptr<grpc::ClientReader<pb::Message>> reader(
+        grpc::internal::ClientReaderFactory<pb::Message>::Create(channel.get(), method, ctx.get(), *request));
+    while (reader->Read(response.get())) {
+      // CSV and JSONL pieces print raw (a message of the stream without its
+      // piece, the trailer, prints nothing); a message carrying another
+      // member of the piece's oneof (ExportUsage's rows) as an answer.
+      if (raw != nullptr && !json && !labshare::cli::OtherOneofMemberSet(*response, raw)) {
+        out.stream() << response->GetReflection()->GetString(*response, raw);
+      } else {
+        PrintAnswer(*response, json, options, out.stream());
+      }
+      response->Clear();
+    }
+    const grpc::Status status = reader->Finish();
+    if (!status.ok()) throw CallError(status);
+    out.Commit();
+    return;
+  }
+  // With --all_pages, as long as the answer has a next_page_token, the same
+  // request again with it as page_token; each page printed in turn.
+  const pb::FieldDescriptor* page_token = all_pages ? StringField(md->input_type(), "page_token") : nullptr;
+  const pb::FieldDescriptor* next_page_token = all_pages ? StringField(md->output_type(), "next_page_token") : nullptr;
+  const grpc::internal::RpcMethod method(path.c_str(), grpc::internal::RpcMethod::NORMAL_RPC);
+  for (int64_t pages = 1;; ++pages) {
+    auto ctx = context();
+    const grpc::Status status = grpc::internal::BlockingUnaryCall<pb::Message, pb::Message>(
+        channel.get(), method, ctx.get(), *request, response.get());
+    if (!status.ok()) throw CallError(status);
+    if (raw != nullptr && !json && !labshare::cli::OtherOneofMemberSet(*response, raw)) {
+      // A document (GetInvoiceDocument): its bytes as they are, for
+      // `> invoice.pdf`; the other fields (file name, content type) to stderr.
+      out.stream() << response->GetReflection()->GetString(*response, raw) << std::flush;
+      response->GetReflection()->ClearField(response.get(), raw);
+      labshare::cli::PrintFields(*response, options, std::cerr);
+    } else {
+      PrintAnswer(*response, json, options, out.stream());
+    }
+    if (page_token == nullptr || next_page_token == nullptr) break;
+    const std::string next = response->GetReflection()->GetString(*response, next_page_token);
+    if (next.empty()) break;
+    if (max_pages > 0 && pages >= max_pages) {
+      Fail(kLocal, absl::StrCat("more than ", max_pages, " pages (--max_pages=", max_pages, ")"));
+    }
+    request->GetReflection()->SetString(request.get(), page_token, next);
+    response->Clear();
+  }
+  out.Commit();
+}
+
+// The words of a batch line: split at blanks; '...' keeps its text as it
+// is, "..." too except that \" and \\ stand for " and \; outside quotes a
+// backslash keeps the next character as it is. False (*error says why) on
+// a quote left open.
+bool SplitWords(const std::string& line, std::vector<std::string>* words, std::string* error) {
+  std::string word;
+  bool in_word = false;
+  for (size_t i = 0; i < line.size(); ++i) {
+    const char c = line[i];
+    if (c == ' ' || c == '\t' || c == '\r') {
+      if (in_word) words->push_back(word);
+      word.clear();
+      in_word = false;
+    } else if (c == '\'' || c == '"') {
+      const size_t close = [&] {
+        for (size_t k = i + 1; k < line.size(); ++k) {
+          if (c == '"' && line[k] == '\\' && k + 1 < line.size()) {
+            ++k;
+          } else if (line[k] == c) {
+            return k;
+          }
+        }
+        return std::string::npos;
+      }();
+      if (close == std::string::npos) {
+        *error = absl::StrCat("the quote (", std::string(1, c), ") at column ", i + 1, " is not closed");
+        return false;
+      }
+      for (size_t k = i + 1; k < close; ++k) {
+        if (c == '"' && line[k] == '\\' && (line[k + 1] == '"' || line[k + 1] == '\\')) ++k;
+        word += line[k];
+      }
+      i = close;
+      in_word = true;
+    } else if (c == '\\' && i + 1 < line.size()) {
+      word += line[++i];
+      in_word = true;
+    } else {
+      word += c;
+      in_word = true;
+    }
+  }
+  if (in_word) words->push_back(word);
+  return true;
+}
+
+// labshare [flags] batch [FILE]: the calls of FILE (stdin when none or "-"),
+// one a line, in order, over one session; stops at the first that fails.
+int RunBatch(const CommandLine& command) {
+  if (command.positional.size() > 2) Fail(kUsage, "usage: labshare [flags] batch [FILE]");
+  for (const char* key : {"output", "request", "request_file"}) {
+    if (command.global.count(key)) Fail(kUsage, absl::StrCat("--", key, " goes on a line of the batch"));
+  }
+  if (!command.fields.empty()) Fail(kUsage, "labshare batch: unknown flag --" + command.fields[0].first);
+  const std::string file = command.positional.size() == 2 ? command.positional[1] : "-";
+  std::ifstream in_file;
+  std::istream* in = &std::cin;
+  if (file != "-") {
+    in_file.open(file);
+    if (!in_file) Fail(kLocal, "cannot read " + file);
+    in = &in_file;
+  }
+  Session session(command.global);
+  std::string text;
+  for (int number = 1; std::getline(*in, text); ++number) {
+    const std::string stripped(absl::StripAsciiWhitespace(text));
+    if (stripped.empty() || stripped[0] == '#') continue;
+    try {
+      std::vector<std::string> words;
+      std::string error;
+      if (!SplitWords(stripped, &words, &error)) Fail(kUsage, error);
+      const CommandLine line = ParseCommandLine(words);
+      for (const auto& [key, value] : line.global) {
+        if (ConnectionFlags().count(key)) Fail(kUsage, "--" + key + " goes on the batch's command line");
+      }
+      if (line.global.count("request_file") && line.global.at("request_file") == "-") {
+        Fail(kUsage, "--request_file=-: a batch line reads no stdin; name a file");
+      }
+      if (line.help) Fail(kUsage, "--help: not in a batch");
+      const bool a_service = !line.positional.empty() &&
+                             std::any_of(std::begin(kServices), std::end(kServices),
+                                         [&](const ServiceInfo& s) { return line.positional[0] == s.name; });
+      if (!a_service || line.positional.size() < 2) {
+        Fail(kUsage, "a line is a call: <service> <Method> [NAME] [--field=value ...] (services: inventory, "
+                     "booking, billing, usage)");
+      }
+      RunCall(session, line, /*in_batch=*/true);
+    } catch (const CliError& e) {
+      PrintError(e, number, stripped);
+      return e.exit_code;
+    }
+  }
+  if (in->bad()) Fail(kLocal, "cannot read " + file);
+  return 0;
+}
+
+int Run(const CommandLine& command) {
+  const std::vector<std::string>& positional = command.positional;
+  std::map<std::string, std::string> global = command.global;
   if (positional.empty()) {
-    Usage(help ? std::cout : std::cerr);
-    return help ? 0 : kUsage;
+    Usage(command.help ? std::cout : std::cerr);
+    return command.help ? 0 : kUsage;
   }
   if (labshare::cli::IsAccountCommand(positional[0])) {  // login, logout, whoami (login.h)
-    std::map<std::string, std::string> flags(fields.begin(), fields.end());
+    std::map<std::string, std::string> flags(command.fields.begin(), command.fields.end());
     flags.insert(global.begin(), global.end());
     return labshare::cli::RunAccountCommand(positional[0], flags);
   }
@@ -485,169 +949,38 @@ int main(int argc, char** argv) {
     for (const auto& s : kServices) std::cout << s.name << "  " << s.full_name << "\n";
     return 0;
   }
-  const ServiceInfo* service = nullptr;
-  for (const auto& s : kServices) {
-    if (positional[0] == s.name) service = &s;
-  }
-  if (service == nullptr) {
-    if (!g_json_errors) Usage(std::cerr);
-    Fail(kUsage, "unknown service \"" + positional[0] + "\"");
-  }
-  const pb::ServiceDescriptor* sd = pb::DescriptorPool::generated_pool()->FindServiceByName(service->full_name);
-  if (sd == nullptr) Fail(kLocal, "service descriptor missing");
-  if (positional.size() < 2) {
-    ListMethods(sd);
-    return 0;
-  }
-  const pb::MethodDescriptor* md = sd->FindMethodByName(positional[1]);
-  if (md == nullptr) {
-    for (int i = 0; i < sd->method_count(); ++i) {
-      if (absl::EqualsIgnoreCase(sd->method(i)->name(), positional[1])) md = sd->method(i);
+  if (positional[0] == "batch") {
+    if (command.help) {
+      Usage(std::cout);
+      return 0;
     }
+    return RunBatch(command);
   }
-  if (md == nullptr) Fail(kUsage, absl::StrCat("unknown method \"", positional[1], "\"; `labshare ", service->name, "` lists them"));
-  if (help) {
-    std::cout << service->name << " " << md->name() << ": " << md->input_type()->full_name() << "\n";
-    DescribeFields(md->input_type(), "", 0);
-    return 0;
-  }
-
-  pb::DynamicMessageFactory factory(pb::DescriptorPool::generated_pool());
-  std::unique_ptr<pb::Message> request(factory.GetPrototype(md->input_type())->New());
-  std::unique_ptr<pb::Message> response(factory.GetPrototype(md->output_type())->New());
-  std::string json_request = global.count("request") ? global["request"] : "";
-  if (global.count("request_file")) {
-    std::stringstream buf;
-    if (global["request_file"] == "-") {
-      buf << std::cin.rdbuf();
-    } else {
-      std::ifstream in(global["request_file"]);
-      if (!in) Fail(kLocal, "cannot read " + global["request_file"]);
-      buf << in.rdbuf();
-    }
-    json_request = buf.str();
-  }
-  if (!json_request.empty()) {
-    auto s = pb::util::JsonStringToMessage(json_request, request.get());
-    if (!s.ok()) Fail(kUsage, "request JSON: " + s.ToString());
-  }
-  if (positional.size() > 2) {
-    const pb::FieldDescriptor* target = md->input_type()->FindFieldByName("name");
-    if (target == nullptr) {
-      for (int i = 0; i < md->input_type()->field_count(); ++i) {
-        const auto* f = md->input_type()->field(i);
-        if (f->type() == pb::FieldDescriptor::TYPE_STRING && !f->is_repeated()) {
-          if (target != nullptr) Fail(kUsage, "name the field: --field=value");
-          target = f;
-        }
-      }
-    }
-    if (target == nullptr || positional.size() > 3) Fail(kUsage, "too many arguments; use --field=value");
-    SetScalar(request.get(), target, positional[2]);
-  }
-  for (const auto& key : bare) {
-    if (!IsBool(ResolvePath(md->input_type(), key))) Fail(kUsage, "--" + key + " needs a value");
-  }
-  for (const auto& [path, value] : fields) SetPath(request.get(), path, value);
-
-  // Address and token.
-  const std::map<std::string, std::string> config = ReadConfig();
-  auto setting = [&](const std::string& key) -> std::string {
-    if (global.count(key)) return global.at(key);
-    if (const char* e = std::getenv(("LABSHARE_" + absl::AsciiStrToUpper(key)).c_str())) return e;
-    auto it = config.find(key);
-    return it == config.end() ? "" : it->second;
-  };
-  std::string address = setting(service->name);
-  if (address.empty()) address = service->default_address;
-  // The token, source by source: the flags (--token, then --token_file), the
-  // environment (LABSHARE_TOKEN, then LABSHARE_TOKEN_FILE), the config file
-  // (token, then token_file); then the stored sign-in.
-  std::string token;
-  auto read_token_file = [&](const std::string& path) {
-    std::ifstream in(path);
-    if (!in) Fail(kLocal, "cannot read token file " + path);
-    std::string line;
-    std::getline(in, line);
-    return line;
-  };
-  auto from_source = [&](const char* t, const char* t_file) {
-    if (t != nullptr && *t != '\0') return std::string(t);
-    if (t_file != nullptr && *t_file != '\0') return read_token_file(t_file);
-    return std::string();
-  };
-  auto flag = [&](const char* key) { return global.count(key) ? global.at(key).c_str() : nullptr; };
-  auto conf = [&](const char* key) {
-    auto it = config.find(key);
-    return it == config.end() ? nullptr : it->second.c_str();
-  };
-  token = from_source(flag("token"), flag("token_file"));
-  if (token.empty()) token = from_source(std::getenv("LABSHARE_TOKEN"), std::getenv("LABSHARE_TOKEN_FILE"));
-  if (token.empty()) token = from_source(conf("token"), conf("token_file"));
-  if (token.empty()) token = labshare::cli::StoredAccessToken(global);  // from `labshare login`
-  absl::Duration timeout = absl::Seconds(30);
-  if (global.count("timeout") && !absl::ParseDuration(global["timeout"], &timeout)) Fail(kUsage, "--timeout like 30s");
-
-  auto channel = ChannelOrFail(address, global);
-  grpc::ClientContext ctx;
-  if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + std::string(absl::StripAsciiWhitespace(token)));
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(absl::ToInt64Milliseconds(timeout)));
-  const std::string path = absl::StrCat("/", sd->full_name(), "/", md->name());
-  bool json = false;
-  if (global.count("json") && !absl::SimpleAtob(global["json"], &json)) Fail(kUsage, "--json: true or false");
-  // Times in the caller's zone; table rows of instrument-bound resources in
-  // their facility's (looked up once per instrument and facility).
-  labshare::cli::PrintOptions options;
-  options.caller_zone = labshare::cli::CallerZone();
-  std::string inventory_address = setting("inventory");
-  if (inventory_address.empty()) inventory_address = kServices[0].default_address;
-  labshare::cli::FacilityZones zones(
-      [&] { return ChannelOrFail(inventory_address, global); },
-      std::string(absl::StripAsciiWhitespace(token)), timeout);
-  options.row_zone = [&](const pb::Message& row) { return zones.ForRow(row); };
-  grpc::Status status;
-  if (md->server_streaming()) {
-    const grpc::internal::RpcMethod method(path.c_str(), grpc::internal::RpcMethod::SERVER_STREAMING);
-    std::unique_ptr<grpc::ClientReader<pb::Message>> reader(
-        grpc::internal::ClientReaderFactory<pb::Message>::Create(channel.get(), method, &ctx, *request));
-    const pb::FieldDescriptor* raw = labshare::cli::RawContentField(md->output_type());
-    while (reader->Read(response.get())) {
-      // CSV and JSONL pieces print raw (a message of the stream without its
-      // piece, the trailer, prints nothing); a message carrying another
-      // member of the piece's oneof (ExportUsage's rows) as an answer.
-      if (raw != nullptr && !json && !labshare::cli::OtherOneofMemberSet(*response, raw)) {
-        std::cout << response->GetReflection()->GetString(*response, raw);
-      } else {
-        PrintAnswer(*response, json, options);
-      }
-      response->Clear();
-    }
-    status = reader->Finish();
-  } else {
-    const grpc::internal::RpcMethod method(path.c_str(), grpc::internal::RpcMethod::NORMAL_RPC);
-    status = grpc::internal::BlockingUnaryCall<pb::Message, pb::Message>(channel.get(), method, &ctx, *request,
-                                                                         response.get());
-    const pb::FieldDescriptor* raw = labshare::cli::RawContentField(md->output_type());
-    if (status.ok() && raw != nullptr && !json && !labshare::cli::OtherOneofMemberSet(*response, raw)) {
-      // A document (GetInvoiceDocument): its bytes as they are, for
-      // `> invoice.pdf`; the other fields (file name, content type) to stderr.
-      std::cout << response->GetReflection()->GetString(*response, raw) << std::flush;
-      response->GetReflection()->ClearField(response.get(), raw);
-      labshare::cli::PrintFields(*response, options, std::cerr);
-    } else if (status.ok()) {
-      PrintAnswer(*response, json, options);
-    }
-  }
-  if (!status.ok()) {
-    const int code = static_cast<int>(status.error_code());
-    if (json) {
-      std::cerr << labshare::cli::StatusJson(status, 10 + code) << "\n";
-      return 10 + code;
-    }
-    const std::string reason = labshare::GrpcErrorReason(status);
-    std::cerr << "error: " << labshare::cli::CodeName(code) << (reason.empty() ? "" : " " + reason) << ": "
-              << status.error_message() << "\n";
-    return 10 + code;
-  }
+  Session session(global);
+  RunCall(session, command, /*in_batch=*/false);
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Link the generated services so their descriptors are in the pool.
+  (void)labshare::inventory::v1::GetInstrumentRequest::descriptor();
+  (void)labshare::booking::v1::GetBookingRequest::descriptor();
+  (void)labshare::billing::v1::GetChargeRequest::descriptor();
+  (void)labshare::usage::v1::GetUsageFiguresRequest::descriptor();
+
+  for (int i = 1; i < argc; ++i) {
+    bool json = false;
+    if (absl::string_view(argv[i]) == "--json" ||
+        (absl::StartsWith(argv[i], "--json=") && absl::SimpleAtob(argv[i] + 7, &json) && json)) {
+      g_json_errors = true;
+    }
+  }
+  try {
+    return Run(ParseCommandLine(std::vector<std::string>(argv + 1, argv + argc)));
+  } catch (const CliError& e) {
+    PrintError(e);
+    return e.exit_code;
+  }
 }

@@ -4,7 +4,8 @@
 // clock file so that create times are fixed), checking its exact output:
 // tables with Chinese names aligned by display width, times in the caller's
 // zone ($TZ) and, in tables of bookings, in the facility's zone; boolean
-// flags without a value; errors under --json as one JSON object.
+// flags without a value; errors under --json as one JSON object; many calls
+// in one run (labshare batch) and every page of a list (--all_pages).
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -113,7 +114,8 @@ class CliTest : public ::testing::Test {
 
   // `labshare args...` with exactly these LABSHARE_ settings (NAME=value)
   // besides the two addresses; no token, TLS or config file from outside.
-  static CliRun LabshareEnv(const std::vector<std::string>& args, const std::vector<std::string>& env) {
+  static CliRun LabshareEnv(const std::vector<std::string>& args, const std::vector<std::string>& env,
+                            const std::string& stdin_file = "/dev/null") {
     std::vector<std::string> cmd = {"env", "-u", "LABSHARE_TOKEN", "-u", "LABSHARE_TOKEN_FILE", "-u", "LABSHARE_TLS_CA",
                                     "-u", "LABSHARE_TLS_CERT", "-u", "LABSHARE_TLS_KEY", "-u", "XDG_CONFIG_HOME",
                                     "LABSHARE_CONFIG=/dev/null", "TZ=UTC",
@@ -125,7 +127,8 @@ class CliTest : public ::testing::Test {
     std::vector<std::string> quoted;
     for (const auto& a : cmd) quoted.push_back(ShellQuote(a));
     const std::string out = *dir_ + "/cli.out", err = *dir_ + "/cli.err";
-    const int status = std::system((absl::StrJoin(quoted, " ") + " >" + out + " 2>" + err).c_str());
+    const int status =
+        std::system((absl::StrJoin(quoted, " ") + " <" + ShellQuote(stdin_file) + " >" + out + " 2>" + err).c_str());
     CliRun run;
     run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     run.out = ReadAll(out);
@@ -136,6 +139,14 @@ class CliTest : public ::testing::Test {
   static CliRun Admin(std::vector<std::string> args, const std::string& tz = "UTC") {
     args.insert(args.begin(), "--token=" + *admin_);
     return Labshare(args, tz);
+  }
+
+  // `labshare --token=ADMIN args...` reading `input` on stdin.
+  static CliRun AdminWithInput(std::vector<std::string> args, const std::string& input) {
+    const std::string path = *dir_ + "/stdin";
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << input;
+    args.insert(args.begin(), "--token=" + *admin_);
+    return LabshareEnv(args, {"LABSHARE_TLS_CA=" + testing::TestPki::Shared().ca_file()}, path);
   }
 
   // Through the client itself, as an administrator would.
@@ -455,6 +466,186 @@ TEST_F(CliTest, MoneyIsTypedInMajorUnits) {
              "--rate.payer_class=NON_MEMBER", "--rate.unit=PER_HOUR", "--rate.price=500.001 CNY"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_EQ(r.err, "error: --price: CNY has 2 decimals, not 3\n");
+}
+
+// The names of the users in each page of `--json --all_pages` output (one
+// JSON object a page, one after the other), and whether each page has a
+// next_page_token.
+std::vector<std::pair<std::vector<std::string>, bool>> UserPages(const std::string& text) {
+  std::vector<std::pair<std::vector<std::string>, bool>> pages;
+  // Each page ends with a "}" line.
+  for (absl::string_view page : absl::StrSplit(text, "\n}\n", absl::SkipEmpty())) {
+    const google::protobuf::Struct s = ParseJson(absl::StrCat(page, "\n}\n"));
+    std::vector<std::string> names;
+    for (const auto& u : s.fields().at("users").list_value().values()) {
+      names.push_back(u.struct_value().fields().at("name").string_value());
+    }
+    pages.emplace_back(names, s.fields().count("next_page_token") > 0);
+  }
+  return pages;
+}
+
+// --all_pages follows next_page_token: every page, in turn, the same as
+// asking for each page with --page_token by hand; --max_pages stops a list
+// longer than that with exit 3 (and, with --output, writes nothing).
+TEST_F(CliTest, AllPagesFollowsEveryPage) {
+  const std::vector<std::string> list = {"--json", "inventory", "ListUsers", "--organization=organizations/nanocraft",
+                                         "--page_size=1"};
+  std::vector<std::string> args = list;
+  args.push_back("--all_pages");
+  const CliRun all = Admin(args);
+  ASSERT_EQ(all.exit_code, 0) << all.err;
+  EXPECT_EQ(all.err, "");
+  using Pages = std::vector<std::pair<std::vector<std::string>, bool>>;
+  EXPECT_EQ(UserPages(all.out), (Pages{{{"users/chen-jing"}, true}, {{"users/li-wei"}, true}, {{"users/zoe"}, false}}))
+      << all.out;
+  // By hand: the same pages, byte for byte.
+  std::string by_hand, token;
+  for (int page = 0; page < 3; ++page) {
+    args = list;
+    if (!token.empty()) args.push_back("--page_token=" + token);
+    const CliRun r = Admin(args);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    by_hand += r.out;
+    const google::protobuf::Struct s = ParseJson(r.out);
+    token = s.fields().count("next_page_token") ? s.fields().at("next_page_token").string_value() : "";
+  }
+  EXPECT_EQ(token, "");
+  EXPECT_EQ(all.out, by_hand);
+  // Without --all_pages: the first page only.
+  const CliRun first = Admin(list);
+  EXPECT_EQ(UserPages(first.out), (Pages{{{"users/chen-jing"}, true}})) << first.out;
+  // A method without pages: one answer.
+  const CliRun one = Admin({"--json", "--all_pages", "booking", "GetBooking", "bookings/bk01"});
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  EXPECT_EQ(one.out, Admin({"--json", "booking", "GetBooking", "bookings/bk01"}).out);
+
+  // --max_pages=3 is enough; 2 is not: exit 3, nothing in --output's file.
+  args = list;
+  args.insert(args.end(), {"--all_pages", "--max_pages=3"});
+  EXPECT_EQ(Admin(args).out, all.out);
+  const std::string file = *dir_ + "/two-pages.json";
+  args = list;
+  args.insert(args.end(), {"--all_pages", "--max_pages=2", "--output=" + file});
+  const CliRun capped = Admin(args);
+  EXPECT_EQ(capped.exit_code, 3);
+  EXPECT_EQ(capped.err, "{\"code\":\"LOCAL\",\"reason\":\"\",\"domain\":\"labshare-cli\",\"message\":\"more than 2 pages "
+                        "(--max_pages=2)\",\"metadata\":{},\"field_violations\":[],\"exit_code\":3}\n");
+  EXPECT_EQ(capped.out, "");
+  EXPECT_FALSE(std::filesystem::exists(file));
+  for (const auto& entry : std::filesystem::directory_iterator(*dir_)) {
+    EXPECT_FALSE(absl::StrContains(entry.path().filename().string(), "two-pages")) << entry.path();
+  }
+  args = {"inventory", "ListUsers", "--max_pages=0"};
+  const CliRun zero = Admin(args);
+  EXPECT_EQ(zero.exit_code, 2);
+  EXPECT_EQ(zero.err, "error: --max_pages: a number from 1\n");
+}
+
+// labshare batch: one call a line, each answer where its --output says,
+// exactly as the same call alone prints it; the batch's flags (--json,
+// --all_pages, the token) hold for every line; comments, blank lines and
+// quoted words; stdin as well as a file.
+TEST_F(CliTest, BatchRunsEveryLineAsItsOwnCallWould) {
+  const std::string d = *dir_ + "/batch-ok";
+  std::filesystem::create_directories(d);
+  const std::string batch = d + "/calls";
+  std::ofstream(batch) << "# the nanocraft people, every page\n"
+                       << "inventory ListUsers --organization=organizations/nanocraft --page_size=1 --output=" << d
+                       << "/users.json\n"
+                       << "\n"
+                       << "  booking GetBooking bookings/bk01 --json=false --output='" << d << "/bk01 text'\n"
+                       << "inventory GetFacility \"facilities/berlin\" --output=" << d << "/berlin.json\n"
+                       << "usage ListIdleInstruments --output=" << d << "/never.json\n";
+  // (nothing answers at the usage address: the last line fails, after the
+  // others wrote theirs.)
+  CliRun r = Admin({"--json", "--all_pages", "--usage=127.0.0.1:1", "batch", batch});
+  EXPECT_EQ(r.exit_code, 24) << r.err;  // 10 + UNAVAILABLE
+  EXPECT_EQ(r.out, "");
+  EXPECT_EQ(ReadAll(d + "/users.json"),
+            Admin({"--json", "--all_pages", "inventory", "ListUsers", "--organization=organizations/nanocraft",
+                   "--page_size=1"})
+                .out);
+  EXPECT_EQ(UserPages(ReadAll(d + "/users.json")).size(), 3u);
+  EXPECT_EQ(ReadAll(d + "/bk01 text"), Admin({"booking", "GetBooking", "bookings/bk01"}).out);
+  EXPECT_NE(ReadAll(d + "/bk01 text").find("\nreserved_interval: "), std::string::npos);
+  EXPECT_EQ(ReadAll(d + "/berlin.json"), Admin({"--json", "inventory", "GetFacility", "facilities/berlin"}).out);
+  EXPECT_FALSE(std::filesystem::exists(d + "/never.json"));
+
+  // Without the failing line: exit 0, nothing on stdout or stderr; from stdin.
+  std::ofstream(batch) << "inventory GetFacility facilities/berlin --output=" << d << "/berlin-2.json\n"
+                       << "booking GetBooking bookings/bk01 --output=" << d << "/bk01.json\n";
+  r = AdminWithInput({"--json", "batch"}, ReadAll(batch));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "");
+  EXPECT_EQ(r.err, "");
+  EXPECT_EQ(ReadAll(d + "/berlin-2.json"), ReadAll(d + "/berlin.json"));
+  EXPECT_EQ(ReadAll(d + "/bk01.json"), Admin({"--json", "booking", "GetBooking", "bookings/bk01"}).out);
+  // Lines without --output: the answers on stdout, in order.
+  r = AdminWithInput({"batch", "-"}, "inventory GetFacility facilities/berlin\nbooking GetBooking bookings/bk01\n");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, Admin({"inventory", "GetFacility", "facilities/berlin"}).out +
+                       Admin({"booking", "GetBooking", "bookings/bk01"}).out);
+}
+
+// The first line that fails stops the batch: the exit code is that line's,
+// the error names the line (number and text), the lines after it do not run
+// and its --output file is not written.
+TEST_F(CliTest, BatchStopsAtTheFirstFailingLineAndNamesIt) {
+  const std::string d = *dir_ + "/batch-fail";
+  std::filesystem::create_directories(d);
+  const std::string input = "booking GetBooking bookings/bk01 --output=" + d + "/1\n" +
+                            "# a comment\n" +
+                            "booking GetBooking bookings/nope --output=" + d + "/3\n" +
+                            "booking GetBooking bookings/bk02 --output=" + d + "/4\n";
+  CliRun r = AdminWithInput({"batch"}, input);
+  EXPECT_EQ(r.exit_code, 15);  // 10 + NOT_FOUND
+  EXPECT_EQ(r.out, "");
+  EXPECT_TRUE(absl::StartsWith(r.err, "error: line 3 (booking GetBooking bookings/nope --output=" + d +
+                                          "/3): NOT_FOUND BOOKING_NOT_FOUND: "))
+      << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_TRUE(std::filesystem::exists(d + "/1"));
+  EXPECT_FALSE(std::filesystem::exists(d + "/3"));
+  EXPECT_FALSE(std::filesystem::exists(d + "/4"));
+
+  // Under --json: one JSON object naming the line.
+  r = AdminWithInput({"--json", "batch"}, input);
+  EXPECT_EQ(r.exit_code, 15);
+  ASSERT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  google::protobuf::Struct e = ParseJson(r.err);
+  EXPECT_EQ(e.fields().at("line").number_value(), 3);
+  EXPECT_EQ(e.fields().at("command").string_value(), "booking GetBooking bookings/nope --output=" + d + "/3");
+  EXPECT_EQ(e.fields().at("code").string_value(), "NOT_FOUND");
+  EXPECT_EQ(e.fields().at("reason").string_value(), "BOOKING_NOT_FOUND");
+  EXPECT_EQ(e.fields().at("exit_code").number_value(), 15);
+
+  // The client's own errors on a line: exit 2, the line named.
+  r = AdminWithInput({"batch"}, "booking GetBooking bookings/bk01\nbooking NoSuchMethod\n");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "error: line 2 (booking NoSuchMethod): unknown method \"NoSuchMethod\"; `labshare booking` lists "
+                   "them\n");
+  r = AdminWithInput({"batch"}, "booking GetBooking bookings/bk01 --token=x\n");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "error: line 1 (booking GetBooking bookings/bk01 --token=x): --token goes on the batch's command "
+                   "line\n");
+  r = AdminWithInput({"batch"}, "\nbooking GetBooking 'bookings/bk01\n");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "error: line 2 (booking GetBooking 'bookings/bk01): the quote (') at column 20 is not closed\n");
+  r = AdminWithInput({"batch"}, "health 127.0.0.1:1\n");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "error: line 1 (health 127.0.0.1:1): a line is a call: <service> <Method> [NAME] "
+                   "[--field=value ...] (services: inventory, booking, billing, usage)\n");
+  r = AdminWithInput({"batch"}, "booking GetBooking bookings/bk01 --max_pages=x\n");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "error: line 1 (booking GetBooking bookings/bk01 --max_pages=x): --max_pages: a number from 1\n");
+  // The batch file itself.
+  r = Admin({"batch", *dir_ + "/no-such-file"});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_EQ(r.err, "error: cannot read " + *dir_ + "/no-such-file\n");
+  r = Admin({"--output=x", "batch"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err, "error: --output goes on a line of the batch\n");
 }
 
 // A signed-in person whose access token is due for renewal, at the suite's

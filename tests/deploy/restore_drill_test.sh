@@ -6,11 +6,12 @@
 #    TLS, Redis with ACL users) and plays the demo month
 #    (deploy/demo-scenario.sh).
 # 2. Once every outbox consumer group has caught up, the real client
-#    (`labshare --json`) records every balance, statement, invoice, charge,
-#    posting, payment, deposit, settlement, income report, usage figure,
-#    query, sharing matrix, idle/under-shared list, the whole audit trail,
-#    bookings, leases, orders and the inventory: one file per call, every
-#    page.
+#    (`labshare --json`, in batches: `labshare batch`, one process and one
+#    connection per service for a group of calls) records every balance,
+#    statement, invoice, charge, posting, payment, deposit, settlement,
+#    income report, usage figure, query, sharing matrix, idle/under-shared
+#    list, the whole audit trail, bookings, leases, orders and the
+#    inventory: one file per call, every page.
 # 3. deploy/backup.sh takes a snapshot of the running Redis (as user admin);
 #    the recording is taken again and must not have moved.
 # 4. deploy/restore.sh restores the snapshot into a new data directory; a new
@@ -28,7 +29,8 @@
 # wrong password; restore.sh refuses a tampered snapshot and a non-empty
 # target without --force, and --force moves the old contents aside; the
 # CronJob in deploy/k8s runs this backup.sh.
-# Prints the time the backup and the restore took and the snapshot's size.
+# Prints the time the backup and the restore took and the snapshot's size,
+# and when the platform ran and each step began.
 #
 # usage: tests/deploy/restore_drill_test.sh BUILD_DIR   (BUILD_DIR/bin holds the binaries)
 set -euo pipefail
@@ -49,10 +51,10 @@ if [ "${1:-}" != --inner ]; then
   fi
   echo "the CronJob's backup.sh is deploy/backup.sh"
   read -r base redis_port < <(python3 "$root/tests/support/free_ports.py" 0 1 2 3 4 5 6 7 100 101 102 103 106)
-  rc=0
+  rc=0 started=$(date +%s)
   LABSHARE_BUILD_DIR="$build" LABSHARE_NO_BUILD=1 LABSHARE_BASE_PORT="$base" LABSHARE_REDIS_PORT="$redis_port" \
   LABSHARE_DATA_DIR="$work/data" LABSHARE_CLOCK_FILE="$work/clock" \
-    "$root/deploy/run-local.sh" --fresh --then "bash '$here/restore_drill_test.sh' --inner '$work'" > "$work/out" 2>&1 || rc=$?
+    "$root/deploy/run-local.sh" --fresh --then "bash '$here/restore_drill_test.sh' --inner '$work' $started" > "$work/out" 2>&1 || rc=$?
   cat "$work/out"
   if [ "$rc" != 0 ]; then
     echo "the restore drill failed (exit $rc); logs:"
@@ -68,10 +70,11 @@ fi
 # (LABSHARE_BIN, LABSHARE_DATA_DIR, LABSHARE_CONFIG, LABSHARE_TLS_CA,
 # LABSHARE_ISSUER, LABSHARE_CLOCK_FILE, LABSHARE_REDIS_PORT) is set.
 work="$2"
+echo "the platform runs, $(( $(date +%s) - $3 ))s after the drill started"
 bin="$LABSHARE_BIN" data="$LABSHARE_DATA_DIR" redis_port="$LABSHARE_REDIS_PORT"
 secrets="$data/secrets" pki="$data/secrets/pki"
 orig_conf="$LABSHARE_CONFIG"
-step() { echo; echo "### $*"; }
+step() { echo; echo "### $* (at ${SECONDS}s of this part)"; }
 fail() { echo "FAIL: $*"; exit 1; }
 now() { date +%s%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) / 1e9 }'; }
@@ -99,20 +102,37 @@ grep "^RESULT" "$work/demo.out"
 
 # Every consumer group of every outbox stream has read its stream to the end
 # and acknowledged everything: nothing is in flight between the services.
+# One script in Redis looks at every stream (a redis-cli, a python3 and
+# three redis-cli per stream took seconds a check).
+caught_up_lua='
+local late, cursor = {}, "0"
+repeat
+  local page = redis.call("SCAN", cursor, "MATCH", "*outbox*", "COUNT", 1000)
+  cursor = page[1]
+  for _, key in ipairs(page[2]) do
+    if redis.call("TYPE", key)["ok"] == "stream" then
+      local stream, last = redis.call("XINFO", "STREAM", key), nil
+      for i = 1, #stream, 2 do
+        if stream[i] == "last-generated-id" then last = stream[i + 1] end
+      end
+      local names = {}
+      for _, group in ipairs(redis.call("XINFO", "GROUPS", key)) do
+        local g = {}
+        for i = 1, #group, 2 do g[group[i]] = group[i + 1] end
+        if g["pending"] ~= 0 or g["last-delivered-id"] ~= last then names[#names + 1] = g["name"] end
+      end
+      if #names > 0 then late[#late + 1] = key .. ": groups not caught up: " .. table.concat(names, " ") end
+    end
+  end
+until cursor == "0"
+if #late == 0 then return "caught up" end
+return late'
 caught_up() {  # port -> exit 0 when caught up; prints what is not
-  local port=$1 key
-  for key in $(rcli "$port" --scan --pattern '*outbox*'); do
-    [ "$(rcli "$port" type "$key")" = stream ] || continue
-    python3 - "$key" "$(rcli "$port" --json xinfo stream "$key")" "$(rcli "$port" --json xinfo groups "$key")" <<'PY' || return 1
-import json, sys
-key, stream, groups = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
-late = [g["name"] for g in groups
-        if g["pending"] != 0 or g["last-delivered-id"] != stream["last-generated-id"]]
-if late:
-    print("%s: groups not caught up: %s" % (key, late))
-    sys.exit(1)
-PY
-  done
+  local answer
+  answer="$(rcli "$1" eval "$caught_up_lua" 0 2>&1)" || true
+  [ "$answer" = "caught up" ] && return 0
+  echo "$answer"
+  return 1
 }
 wait_caught_up() {  # port what
   local deadline=$(( $(date +%s) + 180 ))
@@ -129,28 +149,35 @@ token() {
     --roles=consortium_admin,auditor --ttl=30m
 }
 
-# call DIR FILE service Method [args]: the JSON answer, every page (the
-# opaque next_page_token is written as "(token)"), into DIR/FILE.
+# The calls go through `labshare batch`: one client process and one
+# connection per service for many calls (starting a client per call, a
+# sanitized binary with a TLS handshake, and a python3 per page cost most of
+# the drill's time). call and raw queue a call as a line of DIR/.batch; run
+# DIR makes them, in order, and stops at the first that fails (its error
+# names the line).
+# call DIR FILE service Method [args]: the JSON answer, every page (at most
+# 1000: labshare --all_pages --max_pages=1000), into DIR/FILE; run writes the
+# opaque next_page_token as "(token)".
 call() {
   local dir=$1 file=$2; shift 2
-  local tok="" pages=0
-  : > "$dir/$file"
-  while :; do
-    if ! "$bin/labshare" --json "$@" ${tok:+--page_token="$tok"} > "$dir/.page" 2> "$dir/.err"; then
-      fail "labshare $* failed: $(cat "$dir/.err")"
-    fi
-    tok="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("next_page_token", ""))' "$dir/.page")"
-    sed -E 's/^ "next_page_token": ".*"(,?)$/ "next_page_token": "(token)"\1/' "$dir/.page" >> "$dir/$file"
-    pages=$((pages + 1))
-    [ -n "$tok" ] || break
-    [ "$pages" -lt 1000 ] || fail "labshare $*: more than 1000 pages"
-  done
+  { printf '%q ' "$@" --json --all_pages --max_pages=1000 "--output=$dir/$file"; echo; } >> "$dir/.batch"
+  echo "$dir/$file" >> "$dir/.paged"
 }
 # raw DIR FILE service Method [args]: the answer as the client prints it
 # (streamed exports: the file itself; others: the text form).
 raw() {
   local dir=$1 file=$2; shift 2
-  "$bin/labshare" "$@" > "$dir/$file" 2> "$dir/.err" || fail "labshare $* failed: $(cat "$dir/.err")"
+  { printf '%q ' "$@" "--output=$dir/$file"; echo; } >> "$dir/.batch"
+}
+run() {  # DIR
+  local dir=$1
+  "$bin/labshare" batch "$dir/.batch" > "$dir/.out" 2> "$dir/.err" ||
+    fail "labshare batch failed: $(cat "$dir/.err")"
+  [ ! -s "$dir/.out" ] || fail "labshare batch printed: $(cat "$dir/.out")"
+  if [ -s "$dir/.paged" ]; then
+    xargs -d '\n' sed -i -E 's/^ "next_page_token": ".*"(,?)$/ "next_page_token": "(token)"\1/' < "$dir/.paged"
+  fi
+  rm -f "$dir/.batch" "$dir/.paged" "$dir/.out" "$dir/.err"
 }
 names() {  # FILE FIELD: the "name"s of the list FIELD in a recorded file
   python3 -c '
@@ -177,6 +204,7 @@ record() {
   call "$d" inventory-instruments inventory ListInstruments --page_size=50
   call "$d" inventory-users inventory ListUsers --page_size=50
   call "$d" inventory-facilities inventory ListFacilities --page_size=50
+  run "$d"
   for o in $(names "$d/inventory-organizations" organizations); do
     n=${o#organizations/}
     call "$d" "balances-$n" billing ListBalances --parent="$o" --page_size=50
@@ -193,11 +221,13 @@ record() {
   call "$d" balances-all-subsidy-pools billing ListBalances --parent=subsidyPools/- --page_size=50
   call "$d" subsidy-pools billing ListSubsidyPools --page_size=50
   call "$d" invoices billing ListInvoices --page_size=50
+  run "$d"
   for i in $(names "$d/invoices" invoices); do
     call "$d" "invoice-${i//\//_}" billing GetInvoice "$i"
     raw "$d" "invoice-${i//\//_}.txt" billing GetInvoice "$i"
   done
   call "$d" settlements billing ListSettlements --page_size=50
+  run "$d"
   for i in $(names "$d/settlements" settlements); do call "$d" "settlement-${i//\//_}" billing GetSettlement "$i"; done
   call "$d" charges billing ListCharges --page_size=50
   call "$d" postings billing ListPostings --page_size=50
@@ -224,7 +254,7 @@ record() {
   call "$d" leases booking ListLeases --page_size=50
   call "$d" service-orders booking ListServiceOrders --page_size=50
   call "$d" projects booking ListProjects --page_size=50
-  rm -f "$d/.page" "$d/.err"
+  run "$d"
 }
 # reports DIR CONFIG HEAD: the calls that append to the audit trail (they
 # publish AuditVerificationRun, ReportExported, ReportGenerated; each
@@ -241,7 +271,7 @@ reports() {
     --end_sequence=$((head + 1))
   call "$d" annual-report-2027 usage GetAnnualReport --year=2027 --page_size=50
   raw "$d" annual-report-2027.csv usage ExportAnnualReportCsv --year=2027
-  rm -f "$d/.page" "$d/.err"
+  run "$d"
 }
 compare() {  # A B what
   if ! diff -r -u "$1" "$2" > "$work/diff.out"; then

@@ -398,3 +398,110 @@ test('two modes edited, one saved: the other keeps its unsaved edit and saves to
   await expect(page.getByTestId('instrument-edit')).toHaveCount(0);
   expect(asked).toHaveLength(2);
 });
+
+// A mode's save on its way (its answer held back here) while the person types
+// on in the same block: the block then shows what the service keeps and still
+// what was typed meanwhile (unsaved, the focus where the person types), and
+// saving again stores it. Then a mode whose rules have unsaved edits is no
+// longer offered in the details above: saving that asks first (the edits go
+// with the block), and saving nothing when the person says no. On an
+// instrument of its own.
+test('typing on while a mode\'s save is on its way is kept; dropping a mode with unsaved rules asks first', async ({ page }) => {
+  const ID = `e2e-inflight-${stamp}`;
+  const TITLE = `Nanoindenter ${stamp}`;
+  await api('admin', `${INV}/CreateInstrument`, {
+    instrumentId: ID, requestId: `e2e-inflight-${stamp}`,
+    instrument: {
+      displayName: TITLE, facility: 'facilities/zju-nano', ownerOrganization: 'organizations/zju', category: 'mechanical-testing',
+      originalValue: { currencyCode: 'CNY', amountMinor: '50000000' }, dailyAvailableHours: 8,
+      modes: [
+        { mode: 'ON_SITE', slotRules: slotRules(12, { qualificationValidityDays: 90 }) },
+        { mode: 'JOINT_RESEARCH', approvalRequired: true, slotRules: slotRules(24) },
+        { mode: 'LEASE', approvalRequired: true, leaseRules: {
+          minTermDays: 7, maxTermDays: 180, handoverBuffer: '86400s', returnBuffer: '172800s',
+          deposit: { currencyCode: 'CNY', amountMinor: '4000000' }, rateBasis: 'PER_DAY', countedHoursPerDay: 8,
+        } },
+      ],
+    },
+  });
+  const read = (): Promise<Inst> => api<Inst>('admin', `${INV}/GetInstrument`, { name: `instruments/${ID}` });
+  const before = await read();
+  const slot = (i: Inst, m: string, rules: Record<string, unknown>): Offering =>
+    ({ ...mode(i, m), slotRules: { ...mode(i, m).slotRules, ...rules } });
+  const asked: string[] = [];
+  let leave = false;
+  page.on('dialog', (d) => { asked.push(d.message()); void (leave ? d.accept() : d.dismiss()); });
+  const BUFFER = 'Kept free after each booking (hours)';
+  const MISSED = 'Fee for a missed booking (% of the reserved time’s charge)';
+
+  await signInAs(page, 'admin', '#/admin/instruments?facility=zju-nano');
+  await page.getByTestId(`instrument-${ID}`).getByRole('button', { name: `Edit ${TITLE}` }).click();
+  const ed = page.getByTestId('instrument-edit');
+  const onSite = ed.getByTestId('rules-ON_SITE');
+  await onSite.locator('summary').click();
+
+  // The buffer typed and saved; the answer held back until the person has
+  // typed the buffer again and the missed-booking fee.
+  let answer!: () => void;
+  const held = new Promise<void>((r) => { answer = r; });
+  let arrived!: () => void;
+  const sent = new Promise<void>((r) => { arrived = r; });
+  await page.route('**/labshare.inventory.v1.InventoryService/UpdateInstrument', async (route) => {
+    arrived();
+    const res = await route.fetch();
+    await held;
+    await route.fulfill({ response: res });
+  });
+  await onSite.getByLabel(BUFFER).fill('0.75');
+  await onSite.getByRole('button', { name: 'Save the rules of On site' }).click();
+  await sent;
+  await onSite.getByLabel(MISSED).fill('40');
+  await onSite.getByLabel(BUFFER).fill('1');
+  answer();
+  await expect(page.getByTestId('done')).toHaveText(`Rules of On site for “${TITLE}” saved.`);
+  // Stored: the buffer as sent (0.75 h), the fee as read.
+  expect(mode(await read(), 'ON_SITE')).toEqual(slot(before, 'ON_SITE', { buffer: '2700s' }));
+  // Shown: what was typed meanwhile, unsaved, the focus still in the field.
+  await expect(onSite.getByLabel(BUFFER)).toHaveValue('1');
+  await expect(onSite.getByLabel(MISSED)).toHaveValue('40');
+  await expect(onSite.getByTestId('rules-unsaved')).toHaveText('Unsaved changes');
+  await expect(onSite.getByTestId('field-theirs')).toHaveCount(0);
+  await expect(onSite.getByLabel(BUFFER)).toBeFocused();
+  await onSite.scrollIntoViewIfNeeded();
+  await shot(page, 'admin-instrument-rules-typed-during-save');
+  await page.unroute('**/labshare.inventory.v1.InventoryService/UpdateInstrument');
+  // Saved again: both stored, nothing unsaved.
+  await onSite.getByRole('button', { name: 'Save the rules of On site' }).click();
+  await expect(onSite.getByTestId('rules-unsaved')).toHaveCount(0);
+  const twice = await read();
+  expect(mode(twice, 'ON_SITE')).toEqual(slot(before, 'ON_SITE', { buffer: '3600s', missedFeeBps: 4000 }));
+
+  // Joint research's rules edited, not saved; joint research and lease (no
+  // unsaved edits) no longer offered in the details above. Saving asks, about
+  // joint research only; "no" saves nothing and keeps everything as typed.
+  const joint = ed.getByTestId('rules-JOINT_RESEARCH');
+  await joint.locator('summary').click();
+  await joint.getByLabel(MISSED).fill('30');
+  await ed.locator('[name=mode-JOINT_RESEARCH]').uncheck();
+  await ed.locator('[name=mode-LEASE]').uncheck();
+  await ed.getByRole('button', { name: 'Save changes' }).click();
+  await expect.poll(() => asked.length).toBe(1);
+  expect(asked[0]).toBe(`Saving “${TITLE}” stops offering Joint research, whose rules have unsaved changes: they will be lost. Save anyway?`);
+  await expect(joint.getByLabel(MISSED)).toHaveValue('30');
+  await expect(ed.getByTestId('details-unsaved')).toBeVisible();
+  await expect(ed.locator('[name=mode-JOINT_RESEARCH]')).not.toBeChecked();
+  expect((await read()).etag).toBe(twice.etag);
+  // "Yes": saved; the block and its edit go.
+  leave = true;
+  await ed.getByRole('button', { name: 'Save changes' }).click();
+  await expect(page.getByTestId('done')).toHaveText(`Instrument “${TITLE}” saved.`);
+  expect(asked).toHaveLength(2);
+  const dropped = await read();
+  expect(dropped.modes).toEqual([mode(twice, 'ON_SITE')]);
+  await expect(ed.getByTestId('rules-JOINT_RESEARCH')).toHaveCount(0);
+  await expect(ed.getByTestId('details-unsaved')).toHaveCount(0);
+  // Nothing unsaved now: closing asks nothing.
+  await ed.getByRole('button', { name: 'Close', exact: true }).click();
+  await expect(page.getByTestId('instrument-edit')).toHaveCount(0);
+  expect(asked).toHaveLength(2);
+});

@@ -219,7 +219,14 @@ test('li-wei orders a confocal analysis, gets a quote and accepts it', async ({ 
   await shot(page, 'lab-order');
   await page.getByTestId('accept-quote').click();
   await expect(page.getByTestId('order-state')).toHaveText('Quote accepted');
-  await expect(page.getByRole('status')).toContainText('Accept the quote');
+  await expect(page.getByRole('status')).toHaveText(`Accept the quote: ${id} is now Quote accepted.`);
+  // The success line follows a change of language: the action, the state.
+  await page.getByTestId('language').selectOption('zh-CN');
+  await expect(page.getByTestId('order-state')).toHaveText('已接受报价');
+  await expect(page.getByRole('status')).toHaveText(`接受报价：${id} 当前状态为 已接受报价。`);
+  await shot(page, 'lab-order-accepted-zh');
+  await page.getByTestId('language').selectOption('en');
+  await expect(page.getByRole('status')).toHaveText(`Accept the quote: ${id} is now Quote accepted.`);
   const o = await api<{ state: string }>('li-wei', 'labshare.booking.v1.BookingService/GetServiceOrder', { name: `serviceOrders/${id}` });
   expect(o.state).toBe('QUOTE_ACCEPTED');
 });

@@ -138,7 +138,16 @@ test.describe.serial('facility staff', () => {
     await page.getByLabel('Terms (insurance, transport, use restrictions)').fill('insured by the lessee; transport by the owner');
     await shot(page, 'staff-approvals-lease-contract');
     await page.getByRole('button', { name: 'Approve lease' }).click();
-    await expect(page.getByTestId('approvals-status')).toContainText(`Lease ${LEASE_ID} approved at CN¥1,500.00 (Per day), deposit CN¥95,000.00.`);
+    await expect(page.getByTestId('approvals-status')).toHaveText(`Lease ${LEASE_ID} approved at CN¥1,500.00 (Per day), deposit CN¥95,000.00.`);
+    // The success line follows a change of language: the sentence, the rate
+    // basis and the amounts (format.ts money() in the page's language).
+    await page.getByTestId('language').selectOption('zh-CN');
+    const zhMoney = (n: number) => new Intl.NumberFormat('zh-CN', { style: 'currency', currency: 'CNY', minimumFractionDigits: 2 }).format(n);
+    await expect(page.getByTestId('approvals-status')).toHaveText(
+      `租赁 ${LEASE_ID} 已批准：租金 ${zhMoney(1500)}（按日），押金 ${zhMoney(95000)}。`);
+    await shot(page, 'staff-approvals-done-zh');
+    await page.getByTestId('language').selectOption('en');
+    await expect(page.getByTestId('approvals-status')).toHaveText(`Lease ${LEASE_ID} approved at CN¥1,500.00 (Per day), deposit CN¥95,000.00.`);
     const l = await api<Json>('admin', 'labshare.booking.v1.BookingService/GetLease', { name: `leases/${LEASE_ID}` });
     expect(l.state).toBe('APPROVED');
     expect(l.contract.rateBasis).toBe('DAILY');

@@ -21,7 +21,12 @@ interface Drafts {
   rebaseLease(mine: LeaseForm, base: LeaseForm, theirs: LeaseForm): Rebased<LeaseForm>;
   slotKey(f: SlotForm): string;
   leaseKey(f: LeaseForm): string;
+  drafted<S, F>(src: S, toForm: (s: S) => F): DraftState<S, F>;
+  reread<S, F>(x: DraftState<S, F>, src: S, toForm: (s: S) => F, onto: Onto<F>): DraftState<S, F>;
+  savedAs<S, F>(x: DraftState<S, F>, saved: S, sent: F, toForm: (s: S) => F, onto: Onto<F>): DraftState<S, F>;
 }
+interface DraftState<S, F> { src: S; f0: F; f: F; conflicts: string[] }
+type Onto<F> = (mine: F, base: F, theirs: F) => Rebased<F>;
 
 let web: WebModules | undefined;
 
@@ -122,5 +127,89 @@ describe('the instrument panel\'s unsaved edits over a newly read instrument', (
     assert.equal(d.slotKey({ ...closed, nonMember: '20' }), d.slotKey(closed));
     assert.notEqual(d.slotKey({ ...f, nonMember: '20' }), d.slotKey(f));
     assert.notEqual(d.leaseKey(lease({ deposit: '' })), d.leaseKey(lease()));
+  });
+});
+
+// A block's draft over what it was read from (rule-drafts.ts drafted,
+// reread, savedAs; useDraft in mode-rules.tsx): an instrument read anew
+// re-bases the edits; the block's own save shows what the service keeps
+// without dropping what was typed while the save was on its way.
+describe('a block\'s draft over reads and its own saves', () => {
+  let d: Drafts;
+  before(async () => {
+    web = new WebModules('webdraftstate-');
+    web.write('screens/admin/rule-drafts.ts', 'rule-drafts');
+    d = await web.load<Drafts>('rule-drafts');
+  });
+  after(() => web?.cleanUp());
+  // What a block is read from: here, its form as the service keeps it.
+  interface Src<F> { form: F }
+  const leaseOf = (s: Src<LeaseForm>): LeaseForm => ({ ...s.form });
+  const slotOf = (s: Src<SlotForm>): SlotForm => ({ ...s.form, dur: { ...s.form.dur }, tiers: [...s.form.tiers] });
+  const ontoLease: Onto<LeaseForm> = (m, b, t) => d.rebaseLease(m, b, t);
+  const ontoSlot: Onto<SlotForm> = (m, b, t) => d.rebaseSlot(m, b, t);
+
+  it('keeps what was typed while the save was on its way, the rest as the service keeps it', () => {
+    const read = { form: lease() };
+    let x = d.drafted(read, leaseOf);
+    // Typed, then Save pressed: this is what is sent.
+    x = { ...x, f: lease({ horizon: '90', counted: '8.0' }) };
+    const sent = x.f;
+    // While the save is on its way: the deposit typed, the horizon typed again
+    // and the counted hours typed over (sent as 8.0, which the service keeps as 8).
+    x = { ...x, f: lease({ horizon: '60', counted: '9', deposit: '35000.00' }) };
+    const saved = { form: lease({ horizon: '90', counted: '8' }) };
+    const after = d.savedAs(x, saved, sent, leaseOf, ontoLease);
+    assert.equal(after.src, saved);
+    assert.deepEqual(after.f0, saved.form);
+    assert.deepEqual(after.f, lease({ horizon: '60', counted: '9', deposit: '35000.00' }));
+    // Its own save is no one else's change.
+    assert.deepEqual(after.conflicts, []);
+    // Still unsaved: exactly the edits typed during the save.
+    assert.notEqual(d.leaseKey(after.f), d.leaseKey(after.f0));
+    const edited = (Object.keys(after.f) as (keyof LeaseForm)[]).filter((k) => after.f[k] !== after.f0[k]);
+    assert.deepEqual(edited.sort(), ['counted', 'deposit', 'horizon']);
+  });
+
+  it('shows the saved form when nothing was typed meanwhile, and forgets the conflicts the save settled', () => {
+    let x = d.drafted({ form: lease() }, leaseOf);
+    // Someone else changed the horizon the person changed too (a reload after ETAG_MISMATCH).
+    x = { ...x, f: lease({ horizon: '90' }) };
+    x = d.reread(x, { form: lease({ horizon: '120' }) }, leaseOf, ontoLease);
+    assert.deepEqual(x.conflicts, ['horizon']);
+    const saved = { form: lease({ horizon: '90' }) };
+    const after = d.savedAs(x, saved, x.f, leaseOf, ontoLease);
+    assert.deepEqual(after.f, saved.form);
+    assert.equal(d.leaseKey(after.f), d.leaseKey(after.f0));
+    assert.deepEqual(after.conflicts, []);
+  });
+
+  it('takes the saved tier rows (with what they were read from) unless the rows were edited during the save', () => {
+    const first = [{ id: 0, tier: 'CORE', horizon: '120', orig: { tier: 'CORE', v: 1 } }];
+    let x = d.drafted({ form: slot({ tiers: first }) }, slotOf);
+    x = { ...x, f: { ...x.f, tiers: [{ ...first[0]!, horizon: '150' }] } };
+    const sent = x.f;
+    const stored = [{ id: 0, tier: 'CORE', horizon: '150', orig: { tier: 'CORE', v: 2 } }];
+    // Only the missed-booking fee typed during the save: the stored rows.
+    let after = d.savedAs({ ...x, f: { ...sent, missed: '40' } }, { form: slot({ tiers: stored }) }, sent, slotOf, ontoSlot);
+    assert.deepEqual(after.f.tiers, stored);
+    assert.equal(after.f.missed, '40');
+    // A row added during the save: the person's rows.
+    const mine = [...sent.tiers, { id: 1, tier: 'GENERAL', horizon: '30' }];
+    after = d.savedAs({ ...x, f: { ...sent, tiers: mine } }, { form: slot({ tiers: stored }) }, sent, slotOf, ontoSlot);
+    assert.deepEqual(after.f.tiers, mine);
+    assert.deepEqual(after.conflicts, []);
+  });
+
+  it('re-bases the edits onto an instrument read anew, once per read', () => {
+    const read = { form: lease() };
+    const x = { ...d.drafted(read, leaseOf), f: lease({ deposit: '35000.00' }) };
+    assert.equal(d.reread(x, read, leaseOf, ontoLease), x);
+    const theirs = { form: lease({ maxTerm: '365' }) };
+    const r = d.reread(x, theirs, leaseOf, ontoLease);
+    assert.equal(r.src, theirs);
+    assert.deepEqual(r.f, lease({ deposit: '35000.00', maxTerm: '365' }));
+    assert.deepEqual(r.f0, theirs.form);
+    assert.deepEqual(r.conflicts, []);
   });
 });

@@ -76,10 +76,13 @@ export function Loaded<T>({ load, children }: { load: Load<T>; children: (data: 
 
 // A success line set once and worded at each render, so it follows a change
 // of language: set(() => t('...', {...})) (a plain string stays as it is).
+// The closure words its parameters too (state words, amounts, times), not
+// only the sentence. `initial`: the line before anything is set.
 export type Worded = string | (() => string);
-export function useWorded(): [string, (w: Worded) => void] {
-  const [w, setW] = useState<{ f: () => string }>({ f: () => '' });
-  const set = useCallback((x: Worded) => setW({ f: typeof x === 'function' ? x : () => x }), []);
+const wordedOf = (x: Worded) => ({ f: typeof x === 'function' ? x : () => x });
+export function useWorded(initial: Worded = ''): [string, (w: Worded) => void] {
+  const [w, setW] = useState<{ f: () => string }>(() => wordedOf(initial));
+  const set = useCallback((x: Worded) => setW(wordedOf(x)), []);
   return [w.f(), set];
 }
 

@@ -336,6 +336,13 @@ function EditInstrument({ inst: listed, orgs, rules, onRules, onDone, onClose }:
     e.preventDefault();
     setChecked(true);
     if (valueBad) { (e.currentTarget as HTMLFormElement).querySelector<HTMLInputElement>('[name=value]')?.focus(); return; }
+    // A mode no longer offered takes its rules block, and the block's
+    // unsaved edits, with it: ask first (as closing the panel does).
+    const dropped = inst.modes.filter((o) => !v.modes.includes(o.mode) && dirtyModes.includes(o.mode));
+    if (dropped.length && !window.confirm(t('admin.instr.dropUnsavedRules', {
+      name: inst.displayName, modes: listText(dropped.map((o) => label('SharingMode', SharingMode, o.mode))),
+    }))) return;
+    const sent = v;
     await run(async () => {
       const i = await mutate('updateInstrument', {
         instrument: {
@@ -347,7 +354,7 @@ function EditInstrument({ inst: listed, orgs, rules, onRules, onDone, onClose }:
         },
         updateMask: { paths },
       }, (r) => inventory.updateInstrument(r));
-      d.reset(i);
+      d.saved(i, sent);
       setChecked(false);
       if (rules) onRules({ ...rules, saved: false });
       saved(i, () => t('admin.instr.saved', { name: i.displayName || idOf(i.name) }));

@@ -33,8 +33,8 @@ import {
 import { AmountNote, amountOk, label, Refusal, values } from './common';
 import { DAY, HOUR, bpsText, durationText, parseBps, parseDuration, parseInt32 } from './rule-units';
 import {
-  blankRow, leaseKey, rebaseLease, rebaseSlot, slotKey,
-  type LeaseForm, type Rebased, type SlotForm as SlotFormOf, type TierRow,
+  blankRow, drafted, leaseKey, rebaseLease, rebaseSlot, reread, savedAs, slotKey,
+  type LeaseForm, type Onto, type SlotForm as SlotFormOf, type TierRow,
 } from './rule-drafts';
 
 const isZero = (d: Duration | undefined): boolean => !d || (d.seconds === 0n && d.nanos === 0);
@@ -208,30 +208,26 @@ function refusedField(err: unknown, index: number): string {
 // the person's edits are re-based onto it (`onto`, rule-drafts.ts): the
 // fields they did not touch show the new values, the ones they edited keep
 // their text; `conflicts` names the edited fields someone else changed too.
-// `reset` shows `to` (by default the current `src`) as read: after this
-// form was saved, or on Undo.
+// `reset` shows `to` (by default the current `src`) as read (Undo).
+// `saved(to, sent)`: this form's own save of `sent` answered `to`; what was
+// typed while the save was on its way stays (rule-drafts.ts savedAs).
 export interface Draft<S, F> {
   src: S; f0: F; f: F; conflicts: string[];
   setF: (u: (f: F) => F) => void;
   reset: (to?: S) => void;
+  saved: (to: S, sent: F) => void;
 }
 
-export function useDraft<S, F>(src: S, toForm: (s: S) => F, onto: (mine: F, base: F, theirs: F) => Rebased<F>): Draft<S, F> {
-  const [d, setD] = useState(() => { const f0 = toForm(src); return { src, f0, f: f0, conflicts: [] as string[] }; });
+export function useDraft<S, F>(src: S, toForm: (s: S) => F, onto: Onto<F>): Draft<S, F> {
+  const [d, setD] = useState(() => drafted(src, toForm));
   // A layout effect: the re-based form is drawn before the browser paints
   // the new `src` with the old form.
-  useLayoutEffect(() => {
-    setD((x) => {
-      if (x.src === src) return x;
-      const f0 = toForm(src);
-      const r = onto(x.f, x.f0, f0);
-      return { src, f0, f: r.form, conflicts: [...new Set([...x.conflicts, ...r.conflicts])] };
-    });
-  }, [src]);
+  useLayoutEffect(() => { setD((x) => reread(x, src, toForm, onto)); }, [src]);
   return {
     ...d,
     setF: (u) => setD((x) => ({ ...x, f: u(x.f) })),
-    reset: (to = d.src) => { const f0 = toForm(to); setD({ src: to, f0, f: f0, conflicts: [] }); },
+    reset: (to = d.src) => setD(drafted(to, toForm)),
+    saved: (to, sent) => setD((x) => savedAs(x, to, sent, toForm, onto)),
   };
 }
 
@@ -307,15 +303,17 @@ function useDirty(p: ModeRulesProps, mode: number, dirty: boolean) {
 }
 
 // Saving: the instrument's modes as read, this one replaced; once saved, the
-// form shows this mode as the service keeps it (the other blocks re-base
-// their unsaved edits onto the instrument the service answered). A form whose inputs did not
-// all read as numbers is not sent: the first such input (marked bad) gets
-// the focus.
-function useSave(p: ModeRulesProps, form: { current: HTMLFormElement | null }, setBad: (b: Bad) => void,
-  reset: (to: ModeOffering | undefined) => void) {
+// form shows this mode as the service keeps it, with whatever was typed
+// while the save was on its way still there (`onSaved(to, sent)`: the
+// draft's `saved`), and the other blocks re-base their unsaved edits onto
+// the instrument the service answered. A form whose inputs did not all read
+// as numbers is not sent: the first such input (marked bad) gets the focus.
+// `sent`: the form as it was when Save was pressed.
+function useSave<F>(p: ModeRulesProps, form: { current: HTMLFormElement | null }, setBad: (b: Bad) => void,
+  onSaved: (to: ModeOffering, sent: F) => void) {
   const mutate = useRequestId();
   const action = useAction();
-  async function save(built: { next?: ModeOffering; bad: Bad }) {
+  async function save(built: { next?: ModeOffering; bad: Bad }, sent: F) {
     setBad(built.bad);
     const next = built.next;
     if (!next) {
@@ -328,10 +326,13 @@ function useSave(p: ModeRulesProps, form: { current: HTMLFormElement | null }, s
         instrument: { name: p.inst.name, etag: p.inst.etag, modes: p.inst.modes.map((m, k) => (k === p.index ? next : m)) },
         updateMask: { paths: ['modes'] },
       }, (r) => inventory.updateInstrument(r));
-      reset(i.modes.find((m) => m.mode === next.mode));
+      const to = i.modes.find((m) => m.mode === next.mode);
+      if (to) onSaved(to, sent);
       p.onDone(i, next.mode);
-      // The Save button is disabled now: the focus goes to the block's summary.
-      form.current?.closest('details')?.querySelector('summary')?.focus();
+      // The Save button may be disabled now: the focus goes to the block's
+      // summary, unless the person is typing in one of its fields.
+      const typing = document.activeElement?.matches('input, select, textarea') && form.current?.contains(document.activeElement);
+      if (!typing) form.current?.closest('details')?.querySelector('summary')?.focus();
     });
   }
   return { ...action, save };
@@ -355,7 +356,7 @@ function SlotRulesForm(p: ModeRulesProps & { o: ModeOffering }) {
   const focusRow = useRef<number>();
   const addButton = useRef<HTMLButtonElement>(null);
   const form = useRef<HTMLFormElement>(null);
-  const { busy, error: err, setError, save } = useSave(p, form, setBad, (to) => d.reset(to));
+  const { busy, error: err, setError, save } = useSave(p, form, setBad, d.saved);
   const refused = refusedField(err, index);
   const set = (q: Partial<SlotForm>) => setF((x) => ({ ...x, ...q }));
   const setDur = (k: SlotDuration, s: string) => setF((x) => ({ ...x, dur: { ...x.dur, [k]: s } }));
@@ -371,7 +372,7 @@ function SlotRulesForm(p: ModeRulesProps & { o: ModeOffering }) {
 
   async function submit(e: Event) {
     e.preventDefault();
-    await save(buildSlot(o, f, f0));
+    await save(buildSlot(o, f, f0), f);
   }
   const numberNote = t('admin.rules.notNumber');
   const field = (k: SlotDuration, path: string, title: string, hint?: string) => (
@@ -499,14 +500,14 @@ function LeaseRulesForm(p: ModeRulesProps & { o: ModeOffering }) {
   const [bad, setBad] = useState<Bad>([]);
   const [open, setOpen] = useState(p.open);
   const form = useRef<HTMLFormElement>(null);
-  const { busy, error: err, setError, save } = useSave(p, form, setBad, (to) => d.reset(to));
+  const { busy, error: err, setError, save } = useSave(p, form, setBad, d.saved);
   const refused = refusedField(err, index);
   const set = (q: Partial<LeaseForm>) => setF((x) => ({ ...x, ...q }));
   const changed = leaseKey(f) !== leaseKey(f0);
   useDirty(p, o.mode, changed);
   async function submit(e: Event) {
     e.preventDefault();
-    await save(buildLease(o, f, f0, currency));
+    await save(buildLease(o, f, f0, currency), f);
   }
   const num = (k: keyof Omit<LeaseForm, 'basis'>, name: string, title: string, note: string) => (
     <NumberField uid={uid} name={name} text={f[k]} onText={(s) => set({ [k]: s })} bad={bad} refused={refused} note={note} label={title}

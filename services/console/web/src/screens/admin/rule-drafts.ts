@@ -107,3 +107,39 @@ export function rebaseSlot<F extends SlotForm>(mine: F, base: F, theirs: F): Reb
 }
 
 export const rebaseLease = (mine: LeaseForm, base: LeaseForm, theirs: LeaseForm): Rebased<LeaseForm> => rebase(mine, base, theirs);
+
+// ---------------------------------------------------------------- a block's draft
+
+// One block's draft (useDraft in mode-rules.tsx): what it was read from
+// (`src`: a mode's offering, or the instrument for the panel's own fields),
+// its form as first shown (`f0`), as the person has it (`f`), and the edited
+// fields someone else changed too.
+export interface DraftState<S, F> { src: S; f0: F; f: F; conflicts: string[] }
+export type Onto<F> = (mine: F, base: F, theirs: F) => Rebased<F>;
+
+// `src` as read, nothing edited.
+export function drafted<S, F>(src: S, toForm: (s: S) => F): DraftState<S, F> {
+  const f0 = toForm(src);
+  return { src, f0, f: f0, conflicts: [] };
+}
+
+// `src` read anew (another block saved, or "Reload the current version"):
+// the edits re-based onto it; its conflicts join those already pointed out.
+export function reread<S, F>(x: DraftState<S, F>, src: S, toForm: (s: S) => F, onto: Onto<F>): DraftState<S, F> {
+  if (x.src === src) return x;
+  const f0 = toForm(src);
+  const r = onto(x.f, x.f0, f0);
+  return { src, f0, f: r.form, conflicts: [...new Set([...x.conflicts, ...r.conflicts])] };
+}
+
+// The block's own save answered `saved` for the form `sent`: the form shows
+// `saved` as the service keeps it, with what the person typed after the save
+// started (the edits since `sent`) re-based onto it, as another block's save
+// re-bases them; a field not typed in since shows the stored value. No
+// conflicts: the save sent the person's values over the ones pointed out,
+// and a stored value that reads differently from what was sent (the service
+// keeps it its own way) is the person's own, not someone else's.
+export function savedAs<S, F>(x: DraftState<S, F>, saved: S, sent: F, toForm: (s: S) => F, onto: Onto<F>): DraftState<S, F> {
+  const f0 = toForm(saved);
+  return { src: saved, f0, f: onto(x.f, sent, f0).form, conflicts: [] };
+}

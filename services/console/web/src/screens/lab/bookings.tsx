@@ -17,7 +17,7 @@ import {
 } from './common';
 import { cancelConfirmable, durationMs, lateCancelFee, type FeePreview } from './money';
 import './lab.css';
-import { ErrorBox, StatusBox, useRequestId } from '../../ui';
+import { ErrorBox, StatusBox, useRequestId, useWorded } from '../../ui';
 import { explain } from '../../errors';
 import { allFacilities, idOf, listAll } from '../../names';
 import { DEFAULT_ZONE, fromWall, toWall, zoneLabel } from '../../zones';
@@ -77,7 +77,7 @@ export default function LabBookings({ params }: { params: Record<string, string>
   const mutate = useRequestId();
   useSignal(lang);
   const s = useSignal(session);
-  const [status, setStatus] = useState<string>();
+  const [status, setStatus] = useWorded();
   const [actionError, setActionError] = useState<ShownError>();
   const [cancelling, setCancelling] = useState<Booking>();
 
@@ -128,15 +128,16 @@ export default function LabBookings({ params }: { params: Record<string, string>
   const title = (inst: string) => zones[inst]?.title ?? idOf(inst);
 
   const [acting, setActing] = useState(false);
-  async function act(what: string, f: () => Promise<Booking | Lease>) {
+  // whatKey: the action's i18n key; the line is worded at each render.
+  async function act(whatKey: string, f: () => Promise<Booking | Lease>) {
     setActionError(undefined);
-    setStatus(undefined);
+    setStatus('');
     setActing(true);
     try {
       const r = await f();
-      const state = r.$typeName === 'labshare.booking.v1.Lease'
+      const state = () => r.$typeName === 'labshare.booking.v1.Lease'
         ? leaseStateWord((r as Lease).state) : bookingStateWord((r as Booking).state);
-      setStatus(t('lab.list.done', { what, name: idOf(r.name), state }));
+      setStatus(() => t('lab.list.done', { what: t(whatKey), name: idOf(r.name), state: state() }));
       bookings.reload();
       leases.reload();
     } catch (e) {
@@ -168,7 +169,7 @@ export default function LabBookings({ params }: { params: Record<string, string>
           onClose={() => setCancelling(undefined)}
           onCancelled={(b) => {
             setCancelling(undefined);
-            setStatus(t(b.lateCancellation ? 'lab.cancel.doneLate' : 'lab.cancel.doneOnTime', { name: idOf(b.name), state: bookingStateWord(b.state) }));
+            setStatus(() => t(b.lateCancellation ? 'lab.cancel.doneLate' : 'lab.cancel.doneOnTime', { name: idOf(b.name), state: bookingStateWord(b.state) }));
             bookings.reload();
           }} />
       )}
@@ -200,11 +201,11 @@ export default function LabBookings({ params }: { params: Record<string, string>
                     </td>
                     <td><div class="lab-actions">
                       {slotMode && b.state === Booking_State.CONFIRMED &&
-                        <button type="button" disabled={acting} onClick={() => void act(t('lab.act.checkIn'), () => mutate('checkIn', { name: b.name }, (r) => booking.checkIn(r)))}>{t('lab.act.checkIn')}</button>}
+                        <button type="button" disabled={acting} onClick={() => void act('lab.act.checkIn', () => mutate('checkIn', { name: b.name }, (r) => booking.checkIn(r)))}>{t('lab.act.checkIn')}</button>}
                       {b.state === Booking_State.CHECKED_IN && b.mode !== SharingMode.LEASE &&
-                        <button type="button" disabled={acting} onClick={() => void act(t('lab.act.checkOut'), () => mutate('checkOut', { name: b.name }, (r) => booking.checkOut(r)))}>{t('lab.act.checkOut')}</button>}
+                        <button type="button" disabled={acting} onClick={() => void act('lab.act.checkOut', () => mutate('checkOut', { name: b.name }, (r) => booking.checkOut(r)))}>{t('lab.act.checkOut')}</button>}
                       {slotMode && (b.state === Booking_State.CONFIRMED || b.state === Booking_State.PENDING_APPROVAL) &&
-                        <button type="button" class="danger" data-testid="cancel" onClick={() => { setStatus(undefined); setCancelling(b); }}>{t('lab.act.cancel')}</button>}
+                        <button type="button" class="danger" data-testid="cancel" onClick={() => { setStatus(''); setCancelling(b); }}>{t('lab.act.cancel')}</button>}
                     </div></td>
                   </tr>
                 );
@@ -239,7 +240,7 @@ export default function LabBookings({ params }: { params: Record<string, string>
                       {(l.state === Lease_State.REQUESTED || l.state === Lease_State.APPROVED) &&
                         <button type="button" class="danger" disabled={acting} onClick={() => {
                           if (confirm(t('lab.lease.cancelConfirm', { name: idOf(l.name) }))) {
-                            void act(t('lab.act.cancelLease'), () => mutate('cancelLease', { name: l.name }, (r) => booking.cancelLease(r)));
+                            void act('lab.act.cancelLease', () => mutate('cancelLease', { name: l.name }, (r) => booking.cancelLease(r)));
                           }
                         }}>{t('lab.act.cancelLease')}</button>}
                     </td>

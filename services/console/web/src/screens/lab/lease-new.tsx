@@ -12,7 +12,7 @@ import { session } from '../../session';
 import { useSignal } from '../../signal';
 import { instrumentWithZone, isoDay, leaseStateWord, msTs, parseDay, rangeText, todayWall } from './common';
 import './lab.css';
-import { ErrorBox, StatusBox, useRequestId } from '../../ui';
+import { ErrorBox, StatusBox, useRequestId, useWorded } from '../../ui';
 import { explain } from '../../errors';
 import { allInstruments, idOf } from '../../names';
 import { fromWall, zoneLabel } from '../../zones';
@@ -33,7 +33,7 @@ export default function LabLeaseNew({ params }: { params: Record<string, string>
   const [toTime, setToTime] = useState('09:00');
   const [purpose, setPurpose] = useState('');
   const [error, setError] = useState<ShownError>();
-  const [checked, setChecked] = useState<string>();
+  const [checked, setChecked] = useWorded();
   const [done, setDone] = useState<Lease>();
   const [busy, setBusy] = useState(false);
 
@@ -70,14 +70,14 @@ export default function LabLeaseNew({ params }: { params: Record<string, string>
     if (!inst) return;
     setBusy(true);
     setError(undefined);
-    setChecked(undefined);
+    setChecked('');
     setDone(undefined);
     try {
       const l = await mutate('requestLease', {
         validateOnly,
         lease: { instrument: inst.instrument.name, term: term(), purpose },
       }, (r) => booking.requestLease(r));
-      if (validateOnly) setChecked(t('lab.lease.checkedOk'));
+      if (validateOnly) setChecked(() => t('lab.lease.checkedOk'));
       else setDone(l);
     } catch (e) {
       setError(explain(e));

@@ -12,7 +12,7 @@ import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import { tsMs, instrumentWithZone, orderStateWord, rangeText, timeText } from './common';
 import './lab.css';
-import { ErrorBox, StatusBox, platformNow, useRequestId } from '../../ui';
+import { ErrorBox, StatusBox, platformNow, useRequestId, useWorded } from '../../ui';
 import { explain } from '../../errors';
 import { idOf } from '../../names';
 import { zoneLabel } from '../../zones';
@@ -29,7 +29,7 @@ export default function LabOrder({ params }: { params: Record<string, string> })
   const [title, setTitle] = useState('');
   const [entryName, setEntryName] = useState('');
   const [error, setError] = useState<ShownError>();
-  const [status, setStatus] = useState<string>(params.created ? t('lab.order.created') : '');
+  const [status, setStatus] = useWorded(params.created ? () => t('lab.order.created') : '');
   const [dispute, setDispute] = useState('');
   const [cancelReason, setCancelReason] = useState('');
   const [busy, setBusy] = useState(false);
@@ -56,14 +56,15 @@ export default function LabOrder({ params }: { params: Record<string, string> })
     return () => { live = false; };
   }, [name]);
 
-  async function act(what: string, f: () => Promise<ServiceOrder>) {
+  // whatKey: the action's i18n key; the line is worded at each render.
+  async function act(whatKey: string, f: () => Promise<ServiceOrder>) {
     setBusy(true);
     setError(undefined);
     setStatus('');
     try {
       const x = await f();
       setO(x);
-      setStatus(t('lab.list.done', { what, name: idOf(x.name), state: orderStateWord(x.state) }));
+      setStatus(() => t('lab.list.done', { what: t(whatKey), name: idOf(x.name), state: orderStateWord(x.state) }));
     } catch (e) {
       const shown = explain(e);
       setError(shown);
@@ -115,7 +116,7 @@ export default function LabOrder({ params }: { params: Record<string, string> })
           <p class="muted">{t('lab.order.validUntil', { when: timeText(q.validUntil, zone) })}{q.notes && ` · ${q.notes}`}</p>
           {o.state === ServiceOrder_State.QUOTED && (
             <button type="button" class="primary" disabled={busy} data-testid="accept-quote"
-              onClick={() => void act(t('lab.order.acceptQuote'), () => mutate('acceptQuote', { name: o.name, quoteEtag: q.quoteEtag }, (r) => booking.acceptQuote(r)))}>
+              onClick={() => void act('lab.order.acceptQuote', () => mutate('acceptQuote', { name: o.name, quoteEtag: q.quoteEtag }, (r) => booking.acceptQuote(r)))}>
               {t('lab.order.acceptQuote')}
             </button>
           )}
@@ -146,10 +147,10 @@ export default function LabOrder({ params }: { params: Record<string, string> })
             <p data-testid="report-deadline">{t('lab.order.autoAcceptAt', { when: timeText(o.reportAcceptDeadline, zone) })}</p>
           )}
           <button type="button" class="primary" disabled={busy} data-testid="accept-report"
-            onClick={() => void act(t('lab.order.acceptReport'), () => mutate('acceptReport', { name: o.name }, (r) => booking.acceptReport(r)))}>
+            onClick={() => void act('lab.order.acceptReport', () => mutate('acceptReport', { name: o.name }, (r) => booking.acceptReport(r)))}>
             {t('lab.order.acceptReport')}
           </button>
-          {!closed && <form class="row" onSubmit={(e) => { e.preventDefault(); void act(t('lab.order.dispute'), () => mutate('disputeReport', { name: o.name, reason: dispute }, (r) => booking.disputeReport(r))); }}>
+          {!closed && <form class="row" onSubmit={(e) => { e.preventDefault(); void act('lab.order.dispute', () => mutate('disputeReport', { name: o.name, reason: dispute }, (r) => booking.disputeReport(r))); }}>
             <label class="field lab-grow">{t('lab.order.disputeWhy')}
               <input value={dispute} required onInput={(e) => setDispute((e.target as HTMLInputElement).value)} data-testid="dispute-reason" />
             </label>
@@ -160,7 +161,7 @@ export default function LabOrder({ params }: { params: Record<string, string> })
       {CANCELLABLE.includes(o.state) && (
         <form class="card row" onSubmit={(e) => {
           e.preventDefault();
-          if (confirm(t('lab.order.cancelConfirm'))) void act(t('lab.order.cancel'), () => mutate('cancelOrder', { name: o.name, reason: cancelReason }, (r) => booking.cancelOrder(r)));
+          if (confirm(t('lab.order.cancelConfirm'))) void act('lab.order.cancel', () => mutate('cancelOrder', { name: o.name, reason: cancelReason }, (r) => booking.cancelOrder(r)));
         }}>
           <label class="field lab-grow">{t('lab.cancel.reason')}
             <input value={cancelReason} onInput={(e) => setCancelReason((e.target as HTMLInputElement).value)} />

@@ -28,7 +28,7 @@ export default function CalendarFeeds() {
   const [kind, setKind] = useState(CalendarFeed_Kind.USER);
   const [instrument, setInstrument] = useState('');
   const [displayName, setDisplayName] = useState('');
-  const [missing, setMissing] = useState<string>();
+  const [missing, setMissing] = useWorded();
   // The secret address of the feed just created or rotated: shown once.
   const [shown, setShown] = useState<Shown>();
   // What the last rotation or revocation did, worded at each render (in the current language).
@@ -39,10 +39,10 @@ export default function CalendarFeeds() {
 
   const submit = () => {
     if (kind === CalendarFeed_Kind.INSTRUMENT && !instrument) {
-      setMissing(t('notify.feeds.needInstrument'));
+      setMissing(() => t('notify.feeds.needInstrument'));
       return;
     }
-    setMissing(undefined);
+    setMissing('');
     setDone('');
     const calendarFeed = { kind, instrument: kind === CalendarFeed_Kind.INSTRUMENT ? instrument : '', displayName: displayName.trim() };
     void create.run(() => mutate('createCalendarFeed', { parent, calendarFeed }, (r) => feeds.createCalendarFeed(r)),

@@ -10,7 +10,7 @@ import { allOrganizations, listAll } from '../../names';
 import { go, href } from '../../nav';
 import { hasRole, session } from '../../session';
 import { useSignal } from '../../signal';
-import { ColumnHeads, ErrorBox, Loading, StatusBox, useAction, useLoad, useRequestId } from '../../ui';
+import { ColumnHeads, ErrorBox, Loading, StatusBox, useAction, useLoad, useRequestId, useWorded } from '../../ui';
 import { EVENT_GROUPS, idOf, isSet, SecretBox, shortType, tn, when } from './common';
 
 // The organisation the view is about: ?org= for the consortium admin, else
@@ -59,7 +59,7 @@ export default function Webhooks({ params }: { params: Record<string, string> })
   const [url, setUrl] = useState('');
   const [description, setDescription] = useState('');
   const [events, setEvents] = useState<Set<string>>(new Set());
-  const [missing, setMissing] = useState<string>();
+  const [missing, setMissing] = useWorded();
   const [secret, setSecret] = useState<string>();
 
   const setGroup = (types: string[], on: boolean) => {
@@ -68,9 +68,9 @@ export default function Webhooks({ params }: { params: Record<string, string> })
     setEvents(next);
   };
   const submit = () => {
-    if (!/^https:\/\/[^\s]+$/i.test(url.trim())) { setMissing(t('notify.wh.needUrl')); return; }
-    if (events.size === 0) { setMissing(t('notify.wh.needEvents')); return; }
-    setMissing(undefined);
+    if (!/^https:\/\/[^\s]+$/i.test(url.trim())) { setMissing(() => t('notify.wh.needUrl')); return; }
+    if (events.size === 0) { setMissing(() => t('notify.wh.needEvents')); return; }
+    setMissing('');
     setSecret(undefined);
     const webhook = { url: url.trim(), description: description.trim(), eventTypes: [...events].sort() };
     void create.run(() => mutate('createWebhook', { parent: org, webhook }, (r) => webhooks.createWebhook(r)), () => t('notify.wh.registered'))

@@ -15,7 +15,7 @@ import { useSignal } from '../../signal';
 import {
   FieldError, OrgName, StaffHeader, Zone, currencyOf, instrumentLabel, modeLabel, parseAmount, span, useStaffWorld, when, zoneOf, type StaffWorld,
 } from './common';
-import { ErrorBox, StatusBox, useAction, ColumnHeads, useRequestId } from '../../ui';
+import { ErrorBox, StatusBox, useAction, ColumnHeads, useRequestId, useWorded, type Worded } from '../../ui';
 import { idOf, listAll } from '../../names';
 
 interface Queue { bookings: Booking[]; leases: Lease[] }
@@ -25,7 +25,7 @@ export default function Approvals(_: { params: Record<string, string> }) {
   const { world, error } = useStaffWorld();
   const [queue, setQueue] = useState<Queue>();
   const [loadError, setLoadError] = useState<ShownError>();
-  const [status, setStatus] = useState<string>();
+  const [status, setStatus] = useWorded();
   const [tick, setTick] = useState(0);
 
   useEffect(() => {
@@ -57,7 +57,7 @@ export default function Approvals(_: { params: Record<string, string> }) {
     return () => { live = false; };
   }, [world, tick]);
 
-  const done = (msg: string) => { setStatus(msg); setTick((n) => n + 1); };
+  const done = (msg: Worded) => { setStatus(msg); setTick((n) => n + 1); };
 
   return (
     <section>
@@ -95,26 +95,26 @@ export default function Approvals(_: { params: Record<string, string> }) {
   );
 }
 
-function BookingRow({ b, world, onDone }: { b: Booking; world: StaffWorld; onDone: (m: string) => void }) {
+function BookingRow({ b, world, onDone }: { b: Booking; world: StaffWorld; onDone: (m: Worded) => void }) {
   const mutate = useRequestId();
   const zone = zoneOf(world, b.instrument);
   const act = useAction();
   const [rejecting, setRejecting] = useState(false);
   const [note, setNote] = useState('');
   const [reason, setReason] = useState('');
-  const [missing, setMissing] = useState<string>();
+  const [missing, setMissing] = useWorded();
   const id = idOf(b.name);
 
   const approve = () => act.run(
     () => mutate('approveBooking', { name: b.name, note, etag: b.etag }, (r) => booking.approveBooking(r)),
-  ).then((r) => r && onDone(t('staff.approvals.approved', {
+  ).then((r) => r && onDone(() => t('staff.approvals.approved', {
     id, instrument: instrumentLabel(world, r.instrument), state: t(`staff.bookingState.${Booking_State[r.state]}`),
   })));
   const reject = () => {
-    if (!reason.trim()) { setMissing(t('staff.approvals.reasonRequired')); return; }
-    setMissing(undefined);
+    if (!reason.trim()) { setMissing(() => t('staff.approvals.reasonRequired')); return; }
+    setMissing('');
     void act.run(() => mutate('rejectBooking', { name: b.name, reason: reason.trim(), etag: b.etag }, (r) => booking.rejectBooking(r)))
-      .then((r) => r && onDone(t('staff.approvals.rejected', { id, instrument: instrumentLabel(world, r.instrument) })));
+      .then((r) => r && onDone(() => t('staff.approvals.rejected', { id, instrument: instrumentLabel(world, r.instrument) })));
   };
 
   return (
@@ -163,7 +163,7 @@ function BookingRow({ b, world, onDone }: { b: Booking; world: StaffWorld; onDon
   );
 }
 
-function LeaseRow({ l, world, onDone }: { l: Lease; world: StaffWorld; onDone: (m: string) => void }) {
+function LeaseRow({ l, world, onDone }: { l: Lease; world: StaffWorld; onDone: (m: Worded) => void }) {
   const mutate = useRequestId();
   const zone = zoneOf(world, l.instrument);
   const ins = world.instruments.find((i) => i.name === l.instrument);
@@ -177,7 +177,7 @@ function LeaseRow({ l, world, onDone }: { l: Lease; world: StaffWorld; onDone: (
   const [deposit, setDeposit] = useState(moneyText(rules?.deposit));
   const [terms, setTerms] = useState('');
   const [reason, setReason] = useState('');
-  const [missing, setMissing] = useState<string>();
+  const [missing, setMissing] = useWorded();
   const id = idOf(l.name);
 
   // The rate card line for the lessee's class, as the usual contract rate.
@@ -199,21 +199,21 @@ function LeaseRow({ l, world, onDone }: { l: Lease; world: StaffWorld; onDone: (
   const approve = () => {
     const r = parseAmount(rate, currency);
     const d = parseAmount(deposit || '0', currency);
-    if (!r || r.amountMinor <= 0n) { setMissing(t('staff.leaseForm.badRate')); return; }
-    if (!d) { setMissing(t('staff.leaseForm.badDeposit')); return; }
-    setMissing(undefined);
+    if (!r || r.amountMinor <= 0n) { setMissing(() => t('staff.leaseForm.badRate')); return; }
+    if (!d) { setMissing(() => t('staff.leaseForm.badDeposit')); return; }
+    setMissing('');
     void act.run(() => mutate('approveLease', {
       name: l.name, etag: l.etag,
       contract: { rateBasis: basis, rate: r, deposit: d, termsNotes: terms },
-    }, (r) => booking.approveLease(r))).then((x) => x && onDone(t('staff.approvals.leaseApproved', {
+    }, (r) => booking.approveLease(r))).then((x) => x && onDone(() => t('staff.approvals.leaseApproved', {
       id, rate: money(x.contract?.rate), basis: t(`staff.rateBasis.${LeaseContract_RateBasis[basis]}`), deposit: money(x.contract?.deposit),
     })));
   };
   const reject = () => {
-    if (!reason.trim()) { setMissing(t('staff.approvals.reasonRequired')); return; }
-    setMissing(undefined);
+    if (!reason.trim()) { setMissing(() => t('staff.approvals.reasonRequired')); return; }
+    setMissing('');
     void act.run(() => mutate('rejectLease', { name: l.name, reason: reason.trim(), etag: l.etag }, (r) => booking.rejectLease(r)))
-      .then((x) => x && onDone(t('staff.approvals.leaseRejected', { id })));
+      .then((x) => x && onDone(() => t('staff.approvals.leaseRejected', { id })));
   };
 
   return (

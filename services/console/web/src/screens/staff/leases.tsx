@@ -12,7 +12,7 @@ import {
   FieldError, FilterSelect, OrgName, StaffHeader, Zone, currencyOf, instrumentLabel, parseAmount, span, useOnMyInstruments, useStaffWorld, when, zoneOf, zonedTs, type StaffWorld,
 } from './common';
 import { timestampDate } from '@bufbuild/protobuf/wkt';
-import { ErrorBox, StatusBox, useAction, ColumnHeads, useRequestId } from '../../ui';
+import { ErrorBox, StatusBox, useAction, ColumnHeads, useRequestId, useWorded, type Worded } from '../../ui';
 import { idOf } from '../../names';
 import { dateToZonedInput } from '../../zones';
 
@@ -27,7 +27,7 @@ export default function Leases({ params }: { params: Record<string, string> }) {
   useSignal(lang);
   const { world, error } = useStaffWorld();
   const [filter, setFilter] = useState(params.state && params.state in FILTERS ? params.state : 'active');
-  const [status, setStatus] = useState<string>();
+  const [status, setStatus] = useWorded();
   const [tick, setTick] = useState(0);
 
   const { items: leases, error: loadError } = useOnMyInstruments(world, async (pageToken) => {
@@ -61,7 +61,7 @@ export default function Leases({ params }: { params: Record<string, string> }) {
 
 type Form = 'handover' | 'return' | 'close' | 'extend';
 
-function LeaseRow({ l, world, onDone }: { l: Lease; world: StaffWorld; onDone: (m: string) => void }) {
+function LeaseRow({ l, world, onDone }: { l: Lease; world: StaffWorld; onDone: (m: Worded) => void }) {
   const mutate = useRequestId();
   const zone = zoneOf(world, l.instrument);
   const currency = l.contract?.rate?.currencyCode || currencyOf(world.instruments.find((i) => i.name === l.instrument));
@@ -72,39 +72,39 @@ function LeaseRow({ l, world, onDone }: { l: Lease; world: StaffWorld; onDone: (
   const [damageNotes, setDamageNotes] = useState('');
   const [damage, setDamage] = useState('0');
   const [newEnd, setNewEnd] = useState(l.term?.endTime ? dateToZonedInput(new Date(timestampDate(l.term.endTime).getTime() + 7 * 86400e3), zone) : '');
-  const [missing, setMissing] = useState<string>();
+  const [missing, setMissing] = useWorded();
   const stateWord = (s: Lease_State) => t(`staff.leaseState.${Lease_State[s]}`);
 
   const submit = () => {
-    setMissing(undefined);
+    setMissing('');
     if (form === 'handover') {
-      if (!notes.trim()) { setMissing(t('staff.leases.conditionRequired')); return; }
+      if (!notes.trim()) { setMissing(() => t('staff.leases.conditionRequired')); return; }
       void act.run(() => mutate('recordHandover', { name: l.name, conditionNotes: notes.trim() }, (r) => booking.recordHandover(r)))
-        .then((r) => r && onDone(t('staff.leases.handedOver', { id, state: stateWord(r.state) })));
+        .then((r) => r && onDone(() => t('staff.leases.handedOver', { id, state: stateWord(r.state) })));
     } else if (form === 'return') {
-      if (!notes.trim()) { setMissing(t('staff.leases.conditionRequired')); return; }
+      if (!notes.trim()) { setMissing(() => t('staff.leases.conditionRequired')); return; }
       const d = parseAmount(damage || '0', currency);
-      if (!d) { setMissing(t('staff.leases.badDamage')); return; }
+      if (!d) { setMissing(() => t('staff.leases.badDamage')); return; }
       void act.run(() => mutate('recordReturn', {
         name: l.name, conditionNotes: notes.trim(), damageNotes: damageNotes.trim(),
         damageAmount: d.amountMinor > 0n ? d : undefined,
-      }, (r) => booking.recordReturn(r))).then((r) => r && onDone(t('staff.leases.returned', { id, state: stateWord(r.state) })));
+      }, (r) => booking.recordReturn(r))).then((r) => r && onDone(() => t('staff.leases.returned', { id, state: stateWord(r.state) })));
     } else if (form === 'close') {
       void act.run(() => mutate('closeLease', { name: l.name, notes: notes.trim() }, (r) => booking.closeLease(r)))
-        .then((r) => r && onDone(t('staff.leases.closed', {
+        .then((r) => r && onDone(() => t('staff.leases.closed', {
           id, applied: money(r.settlement?.depositApplied), released: money(r.settlement?.depositReleased),
           outstanding: money(r.settlement?.damageOutstanding),
         })));
     } else if (form === 'extend') {
       const end = zonedTs(newEnd, zone);
-      if (!end) { setMissing(t('staff.leases.badEnd')); return; }
+      if (!end) { setMissing(() => t('staff.leases.badEnd')); return; }
       void act.run(() => mutate('extendLease', { name: l.name, newEndTime: end, note: notes.trim(), etag: l.etag }, (r) => booking.extendLease(r)))
-        .then((r) => r && onDone(t('staff.leases.extended', { id, end: when(r.term?.endTime, zone) })));
+        .then((r) => r && onDone(() => t('staff.leases.extended', { id, end: when(r.term?.endTime, zone) })));
     }
   };
 
   const canExtend = l.state === Lease_State.APPROVED || l.state === Lease_State.HANDED_OVER;
-  const toggle = (f: Form) => { setForm(form === f ? undefined : f); setNotes(''); setMissing(undefined); };
+  const toggle = (f: Form) => { setForm(form === f ? undefined : f); setNotes(''); setMissing(''); };
   return (
     <>
       <tr data-testid={`lease-${id}`}>

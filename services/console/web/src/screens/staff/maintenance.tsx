@@ -22,7 +22,7 @@ import { useSignal } from '../../signal';
 import {
   FieldError, OrgName, StaffHeader, Zone, modeLabel, overlaps, span, tn, useStaffWorld, weekStart, when, zoneOf, type StaffWorld,
 } from './common';
-import { ErrorBox, StatusBox, useAction, ColumnHeads, useRequestId } from '../../ui';
+import { ErrorBox, StatusBox, useAction, ColumnHeads, useRequestId, useWorded } from '../../ui';
 import { idOf, listAll } from '../../names';
 import { zonedInputToDate } from '../../zones';
 
@@ -65,7 +65,7 @@ export default function Maintenance({ params }: { params: Record<string, string>
   });
   const [preview, setPreview] = useState<Preview>();
   const [done, setDone] = useState<Done>();
-  const [missing, setMissing] = useState<string>();
+  const [missing, setMissing] = useWorded();
   const [tick, setTick] = useState(0);
   const act = useAction();
 
@@ -89,10 +89,10 @@ export default function Maintenance({ params }: { params: Record<string, string>
   const check = async () => {
     const s = zonedInputToDate(draft.start, zone);
     const e = zonedInputToDate(draft.end, zone);
-    if (!draft.instrument) { setMissing(t('staff.maint.pickInstrument')); return; }
-    if (!s || !e || e <= s) { setMissing(t('staff.maint.badInterval')); return; }
-    if (!draft.reason.trim()) { setMissing(t('staff.maint.reasonRequired')); return; }
-    setMissing(undefined);
+    if (!draft.instrument) { setMissing(() => t('staff.maint.pickInstrument')); return; }
+    if (!s || !e || e <= s) { setMissing(() => t('staff.maint.badInterval')); return; }
+    if (!draft.reason.trim()) { setMissing(() => t('staff.maint.reasonRequired')); return; }
+    setMissing('');
     setDone(undefined);
     const reach = reachSeconds(ins) * 1000;
     const found = await act.run(() => listAll(async (pageToken) => {

@@ -16,7 +16,7 @@ import { useSignal } from '../../signal';
 import {
   FieldError, FilterSelect, OrgName, StaffHeader, Zone, addDays, currencyOf, instrumentLabel, isSet, parseAmount, span, useOnMyInstruments, useStaffWorld, weekStart, when, zoneOf, zonedTs, type StaffWorld,
 } from './common';
-import { ErrorBox, StatusBox, useAction, ColumnHeads, useRequestId } from '../../ui';
+import { ErrorBox, StatusBox, useAction, ColumnHeads, useRequestId, useWorded, type Worded } from '../../ui';
 import { idOf } from '../../names';
 
 const S = ServiceOrder_State;
@@ -36,7 +36,7 @@ export default function Orders({ params }: { params: Record<string, string> }) {
   useSignal(lang);
   const { world, error } = useStaffWorld();
   const [filter, setFilter] = useState(params.state && params.state in FILTERS ? params.state : 'open');
-  const [status, setStatus] = useState<string>();
+  const [status, setStatus] = useWorded();
   const [tick, setTick] = useState(0);
   const monday = weekStart(params.week);
 
@@ -71,7 +71,7 @@ export default function Orders({ params }: { params: Record<string, string> }) {
 
 type Form = 'quote' | 'receive' | 'schedule' | 'report';
 
-function OrderRow({ o, world, monday, onDone }: { o: ServiceOrder; world: StaffWorld; monday: string; onDone: (m: string) => void }) {
+function OrderRow({ o, world, monday, onDone }: { o: ServiceOrder; world: StaffWorld; monday: string; onDone: (m: Worded) => void }) {
   const mutate = useRequestId();
   const me = useSignal(session).user ?? '';
   const zone = zoneOf(world, o.instrument);
@@ -81,7 +81,7 @@ function OrderRow({ o, world, monday, onDone }: { o: ServiceOrder; world: StaffW
   const id = idOf(o.name);
   const act = useAction();
   const [form, setForm] = useState<Form>();
-  const [missing, setMissing] = useState<string>();
+  const [missing, setMissing] = useWorded();
   // quote
   const [fee, setFee] = useState(moneyText(o.quote?.perSampleFee));
   const feeTouched = useRef(false);
@@ -123,39 +123,39 @@ function OrderRow({ o, world, monday, onDone }: { o: ServiceOrder; world: StaffW
   }, [form]);
 
   const submit = () => {
-    setMissing(undefined);
-    const ok = (key: string) => (r: ServiceOrder | undefined) => r && onDone(t(key, { id, state: stateWord(r.state), total: money(r.quote?.total) }));
+    setMissing('');
+    const ok = (key: string) => (r: ServiceOrder | undefined) => r && onDone(() => t(key, { id, state: stateWord(r.state), total: money(r.quote?.total) }));
     if (form === 'quote') {
       const f = parseAmount(fee, currency), sf = parseAmount(staffFee || '0', currency), c = parseAmount(consumables || '0', currency);
       const hours = Number(staffHours);
       const until = zonedTs(validUntil, zone);
-      if (!f || !sf || !c) { setMissing(t('staff.orders.badAmount')); return; }
-      if (!Number.isFinite(hours) || hours < 0) { setMissing(t('staff.orders.badHours')); return; }
-      if (!until) { setMissing(t('staff.orders.badValidUntil')); return; }
+      if (!f || !sf || !c) { setMissing(() => t('staff.orders.badAmount')); return; }
+      if (!Number.isFinite(hours) || hours < 0) { setMissing(() => t('staff.orders.badHours')); return; }
+      if (!until) { setMissing(() => t('staff.orders.badValidUntil')); return; }
       void act.run(() => mutate('issueQuote', {
         name: o.name, etag: o.etag,
         quote: { perSampleFee: f, staffTime: { seconds: BigInt(Math.round(hours * 3600)) }, staffTimeFee: sf, consumables: c, validUntil: until, notes: notes.trim() },
       }, (r) => booking.issueQuote(r))).then(ok('staff.orders.quoted'));
     } else if (form === 'receive') {
       const n = Number(count);
-      if (!Number.isInteger(n) || n < 1) { setMissing(t('staff.orders.badCount')); return; }
+      if (!Number.isInteger(n) || n < 1) { setMissing(() => t('staff.orders.badCount')); return; }
       void act.run(() => mutate('receiveSamples', { name: o.name, receivedSampleCount: n, conditionNotes: notes.trim() }, (r) => booking.receiveSamples(r)))
         .then(ok('staff.orders.received'));
     } else if (form === 'schedule') {
       const s = zonedTs(start, zone), e = zonedTs(end, zone);
-      if (!s || !e) { setMissing(t('staff.orders.badInterval')); return; }
+      if (!s || !e) { setMissing(() => t('staff.orders.badInterval')); return; }
       void act.run(() => mutate('scheduleService', { name: o.name, interval: { startTime: s, endTime: e }, operatorUser: me }, (r) => booking.scheduleService(r)))
         .then(ok('staff.orders.scheduled'));
     } else if (form === 'report') {
-      if (!uri.trim()) { setMissing(t('staff.orders.uriRequired')); return; }
-      if (sha.trim() && !/^[0-9a-fA-F]{64}$/.test(sha.trim())) { setMissing(t('staff.orders.badSha')); return; }
+      if (!uri.trim()) { setMissing(() => t('staff.orders.uriRequired')); return; }
+      if (sha.trim() && !/^[0-9a-fA-F]{64}$/.test(sha.trim())) { setMissing(() => t('staff.orders.badSha')); return; }
       void act.run(() => mutate('deliverReport', { name: o.name, report: { uri: uri.trim(), sha256: sha.trim().toLowerCase(), summary: summary.trim() } }, (r) => booking.deliverReport(r)))
         .then(ok('staff.orders.delivered'));
     }
   };
   const start_ = () => act.run(() => mutate('startService', { name: o.name }, (r) => booking.startService(r)))
-    .then((r) => r && onDone(t('staff.orders.started', { id, state: stateWord(r.state) })));
-  const toggle = (f: Form) => { setForm(form === f ? undefined : f); setMissing(undefined); setNotes(''); };
+    .then((r) => r && onDone(() => t('staff.orders.started', { id, state: stateWord(r.state) })));
+  const toggle = (f: Form) => { setForm(form === f ? undefined : f); setMissing(''); setNotes(''); };
   const report = o.reports[o.reports.length - 1];
 
   return (

@@ -9,7 +9,7 @@ import { explain, type ShownError } from '../../errors';
 import { lang, t } from '../../i18n';
 import { useSignal } from '../../signal';
 import { FieldError, StaffHeader, offersMode, useStaffWorld, when, zoneOf } from './common';
-import { ErrorBox, StatusBox, useAction, ColumnHeads, useRequestId } from '../../ui';
+import { ErrorBox, StatusBox, useAction, ColumnHeads, useRequestId, useWorded } from '../../ui';
 import { idOf, listAll } from '../../names';
 
 export default function Qualifications({ params }: { params: Record<string, string> }) {
@@ -22,7 +22,7 @@ export default function Qualifications({ params }: { params: Record<string, stri
   const [tick, setTick] = useState(0);
   const [user, setUser] = useState('');
   const [note, setNote] = useState('');
-  const [missing, setMissing] = useState<string>();
+  const [missing, setMissing] = useWorded();
   const grant = useAction();
 
   const onSite = world?.instruments.filter((i) => offersMode(i, SharingMode.ON_SITE)) ?? [];
@@ -55,8 +55,8 @@ export default function Qualifications({ params }: { params: Record<string, stri
 
   const doGrant = () => {
     const id = idOf(user.trim());
-    if (!/^[a-z][a-z0-9-]*$/.test(id)) { setMissing(t('staff.quals.badUser')); return; }
-    setMissing(undefined);
+    if (!/^[a-z][a-z0-9-]*$/.test(id)) { setMissing(() => t('staff.quals.badUser')); return; }
+    setMissing('');
     void grant.run(() => mutate('grantQualification', { instrument, user: `users/${id}`, note: note.trim() }, (r) => inventory.grantQualification(r)),
       (q) => t('staff.quals.granted', { user: idOf(q.user), instrument: ins?.displayName ?? idOf(instrument), until: when(q.expireTime, zone) }))
       .then((q) => { if (q) { setUser(''); setNote(''); setTick((n) => n + 1); } });

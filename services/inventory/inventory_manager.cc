@@ -922,7 +922,8 @@ absl::StatusOr<v1::Instrument> InventoryManager::UpdateInstrument(
     plan.now = now;
     plan.mutation.writes.push_back({keys::Instrument(id), in.SerializeAsString(), current.version});
     // No line was added since they were read (lines are never removed): a
-    // CreateRate in between reads the instrument again.
+    // CreateRate between the read and this step sends the update back to
+    // read them again.
     if (rate_lines) plan.mutation.guards.push_back({keys::Rates(id), *rate_lines, /*count=*/true});
     auto* ev = plan.event.mutable_instrument_changed();
     ev->set_kind(v1::UPDATED);

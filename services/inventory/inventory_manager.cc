@@ -1,6 +1,10 @@
 #include "services/inventory/inventory_manager.h"
 
+#include <algorithm>
+#include <optional>
 #include <set>
+#include <utility>
+#include <vector>
 
 #include <google/protobuf/util/field_mask_util.h>
 #include <google/protobuf/util/message_differencer.h>
@@ -462,7 +466,7 @@ absl::StatusOr<v1::Organization> InventoryManager::UpdateOrganization(
       if (o.has_invoicing_details() && o.invoicing_details().ByteSizeLong() == 0) o.clear_invoicing_details();
     };
     clear_empty(org);
-    LS_RETURN_IF_ERROR(ValidateOrganization(org));
+    LS_RETURN_IF_ERROR(ValidateOrganization(org, org.display_name() != current.value.display_name()));
     Loaded<v1::Organization> as_read = current;
     clear_empty(as_read.value);
     if (Unchanged(org, as_read)) return AnswerStored(keys::Org(id), std::move(current));
@@ -839,6 +843,45 @@ absl::StatusOr<v1::ListInstrumentsResponse> InventoryManager::ListInstruments(
       });
 }
 
+namespace {
+// The id after the last separator (either index format: see RateSortKey).
+std::string RateIdOf(const std::string& member) {
+  return member.substr(member.find_last_of(std::string("|") + kRateKeySeparator) + 1);
+}
+
+// FAILED_PRECONDITION RATE_CARD_CONFLICT when a line of `rates` that
+// LookupRate may still pick at `now` or later fits `before` but not
+// `after`; the message names each conflict (currency or unit), how many
+// lines and which.
+absl::Status RatesFitChange(const std::string& instrument, const std::vector<v1::Rate>& rates,
+                            const v1::Instrument& before, const v1::Instrument& after, absl::Time now) {
+  std::vector<std::pair<std::string, std::vector<std::string>>> conflicts;  // why, line names
+  for (const v1::Rate* rate : RatesInForceOrLater(rates, now)) {
+    std::string why = RateConflictWithChange(*rate, before, after);
+    if (why.empty()) continue;
+    auto it = std::find_if(conflicts.begin(), conflicts.end(), [&](const auto& c) { return c.first == why; });
+    if (it == conflicts.end()) it = conflicts.insert(conflicts.end(), {std::move(why), {}});
+    it->second.push_back(rate->name());
+  }
+  if (conflicts.empty()) return absl::OkStatus();
+  std::vector<std::string> parts;
+  for (const auto& [why, names] : conflicts) {
+    constexpr size_t kNamed = 3;
+    std::string listed = absl::StrJoin(names.begin(), names.begin() + std::min(names.size(), kNamed), ", ");
+    if (names.size() > kNamed) absl::StrAppend(&listed, ", ...");
+    parts.push_back(absl::StrCat(names.size(), names.size() == 1 ? " line " : " lines ", why, " (", listed, ")"));
+  }
+  return MakeError(absl::StatusCode::kFailedPrecondition, "RATE_CARD_CONFLICT",
+                   absl::StrCat("rate lines in force or taking effect later would no longer fit ", instrument, ": ",
+                                absl::StrJoin(parts, "; "),
+                                ". CreateRate takes lines only in the instrument's currency and units, and these "
+                                "lines stay in force until a later line of theirs replaces them: keep the currency, "
+                                "unit or rate basis they are in (a catalogue entry under a new entry_id may take "
+                                "another unit)"),
+                   {{"rate", conflicts.front().second.front()}});
+}
+}  // namespace
+
 absl::StatusOr<v1::Instrument> InventoryManager::UpdateInstrument(
     const Principal& p, const v1::UpdateInstrumentRequest& r) {
   return Commit<v1::Instrument>(p, "UpdateInstrument", r, r.request_id(),
@@ -858,13 +901,30 @@ absl::StatusOr<v1::Instrument> InventoryManager::UpdateInstrument(
     v1::Instrument in = current.value;
     ApplyMask(r.instrument(), mask, &in);
     LS_RETURN_IF_ERROR(ValidateInstrument(in));
-    if (Unchanged(in, current)) return AnswerStored(keys::Instrument(id), std::move(current));
     const absl::Time now = clock_->Now();
+    // Then the rate lines: none LookupRate may still pick (in force now or
+    // later) may be left in a currency or unit CreateRate would refuse.
+    std::optional<int64_t> rate_lines;
+    if (RatePricingChanged(current.value, in)) {
+      LS_ASSIGN_OR_RETURN(auto members, IndexMembers(store_->docs(), keys::Rates(id)));
+      std::vector<std::string> rate_keys;
+      for (const auto& m : members) rate_keys.push_back(keys::Rate(id, RateIdOf(m)));
+      LS_ASSIGN_OR_RETURN(auto loaded, store_->LoadMany<v1::Rate>(rate_keys));
+      std::vector<v1::Rate> rates;
+      for (auto& l : loaded) rates.push_back(std::move(l.value));
+      LS_RETURN_IF_ERROR(RatesFitChange(r.instrument().name(), rates, current.value, in, now));
+      rate_lines = static_cast<int64_t>(members.size());
+    }
+    if (Unchanged(in, current)) return AnswerStored(keys::Instrument(id), std::move(current));
     *in.mutable_update_time() = ToProto(now);
     in.set_etag(std::to_string(current.version + 1));
     Plan<v1::Instrument> plan;
     plan.now = now;
     plan.mutation.writes.push_back({keys::Instrument(id), in.SerializeAsString(), current.version});
+    // No line was added since they were read (lines are never removed): a
+    // CreateRate between the read and this step sends the update back to
+    // read them again.
+    if (rate_lines) plan.mutation.guards.push_back({keys::Rates(id), *rate_lines, /*count=*/true});
     auto* ev = plan.event.mutable_instrument_changed();
     ev->set_kind(v1::UPDATED);
     *ev->mutable_instrument() = in;
@@ -914,13 +974,6 @@ absl::StatusOr<v1::Instrument> InventoryManager::SetInstrumentState(
 }
 
 // ================================================================ rate cards
-
-namespace {
-// The id after the last separator (either index format: see RateSortKey).
-std::string RateIdOf(const std::string& member) {
-  return member.substr(member.find_last_of(std::string("|") + kRateKeySeparator) + 1);
-}
-}  // namespace
 
 absl::StatusOr<v1::Rate> InventoryManager::CreateRate(const Principal& p,
                                                       const v1::CreateRateRequest& r) {

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <set>
+#include <tuple>
 #include <utility>
 
 #include "absl/random/random.h"
@@ -134,7 +136,14 @@ absl::Status ValidateLeaseRules(const v1::LeaseRules& r, const std::string& f) {
   }
   LS_RETURN_IF_ERROR(ValidateDuration(r.handover_buffer(), f + ".handover_buffer"));
   LS_RETURN_IF_ERROR(ValidateDuration(r.return_buffer(), f + ".return_buffer"));
-  LS_RETURN_IF_ERROR(ValidateDuration(r.horizon(), f + ".horizon"));
+  // Unset is no limit; a horizon set to zero (or less) would refuse every
+  // lease, the owner's too (BookingWindowFor: a term must start by now +
+  // horizon, and starts a handover buffer from now at the earliest).
+  if (r.has_horizon() &&
+      (r.horizon().seconds() < 0 || r.horizon().nanos() < 0 || FromProto(r.horizon()) <= absl::ZeroDuration())) {
+    return InvalidField(f + ".horizon",
+                        "must be positive (how far ahead a lease may start); leave it unset for no limit");
+  }
   LS_RETURN_IF_ERROR(ValidateMoney(r.deposit(), f + ".deposit", false));
   if (r.rate_basis() == v1::LEASE_RATE_BASIS_UNSPECIFIED ||
       !v1::LeaseRateBasis_IsValid(r.rate_basis())) {
@@ -188,12 +197,46 @@ bool MembershipTransitionAllowed(MembershipState from, MembershipState to) {
   }
 }
 
-absl::Status ValidateOrganization(const v1::Organization& org) {
-  LS_RETURN_IF_ERROR(ValidateOrganizationFields(org));
+namespace {
+
+// True when `s` holds a control character (C0, DEL, C1), a Unicode line
+// or paragraph separator (U+2028, U+2029: mandatory breaks to a renderer
+// such as billing's pango) or a bidirectional control (Bidi_Control:
+// U+061C, U+200E, U+200F, U+202A..U+202E, U+2066..U+2069): on a printed
+// fapiao block these could add official-looking lines or reverse digits.
+bool HasControlCharacters(absl::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    uint32_t cp = b;
+    size_t n = 1;
+    if (b >= 0xF0) {
+      n = 4;
+      cp = b & 0x07;
+    } else if (b >= 0xE0) {
+      n = 3;
+      cp = b & 0x0F;
+    } else if (b >= 0xC0) {
+      n = 2;
+      cp = b & 0x1F;
+    }
+    for (size_t k = 1; k < n && i + k < s.size(); ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+    i += n;
+    if (cp < 0x20 || (cp >= 0x7F && cp <= 0x9F) || cp == 0x2028 || cp == 0x2029 || cp == 0x061C || cp == 0x200E ||
+        cp == 0x200F || (cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+absl::Status ValidateOrganization(const v1::Organization& org, bool check_name_characters) {
+  LS_RETURN_IF_ERROR(ValidateOrganizationFields(org, check_name_characters));
   return ValidateInvoicingDetails(org.invoicing_details());
 }
 
-absl::Status ValidateOrganizationFields(const v1::Organization& org) {
+absl::Status ValidateOrganizationFields(const v1::Organization& org, bool check_name_characters) {
   std::vector<FieldViolation> bad;
   // Characters, not bytes: Chinese names are three bytes a character.
   const size_t chars = static_cast<size_t>(std::count_if(
@@ -201,6 +244,11 @@ absl::Status ValidateOrganizationFields(const v1::Organization& org) {
       [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
   if (chars == 0 || chars > 200) {
     bad.push_back({"organization.display_name", "required, at most 200 characters"});
+  } else if (check_name_characters && HasControlCharacters(org.display_name())) {
+    // billing prints it on the fapiao's party block (简称), beside the
+    // invoicing details, which hold none either.
+    bad.push_back({"organization.display_name",
+                   "one line without control or text-direction characters (line breaks included)"});
   }
   if (org.type() == v1::ORGANIZATION_TYPE_UNSPECIFIED || !v1::OrganizationType_IsValid(org.type())) {
     bad.push_back({"organization.type",
@@ -267,34 +315,6 @@ std::string UnifiedSocialCreditCodeProblem(absl::string_view code) {
                         std::string(1, kAlphabet[check]), "': a character was mistyped");
   }
   return "";
-}
-
-// True when `s` holds a control character (C0, DEL, C1) or a bidirectional
-// control (U+200E, U+200F, U+202A..U+202E, U+2066..U+2069): on a printed
-// fapiao block these could add official-looking lines or reverse digits.
-static bool HasControlCharacters(absl::string_view s) {
-  for (size_t i = 0; i < s.size();) {
-    const auto b = static_cast<unsigned char>(s[i]);
-    uint32_t cp = b;
-    size_t n = 1;
-    if (b >= 0xF0) {
-      n = 4;
-      cp = b & 0x07;
-    } else if (b >= 0xE0) {
-      n = 3;
-      cp = b & 0x0F;
-    } else if (b >= 0xC0) {
-      n = 2;
-      cp = b & 0x1F;
-    }
-    for (size_t k = 1; k < n && i + k < s.size(); ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
-    i += n;
-    if (cp < 0x20 || (cp >= 0x7F && cp <= 0x9F) || cp == 0x200E || cp == 0x200F || (cp >= 0x202A && cp <= 0x202E) ||
-        (cp >= 0x2066 && cp <= 0x2069)) {
-      return true;
-    }
-  }
-  return false;
 }
 
 absl::Status ValidateInvoicingDetails(const v1::InvoicingDetails& d) {
@@ -366,7 +386,8 @@ absl::Status ValidateUser(const v1::User& user, bool check_email, bool check_sub
     bad.push_back({"user.email", absl::StrCat("must be a plain e-mail address (", why, ")")});
   }
   if (check_subject && (user.external_subject().size() > 255 || HasControlCharacters(user.external_subject()))) {
-    bad.push_back({"user.external_subject", "at most 255 bytes, no line break or other control character"});
+    bad.push_back({"user.external_subject",
+                   "at most 255 bytes, no line break or other control or text-direction character"});
   }
   if (user.roles().empty()) bad.push_back({"user.roles", "at least one role is required"});
   std::set<int> seen;
@@ -653,6 +674,71 @@ const v1::Rate* FindRate(const std::vector<v1::Rate>& rates, SharingMode mode, P
     if (const v1::Rate* r = latest(tier)) return r;
   }
   return latest("");
+}
+
+std::vector<const v1::Rate*> RatesInForceOrLater(const std::vector<v1::Rate>& rates, absl::Time now) {
+  using Key = std::tuple<int, int, std::string, std::string>;
+  auto key = [](const v1::Rate& r) { return Key{r.mode(), r.payer_class(), r.tier(), r.service_entry_id()}; };
+  // FindRate's choice for each key: the latest effective_time <= now, the
+  // greater name on a tie.
+  std::map<Key, const v1::Rate*> in_force;
+  for (const auto& r : rates) {
+    const absl::Time t = FromProto(r.effective_time());
+    if (t > now) continue;
+    const v1::Rate*& best = in_force[key(r)];
+    if (best == nullptr || t > FromProto(best->effective_time()) ||
+        (t == FromProto(best->effective_time()) && r.name() > best->name())) {
+      best = &r;
+    }
+  }
+  std::vector<const v1::Rate*> out;
+  for (const auto& r : rates) {
+    if (FromProto(r.effective_time()) > now || in_force[key(r)] == &r) out.push_back(&r);
+  }
+  return out;
+}
+
+namespace {
+v1::LeaseRateBasis LeaseBasisOf(const v1::Instrument& instrument) {
+  const v1::ModeOffering* m = FindMode(instrument, labshare::type::v1::LEASE);
+  return m == nullptr ? v1::LEASE_RATE_BASIS_UNSPECIFIED : m->lease_rules().rate_basis();
+}
+
+// The unit of catalogue entry `id`; SERVICE_UNIT_UNSPECIFIED when there is none.
+v1::ServiceUnit EntryUnitOf(const v1::Instrument& instrument, absl::string_view id) {
+  for (const auto& e : instrument.service_catalogue()) {
+    if (e.entry_id() == id) return e.unit();
+  }
+  return v1::SERVICE_UNIT_UNSPECIFIED;
+}
+}  // namespace
+
+bool RatePricingChanged(const v1::Instrument& before, const v1::Instrument& after) {
+  if (before.original_value().currency_code() != after.original_value().currency_code()) return true;
+  if (LeaseBasisOf(before) != LeaseBasisOf(after)) return true;
+  for (const auto& e : after.service_catalogue()) {
+    if (EntryUnitOf(before, e.entry_id()) != e.unit()) return true;
+  }
+  return false;
+}
+
+std::string RateConflictWithChange(const v1::Rate& rate, const v1::Instrument& before,
+                                   const v1::Instrument& after) {
+  if (ValidateRateCurrency(rate, before).ok() && !ValidateRateCurrency(rate, after).ok()) {
+    return absl::StrCat("priced in ", rate.price().currency_code(), ", not the new currency ",
+                        after.original_value().currency_code());
+  }
+  if (!ValidateRateUnitFor(rate, before).ok() || ValidateRateUnitFor(rate, after).ok()) return "";
+  if (rate.mode() == labshare::type::v1::LEASE) {
+    const v1::LeaseRateBasis basis = LeaseBasisOf(after);
+    return absl::StrCat("LEASE in ", v1::RateUnit_Name(rate.unit()), ", not ",
+                        v1::RateUnit_Name(basis == v1::PER_MONTH ? v1::RATE_PER_MONTH : v1::RATE_PER_DAY),
+                        " (the new rate_basis ", v1::LeaseRateBasis_Name(basis), ")");
+  }
+  const v1::ServiceUnit unit = EntryUnitOf(after, rate.service_entry_id());
+  return absl::StrCat("in ", v1::RateUnit_Name(rate.unit()), " for catalogue entry '", rate.service_entry_id(),
+                      "', not ", v1::RateUnit_Name(unit == v1::PER_TEST ? v1::RATE_PER_TEST : v1::RATE_PER_SAMPLE),
+                      " (its new unit ", v1::ServiceUnit_Name(unit), ")");
 }
 
 // ------------------------------------------------------------ qualifications

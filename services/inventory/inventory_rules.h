@@ -37,9 +37,13 @@ absl::StatusOr<std::pair<std::string, std::string>> ParseChildName(absl::string_
 // ------------------------------------------------------------ organisations
 bool MembershipTransitionAllowed(v1::MembershipState from, v1::MembershipState to);
 // ValidateOrganizationFields, then ValidateInvoicingDetails.
-absl::Status ValidateOrganization(const v1::Organization& org);
+absl::Status ValidateOrganization(const v1::Organization& org, bool check_name_characters = true);
 // display_name, type and size_class (every violation among them at once).
-absl::Status ValidateOrganizationFields(const v1::Organization& org);
+// `check_name_characters`: display_name's control and text-direction
+// character check (UpdateOrganization: only when the name changes, so an
+// organisation stored with such a name before the check can still be
+// updated otherwise).
+absl::Status ValidateOrganizationFields(const v1::Organization& org, bool check_name_characters = true);
 // The fapiao fields (inventory.proto InvoicingDetails); an empty message is
 // valid. INVALID_ARGUMENT: INVALID_TAXPAYER_ID for the taxpayer id,
 // INVALID_FIELD for the others.
@@ -114,6 +118,24 @@ PayerClass PayerClassFor(const v1::Organization& payer, const v1::Instrument& in
 // without tier. nullptr when nothing is in force.
 const v1::Rate* FindRate(const std::vector<v1::Rate>& rates, SharingMode mode, PayerClass cls,
                          absl::string_view tier, absl::string_view service_entry_id, absl::Time at);
+
+// The lines LookupRate may still pick at `now` or later: for each key
+// (mode, payer class, tier, entry) the one FindRate finds in force at `now`
+// and every line taking effect after `now`. A line a later one replaced
+// by `now` (it ended before now) is not among them. In `rates`' order.
+std::vector<const v1::Rate*> RatesInForceOrLater(const std::vector<v1::Rate>& rates, absl::Time now);
+// Whether `after` prices differently from `before` what a rate line may
+// price: the currency of original_value, the unit of a catalogue entry
+// (an entry `after` adds included), or the LEASE rate_basis (the LEASE
+// offering added included). Nothing else decides whether a line fits
+// (ValidateRateCurrency, ValidateRateUnitFor).
+bool RatePricingChanged(const v1::Instrument& before, const v1::Instrument& after);
+// Why `rate`, a line that fits `before` (CreateRate would take it there:
+// ValidateRateCurrency, ValidateRateUnitFor), would not fit `after`, e.g.
+// "priced in CNY, not the new currency USD"; "" when it fits `after`, or
+// did not fit `before` either (a line stored before the check).
+std::string RateConflictWithChange(const v1::Rate& rate, const v1::Instrument& before,
+                                   const v1::Instrument& after);
 
 // ------------------------------------------------------------ qualifications
 // Fills state and expire_time as of `now`. validity_days 0: never lapses.

@@ -4,7 +4,8 @@
 // before the name is validated; ChangeMembership checks the move before the
 // tier; an event's event_time is the time the change stamped on its
 // resource; an update that changes nothing writes nothing and publishes
-// nothing; User.external_subject holds no control character; a revoked
+// nothing; User.external_subject holds no control character (nor U+2028,
+// U+2029, U+061C), nor do the fapiao fields and Organization.display_name; a revoked
 // qualification's use changes nothing; a non_member_horizon of 0 refuses
 // every non-member booking; service_entry_id prices TECHNICAL_SERVICE only;
 // CheckAccess validates the payer's name before reading the user;
@@ -355,8 +356,11 @@ TEST_F(InventoryAudit3Test, ExternalSubjectHoldsNoControlCharacter) {
   MakeOrg("a", v1::MEMBER, "CORE");
   MakeUser("ana", "a");
   const long long outbox = OutboxLength();
+  // Also the Unicode line and paragraph separators and the Arabic letter
+  // mark (a bidirectional control), which passed before.
   for (const std::string& subject : {std::string("abc\rdef"), std::string("abc\ndef"), std::string("abc\tdef"),
-                                    std::string("abc\x7f"), std::string("abc\xc2\x85")}) {
+                                    std::string("abc\x7f"), std::string("abc\xc2\x85"), std::string("abc\u2028def"),
+                                    std::string("abc\u2029def"), std::string("abc\u061Cdef")}) {
     v1::CreateUserRequest create;
     create.set_user_id("bob");
     create.mutable_user()->set_display_name("Bob");
@@ -380,6 +384,72 @@ TEST_F(InventoryAudit3Test, ExternalSubjectHoldsNoControlCharacter) {
   update.mutable_user()->set_external_subject("248289761001|accounts.example.cn");
   v1::User out;
   ASSERT_TRUE(Call(&Stub::UpdateUser, update, &out, admin_).ok());
+}
+
+// InvoicingDetails: legal_name, registered_address and bank_name hold no
+// control or text-direction character: U+2028, U+2029 (line breaks to
+// billing's fapiao renderer) and U+061C passed. Organization.display_name,
+// printed on the same block, holds none either (nothing was checked);
+// UpdateOrganization checks it only when it changes.
+TEST_F(InventoryAudit3Test, FapiaoTextHoldsNoUnicodeLineBreakNorBidiControl) {
+  MakeOrg("a", v1::MEMBER, "CORE");
+  const long long outbox = OutboxLength();
+  auto details = [](v1::InvoicingDetails* d) {
+    d->set_taxpayer_id("91350100M000100Y43");
+    d->set_legal_name("示例有限公司");
+    d->set_registered_address("福州市鼓楼区");
+    d->set_bank_name("中国工商银行");
+    d->set_bank_account("1202 0215 0910");
+  };
+  const std::vector<std::string> bad = {"A\u2028B", "A\u2029B", "A\u061CB", "A\u202EB", "A\nB"};
+  for (const std::string& text : bad) {
+    for (const std::string field : {"legal_name", "registered_address", "bank_name"}) {
+      v1::CreateOrganizationRequest create;
+      create.set_organization_id("b");
+      create.mutable_organization()->set_display_name("B");
+      create.mutable_organization()->set_type(v1::UNIVERSITY);
+      auto* d = create.mutable_organization()->mutable_invoicing_details();
+      details(d);
+      if (field == "legal_name") d->set_legal_name(text);
+      if (field == "registered_address") d->set_registered_address(text);
+      if (field == "bank_name") d->set_bank_name(text);
+      v1::Organization out;
+      grpc::Status s = Call(&Stub::CreateOrganization, create, &out, admin_);
+      ExpectError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", field);
+      EXPECT_EQ(Violations(s), std::vector<std::string>{"organization.invoicing_details." + field}) << field;
+    }
+    v1::CreateOrganizationRequest create;
+    create.set_organization_id("b");
+    create.mutable_organization()->set_display_name("Org" + text + "纳税人 Taxpayer ID");
+    create.mutable_organization()->set_type(v1::UNIVERSITY);
+    v1::Organization out;
+    grpc::Status s = Call(&Stub::CreateOrganization, create, &out, admin_);
+    ExpectError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "create display_name");
+    EXPECT_EQ(Violations(s), std::vector<std::string>{"organization.display_name"});
+    v1::UpdateOrganizationRequest update;
+    update.mutable_organization()->set_name("organizations/a");
+    update.mutable_organization()->set_display_name("Org" + text + "A");
+    s = Call(&Stub::UpdateOrganization, update, &out, admin_);
+    ExpectError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", "update display_name");
+    EXPECT_EQ(Violations(s), std::vector<std::string>{"organization.display_name"});
+  }
+  EXPECT_EQ(OutboxLength(), outbox);
+  // A name stored before the check does not block other paths.
+  auto doc = pool_->Command({"HGET", keys::Org("a"), "d"});
+  ASSERT_TRUE(doc.ok() && !doc->str.empty());
+  v1::Organization stored;
+  ASSERT_TRUE(stored.ParseFromString(doc->str));
+  stored.set_display_name("Org\u2028A");
+  ASSERT_TRUE(pool_->Command({"HSET", keys::Org("a"), "d", stored.SerializeAsString()}).ok());
+  v1::UpdateOrganizationRequest update;
+  update.mutable_organization()->set_name("organizations/a");
+  update.mutable_organization()->set_sector("new materials");
+  update.mutable_update_mask()->add_paths("sector");
+  v1::Organization out;
+  grpc::Status s = Call(&Stub::UpdateOrganization, update, &out, admin_);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(out.display_name(), "Org\u2028A");
+  EXPECT_EQ(out.sector(), "new materials");
 }
 
 // ------------------------------------------------------------ 7. a revoked qualification's use

@@ -6,9 +6,15 @@
 // (MigrateWindowIndexes). Also the parent-first order of four child
 // lookups, which the comments now state (the code always read the
 // instrument first; the comments listed the child's NOT_FOUND first).
+// Then three field-level gaps a sixth audit found: a lease horizon set to
+// zero (refusing every lease) is INVALID_FIELD; UpdateInstrument keeps the
+// currency, a catalogue entry's unit and the LEASE rate basis while rate
+// lines in force or taking effect later are in them (RATE_CARD_CONFLICT).
 #include <grpcpp/grpcpp.h>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -242,6 +248,208 @@ TEST_F(InventoryRateUnitTest, ACatalogueEntryIsPricedInItsOwnUnit) {
 TEST_F(InventoryRateUnitTest, ALeaseLineIsInTheUnitOfTheLeaseRulesRateBasis) {
   ExpectRefused(Line(tv1::LEASE, v1::RATE_PER_MONTH, ""), "rate.unit", "per-month line, PER_DAY lease rules");
   ExpectCreated(Line(tv1::LEASE, v1::RATE_PER_DAY, ""), "per-day line, PER_DAY lease rules");
+}
+
+// LeaseRules.horizon: "Unset: no limit"; a horizon set to zero was stored
+// and then refused every lease (CheckAccess BEYOND_HORIZON "a lease may
+// start at most 0 from now"). It is INVALID_FIELD, in CreateInstrument and
+// UpdateInstrument, and the message says to leave it unset.
+TEST_F(InventoryRateUnitTest, ALeaseHorizonIsPositiveOrUnset) {
+  v1::GetInstrumentRequest get;
+  get.set_name("instruments/svc");
+  v1::Instrument svc;
+  ASSERT_TRUE(Call(&Stub::GetInstrument, get, &svc, admin_).ok());
+  ASSERT_EQ(svc.modes(2).mode(), tv1::LEASE);
+  ASSERT_FALSE(svc.modes(2).lease_rules().has_horizon());
+  const long long outbox = OutboxLength();
+  v1::CreateInstrumentRequest create;
+  create.set_instrument_id("svc2");
+  *create.mutable_instrument() = svc;
+  create.mutable_instrument()->clear_name();
+  create.mutable_instrument()->clear_etag();
+  v1::UpdateInstrumentRequest update;
+  *update.mutable_instrument() = svc;
+  update.mutable_update_mask()->add_paths("modes");
+  for (const absl::Duration d : {absl::ZeroDuration(), absl::Hours(-24)}) {
+    *create.mutable_instrument()->mutable_modes(2)->mutable_lease_rules()->mutable_horizon() = ToProto(d);
+    *update.mutable_instrument()->mutable_modes(2)->mutable_lease_rules()->mutable_horizon() = ToProto(d);
+    v1::Instrument out;
+    for (grpc::Status s : {Call(&Stub::CreateInstrument, create, &out, admin_),
+                           Call(&Stub::UpdateInstrument, update, &out, admin_)}) {
+      ExpectError(s, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_FIELD", absl::FormatDuration(d));
+      EXPECT_EQ(Violations(s), std::vector<std::string>{"instrument.modes[2].lease_rules.horizon"});
+      EXPECT_TRUE(absl::StrContains(s.error_message(), "leave it unset for no limit")) << s.error_message();
+    }
+  }
+  EXPECT_EQ(OutboxLength(), outbox);
+  *update.mutable_instrument()->mutable_modes(2)->mutable_lease_rules()->mutable_horizon() =
+      ToProto(absl::Hours(24 * 90));
+  v1::Instrument out;
+  grpc::Status s = Call(&Stub::UpdateInstrument, update, &out, admin_);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(FromProto(out.modes(2).lease_rules().horizon()), absl::Hours(24 * 90));
+}
+
+// UpdateInstrument: "The rate card must keep fitting": a change of the
+// currency, of a catalogue entry's unit or of the LEASE rate_basis under
+// rate lines in force or taking effect later is FAILED_PRECONDITION
+// RATE_CARD_CONFLICT, and nothing is written. Each of these updates
+// succeeded before, leaving lines that CreateRate refuses and billing
+// still priced from.
+class InventoryRateCardChangeTest : public InventoryRateUnitTest {
+ protected:
+  static Principal Root() {
+    Principal p;
+    p.user_id = "root";
+    p.roles = {Role::kConsortiumAdmin};
+    p.expires_at = absl::InfiniteFuture();
+    return p;
+  }
+  v1::Instrument Svc() {
+    v1::GetInstrumentRequest get;
+    get.set_name("instruments/svc");
+    v1::Instrument in;
+    EXPECT_TRUE(Call(&Stub::GetInstrument, get, &in, admin_).ok());
+    return in;
+  }
+  static v1::UpdateInstrumentRequest Update(const v1::Instrument& in, const std::string& path) {
+    v1::UpdateInstrumentRequest req;
+    *req.mutable_instrument() = in;
+    req.mutable_update_mask()->add_paths(path);
+    return req;
+  }
+  // The refusal, and that nothing was written; returns the message.
+  std::string ExpectConflict(const v1::UpdateInstrumentRequest& req, const std::string& what,
+                             const std::string& first_line) {
+    const v1::Instrument before = Svc();
+    const long long outbox = OutboxLength();
+    v1::Instrument out;
+    grpc::Status s = Call(&Stub::UpdateInstrument, req, &out, admin_);
+    ExpectError(s, grpc::StatusCode::FAILED_PRECONDITION, "RATE_CARD_CONFLICT", what);
+    EXPECT_EQ(ErrorMetadataOf(FromGrpcStatus(s))["rate"], first_line) << what;
+    EXPECT_EQ(OutboxLength(), outbox) << what;
+    const v1::Instrument after = Svc();
+    EXPECT_EQ(after.SerializeAsString(), before.SerializeAsString()) << what;
+    return s.error_message();
+  }
+  v1::Instrument ExpectUpdated(const v1::UpdateInstrumentRequest& req, const std::string& what) {
+    v1::Instrument out;
+    grpc::Status s = Call(&Stub::UpdateInstrument, req, &out, admin_);
+    EXPECT_TRUE(s.ok()) << what << ": " << s.error_message();
+    return out;
+  }
+  std::string Create(v1::CreateRateRequest req, absl::Time effective) {
+    *req.mutable_rate()->mutable_effective_time() = ToProto(effective);
+    v1::Rate out;
+    grpc::Status s = Call(&Stub::CreateRate, req, &out, admin_);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return out.name();
+  }
+};
+
+TEST_F(InventoryRateCardChangeTest, TheCurrencyStaysWhileLinesInForceOrLaterAreInIt) {
+  const absl::Time now = clock_.Now();
+  // "ended" was replaced by "current" before now; "next" takes effect later.
+  const std::string ended = Create(Line(tv1::ON_SITE, v1::PER_HOUR, ""), now - absl::Hours(24 * 30));
+  const std::string current = Create(Line(tv1::ON_SITE, v1::PER_HOUR, ""), now - absl::Hours(24));
+  const std::string next = Create(Line(tv1::ON_SITE, v1::PER_HOUR, ""), now + absl::Hours(24 * 10));
+  v1::Instrument in = Svc();
+  in.mutable_original_value()->set_currency_code("USD");
+  const std::string message = ExpectConflict(Update(in, "original_value"), "CNY -> USD", current);
+  EXPECT_THAT(message, ::testing::HasSubstr(absl::StrCat("2 lines priced in CNY, not the new currency USD (", current,
+                                                         ", ", next, ")")));
+  EXPECT_FALSE(absl::StrContains(message, ended)) << message;
+  // The same with a request_id, and the retry gets the same answer.
+  v1::UpdateInstrumentRequest with_id = Update(in, "original_value");
+  with_id.set_request_id("usd-1");
+  ExpectConflict(with_id, "CNY -> USD, request_id", current);
+  ExpectConflict(with_id, "CNY -> USD, retried", current);
+  // Another value in the same currency changes no price.
+  in = Svc();
+  in.mutable_original_value()->set_amount_minor(1);
+  EXPECT_EQ(ExpectUpdated(Update(in, "original_value"), "a new value in CNY").original_value().amount_minor(), 1);
+  // An instrument without lines changes its currency.
+  MakeInstrument("bare", "owner", "fac");
+  v1::UpdateInstrumentRequest bare;
+  bare.mutable_instrument()->set_name("instruments/bare");
+  bare.mutable_instrument()->mutable_original_value()->set_currency_code("USD");
+  bare.mutable_update_mask()->add_paths("original_value");
+  EXPECT_EQ(ExpectUpdated(bare, "no lines").original_value().currency_code(), "USD");
+}
+
+TEST_F(InventoryRateCardChangeTest, AnEntryKeepsTheUnitItsLinesAreIn) {
+  const std::string img = Create(Line(tv1::TECHNICAL_SERVICE, v1::RATE_PER_SAMPLE, "img"), clock_.Now());
+  v1::Instrument in = Svc();
+  in.mutable_service_catalogue(0)->set_unit(v1::PER_TEST);
+  const std::string message = ExpectConflict(Update(in, "service_catalogue"), "img PER_SAMPLE -> PER_TEST", img);
+  EXPECT_THAT(message, ::testing::HasSubstr(absl::StrCat(
+                           "1 line in RATE_PER_SAMPLE for catalogue entry 'img', not RATE_PER_TEST (its new unit "
+                           "PER_TEST) (",
+                           img, ")")));
+  // Removed and added again in the other unit, it is refused too.
+  in = Svc();
+  in.mutable_service_catalogue()->erase(in.mutable_service_catalogue()->begin());
+  ExpectUpdated(Update(in, "service_catalogue"), "img removed");
+  v1::ServiceCatalogueEntry again;
+  again.set_entry_id("img");
+  again.set_display_name("img");
+  again.set_unit(v1::PER_TEST);
+  in = Svc();
+  *in.add_service_catalogue() = again;
+  ExpectConflict(Update(in, "service_catalogue"), "img again, PER_TEST", img);
+  // An entry without lines changes its unit; a new entry takes any.
+  in = Svc();
+  in.mutable_service_catalogue(0)->set_unit(v1::PER_SAMPLE);  // tst
+  again.set_entry_id("img-test");
+  *in.add_service_catalogue() = again;
+  ExpectUpdated(Update(in, "service_catalogue"), "tst PER_TEST -> PER_SAMPLE, img-test added");
+}
+
+TEST_F(InventoryRateCardChangeTest, LeasesKeepTheRateBasisTheirLinesAreIn) {
+  // A line taking effect later counts as one in force.
+  const std::string day = Create(Line(tv1::LEASE, v1::RATE_PER_DAY, ""), clock_.Now() + absl::Hours(24 * 365));
+  v1::Instrument in = Svc();
+  ASSERT_EQ(in.modes(2).mode(), tv1::LEASE);
+  in.mutable_modes(2)->mutable_lease_rules()->set_rate_basis(v1::PER_MONTH);
+  const std::string message = ExpectConflict(Update(in, "modes"), "PER_DAY -> PER_MONTH", day);
+  EXPECT_THAT(message, ::testing::HasSubstr(absl::StrCat(
+                           "1 line LEASE in RATE_PER_DAY, not RATE_PER_MONTH (the new rate_basis PER_MONTH) (", day,
+                           ")")));
+  // Other lease rules change; without LEASE nothing prices the line, and
+  // LEASE offered again is held to it.
+  in = Svc();
+  in.mutable_modes(2)->mutable_lease_rules()->set_max_term_days(60);
+  ExpectUpdated(Update(in, "modes"), "max_term_days");
+  in = Svc();
+  v1::ModeOffering lease = in.modes(2);
+  in.mutable_modes()->RemoveLast();
+  ExpectUpdated(Update(in, "modes"), "LEASE removed");
+  lease.mutable_lease_rules()->set_rate_basis(v1::PER_MONTH);
+  in = Svc();
+  *in.add_modes() = lease;
+  ExpectConflict(Update(in, "modes"), "LEASE again, PER_MONTH", day);
+}
+
+// A line created between UpdateInstrument's reads and its atomic step
+// sends it back to read again, and then it is refused.
+TEST_F(InventoryRateCardChangeTest, ALineCreatedMeanwhileIsHeldAgainstTheChange) {
+  std::string created;
+  auto done = std::make_shared<bool>(false);
+  manager_->SetBeforeCommitHookForTesting([this, done, &created](absl::string_view m) {
+    if (*done || m != "UpdateInstrument") return;
+    *done = true;
+    auto rate = manager_->CreateRate(Root(), Line(tv1::ON_SITE, v1::PER_HOUR, ""));
+    ASSERT_TRUE(rate.ok()) << rate.status();
+    created = rate->name();
+  });
+  v1::Instrument in = Svc();
+  in.mutable_original_value()->set_currency_code("USD");
+  v1::Instrument out;
+  grpc::Status s = Call(&Stub::UpdateInstrument, Update(in, "original_value"), &out, admin_);
+  manager_->SetBeforeCommitHookForTesting(nullptr);
+  ExpectError(s, grpc::StatusCode::FAILED_PRECONDITION, "RATE_CARD_CONFLICT", "a line created meanwhile");
+  EXPECT_FALSE(created.empty());
+  EXPECT_EQ(Svc().original_value().currency_code(), "CNY");
 }
 
 }  // namespace

@@ -22,6 +22,7 @@ namespace {
 
 namespace tv1 = labshare::type::v1;
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::UnorderedElementsAre;
 
@@ -617,6 +618,24 @@ TEST(ValidateInstrument, RejectsLeaseMaxTermBelowMinTerm) {
   ExpectInvalidField(ValidateInstrument(in), "instrument.modes[1].lease_rules.max_term_days");
 }
 
+// LeaseRules.horizon: "Unset: no limit"; set, it must be positive: a zero
+// horizon (an empty Duration message) was stored and then refused every
+// lease ("a lease may start at most 0 from now"). Negative stays refused.
+TEST(ValidateInstrument, RejectsALeaseHorizonSetToZeroOrLessButNotAnUnsetOne) {
+  v1::Instrument in = OnSiteInstrument();
+  auto* lr = AddLease(in)->mutable_lease_rules();
+  lr->clear_horizon();
+  EXPECT_TRUE(ValidateInstrument(in).ok());
+  for (const absl::Duration d : {absl::ZeroDuration(), absl::Seconds(-1), absl::Nanoseconds(-1)}) {
+    *lr->mutable_horizon() = ToProto(d);
+    const absl::Status s = ValidateInstrument(in);
+    ExpectInvalidField(s, "instrument.modes[1].lease_rules.horizon");
+    EXPECT_THAT(std::string(s.message()), HasSubstr("leave it unset for no limit")) << d;
+  }
+  lr->mutable_horizon()->set_nanos(1);
+  EXPECT_TRUE(ValidateInstrument(in).ok());
+}
+
 TEST(ValidateInstrument, RejectsOnSiteWithoutSlotRules) {
   v1::Instrument in = OnSiteInstrument();
   in.mutable_modes(0)->clear_slot_rules();
@@ -1100,6 +1119,74 @@ TEST(FindRate, OtherModeDoesNotMatch) {
   const auto rates = MemberLines();
   EXPECT_EQ(FindRate(rates, tv1::JOINT_RESEARCH, tv1::MEMBER, "CORE", "", At(2025, 2, 1)),
             nullptr);
+}
+
+// The lines UpdateInstrument holds a change against (RatesInForceOrLater):
+// per key the one FindRate finds at now and every later one; replaced
+// ones are left out.
+TEST(RatesInForceOrLater, KeepsTheLineInForceAndLaterOnesPerKey) {
+  std::vector<v1::Rate> rates = MemberLines();  // all three in force since 1 Jan
+  rates.push_back(RateLine("r-member-old", tv1::ON_SITE, tv1::MEMBER, "", At(2024, 1, 1), 25000));
+  rates.push_back(RateLine("r-member-next", tv1::ON_SITE, tv1::MEMBER, "", At(2025, 6, 1), 35000));
+  rates.push_back(RateLine("r-core-tie", tv1::ON_SITE, tv1::MEMBER, "CORE", At(2025, 1, 1), 21000));
+  rates.push_back(RateLine("r-core-now", tv1::ON_SITE, tv1::MEMBER, "CORE", kNow, 22000));
+  std::vector<std::string> names;
+  for (const v1::Rate* r : RatesInForceOrLater(rates, kNow)) names.push_back(r->name().substr(r->name().rfind('/') + 1));
+  // r-core and r-core-tie were replaced at kNow (r-core-now takes effect
+  // then, half-open); r-member-old by r-member.
+  EXPECT_THAT(names, ElementsAre("r-member", "r-non", "r-member-next", "r-core-now"));
+  EXPECT_THAT(RatesInForceOrLater({}, kNow), IsEmpty());
+}
+
+TEST(RateConflictWithChange, NamesTheCurrencyOrUnitALineNoLongerFits) {
+  v1::Instrument before = OnSiteInstrument();
+  AddLease(before);
+  AddTechnicalService(before);
+  const v1::Rate hour = RateLine("r-h", tv1::ON_SITE, tv1::MEMBER, "", At(2025, 1, 1), 100);
+  const v1::Rate day = RateLine("r-d", tv1::LEASE, tv1::MEMBER, "", At(2025, 1, 1), 100, v1::RATE_PER_DAY);
+  const v1::Rate sample = RateLine("r-s", tv1::TECHNICAL_SERVICE, tv1::MEMBER, "", At(2025, 1, 1), 100,
+                                   v1::RATE_PER_SAMPLE, "sem-imaging");
+  EXPECT_FALSE(RatePricingChanged(before, before));
+  for (const auto* r : {&hour, &day, &sample}) EXPECT_EQ(RateConflictWithChange(*r, before, before), "");
+
+  v1::Instrument usd = before;
+  usd.mutable_original_value()->set_currency_code("USD");
+  EXPECT_TRUE(RatePricingChanged(before, usd));
+  EXPECT_EQ(RateConflictWithChange(hour, before, usd), "priced in CNY, not the new currency USD");
+  // A value change in the same currency is no pricing change.
+  v1::Instrument dearer = before;
+  dearer.mutable_original_value()->set_amount_minor(1);
+  EXPECT_FALSE(RatePricingChanged(before, dearer));
+
+  v1::Instrument monthly = before;
+  monthly.mutable_modes(1)->mutable_lease_rules()->set_rate_basis(v1::PER_MONTH);
+  EXPECT_TRUE(RatePricingChanged(before, monthly));
+  EXPECT_EQ(RateConflictWithChange(day, before, monthly),
+            "LEASE in RATE_PER_DAY, not RATE_PER_MONTH (the new rate_basis PER_MONTH)");
+  EXPECT_EQ(RateConflictWithChange(hour, before, monthly), "");
+
+  v1::Instrument per_test = before;
+  per_test.mutable_service_catalogue(0)->set_unit(v1::PER_TEST);
+  EXPECT_TRUE(RatePricingChanged(before, per_test));
+  EXPECT_EQ(RateConflictWithChange(sample, before, per_test),
+            "in RATE_PER_SAMPLE for catalogue entry 'sem-imaging', not RATE_PER_TEST (its new unit PER_TEST)");
+
+  // Without the LEASE offering or the entry, nothing prices the lines (and
+  // nothing conflicts); adding them back in another basis or unit does.
+  v1::Instrument bare = OnSiteInstrument();
+  AddTechnicalService(bare);
+  bare.clear_service_catalogue();
+  EXPECT_EQ(RateConflictWithChange(day, before, bare), "");
+  EXPECT_EQ(RateConflictWithChange(sample, before, bare), "");
+  EXPECT_TRUE(RatePricingChanged(bare, monthly));
+  EXPECT_EQ(RateConflictWithChange(day, bare, monthly),
+            "LEASE in RATE_PER_DAY, not RATE_PER_MONTH (the new rate_basis PER_MONTH)");
+  EXPECT_EQ(RateConflictWithChange(sample, bare, per_test),
+            "in RATE_PER_SAMPLE for catalogue entry 'sem-imaging', not RATE_PER_TEST (its new unit PER_TEST)");
+  // A line that did not fit before either is not held against the change.
+  v1::Rate eur_line = hour;
+  eur_line.mutable_price()->set_currency_code("EUR");
+  EXPECT_EQ(RateConflictWithChange(eur_line, before, usd), "");
 }
 
 std::vector<v1::Rate> ServiceLines() {

@@ -1164,10 +1164,29 @@ absl::StatusOr<v1::ListAuditEntriesResponse> AuditChain::List(const Principal& c
 
 // ------------------------------------------------------------ Verify
 
-absl::StatusOr<AuditChain::Range> AuditChain::ResolveRange(int64_t start_sequence,
-                                                           int64_t end_sequence) const {
+namespace {
+
+// The first of VerifyAuditChain's and the exports' INVALID_FIELD checks.
+absl::Status CheckNotNegative(int64_t start_sequence, int64_t end_sequence) {
   if (start_sequence < 0) return InvalidField("start_sequence", "must not be negative (0: from the first entry)");
   if (end_sequence < 0) return InvalidField("end_sequence", "must not be negative (0: up to the head)");
+  return absl::OkStatus();
+}
+
+// The caller's deadline (real time, as gRPC's; not the chain's clock),
+// checked before each batch Verify reads.
+absl::Status CheckDeadline(absl::Time deadline) {
+  if (absl::Now() < deadline) return absl::OkStatus();
+  return MakeError(absl::StatusCode::kDeadlineExceeded, "DEADLINE_EXCEEDED",
+                   "the deadline passed before the range was verified; verify it in smaller ranges "
+                   "(start_sequence, end_sequence) or allow more time");
+}
+
+}  // namespace
+
+absl::StatusOr<AuditChain::Range> AuditChain::ResolveRange(int64_t start_sequence,
+                                                           int64_t end_sequence) const {
+  LS_RETURN_IF_ERROR(CheckNotNegative(start_sequence, end_sequence));
   // The request's own values first (VerifyAuditChain's comment: INVALID_FIELD
   // before OUT_OF_RANGE), whatever the chain holds.
   if (start_sequence > 0 && end_sequence > 0 && end_sequence <= start_sequence) {
@@ -1205,9 +1224,10 @@ absl::StatusOr<AuditChain::Range> AuditChain::ResolveRange(int64_t start_sequenc
   return range;
 }
 
-absl::StatusOr<v1::VerifyAuditChainResponse> AuditChain::Verify(const v1::VerifyAuditChainRequest& request) const {
+absl::StatusOr<v1::VerifyAuditChainResponse> AuditChain::Verify(const v1::VerifyAuditChainRequest& request,
+                                                                absl::Time deadline) const {
   return Verify(request.start_sequence(), request.end_sequence(),
-                std::vector<v1::AuditAnchor>(request.anchors().begin(), request.anchors().end()));
+                std::vector<v1::AuditAnchor>(request.anchors().begin(), request.anchors().end()), deadline);
 }
 
 absl::StatusOr<bool> AuditChain::ArchivedSince(int64_t sequence, v1::AuditAnchor* base) const {
@@ -1217,7 +1237,11 @@ absl::StatusOr<bool> AuditChain::ArchivedSince(int64_t sequence, v1::AuditAnchor
 }
 
 absl::StatusOr<v1::VerifyAuditChainResponse> AuditChain::Verify(
-    int64_t start_sequence, int64_t end_sequence, const std::vector<v1::AuditAnchor>& anchors) const {
+    int64_t start_sequence, int64_t end_sequence, const std::vector<v1::AuditAnchor>& anchors,
+    absl::Time deadline) const {
+  // The request's own values in the comment's order: a negative sequence,
+  // the anchors, then end <= start (ResolveRange).
+  LS_RETURN_IF_ERROR(CheckNotNegative(start_sequence, end_sequence));
   for (size_t i = 0; i < anchors.size(); ++i) {
     if (anchors[i].sequence() < 1) {
       return InvalidField(absl::StrCat("anchors[", i, "].sequence"), "must be 1 or more");
@@ -1232,14 +1256,14 @@ absl::StatusOr<v1::VerifyAuditChainResponse> AuditChain::Verify(
   while (true) {
     bool archived = false;
     LS_ASSIGN_OR_RETURN(v1::VerifyAuditChainResponse resp,
-                        VerifyOnce(start_sequence, end_sequence, anchors, &archived));
+                        VerifyOnce(start_sequence, end_sequence, anchors, deadline, &archived));
     if (!archived) return resp;
   }
 }
 
 absl::StatusOr<v1::VerifyAuditChainResponse> AuditChain::VerifyOnce(int64_t start_sequence, int64_t end_sequence,
                                                                     const std::vector<v1::AuditAnchor>& anchors,
-                                                                    bool* archived) const {
+                                                                    absl::Time deadline, bool* archived) const {
   LS_ASSIGN_OR_RETURN(Range range, ResolveRange(start_sequence, end_sequence));
   for (size_t i = 0; i < anchors.size(); ++i) {
     if (anchors[i].sequence() > range.head.sequence()) {
@@ -1297,6 +1321,7 @@ absl::StatusOr<v1::VerifyAuditChainResponse> AuditChain::VerifyOnce(int64_t star
 
   int64_t checked = 0;
   for (int64_t first = range.start; first < range.end; first += options_.batch_size) {
+    LS_RETURN_IF_ERROR(CheckDeadline(deadline));
     std::vector<int64_t> seqs;
     for (int64_t s = first; s < range.end && s < first + options_.batch_size; ++s) seqs.push_back(s);
     LS_ASSIGN_OR_RETURN(auto entries, GetMany(seqs));
@@ -1317,12 +1342,15 @@ absl::StatusOr<v1::VerifyAuditChainResponse> AuditChain::VerifyOnce(int64_t star
       resp.set_entries_checked(++checked);
     }
   }
-  // A range to the head: the head must be its last entry and carry a valid
-  // signature, or the chain was rewritten by someone without the key.
+  // A range to the head: the head must be its last entry (signed or not)
+  // and, with a key, carry a valid signature, or the chain was rewritten by
+  // someone without the key.
   const v1::AuditChainHead& head = range.head;
-  if (options_.signing_key != nullptr && head.sequence() > 0 && range.end == head.sequence() + 1) {
-    if (prev != head.hash() || !options_.signing_key->VerifyHead(head.sequence(), head.hash(), head.signature())) {
-      LogWarning("audit head signature does not verify",
+  if (head.sequence() > 0 && range.end == head.sequence() + 1) {
+    const bool is_last = prev == head.hash();
+    if (!is_last || (options_.signing_key != nullptr &&
+                     !options_.signing_key->VerifyHead(head.sequence(), head.hash(), head.signature()))) {
+      LogWarning(is_last ? "audit head signature does not verify" : "audit head is not the last entry's hash",
                  {{"sequence", std::to_string(head.sequence())},
                   {"signed", head.signature().empty() ? "no" : "yes"},
                   {"key_id", head.key_id()}});
@@ -1334,6 +1362,7 @@ absl::StatusOr<v1::VerifyAuditChainResponse> AuditChain::VerifyOnce(int64_t star
   std::stable_sort(sorted.begin(), sorted.end(),
                    [](const v1::AuditAnchor& a, const v1::AuditAnchor& b) { return a.sequence() < b.sequence(); });
   for (size_t first = 0; first < sorted.size(); first += static_cast<size_t>(options_.batch_size)) {
+    LS_RETURN_IF_ERROR(CheckDeadline(deadline));
     std::vector<int64_t> seqs;
     for (size_t i = first; i < sorted.size() && i < first + static_cast<size_t>(options_.batch_size); ++i) {
       seqs.push_back(sorted[i].sequence());
@@ -1386,8 +1415,9 @@ absl::StatusOr<AuditExportSummary> AuditChain::ExportJsonl(
 absl::StatusOr<AuditExportSummary> AuditChain::ExportJsonlOnce(
     int64_t start_sequence, int64_t end_sequence,
     const std::function<absl::StatusOr<bool>(absl::string_view piece)>& sink, size_t chunk_bytes,
-    bool* archived) const {
+    bool* archived, const std::function<absl::Status()>& resolved) const {
   LS_ASSIGN_OR_RETURN(Range range, ResolveRange(start_sequence, end_sequence));
+  if (resolved) LS_RETURN_IF_ERROR(resolved());
   AuditExportSummary summary;
   summary.start_sequence = range.start;
   summary.end_sequence = range.end;
@@ -1491,7 +1521,7 @@ absl::StatusOr<std::string> AuditChain::ExportJsonlString(int64_t start_sequence
 absl::Status AuditChain::ExportAuditTrail(
     const v1::ExportAuditTrailRequest& request,
     const std::function<absl::Status(const v1::ExportAuditTrailResponse&)>& send, size_t chunk_bytes,
-    AuditExportSummary* summary_out) const {
+    AuditExportSummary* summary_out, const std::function<absl::Status()>& validated) const {
   if (request.format() != v1::AUDIT_EXPORT_FORMAT_JSONL) {
     return InvalidField("format", "must be AUDIT_EXPORT_FORMAT_JSONL");
   }
@@ -1514,13 +1544,21 @@ absl::Status AuditChain::ExportAuditTrail(
     offset += static_cast<int64_t>(piece.size());
     return written;
   };
+  // `validated` once, on the first pass (a pass that starts again is the
+  // same export).
+  bool was_validated = false;
+  auto resolved = [&]() -> absl::Status {
+    if (was_validated || !validated) return absl::OkStatus();
+    was_validated = true;
+    return validated();
+  };
   AuditExportSummary summary;
   while (true) {
     pending.reset();  // a pass that starts again sent nothing
     offset = 0;
     bool archived = false;
     LS_ASSIGN_OR_RETURN(summary, ExportJsonlOnce(request.start_sequence(), request.end_sequence(), hold,
-                                                 chunk_bytes, &archived));
+                                                 chunk_bytes, &archived, resolved));
     if (!archived) break;
   }
   if (!pending) pending.emplace();

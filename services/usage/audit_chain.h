@@ -72,6 +72,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "common/clock.h"
 #include "common/events.h"
 #include "common/page_token.h"
@@ -323,15 +324,18 @@ class AuditChain {
   // range's first entry n > 1, the link is checked against the stored hash
   // of entry n - 1 (trusted, not recomputed; skipped if it is missing).
   // Per entry, in order: SEQUENCE_GAP, UNKNOWN_ALGORITHM, HASH_MISMATCH,
-  // LINK_MISMATCH. With a signing key, a range that ends at the head is then
-  // tied to the signed head: HEAD_SIGNATURE_INVALID at the head's sequence
-  // when the head's hash is not the last entry's or its signature is
-  // missing or not valid under the key. Anchors are checked, in sequence
-  // order, only when the range is intact. entries_checked / anchors_checked count what passed
-  // before the first break.
-  // Errors, in this order: INVALID_ARGUMENT (INVALID_FIELD: anchor sequence
-  // < 1 or hash not 32 bytes, negative sequences, end <= start when both are
-  // nonzero); OUT_OF_RANGE (SEQUENCE_OUT_OF_RANGE: a start at or before the
+  // LINK_MISMATCH. A range that ends at the head is then tied to the head:
+  // HEAD_SIGNATURE_INVALID at the head's sequence when the head's hash is
+  // not the last entry's (checked on an unsigned chain too) or, with a
+  // signing key, its signature is missing or not valid under the key.
+  // Anchors are checked, in sequence order, only when the range is intact.
+  // entries_checked / anchors_checked count what passed before the first
+  // break. `deadline` (real time, e.g. the gRPC caller's) is checked before
+  // each batch of entries or anchors is read: DEADLINE_EXCEEDED (reason
+  // DEADLINE_EXCEEDED) once it has passed.
+  // Errors, in this order: INVALID_ARGUMENT (INVALID_FIELD: negative
+  // sequences, anchor sequence < 1 or hash not 32 bytes, end <= start when
+  // both are nonzero); OUT_OF_RANGE (SEQUENCE_OUT_OF_RANGE: a start at or before the
   // archived base, then a start beyond the head, including start 0 on a
   // chain with no entry after the base); INVALID_FIELD (start 0 and an end at
   // or before the first stored entry); SEQUENCE_OUT_OF_RANGE (an anchor
@@ -340,9 +344,11 @@ class AuditChain {
   // what is then stored (the errors above as for a call made then).
   absl::StatusOr<labshare::usage::v1::VerifyAuditChainResponse> Verify(
       int64_t start_sequence, int64_t end_sequence,
-      const std::vector<labshare::usage::v1::AuditAnchor>& anchors) const;
+      const std::vector<labshare::usage::v1::AuditAnchor>& anchors,
+      absl::Time deadline = absl::InfiniteFuture()) const;
   absl::StatusOr<labshare::usage::v1::VerifyAuditChainResponse> Verify(
-      const labshare::usage::v1::VerifyAuditChainRequest& request) const;
+      const labshare::usage::v1::VerifyAuditChainRequest& request,
+      absl::Time deadline = absl::InfiniteFuture()) const;
 
   // Writes [start, end) as AUDIT_EXPORT_FORMAT_JSONL (usage.proto,
   // AuditExportFormat): header line, one line per entry, trailer line. The
@@ -372,11 +378,15 @@ class AuditChain {
   // held back until the next one: entries archived meanwhile make the
   // export start again while no message has gone to `send`, and end it
   // with SEQUENCE_OUT_OF_RANGE after (as ExportJsonl, counting messages
-  // sent, not pieces made).
+  // sent, not pieces made). `validated`, when given, is called once, when
+  // the request is valid and its range resolved and before any entry is
+  // read; an error from it ends the export (the service takes its export
+  // slot there, EXPORT_LIMIT).
   absl::Status ExportAuditTrail(
       const labshare::usage::v1::ExportAuditTrailRequest& request,
       const std::function<absl::Status(const labshare::usage::v1::ExportAuditTrailResponse&)>& send,
-      size_t chunk_bytes = 64 * 1024, AuditExportSummary* summary = nullptr) const;
+      size_t chunk_bytes = 64 * 1024, AuditExportSummary* summary = nullptr,
+      const std::function<absl::Status()>& validated = nullptr) const;
 
   RedisPool* pool() const { return pool_; }
 
@@ -396,14 +406,16 @@ class AuditChain {
   // (the answer is then meaningless: start again).
   absl::StatusOr<labshare::usage::v1::VerifyAuditChainResponse> VerifyOnce(
       int64_t start_sequence, int64_t end_sequence,
-      const std::vector<labshare::usage::v1::AuditAnchor>& anchors, bool* archived) const;
+      const std::vector<labshare::usage::v1::AuditAnchor>& anchors, absl::Time deadline,
+      bool* archived) const;
   // One pass of ExportJsonl; *archived as for VerifyOnce, set only while
   // nothing has reached the reader. `sink` answers whether something has
   // by now (this piece or an earlier one: a sink may hold a piece back).
+  // `resolved`, when given, is called right after the range is resolved.
   absl::StatusOr<AuditExportSummary> ExportJsonlOnce(
       int64_t start_sequence, int64_t end_sequence,
       const std::function<absl::StatusOr<bool>(absl::string_view piece)>& sink, size_t chunk_bytes,
-      bool* archived) const;
+      bool* archived, const std::function<absl::Status()>& resolved = nullptr) const;
   // Entries at the given sequences, nullopt where none is stored (or it does
   // not parse).
   absl::StatusOr<std::vector<std::optional<labshare::usage::v1::AuditEntry>>> GetMany(

@@ -199,9 +199,13 @@ class UsageFigures {
   // idempotent through request_id (a retry replays the stored answer; the
   // same id with other content is FAILED_PRECONDITION REQUEST_ID_REUSED),
   // and AuditVerificationRun published in the step that stores the answer.
+  // `deadline`: the caller's (real time); once it has passed, before the
+  // answer is stored, DEADLINE_EXCEEDED (reason DEADLINE_EXCEEDED) and
+  // nothing is stored or published.
   absl::StatusOr<v1::VerifyAuditChainResponse> VerifyAuditChain(const Principal& p,
                                                                 const v1::VerifyAuditChainRequest& r,
-                                                                const AuditChain& audit) const;
+                                                                const AuditChain& audit,
+                                                                absl::Time deadline = absl::InfiniteFuture()) const;
   // ReportExported (EXPORT_KIND_AUDIT_TRAIL) of a completed audit export of
   // [start_sequence, end_sequence) with the trailer that was sent.
   absl::Status PublishAuditExport(const Principal& p, int64_t start_sequence, int64_t end_sequence,

@@ -15,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "common/csv.h"
 #include "common/doc_store.h"
 #include "common/error.h"
@@ -454,7 +455,8 @@ absl::StatusOr<v1::Thresholds> UsageFigures::UpdateThresholds(const Principal& p
 
 absl::StatusOr<v1::VerifyAuditChainResponse> UsageFigures::VerifyAuditChain(const Principal& p,
                                                                             const v1::VerifyAuditChainRequest& r,
-                                                                            const AuditChain& audit) const {
+                                                                            const AuditChain& audit,
+                                                                            absl::Time deadline) const {
   constexpr char kMethod[] = "VerifyAuditChain";
   DocStore docs(pool_);
   // The caller's own request ids: another auditor's same id is another request.
@@ -463,7 +465,13 @@ absl::StatusOr<v1::VerifyAuditChainResponse> UsageFigures::VerifyAuditChain(cons
   const std::string fingerprint = RequestFingerprint(kMethod, r, ActorName(p));
   LS_ASSIGN_OR_RETURN(auto seen, docs.FindReplay(idem, fingerprint));
   if (seen) return StoredAnswer<v1::VerifyAuditChainResponse>(*seen);
-  LS_ASSIGN_OR_RETURN(v1::VerifyAuditChainResponse resp, audit.Verify(r));
+  LS_ASSIGN_OR_RETURN(v1::VerifyAuditChainResponse resp, audit.Verify(r, deadline));
+  // A run the caller can no longer receive is neither stored nor published.
+  if (absl::Now() >= deadline) {
+    return MakeError(absl::StatusCode::kDeadlineExceeded, "DEADLINE_EXCEEDED",
+                     "the deadline passed before the verification was recorded; verify in smaller ranges "
+                     "or allow more time");
+  }
   v1::UsageEvent event;
   Stamp(p, clock_->Now(), r.request_id(), &event);
   auto* run = event.mutable_audit_verification_run();

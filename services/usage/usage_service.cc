@@ -3,6 +3,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "common/grpc_status.h"
 #include "common/input_limits.h"
 #include "common/log.h"
@@ -65,7 +66,9 @@ grpc::Status UsageService::VerifyAuditChain(grpc::ServerContext* ctx, const v1::
                                             v1::VerifyAuditChainResponse* resp) {
   return HandleUnary(*auth_, ctx, kDomain, resp, [&](const Principal& p) -> decltype(audit_->Verify(*req)) {
     LS_RETURN_IF_ERROR(CheckInputRanges(*req));
-    return figures_->VerifyAuditChain(p, *req, *audit_);
+    // The caller's deadline: checked per batch, so a range too long for it
+    // ends with DEADLINE_EXCEEDED and records no run nobody receives.
+    return figures_->VerifyAuditChain(p, *req, *audit_, absl::FromChrono(ctx->deadline()));
   });
 }
 
@@ -101,18 +104,15 @@ grpc::Status UsageService::ExportAuditTrail(grpc::ServerContext* ctx, const v1::
                                             grpc::ServerWriter<v1::ExportAuditTrailResponse>* writer) {
   auto principal = AuthorizeStream(*auth_, ctx, *req);
   if (!principal.ok()) return ToGrpcStatus(principal.status(), kDomain);
-  // The slot is taken when the first message is ready, i.e. after the
-  // request was validated (INVALID_ARGUMENT / OUT_OF_RANGE come first).
+  // The slot is taken once the request is validated and its range
+  // resolved (INVALID_ARGUMENT / OUT_OF_RANGE come first), before any entry
+  // is read, as ExportUsage does; held until the call ends.
   std::optional<ExportSlot> slot;
   const auto write = WriterSink(writer, &stats_);
   AuditExportSummary summary;
   absl::Status s = audit_->ExportAuditTrail(
       *req,
       [&](const v1::ExportAuditTrailResponse& chunk) -> absl::Status {
-        if (!slot) {
-          LS_ASSIGN_OR_RETURN(ExportSlot acquired, figures_->AcquireExport(*principal));
-          slot.emplace(std::move(acquired));
-        }
         // The whole file is ready: ReportExported (EXPORT_KIND_AUDIT_TRAIL)
         // is recorded before the last message, so a stream that ends with
         // the trailer always has its event, and one whose event could not be
@@ -123,7 +123,11 @@ grpc::Status UsageService::ExportAuditTrail(grpc::ServerContext* ctx, const v1::
         }
         return write(chunk);
       },
-      64 * 1024, &summary);
+      64 * 1024, &summary, [&]() -> absl::Status {
+        LS_ASSIGN_OR_RETURN(ExportSlot acquired, figures_->AcquireExport(*principal));
+        slot.emplace(std::move(acquired));
+        return absl::OkStatus();
+      });
   return ToGrpcStatus(s, kDomain);
 }
 

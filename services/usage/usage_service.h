@@ -18,7 +18,9 @@ inline constexpr char kEventsGroup[] = "usage";
 // One outbox entry into the audit trail and the figures (each exactly once).
 // An entry the audit cannot decode (UNDECODABLE_EVENT) is logged (a warning)
 // and still folded (the figures skip what they cannot parse): OK, so the
-// consumer acknowledges it.
+// consumer acknowledges it. An entry naming a malformed resource (see
+// DecodeEvent's rejected_names) is appended, not indexed under that name,
+// and marked as seen by the figures without changing any: OK as well.
 absl::Status ApplyEvent(AuditChain* audit, UsageFigures* figures, absl::string_view source, const StreamEvent& e);
 // ApplyEvent for a batch of one source's outbox entries: one status per
 // event, in order, each event exactly as ApplyEvent would leave it (an

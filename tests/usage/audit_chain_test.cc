@@ -523,7 +523,9 @@ TEST_F(AuditChainTest, ReplacedEntryWithConsistentHashIsALinkMismatchAtTheNext) 
   EXPECT_EQ(r->first_break().actual_hash(), entries[2].hash());
   EXPECT_EQ(r->entries_checked(), 3);
 
-  // Rewriting every later entry consistently too is caught only by an anchor.
+  // Rewriting every later entry consistently too: the head still holds the
+  // old last hash; moved as well, the rewrite is caught only by an anchor
+  // (on this unsigned chain; a signed one by the head's signature too).
   std::string prev = forged.hash();
   for (int64_t s = 4; s <= 5; ++s) {
     v1::AuditEntry e = Stored(s);
@@ -532,6 +534,8 @@ TEST_F(AuditChainTest, ReplacedEntryWithConsistentHashIsALinkMismatchAtTheNext) 
     Store(s, e.SerializeAsString());
     prev = e.hash();
   }
+  EXPECT_EQ(chain_->Verify(0, 0, {})->first_break().kind(), v1::HEAD_SIGNATURE_INVALID);
+  ASSERT_TRUE(pool_->Command({"HSET", audit_keys::Head(), "hash", prev}).ok());
   EXPECT_EQ(chain_->Verify(0, 0, {})->result(), v1::VERIFIED);
   v1::AuditAnchor kept;
   kept.set_sequence(5);
@@ -696,6 +700,84 @@ TEST_F(AuditChainTest, RangeErrorsComeInTheDocumentedOrder) {
   ASSERT_TRUE(pool_->Command({"HSET", audit_keys::Base(), "seq", "5", "hash", entries[4].hash()}).ok());
   EXPECT_EQ(ErrorReason(chain_->Verify(0, 3, {}).status()), "SEQUENCE_OUT_OF_RANGE");
   EXPECT_EQ(ErrorReason(chain_->ExportJsonlString(0, 6).status()), "SEQUENCE_OUT_OF_RANGE");
+}
+
+// VerifyAuditChain: "INVALID_FIELD: a negative sequence, an anchor sequence
+// below 1 or hash not 32 bytes, end <= start when both are nonzero", in
+// that order (the field violation names the first).
+TEST_F(AuditChainTest, VerifyNamesANegativeSequenceBeforeAnAnchorBeforeTheRange) {
+  AppendFive();
+  v1::AuditAnchor zero;
+  zero.set_sequence(0);
+  zero.set_hash(std::string(32, 'x'));
+  v1::AuditAnchor short_hash;
+  short_hash.set_sequence(2);
+  short_hash.set_hash("abc");
+  auto field = [](const absl::Status& s) {
+    const auto violations = FieldViolationsOf(s);
+    return violations.empty() ? std::string("(none)") : violations[0].field;
+  };
+  for (const auto& anchor : {zero, short_hash}) {
+    absl::Status s = chain_->Verify(-1, 0, {anchor}).status();
+    EXPECT_EQ(ErrorReason(s), "INVALID_FIELD") << s;
+    EXPECT_EQ(field(s), "start_sequence");
+    EXPECT_EQ(field(chain_->Verify(0, -1, {anchor}).status()), "end_sequence");
+  }
+  EXPECT_EQ(field(chain_->Verify(4, 2, {zero}).status()), "anchors[0].sequence");
+  EXPECT_EQ(field(chain_->Verify(4, 2, {short_hash}).status()), "anchors[0].hash");
+  EXPECT_EQ(field(chain_->Verify(4, 2, {}).status()), "end_sequence");
+}
+
+// BreakKind HEAD_SIGNATURE_INVALID: "the head's hash is not the hash of the
+// last entry" needs no key, so an unsigned chain (--audit_unsigned) reports
+// it too; only the signature is not checked.
+TEST_F(AuditChainTest, AnUnsignedHeadWhoseHashIsNotTheLastEntrysIsABreak) {
+  std::vector<v1::AuditEntry> entries = AppendFive();
+  const std::string moved(32, 'x');
+  ASSERT_TRUE(pool_->Command({"HSET", audit_keys::Head(), "hash", moved}).ok());
+  auto r = chain_->Verify(0, 0, {});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->result(), v1::BROKEN);
+  EXPECT_EQ(r->first_break().kind(), v1::HEAD_SIGNATURE_INVALID);
+  EXPECT_EQ(r->first_break().sequence(), 5);
+  EXPECT_EQ(r->first_break().expected_hash(), entries[4].hash());
+  EXPECT_EQ(r->first_break().actual_hash(), moved);
+  EXPECT_EQ(r->entries_checked(), 5);
+  // Any end at or beyond head + 1 ends at the head; a range that stops
+  // before it is not tied to the head.
+  EXPECT_EQ(chain_->Verify(3, 100, {})->first_break().kind(), v1::HEAD_SIGNATURE_INVALID);
+  EXPECT_EQ(chain_->Verify(0, 5, {})->result(), v1::VERIFIED);
+  // The head back on the last entry: verified, with no signature to check.
+  ASSERT_TRUE(pool_->Command({"HSET", audit_keys::Head(), "hash", entries[4].hash()}).ok());
+  auto fine = chain_->Verify(0, 0, {});
+  ASSERT_TRUE(fine.ok()) << fine.status();
+  EXPECT_EQ(fine->result(), v1::VERIFIED);
+  EXPECT_TRUE(fine->head().signature().empty());
+}
+
+// VerifyAuditChain: "DEADLINE_EXCEEDED if the caller's deadline is too
+// short for the range" (reason DEADLINE_EXCEEDED, types.proto), checked
+// before each batch is read, after the request's own values and the range.
+TEST_F(AuditChainTest, VerifyEndsWithDeadlineExceededOnceTheCallersDeadlinePassed) {
+  std::vector<v1::AuditEntry> entries = AppendFive();
+  const absl::Time passed = absl::InfinitePast();
+  absl::Status late = chain_->Verify(0, 0, {}, passed).status();
+  EXPECT_EQ(late.code(), absl::StatusCode::kDeadlineExceeded) << late;
+  EXPECT_EQ(ErrorReason(late), "DEADLINE_EXCEEDED");
+  v1::VerifyAuditChainRequest req;
+  req.set_start_sequence(2);
+  EXPECT_EQ(ErrorReason(chain_->Verify(req, passed).status()), "DEADLINE_EXCEEDED");
+  EXPECT_EQ(ErrorReason(chain_->Verify(-1, 0, {}, passed).status()), "INVALID_FIELD");
+  EXPECT_EQ(ErrorReason(chain_->Verify(9, 0, {}, passed).status()), "SEQUENCE_OUT_OF_RANGE");
+  // A deadline not reached (or none): the answer as before.
+  v1::AuditAnchor good;
+  good.set_sequence(2);
+  good.set_hash(entries[1].hash());
+  auto in_time = chain_->Verify(0, 0, {good}, absl::InfiniteFuture());
+  ASSERT_TRUE(in_time.ok()) << in_time.status();
+  EXPECT_EQ(in_time->result(), v1::VERIFIED);
+  EXPECT_EQ(in_time->entries_checked(), 5);
+  EXPECT_EQ(in_time->anchors_checked(), 1);
 }
 
 // AuditEntry.event_time: a header time that is no valid Timestamp (here a
@@ -1088,14 +1170,19 @@ TEST_F(AuditChainTest, ExportAuditTrailStartsAgainWhileNoMessageWasSent) {
   // header is flushed (held back, not sent) before entry 2 is read.
   next = 3;
   std::vector<v1::ExportAuditTrailResponse> sent;
+  int validated = 0;  // the service's export slot: once per export, not per pass
   absl::Status s = racing.ExportAuditTrail(
       req,
       [&](const v1::ExportAuditTrailResponse& m) {
         sent.push_back(m);
         return absl::OkStatus();
       },
-      /*chunk_bytes=*/1);
+      /*chunk_bytes=*/1, nullptr, [&] {
+        ++validated;
+        return absl::OkStatus();
+      });
   ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(validated, 1);
   ASSERT_EQ(sent.size(), 6u);  // header, entries 4 to 7, trailer: one line each
   std::string joined;
   for (size_t i = 0; i < sent.size(); ++i) {
@@ -1132,6 +1219,32 @@ TEST_F(AuditChainTest, ExportAuditTrailStartsAgainWhileNoMessageWasSent) {
   ASSERT_EQ(sent.size(), 2u);  // the header and entry 4, read before 6 was archived
   EXPECT_EQ(sent[0].offset(), 0);
   EXPECT_FALSE(sent[1].has_trailer());
+
+  // `validated` answers before any entry is read, even a damaged one, and
+  // its error ends the export before any message; an invalid request or
+  // range never reaches it.
+  ASSERT_TRUE(pool_->Command({"DEL", audit_keys::Entry(7)}).ok());
+  sent.clear();
+  validated = 0;
+  auto refuse = [&] {
+    ++validated;
+    return absl::ResourceExhaustedError("no slot");
+  };
+  auto keep = [&](const v1::ExportAuditTrailResponse& m) {
+    sent.push_back(m);
+    return absl::OkStatus();
+  };
+  s = racing.ExportAuditTrail(req, keep, 1, nullptr, refuse);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_EQ(validated, 1);
+  EXPECT_TRUE(sent.empty());
+  EXPECT_EQ(ErrorReason(racing.ExportAuditTrail(req, keep, 1, nullptr, nullptr)), "AUDIT_CORRUPTED");
+  req.set_start_sequence(9);
+  EXPECT_EQ(ErrorReason(racing.ExportAuditTrail(req, keep, 1, nullptr, refuse)), "SEQUENCE_OUT_OF_RANGE");
+  req.set_start_sequence(0);
+  req.set_format(v1::AUDIT_EXPORT_FORMAT_UNSPECIFIED);
+  EXPECT_EQ(ErrorReason(racing.ExportAuditTrail(req, keep, 1, nullptr, refuse)), "INVALID_FIELD");
+  EXPECT_EQ(validated, 1);
 }
 
 // ------------------------------------------------------------ export

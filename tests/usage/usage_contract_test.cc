@@ -286,6 +286,72 @@ TEST_F(UsageContractTest, ExportAuditTrailPublishesReportExported) {
   EXPECT_EQ(Outbox().size(), 1u);
 }
 
+// VerifyAuditChain: "DEADLINE_EXCEEDED if the caller's deadline is too
+// short for the range": the run the caller never receives is neither
+// stored nor published (AuditVerificationRun), so a retry with the same
+// request_id verifies afresh and publishes once.
+TEST_F(UsageContractTest, VerifyAuditChainPastTheCallersDeadlineKeepsAndPublishesNothing) {
+  v1::VerifyAuditChainRequest req;
+  req.set_request_id("verify-late");
+  auto late = figures_->VerifyAuditChain(auditor_, req, *audit_, absl::InfinitePast());
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kDeadlineExceeded) << late.status();
+  EXPECT_EQ(ErrorReason(late.status()), "DEADLINE_EXCEEDED");
+  EXPECT_TRUE(Outbox().empty());
+  auto retry = figures_->VerifyAuditChain(auditor_, req, *audit_, absl::InfiniteFuture());
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_EQ(retry->result(), v1::VERIFIED);
+  EXPECT_EQ(retry->entries_checked(), kEntries);
+  std::vector<v1::UsageEvent> events = Outbox();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_TRUE(events[0].has_audit_verification_run());
+  // Over gRPC, a caller with time enough gets the answer (the replay).
+  v1::VerifyAuditChainResponse resp;
+  auto ctx = Ctx();
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::hours(1));
+  grpc::Status s = stub_->VerifyAuditChain(ctx.get(), req, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(resp.SerializeAsString(), retry->SerializeAsString());
+  EXPECT_EQ(Outbox().size(), 1u);
+}
+
+// Streaming exports: "RESOURCE_EXHAUSTED, reason EXPORT_LIMIT ... before
+// its first message (after the request was validated)". ExportAuditTrail
+// takes its slot once the range is resolved and before it reads an entry,
+// as ExportUsage does: a caller without a free slot is refused even over
+// entries that would answer AUDIT_CORRUPTED; the request's errors still
+// come first; the slot is given back when the call ends.
+TEST_F(UsageContractTest, ExportAuditTrailTakesItsSlotBeforeReadingAnEntry) {
+  ASSERT_TRUE(pool_->Command({"DEL", audit_keys::Entry(2)}).ok());
+  figures_->set_max_concurrent_exports(/*total=*/0, /*per_caller=*/0);
+  v1::ExportAuditTrailRequest req;
+  req.set_format(v1::AUDIT_EXPORT_FORMAT_JSONL);
+  auto export_status = [&](const v1::ExportAuditTrailRequest& r) {
+    auto ctx = Ctx();
+    return Drain(stub_->ExportAuditTrail(ctx.get(), r));
+  };
+  grpc::Status s = export_status(req);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_EQ(GrpcErrorReason(s), "EXPORT_LIMIT");
+  v1::ExportAuditTrailRequest beyond = req;
+  beyond.set_start_sequence(kEntries + 1);
+  s = export_status(beyond);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::OUT_OF_RANGE) << s.error_message();
+  EXPECT_EQ(GrpcErrorReason(s), "SEQUENCE_OUT_OF_RANGE");
+  v1::ExportAuditTrailRequest no_format = req;
+  no_format.set_format(v1::AUDIT_EXPORT_FORMAT_UNSPECIFIED);
+  EXPECT_EQ(GrpcErrorReason(export_status(no_format)), "INVALID_FIELD");
+
+  // One slot: the damage is answered, and the slot is free again after.
+  figures_->set_max_concurrent_exports(/*total=*/1, /*per_caller=*/1);
+  for (int i = 0; i < 2; ++i) {
+    s = export_status(req);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INTERNAL) << s.error_message();
+    EXPECT_EQ(GrpcErrorReason(s), "AUDIT_CORRUPTED");
+    EXPECT_EQ(figures_->exports().active(), 0);
+  }
+  EXPECT_TRUE(Outbox().empty());
+}
+
 // QueryUsage: "RANGE_TOO_LARGE: ... MONTH over more than 120 months".
 TEST_F(UsageContractTest, QueryUsageByMonthIsLimitedTo120Months) {
   v1::QueryUsageRequest q;

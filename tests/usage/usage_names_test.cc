@@ -19,6 +19,7 @@
 #include "services/usage/usage_figures.h"
 #include "services/usage/usage_service.h"
 #include "tests/usage/usage_service_fixture.h"
+#include "tests/usage/usage_test_events.h"
 
 namespace labshare::usage {
 namespace {
@@ -188,6 +189,59 @@ TEST_F(UsageNamesTest, BadNamesInAnEventAreNotFoldedIntoFigures) {
   ASSERT_TRUE(
       ApplyEvent(audit_.get(), figures_.get(), "booking", CheckedOut("e5", "instruments/i7", "organizations/o1")).ok());
   EXPECT_THAT(Keys("{usage}:d:*"), ElementsAre("{usage}:d:i7:20270210"));
+}
+
+// AuditEntry.resources: an event naming a malformed resource "is still
+// recorded ... but is never indexed under such a name, nor folded into any
+// figure", also when no figure uses that name (a project, the header's
+// actor): ApplyEvent and ApplyEvents alike acknowledge it (OK), append it
+// to the trail and mark it as seen, and it changes no figure.
+TEST_F(UsageNamesTest, AnEventNamingAMalformedResourceNoFigureUsesIsFoldedIntoNoFigure) {
+  test_events::InstrumentFacts facts;
+  facts.create_time = absl::FromCivil(absl::CivilDay(2026, 1, 1), zone_);
+  StreamEvent registered = test_events::Entry(test_events::InstrumentChanged("i7", facts), "reg");
+  registered.type = "labshare.inventory.v1.InventoryEvent";
+  ASSERT_TRUE(ApplyEvent(audit_.get(), figures_.get(), "inventory", registered).ok());
+  auto in_project = [&](const std::string& event_id, const std::string& project) {
+    StreamEvent e = CheckedOut(event_id, "instruments/i7", "organizations/o1");
+    bk::BookingEvent b;
+    EXPECT_TRUE(b.ParseFromString(e.payload));
+    b.mutable_booking_checked_out()->mutable_booking()->set_project(project);
+    e.payload = b.SerializeAsString();
+    return e;
+  };
+  auto effective_seconds = [&] {
+    v1::GetUsageFiguresRequest g;
+    *g.mutable_range() = February();
+    auto r = figures_->GetUsageFigures(auditor_, g);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->figures().effective_seconds() : -1;
+  };
+
+  // One by one: a malformed project, then a malformed actor.
+  ASSERT_TRUE(ApplyEvent(audit_.get(), figures_.get(), "booking", in_project("e1", "projects/*")).ok());
+  ASSERT_TRUE(ApplyEvent(audit_.get(), figures_.get(), "booking",
+                         CheckedOut("e2", "instruments/i7", "organizations/o1", "users/u1", "users/*"))
+                  .ok());
+  EXPECT_EQ(audit_->Head()->sequence(), 3);  // recorded
+  EXPECT_EQ(effective_seconds(), 0);
+  EXPECT_THAT(Keys("{usage}:d:*"), ElementsAre());
+
+  // In a batch, between well-formed events: only those are folded.
+  std::vector<absl::Status> batch =
+      ApplyEvents(audit_.get(), figures_.get(), "booking",
+                  {in_project("e3", "projects/p1"), in_project("e4", kDotDot),
+                   CheckedOut("e5", "instruments/i7", "organizations/o1", "users/u1", "users/../admin")});
+  ASSERT_EQ(batch.size(), 3u);
+  for (const auto& s : batch) EXPECT_TRUE(s.ok()) << s;
+  EXPECT_EQ(audit_->Head()->sequence(), 6);
+  EXPECT_EQ(effective_seconds(), 3600);  // e3 alone
+  // Each is marked as seen (the registration and the five check-outs): a
+  // redelivery changes nothing either.
+  EXPECT_EQ(*pool_->Command({"HLEN", "{usage}:applied"})->AsInteger(), 6);
+  ASSERT_TRUE(ApplyEvent(audit_.get(), figures_.get(), "booking", in_project("e1", "projects/*")).ok());
+  EXPECT_EQ(audit_->Head()->sequence(), 6);
+  EXPECT_EQ(effective_seconds(), 3600);
 }
 
 TEST_F(UsageNamesTest, AConsumerIsNotPoisonedByABadName) {

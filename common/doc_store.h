@@ -23,6 +23,12 @@
 
 namespace labshare {
 
+// How long a request_id's record (the request's fingerprint and first
+// answer) is kept after the request was answered: types.proto's 7 days.
+// DocStore's default, and notify's own request records (mail settings,
+// Unsubscribe, ReplayDeadLetter).
+inline constexpr absl::Duration kRequestRecordRetention = absl::Hours(24 * 7);
+
 struct StoredDoc {
   std::string data;
   int64_t version = 0;
@@ -107,7 +113,7 @@ struct CommitOutcome {
 class DocStore {
  public:
   // pool must outlive the store. Thread-safe.
-  explicit DocStore(RedisPool* pool, absl::Duration idempotency_ttl = absl::Hours(24 * 7));
+  explicit DocStore(RedisPool* pool, absl::Duration idempotency_ttl = kRequestRecordRetention);
 
   absl::StatusOr<std::optional<StoredDoc>> Get(const std::string& key) const;
   // One round trip.

@@ -5,6 +5,7 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <optional>
 #include <set>
 
 #include "absl/strings/ascii.h"
@@ -52,6 +53,9 @@ std::string RandomHex(int bytes) {
 
 // An unsubscribe token's signature: 128 bits, 32 hex digits on the link.
 constexpr size_t kUnsubscribeMacBytes = 16;
+// Of an Unsubscribe call's deadline, what the organisation lookup leaves
+// for the write and the answer.
+constexpr absl::Duration kActorLookupMargin = absl::Milliseconds(500);
 
 std::string Hmac(const std::string& key, const std::string& data) {
   unsigned char out[EVP_MAX_MD_SIZE];
@@ -308,6 +312,13 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
                        "this unsubscribe link has expired; change your notification settings in the console");
     }
     if (req.validate_only()) return absl::OkStatus();
+    // The user's organisation, for the event: asked once (when there is a
+    // change to write, not again on a retried attempt), and only for what
+    // is left of the call's deadline less a margin, so that the answer is
+    // not late for it (notify.proto: empty when inventory does not answer
+    // within the call's deadline).
+    const absl::Time lookup_deadline = absl::FromChrono(ctx->deadline()) - kActorLookupMargin;
+    std::optional<std::string> actor_organization;
     for (int attempt = 0;; ++attempt) {
       LS_ASSIGN_OR_RETURN(Fields current, m_->queue().Settings(user));
       const v1::NotificationSettings before = SettingsProto(user, current);
@@ -327,8 +338,9 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
       v1::NotifyEvent ev;
       *ev.mutable_notification_settings_changed()->mutable_settings() = after;
       if (!before.etag().empty()) *ev.mutable_notification_settings_changed()->mutable_previous() = before;
+      if (!actor_organization) actor_organization = ActorOrganizationOf(actor, lookup_deadline);
       const std::string payload = NotifyEventPayload(ev, m_->context().clock->Now(), actor, req.request_id(),
-                                                     ActorOrganizationOf(actor), p.trace_id);
+                                                     *actor_organization, p.trace_id);
       v1::UnsubscribeResponse answer = *resp;
       answer.set_changed(true);
       std::string replayed;
@@ -345,10 +357,11 @@ class NotificationServiceImpl final : public v1::NotificationService::Service {
   // The organisation of the user acting without a LabShare token (the
   // unsubscribe link's), for EventHeader.actor_organization: inventory's
   // answer; none for a user it does not know, and none (logged) when it
-  // does not answer within the lookup's deadline: an unsubscribe is not
-  // refused because inventory is away.
-  std::string ActorOrganizationOf(const std::string& user) {
-    absl::StatusOr<Person> person = m_->people().User(user);
+  // does not answer by `deadline` (the call's, less a margin): an
+  // unsubscribe is not refused, nor answered late, because inventory is
+  // away.
+  std::string ActorOrganizationOf(const std::string& user, absl::Time deadline) {
+    absl::StatusOr<Person> person = m_->people().UserWithin(user, deadline);
     if (person.ok()) return person->organization;
     if (!absl::IsNotFound(person.status())) {
       LogWarning("notify: the unsubscribing user's organisation is unknown; its event names none",

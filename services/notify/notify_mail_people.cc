@@ -2,6 +2,8 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/proto_util.h"
 #include "labshare/inventory/v1/inventory.grpc.pb.h"
@@ -51,14 +53,20 @@ class GrpcPeople final : public People {
   GrpcPeople(std::shared_ptr<grpc::Channel> channel, const Clock* wall, absl::Duration ttl)
       : stub_(iv::InventoryService::NewStub(channel)), wall_(wall), ttl_(ttl) {}
 
-  absl::StatusOr<Person> User(const std::string& name) override {
+  absl::StatusOr<Person> User(const std::string& name) override { return UserWithin(name, absl::InfiniteFuture()); }
+
+  absl::StatusOr<Person> UserWithin(const std::string& name, absl::Time deadline) override {
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = users_.find(name);
       if (it != users_.end() && it->second.second > wall_->Now()) return it->second.first;
     }
+    // The RPC's own timeout, or the caller's deadline when that is sooner
+    // (real time: a transport deadline, not the domain clock).
+    const absl::Time now = absl::Now();
+    if (deadline <= now) return absl::DeadlineExceededError("inventory: no time left to ask");
     grpc::ClientContext ctx;
-    ctx.set_deadline(absl::ToChronoTime(absl::Now() + kRpcTimeout));
+    ctx.set_deadline(absl::ToChronoTime(std::min(now + kRpcTimeout, deadline)));
     iv::GetUserRequest req;
     req.set_name(name);
     iv::User u;

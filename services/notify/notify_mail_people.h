@@ -36,6 +36,14 @@ class People {
   virtual ~People() = default;
   // NOT_FOUND when the user does not exist.
   virtual absl::StatusOr<Person> User(const std::string& name) = 0;
+  // As User, answered by `deadline` at the latest (DEADLINE_EXCEEDED when
+  // the directory has not answered by then): for a lookup made on behalf of
+  // a call that must answer within its own deadline. The default asks User
+  // (for directories that answer at once).
+  virtual absl::StatusOr<Person> UserWithin(const std::string& name, absl::Time deadline) {
+    (void)deadline;
+    return User(name);
+  }
   // Users of `organization` ("" for all) holding `role`.
   virtual absl::StatusOr<std::vector<Person>> WithRole(const std::string& organization, Role role) = 0;
   // The instrument's display name (the name itself when unknown).

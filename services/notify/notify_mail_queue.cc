@@ -67,8 +67,10 @@ end
 
 // The request records of the mail mutations (UpdateNotificationSettings,
 // Unsubscribe, ReplayDeadLetter): key req:<actor>:<request id> holds
-// "<fingerprint>\n<answer>" for a day (records written before answers were
-// kept: the fingerprint alone). request_seen answers nil when there is no
+// "<fingerprint>\n<answer>" (records written before answers were kept: the
+// fingerprint alone) for keep_s seconds, kRequestRecordRetention as every
+// service's (0: without expiry; a replay's record, kept while its message
+// exists: see replays_release). request_seen answers nil when there is no
 // record (or no request id), {'again', answer} for the same request and
 // 'reused' for other content; request_keep writes the record.
 constexpr char kRequestRecordLua[] = R"lua(
@@ -82,10 +84,33 @@ local function request_seen(key, rid, fp)
   if f == fp then return {'again', answer} end
   return 'reused'
 end
-local function request_keep(key, rid, fp, answer)
-  if rid ~= '' then redis.call('SET', key, fp .. '\n' .. answer, 'EX', 86400) end
+local function request_keep(key, rid, fp, answer, keep_s)
+  if rid == '' then return end
+  keep_s = tonumber(keep_s)
+  if keep_s > 0 then
+    redis.call('SET', key, fp .. '\n' .. answer, 'EX', keep_s)
+  else
+    redis.call('SET', key, fp .. '\n' .. answer)
+  end
 end
 )lua";
+
+// The request records of a message's replays (replays:<id>, a set of their
+// keys) have no expiry while the message exists: a retry answers the first
+// answer also once the message was removed (notify.proto). When the
+// message gets its removal time (sent: the retention) or is removed (a dead
+// letter past its retention), each record is kept keep_s seconds more from
+// now, and the set goes.
+constexpr char kReplayRecordsLua[] = R"lua(
+local function replays_release(p, id, keep_s)
+  local set = p .. 'replays:' .. id
+  for _, k in ipairs(redis.call('SMEMBERS', set)) do redis.call('EXPIRE', k, keep_s) end
+  redis.call('DEL', set)
+end
+)lua";
+
+// kRequestRecordRetention in seconds, for the scripts.
+std::string KeepSeconds() { return absl::StrCat(absl::ToInt64Seconds(kRequestRecordRetention)); }
 
 std::string RequestKey(const std::string& actor, const std::string& request_id) {
   return K(absl::StrCat("req:", actor, ":", request_id));
@@ -147,9 +172,9 @@ end
 return ids
 )lua");
 
-const RedisScript kFinish(std::string(kDeadIndexLua) + R"lua(
+const RedisScript kFinish(std::string(kDeadIndexLua) + kReplayRecordsLua + R"lua(
 -- KEYS: msg, due, inflight, dead, outbox; ARGV: id, consumer, outcome, wall_ms, retry_ms, error, reason,
--- payload, retention_s, claim_ms ('' = any), domain_ms (dead_ms), prefix
+-- payload, retention_s, claim_ms ('' = any), domain_ms (dead_ms), prefix, request records' keep_s
 local f = redis.call('HMGET', KEYS[1], 'state', 'owner', 'claim_ms')
 if f[1] ~= 'SENDING' or f[2] ~= ARGV[2] then return {0, ''} end
 if ARGV[10] ~= '' and f[3] ~= ARGV[10] then return {0, ''} end
@@ -158,6 +183,7 @@ if ARGV[3] == 'sent' then
   redis.call('HSET', KEYS[1], 'state', 'SENT', 'sent_ms', ARGV[4])
   redis.call('HDEL', KEYS[1], 'owner')
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[9]))
+  replays_release(ARGV[12], ARGV[1], tonumber(ARGV[9]) + tonumber(ARGV[13]))
 elseif ARGV[3] == 'retry' then
   redis.call('HSET', KEYS[1], 'state', 'QUEUED', 'error', ARGV[6])
   redis.call('HDEL', KEYS[1], 'owner')
@@ -194,15 +220,18 @@ redis.call('HSET', KEYS[1], 'state', 'QUEUED', 'attempts', '0', 'replay_ms', ARG
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 redis.call('XADD', KEYS[4], '*', 'type', 'labshare.notify.v1.NotifyEvent', 'payload', ARGV[5])
 -- Last: a write above failing on a damaged key keeps no answer to replay.
-request_keep(KEYS[5], ARGV[3], ARGV[8], ARGV[9])
+-- Kept while the message exists (no expiry), listed with it.
+request_keep(KEYS[5], ARGV[3], ARGV[8], ARGV[9], 0)
+if ARGV[3] ~= '' then redis.call('SADD', ARGV[7] .. 'replays:' .. ARGV[1], KEYS[5]) end
 return 'ok'
 )lua");
 
-// KEYS: dl:all, dead; ARGV: prefix, cutoff ("<13 digits>|"), limit.
-// Dead letters that died before the cutoff (domain clock) go, with their
-// message and index entries; an index entry of a message that is no longer
-// a dead letter only leaves the indexes.
-const RedisScript kPruneDead(std::string(kDeadIndexLua) + R"lua(
+// KEYS: dl:all, dead; ARGV: prefix, cutoff ("<13 digits>|"), limit,
+// request records' keep_s. Dead letters that died before the cutoff
+// (domain clock) go, with their message and index entries (the request
+// records of their replays kept keep_s more); an index entry of a message
+// that is no longer a dead letter only leaves the indexes.
+const RedisScript kPruneDead(std::string(kDeadIndexLua) + kReplayRecordsLua + R"lua(
 local old = redis.call('ZRANGE', KEYS[1], '-', '(' .. ARGV[2], 'BYLEX', 'LIMIT', 0, tonumber(ARGV[3]))
 local removed = 0
 for _, m in ipairs(old) do
@@ -213,6 +242,7 @@ for _, m in ipairs(old) do
     dl_index(ARGV[1], id, f[2], f[3], f[4], false)
     redis.call('ZREM', KEYS[2], id)
     redis.call('DEL', msg)
+    replays_release(ARGV[1], id, tonumber(ARGV[4]))
     removed = removed + 1
   else
     -- Not that dead letter any more: the entry leaves every index.
@@ -376,27 +406,27 @@ return made
 
 const RedisScript kPutSettings(std::string(kRequestRecordLua) + R"lua(
 -- KEYS: settings, req, outbox; ARGV: expected_etag, request_id, fingerprint, payload, client_etag, answer,
--- fields...
+-- request record's keep_s, fields...
 local seen = request_seen(KEYS[2], ARGV[2], ARGV[3])
 if seen then return seen end
 local etag = redis.call('HGET', KEYS[1], 'etag') or ''
 if ARGV[5] ~= '' and ARGV[5] ~= etag then return 'etag' end
 if etag ~= ARGV[1] then return 'conflict' end
 local args = {}
-for i = 7, #ARGV do args[#args + 1] = ARGV[i] end
+for i = 8, #ARGV do args[#args + 1] = ARGV[i] end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(args))
-request_keep(KEYS[2], ARGV[2], ARGV[3], ARGV[6])
+request_keep(KEYS[2], ARGV[2], ARGV[3], ARGV[6], ARGV[7])
 redis.call('XADD', KEYS[3], '*', 'type', 'labshare.notify.v1.NotifyEvent', 'payload', ARGV[4])
 return 'ok'
 )lua");
 
-// KEYS: request record; ARGV: request_id, fingerprint, answer. The record
-// of a mutation that found nothing to change.
+// KEYS: request record; ARGV: request_id, fingerprint, answer, keep_s. The
+// record of a mutation that found nothing to change.
 const RedisScript kKeepRequest(std::string(kRequestRecordLua) + R"lua(
 local seen = request_seen(KEYS[1], ARGV[1], ARGV[2])
 if seen then return seen end
-request_keep(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+request_keep(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 return 'ok'
 )lua");
 
@@ -535,7 +565,7 @@ absl::Status MailQueue::Finish(const std::string& id, const std::string& consume
   auto r = redis_->Eval(kFinish, {K("msg:" + id), K("due"), K("inflight"), K("dead"), kNotifyOutbox},
                         {id, consumer, o, Ms(wall_now), Ms(retry_at), error, v1::DeadLetter::Reason_Name(reason),
                          event_payload, absl::StrCat(absl::ToInt64Seconds(retention)), "", Ms(domain_now),
-                         kMailPrefix});
+                         kMailPrefix, KeepSeconds()});
   LS_RETURN_IF_ERROR(ScriptStatus(r));
   if (r->elements.size() != 2 || r->elements[0].integer != 1 || metrics_ == nullptr) return absl::OkStatus();
   const std::string& kind = r->elements[1].str;
@@ -575,7 +605,7 @@ absl::StatusOr<int> MailQueue::RecoverInFlight(const std::string& consumer, absl
       // server: due again, as if the claim had not happened.
       auto r = redis_->Eval(kFinish, {K("msg:" + id), K("due"), K("inflight"), K("dead"), kNotifyOutbox},
                             {id, f["owner"], "retry", Ms(wall_now), Ms(wall_now), f["error"], "", "", "0",
-                             f["claim_ms"], Ms(domain_now), kMailPrefix});
+                             f["claim_ms"], Ms(domain_now), kMailPrefix, KeepSeconds()});
       LS_RETURN_IF_ERROR(ScriptStatus(r));
       continue;
     }
@@ -589,7 +619,7 @@ absl::StatusOr<int> MailQueue::RecoverInFlight(const std::string& consumer, absl
     const std::string payload = NotifyEventPayload(ev, domain_now, "services/notify", "", "", f["trace"]);
     auto r = redis_->Eval(kFinish, {K("msg:" + id), K("due"), K("inflight"), K("dead"), kNotifyOutbox},
                           {id, f["owner"], "dead", Ms(wall_now), "0", f["error"], uncertain, payload, "0",
-                           f["claim_ms"], Ms(domain_now), kMailPrefix});
+                           f["claim_ms"], Ms(domain_now), kMailPrefix, KeepSeconds()});
     LS_RETURN_IF_ERROR(ScriptStatus(r));
     if (r->elements.size() == 2 && r->elements[0].integer == 1) {
       ++moved;
@@ -652,7 +682,8 @@ absl::StatusOr<std::vector<MailQueue::DeadRow>> MailQueue::ListDead(const std::s
 
 absl::StatusOr<int> MailQueue::PruneDead(absl::Time domain_cutoff, int limit) {
   const std::string cutoff = DeadLetterCursor(domain_cutoff, "");
-  auto r = redis_->Eval(kPruneDead, {K("dl:all"), K("dead")}, {kMailPrefix, cutoff, absl::StrCat(limit)});
+  auto r = redis_->Eval(kPruneDead, {K("dl:all"), K("dead")},
+                        {kMailPrefix, cutoff, absl::StrCat(limit), KeepSeconds()});
   LS_RETURN_IF_ERROR(ScriptStatus(r));
   if (r->elements.size() != 2) return MakeError(absl::StatusCode::kInternal, "STORAGE_ERROR", "unexpected reply");
   const int removed = static_cast<int>(r->elements[0].integer);
@@ -786,7 +817,8 @@ absl::StatusOr<bool> MailQueue::PutSettings(const std::string& user_id, const Fi
                                             const std::string& fingerprint, const std::string& event_payload,
                                             const std::string& client_etag, const std::string& answer,
                                             std::string* replayed_answer) {
-  std::vector<std::string> args = {expected_etag, request_id, fingerprint, event_payload, client_etag, answer};
+  std::vector<std::string> args = {expected_etag, request_id, fingerprint, event_payload, client_etag, answer,
+                                   KeepSeconds()};
   for (const auto& [k, v] : fields) {
     args.push_back(k);
     args.push_back(v);
@@ -811,7 +843,7 @@ absl::StatusOr<bool> MailQueue::KeepRequest(const std::string& actor, const std:
                                             const std::string& fingerprint, const std::string& answer,
                                             std::string* replayed_answer) {
   if (request_id.empty()) return true;
-  auto r = redis_->Eval(kKeepRequest, {RequestKey(actor, request_id)}, {request_id, fingerprint, answer});
+  auto r = redis_->Eval(kKeepRequest, {RequestKey(actor, request_id)}, {request_id, fingerprint, answer, KeepSeconds()});
   LS_RETURN_IF_ERROR(ScriptStatus(r));
   return RequestOutcome(*r, replayed_answer);
 }

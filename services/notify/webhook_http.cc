@@ -72,6 +72,11 @@ bool IsPrivateAddress(const struct sockaddr* address) {
   auto v4_at = [b](int i) {
     return (uint32_t{b[i]} << 24) | (uint32_t{b[i + 1]} << 16) | (uint32_t{b[i + 2]} << 8) | b[i + 3];
   };
+  // The IPv4-translated ::ffff:0:a.b.c.d (SIIT, RFC 2765): a translator
+  // reaches the IPv4 address it carries, judged by the IPv4 rule.
+  bool zero_64 = true;
+  for (int i = 0; i < 8; ++i) zero_64 = zero_64 && b[i] == 0;
+  if (zero_64 && b[8] == 0xff && b[9] == 0xff && b[10] == 0 && b[11] == 0) return PrivateV4(v4_at(12));
   // Transition prefixes that lead to an IPv4 address: the well-known NAT64
   // 64:ff9b::/96 and 6to4 2002::/16 by the IPv4 rule of the address they
   // carry; the local-use NAT64 64:ff9b:1::/48 (any IPv4 behind it) and
@@ -89,6 +94,21 @@ bool IsPrivateAddress(const struct sockaddr* address) {
   if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) return true;  // fe80::/10 link-local
   if (b[0] == 0xff) return true;                           // multicast
   if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8) return true;  // documentation
+  // The other IANA special-purpose blocks that are not globally reachable
+  // (RFC 6890's registry): discard-only 100::/64 (RFC 6666), benchmarking
+  // 2001:2::/48 (RFC 5180, as 198.18.0.0/15), ORCHID 2001:10::/28 and
+  // ORCHIDv2 2001:20::/28 (RFC 7343: identifiers, not routable),
+  // documentation 3fff::/20 (RFC 9637, as 2001:db8::/32) and the SRv6 SIDs
+  // 5f00::/16 (RFC 9602).
+  bool discard = b[0] == 0x01 && b[1] == 0x00;
+  for (int i = 2; i < 8; ++i) discard = discard && b[i] == 0;
+  if (discard) return true;
+  if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x00) {
+    if (b[3] == 0x02 && b[4] == 0x00 && b[5] == 0x00) return true;  // 2001:2::/48
+    if ((b[3] & 0xf0) == 0x10 || (b[3] & 0xf0) == 0x20) return true;  // 2001:10::/28, 2001:20::/28
+  }
+  if (b[0] == 0x3f && b[1] == 0xff && (b[2] & 0xf0) == 0x00) return true;  // 3fff::/20
+  if (b[0] == 0x5f && b[1] == 0x00) return true;                            // 5f00::/16
   return false;
 }
 

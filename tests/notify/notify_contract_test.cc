@@ -9,12 +9,21 @@
 // UNSUBSCRIBE_TOKEN_EXPIRED and changes nothing; ReplayDeadLetter of a
 // message queued or delivered is NOT_A_DEAD_LETTER, of one that does not
 // exist (or was removed after the retention) DEAD_LETTER_NOT_FOUND.
+#include <arpa/inet.h>
+#include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <functional>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "common/clock.h"
+#include "common/doc_store.h"
 #include "common/error.h"
 #include "common/grpc_status.h"
 #include "common/log.h"
@@ -60,7 +69,10 @@ class NotifyContractTest : public ::testing::Test {
     ctx.redis = pool_.get();
     ctx.clock = &clock_;
     ctx.wall = &clock_;
-    ctx.inventory = grpc::CreateChannel("127.0.0.1:1", grpc::InsecureChannelCredentials());  // never called here
+    // Inventory: nothing listens at 127.0.0.1:1 (refused at once) unless a
+    // test names an address.
+    ctx.inventory = grpc::CreateChannel(inventory_address_.empty() ? std::string("127.0.0.1:1") : inventory_address_,
+                                        grpc::InsecureChannelCredentials());
     ctx.console_url = "https://labshare.example.org";
     ctx.consumer = "contract-test";
     mail_ = std::make_unique<MailModule>(ctx, MailOptions(), std::move(people));
@@ -154,6 +166,7 @@ class NotifyContractTest : public ::testing::Test {
     return out;
   }
 
+  std::string inventory_address_;  // StartMail's inventory ("": none)
   testing::RedisServer* redis_ = nullptr;
   std::unique_ptr<RedisPool> pool_;
   FakeClock clock_;
@@ -1073,6 +1086,251 @@ TEST_F(NotifyContractTest, AnUnsubscribesEventNamesTheUsersOrganisation) {
   EXPECT_EQ(events[0].header().actor_organization(), "organizations/lab");
   EXPECT_EQ(events[1].header().actor(), "users/nobody");
   EXPECT_EQ(events[1].header().actor_organization(), "");
+}
+
+// ------------------------------------------------------------ audit of 2026-12-08 (notify)
+
+// A TCP listener that accepts connections and never answers (an inventory
+// that is overloaded or behind a stalled proxy): gRPC calls to it end only
+// at their deadline.
+class SilentListener {
+ public:
+  SilentListener() {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd_ < 0 || bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(fd_, 16) != 0 ||
+        getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      return;
+    }
+    address_ = absl::StrCat("127.0.0.1:", ntohs(a.sin_port));
+  }
+  ~SilentListener() {
+    if (fd_ >= 0) close(fd_);
+  }
+  SilentListener(const SilentListener&) = delete;
+  SilentListener& operator=(const SilentListener&) = delete;
+  const std::string& address() const { return address_; }  // "" when it could not listen
+
+ private:
+  int fd_ = -1;
+  std::string address_;
+};
+
+// notify.proto Unsubscribe: the event names the user's organisation,
+// "empty ... when inventory does not answer within the call's deadline: the
+// unsubscribe is not refused for it". The lookup had a fixed 10 s: with
+// inventory silent, a call with a 2 s deadline was DEADLINE_EXCEEDED (and
+// the change still made later). Now it answers OK within its deadline, the
+// change made, the event's actor_organization empty. (The real inventory
+// client, not a fake: the bound is the RPC's.)
+TEST_F(NotifyContractTest, UnsubscribeAnswersWithinTheCallsDeadlineWhileInventoryIsSilent) {
+  SilentListener inventory;
+  ASSERT_FALSE(inventory.address().empty());
+  inventory_address_ = inventory.address();
+  StartMail();  // inventory's People, its cache empty
+  auto token = mail_->UnsubscribeToken("ana", v1::BOOKING_REMINDER);
+  ASSERT_TRUE(token.ok());
+  v1::UnsubscribeRequest r;
+  r.set_token(*token);
+  r.set_request_id("click-1");
+  v1::UnsubscribeResponse out;
+  auto c = As(Principal{});
+  c->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  grpc::Status s = stub_->Unsubscribe(c.get(), r, &out);
+  ASSERT_TRUE(s.ok()) << s.error_code() << ": " << s.error_message();
+  EXPECT_TRUE(out.changed());
+  EXPECT_EQ(out.user(), "users/ana");
+  const std::vector<v1::NotifyEvent> events = OutboxEvents();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].header().actor(), "users/ana");
+  EXPECT_EQ(events[0].header().actor_organization(), "");
+  ASSERT_TRUE(events[0].has_notification_settings_changed());
+  EXPECT_THAT(events[0].notification_settings_changed().settings().disabled_kinds(),
+              ::testing::ElementsAre(v1::BOOKING_REMINDER));
+}
+
+// A directory whose user lookup reports the deadline it was given and can
+// act in between (here: change the settings, as a concurrent update would).
+class WatchedPeople final : public People {
+ public:
+  std::function<void()> on_lookup;
+  std::vector<absl::Time> deadlines;  // one per UserWithin
+  int plain_lookups = 0;              // User without a deadline
+  absl::StatusOr<Person> User(const std::string& name) override {
+    ++plain_lookups;
+    return Person{name, "Ana", "ana@lab.test", "organizations/lab", false};
+  }
+  absl::StatusOr<Person> UserWithin(const std::string& name, absl::Time deadline) override {
+    deadlines.push_back(deadline);
+    if (on_lookup) on_lookup();
+    return Person{name, "Ana", "ana@lab.test", "organizations/lab", false};
+  }
+  absl::StatusOr<std::vector<Person>> WithRole(const std::string&, Role) override { return std::vector<Person>(); }
+  std::string InstrumentName(const std::string& name) override { return name; }
+  std::string InstrumentZone(const std::string&) override { return ""; }
+  absl::StatusOr<std::pair<absl::Time, absl::Time>> Window(const std::string&) override {
+    return absl::NotFoundError("no");
+  }
+};
+
+// The organisation lookup is given the call's deadline less a margin (not
+// a deadline of its own), and is made once: the settings changed by
+// someone else during the lookup make the first write a conflict, and the
+// attempt that follows writes without asking again. A user whose kind is
+// already off is not looked up at all (nothing to publish).
+TEST_F(NotifyContractTest, UnsubscribeLooksTheOrganisationUpOnceWithinTheCallsDeadline) {
+  auto owned = std::make_unique<WatchedPeople>();
+  WatchedPeople* people = owned.get();
+  StartMail(std::move(owned));
+  people->on_lookup = [&] {
+    if (people->deadlines.size() != 1) return;
+    v1::UpdateNotificationSettingsRequest u;
+    u.mutable_settings()->set_name("users/ana/notificationSettings");
+    u.mutable_settings()->set_language("en");
+    u.mutable_update_mask()->add_paths("language");
+    v1::NotificationSettings set;
+    grpc::Status s = stub_->UpdateNotificationSettings(As(Now("ana", "lab", Role::kLabUser)).get(), u, &set);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+  };
+  auto token = mail_->UnsubscribeToken("ana", v1::BOOKING_REMINDER);
+  ASSERT_TRUE(token.ok());
+  v1::UnsubscribeRequest r;
+  r.set_token(*token);
+  v1::UnsubscribeResponse out;
+  auto c = As(Principal{});
+  const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(60);
+  c->set_deadline(deadline);
+  grpc::Status s = stub_->Unsubscribe(c.get(), r, &out);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(out.changed());
+  ASSERT_EQ(people->deadlines.size(), 1u);
+  EXPECT_EQ(people->plain_lookups, 0);
+  // Before the call's deadline, and not the lookup's former fixed 10 s.
+  EXPECT_LT(people->deadlines[0], absl::FromChrono(deadline));
+  EXPECT_GT(people->deadlines[0], absl::FromChrono(deadline) - absl::Seconds(5));
+  const std::vector<v1::NotifyEvent> events = OutboxEvents();
+  ASSERT_EQ(events.size(), 2u);  // the language, then the unsubscribe
+  EXPECT_EQ(events[1].header().actor(), "users/ana");
+  EXPECT_EQ(events[1].header().actor_organization(), "organizations/lab");
+  EXPECT_EQ(events[1].notification_settings_changed().settings().language(), "en");
+
+  // Used again: nothing changes, nothing looked up.
+  s = stub_->Unsubscribe(As(Principal{}).get(), r, &out);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_FALSE(out.changed());
+  EXPECT_EQ(people->deadlines.size(), 1u);
+  EXPECT_EQ(OutboxEvents().size(), 2u);
+}
+
+// The seconds a request record has left (-1: no expiry, -2: none).
+int64_t TtlOf(RedisPool& pool, const std::string& key) {
+  auto ttl = pool.Command({"TTL", key});
+  EXPECT_TRUE(ttl.ok()) << key;
+  return ttl.ok() ? ttl->integer : -3;
+}
+
+// types.proto: a request_id is remembered 7 days (DocStore's records, i.e.
+// every other service's but billing's 30). Notify's own records
+// (UpdateNotificationSettings, Unsubscribe; a change and a request that
+// changed nothing) were kept one day: a retry on the second day was a new
+// request (an unsubscribe retried after its link expired
+// UNSUBSCRIBE_TOKEN_EXPIRED, a settings update with a stale etag
+// ETAG_MISMATCH). Redis times the record: the TTL it was given is checked.
+TEST_F(NotifyContractTest, NotifysRequestRecordsAreKeptSevenDays) {
+  StartMail(std::make_unique<AnaOfLab>());
+  constexpr int64_t kSevenDays = 7 * 24 * 3600;
+  ASSERT_EQ(absl::ToInt64Seconds(kRequestRecordRetention), kSevenDays);
+  const Principal ana = Now("ana", "lab", Role::kLabUser);
+  auto update = [&](const std::string& request_id) {
+    v1::UpdateNotificationSettingsRequest r;
+    r.mutable_settings()->set_name("users/ana/notificationSettings");
+    r.mutable_settings()->set_language("en");
+    r.mutable_update_mask()->add_paths("language");
+    r.set_request_id(request_id);
+    v1::NotificationSettings out;
+    grpc::Status s = stub_->UpdateNotificationSettings(As(ana).get(), r, &out);
+    EXPECT_TRUE(s.ok()) << request_id << ": " << s.error_message();
+  };
+  auto token = mail_->UnsubscribeToken("ana", v1::BOOKING_REMINDER);
+  ASSERT_TRUE(token.ok());
+  auto unsubscribe = [&](const std::string& request_id, bool changed) {
+    v1::UnsubscribeRequest r;
+    r.set_token(*token);
+    r.set_request_id(request_id);
+    v1::UnsubscribeResponse out;
+    grpc::Status s = stub_->Unsubscribe(As(Principal{}).get(), r, &out);
+    EXPECT_TRUE(s.ok()) << request_id << ": " << s.error_message();
+    EXPECT_EQ(out.changed(), changed) << request_id;
+  };
+  update("set-1");        // a change
+  update("set-2");        // nothing to change
+  unsubscribe("unsub-1", true);
+  unsubscribe("unsub-2", false);
+  for (const char* request_id : {"set-1", "set-2", "unsub-1", "unsub-2"}) {
+    const int64_t ttl = TtlOf(*pool_, absl::StrCat("{notify}:mail:req:users/ana:", request_id));
+    EXPECT_LE(ttl, kSevenDays) << request_id;
+    EXPECT_GT(ttl, kSevenDays - 60) << request_id;
+  }
+}
+
+// notify.proto ReplayDeadLetter: "a retry with the same request_id answers
+// the first answer and replays nothing, also once the message was
+// removed". The record expired after a day whatever became of the message
+// (a delivered one is removed 30 days after it was sent, a dead letter 90
+// days after it died): the retry then met the message as it was, or
+// DEAD_LETTER_NOT_FOUND. Now the record has no expiry while the message
+// exists and is kept 7 days once it was removed: from the send, the
+// message's retention plus 7 days; from the clean-up of the dead letter, 7
+// days. A replay without a request_id keeps nothing.
+TEST_F(NotifyContractTest, AReplaysRequestRecordOutlivesItsMessageBySevenDays) {
+  StartMail();
+  constexpr int64_t kSevenDays = 7 * 24 * 3600;
+  MakeDeadLetter("m1", "ana", "550 no such user");
+  MakeDeadLetter("m2", "bo", "550 mailbox full");
+  MakeDeadLetter("m3", "cy", "550 gone");
+  auto replay = [&](const std::string& id, const std::string& request_id, v1::DeadLetter* out) {
+    v1::ReplayDeadLetterRequest r;
+    r.set_name("deadLetters/" + id);
+    r.set_request_id(request_id);
+    return stub_->ReplayDeadLetter(As(Now("root", "", Role::kConsortiumAdmin)).get(), r, out);
+  };
+  const std::string record1 = "{notify}:mail:req:users/root:replay-1";
+  const std::string record2 = "{notify}:mail:req:users/root:replay-2";
+  v1::DeadLetter first1, first2, out;
+  ASSERT_TRUE(replay("m1", "replay-1", &first1).ok());
+  ASSERT_TRUE(replay("m2", "replay-2", &first2).ok());
+  ASSERT_TRUE(replay("m3", "", &out).ok());
+  EXPECT_EQ(TtlOf(*pool_, record1), -1);
+  EXPECT_EQ(TtlOf(*pool_, record2), -1);
+  EXPECT_EQ(TtlOf(*pool_, "{notify}:mail:replays:m3"), -2);
+
+  // m1 is delivered (Attempt's retention: 1 hour), m2 and m3 die again.
+  clock_.Advance(absl::Minutes(1));
+  Attempt({{"m1", MailQueue::Outcome::kSent}, {"m2", MailQueue::Outcome::kDead}, {"m3", MailQueue::Outcome::kDead}},
+          "550 still no");
+  const int64_t sent = TtlOf(*pool_, record1);
+  EXPECT_LE(sent, 3600 + kSevenDays);
+  EXPECT_GT(sent, 3600 + kSevenDays - 60);
+  EXPECT_EQ(TtlOf(*pool_, "{notify}:mail:replays:m1"), -2);
+  EXPECT_EQ(TtlOf(*pool_, record2), -1);  // m2 is still there (dead)
+
+  // m2 and m3 leave after the dead-letter retention: m2's record 7 days more.
+  clock_.Advance(absl::Hours(24 * 90) + absl::Seconds(1));
+  auto removed = mail_->PruneDeadLetters();
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  ASSERT_EQ(*removed, 2);
+  const int64_t pruned = TtlOf(*pool_, record2);
+  EXPECT_LE(pruned, kSevenDays);
+  EXPECT_GT(pruned, kSevenDays - 60);
+  EXPECT_EQ(TtlOf(*pool_, "{notify}:mail:replays:m2"), -2);
+  grpc::Status s = replay("m2", "replay-2", &out);
+  ASSERT_TRUE(s.ok()) << GrpcErrorReason(s) << " " << s.error_message();
+  EXPECT_EQ(out.SerializeAsString(), first2.SerializeAsString());
+  s = replay("m3", "", &out);
+  EXPECT_EQ(GrpcErrorReason(s), "DEAD_LETTER_NOT_FOUND");
 }
 
 }  // namespace

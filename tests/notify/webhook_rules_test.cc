@@ -365,6 +365,31 @@ TEST(WebhookAddresses, TransitionPrefixesLeadingToThePlatformsNetworksAreNoEndpo
   }
 }
 
+// webhooks.proto: "a loopback, private, link-local or reserved address,
+// refused": the IANA special-purpose IPv6 blocks that are not globally
+// reachable were let through (the audit of 2026-12-08): discard-only
+// 100::/64, benchmarking 2001:2::/48 (as 198.18.0.0/15), ORCHID
+// 2001:10::/28 and ORCHIDv2 2001:20::/28, documentation 3fff::/20 (as
+// 2001:db8::/32), SRv6 SIDs 5f00::/16; and the SIIT form ::ffff:0:a.b.c.d,
+// judged by the IPv4 address it carries. First and last address of each
+// block refused, the neighbours outside it not.
+TEST(WebhookAddresses, SpecialPurposeIpv6BlocksAreNoEndpoints) {
+  for (const char* ip : {"100::", "100::1", "100::ffff:ffff:ffff:ffff", "2001:2::", "2001:2::10",
+                         "2001:2:0:ffff:ffff:ffff:ffff:ffff", "2001:10::", "2001:10::1",
+                         "2001:1f:ffff:ffff:ffff:ffff:ffff:ffff", "2001:20::", "2001:20::1",
+                         "2001:2f:ffff:ffff:ffff:ffff:ffff:ffff", "3fff::", "3fff::1",
+                         "3fff:fff:ffff:ffff:ffff:ffff:ffff:ffff", "5f00::", "5f00::1",
+                         "5f00:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "::ffff:0:7f00:1", "::ffff:0:10.0.0.1",
+                         "::ffff:0:169.254.169.254", "::ffff:0:192.0.2.1", "::ffff:0:0.0.0.0"}) {
+    EXPECT_TRUE(Private(ip)) << ip;
+  }
+  for (const char* ip : {"100:0:0:2::1", "101::1", "2001:2:1::1", "2001:3::1", "2001:30::1", "2001:f::1",
+                         "3fff:1000::1", "3ffe:ffff::1", "5f01::1", "5eff::1", "::ffff:0:8.8.8.8",
+                         "::ffff:1:808:808", "0:0:0:1:ffff::808:808"}) {
+    EXPECT_FALSE(Private(ip)) << ip;
+  }
+}
+
 TEST(SecretBox, SealsWithAesGcmBoundToTheKeyName) {
   auto box = SecretBox::FromKey(std::string(32, '\x01'));
   ASSERT_TRUE(box.ok());

@@ -1,7 +1,6 @@
 #include "services/usage/usage_figures.h"
 #include "services/usage/usage_internal.h"
 #include "services/usage/usage_aggregates.h"
-#include "services/usage/audit_chain.h"
 
 #include <algorithm>
 #include <set>
@@ -1266,18 +1265,6 @@ absl::StatusOr<UsageFigures::PreparedFold> UsageFigures::PrepareFold(absl::strin
     }
   }
   if (event_id.empty()) return PreparedFold{};
-  // usage.proto, AuditEntry.resources: an event naming a malformed resource
-  // is folded into no figure, also when no figure uses that name (a
-  // project, the header's actor): the names as the audit trail derives them
-  // (DecodeEvent), from the payload read as this stream's message, as
-  // above. Decoded only for an event that would change a figure.
-  if (bad_name.empty() && !ops.ops.empty()) {
-    const absl::string_view type = source == "inventory" ? iv::InventoryEvent::descriptor()->full_name()
-                                   : source == "booking" ? bk::BookingEvent::descriptor()->full_name()
-                                                         : bl::BillingEvent::descriptor()->full_name();
-    absl::StatusOr<DecodedEvent> decoded = DecodeEvent(type, event.payload);
-    if (decoded.ok() && !decoded->rejected_names.empty()) bad_name = decoded->rejected_names[0];
-  }
   if (!bad_name.empty()) {
     LogWarning("event names a malformed resource; marked as seen, no figure changed",
                {{"source", std::string(source)}, {"event_id", event_id}, {"name", bad_name.substr(0, 120)}});

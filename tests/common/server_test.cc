@@ -398,33 +398,54 @@ grpc::Status GetBookingCall(labshare::booking::v1::BookingService::Stub* stub, c
   return s;
 }
 
-TEST(Server, BlockingMethodsRunOnABoundedPoolAndAFullQueueIsServerBusy) {
-  testing::RedisServer* redis = testing::SharedRedisServer();
-  ASSERT_NE(redis, nullptr);
-  RedisPool pool(redis->options());
-  FakeClock clock;
+// A server with BlockingStub on a pool of `threads` workers and `max_queue`
+// waiting calls, and a client of it.
+MethodPolicy GetBookingUnauthenticated() {
   MethodPolicy policy;
   policy.AllowUnauthenticated("/labshare.booking.v1.BookingService/GetBooking");
-  Authorizer auth(labshare::testing::TestVerifier(), policy, &clock);
-  BlockingExecutor workers(/*threads=*/1, /*max_queue=*/1);
-  BlockingStub service(&auth, &workers);
-  ServerConfig config;
-  config.service_name = "booking";
-  config.redis = &pool;
-  config.authorizer = &auth;
-  auto server = Server::Start(config, {&service});
-  ASSERT_TRUE(server.ok()) << server.status();
-  auto stub = labshare::booking::v1::BookingService::NewStub(
-      grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials()));
+  return policy;
+}
+
+struct BlockingServer {
+  BlockingServer(int threads, size_t max_queue) : workers(threads, max_queue), service(&auth, &workers) {}
+  void Start() {
+    testing::RedisServer* redis = testing::SharedRedisServer();
+    ASSERT_NE(redis, nullptr);
+    pool = std::make_unique<RedisPool>(redis->options());
+    ServerConfig config;
+    config.service_name = "booking";
+    config.redis = pool.get();
+    config.authorizer = &auth;
+    auto started = Server::Start(config, {&service});
+    ASSERT_TRUE(started.ok()) << started.status();
+    server = *std::move(started);
+    stub = labshare::booking::v1::BookingService::NewStub(
+        grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials()));
+  }
+  FakeClock clock;
+  Authorizer auth{labshare::testing::TestVerifier(), GetBookingUnauthenticated(), &clock};
+  BlockingExecutor workers;
+  BlockingStub service;
+  std::unique_ptr<RedisPool> pool;
+  std::unique_ptr<Server> server;
+  std::unique_ptr<labshare::booking::v1::BookingService::Stub> stub;
+};
+
+TEST(Server, BlockingMethodsRunOnABoundedPoolAndAFullQueueIsServerBusy) {
+  BlockingServer srv(/*threads=*/1, /*max_queue=*/1);
+  ASSERT_NO_FATAL_FAILURE(srv.Start());
+  BlockingStub& service = srv.service;
+  BlockingExecutor& workers = srv.workers;
+  labshare::booking::v1::BookingService::Stub* stub = srv.stub.get();
   // The one worker is held; one call waits in the queue; the next is
   // refused at once, before its use case runs.
   grpc::Status held, queued;
-  std::thread a([&] { held = GetBookingCall(stub.get(), "bookings/hold"); });
+  std::thread a([&] { held = GetBookingCall(stub, "bookings/hold"); });
   ASSERT_TRUE(service.holding_.WaitForNotificationWithTimeout(absl::Seconds(30)));
-  std::thread b([&] { queued = GetBookingCall(stub.get(), "bookings/queued"); });
+  std::thread b([&] { queued = GetBookingCall(stub, "bookings/queued"); });
   for (int i = 0; i < 3000 && workers.queued() < 1; ++i) absl::SleepFor(absl::Milliseconds(10));  // readiness
   ASSERT_EQ(workers.queued(), 1u);
-  grpc::Status busy = GetBookingCall(stub.get(), "bookings/refused");
+  grpc::Status busy = GetBookingCall(stub, "bookings/refused");
   EXPECT_EQ(busy.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(GrpcErrorReason(busy), "SERVER_BUSY");
   EXPECT_EQ(GrpcRetryDelay(busy), absl::Milliseconds(200));
@@ -436,71 +457,45 @@ TEST(Server, BlockingMethodsRunOnABoundedPoolAndAFullQueueIsServerBusy) {
   EXPECT_TRUE(queued.ok()) << queued.error_message();
   EXPECT_EQ(service.ran(), (std::vector<std::string>{"bookings/hold", "bookings/queued"}));
   EXPECT_EQ(service.threads(), 1u);
-  (*server)->Shutdown(absl::Seconds(1));
+  srv.server->Shutdown(absl::Seconds(1));
 }
 
 TEST(Server, ABlockingCallWhoseDeadlinePassedInTheQueueIsNotRun) {
-  testing::RedisServer* redis = testing::SharedRedisServer();
-  ASSERT_NE(redis, nullptr);
-  RedisPool pool(redis->options());
-  FakeClock clock;
-  MethodPolicy policy;
-  policy.AllowUnauthenticated("/labshare.booking.v1.BookingService/GetBooking");
-  Authorizer auth(labshare::testing::TestVerifier(), policy, &clock);
-  BlockingExecutor workers(/*threads=*/1, /*max_queue=*/8);
-  BlockingStub service(&auth, &workers);
-  ServerConfig config;
-  config.service_name = "booking";
-  config.redis = &pool;
-  config.authorizer = &auth;
-  auto server = Server::Start(config, {&service});
-  ASSERT_TRUE(server.ok()) << server.status();
-  auto stub = labshare::booking::v1::BookingService::NewStub(
-      grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials()));
+  BlockingServer srv(/*threads=*/1, /*max_queue=*/8);
+  ASSERT_NO_FATAL_FAILURE(srv.Start());
+  BlockingStub& service = srv.service;
+  labshare::booking::v1::BookingService::Stub* stub = srv.stub.get();
   grpc::Status held;
-  std::thread a([&] { held = GetBookingCall(stub.get(), "bookings/hold"); });
+  std::thread a([&] { held = GetBookingCall(stub, "bookings/hold"); });
   ASSERT_TRUE(service.holding_.WaitForNotificationWithTimeout(absl::Seconds(30)));
   // Waits behind the held call until its deadline has passed (the client
   // gives up), then the worker is freed.
-  grpc::Status late = GetBookingCall(stub.get(), "bookings/late", absl::Milliseconds(300));
+  grpc::Status late = GetBookingCall(stub, "bookings/late", absl::Milliseconds(300));
   EXPECT_EQ(late.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   service.release_.Notify();
   a.join();
   EXPECT_TRUE(held.ok()) << held.error_message();
   // A call after it is served: the late one was taken off the queue unrun.
-  EXPECT_TRUE(GetBookingCall(stub.get(), "bookings/after").ok());
+  EXPECT_TRUE(GetBookingCall(stub, "bookings/after").ok());
   EXPECT_EQ(service.ran(), (std::vector<std::string>{"bookings/hold", "bookings/after"}));
-  (*server)->Shutdown(absl::Seconds(1));
+  srv.server->Shutdown(absl::Seconds(1));
 }
 
 TEST(Server, ManyBlockingCallsAtOnceShareTheWorkersAndAllAnswer) {
-  testing::RedisServer* redis = testing::SharedRedisServer();
-  ASSERT_NE(redis, nullptr);
-  RedisPool pool(redis->options());
-  FakeClock clock;
-  MethodPolicy policy;
-  policy.AllowUnauthenticated("/labshare.booking.v1.BookingService/GetBooking");
-  Authorizer auth(labshare::testing::TestVerifier(), policy, &clock);
-  BlockingExecutor workers(/*threads=*/2, /*max_queue=*/4096);
-  BlockingStub service(&auth, &workers);
-  ServerConfig config;
-  config.service_name = "booking";
-  config.redis = &pool;
-  config.authorizer = &auth;
-  auto server = Server::Start(config, {&service});
-  ASSERT_TRUE(server.ok()) << server.status();
-  auto stub = labshare::booking::v1::BookingService::NewStub(
-      grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials()));
+  BlockingServer srv(/*threads=*/2, /*max_queue=*/4096);
+  ASSERT_NO_FATAL_FAILURE(srv.Start());
+  BlockingStub& service = srv.service;
+  labshare::booking::v1::BookingService::Stub* stub = srv.stub.get();
   std::vector<std::thread> clients;
   std::atomic<int> ok{0};
   for (int i = 0; i < 64; ++i) {
-    clients.emplace_back([&, i] { ok += GetBookingCall(stub.get(), "bookings/b" + std::to_string(i)).ok() ? 1 : 0; });
+    clients.emplace_back([&, i] { ok += GetBookingCall(stub, "bookings/b" + std::to_string(i)).ok() ? 1 : 0; });
   }
   for (auto& t : clients) t.join();
   EXPECT_EQ(ok.load(), 64);
   EXPECT_EQ(service.ran().size(), 64u);
   EXPECT_LE(service.threads(), 2u);
-  (*server)->Shutdown(absl::Seconds(1));
+  srv.server->Shutdown(absl::Seconds(1));
 }
 
 TEST(Server, PortZeroOpensExactlyOnePort) {

@@ -889,6 +889,7 @@ absl::StatusOr<AuditChain::Target> AuditChain::PrepareTarget(const std::vector<s
       if (!next.is_nil()) {
         LS_ASSIGN_OR_RETURN(next_first, IntegerOrZero(next));
       } else {
+        if (options_.segment_step_for_testing) LS_RETURN_IF_ERROR(options_.segment_step_for_testing("open", k + 1));
         LS_ASSIGN_OR_RETURN(
             RedisValue opened,
             pool_->Eval(OpenSegmentScript(), {audit_keys::Head(k + 1)},
@@ -898,9 +899,7 @@ absl::StatusOr<AuditChain::Target> AuditChain::PrepareTarget(const std::vector<s
         if (!opened.is_array() || opened.elements.empty()) return StorageError("unexpected storage reply");
         if (opened.elements[0].str == "EXISTS") continue;  // another replica opened it: read it
         if (opened.elements[0].str != "OK") return StorageError("unexpected storage reply");
-        if (options_.after_segment_open_for_testing) {
-          LS_RETURN_IF_ERROR(options_.after_segment_open_for_testing(k + 1));
-        }
+        if (options_.segment_step_for_testing) LS_RETURN_IF_ERROR(options_.segment_step_for_testing("opened", k + 1));
       }
       if (next_first <= first) return Corrupted(absl::StrCat("audit segment ", k + 1, " starts before segment ", k));
       LS_RETURN_IF_ERROR(
@@ -912,6 +911,7 @@ absl::StatusOr<AuditChain::Target> AuditChain::PrepareTarget(const std::vector<s
     const int64_t held = std::max<int64_t>(0, head_seq - first + 1);
     if (held >= capacity) {
       bool stale = false;
+      if (options_.segment_step_for_testing) LS_RETURN_IF_ERROR(options_.segment_step_for_testing("close", k));
       LS_RETURN_IF_ERROR(CloseSegment(k, head_seq, head_hash, &stale));
       continue;  // closed (or moved: read again)
     }

@@ -324,10 +324,11 @@ struct AuditChainOptions {
   // Tests only: called between reading the head and the compare-and-set
   // step, to interleave another appender deterministically.
   std::function<void()> before_commit_for_testing;
-  // Tests only: called after a step opened a new segment (its head written)
-  // and before the directory records it; an error stops the append there
-  // with that status (a crash between the two steps).
-  std::function<absl::Status(int64_t segment)> after_segment_open_for_testing;
+  // Tests only: called at the steps of a segment change: "close" before
+  // closing segment `segment`, "open" before opening it, "opened" after its
+  // head was written and before the directory records it. An error stops
+  // the append there with that status (a crash between two steps).
+  std::function<absl::Status(absl::string_view step, int64_t segment)> segment_step_for_testing;
   // Tests only: called by List, Verify and exports after they read the
   // archived base and before they read entries, to interleave
   // labshare-archive deterministically.

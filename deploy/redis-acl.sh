@@ -155,7 +155,7 @@ selector[billing]="(~{bk:*}:outbox ~{bk:*}:outbox:parked:billing resetchannels -
 parked[billing]="(~{bk:*}:outbox:parked:billing resetchannels -@all $parking)"
 
 # The audit trail's segments k >= 1 live under {au:<k>} (services/usage/audit_chain.h).
-keys[usage]="~{usage}* ~{au:*}"
+keys[usage]="~{usage}* ~{au:*}*"
 cmds[usage]="$base $consumer exists hdel hexists hgetall hincrby hvals mget sadd sunion \
 zrangebyscore zrevrangebyscore $outbox"
 # [helper C, issue 17] The report aggregates (services/usage/usage_aggregates.*):

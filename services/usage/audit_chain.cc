@@ -692,6 +692,7 @@ AuditChain::AuditChain(RedisPool* pool, PageTokenCodec page_tokens, AuditChainOp
   if (options_.export_batch_size < 1) options_.export_batch_size = 1;
   if (options_.max_append_attempts < 1) options_.max_append_attempts = 1;
   if (options_.list_scan_budget < 1) options_.list_scan_budget = 1;
+  if (options_.segment_entries < 1) options_.segment_entries = 1;
   EnsureEventTypesLinked();
 }
 

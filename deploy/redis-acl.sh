@@ -23,7 +23,8 @@
 #   inventory, booking, billing, usage, notify
 #       Each service, connecting with --redis_user=NAME
 #       --redis_password_file=DIR/NAME.password. Its own keys (its hash tags:
-#       {inventory}; {booking}, {bk:P} and {bk:ids}; {billing}; {usage};
+#       {inventory}; {booking}, {bk:P} and {bk:ids}; {billing}; {usage} and
+#       {au:K} (the audit segments);
 #       {notify}) with
 #       exactly the commands it runs, inside Lua scripts included. Another
 #       service's outbox stream it consumes is reachable only through a
@@ -153,7 +154,8 @@ cmds[billing]="$base hexists hgetall hincrby $outbox"
 selector[billing]="(~{bk:*}:outbox ~{bk:*}:outbox:parked:billing resetchannels -@all $consumer)"
 parked[billing]="(~{bk:*}:outbox:parked:billing resetchannels -@all $parking)"
 
-keys[usage]="~{usage}*"
+# The audit trail's segments k >= 1 live under {au:<k>} (services/usage/audit_chain.h).
+keys[usage]="~{usage}* ~{au:*}*"
 cmds[usage]="$base $consumer exists hdel hexists hgetall hincrby hvals mget sadd sunion \
 zrangebyscore zrevrangebyscore $outbox"
 # [helper C, issue 17] The report aggregates (services/usage/usage_aggregates.*):

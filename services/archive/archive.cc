@@ -280,6 +280,8 @@ struct AuditRange {
 absl::StatusOr<AuditRange> FindAuditRange(usage::AuditChain& chain, int64_t cut_ms, int batch) {
   LS_ASSIGN_OR_RETURN(uv1::AuditAnchor base, chain.ArchivedBase());
   LS_ASSIGN_OR_RETURN(uv1::AuditChainHead head, chain.Head());
+  // Where each entry up to that head is stored (audit_chain.h: segments).
+  LS_ASSIGN_OR_RETURN(usage::AuditSegmentView segments, chain.Segments());
   AuditRange r;
   r.start = base.sequence() + 1;
   r.base_hash = base.hash();
@@ -287,7 +289,7 @@ absl::StatusOr<AuditRange> FindAuditRange(usage::AuditChain& chain, int64_t cut_
   while (r.end <= head.sequence()) {
     std::vector<std::vector<std::string>> gets;
     for (int64_t s = r.end; s <= head.sequence() && s < r.end + batch; ++s) {
-      gets.push_back({"GET", usage::audit_keys::Entry(s)});
+      gets.push_back({"GET", usage::audit_keys::Entry(segments.SegmentOf(s), s)});
     }
     LS_ASSIGN_OR_RETURN(auto replies, chain.pool()->Pipeline(gets));
     for (size_t i = 0; i < replies.size(); ++i) {
@@ -2608,12 +2610,14 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
   }
 
   int64_t gone = 0;
-  // Audit entries, their markers and index members; the entry goes last,
-  // so a crash leaves it for the rerun to find.
+  // Audit entries, their markers and index members, each in its segment's
+  // keys (audit_chain.h); the entry goes last, so a crash leaves it for the
+  // rerun to find.
+  LS_ASSIGN_OR_RETURN(usage::AuditSegmentView segments, chain.Segments());
   for (int64_t first = result.audit_start; first < result.audit_end; first += batch) {
     std::vector<std::vector<std::string>> gets;
     for (int64_t s = first; s < result.audit_end && s < first + batch; ++s) {
-      gets.push_back({"GET", usage::audit_keys::Entry(s)});
+      gets.push_back({"GET", usage::audit_keys::Entry(segments.SegmentOf(s), s)});
     }
     LS_ASSIGN_OR_RETURN(auto entries, pool->Pipeline(gets));
     std::vector<std::vector<std::string>> cmds;
@@ -2622,12 +2626,13 @@ absl::StatusOr<ArchiveResult> ArchiveYear(RedisPool* pool, const ArchiveOptions&
       uv1::AuditEntry e;
       if (entries[i].is_nil() || !e.ParseFromString(entries[i].str)) continue;  // removed by an earlier run
       const std::string seq = std::to_string(e.sequence());
-      cmds.push_back({"HDEL", usage::audit_keys::Applied(),
+      const int64_t segment = segments.SegmentOf(e.sequence());
+      cmds.push_back({"HDEL", usage::audit_keys::Applied(segment),
                       usage::audit_keys::AppliedField(e.source_service(), e.event_id())});
-      std::vector<std::string> idx = {usage::audit_keys::Index("event", e.event_id())};
-      if (!e.actor().empty()) idx.push_back(usage::audit_keys::Index("actor", e.actor()));
-      if (!e.request_id().empty()) idx.push_back(usage::audit_keys::Index("request", e.request_id()));
-      for (const auto& r : e.resources()) idx.push_back(usage::audit_keys::Index("resource", r));
+      std::vector<std::string> idx = {usage::audit_keys::Index(segment, "event", e.event_id())};
+      if (!e.actor().empty()) idx.push_back(usage::audit_keys::Index(segment, "actor", e.actor()));
+      if (!e.request_id().empty()) idx.push_back(usage::audit_keys::Index(segment, "request", e.request_id()));
+      for (const auto& r : e.resources()) idx.push_back(usage::audit_keys::Index(segment, "resource", r));
       for (const auto& k : idx) {
         cmds.push_back({"ZREM", k, seq});
         index_keys.push_back(k);

@@ -56,7 +56,27 @@ std::string AppliedField(absl::string_view source_service, absl::string_view eve
 std::string Index(absl::string_view kind, absl::string_view value) {
   return absl::StrCat("{usage}:audit:idx:", kind, ":", value);
 }
+namespace {
+std::string Prefix(int64_t segment) {
+  return segment == 0 ? std::string("{usage}:audit:") : absl::StrCat("{au:", segment, "}:audit:");
+}
+}  // namespace
+std::string Head(int64_t segment) { return absl::StrCat(Prefix(segment), "head"); }
+std::string Entry(int64_t segment, int64_t sequence) { return absl::StrCat(Prefix(segment), "entry:", sequence); }
+std::string Applied(int64_t segment) { return absl::StrCat(Prefix(segment), "applied"); }
+std::string Index(int64_t segment, absl::string_view kind, absl::string_view value) {
+  return absl::StrCat(Prefix(segment), "idx:", kind, ":", value);
+}
+std::string Segments() { return "{usage}:audit:segments"; }
 }  // namespace audit_keys
+
+int64_t AuditSegmentView::SegmentOf(int64_t sequence) const {
+  // The last segment starting at or before `sequence`.
+  auto it = std::upper_bound(segments.begin(), segments.end(), sequence,
+                             [](int64_t s, const Segment& seg) { return s < seg.first; });
+  if (it == segments.begin()) return 0;
+  return std::prev(it)->number;
+}
 
 namespace {
 
@@ -266,6 +286,9 @@ std::string EntryLine(const v1::AuditEntry& e) {
 
 // ------------------------------------------------------------ Lua
 
+// Both append steps run in one segment's slot (audit_chain.h's layout): every
+// key is that segment's; a closed segment's head answers STALE, as a moved
+// head does (the appender then goes on in the next segment).
 // KEYS: 1 head, 2 applied markers, 3 the new entry, 4.. index sets.
 // ARGV: 1 marker field, 2 expected head sequence, 3 expected head hash ('' for
 //       an empty chain), 4 new sequence, 5 entry bytes, 6 new hash,
@@ -275,8 +298,8 @@ const RedisScript& AppendScript() {
   static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + R"lua(
 local done = redis.call('HGET', KEYS[2], ARGV[1])
 if done then return {'APPLIED', done} end
-local head = redis.call('HMGET', KEYS[1], 'seq', 'hash')
-if (head[1] or '0') ~= ARGV[2] or (head[2] or '') ~= ARGV[3] then return {'STALE'} end
+local head = redis.call('HMGET', KEYS[1], 'seq', 'hash', 'closed')
+if (head[1] or '0') ~= ARGV[2] or (head[2] or '') ~= ARGV[3] or head[3] then return {'STALE'} end
 if redis.call('EXISTS', KEYS[3]) == 1 then return {'CORRUPT'} end
 -- Nothing below may fail (Redis does not roll back): the indexes are sorted sets.
 for i = 4, #KEYS do
@@ -304,8 +327,8 @@ return {'OK'}
 // STALE when the head moved or an entry's marker appeared meanwhile.
 const RedisScript& AppendBatchScript() {
   static const RedisScript* s = new RedisScript(std::string(kLuaGuards) + R"lua(
-local head = redis.call('HMGET', KEYS[1], 'seq', 'hash')
-if (head[1] or '0') ~= ARGV[1] or (head[2] or '') ~= ARGV[2] then return {'STALE'} end
+local head = redis.call('HMGET', KEYS[1], 'seq', 'hash', 'closed')
+if (head[1] or '0') ~= ARGV[1] or (head[2] or '') ~= ARGV[2] or head[3] then return {'STALE'} end
 local n = tonumber(ARGV[3])
 -- The markers and entry keys of the whole batch checked at once (one HMGET,
 -- one EXISTS); only when one is found, entry by entry for the reply.
@@ -378,6 +401,35 @@ if ARGV[6] ~= '' then
 else
   redis.call('HDEL', KEYS[1], 'sig', 'kid')
 end
+return {'OK'}
+)lua");
+  return *s;
+}
+
+// Closes a segment at its head: KEYS 1 the segment's head, 2 (segment 0
+// only) the entry key after the head, which gets "closed" so that a replica
+// of a version without segments cannot append there. ARGV: 1 expected head
+// sequence, 2 expected head hash. OK also when it is closed already.
+const RedisScript& CloseSegmentScript() {
+  static const RedisScript* s = new RedisScript(R"lua(
+local head = redis.call('HMGET', KEYS[1], 'seq', 'hash', 'closed')
+if head[3] then return {'OK'} end
+if (head[1] or '0') ~= ARGV[1] or (head[2] or '') ~= ARGV[2] then return {'STALE'} end
+if KEYS[2] then redis.call('SET', KEYS[2], 'closed', 'NX') end
+redis.call('HSET', KEYS[1], 'closed', '1')
+return {'OK'}
+)lua");
+  return *s;
+}
+
+// Opens a segment: KEYS 1 its head, created only if absent. ARGV: 1 its
+// first sequence, 2..5 the previous segment's final seq, hash, at_s, at_n,
+// 6 signature ('' unsigned), 7 key id. EXISTS when another step opened it.
+const RedisScript& OpenSegmentScript() {
+  static const RedisScript* s = new RedisScript(R"lua(
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'EXISTS'} end
+redis.call('HSET', KEYS[1], 'first', ARGV[1], 'seq', ARGV[2], 'hash', ARGV[3], 'at_s', ARGV[4], 'at_n', ARGV[5])
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'sig', ARGV[6], 'kid', ARGV[7]) end
 return {'OK'}
 )lua");
   return *s;
@@ -640,7 +692,247 @@ AuditChain::AuditChain(RedisPool* pool, PageTokenCodec page_tokens, AuditChainOp
   if (options_.export_batch_size < 1) options_.export_batch_size = 1;
   if (options_.max_append_attempts < 1) options_.max_append_attempts = 1;
   if (options_.list_scan_budget < 1) options_.list_scan_budget = 1;
+  if (options_.segment_entries < 1) options_.segment_entries = 1;
   EnsureEventTypesLinked();
+}
+
+// ------------------------------------------------------------ segments
+
+AuditSegmentView AuditChain::ViewOf(const std::vector<KnownSegment>& known) {
+  AuditSegmentView view;
+  view.segments.reserve(known.size());
+  for (const KnownSegment& k : known) view.segments.push_back({k.number, k.first});
+  return view;
+}
+
+absl::StatusOr<std::vector<AuditChain::KnownSegment>> AuditChain::KnownSegments() const {
+  {
+    absl::MutexLock lock(&segments_mu_);
+    if (!segments_.empty()) return segments_;
+  }
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"ZRANGE", audit_keys::Segments(), "0", "-1", "WITHSCORES"}));
+  if (!v.is_array() || v.elements.size() % 2 != 0) return StorageError("unexpected storage reply");
+  std::vector<KnownSegment> known = {KnownSegment{}};
+  for (size_t i = 0; i < v.elements.size(); i += 2) {
+    int64_t number = 0;
+    double first = 0;
+    if (!absl::SimpleAtoi(v.elements[i].str, &number) || !absl::SimpleAtod(v.elements[i + 1].str, &first)) {
+      return Corrupted("the audit segment directory is unreadable");
+    }
+    known.push_back({number, static_cast<int64_t>(first), std::nullopt});
+  }
+  // Segments are opened one after the other: 1, 2, 3... each starting after
+  // the one before.
+  for (size_t i = 1; i < known.size(); ++i) {
+    if (known[i].number != static_cast<int64_t>(i) || known[i].first <= known[i - 1].first) {
+      return Corrupted("the audit segment directory is not a sequence of segments");
+    }
+  }
+  absl::MutexLock lock(&segments_mu_);
+  if (segments_.empty()) segments_ = std::move(known);
+  return segments_;
+}
+
+void AuditChain::LearnSegment(int64_t number, int64_t first) const {
+  absl::MutexLock lock(&segments_mu_);
+  if (!segments_.empty() && segments_.back().number + 1 == number && segments_.back().first < first) {
+    segments_.push_back({number, first, std::nullopt});
+  }
+}
+
+void AuditChain::ForgetSegments() const {
+  absl::MutexLock lock(&segments_mu_);
+  segments_.clear();
+}
+
+absl::StatusOr<AuditChain::HeadRead> AuditChain::ReadHead() const {
+  // A known segment whose head is gone: the storage was reset under this
+  // object (tests flush it): start again from the directory.
+  for (int round = 0; round < 3; ++round) {
+    LS_ASSIGN_OR_RETURN(std::vector<KnownSegment> known, KnownSegments());
+    while (true) {
+      const int64_t k = known.back().number;
+      // The head, then whether a next segment exists: if not, the head read
+      // was the chain's when it was read (a segment is opened only after the
+      // one before is closed, its head final).
+      LS_ASSIGN_OR_RETURN(std::vector<RedisValue> r,
+                          pool_->Pipeline({{"HMGET", audit_keys::Head(k), "seq", "hash", "at_s", "at_n", "sig", "kid"},
+                                           {"HMGET", audit_keys::Head(k + 1), "first"}}));
+      if (r.size() != 2 || !r[0].is_array() || r[0].elements.size() != 6 || !r[1].is_array() ||
+          r[1].elements.size() != 1) {
+        return StorageError("unexpected storage reply");
+      }
+      if (!r[1].elements[0].is_nil()) {
+        LS_ASSIGN_OR_RETURN(int64_t first, IntegerOrZero(r[1].elements[0]));
+        if (first <= known.back().first) {
+          return Corrupted(absl::StrCat("audit segment ", k + 1, " starts before segment ", k));
+        }
+        known.push_back({k + 1, first, std::nullopt});
+        LearnSegment(k + 1, first);
+        continue;
+      }
+      if (k > 0 && r[0].elements[0].is_nil()) {
+        ForgetSegments();
+        break;
+      }
+      const std::vector<RedisValue>& h = r[0].elements;
+      HeadRead out;
+      LS_ASSIGN_OR_RETURN(int64_t seq, IntegerOrZero(h[0]));
+      LS_ASSIGN_OR_RETURN(int64_t at_s, IntegerOrZero(h[2]));
+      LS_ASSIGN_OR_RETURN(int64_t at_n, IntegerOrZero(h[3]));
+      out.head.set_sequence(seq);
+      if (seq > 0) {
+        out.head.set_hash(h[1].str);
+        out.head.mutable_append_time()->set_seconds(at_s);
+        out.head.mutable_append_time()->set_nanos(static_cast<int32_t>(at_n));
+        if (h[4].type == RedisValue::Type::kString) out.head.set_signature(h[4].str);
+        if (h[5].type == RedisValue::Type::kString) out.head.set_key_id(h[5].str);
+      }
+      out.view = ViewOf(known);
+      return out;
+    }
+  }
+  return Corrupted("the head of the audit trail's newest segment is missing");
+}
+
+absl::StatusOr<AuditSegmentView> AuditChain::Segments() const {
+  LS_ASSIGN_OR_RETURN(HeadRead r, ReadHead());
+  return std::move(r.view);
+}
+
+absl::Status AuditChain::CloseSegment(int64_t segment, int64_t seq, const std::string& hash, bool* stale) {
+  std::vector<std::string> keys = {audit_keys::Head(segment)};
+  if (segment == 0) keys.push_back(audit_keys::Entry(0, seq + 1));
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Eval(CloseSegmentScript(), keys, {std::to_string(seq), hash}));
+  if (!v.is_array() || v.elements.empty()) return StorageError("unexpected storage reply");
+  *stale = v.elements[0].str == "STALE";
+  if (!*stale && v.elements[0].str != "OK") return StorageError("unexpected storage reply");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<AuditChain::Target> AuditChain::PrepareTarget(const std::vector<std::string>& markers,
+                                                             std::optional<absl::Time> earliest_event) {
+  const int64_t capacity = options_.segment_entries;
+  // Each pass either answers or moves on by one step (a segment closed,
+  // found or opened, or a lost compare-and-set); a pass that finds nothing
+  // to do twice in a row is another replica's progress.
+  for (int pass = 0; pass < options_.max_append_attempts + 8; ++pass) {
+    LS_ASSIGN_OR_RETURN(std::vector<KnownSegment> known, KnownSegments());
+    // The final append_time of the closed segments (immutable), once.
+    std::vector<size_t> unknown;
+    for (size_t j = 0; j + 1 < known.size(); ++j) {
+      if (!known[j].last_append) unknown.push_back(j);
+    }
+    if (!unknown.empty() && !markers.empty()) {
+      std::vector<std::vector<std::string>> reads;
+      for (size_t j : unknown) reads.push_back({"HMGET", audit_keys::Head(known[j].number), "at_s", "at_n"});
+      LS_ASSIGN_OR_RETURN(std::vector<RedisValue> times, pool_->Pipeline(reads));
+      if (times.size() != unknown.size()) return StorageError("unexpected storage reply");
+      absl::MutexLock lock(&segments_mu_);
+      for (size_t u = 0; u < unknown.size(); ++u) {
+        const RedisValue& t = times[u];
+        if (!t.is_array() || t.elements.size() != 2) return StorageError("unexpected storage reply");
+        LS_ASSIGN_OR_RETURN(int64_t at_s, IntegerOrZero(t.elements[0]));
+        LS_ASSIGN_OR_RETURN(int64_t at_n, IntegerOrZero(t.elements[1]));
+        const absl::Time at = absl::FromUnixSeconds(at_s) + absl::Nanoseconds(at_n);
+        known[unknown[u]].last_append = at;
+        if (unknown[u] < segments_.size() && segments_[unknown[u]].number == known[unknown[u]].number) {
+          segments_[unknown[u]].last_append = at;
+        }
+      }
+    }
+    const int64_t k = known.back().number;
+    const int64_t first = known.back().first;
+    // The earlier segments that could hold one of the markers: the previous
+    // one always, older ones whose last entry is recent enough.
+    std::vector<int64_t> earlier;
+    if (!markers.empty()) {
+      for (size_t j = 0; j + 1 < known.size(); ++j) {
+        const bool previous = j + 2 == known.size();
+        if (previous || !earliest_event || !known[j].last_append ||
+            *known[j].last_append >= *earliest_event - options_.marker_skew) {
+          earlier.push_back(known[j].number);
+        }
+      }
+    }
+    std::vector<std::vector<std::string>> reads = {
+        {"HMGET", audit_keys::Head(k), "seq", "hash", "closed", "at_s", "at_n", "sig", "kid"}};
+    auto marker_read = [&markers](int64_t segment) {
+      std::vector<std::string> cmd = {"HMGET", audit_keys::Applied(segment)};
+      cmd.insert(cmd.end(), markers.begin(), markers.end());
+      return cmd;
+    };
+    if (!markers.empty()) reads.push_back(marker_read(k));
+    for (int64_t j : earlier) reads.push_back(marker_read(j));
+    LS_ASSIGN_OR_RETURN(std::vector<RedisValue> r, pool_->Pipeline(reads));
+    if (r.size() != reads.size() || !r[0].is_array() || r[0].elements.size() != 7) {
+      return StorageError("unexpected storage reply");
+    }
+    for (size_t i = 1; i < r.size(); ++i) {
+      if (!r[i].is_array() || r[i].elements.size() != markers.size()) return StorageError("unexpected storage reply");
+    }
+    const std::vector<RedisValue>& h = r[0].elements;
+    if (k > 0 && h[0].is_nil()) {  // reset under this object
+      ForgetSegments();
+      continue;
+    }
+    LS_ASSIGN_OR_RETURN(int64_t head_seq, IntegerOrZero(h[0]));
+    const std::string head_hash = h[1].is_nil() ? "" : h[1].str;
+    if (head_seq > 0 && head_hash.size() != kHashBytes) return Corrupted("the audit head has no valid hash");
+    if (head_seq < 0 || head_seq == std::numeric_limits<int64_t>::max()) {
+      return Corrupted(absl::StrCat("the audit head sequence ", head_seq, " cannot be followed"));
+    }
+    if (!h[2].is_nil()) {
+      // Closed: the next segment, found (and recorded in the directory if a
+      // crash left it out) or opened from this one's final head.
+      LS_ASSIGN_OR_RETURN(RedisValue next, pool_->Command({"HGET", audit_keys::Head(k + 1), "first"}));
+      int64_t next_first = head_seq + 1;
+      if (!next.is_nil()) {
+        LS_ASSIGN_OR_RETURN(next_first, IntegerOrZero(next));
+      } else {
+        if (options_.segment_step_for_testing) LS_RETURN_IF_ERROR(options_.segment_step_for_testing("open", k + 1));
+        LS_ASSIGN_OR_RETURN(
+            RedisValue opened,
+            pool_->Eval(OpenSegmentScript(), {audit_keys::Head(k + 1)},
+                        {std::to_string(next_first), std::to_string(head_seq), head_hash,
+                         h[3].is_nil() ? "0" : h[3].str, h[4].is_nil() ? "0" : h[4].str,
+                         h[5].is_nil() ? "" : h[5].str, h[6].is_nil() ? "" : h[6].str}));
+        if (!opened.is_array() || opened.elements.empty()) return StorageError("unexpected storage reply");
+        if (opened.elements[0].str == "EXISTS") continue;  // another replica opened it: read it
+        if (opened.elements[0].str != "OK") return StorageError("unexpected storage reply");
+        if (options_.segment_step_for_testing) LS_RETURN_IF_ERROR(options_.segment_step_for_testing("opened", k + 1));
+      }
+      if (next_first <= first) return Corrupted(absl::StrCat("audit segment ", k + 1, " starts before segment ", k));
+      LS_RETURN_IF_ERROR(
+          pool_->Command({"ZADD", audit_keys::Segments(), "NX", std::to_string(next_first), std::to_string(k + 1)})
+              .status());
+      LearnSegment(k + 1, next_first);
+      continue;
+    }
+    const int64_t held = std::max<int64_t>(0, head_seq - first + 1);
+    if (held >= capacity) {
+      bool stale = false;
+      if (options_.segment_step_for_testing) LS_RETURN_IF_ERROR(options_.segment_step_for_testing("close", k));
+      LS_RETURN_IF_ERROR(CloseSegment(k, head_seq, head_hash, &stale));
+      continue;  // closed (or moved: read again)
+    }
+    Target t;
+    t.segment = k;
+    t.head_seq = head_seq;
+    t.head_hash = head_hash;
+    t.room = capacity - held;
+    t.found.resize(markers.size());
+    for (size_t i = 1; i < r.size(); ++i) {
+      for (size_t m = 0; m < markers.size(); ++m) {
+        if (t.found[m] || r[i].elements[m].is_nil()) continue;
+        LS_ASSIGN_OR_RETURN(int64_t seq, IntegerOrZero(r[i].elements[m]));
+        t.found[m] = seq;
+      }
+    }
+    return t;
+  }
+  return MakeError(absl::StatusCode::kAborted, "AUDIT_CONTENTION",
+                   "other replicas kept appending to the audit trail; retry the event later");
 }
 
 absl::StatusOr<AppendResult> AuditChain::Append(absl::string_view source_service,
@@ -675,14 +967,14 @@ absl::StatusOr<AppendResult> AuditChain::AppendOnce(absl::string_view source_ser
                                                     const DecodedEvent& decoded, bool* stale) {
   *stale = false;
   const std::string marker = audit_keys::AppliedField(source_service, decoded.event_id);
-  LS_ASSIGN_OR_RETURN(std::vector<RedisValue> read,
-                      pool_->Pipeline({{"HMGET", audit_keys::Head(), "seq", "hash"},
-                                       {"HGET", audit_keys::Applied(), marker}}));
-  if (read.size() != 2 || !read[0].is_array() || read[0].elements.size() != 2) {
-    return StorageError("unexpected storage reply");
+  std::optional<absl::Time> event_time;
+  if (decoded.event_time.seconds() != 0 || decoded.event_time.nanos() != 0) {
+    event_time = FromProto(decoded.event_time);
   }
-  auto stored = [&](const RedisValue& seq_value) -> absl::StatusOr<AppendResult> {
-    LS_ASSIGN_OR_RETURN(int64_t seq, IntegerOrZero(seq_value));
+  // The head of the segment to append to, and the marker there or in an
+  // earlier segment that could hold it.
+  LS_ASSIGN_OR_RETURN(Target target, PrepareTarget({marker}, event_time));
+  auto stored = [&](int64_t seq) -> absl::StatusOr<AppendResult> {
     LS_ASSIGN_OR_RETURN(std::optional<v1::AuditEntry> entry, Get(seq));
     if (!entry) return Corrupted(absl::StrCat("audit entry ", seq, " is missing"));
     AppendResult out;
@@ -690,14 +982,11 @@ absl::StatusOr<AppendResult> AuditChain::AppendOnce(absl::string_view source_ser
     out.entry = *std::move(entry);
     return out;
   };
-  if (!read[1].is_nil()) return stored(read[1]);
+  if (target.found[0]) return stored(*target.found[0]);
 
-  LS_ASSIGN_OR_RETURN(int64_t head_seq, IntegerOrZero(read[0].elements[0]));
-  const std::string head_hash = read[0].elements[1].is_nil() ? "" : read[0].elements[1].str;
-  if (head_seq > 0 && head_hash.size() != kHashBytes) return Corrupted("the audit head has no valid hash");
-  if (head_seq < 0 || head_seq == std::numeric_limits<int64_t>::max()) {
-    return Corrupted(absl::StrCat("the audit head sequence ", head_seq, " cannot be followed"));
-  }
+  const int64_t head_seq = target.head_seq;
+  const std::string& head_hash = target.head_hash;
+  const int64_t segment = target.segment;
 
   v1::AuditEntry e;
   const int64_t seq = head_seq + 1;
@@ -724,11 +1013,11 @@ absl::StatusOr<AppendResult> AuditChain::AppendOnce(absl::string_view source_ser
     LS_ASSIGN_OR_RETURN(signature, options_.signing_key->SignHead(seq, e.hash()));
   }
 
-  std::vector<std::string> keys = {audit_keys::Head(), audit_keys::Applied(), audit_keys::Entry(seq),
-                                   audit_keys::Index("event", e.event_id())};
-  if (!e.actor().empty()) keys.push_back(audit_keys::Index("actor", e.actor()));
-  if (!e.request_id().empty()) keys.push_back(audit_keys::Index("request", e.request_id()));
-  for (const auto& r : e.resources()) keys.push_back(audit_keys::Index("resource", r));
+  std::vector<std::string> keys = {audit_keys::Head(segment), audit_keys::Applied(segment),
+                                   audit_keys::Entry(segment, seq), audit_keys::Index(segment, "event", e.event_id())};
+  if (!e.actor().empty()) keys.push_back(audit_keys::Index(segment, "actor", e.actor()));
+  if (!e.request_id().empty()) keys.push_back(audit_keys::Index(segment, "request", e.request_id()));
+  for (const auto& r : e.resources()) keys.push_back(audit_keys::Index(segment, "resource", r));
   std::vector<std::string> args = {marker,
                                    std::to_string(head_seq),
                                    head_hash,
@@ -749,7 +1038,10 @@ absl::StatusOr<AppendResult> AuditChain::AppendOnce(absl::string_view source_ser
     out.entry = std::move(e);
     return out;
   }
-  if (tag == "APPLIED" && v.elements.size() == 2) return stored(v.elements[1]);
+  if (tag == "APPLIED" && v.elements.size() == 2) {
+    LS_ASSIGN_OR_RETURN(int64_t applied_at, IntegerOrZero(v.elements[1]));
+    return stored(applied_at);
+  }
   if (tag == "STALE") {
     *stale = true;
     return AppendResult{};
@@ -787,21 +1079,32 @@ std::vector<absl::StatusOr<AppendResult>> AuditChain::AppendBatch(absl::string_v
     decoded[i] = *std::move(d);
   }
   absl::MutexLock lock(&append_mu_);
-  for (int attempt = 0; attempt < options_.max_append_attempts; ++attempt) {
+  // Each step commits what fits in the current segment (a batch reaching the
+  // end of one goes on in the next); a lost compare-and-set is a failed
+  // attempt, retried.
+  std::vector<bool> done(events.size(), false);
+  auto pending = [&] {
+    for (size_t i = 0; i < events.size(); ++i) {
+      if (decoded[i] && !done[i]) return true;
+    }
+    return false;
+  };
+  for (int attempt = 0; attempt < options_.max_append_attempts;) {
     bool stale = false;
-    absl::Status s = AppendBatchOnce(source_service, events, decoded, &out, &stale);
+    absl::Status s = AppendBatchOnce(source_service, events, decoded, &out, &done, &stale);
     if (!s.ok()) {
       for (size_t i = 0; i < events.size(); ++i) {
-        if (decoded[i]) out[i] = s;
+        if (decoded[i] && !done[i]) out[i] = s;
       }
       return out;
     }
-    if (!stale) return out;
+    if (!pending()) return out;
+    if (stale) ++attempt;
   }
   LogWarning("audit append gave up after repeated concurrent appends",
              {{"source_service", std::string(source_service)}, {"events", std::to_string(events.size())}});
   for (size_t i = 0; i < events.size(); ++i) {
-    if (decoded[i]) {
+    if (decoded[i] && !done[i]) {
       out[i] = MakeError(absl::StatusCode::kAborted, "AUDIT_CONTENTION",
                          "other replicas kept appending to the audit trail; retry the event later");
     }
@@ -811,27 +1114,33 @@ std::vector<absl::StatusOr<AppendResult>> AuditChain::AppendBatch(absl::string_v
 
 absl::Status AuditChain::AppendBatchOnce(absl::string_view source_service, const std::vector<StreamEvent>& events,
                                          const std::vector<std::optional<DecodedEvent>>& decoded,
-                                         std::vector<absl::StatusOr<AppendResult>>* out, bool* stale) {
+                                         std::vector<absl::StatusOr<AppendResult>>* out, std::vector<bool>* done,
+                                         bool* stale) {
   *stale = false;
   std::vector<size_t> todo;
   std::vector<std::string> markers(events.size());
-  std::vector<std::string> hmget = {"HMGET", audit_keys::Applied()};
+  std::vector<std::string> fields;
+  // The earliest event_time of the batch (none when an event has none):
+  // which earlier segments' markers are read.
+  std::optional<absl::Time> earliest;
+  bool untimed = false;
   for (size_t i = 0; i < events.size(); ++i) {
-    if (!decoded[i]) continue;
+    if (!decoded[i] || (*done)[i]) continue;
     markers[i] = audit_keys::AppliedField(source_service, decoded[i]->event_id);
-    hmget.push_back(markers[i]);
+    fields.push_back(markers[i]);
     todo.push_back(i);
+    const google::protobuf::Timestamp& t = decoded[i]->event_time;
+    if (t.seconds() == 0 && t.nanos() == 0) {
+      untimed = true;
+    } else if (!earliest || FromProto(t) < *earliest) {
+      earliest = FromProto(t);
+    }
   }
   if (todo.empty()) return absl::OkStatus();
-  LS_ASSIGN_OR_RETURN(std::vector<RedisValue> read,
-                      pool_->Pipeline({{"HMGET", audit_keys::Head(), "seq", "hash"}, hmget}));
-  if (read.size() != 2 || !read[0].is_array() || read[0].elements.size() != 2 || !read[1].is_array() ||
-      read[1].elements.size() != todo.size()) {
-    return StorageError("unexpected storage reply");
-  }
-  LS_ASSIGN_OR_RETURN(int64_t head_seq, IntegerOrZero(read[0].elements[0]));
-  std::string head_hash = read[0].elements[1].is_nil() ? "" : read[0].elements[1].str;
-  if (head_seq > 0 && head_hash.size() != kHashBytes) return Corrupted("the audit head has no valid hash");
+  LS_ASSIGN_OR_RETURN(Target target, PrepareTarget(fields, untimed ? std::nullopt : earliest));
+  const int64_t segment = target.segment;
+  int64_t head_seq = target.head_seq;
+  std::string head_hash = target.head_hash;
   const int64_t expected_seq = head_seq;
   const std::string expected_hash = head_hash;
   // Appended before: the stored entries, read together.
@@ -844,15 +1153,16 @@ absl::Status AuditChain::AppendBatchOnce(absl::string_view source_service, const
   std::vector<std::pair<size_t, size_t>> repeats;   // (event, index in entries)
   for (size_t t = 0; t < todo.size(); ++t) {
     const size_t i = todo[t];
-    if (!read[1].elements[t].is_nil()) {
-      LS_ASSIGN_OR_RETURN(int64_t seq, IntegerOrZero(read[1].elements[t]));
-      before.emplace_back(i, seq);
+    if (target.found[t]) {
+      before.emplace_back(i, *target.found[t]);
       continue;
     }
     if (auto it = fresh.find(markers[i]); it != fresh.end()) {
       repeats.emplace_back(i, it->second);
       continue;
     }
+    // The segment is full: the rest goes to the next one (a next step).
+    if (static_cast<int64_t>(entries.size()) >= target.room) continue;
     if (head_seq < 0 || head_seq == std::numeric_limits<int64_t>::max()) {
       return Corrupted(absl::StrCat("the audit head sequence ", head_seq, " cannot be followed"));
     }
@@ -888,7 +1198,7 @@ absl::Status AuditChain::AppendBatchOnce(absl::string_view source_service, const
     if (options_.signing_key != nullptr) {
       LS_ASSIGN_OR_RETURN(signature, options_.signing_key->SignHead(last.sequence(), last.hash()));
     }
-    std::vector<std::string> keys = {audit_keys::Head(), audit_keys::Applied()};
+    std::vector<std::string> keys = {audit_keys::Head(segment), audit_keys::Applied(segment)};
     std::vector<std::string> args = {std::to_string(expected_seq),
                                      expected_hash,
                                      std::to_string(entries.size()),
@@ -898,12 +1208,12 @@ absl::Status AuditChain::AppendBatchOnce(absl::string_view source_service, const
                                      options_.signing_key != nullptr ? options_.signing_key->key_id() : ""};
     for (size_t j = 0; j < entries.size(); ++j) {
       const v1::AuditEntry& e = entries[j];
-      keys.push_back(audit_keys::Entry(e.sequence()));
+      keys.push_back(audit_keys::Entry(segment, e.sequence()));
       const size_t first_index = keys.size();
-      keys.push_back(audit_keys::Index("event", e.event_id()));
-      if (!e.actor().empty()) keys.push_back(audit_keys::Index("actor", e.actor()));
-      if (!e.request_id().empty()) keys.push_back(audit_keys::Index("request", e.request_id()));
-      for (const auto& r : e.resources()) keys.push_back(audit_keys::Index("resource", r));
+      keys.push_back(audit_keys::Index(segment, "event", e.event_id()));
+      if (!e.actor().empty()) keys.push_back(audit_keys::Index(segment, "actor", e.actor()));
+      if (!e.request_id().empty()) keys.push_back(audit_keys::Index(segment, "request", e.request_id()));
+      for (const auto& r : e.resources()) keys.push_back(audit_keys::Index(segment, "resource", r));
       args.push_back(markers[entry_event[j]]);
       args.push_back(std::to_string(e.sequence()));
       args.push_back(e.SerializeAsString());
@@ -931,20 +1241,26 @@ absl::Status AuditChain::AppendBatchOnce(absl::string_view source_service, const
     r.appended = true;
     r.entry = entries[j];
     (*out)[entry_event[j]] = std::move(r);
+    (*done)[entry_event[j]] = true;
   }
   for (const auto& [i, j] : repeats) {
     AppendResult r;
     r.appended = false;
     r.entry = entries[j];
     (*out)[i] = std::move(r);
+    (*done)[i] = true;
   }
   // The stored entries of events appended before: a failure to read them
   // answers only those events with it.
   if (!before.empty()) {
     std::vector<int64_t> seqs;
     for (const auto& [i, seq] : before) seqs.push_back(seq);
-    auto stored = GetMany(seqs);
+    absl::StatusOr<std::vector<std::optional<v1::AuditEntry>>> stored = [&]() -> absl::StatusOr<std::vector<std::optional<v1::AuditEntry>>> {
+      LS_ASSIGN_OR_RETURN(HeadRead h, ReadHead());
+      return GetMany(h.view, seqs);
+    }();
     for (size_t j = 0; j < before.size(); ++j) {
+      (*done)[before[j].first] = true;
       if (!stored.ok()) {
         (*out)[before[j].first] = stored.status();
       } else if (!(*stored)[j]) {
@@ -974,45 +1290,105 @@ absl::StatusOr<v1::AuditAnchor> AuditChain::ArchivedBase() const {
 }
 
 absl::StatusOr<v1::AuditChainHead> AuditChain::Head() const {
-  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command({"HMGET", audit_keys::Head(), "seq", "hash", "at_s", "at_n",
-                                                    "sig", "kid"}));
-  if (!v.is_array() || v.elements.size() != 6) return StorageError("unexpected storage reply");
-  v1::AuditChainHead head;
-  LS_ASSIGN_OR_RETURN(int64_t seq, IntegerOrZero(v.elements[0]));
-  LS_ASSIGN_OR_RETURN(int64_t at_s, IntegerOrZero(v.elements[2]));
-  LS_ASSIGN_OR_RETURN(int64_t at_n, IntegerOrZero(v.elements[3]));
-  head.set_sequence(seq);
-  if (seq > 0) {
-    head.set_hash(v.elements[1].str);
-    head.mutable_append_time()->set_seconds(at_s);
-    head.mutable_append_time()->set_nanos(static_cast<int32_t>(at_n));
-    if (v.elements[4].type == RedisValue::Type::kString) head.set_signature(v.elements[4].str);
-    if (v.elements[5].type == RedisValue::Type::kString) head.set_key_id(v.elements[5].str);
-  }
-  return head;
+  LS_ASSIGN_OR_RETURN(HeadRead r, ReadHead());
+  return std::move(r.head);
 }
 
 absl::StatusOr<std::optional<v1::AuditEntry>> AuditChain::Get(int64_t sequence) const {
-  LS_ASSIGN_OR_RETURN(auto entries, GetMany({sequence}));
+  LS_ASSIGN_OR_RETURN(HeadRead head, ReadHead());
+  LS_ASSIGN_OR_RETURN(auto entries, GetMany(head.view, {sequence}));
   return std::move(entries[0]);
 }
 
 absl::StatusOr<std::vector<std::optional<v1::AuditEntry>>> AuditChain::GetMany(
-    const std::vector<int64_t>& sequences) const {
+    const AuditSegmentView& view, const std::vector<int64_t>& sequences) const {
   std::vector<std::optional<v1::AuditEntry>> out(sequences.size());
   if (sequences.empty()) return out;
-  std::vector<std::string> cmd = {"MGET"};
-  cmd.reserve(sequences.size() + 1);
-  for (int64_t s : sequences) cmd.push_back(audit_keys::Entry(s));
-  LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command(cmd));
-  if (!v.is_array() || v.elements.size() != sequences.size()) return StorageError("unexpected storage reply");
+  // One MGET per segment (one slot each), in one round trip.
+  std::vector<std::vector<std::string>> cmds;
+  std::vector<std::vector<size_t>> positions;
+  std::vector<int64_t> segment_of_cmd;
   for (size_t i = 0; i < sequences.size(); ++i) {
-    if (v.elements[i].type != RedisValue::Type::kString) continue;
-    v1::AuditEntry e;
-    if (e.ParseFromString(v.elements[i].str)) {
-      out[i] = std::move(e);
+    const int64_t segment = view.SegmentOf(sequences[i]);
+    size_t c = 0;
+    while (c < cmds.size() && segment_of_cmd[c] != segment) ++c;
+    if (c == cmds.size()) {
+      cmds.push_back({"MGET"});
+      positions.emplace_back();
+      segment_of_cmd.push_back(segment);
+    }
+    cmds[c].push_back(audit_keys::Entry(segment, sequences[i]));
+    positions[c].push_back(i);
+  }
+  std::vector<RedisValue> replies;
+  if (cmds.size() == 1) {
+    LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command(cmds[0]));
+    replies.push_back(std::move(v));
+  } else {
+    LS_ASSIGN_OR_RETURN(replies, pool_->Pipeline(cmds));
+  }
+  if (replies.size() != cmds.size()) return StorageError("unexpected storage reply");
+  for (size_t c = 0; c < cmds.size(); ++c) {
+    const RedisValue& v = replies[c];
+    if (!v.is_array() || v.elements.size() != positions[c].size()) return StorageError("unexpected storage reply");
+    for (size_t m = 0; m < positions[c].size(); ++m) {
+      const size_t i = positions[c][m];
+      if (v.elements[m].type != RedisValue::Type::kString) continue;
+      v1::AuditEntry e;
+      if (e.ParseFromString(v.elements[m].str)) {
+        out[i] = std::move(e);
+      } else {
+        LogError("stored audit entry does not parse", {{"sequence", std::to_string(sequences[i])}});
+      }
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<int64_t>> AuditChain::IndexMembers(const AuditSegmentView& view, absl::string_view kind,
+                                                              absl::string_view value, int64_t lo, int64_t hi,
+                                                              bool descending, int want) const {
+  std::vector<int64_t> out;
+  // The segments' parts of [lo, hi), in the order of the scan.
+  struct Part {
+    int64_t segment, lo, hi;
+  };
+  std::vector<Part> parts;
+  const auto& segs = view.segments;
+  for (size_t i = 0; i < segs.size(); ++i) {
+    const int64_t a = std::max(lo, segs[i].first);
+    const int64_t b = i + 1 < segs.size() ? std::min(hi, segs[i + 1].first) : hi;
+    if (a < b) parts.push_back({segs[i].number, a, b});
+  }
+  if (descending) std::reverse(parts.begin(), parts.end());
+  // A few segments per round trip: a sparse filter crosses many.
+  constexpr size_t kSegmentsPerTrip = 8;
+  for (size_t p = 0; p < parts.size() && static_cast<int>(out.size()) < want; p += kSegmentsPerTrip) {
+    std::vector<std::vector<std::string>> cmds;
+    const std::string limit = std::to_string(want - static_cast<int>(out.size()));
+    for (size_t q = p; q < parts.size() && q < p + kSegmentsPerTrip; ++q) {
+      const std::string key = audit_keys::Index(parts[q].segment, kind, value);
+      if (descending) {
+        cmds.push_back({"ZREVRANGEBYSCORE", key, std::to_string(parts[q].hi - 1), std::to_string(parts[q].lo),
+                        "LIMIT", "0", limit});
+      } else {
+        cmds.push_back({"ZRANGEBYSCORE", key, std::to_string(parts[q].lo), std::to_string(parts[q].hi - 1),
+                        "LIMIT", "0", limit});
+      }
+    }
+    std::vector<RedisValue> replies;
+    if (cmds.size() == 1) {
+      LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command(cmds[0]));
+      replies.push_back(std::move(v));
     } else {
-      LogError("stored audit entry does not parse", {{"sequence", std::to_string(sequences[i])}});
+      LS_ASSIGN_OR_RETURN(replies, pool_->Pipeline(cmds));
+    }
+    for (const RedisValue& v : replies) {
+      if (!v.is_array()) return StorageError("unexpected storage reply");
+      for (const auto& m : v.elements) {
+        int64_t seq = 0;
+        if (static_cast<int>(out.size()) < want && absl::SimpleAtoi(m.str, &seq)) out.push_back(seq);
+      }
     }
   }
   return out;
@@ -1052,7 +1428,9 @@ absl::StatusOr<v1::ListAuditEntriesResponse> AuditChain::List(const Principal& c
   }
 
   v1::ListAuditEntriesResponse resp;
-  LS_ASSIGN_OR_RETURN(*resp.mutable_head(), Head());
+  LS_ASSIGN_OR_RETURN(HeadRead head_read, ReadHead());
+  *resp.mutable_head() = head_read.head;
+  const AuditSegmentView& view = head_read.view;
   const int64_t head = resp.head().sequence();
   LS_ASSIGN_OR_RETURN(v1::AuditAnchor base, ArchivedBase());
   if (options_.after_base_for_testing) options_.after_base_for_testing();
@@ -1067,16 +1445,18 @@ absl::StatusOr<v1::ListAuditEntriesResponse> AuditChain::List(const Principal& c
     }
   }
 
-  std::string index;
+  // The index to go through (one per segment), if a filter has one.
+  std::string index_kind, index_value;
   if (!q.event_id().empty()) {
-    index = audit_keys::Index("event", q.event_id());
+    index_kind = "event", index_value = q.event_id();
   } else if (!q.request_id().empty()) {
-    index = audit_keys::Index("request", q.request_id());
+    index_kind = "request", index_value = q.request_id();
   } else if (!q.resource().empty()) {
-    index = audit_keys::Index("resource", q.resource());
+    index_kind = "resource", index_value = q.resource();
   } else if (!q.actor().empty()) {
-    index = audit_keys::Index("actor", q.actor());
+    index_kind = "actor", index_value = q.actor();
   }
+  const bool indexed = !index_kind.empty();
   const bool basic = q.view() != v1::AUDIT_ENTRY_VIEW_FULL;
   int scanned = 0;
   int64_t last_examined = 0;
@@ -1088,32 +1468,20 @@ absl::StatusOr<v1::ListAuditEntriesResponse> AuditChain::List(const Principal& c
   while (lo < hi && scanned < options_.list_scan_budget && !more) {
     const int want = std::min(options_.batch_size, options_.list_scan_budget - scanned);
     std::vector<int64_t> candidates;
-    if (index.empty()) {
+    if (!indexed) {
       for (int i = 0; i < want && lo + i < hi; ++i) {
         candidates.push_back(q.descending() ? hi - 1 - i : lo + i);
       }
     } else {
-      std::vector<std::string> cmd;
-      if (q.descending()) {
-        cmd = {"ZREVRANGEBYSCORE", index, std::to_string(hi - 1), std::to_string(lo)};
-      } else {
-        cmd = {"ZRANGEBYSCORE", index, std::to_string(lo), std::to_string(hi - 1)};
-      }
-      cmd.insert(cmd.end(), {"LIMIT", "0", std::to_string(want)});
-      LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command(cmd));
-      if (!v.is_array()) return StorageError("unexpected storage reply");
-      for (const auto& m : v.elements) {
-        int64_t s = 0;
-        if (absl::SimpleAtoi(m.str, &s)) candidates.push_back(s);
-      }
+      LS_ASSIGN_OR_RETURN(candidates, IndexMembers(view, index_kind, index_value, lo, hi, q.descending(), want));
     }
     // A short answer from an index: nothing more in range once these are consumed.
-    const bool index_exhausted = !index.empty() && static_cast<int>(candidates.size()) < want;
+    const bool index_exhausted = indexed && static_cast<int>(candidates.size()) < want;
     if (candidates.empty()) {
       lo = hi;
       break;
     }
-    LS_ASSIGN_OR_RETURN(auto entries, GetMany(candidates));
+    LS_ASSIGN_OR_RETURN(auto entries, GetMany(view, candidates));
     for (size_t i = 0; i < candidates.size(); ++i) {
       auto& e = entries[i];
       // Every sequence after the archived ones up to the head has an entry
@@ -1195,7 +1563,9 @@ absl::StatusOr<AuditChain::Range> AuditChain::ResolveRange(int64_t start_sequenc
   Range range;
   LS_ASSIGN_OR_RETURN(range.base, ArchivedBase());
   if (options_.after_base_for_testing) options_.after_base_for_testing();
-  LS_ASSIGN_OR_RETURN(range.head, Head());
+  LS_ASSIGN_OR_RETURN(HeadRead head_read, ReadHead());
+  range.head = std::move(head_read.head);
+  range.view = std::move(head_read.view);
   const int64_t head = range.head.sequence();
   range.start = start_sequence == 0 ? range.base.sequence() + 1 : start_sequence;
   if (range.start <= range.base.sequence()) {
@@ -1312,7 +1682,8 @@ absl::StatusOr<v1::VerifyAuditChainResponse> AuditChain::VerifyOnce(int64_t star
     prev = range.base.hash();
     have_prev = true;
   } else {
-    LS_ASSIGN_OR_RETURN(std::optional<v1::AuditEntry> before, Get(range.start - 1));
+    LS_ASSIGN_OR_RETURN(auto link, GetMany(range.view, {range.start - 1}));
+    const std::optional<v1::AuditEntry>& before = link[0];
     if (before && before->sequence() == range.start - 1) {
       prev = before->hash();
       have_prev = true;
@@ -1324,7 +1695,7 @@ absl::StatusOr<v1::VerifyAuditChainResponse> AuditChain::VerifyOnce(int64_t star
     LS_RETURN_IF_ERROR(CheckDeadline(deadline));
     std::vector<int64_t> seqs;
     for (int64_t s = first; s < range.end && s < first + options_.batch_size; ++s) seqs.push_back(s);
-    LS_ASSIGN_OR_RETURN(auto entries, GetMany(seqs));
+    LS_ASSIGN_OR_RETURN(auto entries, GetMany(range.view, seqs));
     for (size_t i = 0; i < seqs.size(); ++i) {
       const int64_t n = seqs[i];
       const auto& e = entries[i];
@@ -1367,7 +1738,7 @@ absl::StatusOr<v1::VerifyAuditChainResponse> AuditChain::VerifyOnce(int64_t star
     for (size_t i = first; i < sorted.size() && i < first + static_cast<size_t>(options_.batch_size); ++i) {
       seqs.push_back(sorted[i].sequence());
     }
-    LS_ASSIGN_OR_RETURN(auto entries, GetMany(seqs));
+    LS_ASSIGN_OR_RETURN(auto entries, GetMany(range.view, seqs));
     for (size_t i = 0; i < seqs.size(); ++i) {
       const v1::AuditAnchor& a = sorted[first + i];
       const auto& e = entries[i];
@@ -1427,7 +1798,8 @@ absl::StatusOr<AuditExportSummary> AuditChain::ExportJsonlOnce(
   if (range.start > 1 && range.start - 1 == range.base.sequence()) {
     previous_hash = range.base.hash();
   } else if (range.start > 1) {
-    LS_ASSIGN_OR_RETURN(std::optional<v1::AuditEntry> before, Get(range.start - 1));
+    LS_ASSIGN_OR_RETURN(auto link, GetMany(range.view, {range.start - 1}));
+    std::optional<v1::AuditEntry>& before = link[0];
     if (!before || before->sequence() != range.start - 1) {
       v1::AuditAnchor now = range.base;
       LS_ASSIGN_OR_RETURN(*archived, ArchivedSince(range.start - 1, &now));
@@ -1467,7 +1839,7 @@ absl::StatusOr<AuditExportSummary> AuditChain::ExportJsonlOnce(
   for (int64_t first = range.start; first < range.end; first += options_.export_batch_size) {
     std::vector<int64_t> seqs;
     for (int64_t s = first; s < range.end && s < first + options_.export_batch_size; ++s) seqs.push_back(s);
-    LS_ASSIGN_OR_RETURN(auto entries, GetMany(seqs));
+    LS_ASSIGN_OR_RETURN(auto entries, GetMany(range.view, seqs));
     for (size_t i = 0; i < seqs.size(); ++i) {
       // A gap would leave the file and its trailer disagreeing on what was
       // exported: the chain is damaged, as for a missing link entry.

@@ -2,35 +2,103 @@
 // appended exactly once to a SHA-256 hash chain in Redis (AUDIT_V1, see
 // AuditEntry in proto/labshare/usage/v1/usage.proto).
 //
-// Redis layout, all under the hash tag {usage} (one slot, so every append is
-// one atomic step on a single Redis or on Redis Cluster):
+// Redis layout. The chain is one sequence with one head, stored in segments
+// of at most S entries (AuditChainOptions::segment_entries, default 2^20),
+// each under its own hash tag, so that the trail spreads over every master
+// of a Redis Cluster while every append stays one atomic step in one slot.
+// Segment 0 is under {usage} with the key names the trail always had (a
+// chain of fewer than S entries looks exactly as before segments); segment
+// k >= 1 is under {au:<k>} with the same key kinds ("<seg>" below is
+// "{usage}" for segment 0, "{au:<k>}" for k >= 1):
 //
-//   {usage}:audit:head              HASH  seq   -> sequence of the newest entry
+//   <seg>:audit:head                HASH  seq   -> sequence of the newest entry
 //                                         hash  -> its hash (32 raw bytes)
 //                                         at_s, at_n -> its append_time
 //                                         sig   -> signature of (seq, hash) by
 //                                                  the usage service's key
 //                                                  (AuditHeadSigningInput)
 //                                         kid   -> that key's id
-//                                   (absent: empty chain, sequence 0; sig and
-//                                   kid absent when the chain is unsigned)
-//   {usage}:audit:entry:<seq>       STRING serialized AuditEntry, FULL view
+//                                         first -> the segment's first
+//                                                  sequence (k >= 1; segment 0
+//                                                  starts at 1)
+//                                         closed -> "1" once the segment is
+//                                                  full: no step appends to it
+//                                                  any more
+//                                   (segment 0's absent: empty chain, sequence
+//                                   0; sig and kid absent when the chain is
+//                                   unsigned). A segment is opened with a copy
+//                                   of the previous segment's final head (seq,
+//                                   hash, at_s, at_n, sig, kid: the chain's
+//                                   head then) and first = seq + 1. The
+//                                   chain's head is the newest segment's.
+//   <seg>:audit:entry:<seq>         STRING serialized AuditEntry, FULL view
 //                                   (payload included, exactly the bytes of the
 //                                   source's outbox entry), <seq> in decimal
-//   {usage}:audit:applied           HASH  "<source_service>|<event_id>" -> seq:
-//                                   the apply-once markers (never expire; the
-//                                   trail is never truncated)
-//   {usage}:audit:idx:event:<event_id>     ZSET of sequences (member = score =
-//   {usage}:audit:idx:actor:<actor>        sequence): secondary indexes for the
-//   {usage}:audit:idx:request:<request_id> exact-match filters of
-//   {usage}:audit:idx:resource:<name>      ListAuditEntries
+//   <seg>:audit:applied             HASH  "<source_service>|<event_id>" -> seq:
+//                                   the apply-once markers of the segment's
+//                                   entries (never expire; removed only with
+//                                   archived entries)
+//   <seg>:audit:idx:event:<event_id>     ZSET of sequences (member = score =
+//   <seg>:audit:idx:actor:<actor>        sequence): secondary indexes for the
+//   <seg>:audit:idx:request:<request_id> exact-match filters of
+//   <seg>:audit:idx:resource:<name>      ListAuditEntries, per segment
+//   {usage}:audit:segments          ZSET  member k (decimal), score: segment
+//                                   k's first sequence, k >= 1 (absent while
+//                                   the chain has one segment). Written after
+//                                   the segment's head (ZADD NX), so it may
+//                                   lag one segment behind after a crash:
+//                                   readers probe <seg k+1>:audit:head forward
+//                                   from its last member, and the next append
+//                                   repairs it. Segment k ends where segment
+//                                   k + 1 starts (segment 0 of a chain older
+//                                   than segments may hold more than S).
+//   {usage}:audit:entry:<n + 1>     "closed", written when segment 0 is closed
+//                                   at sequence n: a replica of a version
+//                                   without segments then fails its append
+//                                   there (AUDIT_CORRUPTED, nothing written)
+//                                   instead of forking the chain in segment 0
 //   {usage}:audit:base              HASH  seq, hash: the last entry archived to
 //                                   a file (services/archive, labshare-archive)
 //                                   and its hash; entries up to seq, their
 //                                   markers and index members are gone from
-//                                   Redis. Absent: nothing archived (0).
-//                                   Verify, List and exports start after it
-//                                   and link the first remaining entry to it.
+//                                   Redis (segment heads stay). Absent:
+//                                   nothing archived (0). Verify, List and
+//                                   exports start after it and link the first
+//                                   remaining entry to it.
+//
+// Segments are storage, not format: the entries, their hashes, the signed
+// head, the JSONL export and deploy/verify_audit.py are those of one chain.
+// Reads map each sequence to its segment through the directory (cached: it
+// only grows) and the probe.
+//
+// A new segment: when the current segment k holds S entries (counted from
+// its first sequence) or is closed, the appender (1) closes k (one step in
+// k's slot: a compare-and-set on its head that sets "closed"), (2) opens
+// k + 1 (one step in {au:<k+1>}: its head created only if absent, from k's
+// final head), (3) adds k + 1 to the directory (ZADD NX in {usage}), and then
+// appends in k + 1 as always. Each step is idempotent, and a crash between
+// them is repaired by the next appender (a closed segment without a
+// successor is opened; a successor missing from the directory is found by
+// the probe and added). Two replicas opening k + 1 at once: one creates the
+// head, the other finds it and goes on. A batch reaching the end of a
+// segment is committed in one step per segment.
+//
+// Exactly once across segments: an append step checks the event's marker
+// in its own segment atomically. The earlier segments are closed, hence
+// immutable, and their markers are read before the step: the previous
+// segment's always, and those of every older segment whose last
+// append_time is at or after the event's header event_time minus
+// AuditChainOptions::marker_skew (1 h; an event without event_time checks
+// every segment). So an event is appended at most once provided its first
+// append came no earlier than marker_skew before its event_time (the usage
+// service's clock not behind the source's by more than that; redeliveries
+// carry the same header). Markers removed by labshare-archive are covered by
+// its own rule (every consumer acknowledged the archived year).
+//
+// Rolling upgrade from a version without segments: nothing is rewritten, and
+// segment 0 keeps its entries; with an old chain of S entries or more the
+// first append of this version closes segment 0 (see the "closed" entry
+// above, which stops old replicas from appending there).
 //
 // Appending (SHA-256 is computed here, Redis' Lua has none): read the head
 // and the marker; compute hash(n + 1) over the new entry; then one Lua step
@@ -82,6 +150,7 @@
 namespace labshare::usage {
 
 namespace audit_keys {
+// Segment 0's keys (the names of the trail before segments).
 std::string Head();                                  // {usage}:audit:head
 std::string Entry(int64_t sequence);                 // {usage}:audit:entry:<seq>
 std::string Applied();                               // {usage}:audit:applied
@@ -89,7 +158,25 @@ std::string Base();                                  // {usage}:audit:base
 std::string AppliedField(absl::string_view source_service, absl::string_view event_id);
 // kind: "event", "actor", "request", "resource".
 std::string Index(absl::string_view kind, absl::string_view value);
+// Segment `segment`'s keys: segment 0's above for 0, "{au:<k>}:audit:..." for k >= 1.
+std::string Head(int64_t segment);
+std::string Entry(int64_t segment, int64_t sequence);
+std::string Applied(int64_t segment);
+std::string Index(int64_t segment, absl::string_view kind, absl::string_view value);
+std::string Segments();                              // {usage}:audit:segments
 }  // namespace audit_keys
+
+// Where the segments of the chain start (audit_chain.h's layout), as known
+// when a head was read: every sequence up to that head maps to its segment.
+struct AuditSegmentView {
+  struct Segment {
+    int64_t number = 0;  // k
+    int64_t first = 1;   // its first sequence
+  };
+  std::vector<Segment> segments;  // ascending; segments[0] is segment 0 (first 1)
+  // The segment holding `sequence` (the last one starting at or before it).
+  int64_t SegmentOf(int64_t sequence) const;
+};
 
 // "LABSHARE-AUDIT-V1".
 extern const char kAuditHashDomain[];
@@ -225,9 +312,23 @@ struct AuditChainOptions {
   // exports it. nullptr: an unsigned chain (tests that do not care; the
   // service refuses to start so unless given --audit_unsigned).
   std::shared_ptr<const AuditSigningKey> signing_key;
+  // Entries per segment (S, audit_chain.h's layout): a new segment starts
+  // when the current one holds this many. Every replica should use the same
+  // value (a smaller one elsewhere only makes segments shorter: a closed
+  // segment takes no more entries whatever S a replica has).
+  int64_t segment_entries = int64_t{1} << 20;
+  // Earlier segments whose markers are checked before an append: the
+  // previous one, and every older one whose last append_time is at or after
+  // the event's event_time minus this.
+  absl::Duration marker_skew = absl::Hours(1);
   // Tests only: called between reading the head and the compare-and-set
   // step, to interleave another appender deterministically.
   std::function<void()> before_commit_for_testing;
+  // Tests only: called at the steps of a segment change: "close" before
+  // closing segment `segment`, "open" before opening it, "opened" after its
+  // head was written and before the directory records it. An error stops
+  // the append there with that status (a crash between two steps).
+  std::function<absl::Status(absl::string_view step, int64_t segment)> segment_step_for_testing;
   // Tests only: called by List, Verify and exports after they read the
   // archived base and before they read entries, to interleave
   // labshare-archive deterministically.
@@ -282,12 +383,15 @@ class AuditChain {
   // compare-and-set of the head, retried as a whole when another replica
   // appended first) and are exactly the entries Append one by one would
   // write: the same sequences, append times taken per entry, hashes, and the
-  // head signed once, for the last entry. A repeated event (appended before,
-  // or twice in the batch) answers appended = false with the stored entry;
-  // an undecodable event answers its error and takes no sequence. A storage
-  // error or corruption before the commit answers every decodable event with
-  // it; nothing of the batch is then written. Once the batch is committed its
-  // new entries answer OK; failing to read the stored entry of an event
+  // head signed once, for the last entry. A batch that reaches the end of a
+  // segment is committed in one such step per segment (each all or
+  // nothing, each signing its last entry). A repeated event (appended
+  // before, or twice in the batch) answers appended = false with the stored
+  // entry; an undecodable event answers its error and takes no sequence. A
+  // storage error or corruption before a step's commit answers every
+  // decodable event not committed by an earlier step of the batch with it;
+  // nothing of theirs is then written. Once a step is committed its new
+  // entries answer OK; failing to read the stored entry of an event
   // appended before answers only that event with the error.
   std::vector<absl::StatusOr<AppendResult>> AppendBatch(absl::string_view source_service,
                                                         const std::vector<StreamEvent>& events);
@@ -297,6 +401,9 @@ class AuditChain {
 
   // The newest entry; sequence 0 and no hash for an empty chain.
   absl::StatusOr<labshare::usage::v1::AuditChainHead> Head() const;
+
+  // Where the segments start, as of a head read now (labshare-archive).
+  absl::StatusOr<AuditSegmentView> Segments() const;
 
   // One stored entry (FULL view), or nullopt if there is none at `sequence`.
   absl::StatusOr<std::optional<labshare::usage::v1::AuditEntry>> Get(int64_t sequence) const;
@@ -396,7 +503,41 @@ class AuditChain {
     int64_t end = 0;  // exclusive
     labshare::usage::v1::AuditChainHead head;
     labshare::usage::v1::AuditAnchor base;
+    AuditSegmentView view;  // as of `head`
   };
+  // A segment as this object knows it: where it starts and, once it is
+  // closed (then immutable), the append_time of its last entry.
+  struct KnownSegment {
+    int64_t number = 0;
+    int64_t first = 1;
+    std::optional<absl::Time> last_append;
+  };
+  struct HeadRead {
+    labshare::usage::v1::AuditChainHead head;
+    AuditSegmentView view;
+  };
+  // The chain's head: the newest segment's, found from the known segments
+  // by probing the next segment's head.
+  absl::StatusOr<HeadRead> ReadHead() const;
+  // The segments known so far (the directory, loaded when none is known).
+  absl::StatusOr<std::vector<KnownSegment>> KnownSegments() const;
+  void LearnSegment(int64_t number, int64_t first) const;
+  void ForgetSegments() const;
+  static AuditSegmentView ViewOf(const std::vector<KnownSegment>& known);
+  // Where an append goes now: an open segment with room, its head, and the
+  // markers (given fields) found in it or in the earlier segments that could
+  // hold them. Closes a full segment and opens the next one on the way.
+  struct Target {
+    int64_t segment = 0;
+    int64_t head_seq = 0;
+    std::string head_hash;
+    int64_t room = 0;  // entries the segment still takes
+    std::vector<std::optional<int64_t>> found;  // per marker: its sequence
+  };
+  absl::StatusOr<Target> PrepareTarget(const std::vector<std::string>& markers,
+                                       std::optional<absl::Time> earliest_event);
+  // Closes segment k at (seq, hash); *stale when its head moved.
+  absl::Status CloseSegment(int64_t segment, int64_t seq, const std::string& hash, bool* stale);
   absl::StatusOr<Range> ResolveRange(int64_t start_sequence, int64_t end_sequence) const;
   // Whether `sequence`, missing or unreadable, was removed by labshare-archive
   // after `base` was read (the stored base has moved to it or past it);
@@ -419,14 +560,22 @@ class AuditChain {
   // Entries at the given sequences, nullopt where none is stored (or it does
   // not parse).
   absl::StatusOr<std::vector<std::optional<labshare::usage::v1::AuditEntry>>> GetMany(
-      const std::vector<int64_t>& sequences) const;
+      const AuditSegmentView& view, const std::vector<int64_t>& sequences) const;
+  // Members of the index (kind, value) in [lo, hi), ascending or
+  // descending, at most `want`, across the segments of `view`.
+  absl::StatusOr<std::vector<int64_t>> IndexMembers(const AuditSegmentView& view, absl::string_view kind,
+                                                    absl::string_view value, int64_t lo, int64_t hi,
+                                                    bool descending, int want) const;
   absl::StatusOr<AppendResult> AppendOnce(absl::string_view source_service,
                                           const StreamEvent& event, const DecodedEvent& decoded,
                                           bool* stale);
 
+  // One step of AppendBatch over the events not `done` yet: commits what
+  // fits in the current segment and marks what it answered done.
   absl::Status AppendBatchOnce(absl::string_view source_service, const std::vector<StreamEvent>& events,
                                const std::vector<std::optional<DecodedEvent>>& decoded,
-                               std::vector<absl::StatusOr<AppendResult>>* out, bool* stale);
+                               std::vector<absl::StatusOr<AppendResult>>* out, std::vector<bool>* done,
+                               bool* stale);
 
   RedisPool* pool_;
   PageTokenCodec page_tokens_;
@@ -434,6 +583,8 @@ class AuditChain {
   SystemClock system_clock_;
   const Clock* clock_;
   absl::Mutex append_mu_;
+  mutable absl::Mutex segments_mu_;
+  mutable std::vector<KnownSegment> segments_ ABSL_GUARDED_BY(segments_mu_);
 };
 
 }  // namespace labshare::usage

@@ -392,6 +392,84 @@ TEST_F(ArchiveTest, ExportsVerifiesRemovesResumesAndRerunsAsANoOp) {
   EXPECT_EQ(pool_->Command({"HLEN", usage::audit_keys::Applied()})->integer, 0);
 }
 
+// The audit trail in segments of 4 entries (services/usage/audit_chain.h):
+// entries 1-4 in segment 0 ({usage}), 5-8 in segment 1 ({au:1}), 9 and
+// later in segment 2 ({au:2}). Year Y ends at entry 6, inside segment 1:
+// segment 0 goes whole, segment 1 in part, each entry with its marker and
+// index members from its own segment's keys; what remains verifies from the
+// anchor, lists, takes new entries; the next year's archive continues.
+TEST_F(ArchiveTest, ArchivesAcrossAuditSegments) {
+  auto key = usage::AuditSigningKey::FromPrivateKeyFile(dir_ + "/audit.pem");
+  ASSERT_TRUE(key.ok()) << key.status();
+  usage::AuditChainOptions o;
+  o.clock = &clock_;
+  o.signing_key = *key;
+  o.segment_entries = 4;
+  chain_ = std::make_unique<usage::AuditChain>(pool_.get(), testing::TestPageTokens(), o);
+  Seed();
+  SetState(ids_[4], bv1::Booking::MISSED);
+  clock_.Set(At(kY + 1, 2, 1));
+  auto segment_of = [](int64_t seq) -> int64_t { return seq <= 4 ? 0 : seq <= 8 ? 1 : 2; };
+  ASSERT_EQ(chain_->Head()->sequence(), 9);
+  for (int64_t s = 1; s <= 9; ++s) {
+    ASSERT_EQ(chain_->Segments()->SegmentOf(s), segment_of(s)) << s;
+    ASSERT_TRUE(Exists(usage::audit_keys::Entry(segment_of(s), s))) << s;
+  }
+  const std::string hash6 = chain_->Get(6)->value().hash();
+
+  auto done = ArchiveYear(pool_.get(), Options(kY));
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->audit_start, 1);
+  EXPECT_EQ(done->audit_end, 7);
+  EXPECT_EQ(done->audit_last_hash, absl::BytesToHexString(hash6));
+  CommandResult py = VerifyAudit(dir_ + "/audit-" + std::to_string(kY) + ".jsonl");
+  EXPECT_EQ(py.output, absl::StrCat("OK 6 entries, head 6 ", absl::BytesToHexString(hash6), "\n"));
+  for (int64_t s = 1; s <= 6; ++s) EXPECT_FALSE(Exists(usage::audit_keys::Entry(segment_of(s), s))) << s;
+  for (int64_t s = 7; s <= 9; ++s) EXPECT_TRUE(Exists(usage::audit_keys::Entry(segment_of(s), s))) << s;
+  EXPECT_EQ(pool_->Command({"HLEN", usage::audit_keys::Applied(0)})->integer, 0);
+  EXPECT_EQ(pool_->Command({"HLEN", usage::audit_keys::Applied(1)})->integer, 2);
+  EXPECT_EQ(pool_->Command({"HLEN", usage::audit_keys::Applied(2)})->integer, 1);
+  EXPECT_FALSE(Exists(usage::audit_keys::Index(0, "actor", "users/ana")));
+  EXPECT_EQ(pool_->Command({"ZCARD", usage::audit_keys::Index(1, "actor", "users/ana")})->integer, 2);
+  EXPECT_EQ(pool_->Command({"ZCARD", usage::audit_keys::Index(2, "actor", "users/ana")})->integer, 1);
+  for (int64_t k = 0; k < 6; ++k) {
+    const std::string& id = ids_[static_cast<size_t>(k)];
+    EXPECT_FALSE(Exists(usage::audit_keys::Index(segment_of(k + 1), "resource", "bookings/" + id))) << k;
+    EXPECT_FALSE(Exists(usage::audit_keys::Index(segment_of(k + 1), "event", "ev-" + id))) << k;
+  }
+
+  auto rest = chain_->Verify(0, 0, {});
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  EXPECT_EQ(rest->result(), uv1::VERIFIED);
+  EXPECT_EQ(rest->start_sequence(), 7);
+  EXPECT_EQ(rest->entries_checked(), 3);
+  uv1::ListAuditEntriesRequest list;
+  list.set_page_size(50);
+  list.set_actor("users/ana");
+  auto listed = chain_->List(Principal{"auditor", "", {Role::kAuditor}, clock_.Now() + absl::Hours(1)}, list);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->entries_size(), 3);
+  EXPECT_EQ(listed->entries(0).sequence(), 7);
+  EXPECT_EQ(listed->entries(2).sequence(), 9);
+  clock_.Advance(absl::Hours(1));
+  later_.push_back(Book(At(kY + 1, 3, 1), bv1::Booking::CONFIRMED));  // entry 10, segment 2
+  EXPECT_EQ(chain_->Verify(0, 0, {})->entries_checked(), 4);
+
+  // The next year: the rest of segment 1 and segment 2 up to 10.
+  for (const auto& id : {ids_[5], later_[0], later_[1], later_[2], later_[3]}) SetState(id, bv1::Booking::COMPLETED);
+  clock_.Set(At(kY + 2, 1, 2));
+  auto next_year = ArchiveYear(pool_.get(), Options(kY + 1));
+  ASSERT_TRUE(next_year.ok()) << next_year.status();
+  EXPECT_EQ(next_year->audit_start, 7);
+  EXPECT_EQ(next_year->audit_end, 11);
+  CommandResult chained = VerifyAudit(dir_ + "/audit-" + std::to_string(kY + 1) + ".jsonl",
+                                      "--anchor 6:" + absl::BytesToHexString(hash6));
+  EXPECT_EQ(chained.exit_code, 0) << chained.output;
+  for (int64_t s = 7; s <= 10; ++s) EXPECT_FALSE(Exists(usage::audit_keys::Entry(segment_of(s), s))) << s;
+  for (int64_t k : {0, 1, 2}) EXPECT_EQ(pool_->Command({"HLEN", usage::audit_keys::Applied(k)})->integer, 0) << k;
+  EXPECT_FALSE(Exists(usage::audit_keys::Index(2, "actor", "users/ana")));
+}
+
 // VerifyAuditChain's anchors after entries 1..6 were archived: an anchor at
 // 6 (the last archived entry) is checked against the hash recorded at the
 // cut (VERIFIED, or ANCHOR_MISMATCH), not reported as a gap; an anchor at 3

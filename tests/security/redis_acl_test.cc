@@ -310,7 +310,7 @@ TEST_F(RedisAclTest, EachServiceSeesOnlyItsOwnKeysAndCommands) {
       {"inventory", {"{inventory}:doc:organizations/a", "{inventory}:outbox"}},
       {"booking", {"{booking}:project:p", "{bk:3}:booking:b", "{bk:ids}:b", "{booking}:outbox", "{bk:3}:outbox"}},
       {"billing", {"{billing}:acct:x", "{billing}:outbox"}},
-      {"usage", {"{usage}:audit:head", "{usage}:outbox"}},
+      {"usage", {"{usage}:audit:head", "{au:7}:audit:head", "{usage}:outbox"}},
       {"notify", {"{notify}:mail:msg:m", "{notify}:outbox"}},
   };
   for (const auto& [service, list] : keys) {

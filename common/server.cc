@@ -81,7 +81,8 @@ ABSL_FLAG(int, access_log_sample, 100,
 // Workers of the callback methods whose use cases block (common/unary.h
 // HandleUnaryBlocking): a fixed pool, not a thread per call.
 ABSL_FLAG(int, worker_threads, 32,
-          "Threads that run blocking use cases (inventory, billing); calls beyond them wait in a queue.");
+          "Threads per service that run its blocking use cases (booking, inventory, identity, billing); calls "
+          "beyond them wait in a queue.");
 ABSL_FLAG(int, worker_queue, 4096,
           "Calls that may wait for a worker; more are answered UNAVAILABLE (SERVER_BUSY) with a retry delay.");
 ABSL_FLAG(absl::Duration, access_log_slow, absl::Milliseconds(250),

@@ -444,6 +444,16 @@ absl::StatusOr<int64_t> IntegerOrZero(const RedisValue& v) {
   return out;
 }
 
+// The replies of `cmds`: a plain command when there is one, else one
+// pipeline.
+absl::StatusOr<std::vector<RedisValue>> CommandsIn(RedisPool* pool, const std::vector<std::vector<std::string>>& cmds) {
+  if (cmds.size() != 1) return pool->Pipeline(cmds);
+  LS_ASSIGN_OR_RETURN(RedisValue v, pool->Command(cmds[0]));
+  std::vector<RedisValue> out;
+  out.push_back(std::move(v));
+  return out;
+}
+
 }  // namespace
 
 // ============================================================ free functions
@@ -1320,13 +1330,7 @@ absl::StatusOr<std::vector<std::optional<v1::AuditEntry>>> AuditChain::GetMany(
     cmds[c].push_back(audit_keys::Entry(segment, sequences[i]));
     positions[c].push_back(i);
   }
-  std::vector<RedisValue> replies;
-  if (cmds.size() == 1) {
-    LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command(cmds[0]));
-    replies.push_back(std::move(v));
-  } else {
-    LS_ASSIGN_OR_RETURN(replies, pool_->Pipeline(cmds));
-  }
+  LS_ASSIGN_OR_RETURN(std::vector<RedisValue> replies, CommandsIn(pool_, cmds));
   if (replies.size() != cmds.size()) return StorageError("unexpected storage reply");
   for (size_t c = 0; c < cmds.size(); ++c) {
     const RedisValue& v = replies[c];
@@ -1376,13 +1380,7 @@ absl::StatusOr<std::vector<int64_t>> AuditChain::IndexMembers(const AuditSegment
                         "LIMIT", "0", limit});
       }
     }
-    std::vector<RedisValue> replies;
-    if (cmds.size() == 1) {
-      LS_ASSIGN_OR_RETURN(RedisValue v, pool_->Command(cmds[0]));
-      replies.push_back(std::move(v));
-    } else {
-      LS_ASSIGN_OR_RETURN(replies, pool_->Pipeline(cmds));
-    }
+    LS_ASSIGN_OR_RETURN(std::vector<RedisValue> replies, CommandsIn(pool_, cmds));
     for (const RedisValue& v : replies) {
       if (!v.is_array()) return StorageError("unexpected storage reply");
       for (const auto& m : v.elements) {
